@@ -1,0 +1,88 @@
+"""Containers returned by the data loaders (plain numpy on the host; read-only views)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..camera import Camera, camera_from_blender, stack_cameras
+
+__all__ = ["PosedViews", "TestSet", "MADClass"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PosedViews:
+    """Posed images of one object.
+
+    images: [N, H, W, 3] float32 in [0, 1], RGBA already composited on ``background``.
+    c2w: [N, 4, 4] float64 camera-to-world exactly as in the file (Blender/OpenGL axes).
+    camera_angle_x: horizontal field of view in radians.
+    paths: the image file of each view.
+    """
+
+    images: np.ndarray
+    c2w: np.ndarray
+    camera_angle_x: float
+    paths: tuple[str, ...]
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def height(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.images.shape[2])
+
+    def camera(self, i: int) -> Camera:
+        """OpenCV camera of view i, intrinsics for the loaded resolution."""
+        return camera_from_blender(self.c2w[i], self.camera_angle_x, self.width, self.height)
+
+    @property
+    def cameras(self) -> Camera:
+        """All N cameras stacked (leading axis N on each array leaf)."""
+        return stack_cameras([self.camera(i) for i in range(len(self))])
+
+    def subset(self, index) -> "PosedViews":
+        index = np.asarray(index)
+        return dataclasses.replace(
+            self, images=self.images[index], c2w=self.c2w[index],
+            paths=tuple(np.asarray(self.paths, dtype=object)[index].tolist()),
+        )
+
+    def images_jax(self) -> jnp.ndarray:
+        return jnp.asarray(self.images)
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSet:
+    """Query images with labels and ground-truth masks (poses unknown).
+
+    images: [M, H, W, 3] float32 in [0, 1]; masks: [M, H, W] bool (True = defective);
+    labels: [M] int (0 = good, 1 = defective); defect_types: e.g. "good", "Burrs";
+    paths: relative paths such as "test/Burrs/3.png" (the keys of a test-pose file).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    defect_types: tuple[str, ...]
+    paths: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class MADClass:
+    """One MAD-Sim class folder: defect-free posed training views and the labelled test set."""
+
+    name: str
+    root: str
+    train: PosedViews
+    test: TestSet

@@ -1,0 +1,106 @@
+"""One ``render`` entry with several backends.
+
+- ``"reference"``: dense pure-JAX renderer (:mod:`splatjax.render.reference`), the oracle.
+- ``"cpu"`` / ``"cuda"``: the tile rasterizer compiled from ``cuda_ffi/`` and called through
+  the JAX FFI (:mod:`splatjax.render.ffi`).
+- ``"auto"``: the FFI kernel for the platform the arrays live on when it is built, else
+  the reference renderer.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ..camera import Camera
+from ..gaussians import Gaussians
+from .reference import project, rasterize_reference
+
+__all__ = ["render", "rasterize", "project", "rasterize_reference", "available_backends", "BACKENDS"]
+
+BACKENDS = ("auto", "reference", "cpu", "cuda")
+
+
+def _ffi():
+    from . import ffi  # imported lazily: loading the kernel library is optional
+
+    return ffi
+
+
+def available_backends() -> list[str]:
+    """Backends that can run here: always "reference", plus each FFI kernel that was built
+    and whose platform has a device."""
+    out = ["reference"]
+    try:
+        out += _ffi().available_platforms()
+    except ImportError:
+        pass
+    return out
+
+
+def _default_platform() -> str:
+    return jax.default_backend()
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown render backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "auto":
+        platform = "cuda" if _default_platform() in ("gpu", "cuda") else "cpu"
+        return platform if platform in available_backends() else "reference"
+    if backend != "reference" and backend not in available_backends():
+        raise RuntimeError(
+            f"render backend {backend!r} is not available: the {backend} kernel library was not built "
+            "or this machine has no such device. Rebuild with `pip install .` (the CUDA library needs "
+            "nvcc at build time), or use backend='reference'."
+        )
+    return backend
+
+
+def rasterize(
+    means: Float[Array, "N 3"],
+    scales: Float[Array, "N 3"],
+    quats: Float[Array, "N 4"],
+    opacities: Float[Array, " N"],
+    colors: Float[Array, "N 3"],
+    R: Float[Array, "3 3"],
+    t: Float[Array, " 3"],
+    intrinsics: Float[Array, " 4"],
+    background: Float[Array, " 3"],
+    *,
+    width: int,
+    height: int,
+    backend: str = "auto",
+    means2d_offset: Float[Array, "N 2"] | None = None,
+) -> tuple[Float[Array, "H W 3"], Float[Array, "H W"]]:
+    """Render activated parameters (see :mod:`splatjax.render.reference` for the exact
+    conventions, which every backend shares). Differentiable in every array argument."""
+    backend = _resolve_backend(backend)
+    kw = dict(width=width, height=height, means2d_offset=means2d_offset)
+    if backend == "reference":
+        return rasterize_reference(means, scales, quats, opacities, colors, R, t, intrinsics, background, **kw)
+    return _ffi().rasterize_ffi(means, scales, quats, opacities, colors, R, t, intrinsics, background,
+                                platform=backend, **kw)
+
+
+def render(
+    gaussians: Gaussians,
+    camera: Camera,
+    *,
+    background=(1.0, 1.0, 1.0),
+    backend: str = "auto",
+    means2d_offset: Float[Array, "N 2"] | None = None,
+) -> tuple[Float[Array, "H W 3"], Float[Array, "H W"]]:
+    """Render ``gaussians`` seen by ``camera`` (OpenCV world-to-camera) over ``background``.
+
+    Returns (rgb [H, W, 3] float, alpha [H, W]). Differentiable with respect to every
+    Gaussian parameter and to ``camera.R`` / ``camera.t``; works under ``jit``, and
+    ``vmap`` over a camera batch (see :func:`splatjax.camera.stack_cameras`)."""
+    dtype = gaussians.means.dtype
+    bg = jnp.broadcast_to(jnp.asarray(background, dtype), (3,))
+    return rasterize(
+        gaussians.means, gaussians.scales, gaussians.unit_quats, gaussians.opacities, gaussians.colors,
+        camera.R.astype(dtype), camera.t.astype(dtype), camera.intrinsics.astype(dtype), bg,
+        width=camera.width, height=camera.height, backend=backend, means2d_offset=means2d_offset,
+    )
