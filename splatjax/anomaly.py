@@ -1,0 +1,144 @@
+"""Anomaly maps and image scores from a render and a query (REFERENCE.md "Anomaly map").
+
+With EfficientNet features (the reference): both images resized to S x S (S = 224), then
+
+    map = sum_c (r_c - q_c)^2 / std_c^2                       (ImageNet-normalised RGB)
+        + sum_l upsample_S( sum_k (F_l(r)_k - F_l(q)_k)^2 )    (taps l = blocks 1, 5, 9, 21)
+
+smoothed with a Gaussian of sigma 4 px (scipy's kernel and "reflect" border); the image
+score is the maximum of the map. With the weights-free extractor the map is the sum of
+its upsampled levels (no RGB term, see :class:`splatjax.features.WeightsFreeFeatures`),
+smoothed and scored the same way: same output contract, different (documented) values.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from .features import IMAGENET_STD, FeatureExtractor, gaussian_filter, resize_images
+
+__all__ = [
+    "MAP_SIZE",
+    "MAP_SIGMA",
+    "anomaly_map",
+    "anomaly_maps",
+    "image_scores",
+    "rgb_term",
+    "overlay_heatmap",
+]
+
+MAP_SIZE = 224
+MAP_SIGMA = 4.0
+
+
+def rgb_term(renders: Float[Array, "B S S 3"], queries: Float[Array, "B S S 3"]) -> Float[Array, "B S S"]:
+    """Channel-summed squared difference of the ImageNet-normalised images (mean cancels)."""
+    inv_var = 1.0 / jnp.asarray(IMAGENET_STD, jnp.float32) ** 2
+    return jnp.sum((renders - queries) ** 2 * inv_var, axis=-1)
+
+
+@jax.jit
+def _combine(base: Array, levels: list[Array]) -> Array:
+    b, s = base.shape[0], base.shape[1]
+    total = base
+    for lev in levels:
+        total = total + jax.image.resize(lev, (b, s, s), "linear", antialias=False)
+    return total
+
+
+def anomaly_maps(
+    renders: Float[ArrayLike, "B H W 3"],
+    queries: Float[ArrayLike, "B H W 3"],
+    extractor: FeatureExtractor,
+    *,
+    size: int = MAP_SIZE,
+    sigma: float = MAP_SIGMA,
+) -> Float[Array, "B S S"]:
+    """Anomaly maps [B, size, size] for render/query pairs (images in [0, 1], any H x W).
+
+    ``size``: map resolution (224 as the paper); ``sigma``: Gaussian smoothing in map
+    pixels (4 as the paper; 0 disables). Features are upsampled bilinearly (half-pixel
+    centres, as ``F.interpolate(..., align_corners=False)``).
+    """
+    renders = jnp.asarray(renders, jnp.float32)
+    queries = jnp.asarray(queries, jnp.float32)
+    if renders.ndim != 4 or renders.shape[-1] != 3 or queries.shape != renders.shape:
+        raise ValueError(
+            f"anomaly_maps needs renders and queries of equal shape [B, H, W, 3]; "
+            f"got {renders.shape} and {queries.shape}"
+        )
+    r = resize_images(renders, size)
+    q = resize_images(queries, size)
+    levels = list(extractor.levels(r, q))
+    base = rgb_term(r, q) if extractor.rgb_term else jnp.zeros(r.shape[:3], jnp.float32)
+    total = _combine(base, levels)
+    return gaussian_filter(total, sigma) if sigma > 0 else total
+
+
+def anomaly_map(
+    render: Float[ArrayLike, "H W 3"],
+    query: Float[ArrayLike, "H W 3"],
+    extractor: FeatureExtractor,
+    *,
+    size: int = MAP_SIZE,
+    sigma: float = MAP_SIGMA,
+) -> Float[Array, "S S"]:
+    """Anomaly map [size, size] of one render/query pair (see :func:`anomaly_maps`)."""
+    return anomaly_maps(
+        jnp.asarray(render)[None], jnp.asarray(query)[None], extractor, size=size, sigma=sigma
+    )[0]
+
+
+def image_scores(maps: Float[ArrayLike, "B S S"]) -> Float[Array, " B"]:
+    """Image anomaly score = maximum of each map."""
+    maps = jnp.asarray(maps)
+    return jnp.max(maps.reshape(maps.shape[0], -1), axis=1)
+
+
+def overlay_heatmap(
+    image: Float[ArrayLike, "H W 3"],
+    amap: Float[ArrayLike, "h w"],
+    mask: ArrayLike | None = None,
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    mask_color: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """uint8 RGB [H, W, 3] picture: ``image`` blended with the colour-mapped ``amap``.
+
+    The map is resized (bilinear) to the image size and scaled to [vmin, vmax] (default:
+    its own min and max; pass the same values for all images of a report to compare
+    them). ``mask`` (bool, any size, True = defective) is drawn as a one-pixel outline in
+    ``mask_color``.
+    """
+    import matplotlib
+    import scipy.ndimage
+    from PIL import Image
+
+    img = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"overlay_heatmap: image must be [H, W, 3], got {img.shape}")
+    h, w = img.shape[:2]
+    m = np.asarray(amap, np.float32)
+    if m.ndim != 2:
+        raise ValueError(f"overlay_heatmap: map must be [h, w], got {m.shape}")
+    if m.shape != (h, w):
+        m = np.asarray(Image.fromarray(m).resize((w, h), Image.BILINEAR))
+    lo = float(np.min(m)) if vmin is None else float(vmin)
+    hi = float(np.max(m)) if vmax is None else float(vmax)
+    norm = np.clip((m - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    heat = matplotlib.colormaps[cmap](norm)[..., :3].astype(np.float32)
+    out = (1.0 - alpha) * img + alpha * heat
+    out = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if mask is not None:
+        mk = np.asarray(mask).astype(bool)
+        if mk.shape != (h, w):
+            mk = np.asarray(Image.fromarray(mk.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 0
+        edge = mk & ~scipy.ndimage.binary_erosion(mk, structure=np.ones((3, 3), bool), border_value=0)
+        out[edge] = np.asarray(mask_color, np.uint8)
+    return out

@@ -1,0 +1,179 @@
+"""Run folders: orbax checkpoints of a training state, the config and a metrics log.
+
+Layout of a run folder ``RUN``::
+
+    RUN/config.json        the configuration the run was started with
+    RUN/metrics.jsonl      one JSON object per logged step
+    RUN/checkpoints/<step>/  orbax checkpoints (the newest few are kept)
+    RUN/model.ply          the final model (written by the fitting code)
+
+A checkpoint stores any pytree of arrays: its leaves are saved as a flat dict
+``{"000000": array, ...}`` (portable names, no dependence on the pytree classes) next to a
+JSON item holding the leaf paths and free-form metadata; restoring needs a template pytree
+of the same structure (shapes and dtypes are checked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = [
+    "RunCheckpointer",
+    "write_json",
+    "read_json",
+    "append_metrics",
+    "read_metrics",
+    "truncate_metrics",
+]
+
+
+def _leaf_paths(tree: Any) -> tuple[list[str], list[Any], Any]:
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return [jax.tree_util.keystr(p) for p, _ in flat], [x for _, x in flat], treedef
+
+
+class RunCheckpointer:
+    """Save and restore pytrees of arrays with orbax under ``directory`` (created when
+    missing), keeping the newest ``max_to_keep`` steps. Saves are asynchronous: arrays are
+    copied to host memory before :meth:`save` returns, so the caller may donate or
+    overwrite its device buffers right away. Call :meth:`close` (or use ``with``) to wait
+    for pending writes."""
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = Path(directory).resolve()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            item_names=("arrays", "meta"),
+        )
+
+    def __enter__(self) -> "RunCheckpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint step, or None."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, tree: Any, metadata: dict | None = None) -> None:
+        """Checkpoint ``tree`` (pytree of arrays) at ``step`` with JSON-able ``metadata``."""
+        ocp = self._ocp
+        paths, leaves, _ = _leaf_paths(tree)
+        host = [np.asarray(x) for x in jax.device_get(leaves)]
+        arrays = {f"{i:06d}": x for i, x in enumerate(host)}
+        meta = {"step": int(step), "leaf_paths": paths, "metadata": metadata or {}}
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
+        )
+
+    def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict, int]:
+        """Restore the checkpoint at ``step`` (default: newest) into the structure of
+        ``template``. Returns (tree of numpy arrays, metadata, step). Raises
+        ``FileNotFoundError`` when there is no checkpoint and ``ValueError`` when the saved
+        structure, shapes or dtypes differ from the template."""
+        ocp = self._ocp
+        if step is None:
+            step = self.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{self.directory}: no checkpoint to resume from")
+        paths, leaves, treedef = _leaf_paths(template)
+        target = {f"{i:06d}": np.zeros(np.shape(x), np.asarray(x).dtype) for i, x in enumerate(leaves)}
+        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        if list(meta["leaf_paths"]) != paths:
+            raise ValueError(
+                f"{self.directory}/{step}: checkpoint structure differs from the current training state "
+                f"({len(meta['leaf_paths'])} saved leaves vs {len(paths)}); was it written by another "
+                "version or configuration?"
+            )
+        abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in target.items()}
+        try:
+            arrays = self._manager.restore(
+                step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract))
+            )["arrays"]
+        except Exception as exc:  # orbax raises several types on shape/dtype mismatch
+            raise ValueError(f"{self.directory}/{step}: cannot restore checkpoint ({exc})") from exc
+        out = []
+        for i, (path, ref) in enumerate(zip(paths, leaves)):
+            arr = np.asarray(arrays[f"{i:06d}"])
+            if arr.shape != np.shape(ref) or arr.dtype != np.asarray(ref).dtype:
+                raise ValueError(
+                    f"{self.directory}/{step}: leaf {path} has shape {arr.shape} {arr.dtype}, "
+                    f"expected {np.shape(ref)} {np.asarray(ref).dtype}"
+                )
+            out.append(arr)
+        return jax.tree_util.tree_unflatten(treedef, out), dict(meta["metadata"]), int(step)
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+# ----------------------------------------------------------------------------- run files
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def append_metrics(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line to a metrics log."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """All records of a metrics log (empty list when the file does not exist); a torn
+    last line (interrupted write) is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def truncate_metrics(path: str | os.PathLike, step: int) -> list[dict]:
+    """Drop the records logged after ``step`` (used on resume: the resumed run logs them
+    again). Returns the records kept."""
+    kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= step]
+    path = Path(path)
+    if path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        os.replace(tmp, path)
+    return kept

@@ -1,0 +1,249 @@
+"""Adaptive density control (3DGS clone / split / prune / opacity reset) on a static buffer.
+
+The Gaussians live in a buffer of fixed ``capacity`` with an ``active`` mask, so every
+compiled function keeps its shapes while the number of Gaussians changes. Active Gaussians
+always occupy the first slots (every densification compacts the buffer). Inactive slots
+hold :data:`INACTIVE_LOGIT` as opacity logit (opacity ~2e-9 < 1/255, so every renderer
+skips them and their gradients are exactly zero); their optimiser moments are zero, so a
+slot re-used by a new Gaussian starts with a fresh Adam state, as 3DGS appends new points
+with zero moments.
+
+Statistics follow 3DGS: the norm of the screen-space gradient of each projected mean,
+measured in NDC units (pixel gradient times W/2, H/2, as the INRIA rasterizer reports it),
+accumulated over the steps in which the Gaussian is visible; the largest screen radius
+(3 sigma of the dilated 2D covariance, in pixels) seen since the last densification.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from .gaussians import Gaussians
+from .render.reference import project
+from .se3 import quat_to_rotmat
+
+__all__ = [
+    "INACTIVE_LOGIT",
+    "FIELDS",
+    "DensityStats",
+    "DensifyCounts",
+    "pad_gaussians",
+    "screen_radii",
+    "update_stats",
+    "densify_and_prune",
+    "reset_opacity",
+    "map_rows",
+]
+
+INACTIVE_LOGIT = -20.0  # sigmoid(-20) ~ 2e-9: below the 1/255 alpha floor of every backend
+FIELDS = ("means", "log_scales", "quats", "opacity_logits", "sh0")
+_INACTIVE_LOG_SCALE = -10.0
+SPLIT_CHILDREN = 2
+SPLIT_SCALE_DIVISOR = 1.6  # 0.8 * SPLIT_CHILDREN, as 3DGS
+
+
+class DensityStats(eqx.Module):
+    """Per-slot densification statistics since the last densification."""
+
+    grad_accum: Float[Array, " N"]  # sum of screen-space (NDC) mean-gradient norms
+    denom: Float[Array, " N"]  # number of steps in which the Gaussian was visible
+    max_radii: Float[Array, " N"]  # largest screen radius (px) seen
+
+    @staticmethod
+    def zeros(capacity: int) -> "DensityStats":
+        z = jnp.zeros((capacity,), jnp.float32)
+        return DensityStats(grad_accum=z, denom=z, max_radii=z)
+
+
+class DensifyCounts(eqx.Module):
+    """What one densification did (scalars, on device)."""
+
+    cloned: Int[Array, ""]
+    split: Int[Array, ""]
+    pruned: Int[Array, ""]
+    dropped: Int[Array, ""]  # candidates not densified because the buffer is full
+    candidates: Int[Array, ""]
+    active: Int[Array, ""]  # active Gaussians afterwards
+
+
+def _inactive_rows(capacity: int, dtype=jnp.float32) -> Gaussians:
+    quats = jnp.zeros((capacity, 4), dtype).at[:, 0].set(1.0)
+    return Gaussians(
+        means=jnp.zeros((capacity, 3), dtype),
+        log_scales=jnp.full((capacity, 3), _INACTIVE_LOG_SCALE, dtype),
+        quats=quats,
+        opacity_logits=jnp.full((capacity,), INACTIVE_LOGIT, dtype),
+        sh0=jnp.zeros((capacity, 3), dtype),
+    )
+
+
+def pad_gaussians(gaussians: Gaussians, capacity: int) -> tuple[Gaussians, Bool[Array, " N"]]:
+    """Place ``gaussians`` in the first slots of a buffer of ``capacity`` slots; returns the
+    buffer and its active mask. Raises ``ValueError`` when they do not fit."""
+    n = gaussians.num
+    if n > capacity:
+        raise ValueError(f"{n} initial Gaussians do not fit in a buffer of capacity {capacity}; raise capacity")
+    buf = _inactive_rows(capacity, gaussians.means.dtype)
+    buf = jax.tree_util.tree_map(lambda b, g: b.at[:n].set(g.astype(b.dtype)), buf, gaussians)
+    return buf, jnp.arange(capacity) < n
+
+
+def map_rows(tree: Any, capacity: int, fn) -> Any:
+    """Apply ``fn`` to every array leaf of ``tree`` whose leading axis is the buffer axis
+    (length ``capacity``); other leaves (e.g. Adam step counts) are left alone."""
+
+    def f(x):
+        if hasattr(x, "shape") and x.ndim >= 1 and x.shape[0] == capacity:
+            return fn(x)
+        return x
+
+    return jax.tree_util.tree_map(f, tree)
+
+
+def screen_radii(
+    gaussians: Gaussians, camera, active: Bool[Array, " N"]
+) -> tuple[Float[Array, " N"], Bool[Array, " N"]]:
+    """3DGS screen radius ``ceil(3 sqrt(lambda_max(cov2d)))`` in pixels (dilated 2D
+    covariance) and visibility (in front of the camera, active, and its 3-sigma box
+    overlaps the image), computed with the reference projection."""
+    means2d, _, _, cov2d, valid = project(
+        gaussians.means, gaussians.scales, gaussians.unit_quats, camera.R, camera.t,
+        camera.intrinsics, camera.width, camera.height,
+    )
+    a, b, c = cov2d[:, 0], cov2d[:, 1], cov2d[:, 2]
+    mid = 0.5 * (a + c)
+    lam = mid + jnp.sqrt(jnp.maximum(0.1, mid * mid - (a * c - b * b)))
+    radii = jnp.ceil(3.0 * jnp.sqrt(lam))
+    u, v = means2d[:, 0], means2d[:, 1]
+    on_screen = (u + radii > 0) & (u - radii < camera.width) & (v + radii > 0) & (v - radii < camera.height)
+    visible = valid & active & on_screen & (radii > 0)
+    return jnp.where(visible, radii, 0.0), visible
+
+
+def update_stats(
+    stats: DensityStats,
+    grad_means2d: Float[Array, "N 2"],
+    radii: Float[Array, " N"],
+    visible: Bool[Array, " N"],
+    width: int,
+    height: int,
+) -> DensityStats:
+    """Accumulate one step's screen-space gradient norms (pixel gradient converted to NDC
+    units, as the INRIA rasterizer) and radii for the visible Gaussians."""
+    g_ndc = grad_means2d * jnp.asarray([0.5 * width, 0.5 * height], grad_means2d.dtype)
+    norm = jnp.linalg.norm(g_ndc, axis=-1)
+    return DensityStats(
+        grad_accum=stats.grad_accum + jnp.where(visible, norm, 0.0),
+        denom=stats.denom + visible.astype(stats.denom.dtype),
+        max_radii=jnp.where(visible, jnp.maximum(stats.max_radii, radii), stats.max_radii),
+    )
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1.0 - p)))
+
+
+def densify_and_prune(
+    params: Gaussians,
+    opt_state: Any,
+    active: Bool[Array, " N"],
+    stats: DensityStats,
+    *,
+    key: jax.Array,
+    extent: float,
+    grad_threshold: float,
+    percent_dense: float,
+    min_opacity: float,
+    size_prune: Bool[Array, ""] | bool,
+    max_screen_size: float,
+    max_world_size: float,
+) -> tuple[Gaussians, Any, Bool[Array, " N"], DensityStats, DensifyCounts]:
+    """One 3DGS ``densify_and_prune`` on the static buffer, compacting it.
+
+    Candidates: active Gaussians whose mean screen-space gradient is >= ``grad_threshold``.
+    Small ones (max scale <= percent_dense x extent) are cloned; large ones are split into
+    2 Gaussians sampled from the parent (scale / 1.6), replacing it. Pruned: opacity <
+    ``min_opacity``; when ``size_prune``, also screen radius > ``max_screen_size`` px or
+    max scale > ``max_world_size`` x extent. New Gaussians start with zero Adam moments;
+    statistics restart from zero. If the buffer cannot hold every candidate, the largest
+    gradients win and ``counts.dropped`` says how many were left out.
+
+    Differences from the INRIA code, all outcome-preserving: candidates whose children
+    would be pruned right away (low opacity, or split children still too large) are not
+    created; and the screen-size test uses the radii seen since the last densification
+    (INRIA resets them before pruning, so that test never fires there).
+    """
+    cap = active.shape[0]
+    dtype = params.means.dtype
+    grads = jnp.where(stats.denom > 0, stats.grad_accum / jnp.maximum(stats.denom, 1.0), 0.0)
+    max_scale = jnp.exp(jnp.max(params.log_scales, axis=-1))
+    low_opacity = params.opacity_logits < _logit(min_opacity)
+    size_prune = jnp.asarray(size_prune)
+    world_big = max_scale > max_world_size * extent
+    screen_big = stats.max_radii > max_screen_size
+    prune_old = active & (low_opacity | (size_prune & (world_big | screen_big)))
+
+    cand = active & (grads >= grad_threshold) & ~low_opacity
+    small = max_scale <= percent_dense * extent
+    clone = cand & small
+    split = cand & ~small & ~(size_prune & (max_scale / SPLIT_SCALE_DIVISOR > max_world_size * extent))
+    cand = clone | split
+
+    # Slots needed beyond the surviving old Gaussians; a split re-uses its parent's slot.
+    cost = jnp.where(clone, 1, jnp.where(split, 2 - (~prune_old).astype(jnp.int32), 0))
+    free = cap - jnp.sum(active & ~prune_old)
+    order = jnp.argsort(jnp.where(cand, -grads, jnp.inf), stable=True)
+    accepted_sorted = cand[order] & (jnp.cumsum(cost[order]) <= free)
+    accepted = jnp.zeros_like(cand).at[order].set(accepted_sorted)
+    clone = clone & accepted
+    split = split & accepted
+    keep_old = active & ~prune_old & ~split
+
+    # Split children: means sampled from the parent Gaussian, scales divided by 1.6.
+    rot = quat_to_rotmat(params.unit_quats)
+    noise = jax.random.normal(key, (SPLIT_CHILDREN, cap, 3), dtype) * params.scales[None]
+    child_means = params.means[None] + jnp.einsum("nij,cnj->cni", rot, noise)
+    child_log_scales = params.log_scales - jnp.log(jnp.asarray(SPLIT_SCALE_DIVISOR, dtype))
+
+    def child(i):
+        return Gaussians(means=child_means[i], log_scales=child_log_scales, quats=params.quats,
+                         opacity_logits=params.opacity_logits, sh0=params.sh0)
+
+    sources = [params, params, child(0), child(1)]
+    flags = jnp.concatenate([keep_old, clone, split, split])
+    dest = jnp.where(flags, jnp.cumsum(flags) - 1, cap)  # cap = dropped by the scatter
+    total = jnp.sum(flags)
+
+    def scatter(buf, src):
+        return buf.at[dest].set(src, mode="drop")
+
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *sources)
+    new_params = jax.tree_util.tree_map(scatter, _inactive_rows(cap, dtype), stacked)
+    # Old rows keep their moments (moved with them); new rows and free slots get zeros.
+    dest_old = dest[:cap]
+    new_opt = map_rows(opt_state, cap, lambda x: jnp.zeros_like(x).at[dest_old].set(x, mode="drop"))
+    new_active = jnp.arange(cap) < total
+    counts = DensifyCounts(
+        cloned=jnp.sum(clone), split=jnp.sum(split),
+        pruned=jnp.sum(prune_old & ~split), dropped=jnp.sum(cand) - jnp.sum(accepted),
+        candidates=jnp.sum(cand), active=total,
+    )
+    return new_params, new_opt, new_active, DensityStats.zeros(cap), counts
+
+
+def reset_opacity(
+    params: Gaussians, opacity_opt_state: Any, active: Bool[Array, " N"], *, value: float = 0.01
+) -> tuple[Gaussians, Any]:
+    """3DGS opacity reset: active opacities become min(opacity, ``value``), and the Adam
+    moments of the opacity logits restart from zero."""
+    logits = jnp.where(active, jnp.minimum(params.opacity_logits, _logit(value)), params.opacity_logits)
+    params = eqx.tree_at(lambda g: g.opacity_logits, params, logits)
+    cap = active.shape[0]
+    return params, map_rows(opacity_opt_state, cap, jnp.zeros_like)
+

@@ -1,0 +1,414 @@
+"""Feature extractors for anomaly maps: EfficientNet-b4 (torch, the paper's) or weights-free (JAX).
+
+Both implement :class:`FeatureExtractor`: ``levels(renders, queries)`` returns a list of
+per-level distance maps ``[B, h, w]`` between the two image batches, which
+:func:`splatjax.anomaly.anomaly_maps` upsamples, sums and smooths.
+
+- :class:`EfficientNetFeatures` (the reference): EfficientNet-b4 from efficientnet_pytorch
+  with ImageNet weights, taps after MBConv blocks 1, 5, 9, 21 (24, 32, 56, 160 channels at
+  strides 2, 4, 8, 16); images resized to 224 x 224 and ImageNet-normalised. Level l is
+  the channel-summed squared feature difference. Images go to torch and features come
+  back by dlpack (zero-copy on CPU, and on a GPU when JAX and torch share it).
+- :class:`WeightsFreeFeatures`: no pretrained weights, pure JAX, a clearly announced
+  stand-in that keeps the pipeline running. At scales 1, 1/2, 1/4, 1/8 of the map
+  resolution, level = squared misalignment-tolerant colour difference + (1 - SSIM) of the
+  grey images (see :func:`weights_free_levels`).
+
+:func:`make_feature_extractor` picks one ("auto": EfficientNet when its weights are found
+locally, else weights-free) and says which, once per process.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import os
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .weights import WeightsError, efficientnet_guidance, find_efficientnet_weights, load_efficientnet_b4
+
+__all__ = [
+    "FeatureExtractor",
+    "EfficientNetFeatures",
+    "WeightsFreeFeatures",
+    "make_feature_extractor",
+    "EFFICIENTNET_TAP_BLOCKS",
+    "EFFICIENTNET_TAP_CHANNELS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "gaussian_filter",
+    "ssim_map",
+    "tolerant_difference",
+    "weights_free_levels",
+    "resize_images",
+    "jax_to_torch",
+    "torch_to_jax",
+]
+
+EFFICIENTNET_TAP_BLOCKS = (1, 5, 9, 21)  # 0-based indices into model._blocks (reference)
+EFFICIENTNET_TAP_CHANNELS = (24, 32, 56, 160)  # at strides 2, 4, 8, 16
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------- JAX image helpers
+
+
+def resize_images(images: Float[Array, "B H W 3"], size: int) -> Float[Array, "B S S 3"]:
+    """Bilinear resize to ``size x size`` (antialiased when shrinking; half-pixel centres)."""
+    images = jnp.asarray(images, jnp.float32)
+    if images.shape[1:3] == (size, size):
+        return images
+    return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "linear")
+
+
+def _gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
+    radius = int(truncate * float(sigma) + 0.5)  # scipy.ndimage's radius rule
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / float(sigma)) ** 2)
+    return (w / w.sum()).astype(np.float32)
+
+
+def _filter_axis(x: Array, kernel: np.ndarray, axis: int) -> Array:
+    """1-D correlation along ``axis`` with scipy's "reflect" boundary (= numpy "symmetric")."""
+    r = (kernel.shape[0] - 1) // 2
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (r, r)
+    xp = jnp.pad(x, pad, mode="symmetric")
+    n = x.shape[axis]
+    # A sum of shifted slices: exact float32 arithmetic, fused by XLA (no conv precision
+    # modes to worry about on any backend).
+    out = 0.0
+    for k, w in enumerate(kernel):
+        out = out + float(w) * jax.lax.slice_in_dim(xp, k, k + n, axis=axis)
+    return out
+
+
+def gaussian_filter(
+    x: Float[Array, "*B H W"], sigma: float, *, truncate: float = 4.0
+) -> Float[Array, "*B H W"]:
+    """Gaussian smoothing over the last two axes, as ``scipy.ndimage.gaussian_filter``.
+
+    Same kernel (radius ``int(truncate * sigma + 0.5)``) and the same "reflect" boundary
+    as scipy's defaults; ``sigma`` in pixels. Leading axes are batch axes.
+    """
+    if sigma <= 0:
+        return jnp.asarray(x)
+    k = _gaussian_kernel(sigma, truncate)
+    x = jnp.asarray(x, jnp.float32)
+    return _filter_axis(_filter_axis(x, k, x.ndim - 2), k, x.ndim - 1)
+
+
+def ssim_map(
+    a: Float[Array, "*B H W"],
+    b: Float[Array, "*B H W"],
+    *,
+    sigma: float = 1.5,
+    truncate: float = 3.5,
+    max_val: float = 1.0,
+) -> Float[Array, "*B H W"]:
+    """Per-pixel SSIM of single-channel images, Gaussian window (sigma 1.5, 11 taps), same size.
+
+    Unlike dm-pix's "valid" map, the window statistics use reflected borders so the map
+    has the input's size (needed to add maps of several scales pixel by pixel).
+    """
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+    f = functools.partial(gaussian_filter, sigma=sigma, truncate=truncate)
+    mu_a, mu_b = f(a), f(b)
+    var_a = f(a * a) - mu_a**2
+    var_b = f(b * b) - mu_b**2
+    cov = f(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return num / den
+
+
+def _shift_min(a: Array, b: Array, radius: int) -> Array:
+    """min over integer shifts |d| <= radius of the RGB distance |a(x) - b(x + d)|."""
+    h, w = a.shape[-3], a.shape[-2]
+    bp = jnp.pad(b, [(0, 0)] * (b.ndim - 3) + [(radius, radius), (radius, radius), (0, 0)], mode="edge")
+    best = None
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            shifted = bp[..., dy : dy + h, dx : dx + w, :]
+            d = jnp.sqrt(jnp.sum((a - shifted) ** 2, axis=-1) + 1e-12)
+            best = d if best is None else jnp.minimum(best, d)
+    return best
+
+
+def tolerant_difference(
+    a: Float[Array, "*B H W 3"], b: Float[Array, "*B H W 3"], *, radius: int = 1
+) -> Float[Array, "*B H W"]:
+    """Colour difference that ignores displacements up to ``radius`` pixels.
+
+    ``max(min_d |a(x) - b(x+d)|, min_d |b(x) - a(x+d)|)`` over integer shifts
+    ``|d|_inf <= radius`` (RGB Euclidean distance). Both directions, so a colour that
+    appears in only one of the images (a stain, an extra part, a missing part) is found,
+    while an edge that moved by a pixel (pose error, render blur) is not.
+    """
+    return jnp.maximum(_shift_min(a, b, radius), _shift_min(b, a, radius))
+
+
+def _grey(x: Array) -> Array:
+    return x @ jnp.asarray([0.299, 0.587, 0.114], x.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("scales", "radius"))
+def weights_free_levels(
+    renders: Float[Array, "B S S 3"],
+    queries: Float[Array, "B S S 3"],
+    *,
+    scales: Sequence[int] = (1, 2, 4, 8),
+    radius: int = 1,
+) -> list[Float[Array, "B h w"]]:
+    """Weights-free distance levels between renders and queries (images in [0, 1]).
+
+    For each factor s in ``scales``, both images are shrunk to S/s (antialiased bilinear)
+    and the level is ``tolerant_difference(r, q, radius)**2 + (1 - ssim_map(grey r,
+    grey q))``: colour changes at any size through the pyramid, texture/structure changes
+    through SSIM, with one-pixel misalignment tolerated at every scale.
+    """
+    b, s = renders.shape[0], renders.shape[1]
+    out = []
+    for f in scales:
+        n = max(s // f, 4)
+        r = jax.image.resize(renders, (b, n, n, 3), "linear") if n != s else renders
+        q = jax.image.resize(queries, (b, n, n, 3), "linear") if n != s else queries
+        colour = tolerant_difference(r, q, radius=radius) ** 2
+        structure = 1.0 - ssim_map(_grey(r), _grey(q))
+        out.append(colour + structure)
+    return out
+
+
+# --------------------------------------------------------------------------- dlpack bridges
+
+
+def jax_to_torch(x: Array, device=None):
+    """A JAX array as a torch tensor through dlpack (no copy when the device is shared).
+
+    The tensor aliases JAX's immutable buffer: do not write into it. ``device`` moves it
+    afterwards when given (a copy only if the devices differ).
+    """
+    import torch
+
+    t = torch.from_dlpack(jnp.asarray(x))
+    return t if device is None else t.to(device)
+
+
+def torch_to_jax(t) -> Array:
+    """A torch tensor as a JAX array through dlpack; through the host only when JAX cannot
+    address the tensor's device (e.g. a CUDA tensor with CPU-only JAX)."""
+    t = t.detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    try:
+        return jnp.from_dlpack(t)
+    except Exception:  # device not visible to JAX
+        return jnp.asarray(t.cpu().numpy())
+
+
+def _default_torch_device():
+    """torch's CUDA device when JAX runs on a GPU too (dlpack stays on the GPU), else CPU."""
+    import torch
+
+    if jax.default_backend() == "gpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- extractors
+
+
+class FeatureExtractor(abc.ABC):
+    """Distance levels between a batch of renders and a batch of queries.
+
+    Attributes: ``name`` (short id used in reports), ``description`` (one line for logs),
+    ``rgb_term`` (whether the anomaly map adds the reference's squared difference of the
+    ImageNet-normalised RGB images).
+    """
+
+    name: str = "abstract"
+    description: str = ""
+    rgb_term: bool = True
+
+    @abc.abstractmethod
+    def levels(
+        self, renders: Float[Array, "B S S 3"], queries: Float[Array, "B S S 3"]
+    ) -> list[Float[Array, "B h w"]]:
+        """Per-level distance maps (not upsampled), for images already at the map size."""
+
+
+class EfficientNetFeatures(FeatureExtractor):
+    """EfficientNet-b4 taps after blocks 1, 5, 9, 21 (the reference backbone), in torch.
+
+    ``weights_path``: an efficientnet_pytorch EfficientNet-b4 state dict (see
+    :mod:`splatjax.weights`). ``device``: torch device; by default CUDA when JAX also runs
+    on a GPU, else CPU. ``batch_size``: images per forward pass.
+    """
+
+    name = "efficientnet-b4"
+    rgb_term = True
+
+    def __init__(self, weights_path, device=None, *, batch_size: int = 16, model=None):
+        import torch
+
+        self.device = torch.device(device) if device is not None else _default_torch_device()
+        self.model = (model if model is not None else load_efficientnet_b4(weights_path)).eval()
+        self.model.to(self.device)
+        self.batch_size = int(batch_size)
+        self.weights_path = None if weights_path is None else str(weights_path)
+        self.description = (
+            f"EfficientNet-b4 ImageNet features (taps after blocks {EFFICIENTNET_TAP_BLOCKS}), "
+            f"weights {self.weights_path}, torch device {self.device}"
+        )
+
+    @classmethod
+    def from_model(cls, model, device=None, *, batch_size: int = 16) -> "EfficientNetFeatures":
+        """Wrap an already built efficientnet_pytorch EfficientNet-b4 (e.g. in tests)."""
+        return cls(None, device, batch_size=batch_size, model=model)
+
+    def _taps_torch(self, x):
+        """Tap tensors [N, C, h, w] for a normalised NCHW batch (inside no_grad)."""
+        m = self.model
+        h = m._swish(m._bn0(m._conv_stem(x)))
+        taps = []
+        n_blocks = len(m._blocks)
+        for i, block in enumerate(m._blocks[: EFFICIENTNET_TAP_BLOCKS[-1] + 1]):
+            # Drop-connect rate as efficientnet_pytorch.extract_features (a no-op in eval).
+            rate = m._global_params.drop_connect_rate
+            h = block(h, drop_connect_rate=rate * float(i) / n_blocks if rate else rate)
+            if i in EFFICIENTNET_TAP_BLOCKS:
+                taps.append(h)
+        return taps
+
+    def _to_torch_input(self, images: Array, size: int | None):
+        x = jnp.asarray(images, jnp.float32)
+        if size is not None:
+            x = resize_images(x, size)
+        x = _imagenet_nchw(x)
+        return jax_to_torch(x, self.device)
+
+    def features(
+        self, images: Float[Array, "B H W 3"], *, size: int | None = 224
+    ) -> list[Float[Array, "B h w C"]]:
+        """The 4 tap feature maps (channels last) of images in [0, 1], resized to ``size``."""
+        import torch
+
+        outs: list[list] = [[] for _ in EFFICIENTNET_TAP_BLOCKS]
+        images = jnp.asarray(images)
+        for start in range(0, images.shape[0], self.batch_size):
+            x = self._to_torch_input(images[start : start + self.batch_size], size)
+            with torch.no_grad():
+                for level, t in enumerate(self._taps_torch(x)):
+                    outs[level].append(torch_to_jax(t.permute(0, 2, 3, 1).contiguous()))
+        return [jnp.concatenate(o, axis=0) for o in outs]
+
+    def levels(self, renders, queries):
+        """Channel-summed squared tap differences [B, h, w], renders and queries in one pass."""
+        import torch
+
+        renders, queries = jnp.asarray(renders), jnp.asarray(queries)
+        if renders.shape != queries.shape:
+            raise ValueError(f"renders {renders.shape} and queries {queries.shape} differ in shape")
+        outs: list[list] = [[] for _ in EFFICIENTNET_TAP_BLOCKS]
+        half = max(self.batch_size // 2, 1)
+        for start in range(0, renders.shape[0], half):
+            r = renders[start : start + half]
+            q = queries[start : start + half]
+            x = self._to_torch_input(jnp.concatenate([r, q], axis=0), None)
+            n = r.shape[0]
+            with torch.no_grad():
+                for level, t in enumerate(self._taps_torch(x)):
+                    outs[level].append(torch_to_jax(((t[:n] - t[n:]) ** 2).sum(dim=1)))
+        return [jnp.concatenate(o, axis=0) for o in outs]
+
+
+@jax.jit
+def _imagenet_nchw(x: Array) -> Array:
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(IMAGENET_STD, jnp.float32)
+    return jnp.transpose((x - mean) / std, (0, 3, 1, 2))
+
+
+class WeightsFreeFeatures(FeatureExtractor):
+    """Weights-free comparison in pure JAX (no torch, no pretrained weights).
+
+    A stand-in for EfficientNet features, not the paper's method: levels are
+    :func:`weights_free_levels` (tolerant colour difference + 1 - SSIM at 4 scales) and
+    the anomaly map does not add the RGB term (the colour level replaces it).
+    """
+
+    name = "weights-free"
+    rgb_term = False
+
+    def __init__(self, *, scales: Sequence[int] = (1, 2, 4, 8), radius: int = 1):
+        self.scales = tuple(int(s) for s in scales)
+        self.radius = int(radius)
+        self.description = (
+            f"weights-free comparison (misalignment-tolerant colour difference + 1 - SSIM "
+            f"at scales 1/{', 1/'.join(map(str, self.scales))}), pure JAX"
+        )
+
+    def levels(self, renders, queries):
+        renders, queries = jnp.asarray(renders, jnp.float32), jnp.asarray(queries, jnp.float32)
+        if renders.shape != queries.shape:
+            raise ValueError(f"renders {renders.shape} and queries {queries.shape} differ in shape")
+        return weights_free_levels(renders, queries, scales=self.scales, radius=self.radius)
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def _announce_once(message: str, log: Callable[[str], object] | None) -> None:
+    if log is not None and message not in _ANNOUNCED:
+        _ANNOUNCED.add(message)
+        log(message)
+
+
+def make_feature_extractor(
+    kind: str = "auto",
+    weights: str | os.PathLike | None = None,
+    log: Callable[[str], object] | None = print,
+    *,
+    device=None,
+) -> FeatureExtractor:
+    """The feature extractor for anomaly maps.
+
+    ``kind``: "auto" (EfficientNet-b4 when its weights are found: ``weights`` >
+    ``$SPLATJAX_EFFICIENTNET_WEIGHTS`` > torch hub cache, else weights-free),
+    "efficientnet" (weights required; :class:`WeightsError` with guidance otherwise) or
+    "weights-free". The choice is logged once per process through ``log`` (None: silent).
+    """
+    kind = kind.lower().replace("_", "-")
+    if kind in ("weights-free", "weightsfree", "none"):
+        ext = WeightsFreeFeatures()
+        _announce_once(f"[splatjax] anomaly features: {ext.description} (requested).", log)
+        return ext
+    if kind not in ("auto", "efficientnet", "efficientnet-b4"):
+        raise ValueError(f"unknown feature extractor {kind!r}: use 'auto', 'efficientnet' or 'weights-free'")
+    try:
+        path = find_efficientnet_weights(weights)
+        reason = None if path is not None else "no EfficientNet-b4 weights file was found"
+        if path is not None:
+            import efficientnet_pytorch  # noqa: F401  (clear failure before loading)
+    except ImportError:
+        path, reason = None, "torch / efficientnet_pytorch are not installed"
+    if path is not None:
+        ext = EfficientNetFeatures(path, device)
+        _announce_once(f"[splatjax] anomaly features: {ext.description}.", log)
+        return ext
+    if kind != "auto":
+        raise WeightsError(f"EfficientNet features requested but {reason}. {efficientnet_guidance()}")
+    ext = WeightsFreeFeatures()
+    _announce_once(
+        f"[splatjax] anomaly features: WEIGHTS-FREE comparison, not the paper's EfficientNet-b4 "
+        f"features, because {reason}. Maps use {ext.description}. For the reference "
+        f"features: {efficientnet_guidance()}",
+        log,
+    )
+    return ext

@@ -1,0 +1,244 @@
+"""Pretrained weights for the torch backbones: find them locally, load them safely.
+
+Never downloads anything. A weights file is looked up, in order, at
+
+1. the path given by the caller (CLI options ``--efficientnet-weights PATH`` /
+   ``--loftr-weights PATH``),
+2. the path in the environment variable ``SPLATJAX_EFFICIENTNET_WEIGHTS`` /
+   ``SPLATJAX_LOFTR_WEIGHTS``,
+3. the torch hub cache, ``torch.hub.get_dir()/checkpoints/<file name>``, under the file
+   name that the upstream downloader uses (efficientnet_pytorch's ``url_map`` for
+   EfficientNet-b4, kornia's ``urls["indoor_new"]`` for LoFTR), so that a cache filled by
+   ``EfficientNet.from_pretrained("efficientnet-b4")`` or ``LoFTR("indoor_new")`` on a
+   machine with network access is found as is.
+
+Files are read with ``torch.load(..., map_location="cpu", weights_only=True)`` (tensors
+and plain containers only, no pickled code). Every problem (missing file, unreadable or
+truncated file, a state dict of another network) raises :class:`WeightsError`, whose
+message names the file, says what is wrong and how to provide the right one.
+torch, efficientnet_pytorch and kornia are imported lazily: this module imports without
+them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "WeightsError",
+    "EFFICIENTNET_B4_FILENAME",
+    "LOFTR_INDOOR_NEW_FILENAME",
+    "EFFICIENTNET_ENV",
+    "LOFTR_ENV",
+    "hub_checkpoint_dir",
+    "find_efficientnet_weights",
+    "find_loftr_weights",
+    "efficientnet_guidance",
+    "loftr_guidance",
+    "load_efficientnet_b4",
+    "load_loftr",
+    "loftr_indoor_new_config",
+]
+
+# Basenames of the upstream download URLs (checked against the installed packages in
+# tests/test_features.py): efficientnet_pytorch.utils.url_map["efficientnet-b4"] and
+# kornia.feature.loftr.loftr.urls["indoor_new"][0].
+EFFICIENTNET_B4_FILENAME = "efficientnet-b4-6ed6700e.pth"
+LOFTR_INDOOR_NEW_FILENAME = "loftr_indoor_ds_new.ckpt"
+EFFICIENTNET_ENV = "SPLATJAX_EFFICIENTNET_WEIGHTS"
+LOFTR_ENV = "SPLATJAX_LOFTR_WEIGHTS"
+
+_EFFICIENTNET_URL = (
+    "https://github.com/lukemelas/EfficientNet-PyTorch/releases/download/1.0/"
+    + EFFICIENTNET_B4_FILENAME
+)
+_LOFTR_URL = "https://huggingface.co/kornia/loftr/resolve/main/" + LOFTR_INDOOR_NEW_FILENAME
+
+
+class WeightsError(RuntimeError):
+    """A pretrained weights file is missing, unreadable, or belongs to another network."""
+
+
+def hub_checkpoint_dir() -> Path:
+    """``torch.hub.get_dir()/checkpoints``; without torch, the same default torch uses."""
+    try:
+        import torch.hub
+
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    except ImportError:
+        cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+        torch_home = os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))
+        return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
+
+
+def efficientnet_guidance() -> str:
+    """How to provide the EfficientNet-b4 ImageNet weights (for error messages and logs)."""
+    return (
+        f"Provide the efficientnet_pytorch ImageNet weights of EfficientNet-b4 "
+        f"('{EFFICIENTNET_B4_FILENAME}', from {_EFFICIENTNET_URL}): pass "
+        f"--efficientnet-weights PATH, or set {EFFICIENTNET_ENV}=PATH, or put the file in "
+        f"the torch hub cache as {hub_checkpoint_dir() / EFFICIENTNET_B4_FILENAME}."
+    )
+
+
+def loftr_guidance() -> str:
+    """How to provide the LoFTR "indoor_new" weights (for error messages and logs)."""
+    return (
+        f"Provide kornia's LoFTR 'indoor_new' checkpoint ('{LOFTR_INDOOR_NEW_FILENAME}', "
+        f"from {_LOFTR_URL}): pass --loftr-weights PATH, or set {LOFTR_ENV}=PATH, or put "
+        f"the file in the torch hub cache as {hub_checkpoint_dir() / LOFTR_INDOOR_NEW_FILENAME}."
+    )
+
+
+def _find(path, env: str, filename: str, guidance) -> Path | None:
+    """Explicit path > environment variable > hub cache; an explicit one must exist."""
+    for given, origin in ((path, "the given path"), (os.environ.get(env) or None, f"${env}")):
+        if given is None:
+            continue
+        p = Path(os.path.expanduser(str(given)))
+        if not p.is_file():
+            what = "is a directory, not a file" if p.is_dir() else "does not exist"
+            raise WeightsError(f"Weights file {p} ({origin}) {what}. {guidance()}")
+        return p
+    cached = hub_checkpoint_dir() / filename
+    return cached if cached.is_file() else None
+
+
+def find_efficientnet_weights(path: str | os.PathLike | None = None) -> Path | None:
+    """EfficientNet-b4 weights file: ``path`` > ``$SPLATJAX_EFFICIENTNET_WEIGHTS`` > hub cache.
+
+    Returns None when none is given and the hub cache has none; raises
+    :class:`WeightsError` when an explicitly given path (argument or env var) is missing.
+    """
+    return _find(path, EFFICIENTNET_ENV, EFFICIENTNET_B4_FILENAME, efficientnet_guidance)
+
+
+def find_loftr_weights(path: str | os.PathLike | None = None) -> Path | None:
+    """LoFTR "indoor_new" checkpoint: ``path`` > ``$SPLATJAX_LOFTR_WEIGHTS`` > hub cache.
+
+    Returns None when none is given and the hub cache has none; raises
+    :class:`WeightsError` when an explicitly given path (argument or env var) is missing.
+    """
+    return _find(path, LOFTR_ENV, LOFTR_INDOOR_NEW_FILENAME, loftr_guidance)
+
+
+def _torch_load(path: Path, guidance) -> Any:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"Weights file {path} does not exist. {guidance()}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip/pickle/EOF errors of all kinds: truncated, garbage, not torch
+        raise WeightsError(
+            f"Cannot read weights file {path} ({path.stat().st_size} bytes) with "
+            f"torch.load(weights_only=True): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+            f"The file is truncated, corrupted or not a torch checkpoint. {guidance()}"
+        ) from e
+
+
+def _examples(keys, n: int = 3) -> str:
+    keys = sorted(keys)
+    more = f", ... ({len(keys)} in all)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def _check_and_load(model, state: Any, path: Path, network: str, guidance) -> None:
+    """Compare keys and shapes first (for a short, exact message), then load strictly."""
+    import torch
+
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise WeightsError(
+            f"Weights file {path} does not hold a state dict of tensors "
+            f"(found {type(state).__name__}). {guidance()}"
+        )
+    expected = model.state_dict()
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs {network} {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state))
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_examples(unexpected)})")
+    if mismatched:
+        more = f", ... ({len(mismatched)} in all)" if len(mismatched) > 3 else ""
+        problems.append(f"{len(mismatched)} shape mismatches ({'; '.join(mismatched[:3])}{more})")
+    if problems:
+        raise WeightsError(
+            f"Weights file {path} is not a {network} state dict: {', '.join(problems)}. "
+            f"{guidance()}"
+        )
+    try:
+        model.load_state_dict(dict(state), strict=True)
+    except RuntimeError as e:  # dtype or other trouble that the checks above cannot see
+        raise WeightsError(f"Cannot load weights file {path} into {network}: {e}. {guidance()}") from e
+
+
+def load_efficientnet_b4(path: str | os.PathLike) -> "torch.nn.Module":  # noqa: F821
+    """EfficientNet-b4 (efficientnet_pytorch) with the weights of ``path``, in eval mode.
+
+    Built with ``EfficientNet.from_name("efficientnet-b4")`` (no download; its default
+    image size 380 fixes the TensorFlow-style static "same" padding exactly as
+    ``from_pretrained`` in the reference code), then loaded strictly from the state dict.
+    """
+    try:
+        from efficientnet_pytorch import EfficientNet
+    except ImportError as e:
+        raise WeightsError(
+            "EfficientNet features need torch and efficientnet_pytorch: "
+            "pip install 'splatjax[torch]'."
+        ) from e
+    path = Path(path)
+    state = _torch_load(path, efficientnet_guidance)
+    model = EfficientNet.from_name("efficientnet-b4")
+    _check_and_load(model, state, path, "EfficientNet-b4", efficientnet_guidance)
+    return model.eval()
+
+
+def loftr_indoor_new_config() -> dict:
+    """kornia's LoFTR default config as ``LoFTR(pretrained="indoor_new")`` changes it.
+
+    kornia switches ``coarse.temp_bug_fix`` to True for "indoor_new" (the positional
+    encoding its checkpoint was trained with); the rest is the default: dual-softmax
+    coarse matching, temperature 0.1, threshold 0.2, border 2.
+    """
+    from kornia.feature.loftr.loftr import default_cfg
+
+    config = copy.deepcopy(default_cfg)
+    config["coarse"]["temp_bug_fix"] = True
+    return config
+
+
+def load_loftr(path: str | os.PathLike) -> "kornia.feature.LoFTR":  # noqa: F821
+    """kornia LoFTR configured as "indoor_new" with the checkpoint ``path``, in eval mode.
+
+    Accepts kornia's checkpoint format (a dict with a "state_dict" entry, keys possibly
+    prefixed "matcher." as in the original LoFTR release) or a bare state dict.
+    """
+    try:
+        from kornia.feature import LoFTR
+    except ImportError as e:
+        raise WeightsError("LoFTR needs torch and kornia: pip install 'splatjax[torch]'.") from e
+    path = Path(path)
+    ckpt = _torch_load(path, loftr_guidance)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else ckpt
+    if isinstance(state, Mapping):
+        state = {
+            (k[len("matcher."):] if isinstance(k, str) and k.startswith("matcher.") else k): v
+            for k, v in state.items()
+        }
+    model = LoFTR(pretrained=None, config=loftr_indoor_new_config())
+    _check_and_load(model, state, path, "LoFTR", loftr_guidance)
+    return model.eval()

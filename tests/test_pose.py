@@ -1,0 +1,204 @@
+"""Coarse and fine pose (splatjax.pose) on a tiny synthetic scene with the reference
+renderer (32 x 32, 300 Gaussians)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from splatjax import Gaussians, render, se3
+from splatjax import pose
+from splatjax.gaussians import rgb_to_sh0
+from splatjax.metrics import pose_errors
+
+RES = 32
+FOV = 0.69
+
+
+def tiny_scene(seed: int = 0, n: int = 300) -> Gaussians:
+    """A cube of Gaussians coloured by position (every view looks different)."""
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(-0.8, 0.8, (n, 3)).astype(np.float32)
+    cols = np.clip(0.5 + 0.5 * pts / 0.8, 0.0, 1.0)
+    return Gaussians(
+        means=jnp.asarray(pts),
+        log_scales=jnp.full((n, 3), np.log(0.12), jnp.float32),
+        quats=jnp.tile(jnp.array([1.0, 0.0, 0.0, 0.0]), (n, 1)),
+        opacity_logits=jnp.full((n,), 2.0),
+        sh0=rgb_to_sh0(jnp.asarray(cols, jnp.float32)),
+    )
+
+
+@pytest.fixture(scope="module")
+def scene():
+    g = tiny_scene()
+    cams, c2w = pose.sphere_cameras(12, 4.0, FOV, RES, RES)
+    images = jax.vmap(lambda c: render(g, c, backend="reference")[0])(cams)
+    return g, cams, c2w, images
+
+
+def perturbation(seed: int, angle: float = 0.05, shift: float = 0.1) -> dict:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=3)
+    v = rng.normal(size=3)
+    return {"w": jnp.asarray(w / np.linalg.norm(w), jnp.float32),
+            "v": jnp.asarray(shift * v / np.linalg.norm(v), jnp.float32),
+            "theta": jnp.asarray(angle, jnp.float32)}
+
+
+def test_lr_schedule_values_and_adam_steps():
+    s = pose.fine_lr_schedule
+    assert float(s(0)) == pytest.approx(1e-3)
+    for i in (0, 1, 99, 174):  # the rate used after step i is 0.01 * 0.8^((i + 1) / 100)
+        assert float(s(i + 1)) == pytest.approx(0.01 * 0.8 ** ((i + 1) / 100), rel=1e-6)
+    # Adam's first moves are +-lr: the schedule is consumed one value per update
+    opt = pose._optimizer()
+    p = {"x": jnp.zeros(())}
+    state = opt.init(p)
+    moves = []
+    for _ in range(3):
+        upd, state = opt.update({"x": jnp.ones(())}, state, p)
+        moves.append(-float(upd["x"]))
+    np.testing.assert_allclose(moves, [1e-3, 0.01 * 0.8 ** 0.01, 0.01 * 0.8 ** 0.02], rtol=1e-4)
+    assert isinstance(optax.adam(pose.fine_lr_schedule), optax.GradientTransformation)
+
+
+def test_init_screw_is_tiny_gaussian_and_keyed():
+    a = pose.init_screw(key=jax.random.key(1))
+    b = pose.init_screw(key=jax.random.key(1))
+    c = pose.init_screw(key=jax.random.key(2))
+    assert a["w"].shape == (3,) and a["v"].shape == (3,) and a["theta"].shape == ()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["w"], c["w"])
+    many = jax.vmap(lambda k: pose.init_screw(key=k))(jax.random.split(jax.random.key(3), 4000))
+    sample = np.concatenate([np.asarray(many["w"]).ravel(), np.asarray(many["v"]).ravel(), np.asarray(many["theta"])])
+    assert abs(sample.mean()) < 1e-7
+    assert sample.std() == pytest.approx(1e-6, rel=0.05)
+
+
+@pytest.mark.parametrize("exact_exp", [False, True])
+def test_zero_screw_is_identity(scene, exact_exp):
+    _, cams, _, _ = scene
+    cam = pose.index_cameras(cams, 3)
+    zero = {"w": jnp.zeros(3), "v": jnp.zeros(3), "theta": jnp.zeros(())}
+    A, b = pose.screw_motion(zero, exact_exp=exact_exp)
+    np.testing.assert_allclose(A, np.eye(3), atol=1e-6)
+    np.testing.assert_allclose(b, 0.0, atol=1e-6)
+    moved = pose.moved_camera(cam, zero, exact_exp=exact_exp)
+    np.testing.assert_allclose(moved.R, cam.R, atol=1e-6)
+    np.testing.assert_allclose(moved.t, cam.t, atol=1e-6)
+
+
+def test_screw_motion_is_the_reference_row_vector_form(scene):
+    g, cams, _, _ = scene
+    params = perturbation(4, angle=0.3, shift=0.2)
+    params_raw = dict(params, w=params["w"] * 1.3)  # reference map: w not normalised
+    R, t = se3.screw_to_transform_reference(params_raw["w"], params_raw["v"], params_raw["theta"])
+    A, b = pose.screw_motion(params_raw)
+    x = g.means[:5]
+    np.testing.assert_allclose(x @ A.T + b, x @ R + t, atol=1e-6)  # reference: x @ R + t
+    # moving the camera == moving the Gaussians (proper rotation: corrected map)
+    cam = pose.index_cameras(cams, 0)
+    A, b = pose.screw_motion(params, exact_exp=True)
+    moved_object = render(se3.transform_gaussians(g, A, b), cam, backend="reference")[0]
+    moved_camera = render(g, pose.moved_camera(cam, params, exact_exp=True), backend="reference")[0]
+    np.testing.assert_allclose(moved_object, moved_camera, atol=2e-4)
+
+
+@pytest.mark.parametrize("exact_exp", [False, True])
+def test_refinement_recovers_true_pose(scene, exact_exp):
+    g, cams, c2w, images = scene
+    true = pose.index_cameras(cams, 0)
+    start = pose.moved_camera(true, perturbation(0), exact_exp=True)
+    before = pose_errors(pose.camera_to_c2w(start), c2w[0])
+    cam, trace = pose.refine_pose(g, start, images[0], key=jax.random.key(0), steps=60,
+                                  exact_exp=exact_exp, backend="reference")
+    after = pose_errors(pose.camera_to_c2w(cam), c2w[0])
+    assert trace.shape == (60,)
+    assert float(trace[-1]) < 0.1 * float(trace[0])
+    assert after["translation"] < 0.1 * before["translation"]
+    assert after["rotation_rad"] < 0.1 * before["rotation_rad"]
+
+
+def test_batched_equals_one_by_one(scene):
+    g, cams, c2w, images = scene
+    b = 16
+    idx = np.arange(b) % 12
+    starts = pose.stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(10 + j, 0.03, 0.05),
+                                                   exact_exp=True) for j, i in enumerate(idx)])
+    queries = images[idx]
+    key = jax.random.key(7)
+    steps = 8
+    batched, traces = pose.refine_poses(g, starts, queries, key=key, steps=steps, batch_size=16, backend="reference")
+    chunked, traces_c = pose.refine_poses(g, starts, queries, key=key, steps=steps, batch_size=5, backend="reference")
+    keys = jax.random.split(key, b)
+    for i in range(b):
+        cam, tr = pose.refine_pose(g, pose.index_cameras(starts, i), queries[i], key=keys[i], steps=steps,
+                                   backend="reference")
+        np.testing.assert_allclose(batched.R[i], cam.R, atol=1e-4)
+        np.testing.assert_allclose(batched.t[i], cam.t, atol=1e-4)
+        np.testing.assert_allclose(traces[i], tr, atol=1e-4)
+    np.testing.assert_allclose(chunked.R, batched.R, atol=1e-4)
+    np.testing.assert_allclose(chunked.t, batched.t, atol=1e-4)
+    assert traces.shape == traces_c.shape == (b, steps)
+
+
+def test_camera_to_c2w_round_trip(scene):
+    _, cams, c2w, _ = scene
+    np.testing.assert_allclose(pose.camera_to_c2w(cams), c2w, atol=1e-5)
+    back = pose.cameras_from_c2w(c2w, FOV, RES, RES)
+    np.testing.assert_allclose(back.R, cams.R, atol=1e-6)
+
+
+def test_render_and_compare_picks_the_right_candidate(scene):
+    g, cams, c2w, images = scene
+    # queries: slightly perturbed views of candidates 5, 2, 9
+    truth = np.array([5, 2, 9])
+    qcams = pose.stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(20 + i, 0.02, 0.03),
+                                                  exact_exp=True) for i in truth])
+    queries = jax.vmap(lambda c: render(g, c, backend="reference")[0])(qcams)
+    idx, score = pose.coarse_pose_render(g, cams, queries, resolution=16, backend="reference")
+    np.testing.assert_array_equal(idx, truth)
+    assert score.shape == (3,) and np.all(score >= 0)
+    # from images instead of renders
+    idx2, _ = pose.coarse_pose_render(None, cams, queries, resolution=16, candidate_images=images)
+    np.testing.assert_array_equal(idx2, truth)
+
+
+def test_inplane_rotation_candidates(scene):
+    g, cams, _, _ = scene
+    rolled = pose.inplane_rotations(pose.index_cameras(cams, 4), [0.0, 0.5, 1.0])
+    query = render(g, pose.index_cameras(rolled, 2), backend="reference")[0][None]
+    cands = pose.inplane_rotations(cams, [0.0, 0.5, 1.0])
+    assert cands.R.shape == (36, 3, 3)
+    idx, _ = pose.coarse_pose_render(g, cands, query, resolution=16, backend="reference")
+    assert int(idx[0]) == 4 * 3 + 2
+    # the roll keeps the camera centre
+    np.testing.assert_allclose(rolled.center, np.repeat(np.asarray(cams.center[4])[None], 3, 0), atol=1e-5)
+
+
+def test_estimate_poses_render_path(scene):
+    g, cams, c2w, images = scene
+    truth = np.array([1, 7])
+    qcams = pose.stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(30 + i, 0.03, 0.05),
+                                                  exact_exp=True) for i in truth])
+    queries = jax.vmap(lambda c: render(g, c, backend="reference")[0])(qcams)
+    est = pose.estimate_poses(g, queries, cams, key=jax.random.key(0), coarse="render", coarse_resolution=16,
+                              steps=40, batch_size=2, backend="reference")
+    np.testing.assert_array_equal(est.coarse_index, truth)
+    assert est.method == "render" and est.loss_traces.shape == (2, 40)
+    true_c2w = pose.camera_to_c2w(qcams)
+    e0 = pose_errors(est.coarse_c2w, true_c2w)
+    e1 = pose_errors(est.c2w, true_c2w)
+    assert np.all(e1["rotation_rad"] < e0["rotation_rad"])
+    assert np.all(e1["translation"] < e0["translation"])
+
+
+def test_bad_query_shape_is_a_clear_error(scene):
+    g, cams, _, images = scene
+    with pytest.raises(ValueError, match="query images are 16x16"):
+        pose.refine_pose(g, pose.index_cameras(cams, 0), images[0, :16, :16], key=jax.random.key(0), steps=2,
+                         backend="reference")
+    with pytest.raises(ValueError, match="coarse must be"):
+        pose.resolve_coarse("sift")
