@@ -84,10 +84,10 @@ def _open_array(path: Path) -> np.ndarray:
             im.load()
             if im.mode in ("P", "PA"):
                 im = im.convert("RGBA")
-            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                im = im.convert("I")
-            elif im.mode == "CMYK":
-                im = im.convert("RGB")
+            elif im.mode.startswith("I;16"):
+                return np.asarray(im).astype(np.uint16)
+            elif im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I", "F"):
+                im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
             return np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot read image {str(path)!r}: {e}") from e
@@ -97,7 +97,7 @@ def _to_unit_float(a: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 255.0
     if a.dtype == np.uint16 or (a.dtype.kind in "iu" and a.max(initial=0) > 255):
-        return a.astype(np.float32) / 65535.0
+        return np.clip(a.astype(np.float32) / 65535.0, 0.0, 1.0)
     if a.dtype == bool:
         return a.astype(np.float32)
     return np.clip(a.astype(np.float32), 0.0, 1.0)
@@ -187,9 +187,10 @@ def read_images(
     resolution: int | None,
     workers: int | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Read many images with a thread pool (Pillow's PNG decoding and the float resize
-    release the GIL). Returns ``[N, H, W, 3]`` float32 and the native sizes. All images
-    must share one native size, otherwise :class:`DatasetError` names the odd one."""
+    """Read many images with a thread pool. Returns ``[N, H, W, 3]`` float32 and the native sizes. All images
+    must share one native size, otherwise :class:`DatasetError` names the odd one.
+    (Pillow decodes and resizes in C and releases the GIL for much of it, so a few threads
+    help on a multi-core machine.)"""
     if not paths:
         raise DatasetError("no images to read")
     workers = workers or min(8, (os.cpu_count() or 1))

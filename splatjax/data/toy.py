@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 
 from .images import DatasetError, write_png
 
@@ -53,6 +53,7 @@ __all__ = [
     "make_toy_scene",
     "render_toy",
     "raycast_toy",
+    "defect_mask",
     "look_at_c2w",
     "training_poses",
     "make_toy_dataset",
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 TOY_DEFECT_TYPES = ("Burrs", "Missing", "Stains")
+_MAX_ROLL = math.radians(10.0)        # test cameras: in-plane roll up to this
+_MIN_TEST_ANGLE = math.radians(3.0)   # test directions: at least this far from training ones
 _FORMAT = 1  # bump when the generator's output changes (invalidates reuse of old folders)
 
 # Grid of the brick model: stud pitch and brick height in world units (LEGO ratio 1 : 1.2).
@@ -194,18 +197,19 @@ def make_toy_scene(seed: int = 0) -> ToyScene:
     brick_of = -np.ones(occ.shape, dtype=np.int64)
     bricks = []  # (x0, y0, z, sx, sy)
     for z in range(nz):
+        # scan the layer in raster order, from either end; a brick grows away from the
+        # scan start so it only covers cells not yet visited
+        flip = bool(rng.random() < 0.5)
         order = [(x, y) for x in range(nx) for y in range(ny)]
-        if rng.random() < 0.5:
-            order = order[::-1]
-        for x, y in order:
+        for x, y in (order[::-1] if flip else order):
             if not occ[x, y, z] or brick_of[x, y, z] >= 0:
                 continue
             sizes = list(_BRICK_SIZES)
             rng.shuffle(sizes)
             sizes.sort(key=lambda s: -s[0] * s[1] + rng.random() * 2.5)
             for sx, sy in sizes:
-                xs = slice(x, x + sx) if order[0] == (0, 0) else slice(x - sx + 1, x + 1)
-                ys = slice(y, y + sy) if order[0] == (0, 0) else slice(y - sy + 1, y + 1)
+                xs = slice(x - sx + 1, x + 1) if flip else slice(x, x + sx)
+                ys = slice(y - sy + 1, y + 1) if flip else slice(y, y + sy)
                 if xs.start < 0 or ys.start < 0 or xs.stop > nx or ys.stop > ny:
                     continue
                 if occ[xs, ys, z].all() and (brick_of[xs, ys, z] < 0).all():
@@ -276,15 +280,21 @@ def training_poses(n: int, *, seed: int = 0, radius: tuple[float, float] = (3.0,
 
 
 def _random_test_pose(rng, train_dirs, *, radius=(3.0, 3.5), z_range=(-0.4, 0.9),
-                      max_roll=math.radians(10.0), min_angle=math.radians(3.0)):
-    while True:
+                      max_roll=_MAX_ROLL, min_angle=_MIN_TEST_ANGLE, tries=1000):
+    """A random look-at pose at least ``min_angle`` away from every training direction
+    (or the farthest of ``tries`` candidates when training views are too dense)."""
+    best, best_cos = None, np.inf
+    for _ in range(tries):
         z = rng.uniform(*z_range)
         phi = rng.uniform(0, 2 * math.pi)
         rho = math.sqrt(1 - z * z)
         d = np.array([rho * math.cos(phi), rho * math.sin(phi), z])
-        if np.max(train_dirs @ d) < math.cos(min_angle):
+        c = float(np.max(train_dirs @ d))
+        if c < best_cos:
+            best, best_cos = d, c
+        if c < math.cos(min_angle):
             break
-    return look_at_c2w(rng.uniform(*radius) * d, roll=rng.uniform(-max_roll, max_roll))
+    return look_at_c2w(rng.uniform(*radius) * best, roll=rng.uniform(-max_roll, max_roll))
 
 
 # ----------------------------------------------------------------------------- ray caster
@@ -468,12 +478,12 @@ def defect_mask(good: ToyRender, bad: ToyRender, *, color_tol: float = 0.02) -> 
 
 
 def _visible_face_samples(r: ToyRender, scene: ToyScene, c2w, min_facing: float):
-    """Sub-sample indices hitting a brick box face that faces the camera."""
-    H, W = r.prim.shape
+    """Sub-sample indices hitting a box face whose normal points towards the camera by
+    more than ``min_facing`` (cosine; the view direction is approximated by the direction
+    from the origin to the camera, the object being small against the camera distance)."""
     hit = (r.prim >= 0)
     is_box = np.zeros_like(hit)
     is_box[hit] = scene.kind[r.prim[hit]] == 0
-    # approximate view direction per sub-sample: from the hit point to the camera
     rows, cols = np.nonzero(is_box)
     if rows.size == 0:
         return rows, cols
@@ -483,14 +493,12 @@ def _visible_face_samples(r: ToyRender, scene: ToyScene, c2w, min_facing: float)
     return rows[ok], cols[ok]
 
 
-def _make_defect(kind: str, scene: ToyScene, good: ToyRender, c2w, fov, rng, res):
+def _make_defect(kind: str, scene: ToyScene, good: ToyRender, c2w, fov, rng, res, min_fraction):
     """One attempt at a visible defect of ``kind``; ``None`` when the pose offers none."""
     if kind == "Missing":
         parts, counts = np.unique(good.part[good.part >= 0], return_counts=True)
-        ok = parts[counts >= 0.004 * good.part.size]
+        ok = parts[counts >= min_fraction * good.part.size]  # visible enough to matter
         if ok.size == 0:
-            return None
-        if np.unique(scene.part).size < 3:
             return None
         return scene.without_part(int(rng.choice(ok)))
     rows, cols = _visible_face_samples(good, scene, c2w, 0.35 if kind == "Burrs" else 0.45)
@@ -622,19 +630,21 @@ def _generate(root: Path, *, seed, resolution, num_train, num_test_per_type, sup
         if kind != "good":
             (root / "ground_truth" / kind).mkdir(parents=True)
         for n in range(num_test_per_type):
-            for attempt in range(200):
+            for _attempt in range(200):
                 c2w = _random_test_pose(rng, train_dirs)
                 good = raycast_toy(scene, c2w, fov, res, supersample=ss)
                 if kind == "good":
                     img, mask = good, None
                     break
-                bad_scene = _make_defect(kind, scene, good, c2w, fov, rng, res)
+                bad_scene = _make_defect(kind, scene, good, c2w, fov, rng, res, min_defect_fraction)
                 if bad_scene is None:
                     continue
                 img = raycast_toy(bad_scene, c2w, fov, res, supersample=ss)
                 mask = defect_mask(good, img)
                 visible = np.abs(good.rgb - img.rgb).max(-1) > 0.1
-                if mask.sum() >= min_px and visible.sum() >= 0.75 * min_px:
+                # big enough, and clearly visible over a good share of its mask (e.g. not
+                # a brick whose removal reveals a same-coloured one behind it)
+                if mask.sum() >= min_px and visible.sum() >= max(0.75 * min_px, 0.3 * mask.sum()):
                     break
             else:
                 raise RuntimeError(f"could not place a visible {kind} defect (seed {seed})")
@@ -660,7 +670,8 @@ def write_toy_preview(dataset_dir: str | os.PathLike, out_png: str | os.PathLike
                       num_train: int = 6, index: int = 0) -> Path:
     """One PNG grid: ``num_train`` training views on the first row, then for each test type
     the test image ``<index>``, the defect-free re-render at its pose (from
-    ``toy_meta.json``'s seed and ``test_poses.json``) and the mask overlaid in red."""
+    ``toy_meta.json``'s seed and ``test_poses.json``), the mask overlaid in red and the
+    per-pixel colour difference. Returns ``out_png``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -676,7 +687,7 @@ def write_toy_preview(dataset_dir: str | os.PathLike, out_png: str | os.PathLike
     scene = make_toy_scene(p["seed"])
     poses = read_json(root / "test_poses.json")
     types = ("good",) + TOY_DEFECT_TYPES
-    cols = max(num_train, 3)
+    cols = max(num_train, 4)
     fig, axes = plt.subplots(1 + len(types), cols, figsize=(1.9 * cols, 1.9 * (1 + len(types))),
                              squeeze=False)
     for ax in axes.ravel():
@@ -694,9 +705,11 @@ def write_toy_preview(dataset_dir: str | os.PathLike, out_png: str | os.PathLike
         mask = read_mask(mpath)[0] if mpath.is_file() else np.zeros(img.shape[:2], bool)
         over = img.copy()
         over[mask] = 0.45 * over[mask] + 0.55 * np.array([1.0, 0.0, 0.0])
+        diff = np.abs(img - ref).max(-1)
         for j, (im, title) in enumerate([(img, f"{kind} {index}"), (ref, "defect-free"),
-                                         (over, f"mask ({int(mask.sum())} px)")]):
-            axes[row, j].imshow(im)
+                                         (over, f"mask ({int(mask.sum())} px)"),
+                                         (diff, "|difference|")]):
+            axes[row, j].imshow(im, **({"cmap": "magma", "vmin": 0, "vmax": 1} if im.ndim == 2 else {}))
             axes[row, j].set_title(title, fontsize=8)
     fig.tight_layout()
     out_png = Path(out_png)
