@@ -28,7 +28,7 @@ constexpr float ALPHA_MIN = 1.0f / 255.0f;
 constexpr float ALPHA_MAX = 0.99f;
 constexpr float T_MIN = 1e-4f;
 constexpr float DILATION = 0.3f;
-constexpr float BIN_MARGIN = 1.0f;  // pixels added to the opacity-aware extent
+constexpr float BIN_MARGIN = 0.25f;  // pixels added to the opacity-aware extent (float rounding is ~1e-5 px)
 constexpr int TILE = 16;
 
 // Per-Gaussian data the blending needs, in this order: mean2d x, y; conic A, B, C (inverse
@@ -52,6 +52,7 @@ struct Projected {
   float mx, my;     // mean in pixels (offset included)
   float A, B, C;    // conic
   float depth;      // camera-space z
+  float rx, ry;     // half extents (pixels) of the box holding every pixel where alpha >= 1/255
   int tx0, ty0, tx1, ty1;  // tile rectangle [tx0, tx1) x [ty0, ty1); empty when culled
 };
 
@@ -133,7 +134,10 @@ SJ_HD void project_gaussian(const float* m, const float* s, const float* q, floa
                            const Camera& cam, Projected& out) {
   out.tx0 = out.ty0 = out.tx1 = out.ty1 = 0;
   out.mx = out.my = out.A = out.B = out.C = 0.f;
-  out.depth = 0.f;
+  out.depth = out.rx = out.ry = 0.f;
+  // a Gaussian with opacity < 1/255 never reaches alpha 1/255: not binned (cheap early out,
+  // e.g. for inactive slots of a fixed-capacity buffer)
+  if (!(opacity >= ALPHA_MIN)) return;
   ProjFwd f;
   if (!project_core(m, s, q, cam, f)) return;
   out.depth = f.z;
@@ -143,12 +147,13 @@ SJ_HD void project_gaussian(const float* m, const float* s, const float* q, floa
   out.mx = cam.fx * f.p[0] / f.z + cam.cx;
   out.my = cam.fy * f.p[1] / f.z + cam.cy;
   if (off) { out.mx += off[0]; out.my += off[1]; }
-  if (!(opacity >= ALPHA_MIN)) return;
   // o exp(power) >= 1/255  <=>  d^T cov^-1 d <= 2 ln(255 o); the ellipse's x half extent is
   // sqrt(k cov_xx), y half extent sqrt(k cov_yy).
   const float k = 2.f * logf(255.f * opacity);
   const float rx = sqrtf(fmaxf(k * f.a, 0.f)) + BIN_MARGIN;
   const float ry = sqrtf(fmaxf(k * f.c, 0.f)) + BIN_MARGIN;
+  out.rx = rx;
+  out.ry = ry;
   // pixel centres j + 0.5 within [mx - rx, mx + rx]
   const float ntx = (float)tiles_x(cam), nty = (float)tiles_y(cam);
   const float jx0 = floorf((out.mx - rx - 0.5f) / TILE), jx1 = floorf((out.mx + rx - 0.5f) / TILE) + 1.f;
@@ -188,14 +193,8 @@ SJ_HD float gauss_alpha(const float* g, float px, float py) {
   return alpha >= ALPHA_MIN ? alpha : 0.f;
 }
 
-// Exponent of Gaussian g at pixel centre (px, py).
-SJ_HD float gauss_power(const float* g, float px, float py) {
-  const float dx = px - g[0], dy = py - g[1];
-  return -0.5f * (g[2] * dx * dx + g[4] * dy * dy) - g[3] * dx * dy;
-}
-
 // A conservative pre-test the drivers may use to skip the exponential: alpha can only reach
-// 1/255 when power >= ln(1/(255 o)); `skip_below` = ln(1/(255 o)) - 1e-3 leaves a margin far
+// 1/255 when power >= ln(1/(255 o)); the threshold ln(1/(255 o)) - 1e-3 leaves a margin far
 // above float rounding, so skipping never changes the result.
 SJ_HD float skip_threshold(float opacity) { return logf(ALPHA_MIN / opacity) - 1e-3f; }
 
@@ -267,10 +266,11 @@ SJ_HD bool bwd_step(BwdState& s, const float* g, float px, float py, float* out)
 // Chains the screen-space gradient gs (GGRAD layout; only mean2d and conic entries used)
 // through the projection of Gaussian (m, s, q) in camera `cam`.
 // Adds dL/dmean, dL/dscale, dL/dquat into gm, gsc, gq when `gaussian_grads`, and always adds
-// dL/dR (row-major 9) and dL/dt into gR, gt (type Acc: float or double accumulators).
+// dL/dR (row-major 9), dL/dt and dL/d(fx, fy, cx, cy) into gR, gt, gK (type Acc: float or
+// double accumulators).
 template <typename Acc>
 SJ_HD void project_bwd(const float* m, const float* s, const float* q, const Camera& cam, const float* gs,
-                       bool gaussian_grads, float* gm, float* gsc, float* gq, Acc* gR, Acc* gt) {
+                       bool gaussian_grads, float* gm, float* gsc, float* gq, Acc* gR, Acc* gt, Acc* gK) {
   ProjFwd f;
   if (!project_core(m, s, q, cam, f)) return;
   const float z = f.z, det = f.det, a = f.a, b = f.b, c = f.c;
@@ -306,6 +306,14 @@ SJ_HD void project_bwd(const float* m, const float* s, const float* q, const Cam
   const float gtx = gJ[2] * (-cam.fx / z2), gty = gJ[5] * (-cam.fy / z2);
   if (f.clip_x) gz += gtx * f.lim_x; else gp[0] += gtx;
   if (f.clip_y) gz += gty * f.lim_y; else gp[1] += gty;
+  // intrinsics: J's explicit fx, fy; the clamp limits (both sides scale as 1/fx and move
+  // with -cx/fx); the projected mean
+  float gfx = gJ[0] / z - gJ[2] * f.txc / z2 + gs[0] * f.p[0] / z;
+  float gfy = gJ[4] / z - gJ[5] * f.tyc / z2 + gs[1] * f.p[1] / z;
+  float gcx = gs[0], gcy = gs[1];
+  if (f.clip_x) { gfx += gtx * (-z * f.lim_x / cam.fx); gcx += gtx * (-z / cam.fx); }
+  if (f.clip_y) { gfy += gty * (-z * f.lim_y / cam.fy); gcy += gty * (-z / cam.fy); }
+  gK[0] += (Acc)gfx; gK[1] += (Acc)gfy; gK[2] += (Acc)gcx; gK[3] += (Acc)gcy;
   // mean2d = (fx x/z + cx, fy y/z + cy)
   gp[0] += gs[0] * cam.fx / z;
   gp[1] += gs[1] * cam.fy / z;

@@ -8,6 +8,7 @@
 // Cameras are processed one after the other, so the workspace needs the largest
 // per-camera intersection count; that count is returned as `needed`.
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -16,6 +17,11 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
 
 #include "core.h"
 #include "xla/ffi/api/ffi.h"
@@ -75,6 +81,7 @@ class Pool {
       (*job_)(i, w);
     }
   }
+
   void loop(int w) {
     uint64_t seen = 0;
     for (;;) {
@@ -115,7 +122,38 @@ void parallel_range(int64_t n, int64_t chunk, const std::function<void(int64_t, 
   pool().parallel_for(tasks, [&](int64_t task, int w) { fn(task * chunk, std::min(n, (task + 1) * chunk), w); });
 }
 
-constexpr int LS = sj::GSTRIDE + 1;  // tile-local layout: GSTRIDE fields + exp-skip threshold
+// SPLATJAX_PROFILE=1 prints phase timings to stderr (development aid).
+struct Timer {
+  bool on = std::getenv("SPLATJAX_PROFILE") != nullptr;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  std::clock_t c0 = std::clock();
+  void mark(const char* what) {
+    if (!on) return;
+    auto t1 = std::chrono::steady_clock::now();
+    std::clock_t c1 = std::clock();
+    std::fprintf(stderr, "[splatjax] %s: wall %.3f ms, process CPU %.3f ms\n", what,
+                 std::chrono::duration<double, std::milli>(t1 - t0).count(), 1e3 * double(c1 - c0) / CLOCKS_PER_SEC);
+    t0 = t1;
+    c0 = c1;
+  }
+};
+
+// SPLATJAX_PROFILE=1 also prints each handler's wall and process CPU time.
+struct HandlerTimer {
+  const char* name;
+  bool on = std::getenv("SPLATJAX_PROFILE") != nullptr;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  std::clock_t c0 = std::clock();
+  explicit HandlerTimer(const char* n) : name(n) {}
+  ~HandlerTimer() {
+    if (!on) return;
+    const double wall = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "[splatjax] %s: wall %.2f ms, process CPU %.2f ms\n", name, wall,
+                 1e3 * double(std::clock() - c0) / CLOCKS_PER_SEC);
+  }
+};
+
+constexpr int LS = sj::GSTRIDE + 3;  // tile-local layout: GSTRIDE fields, half extents rx, ry, exp-skip threshold
 
 // ----------------------------------------------------------------------------- inputs
 struct Scene {
@@ -174,6 +212,7 @@ struct Binned {
   std::vector<sj::Projected> proj;
   std::vector<float> gdata;          // N * LS
   std::vector<int64_t> tile_start;   // ntiles + 1
+  std::vector<uint64_t> order;       // binned Gaussians as (depth, index) keys, sorted
   int64_t total = 0;
 };
 
@@ -184,6 +223,7 @@ int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned&
   const float* off = s.offset_of(c);
   const int64_t N = s.N;
   const int ntx = sj::tiles_x(cam), nty = sj::tiles_y(cam), ntiles = ntx * nty;
+  Timer tm;
   b.proj.resize(N);
   b.gdata.resize(N * LS);
   parallel_range(N, 4096, [&](int64_t i0, int64_t i1, int) {
@@ -194,10 +234,28 @@ int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned&
       float* g = &b.gdata[i * LS];
       g[0] = p.mx; g[1] = p.my; g[2] = p.A; g[3] = p.B; g[4] = p.C; g[5] = s.opac[i];
       g[6] = s.colors[3 * i]; g[7] = s.colors[3 * i + 1]; g[8] = s.colors[3 * i + 2];
-      g[9] = sj::tile_count(p) > 0 ? sj::skip_threshold(s.opac[i]) : 0.f;
+      g[9] = p.rx; g[10] = p.ry; g[11] = sj::skip_threshold(s.opac[i]);
     }
   });
-  // counting sort by tile (Gaussians visited in index order)
+  tm.mark("project");
+  // Order the binned Gaussians once by (depth, index); a stable counting sort by tile then
+  // leaves every tile's list in depth order without sorting per tile.
+  std::vector<uint64_t>& order = b.order;
+  order.clear();
+  for (int64_t i = 0; i < N; ++i)
+    if (b.proj[i].tx1 > b.proj[i].tx0) order.push_back(sj::depth_key(b.proj[i].depth, (uint32_t)i));
+  const int nthreads = pool().size();
+  const int64_t M = (int64_t)order.size(), chunk = (M + nthreads - 1) / std::max(1, nthreads);
+  if (nthreads > 1 && M > 8192) {
+    pool().parallel_for(nthreads, [&](int64_t k, int) {
+      std::sort(order.begin() + std::min(M, k * chunk), order.begin() + std::min(M, (k + 1) * chunk));
+    });
+    for (int k = 1; k < nthreads; ++k)
+      std::inplace_merge(order.begin(), order.begin() + std::min(M, k * chunk), order.begin() + std::min(M, (k + 1) * chunk));
+  } else {
+    std::sort(order.begin(), order.end());
+  }
+  tm.mark("depth sort");
   b.tile_start.assign(ntiles + 1, 0);
   int64_t* cnt = b.tile_start.data() + 1;
   for (int64_t i = 0; i < N; ++i) {
@@ -207,16 +265,16 @@ int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned&
   }
   for (int k = 0; k < ntiles; ++k) b.tile_start[k + 1] += b.tile_start[k];
   b.total = b.tile_start[ntiles];
+  tm.mark("count");
   if (b.total > cap) return b.total;
   std::vector<int64_t> cursor(b.tile_start.begin(), b.tile_start.end() - 1);
-  for (int64_t i = 0; i < N; ++i) {
-    const sj::Projected& p = b.proj[i];
-    if (p.tx1 <= p.tx0) continue;
-    const uint64_t key = sj::depth_key(p.depth, (uint32_t)i);
+  for (const uint64_t key : order) {
+    const sj::Projected& p = b.proj[key & 0xffffffffu];
     for (int ty = p.ty0; ty < p.ty1; ++ty)
       for (int tx = p.tx0; tx < p.tx1; ++tx) ws[cursor[ty * ntx + tx]++] = key;
   }
-  pool().parallel_for(ntiles, [&](int64_t k, int) { std::sort(ws + b.tile_start[k], ws + b.tile_start[k + 1]); });
+  tm.mark("fill");
+  if (tm.on) std::fprintf(stderr, "[splatjax] %lld intersections\n", (long long)b.total);
   return b.total;
 }
 
@@ -230,11 +288,230 @@ void gather_tile(const Binned& b, const uint64_t* ws, int64_t k, std::vector<flo
   }
 }
 
+// ----------------------------------------------------------------------------- tile loops
+// The per-tile loops below are core.h's blending (fwd_step / bwd_step, same formulas and
+// thresholds) restated for SIMD: Gaussians in the outer loop, the tile's pixels in 8-lane
+// groups in the inner, branch-free loop (GCC/Clang vector extensions; an AVX2+FMA build
+// picked at run time where the CPU has it, else SSE2). Work is limited to the rows and
+// 8-pixel groups inside each Gaussian's alpha >= 1/255 box, groups whose pixels are all
+// saturated (forward) or past their last contributor (backward) are skipped, and so are
+// groups where no lane can reach alpha 1/255. The exponential is a Cephes-style polynomial
+// (about 1 ulp) that vectorises; forward and backward share it. The CUDA driver runs
+// fwd_step / bwd_step per pixel directly.
+constexpr int TP = sj::TILE * sj::TILE;
+
+#define SJ_INLINE inline __attribute__((always_inline))
+
+// 8-lane float / int vectors (GCC/Clang vector extensions): AVX registers in the AVX2 build,
+// pairs of SSE registers in the baseline build.
+typedef float v8f __attribute__((vector_size(32), aligned(32), may_alias));
+typedef int32_t v8i __attribute__((vector_size(32), aligned(32), may_alias));
+
+SJ_INLINE v8f bc(float v) { return v8f{v, v, v, v, v, v, v, v}; }
+SJ_INLINE v8i bci(int32_t v) { return v8i{v, v, v, v, v, v, v, v}; }
+SJ_INLINE v8f sel(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
+SJ_INLINE v8i seli(v8i m, v8i a, v8i b) { return (a & m) | (b & ~m); }
+SJ_INLINE bool any_lane(v8i m) {
+  typedef int64_t v4l __attribute__((vector_size(32), may_alias));
+  const v4l q = (v4l)m;
+  return (q[0] | q[1] | q[2] | q[3]) != 0;
+}
+SJ_INLINE float hsum(v8f v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+
+// exp(x) for 8 lanes: Cephes-style range reduction and degree-6 polynomial (about 1 ulp on
+// the range used here). x is clamped to [-80, 80] so results stay normal floats (no
+// denormal slow path); alpha there is far below 1/255 anyway.
+SJ_INLINE v8f exp_v(v8f x) {
+  x = sel(x < bc(-80.f), bc(-80.f), x);
+  x = sel(x > bc(80.f), bc(80.f), x);
+  const v8f fl = x * 1.44269504088896341f + 0.5f;
+  v8i k = __builtin_convertvector(fl, v8i);  // truncation
+  k += (__builtin_convertvector(k, v8f) > fl);  // floor: mask is -1 where trunc rounded up
+  const v8f n = __builtin_convertvector(k, v8f);
+  const v8f r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  v8f p = bc(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * (v8f)((k + 127) << 23);
+}
+
+// Rows [r0, r1] and 8-pixel column groups [c0, c1] of the tile at (x0, y0) that overlap
+// the Gaussian's box (pixel centres within mean +- (rx, ry)); pixels outside have
+// alpha < 1/255 (the box is the one used for tile binning). False when nothing overlaps.
+SJ_INLINE bool box_in_tile(const float* g, int x0, int y0, int& r0, int& r1, int& c0, int& c1) {
+  const float lx = g[0] - g[9] - 0.5f - x0, hx = g[0] + g[9] - 0.5f - x0;
+  const float ly = g[1] - g[10] - 0.5f - y0, hy = g[1] + g[10] - 0.5f - y0;
+  if (!(hx >= 0.f && lx <= sj::TILE - 1.f && hy >= 0.f && ly <= sj::TILE - 1.f)) return false;
+  r0 = ly <= 0.f ? 0 : (int)std::ceil(ly);
+  r1 = hy >= sj::TILE - 1.f ? sj::TILE - 1 : (int)std::floor(hy);
+  const int xa = lx <= 0.f ? 0 : (int)std::ceil(lx);
+  const int xb = hx >= sj::TILE - 1.f ? sj::TILE - 1 : (int)std::floor(hx);
+  c0 = xa / 8;
+  c1 = xb / 8;
+  return r0 <= r1 && xa <= xb;
+}
+
+// Forward blend of one tile: pixels (x0 + p % 16, y0 + p / 16) for p < 256, `live_in` marks
+// pixels inside the image. Outputs T, rgb and entries processed per pixel (arrays aligned
+// to 32 bytes). This is core.h's fwd_step for 8 pixels at a time.
+SJ_INLINE void blend_tile_fwd_body(const float* local, int64_t n, int x0, int y0, const float* live_in, float* T,
+                                   float* cr, float* cg, float* cb, int32_t* cnt) {
+  alignas(32) float px[TP], py[TP], live[TP];
+  for (int p = 0; p < TP; ++p) {
+    px[p] = x0 + (p % sj::TILE) + 0.5f;
+    py[p] = y0 + (p / sj::TILE) + 0.5f;
+    live[p] = live_in[p];
+    T[p] = 1.f; cr[p] = cg[p] = cb[p] = 0.f; cnt[p] = 0;
+  }
+  int nlive = 0;
+  for (int p = 0; p < TP; ++p) nlive += live[p] > 0.f;
+  bool group_live[TP / 8];  // any live pixel in the 8-pixel group
+  for (int q = 0; q < TP / 8; ++q) {
+    group_live[q] = false;
+    for (int l = 0; l < 8; ++l) group_live[q] |= live[8 * q + l] > 0.f;
+  }
+  for (int64_t i = 0; i < n && nlive > 0; ++i) {
+    const float* g = local + i * LS;
+    const float mx = g[0], my = g[1], A = g[2], B = g[3], C = g[4], o = g[5], r = g[6], gg = g[7], bb = g[8];
+    const v8i ip1 = bci((int32_t)(i + 1));
+    const float thr = g[11];
+    int r0, r1, c0, c1;
+    if (!box_in_tile(g, x0, y0, r0, r1, c0, c1)) continue;
+    v8i nsat = bci(0);
+    for (int row = r0; row <= r1; ++row)
+    for (int p = row * sj::TILE + c0 * 8; p <= row * sj::TILE + c1 * 8; p += 8) {
+      if (!group_live[p / 8]) continue;
+      const v8f dx = *(const v8f*)&px[p] - mx, dy = *(const v8f*)&py[p] - my;
+      const v8f power = -0.5f * (A * dx * dx + C * dy * dy) - B * dx * dy;
+      if (!any_lane(power >= thr)) continue;  // every alpha < 1/255 here
+      v8f a = o * exp_v(power);
+      a = sel(a < bc(sj::ALPHA_MAX), a, bc(sj::ALPHA_MAX));
+      v8f& Tp = *(v8f*)&T[p];
+      v8f& lv = *(v8f*)&live[p];
+      const v8i ok = (lv > 0.f) & (a >= sj::ALPHA_MIN);
+      const v8f tn = Tp * (1.f - a);
+      const v8i sat = ok & (tn < sj::T_MIN);
+      const v8i contrib = ok & ~sat;
+      const v8f w = sel(contrib, a * Tp, bc(0.f));
+      *(v8f*)&cr[p] += w * r;
+      *(v8f*)&cg[p] += w * gg;
+      *(v8f*)&cb[p] += w * bb;
+      Tp = sel(contrib, tn, Tp);
+      *(v8i*)&cnt[p] = seli(contrib, ip1, *(v8i*)&cnt[p]);
+      lv = sel(sat, bc(0.f), lv);
+      nsat -= sat;
+      if (any_lane(sat)) group_live[p / 8] = any_lane((v8i)lv);
+    }
+    for (int l = 0; l < 8; ++l) nlive -= nsat[l];
+  }
+}
+
+// Backward of one tile (core.h's bwd_step for 8 pixels at a time, walking every entry below
+// the tile's largest last-contributor count). last[p]: entries processed in the forward;
+// T_final, gpix (dL/drgb), gT (dL/dT_final through background and alpha). Adds per-entry
+// gradients (GGRAD each) into lgrad.
+SJ_INLINE void blend_tile_bwd_body(const float* local, int x0, int y0, const int32_t* last, const float* T_final,
+                                   const float* gr, const float* ggr, const float* gbl, const float* gT,
+                                   float* lgrad) {
+  alignas(32) float px[TP], py[TP], T[TP], ar[TP], ag[TP], ab[TP];
+  int32_t maxlast = 0;
+  for (int p = 0; p < TP; ++p) {
+    px[p] = x0 + (p % sj::TILE) + 0.5f;
+    py[p] = y0 + (p / sj::TILE) + 0.5f;
+    T[p] = T_final[p];
+    ar[p] = ag[p] = ab[p] = 0.f;
+    maxlast = std::max(maxlast, last[p]);
+  }
+  int32_t group_last[TP / 8];  // largest last-contributor count in the 8-pixel group
+  for (int q = 0; q < TP / 8; ++q) {
+    group_last[q] = 0;
+    for (int l = 0; l < 8; ++l) group_last[q] = std::max(group_last[q], last[8 * q + l]);
+  }
+  for (int32_t i = maxlast - 1; i >= 0; --i) {
+    const float* g = local + (int64_t)i * LS;
+    const float mx = g[0], my = g[1], A = g[2], B = g[3], C = g[4], o = g[5], r = g[6], gg = g[7], bb = g[8];
+    const v8i iv = bci(i);
+    const float thr = g[11];
+    int r0, r1, c0, c1;
+    if (!box_in_tile(g, x0, y0, r0, r1, c0, c1)) continue;
+    v8f s_mx = bc(0.f), s_my = bc(0.f), s_A = bc(0.f), s_B = bc(0.f), s_C = bc(0.f), s_o = bc(0.f), s_r = bc(0.f),
+        s_g = bc(0.f), s_b = bc(0.f);
+    for (int row = r0; row <= r1; ++row)
+    for (int p = row * sj::TILE + c0 * 8; p <= row * sj::TILE + c1 * 8; p += 8) {
+      if (i >= group_last[p / 8]) continue;
+      const v8f dx = *(const v8f*)&px[p] - mx, dy = *(const v8f*)&py[p] - my;
+      const v8f power = -0.5f * (A * dx * dx + C * dy * dy) - B * dx * dy;
+      if (!any_lane(power >= thr)) continue;  // every alpha < 1/255 here
+      const v8f G = exp_v(power);
+      const v8f raw = o * G;
+      const v8f a = sel(raw < bc(sj::ALPHA_MAX), raw, bc(sj::ALPHA_MAX));
+      const v8i ok = (iv < *(const v8i*)&last[p]) & (a >= sj::ALPHA_MIN);
+      const v8f one_m = 1.f - a;
+      const v8f inv = 1.f / one_m;
+      v8f& Tp = *(v8f*)&T[p];
+      const v8f Tb = Tp * inv;
+      const v8f w = sel(ok, a * Tb, bc(0.f));
+      const v8f vgr = *(const v8f*)&gr[p], vgg = *(const v8f*)&ggr[p], vgb = *(const v8f*)&gbl[p];
+      s_r += w * vgr; s_g += w * vgg; s_b += w * vgb;
+      v8f& vr = *(v8f*)&ar[p];
+      v8f& vg = *(v8f*)&ag[p];
+      v8f& vb = *(v8f*)&ab[p];
+      const v8f dal = ((r - vr) * vgr + (gg - vg) * vgg + (bb - vb) * vgb) * Tb -
+                      *(const v8f*)&T_final[p] * inv * *(const v8f*)&gT[p];
+      vr = sel(ok, a * r + one_m * vr, vr);
+      vg = sel(ok, a * gg + one_m * vg, vg);
+      vb = sel(ok, a * bb + one_m * vb, vb);
+      Tp = sel(ok, Tb, Tp);
+      const v8i unclamped = ok & (raw <= sj::ALPHA_MAX);
+      const v8f gp = sel(unclamped, raw * dal, bc(0.f));
+      s_o += sel(unclamped, G * dal, bc(0.f));
+      s_mx += gp * (A * dx + B * dy);
+      s_my += gp * (C * dy + B * dx);
+      s_A += -0.5f * gp * dx * dx;
+      s_B += -gp * dx * dy;
+      s_C += -0.5f * gp * dy * dy;
+    }
+    float* out = lgrad + (int64_t)i * sj::GGRAD;
+    out[0] += hsum(s_mx); out[1] += hsum(s_my); out[2] += hsum(s_A); out[3] += hsum(s_B); out[4] += hsum(s_C);
+    out[5] += hsum(s_o); out[6] += hsum(s_r); out[7] += hsum(s_g); out[8] += hsum(s_b);
+  }
+}
+
+// AVX2+FMA and baseline builds of the tile loops, picked at run time.
+#define SJ_FWD_ARGS const float *local, int64_t n, int x0, int y0, const float *live_in, float *T, float *cr, \
+                    float *cg, float *cb, int32_t *cnt
+#define SJ_BWD_ARGS const float *local, int x0, int y0, const int32_t *last, const float *T_final, const float *gr, \
+                    const float *ggr, const float *gbl, const float *gT, float *lgrad
+__attribute__((target("avx2,fma"))) void blend_tile_fwd_avx2(SJ_FWD_ARGS) {
+  blend_tile_fwd_body(local, n, x0, y0, live_in, T, cr, cg, cb, cnt);
+}
+void blend_tile_fwd_base(SJ_FWD_ARGS) { blend_tile_fwd_body(local, n, x0, y0, live_in, T, cr, cg, cb, cnt); }
+__attribute__((target("avx2,fma"))) void blend_tile_bwd_avx2(SJ_BWD_ARGS) {
+  blend_tile_bwd_body(local, x0, y0, last, T_final, gr, ggr, gbl, gT, lgrad);
+}
+void blend_tile_bwd_base(SJ_BWD_ARGS) { blend_tile_bwd_body(local, x0, y0, last, T_final, gr, ggr, gbl, gT, lgrad); }
+
+bool has_avx2() {
+  static const bool v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return v;
+}
+void blend_tile_fwd(SJ_FWD_ARGS) {
+  (has_avx2() ? blend_tile_fwd_avx2 : blend_tile_fwd_base)(local, n, x0, y0, live_in, T, cr, cg, cb, cnt);
+}
+void blend_tile_bwd(SJ_BWD_ARGS) {
+  (has_avx2() ? blend_tile_bwd_avx2 : blend_tile_bwd_base)(local, x0, y0, last, T_final, gr, ggr, gbl, gT, lgrad);
+}
+
 // ----------------------------------------------------------------------------- forward
 ffi::Error forward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K,
                         F32 bg, int64_t width, int64_t height, ffi::Result<F32> rgb, ffi::Result<F32> alpha,
                         ffi::Result<F32> tfinal, ffi::Result<ffi::Buffer<ffi::S32>> ncontrib,
-                        ffi::Result<ffi::Buffer<ffi::S64>> needed, ffi::Result<ffi::Buffer<ffi::U64>> ws) {
+                        ffi::Result<ffi::Buffer<ffi::S32>> needed, ffi::Result<ffi::Buffer<ffi::U64>> ws) {
+  HandlerTimer htimer("forward");
   Scene s;
   if (auto e = make_scene(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, s); e.failure())
     return e;
@@ -248,7 +525,8 @@ ffi::Error forward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, 
   int32_t* out_n = ncontrib->typed_data();
   uint64_t* keys = ws->typed_data();
   int64_t max_needed = 0;
-  Binned b;
+  static thread_local Binned cached;  // reused between calls (no page faults)
+  Binned& b = cached;               // a reference, so the worker lambdas see this thread's copy
   for (int64_t c = 0; c < s.C; ++c) {
     const int64_t total = bin_camera(s, c, keys, cap, b);
     max_needed = std::max(max_needed, total);
@@ -268,32 +546,30 @@ ffi::Error forward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, 
     const int ntx = sj::tiles_x(cam), ntiles = ntx * sj::tiles_y(cam);
     const float* bgc = s.bg + 3 * c;
     static thread_local std::vector<float> local;
+    Timer tm;
     pool().parallel_for(ntiles, [&](int64_t k, int) {
       gather_tile(b, keys, k, local);
       const int64_t n = b.tile_start[k + 1] - b.tile_start[k];
       const int x0 = (int)(k % ntx) * sj::TILE, y0 = (int)(k / ntx) * sj::TILE;
-      const int x1 = std::min<int>(x0 + sj::TILE, (int)W), y1 = std::min<int>(y0 + sj::TILE, (int)H);
-      for (int y = y0; y < y1; ++y) {
-        const float py = y + 0.5f;
-        for (int x = x0; x < x1; ++x) {
-          const float px = x + 0.5f;
-          sj::FwdState st;
-          sj::fwd_init(st);
-          for (int64_t i = 0; i < n; ++i) {
-            const float* g = &local[i * LS];
-            if (sj::gauss_power(g, px, py) < g[9]) continue;
-            if (!sj::fwd_step(st, g, px, py, (int)i)) break;
-          }
-          const int64_t pix = (int64_t)y * W + x;
-          for (int ch = 0; ch < 3; ++ch) crgb[pix * 3 + ch] = st.rgb[ch] + st.T * bgc[ch];
-          ca[pix] = 1.f - st.T;
-          ct[pix] = st.T;
-          cn[pix] = st.n;
-        }
+      alignas(64) float live[TP], T[TP], cr[TP], cg[TP], cb[TP];
+      alignas(64) int32_t cnt[TP];
+      for (int p = 0; p < TP; ++p) live[p] = (x0 + p % sj::TILE < W && y0 + p / sj::TILE < H) ? 1.f : 0.f;
+      blend_tile_fwd(local.data(), n, x0, y0, live, T, cr, cg, cb, cnt);
+      for (int p = 0; p < TP; ++p) {
+        const int x = x0 + p % sj::TILE, y = y0 + p / sj::TILE;
+        if (x >= W || y >= H) continue;
+        const int64_t pix = (int64_t)y * W + x;
+        crgb[pix * 3] = cr[p] + T[p] * bgc[0];
+        crgb[pix * 3 + 1] = cg[p] + T[p] * bgc[1];
+        crgb[pix * 3 + 2] = cb[p] + T[p] * bgc[2];
+        ca[pix] = 1.f - T[p];
+        ct[pix] = T[p];
+        cn[pix] = cnt[p];
       }
     });
+    tm.mark("blend");
   }
-  needed->typed_data()[0] = max_needed;
+  needed->typed_data()[0] = (int32_t)std::min<int64_t>(max_needed, INT32_MAX);
   return ffi::Error::Success();
 }
 
@@ -303,7 +579,8 @@ ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors,
                          int64_t height, int64_t gaussian_grads, ffi::Result<F32> g_means, ffi::Result<F32> g_scales,
                          ffi::Result<F32> g_quats, ffi::Result<F32> g_opac, ffi::Result<F32> g_colors,
                          ffi::Result<F32> g_offset, ffi::Result<F32> g_R, ffi::Result<F32> g_t,
-                         ffi::Result<ffi::Buffer<ffi::S64>> needed, ffi::Result<ffi::Buffer<ffi::U64>> ws) {
+                         ffi::Result<F32> g_K, ffi::Result<ffi::Buffer<ffi::S32>> needed, ffi::Result<ffi::Buffer<ffi::U64>> ws) {
+  HandlerTimer htimer("backward");
   Scene s;
   if (auto e = make_scene(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, s); e.failure())
     return e;
@@ -314,7 +591,7 @@ ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors,
   if (g_means->element_count() != N * 3 || g_scales->element_count() != N * 3 || g_quats->element_count() != N * 4 ||
       g_opac->element_count() != N || g_colors->element_count() != N * 3 ||
       g_offset->element_count() != offset.element_count() || g_R->element_count() != s.C * 9 ||
-      g_t->element_count() != s.C * 3)
+      g_t->element_count() != s.C * 3 || g_K->element_count() != s.C * 4)
     return ffi::Error::InvalidArgument("backward output shapes do not match the inputs");
   const bool gg = gaussian_grads != 0;
   float* gm = g_means->typed_data();
@@ -331,13 +608,17 @@ ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors,
   std::fill(goff, goff + g_offset->element_count(), 0.f);
   std::fill(g_R->typed_data(), g_R->typed_data() + s.C * 9, 0.f);
   std::fill(g_t->typed_data(), g_t->typed_data() + s.C * 3, 0.f);
+  std::fill(g_K->typed_data(), g_K->typed_data() + s.C * 4, 0.f);
   uint64_t* keys = ws->typed_data();
-  const int nthreads = pool().size();
-  std::vector<std::vector<float>> acc(nthreads);  // per-thread screen-space gradients, N x GGRAD
-  std::vector<float> gs(N * sj::GGRAD);
+  // screen-space gradients per intersection (list position x GGRAD), reduced per Gaussian in a
+  // fixed order afterwards: no races and bitwise reproducible results
+  static thread_local std::vector<float> isect_grad_cache, gsum_cache;
+  std::vector<float>& isect_grad = isect_grad_cache;
+  std::vector<float>& gsum = gsum_cache;
   int64_t max_needed = 0;
   bool overflow = false;
-  Binned b;
+  static thread_local Binned cached;  // reused between calls (no page faults)
+  Binned& b = cached;               // a reference, so the worker lambdas see this thread's copy
   for (int64_t c = 0; c < s.C; ++c) {
     const int64_t total = bin_camera(s, c, keys, cap, b);
     max_needed = std::max(max_needed, total);
@@ -349,73 +630,85 @@ ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors,
     const int32_t* cn = ncontrib.typed_data() + c * P;
     const float* cgr = g_rgb.typed_data() + c * P * 3;
     const float* cga = g_alpha.typed_data() + c * P;
-    for (auto& a : acc) a.assign(N * sj::GGRAD, 0.f);
-    static thread_local std::vector<float> local, lgrad;
-    pool().parallel_for(ntiles, [&](int64_t k, int w) {
+    Timer tm;
+    isect_grad.resize(total * sj::GGRAD);
+    static thread_local std::vector<float> local;
+    pool().parallel_for(ntiles, [&](int64_t k, int) {
       const int64_t s0 = b.tile_start[k], n = b.tile_start[k + 1] - s0;
       if (n == 0) return;
       gather_tile(b, keys, k, local);
-      lgrad.assign(n * sj::GGRAD, 0.f);
+      float* lgrad = isect_grad.data() + s0 * sj::GGRAD;
+      std::fill(lgrad, lgrad + n * sj::GGRAD, 0.f);
       const int x0 = (int)(k % ntx) * sj::TILE, y0 = (int)(k / ntx) * sj::TILE;
-      const int x1 = std::min<int>(x0 + sj::TILE, (int)W), y1 = std::min<int>(y0 + sj::TILE, (int)H);
-      for (int y = y0; y < y1; ++y) {
-        const float py = y + 0.5f;
-        for (int x = x0; x < x1; ++x) {
-          const int64_t pix = (int64_t)y * W + x;
-          const int last = cn[pix];
-          if (last <= 0) continue;
-          const float px = x + 0.5f;
-          sj::BwdState st;
-          sj::bwd_init(st, ct[pix], cgr + pix * 3, bgc, cga[pix]);
-          for (int i = last - 1; i >= 0; --i) {
-            const float* g = &local[(int64_t)i * LS];
-            if (sj::gauss_power(g, px, py) < g[9]) continue;
-            sj::bwd_step(st, g, px, py, &lgrad[(int64_t)i * sj::GGRAD]);
-          }
-        }
+      alignas(64) float tf[TP], gr[TP], ggr[TP], gbl[TP], gT[TP];
+      alignas(64) int32_t last[TP];
+      for (int p = 0; p < TP; ++p) {
+        const int x = x0 + p % sj::TILE, y = y0 + p / sj::TILE;
+        if (x >= W || y >= H) { last[p] = 0; tf[p] = 1.f; gr[p] = ggr[p] = gbl[p] = gT[p] = 0.f; continue; }
+        const int64_t pix = (int64_t)y * W + x;
+        last[p] = cn[pix];
+        tf[p] = ct[pix];
+        gr[p] = cgr[pix * 3]; ggr[p] = cgr[pix * 3 + 1]; gbl[p] = cgr[pix * 3 + 2];
+        gT[p] = gr[p] * bgc[0] + ggr[p] * bgc[1] + gbl[p] * bgc[2] - cga[pix];
       }
-      float* a = acc[w].data();
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t id = (int64_t)(keys[s0 + i] & 0xffffffffu);
-        for (int q = 0; q < sj::GGRAD; ++q) a[id * sj::GGRAD + q] += lgrad[i * sj::GGRAD + q];
-      }
+      blend_tile_bwd(local.data(), x0, y0, last, tf, gr, ggr, gbl, gT, lgrad);
     });
+    tm.mark("blend backward");
     // reduce the per-thread accumulators and chain through the projection
-    std::vector<double> pose(nthreads * 12, 0.0);
+    // per-Gaussian screen-space gradients: every thread owns a range of Gaussian ids and adds
+    // that range's intersections in list order (fixed order: reproducible, no races)
+    gsum.assign(N * sj::GGRAD, 0.f);
+    {
+      const int nt = pool().size();
+      const int64_t span = (N + nt - 1) / nt;
+      pool().parallel_for(nt, [&](int64_t r, int) {
+        const int64_t lo = r * span, hi = std::min(N, lo + span);
+        for (int64_t e = 0; e < total; ++e) {
+          const int64_t id = (int64_t)(keys[e] & 0xffffffffu);
+          if (id < lo || id >= hi) continue;
+          const float* src = isect_grad.data() + e * sj::GGRAD;
+          float* dst = gsum.data() + id * sj::GGRAD;
+          for (int q = 0; q < sj::GGRAD; ++q) dst[q] += src[q];
+        }
+      });
+    }
+    tm.mark("gradient reduction");
+    // per chunk of Gaussians: R (9), t (3), intrinsics (4); summed in chunk order (reproducible)
+    constexpr int64_t kChunk = 4096;
+    const int64_t nchunks = (N + kChunk - 1) / kChunk;
+    std::vector<double> pose(std::max<int64_t>(nchunks, 1) * 16, 0.0);
     const float* off_in = s.offset_of(c);
     float* goff_c = off_in ? goff + (s.offset_cams == 1 ? 0 : c * N * 2) : nullptr;
-    parallel_range(N, 4096, [&](int64_t i0, int64_t i1, int w) {
-      double* pw = &pose[w * 12];
+    parallel_range(N, kChunk, [&](int64_t i0, int64_t i1, int) {
+      double* pw = &pose[(i0 / kChunk) * 16];
       for (int64_t i = i0; i < i1; ++i) {
         if (b.proj[i].tx1 <= b.proj[i].tx0) continue;
-        float g[sj::GGRAD];
-        for (int q = 0; q < sj::GGRAD; ++q) g[q] = 0.f;
-        for (int th = 0; th < nthreads; ++th)
-          for (int q = 0; q < sj::GGRAD; ++q) g[q] += acc[th][i * sj::GGRAD + q];
+        const float* g = gsum.data() + i * sj::GGRAD;
         if (goff_c) { goff_c[2 * i] += g[0]; goff_c[2 * i + 1] += g[1]; }
         if (gg) {
           go[i] += g[5];
           for (int k = 0; k < 3; ++k) gc[3 * i + k] += g[6 + k];
         }
         sj::project_bwd<double>(s.means + 3 * i, s.scales + 3 * i, s.quats + 4 * i, cam, g, gg, gm + 3 * i,
-                                gsc + 3 * i, gq + 4 * i, pw, pw + 9);
+                                gsc + 3 * i, gq + 4 * i, pw, pw + 9, pw + 12);
       }
     });
+    tm.mark("projection backward");
     float* gRc = g_R->typed_data() + 9 * c;
     float* gtc = g_t->typed_data() + 3 * c;
-    for (int k = 0; k < 12; ++k) {
+    float* gKc = g_K->typed_data() + 4 * c;
+    for (int k = 0; k < 16; ++k) {
       double v = 0.0;
-      for (int th = 0; th < nthreads; ++th) v += pose[th * 12 + k];
-      if (k < 9) gRc[k] = (float)v; else gtc[k - 9] = (float)v;
+      for (int64_t ch = 0; ch < nchunks; ++ch) v += pose[ch * 16 + k];
+      if (k < 9) gRc[k] = (float)v; else if (k < 12) gtc[k - 9] = (float)v; else gKc[k - 12] = (float)v;
     }
   }
-  (void)gs;
   if (overflow) {  // cannot happen when the caller reuses the forward's capacity; never silent
     const float nan = std::numeric_limits<float>::quiet_NaN();
     std::fill(gm, gm + N * 3, nan);
     std::fill(g_R->typed_data(), g_R->typed_data() + s.C * 9, nan);
   }
-  needed->typed_data()[0] = max_needed;
+  needed->typed_data()[0] = (int32_t)std::min<int64_t>(max_needed, INT32_MAX);
   return ffi::Error::Success();
 }
 
@@ -439,7 +732,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderFwdCpu, forward_impl,
                                   .Ret<F32>()                   // alpha [C,H,W]
                                   .Ret<F32>()                   // final transmittance [C,H,W]
                                   .Ret<ffi::Buffer<ffi::S32>>()  // entries processed per pixel [C,H,W]
-                                  .Ret<ffi::Buffer<ffi::S64>>()  // intersections needed [1]
+                                  .Ret<ffi::Buffer<ffi::S32>>()  // intersections needed [1]
                                   .Ret<ffi::Buffer<ffi::U64>>()  // workspace [capacity]
 );
 
@@ -470,5 +763,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderBwdCpu, backward_impl,
                                   .Ret<F32>()  // means2d offset
                                   .Ret<F32>()  // R
                                   .Ret<F32>()  // t
-                                  .Ret<ffi::Buffer<ffi::S64>>()
+                                  .Ret<F32>()  // intrinsics
+                                  .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::U64>>());

@@ -34,6 +34,7 @@ MAP_SIZE = 224
 MAP_SIGMA = 4.0
 
 
+@jax.jit
 def rgb_term(renders: Float[Array, "B S S 3"], queries: Float[Array, "B S S 3"]) -> Float[Array, "B S S"]:
     """Channel-summed squared difference of the ImageNet-normalised images (mean cancels)."""
     inv_var = 1.0 / jnp.asarray(IMAGENET_STD, jnp.float32) ** 2
@@ -56,12 +57,15 @@ def anomaly_maps(
     *,
     size: int = MAP_SIZE,
     sigma: float = MAP_SIGMA,
+    chunk: int = 16,
 ) -> Float[Array, "B S S"]:
     """Anomaly maps [B, size, size] for render/query pairs (images in [0, 1], any H x W).
 
     ``size``: map resolution (224 as the paper); ``sigma``: Gaussian smoothing in map
     pixels (4 as the paper; 0 disables). Features are upsampled bilinearly (half-pixel
-    centres, as ``F.interpolate(..., align_corners=False)``).
+    centres, as ``F.interpolate(..., align_corners=False)``). Pairs are processed
+    ``chunk`` at a time (the last chunk padded to the same size, so one compiled shape
+    serves any B and memory stays bounded).
     """
     renders = jnp.asarray(renders, jnp.float32)
     queries = jnp.asarray(queries, jnp.float32)
@@ -70,6 +74,21 @@ def anomaly_maps(
             f"anomaly_maps needs renders and queries of equal shape [B, H, W, 3]; "
             f"got {renders.shape} and {queries.shape}"
         )
+    b = renders.shape[0]
+    chunk = max(1, min(int(chunk), b))
+    out = []
+    for start in range(0, b, chunk):
+        r = renders[start : start + chunk]
+        q = queries[start : start + chunk]
+        n = r.shape[0]
+        if n < chunk:  # pad with copies of the last pair; dropped below
+            r = jnp.concatenate([r, jnp.repeat(r[-1:], chunk - n, axis=0)])
+            q = jnp.concatenate([q, jnp.repeat(q[-1:], chunk - n, axis=0)])
+        out.append(_maps_chunk(r, q, extractor, size, sigma)[:n])
+    return out[0] if len(out) == 1 else jnp.concatenate(out, axis=0)
+
+
+def _maps_chunk(renders: Array, queries: Array, extractor: FeatureExtractor, size: int, sigma: float) -> Array:
     r = resize_images(renders, size)
     q = resize_images(queries, size)
     levels = list(extractor.levels(r, q))

@@ -32,6 +32,31 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--seed", type=int, default=0)
     toy.add_argument("--resolution", type=int, default=128)
     toy.set_defaults(func=_cmd_toy)
+
+    from .fitting import add_fit_arguments, run_fit_from_args
+
+    fit_p = sub.add_parser("fit", help="fit the defect-free 3DGS model to a Blender/NeRF or MAD-Sim class folder")
+    add_fit_arguments(fit_p)
+    fit_p.set_defaults(func=run_fit_from_args)
+
+    from .pipeline import (
+        add_demo_arguments,
+        add_detect_arguments,
+        add_evaluate_arguments,
+        run_demo,
+        run_detect,
+        run_evaluate,
+    )
+
+    ev = sub.add_parser("evaluate", help="pose-agnostic evaluation of MAD-Sim class folder(s)")
+    add_evaluate_arguments(ev)
+    ev.set_defaults(func=run_evaluate)
+    det = sub.add_parser("detect", help="anomaly maps and scores for new images of a fitted object")
+    add_detect_arguments(det)
+    det.set_defaults(func=run_detect)
+    demo = sub.add_parser("demo", help="toy object end to end: generate, fit, evaluate, print the numbers")
+    add_demo_arguments(demo)
+    demo.set_defaults(func=run_demo)
     return parser
 
 

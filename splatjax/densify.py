@@ -57,8 +57,10 @@ class DensityStats(eqx.Module):
 
     @staticmethod
     def zeros(capacity: int) -> "DensityStats":
-        z = jnp.zeros((capacity,), jnp.float32)
-        return DensityStats(grad_accum=z, denom=z, max_radii=z)
+        def z():  # distinct buffers: the state is donated to the compiled step
+            return jnp.zeros((capacity,), jnp.float32)
+
+        return DensityStats(grad_accum=z(), denom=z(), max_radii=z())
 
 
 class DensifyCounts(eqx.Module):

@@ -62,6 +62,7 @@ __all__ = [
     "render_candidates",
     "coarse_pose_render",
     "coarse_pose_loftr",
+    "resolve_coarse",
     "PoseEstimate",
     "estimate_poses",
 ]
@@ -424,8 +425,11 @@ def coarse_pose_render(
 
 
 def _to_gray(images, size: int = 400) -> np.ndarray:
-    x = _resize_images(jnp.asarray(images), size)
-    return np.asarray(x @ jnp.array([0.299, 0.587, 0.114], x.dtype), np.float32)
+    x = jnp.asarray(images, jnp.float32)
+    b, h, w, _ = x.shape
+    if (h, w) != (size, size):
+        x = jax.image.resize(x, (b, size, size, 3), method="linear", antialias=True)
+    return np.array(x @ jnp.array([0.299, 0.587, 0.114], x.dtype), np.float32)  # writable copy for torch
 
 
 def coarse_pose_loftr(
@@ -440,16 +444,21 @@ def coarse_pose_loftr(
     """The reference's coarse pose: LoFTR ("indoor_new") matches between each query and
     every candidate (training) image, both ``size`` x ``size`` grayscale in [0, 1]; the
     candidate with the most matches wins. Returns (index [Q], match count [Q]).
-    ``matcher``: a loaded kornia LoFTR (else loaded from ``weights`` or the torch hub
-    cache via :func:`splatjax.features.load_loftr`)."""
-    from . import features
+    ``matcher``: a loaded kornia LoFTR; else loaded from ``weights`` (path, or
+    ``$SPLATJAX_LOFTR_WEIGHTS``, or the torch hub cache; see :mod:`splatjax.weights`)."""
+    from . import weights as weights_mod
+    from .matching import loftr_match_counts
 
     if matcher is None:
-        matcher = features.load_loftr(weights)
+        path = weights_mod.find_loftr_weights(weights)
+        if path is None:
+            raise weights_mod.WeightsError(f"LoFTR coarse pose requested but no weights were found. "
+                                           f"{weights_mod.loftr_guidance()}")
+        matcher = weights_mod.load_loftr(path)
     qg, cg = _to_gray(queries, size), _to_gray(candidate_images, size)
     best, count = [], []
     for i in _progress(range(qg.shape[0]), total=qg.shape[0], desc="LoFTR coarse pose", enabled=progress):
-        counts = np.asarray(features.loftr_match_counts(matcher, qg[i], cg))
+        counts = loftr_match_counts(matcher, qg[i], cg)
         best.append(int(np.argmax(counts)))
         count.append(float(counts.max()))
     return np.asarray(best, np.int64), np.asarray(count, np.float64)
@@ -495,16 +504,13 @@ def resolve_coarse(coarse: str, loftr_weights: str | None = None) -> str:
         raise ValueError(f"coarse must be 'render', 'loftr' or 'auto', got {coarse!r}")
     if coarse != "auto":
         return coarse
-    try:
-        from .features import find_loftr_weights
+    from .weights import find_loftr_weights, loftr_guidance
 
-        found = find_loftr_weights(loftr_weights)
-    except Exception:  # noqa: BLE001 - features missing or weights not found: fall back
-        found = None
+    found = find_loftr_weights(loftr_weights)  # a given path that does not exist raises
     if found:
         return "loftr"
-    _announce("coarse pose: LoFTR weights not found (give --loftr-weights or put loftr_indoor_new in the "
-              "torch hub cache); using render-and-compare retrieval instead")
+    _announce("coarse pose: no LoFTR weights found, so the reference's LoFTR retrieval is replaced by "
+              f"render-and-compare retrieval (renders of the model at the training poses). {loftr_guidance()}")
     return "render"
 
 

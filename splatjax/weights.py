@@ -126,6 +126,19 @@ def find_loftr_weights(path: str | os.PathLike | None = None) -> Path | None:
     return _find(path, LOFTR_ENV, LOFTR_INDOOR_NEW_FILENAME, loftr_guidance)
 
 
+def _short_reason(e: Exception) -> str:
+    """One line of torch.load's error (its weights_only message is a long paragraph)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    marker = "WeightsUnpickler error:"
+    for i, line in enumerate(lines):
+        if marker in line:
+            detail = line.split(marker, 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return f"the weights-only unpickler refused it ({detail})"
+    if not lines:
+        return f"{type(e).__name__} (empty or incomplete file)"
+    return f"{type(e).__name__}: {lines[0].split('. ')[0]}"
+
+
 def _torch_load(path: Path, guidance) -> Any:
     import torch
 
@@ -137,8 +150,8 @@ def _torch_load(path: Path, guidance) -> Any:
     except Exception as e:  # zip/pickle/EOF errors of all kinds: truncated, garbage, not torch
         raise WeightsError(
             f"Cannot read weights file {path} ({path.stat().st_size} bytes) with "
-            f"torch.load(weights_only=True): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-            f"The file is truncated, corrupted or not a torch checkpoint. {guidance()}"
+            f"torch.load(weights_only=True): {_short_reason(e)}. The file is truncated, "
+            f"corrupted or not a torch checkpoint. {guidance()}"
         ) from e
 
 

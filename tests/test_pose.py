@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from splatjax import Gaussians, render, se3
+from splatjax import Gaussians, available_backends, render, se3, stack_cameras
 from splatjax import pose
 from splatjax.gaussians import rgb_to_sh0
 from splatjax.metrics import pose_errors
@@ -121,21 +121,27 @@ def test_refinement_recovers_true_pose(scene, exact_exp):
     assert after["rotation_rad"] < 0.1 * before["rotation_rad"]
 
 
-def test_batched_equals_one_by_one(scene):
-    g, cams, c2w, images = scene
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_batched_equals_one_by_one(backend):
+    # a smaller scene (16 x 16 px, 100 Gaussians): 16 queries one by one and batched
+    if backend not in available_backends():
+        pytest.skip(f"{backend} kernel not built")
+    g = tiny_scene(seed=1, n=100)
+    cams, _ = pose.sphere_cameras(12, 4.0, FOV, 16, 16)
+    images = jax.vmap(lambda c: render(g, c, backend=backend)[0])(cams)
     b = 16
     idx = np.arange(b) % 12
-    starts = pose.stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(10 + j, 0.03, 0.05),
+    starts = stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(10 + j, 0.03, 0.05),
                                                    exact_exp=True) for j, i in enumerate(idx)])
     queries = images[idx]
     key = jax.random.key(7)
-    steps = 8
-    batched, traces = pose.refine_poses(g, starts, queries, key=key, steps=steps, batch_size=16, backend="reference")
-    chunked, traces_c = pose.refine_poses(g, starts, queries, key=key, steps=steps, batch_size=5, backend="reference")
+    steps = 5
+    batched, traces = pose.refine_poses(g, starts, queries, key=key, steps=steps, batch_size=16, backend=backend)
+    chunked, traces_c = pose.refine_poses(g, starts, queries, key=key, steps=steps, batch_size=5, backend=backend)
     keys = jax.random.split(key, b)
     for i in range(b):
         cam, tr = pose.refine_pose(g, pose.index_cameras(starts, i), queries[i], key=keys[i], steps=steps,
-                                   backend="reference")
+                                   backend=backend)
         np.testing.assert_allclose(batched.R[i], cam.R, atol=1e-4)
         np.testing.assert_allclose(batched.t[i], cam.t, atol=1e-4)
         np.testing.assert_allclose(traces[i], tr, atol=1e-4)
@@ -155,10 +161,10 @@ def test_render_and_compare_picks_the_right_candidate(scene):
     g, cams, c2w, images = scene
     # queries: slightly perturbed views of candidates 5, 2, 9
     truth = np.array([5, 2, 9])
-    qcams = pose.stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(20 + i, 0.02, 0.03),
+    qcams = stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(20 + i, 0.02, 0.03),
                                                   exact_exp=True) for i in truth])
     queries = jax.vmap(lambda c: render(g, c, backend="reference")[0])(qcams)
-    idx, score = pose.coarse_pose_render(g, cams, queries, resolution=16, backend="reference")
+    idx, score = pose.coarse_pose_render(g, cams, queries, resolution=16, backend="auto")
     np.testing.assert_array_equal(idx, truth)
     assert score.shape == (3,) and np.all(score >= 0)
     # from images instead of renders
@@ -172,7 +178,7 @@ def test_inplane_rotation_candidates(scene):
     query = render(g, pose.index_cameras(rolled, 2), backend="reference")[0][None]
     cands = pose.inplane_rotations(cams, [0.0, 0.5, 1.0])
     assert cands.R.shape == (36, 3, 3)
-    idx, _ = pose.coarse_pose_render(g, cands, query, resolution=16, backend="reference")
+    idx, _ = pose.coarse_pose_render(g, cands, query, resolution=16, backend="auto")
     assert int(idx[0]) == 4 * 3 + 2
     # the roll keeps the camera centre
     np.testing.assert_allclose(rolled.center, np.repeat(np.asarray(cams.center[4])[None], 3, 0), atol=1e-5)
@@ -181,13 +187,13 @@ def test_inplane_rotation_candidates(scene):
 def test_estimate_poses_render_path(scene):
     g, cams, c2w, images = scene
     truth = np.array([1, 7])
-    qcams = pose.stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(30 + i, 0.03, 0.05),
+    qcams = stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(30 + i, 0.03, 0.05),
                                                   exact_exp=True) for i in truth])
     queries = jax.vmap(lambda c: render(g, c, backend="reference")[0])(qcams)
     est = pose.estimate_poses(g, queries, cams, key=jax.random.key(0), coarse="render", coarse_resolution=16,
-                              steps=40, batch_size=2, backend="reference")
+                              steps=25, batch_size=2, backend="auto")
     np.testing.assert_array_equal(est.coarse_index, truth)
-    assert est.method == "render" and est.loss_traces.shape == (2, 40)
+    assert est.method == "render" and est.loss_traces.shape == (2, 25)
     true_c2w = pose.camera_to_c2w(qcams)
     e0 = pose_errors(est.coarse_c2w, true_c2w)
     e1 = pose_errors(est.c2w, true_c2w)

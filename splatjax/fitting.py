@@ -14,6 +14,8 @@ order is a permutation drawn from (key, epoch); split samples from (key, step)),
 resumed from a checkpoint reproduces the uninterrupted run. Steps are counted from 1 as in
 3DGS: "step s" is the state after s optimisation steps, and densification "at step s"
 happens after step s.
+
+``splatjax.fit`` is :func:`fit`; the rest of this module is reachable as ``splatjax.fitting``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 import warnings
 from functools import partial
@@ -33,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Bool, Int
 
 from .checkpoint import RunCheckpointer, append_metrics, read_json, truncate_metrics, write_json
 from .data.types import PosedViews
@@ -175,8 +176,13 @@ def _mask_rows(x, active):
     return jnp.where(active.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.zeros_like(x))
 
 
-def _field_dict(g: Gaussians) -> dict[str, Array]:
-    return {name: getattr(g, name) for name in FIELDS}
+def _compiled_config(config: FitConfig) -> FitConfig:
+    """``config`` with the fields the compiled functions do not read set to their defaults,
+    so runs that differ only in them (seed, capacity, logging, ...) share compilations."""
+    d = FitConfig()
+    unused = ("resolution", "init_points", "init_extent", "init_opacity", "init_ply", "capacity",
+              "checkpoint_every", "seed", "train_fraction", "val_every", "val_views", "log_every")
+    return dataclasses.replace(config, **{k: getattr(d, k) for k in unused})
 
 
 def _init_state(gaussians: Gaussians, config: FitConfig, extent: float) -> TrainState:
@@ -271,6 +277,8 @@ def _evaluate(params: Gaussians, images, cameras, *, backend: str, background: t
 
 def _resolve_backend(name: str) -> str:
     """The concrete backend "auto" stands for (same rule as splatjax.render)."""
+    if name == "reference":
+        return name
     avail = available_backends()
     if name != "auto":
         if name not in avail:
@@ -363,12 +371,15 @@ def fit(
     run_dir: folder for config.json, metrics.jsonl, orbax checkpoints and, when the run
     completes, model.ply. resume: continue from the newest checkpoint in ``run_dir``
     (fresh start when there is none). init: initial Gaussians or point cloud [M, 3|6]
-    instead of the random cube. stop_at: stop (with a checkpoint) after this step, as an
-    interruption would; ``info["completed"]`` is then False.
+    instead of the random cube. stop_at: stop (with a checkpoint) at the first chunk end
+    at or after this step, as an interruption would; ``info["completed"]`` is then False.
 
     Returns the active Gaussians (compacted) and an info dict: num_gaussians, capacity,
-    steps, seconds, steps_per_second, final_loss, final_psnr, val_psnr / val_ssim (with
-    val), history (the logged records), overflow_events, backend, extent, train_views.
+    steps, seconds (this call), seconds_total (over resumed sessions), steps_per_second
+    (this call, compilation included), steady_steps_per_second (without the first chunk),
+    final_loss, final_psnr (mean over the last chunk), val_psnr / val_ssim (with val),
+    history (the logged records), densify_events (step, cloned, split, pruned, dropped,
+    num_gaussians; this call), overflow_events, backend, extent, train_views, completed.
     """
     backend = _resolve_backend(config.backend)
     config = dataclasses.replace(config, backend=backend)
@@ -393,6 +404,7 @@ def fit(
     ckpt = None
     metrics_path = None
     start_step = 0
+    seconds_before = 0.0
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -402,13 +414,24 @@ def fit(
                       "image_size": [views.height, views.width], "key": [int(x) for x in np.asarray(key).ravel()]}
         ckpt = RunCheckpointer(run_dir / "checkpoints")
         if resume and ckpt.latest_step() is not None:
-            _check_resumable(run_dir / "config.json", run_config)
-            tree, meta, start_step = ckpt.restore({"state": state, "key": key})
+            try:
+                _check_resumable(run_dir / "config.json", run_config)
+                tree, meta, start_step = ckpt.restore({"state": state, "key": key})
+            except Exception:
+                ckpt.close()
+                raise
             state = jax.tree_util.tree_map(jnp.asarray, tree["state"])
             key = jnp.asarray(tree["key"])
             n_active = int(meta["num_gaussians"])
+            seconds_before = float(meta.get("seconds_total", 0.0))
             history = truncate_metrics(metrics_path, start_step)
         else:
+            earlier = ckpt.latest_step()
+            if earlier is not None:
+                ckpt.close()
+                raise FileExistsError(
+                    f"{run_dir}: holds checkpoints of an earlier run (step {earlier}); resume it "
+                    "(resume=True, --resume) or choose another run folder")
             if resume:
                 warnings.warn(f"{run_dir}: no checkpoint found, starting from step 0", stacklevel=2)
             if metrics_path.exists():
@@ -432,65 +455,74 @@ def fit(
     total = config.iterations
     end_step = total if stop_at is None else min(total, max(stop_at, 0))
     bar = tqdm(total=total, initial=start_step, unit="step", disable=not progress, dynamic_ncols=True)
-    overflow_events = []
+    overflow_events: list[dict] = []
+    densify_events: list[dict] = []
     t0 = time.perf_counter()
     steady_t, steady_steps = 0.0, 0
     step = start_step
     last_loss = last_psnr = float("nan")
     val_psnr = val_ssim = None
     inter_val = _evenly_spaced(len(val), config.val_views) if val_data is not None else None
-    while step < end_step:
-        tc = time.perf_counter()
-        state, losses, psnrs = _train_chunk(state, images, cameras, key, config=config, extent=extent)
-        prev, step = step, min(step + config.chunk_steps, total)
-        losses, psnrs = np.asarray(losses), np.asarray(psnrs)  # the one sync per chunk
-        dt = time.perf_counter() - tc
-        if prev > start_step:  # the first chunk of a session includes compilation
-            steady_t += dt
-            steady_steps += step - prev
-        last_loss, last_psnr = float(np.nanmean(losses)), float(np.nanmean(psnrs))
+    ccfg = _compiled_config(config)
+    try:
+        while step < end_step:
+            tc = time.perf_counter()
+            state, losses, psnrs = _train_chunk(state, images, cameras, key, config=ccfg, extent=extent)
+            prev, step = step, min(step + config.chunk_steps, total)
+            losses, psnrs = np.asarray(losses), np.asarray(psnrs)  # the one sync per chunk
+            dt = time.perf_counter() - tc
+            if prev > start_step:  # the first chunk of a session includes compilation
+                steady_t += dt
+                steady_steps += step - prev
+            last_loss, last_psnr = float(np.nanmean(losses)), float(np.nanmean(psnrs))
 
-        if config.densify_from < step < config.densify_until and step % config.densify_every == 0:
-            size_prune = jnp.asarray(step > config.opacity_reset_every)
-            state, counts = _densify(state, key, size_prune, config=config, extent=extent)
-            counts = jax.device_get(counts)
-            n_active = int(counts.active)
-            if int(counts.dropped) > 0:
-                overflow_events.append({"step": step, "dropped": int(counts.dropped),
-                                        "candidates": int(counts.candidates)})
-                warnings.warn(
-                    f"step {step}: Gaussian buffer full (capacity {config.capacity}, {n_active} active): "
-                    f"{int(counts.dropped)} of {int(counts.candidates)} densification candidates dropped "
-                    "(smallest gradients first); raise FitConfig.capacity", RuntimeWarning, stacklevel=2)
-        if step < config.densify_until and (
-            step % config.opacity_reset_every == 0 or (white and step == config.densify_from)
-        ):
-            state = _reset_opacity(state, value=config.opacity_reset_value)
+            if config.densify_from < step < config.densify_until and step % config.densify_every == 0:
+                size_prune = jnp.asarray(step > config.opacity_reset_every)
+                state, counts = _densify(state, key, size_prune, config=ccfg, extent=extent)
+                counts = jax.device_get(counts)
+                n_active = int(counts.active)
+                densify_events.append({"step": step, "cloned": int(counts.cloned), "split": int(counts.split),
+                                       "pruned": int(counts.pruned), "dropped": int(counts.dropped),
+                                       "num_gaussians": n_active})
+                if int(counts.dropped) > 0:
+                    overflow_events.append({"step": step, "dropped": int(counts.dropped),
+                                            "candidates": int(counts.candidates)})
+                    warnings.warn(
+                        f"step {step}: Gaussian buffer full (capacity {config.capacity}, {n_active} active): "
+                        f"{int(counts.dropped)} of {int(counts.candidates)} densification candidates dropped "
+                        "(smallest gradients first); raise FitConfig.capacity", RuntimeWarning, stacklevel=2)
+            if step < config.densify_until and (
+                step % config.opacity_reset_every == 0 or (white and step == config.densify_from)
+            ):
+                state = _reset_opacity(state, value=config.opacity_reset_value)
 
-        record = None
-        done = step >= end_step
-        if done or _crossed(prev, step, config.log_every):
-            record = {"step": step, "loss": last_loss, "psnr": last_psnr, "num_gaussians": n_active,
-                      "steps_per_second": (step - prev) / dt, "seconds": time.perf_counter() - t0}
-        if val_data is not None and (_crossed(prev, step, config.val_every) or step >= total):
-            val_psnr, val_ssim = evaluate(state.params, None if step >= total else inter_val)
-            record = record or {"step": step, "num_gaussians": n_active}
-            record.update(val_psnr=val_psnr, val_ssim=val_ssim)
-        if record is not None:
-            history.append(record)
-            if metrics_path is not None:
-                append_metrics(metrics_path, record)
-        if ckpt is not None and (done or _crossed(prev, step, config.checkpoint_every)):
-            ckpt.save(step, {"state": state, "key": key}, {"num_gaussians": n_active, "step": step})
-        bar.update(step - prev)
-        post = {"loss": f"{last_loss:.4f}", "psnr": f"{last_psnr:.2f}", "N": n_active}
-        if val_psnr is not None:
-            post["val_psnr"] = f"{val_psnr:.2f}"
-        bar.set_postfix(post, refresh=False)
-    bar.close()
+            record = None
+            done = step >= end_step
+            if done or _crossed(prev, step, config.log_every):
+                record = {"step": step, "loss": last_loss, "psnr": last_psnr, "num_gaussians": n_active,
+                          "steps_per_second": (step - prev) / dt, "seconds": time.perf_counter() - t0}
+            if val_data is not None and (_crossed(prev, step, config.val_every) or step >= total):
+                val_psnr, val_ssim = evaluate(state.params, None if step >= total else inter_val)
+                record = record or {"step": step, "num_gaussians": n_active}
+                record.update(val_psnr=val_psnr, val_ssim=val_ssim)
+            if record is not None:
+                history.append(record)
+                if metrics_path is not None:
+                    append_metrics(metrics_path, record)
+            if ckpt is not None and (done or _crossed(prev, step, config.checkpoint_every)):
+                ckpt.save(step, {"state": state, "key": key}, {
+                    "num_gaussians": n_active, "step": step,
+                    "seconds_total": seconds_before + time.perf_counter() - t0})
+            post = {"loss": f"{last_loss:.4f}", "psnr": f"{last_psnr:.2f}", "N": str(n_active)}
+            if val_psnr is not None:
+                post["val_psnr"], post["val_ssim"] = f"{val_psnr:.2f}", f"{val_ssim:.3f}"
+            bar.set_postfix(post, refresh=False)
+            bar.update(step - prev)
+    finally:  # also on errors and interrupts: flush pending checkpoint writes
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
     seconds = time.perf_counter() - t0
-    if ckpt is not None:
-        ckpt.close()
 
     active = np.asarray(state.active)
     gaussians = state.params.take(jnp.asarray(np.flatnonzero(active)))
@@ -505,11 +537,13 @@ def fit(
         "steps_this_session": steps_run,
         "completed": completed,
         "seconds": seconds,
+        "seconds_total": seconds_before + seconds,
         "steps_per_second": steps_run / seconds if seconds > 0 else float("nan"),
         "steady_steps_per_second": steady_steps / steady_t if steady_t > 0 else float("nan"),
         "final_loss": last_loss,
         "final_psnr": last_psnr,
         "overflow_events": overflow_events,
+        "densify_events": densify_events,
         "backend": config.backend,
         "extent": extent,
         "train_views": [int(i) for i in train_idx],

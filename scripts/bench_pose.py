@@ -1,0 +1,131 @@
+"""Batched (vmap) vs one-by-one fine-pose refinement: agreement and cost per query.
+
+Refines the same Q queries (views of a model from perturbed starting poses) once under
+``jax.vmap`` in chunks of ``--batch-sizes`` and once one query at a time with
+``refine_pose`` (the same per-query keys), after a warm-up call of each (compilation not
+timed). Prints the largest pose difference and the seconds per query of each (wall and
+process CPU time, the latter load-independent on a shared machine), and the ratios
+one-by-one / batched (> 1: batching is cheaper per query).
+
+Model: ``--model RUN`` (a run folder or .ply with cameras.json / transforms beside it), or,
+by default, the toy object fitted briefly (a few hundred steps), which is enough for timing.
+
+    python scripts/bench_pose.py --queries 16 --steps 30 --batch-sizes 4 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import splatjax as sj
+from splatjax import pose
+
+
+def _toy_model(workdir: Path, resolution: int, iterations: int):
+    from splatjax.data import load_mad_class, make_toy_dataset
+    from splatjax.fitting import FitConfig, fit
+
+    data = make_toy_dataset(workdir / "toy", resolution=resolution, num_train=60, num_test_per_type=4)
+    cls = load_mad_class(data, None)
+    ply = workdir / "model.ply"
+    if ply.is_file():
+        return sj.load_ply(ply), cls.train
+    cfg = FitConfig(iterations=iterations, init_points=4000, densify_from=200, densify_until=iterations,
+                    capacity=30000, checkpoint_every=10**6, val_every=10**6, resolution=None)
+    g, _ = fit(cls.train, cfg, progress=False)
+    sj.save_ply(g, ply)
+    return g, cls.train
+
+
+def _perturb(cam, seed, angle, shift):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=3)
+    v = rng.normal(size=3)
+    params = {"w": jnp.asarray(w / np.linalg.norm(w), jnp.float32),
+              "v": jnp.asarray(shift * v / np.linalg.norm(v), jnp.float32),
+              "theta": jnp.asarray(angle, jnp.float32)}
+    return pose.moved_camera(cam, params, exact_exp=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="run folder or .ply (default: a briefly fitted toy object)")
+    ap.add_argument("--workdir", default="/tmp/splatjax_bench_pose", help="where the toy model is kept")
+    ap.add_argument("--resolution", type=int, default=96, help="toy image width (default 96)")
+    ap.add_argument("--fit-iterations", type=int, default=600)
+    ap.add_argument("--queries", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16])
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+
+    if args.model:
+        from splatjax.pipeline import _resolve_model, load_cameras
+
+        ply = _resolve_model(args.model)
+        g = sj.load_ply(ply)
+        info = load_cameras(ply.parent)
+        if info is None:
+            raise SystemExit(f"{ply.parent}: no cameras.json; cannot choose query poses")
+        cams = pose.cameras_from_c2w(info["c2w"], info["camera_angle_x"], info["width"], info["height"])
+    else:
+        g, train = _toy_model(Path(args.workdir), args.resolution, args.fit_iterations)
+        cams = train.cameras
+    n_cams = cams.R.shape[0]
+    q = args.queries
+    idx = np.linspace(0, n_cams - 1, q).astype(int)
+    true = pose.index_cameras(cams, idx)
+    render = jax.jit(jax.vmap(lambda c: sj.render(g, c, backend=args.backend)[0]))
+    queries = render(true)
+    starts = sj.stack_cameras([_perturb(pose.index_cameras(true, i), 100 + i, 0.05, 0.1) for i in range(q)])
+    key = jax.random.key(0)
+    keys = jax.random.split(key, q)
+    backend = args.backend
+
+    # one by one
+    one = lambda i: pose.refine_pose(g, pose.index_cameras(starts, i), queries[i], key=keys[i], steps=args.steps,
+                                     backend=backend)
+    jax.block_until_ready(one(0))
+    t0, c0 = time.perf_counter(), time.process_time()
+    singles = [one(i) for i in range(q)]
+    jax.block_until_ready(singles)
+    t_one, c_one = (time.perf_counter() - t0) / q, (time.process_time() - c0) / q
+    R1 = np.stack([np.asarray(c.R) for c, _ in singles])
+    t1 = np.stack([np.asarray(c.t) for c, _ in singles])
+
+    results = {"machine": f"{platform.machine()}, {jax.devices()[0].platform}, {jax.device_count()} device(s), "
+                          f"{__import__('os').cpu_count()} CPU cores",
+               "backend": backend, "num_gaussians": int(g.num), "image": [int(cams.width), int(cams.height)],
+               "queries": q, "steps": args.steps, "one_by_one_s_per_query": t_one,
+               "one_by_one_cpu_s_per_query": c_one, "batched": {}}
+    print(f"{g.num} Gaussians, {cams.width}x{cams.height}, {q} queries x {args.steps} steps, backend {backend}")
+    print(f"one by one: {t_one:.3f} s / query (process CPU {c_one:.3f} s / query)")
+    for bs in args.batch_sizes:
+        run = lambda: pose.refine_poses(g, starts, queries, key=key, steps=args.steps, batch_size=bs, backend=backend)
+        jax.block_until_ready(run())
+        t0, c0 = time.perf_counter(), time.process_time()
+        cams_b, _ = run()
+        jax.block_until_ready(cams_b)
+        t_b, c_b = (time.perf_counter() - t0) / q, (time.process_time() - c0) / q
+        diff = max(float(np.abs(np.asarray(cams_b.R) - R1).max()), float(np.abs(np.asarray(cams_b.t) - t1).max()))
+        results["batched"][bs] = {"s_per_query": t_b, "cpu_s_per_query": c_b, "speedup_vs_one_by_one": t_one / t_b,
+                                  "cpu_ratio_one_by_one_over_batched": c_one / c_b, "max_pose_diff": diff}
+        print(f"batch {bs:3d}: {t_b:.3f} s / query (process CPU {c_b:.3f}), one-by-one / batched = "
+              f"{t_one / t_b:.2f} wall, {c_one / c_b:.2f} CPU; max |pose difference| = {diff:.2e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Anomaly maps: Gaussian smoothing vs scipy, the reference map formula, localisation by
+both extractors, weights-free quality on synthetic defects, overlays."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage
+from sklearn.metrics import roc_auc_score
+
+from splatjax.anomaly import anomaly_map, anomaly_maps, image_scores, overlay_heatmap, rgb_term
+from splatjax.features import (
+    IMAGENET_STD,
+    FeatureExtractor,
+    WeightsFreeFeatures,
+    gaussian_filter,
+    ssim_map,
+    tolerant_difference,
+)
+
+
+class RGBOnly(FeatureExtractor):
+    """The reference map without feature levels (the RGB term alone)."""
+
+    name = "rgb-only"
+    rgb_term = True
+
+    def levels(self, renders, queries):
+        return []
+
+
+# --------------------------------------------------------------------------- synthetic scenes
+
+
+def _ellipse(yy, xx, cy, cx, ry, rx, ang):
+    c, s = np.cos(ang), np.sin(ang)
+    u = c * (xx - cx) + s * (yy - cy)
+    v = -s * (xx - cx) + c * (yy - cy)
+    return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+
+
+def _scene(seed: int, size: int, shift=(0.0, 0.0), defect: str | None = None):
+    """A flat-shaded object of coloured ellipses on white (2 x 2 supersampled), optionally
+    with a defect: "stain" (colour patch on the object), "missing" (a bite out of the
+    object's rim), "burr" (a lump stuck on the rim). Returns (image [S,S,3], mask [S,S])."""
+    rng = np.random.default_rng(seed)
+    ss = 2
+    n = size * ss
+    yy, xx = (np.mgrid[0:n, 0:n] + 0.5) / ss
+    yy, xx = yy - shift[0], xx - shift[1]
+    img = np.ones((n, n, 3))
+    obj = np.zeros((n, n), bool)
+    for _ in range(int(rng.integers(3, 6))):
+        cy, cx = rng.uniform(0.35, 0.65, 2) * size
+        ry, rx = rng.uniform(0.08, 0.2, 2) * size
+        col = rng.uniform(0.05, 0.95, 3)
+        m = _ellipse(yy, xx, cy, cx, ry, rx, rng.uniform(0, np.pi))
+        img[m] = col * (0.85 + 0.15 * (yy[m, None] - cy) / size)
+        obj |= m
+    clean = img.copy()
+    if defect is not None:
+        d = rng.uniform(0.04, 0.06) * size
+        rim = obj & ~scipy.ndimage.binary_erosion(obj, iterations=2)
+        ys, xs = np.argwhere(rim if defect != "stain" else obj).T / ss
+        j = int(rng.integers(ys.size))
+        oy, ox = ys[j], xs[j]
+        if defect == "stain":
+            m = _ellipse(yy, xx, oy, ox, d, 1.3 * d, rng.uniform(0, np.pi)) & obj
+            img[m] = 0.3 * img[m] + 0.7 * rng.uniform(0, 1, 3)
+        elif defect == "missing":
+            img[_ellipse(yy, xx, oy, ox, d, d, 0.0) & obj] = 1.0
+        else:
+            colour = img[int(oy * ss), int(ox * ss)] * 0.8
+            img[_ellipse(yy, xx, oy, ox, 0.6 * d, 1.2 * d, rng.uniform(0, np.pi))] = colour
+    def down(a):
+        return a.reshape(size, ss, size, ss, *a.shape[2:]).mean(axis=(1, 3))
+    mask = down((np.abs(img - clean).max(-1) > 0.05).astype(np.float64)) > 0.25
+    return down(img).astype(np.float32), mask
+
+
+def _pair(seed: int, defect: str | None, size: int = 224):
+    """(render, query, mask): the render is blurred (as splat renders are) and the query
+    is shifted by about a pixel (residual pose error) and noisy."""
+    render, _ = _scene(seed, size)
+    render = scipy.ndimage.gaussian_filter(render, (0.7, 0.7, 0))
+    query, mask = _scene(seed, size, shift=(0.8, -0.6), defect=defect)
+    noise = np.random.default_rng(seed + 1000).normal(0.0, 0.01, query.shape)
+    return render.astype(np.float32), np.clip(query + noise, 0, 1).astype(np.float32), mask
+
+
+# --------------------------------------------------------------------------- smoothing
+
+
+@pytest.mark.parametrize("shape,sigma", [((2, 50, 61), 4.0), ((40, 33), 1.5), ((1, 9, 12), 4.0)])
+def test_gaussian_filter_equals_scipy(shape, sigma):
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    ours = np.asarray(gaussian_filter(jnp.asarray(x), sigma))
+    axes = (len(shape) - 2, len(shape) - 1)
+    ref = scipy.ndimage.gaussian_filter(x.astype(np.float64), sigma, axes=axes)
+    np.testing.assert_allclose(ours, ref, atol=2e-6, rtol=1e-5)
+
+
+def test_ssim_map_of_identical_images_is_one_and_matches_mean_ssim_inside():
+    import dm_pix
+
+    rng = np.random.default_rng(1)
+    a = rng.random((30, 30)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(ssim_map(jnp.asarray(a), jnp.asarray(a))), 1.0, atol=1e-5)
+    ours = np.asarray(ssim_map(jnp.asarray(a), jnp.asarray(b)))
+    ref = np.asarray(dm_pix.ssim(a[..., None], b[..., None], return_map=True))[..., 0]  # valid part
+    np.testing.assert_allclose(ours[5:-5, 5:-5], ref, atol=1e-4)
+
+
+def test_tolerant_difference_ignores_small_shifts_but_not_new_colour():
+    img = np.ones((20, 20, 3), np.float32)
+    img[5:15, 5:15] = (0.2, 0.4, 0.8)
+    moved = np.roll(img, 1, axis=1)
+    d = np.asarray(tolerant_difference(jnp.asarray(img), jnp.asarray(moved), radius=1))
+    assert d.max() < 1e-3
+    stained = img.copy()
+    stained[8:11, 8:11] = (0.9, 0.1, 0.1)
+    d = np.asarray(tolerant_difference(jnp.asarray(img), jnp.asarray(stained), radius=1))
+    assert d[9, 9] > 0.5 and d[0, 0] < 1e-3
+
+
+# --------------------------------------------------------------------------- reference map
+
+
+def test_rgb_term_is_the_reference_formula_and_scores_are_maxima():
+    rng = np.random.default_rng(2)
+    r = rng.random((2, 224, 224, 3)).astype(np.float32)
+    q = rng.random((2, 224, 224, 3)).astype(np.float32)
+    maps = np.asarray(anomaly_maps(r, q, RGBOnly(), sigma=0))
+    mean = np.array([0.485, 0.456, 0.406])
+    std = np.asarray(IMAGENET_STD)
+    ref = (((r - mean) / std - (q - mean) / std) ** 2).sum(-1)
+    np.testing.assert_allclose(maps, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(rgb_term(r, q)), ref, rtol=1e-5, atol=1e-5)
+    smoothed = np.asarray(anomaly_maps(r, q, RGBOnly()))
+    np.testing.assert_allclose(smoothed, scipy.ndimage.gaussian_filter(ref, 4.0, axes=(1, 2)), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(image_scores(smoothed)), smoothed.reshape(2, -1).max(1))
+
+
+class _FakeLevels(FeatureExtractor):
+    """Fixed levels, to check the upsample-and-sum of the map."""
+
+    rgb_term = False
+
+    def __init__(self, levels):
+        self._levels = levels
+
+    def levels(self, renders, queries):
+        return self._levels
+
+
+def test_levels_are_bilinearly_upsampled_and_summed():
+    rng = np.random.default_rng(3)
+    lv = [jnp.asarray(rng.random((1, 14, 14)), jnp.float32), jnp.asarray(rng.random((1, 56, 56)), jnp.float32)]
+    img = jnp.zeros((1, 224, 224, 3))
+    m = np.asarray(anomaly_maps(img, img, _FakeLevels(lv), sigma=0))
+    torch = pytest.importorskip("torch")
+    ref = sum(
+        torch.nn.functional.interpolate(torch.from_numpy(np.array(x))[None], size=(224, 224), mode="bilinear",
+                                        align_corners=False)[0].numpy()
+        for x in lv
+    )
+    np.testing.assert_allclose(m, ref, atol=1e-5)
+
+
+def test_map_size_option_and_shape_errors():
+    r = jnp.zeros((3, 100, 80, 3))
+    assert anomaly_maps(r, r, RGBOnly(), size=112).shape == (3, 112, 112)
+    assert anomaly_map(r[0], r[0], RGBOnly()).shape == (224, 224)
+    with pytest.raises(ValueError, match=r"equal shape \[B, H, W, 3\]"):
+        anomaly_maps(r, r[:2], RGBOnly())
+    with pytest.raises(ValueError, match=r"equal shape"):
+        anomaly_maps(r[..., 0], r[..., 0], RGBOnly())
+
+
+# --------------------------------------------------------------------------- localisation
+
+
+@pytest.fixture(scope="module")
+def effnet_features():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("efficientnet_pytorch")
+    from efficientnet_pytorch import EfficientNet
+
+    from splatjax.features import EfficientNetFeatures
+
+    torch.manual_seed(0)
+    return EfficientNetFeatures.from_model(EfficientNet.from_name("efficientnet-b4"), "cpu")
+
+
+@pytest.mark.parametrize("kind", ["weights-free", "efficientnet", "rgb"])
+def test_identical_images_give_zero_map_and_perturbation_peaks_there(kind, request):
+    ext = {"weights-free": WeightsFreeFeatures, "rgb": RGBOnly}.get(kind)
+    ext = request.getfixturevalue("effnet_features") if ext is None else ext()
+    img, _ = _scene(5, 160)
+    zero = np.asarray(anomaly_map(img, img, ext))
+    assert zero.shape == (224, 224)
+    assert np.abs(zero).max() < 1e-3
+    q = img.copy()
+    q[100:116, 40:56] = (0.1, 0.9, 0.2)  # a 16 px patch (22 px at 224) at rows 100-116, cols 40-56
+    m = np.asarray(anomaly_map(img, q, ext))
+    row, col = np.unravel_index(np.argmax(m), m.shape)
+    scale = 224 / 160
+    assert 100 * scale - 4 <= row <= 116 * scale + 4 and 40 * scale - 4 <= col <= 56 * scale + 4
+    assert float(image_scores(m[None])[0]) > 100 * max(float(np.abs(zero).max()), 1e-6)
+
+
+def test_weights_free_localises_synthetic_defects():
+    cases = [(11, "stain"), (12, "missing"), (13, "burr"), (14, "stain"), (15, "burr"), (16, "missing")]
+    pairs = [_pair(s, d) for s, d in cases] + [_pair(s, None) for s in (21, 22, 23, 24)]
+    renders = np.stack([p[0] for p in pairs])
+    queries = np.stack([p[1] for p in pairs])
+    masks = np.stack([p[2] for p in pairs])
+    maps = np.asarray(anomaly_maps(renders, queries, WeightsFreeFeatures()))
+    assert maps.shape == (10, 224, 224)
+    for i, (seed, defect) in enumerate(cases):
+        assert masks[i].sum() > 50
+        assert roc_auc_score(masks[i].ravel(), maps[i].ravel()) > 0.95, (seed, defect)
+    assert roc_auc_score(masks.ravel(), maps.ravel()) > 0.97
+    scores = np.asarray(image_scores(maps))
+    assert scores[: len(cases)].min() > scores[len(cases):].max()  # image level separates too
+
+
+# --------------------------------------------------------------------------- overlays
+
+
+def test_overlay_heatmap():
+    img = np.full((60, 80, 3), 0.5, np.float32)
+    amap = np.zeros((224, 224), np.float32)
+    amap[100:124, 100:124] = 1.0
+    mask = np.zeros((60, 80), bool)
+    mask[10:30, 10:30] = True
+    out = overlay_heatmap(img, amap, mask)
+    assert out.dtype == np.uint8 and out.shape == (60, 80, 3)
+    assert (out[10, 10:30] == 255).all()  # outline on the mask border
+    assert not (out[20, 20] == 255).all()  # not inside
+    hot, cold = out[30, 40].astype(int), out[5, 70].astype(int)
+    assert hot[0] > hot[2] and cold[2] > cold[0]  # jet: red where high, blue where low
+    same = overlay_heatmap(img, amap, vmin=0.0, vmax=2.0)
+    assert same[30, 40, 0] < hot[0]  # a wider range makes the same value cooler
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        overlay_heatmap(img[..., 0], amap)
+
+
+def test_chunking_gives_the_same_maps():
+    rng = np.random.default_rng(4)
+    r = rng.random((5, 64, 64, 3)).astype(np.float32)
+    q = rng.random((5, 64, 64, 3)).astype(np.float32)
+    ext = WeightsFreeFeatures()
+    whole = np.asarray(anomaly_maps(r, q, ext, size=64))
+    parts = np.asarray(anomaly_maps(r, q, ext, size=64, chunk=2))
+    assert parts.shape == (5, 64, 64)
+    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)

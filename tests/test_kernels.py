@@ -1,0 +1,291 @@
+"""The FFI tile rasterizer (cuda_ffi/) against the dense reference renderer.
+
+Error measures (stated so the tolerances mean something):
+- images: ``max|kernel - ref| / max(1, max|ref|)`` over every pixel and channel, <= 1e-5;
+- gradients: per argument ``max|kernel - ref| / max|ref|`` (max over all entries), <= 1e-4.
+The reference runs in float64 on the same (float32-representable) inputs; the kernel computes
+in float32. Each "cuda" case skips cleanly where the CUDA library or a GPU is missing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import enable_x64
+
+from splatjax.render import rasterize_reference
+
+ffi = pytest.importorskip("splatjax.render.ffi")
+
+W, H = 64, 48
+IMG_TOL, GRAD_TOL = 1e-5, 1e-4
+PLATFORMS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+ARG_NAMES = ("means", "scales", "quats", "opacities", "colors", "R", "t", "intrinsics", "background")
+
+
+def _need(platform):
+    try:
+        avail = ffi.available_platforms()
+    except ImportError:
+        avail = []
+    if platform not in avail:
+        pytest.skip(f"the {platform} rasterizer is not built or there is no {platform} device")
+
+
+def _random_rotation(rng):
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    w, x, y, z = q
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def make_scene(seed, n=240):
+    """Random Gaussians at camera depths 1.5 to 4.5 in front of a 64 x 48 camera: some behind
+    the camera or at the near plane, some partly off-screen, some very thin (one axis 1e-4),
+    some very large (scales 0.7 to 1.6, tens of pixels), some too faint to ever reach alpha
+    1/255, some opaque enough to hit the 0.99 alpha clamp; quaternions not normalised; a
+    general (slightly non-orthonormal) world-to-camera matrix."""
+    rng = np.random.default_rng(seed)
+    intr = np.array([rng.uniform(50, 70), rng.uniform(50, 70), W / 2 + rng.uniform(-4, 4), H / 2 + rng.uniform(-4, 4)])
+    # camera-space points: mostly in view at depth 1.5..4.5
+    z = rng.uniform(1.5, 4.5, n)
+    u = rng.uniform(-4, W + 4, n)
+    v = rng.uniform(-4, H + 4, n)
+    u[n // 10: n // 5] = rng.choice([-12.0, W + 12.0], n // 10)      # partly off-screen
+    z[: n // 10] = rng.uniform(-2.0, 0.25, n // 10)                   # behind / at the near plane
+    p = np.stack([(u - intr[2]) / intr[0] * np.abs(z), (v - intr[3]) / intr[1] * np.abs(z), z], -1)
+    log_s = rng.uniform(-3.5, -1.5, (n, 3))
+    log_s[n // 5: n // 4, 0] = np.log(1e-4)                           # very thin
+    log_s[n // 4: n // 4 + 4] = rng.uniform(-0.3, 0.5, (4, 3))          # very large
+    quats = rng.normal(size=(n, 4))
+    quats *= rng.uniform(0.5, 2.0, (n, 1)) / np.linalg.norm(quats, axis=1, keepdims=True)
+    opac = rng.uniform(0.02, 0.98, n)
+    opac[:3] = 0.003                                                   # never reaches 1/255
+    opac[n // 2: n // 2 + 6] = 0.995                                   # alpha clamped at 0.99
+    colors = rng.uniform(0.0, 1.0, (n, 3))
+    Rc = _random_rotation(rng) @ (np.eye(3) + 0.03 * rng.normal(size=(3, 3)))  # general 3x3
+    t = rng.normal(scale=0.3, size=3)
+    means = np.linalg.solve(Rc, (p - t).T).T                           # world points
+    bg = rng.uniform(0, 1, 3)
+    arrs = [means, np.exp(log_s), quats, opac, colors, Rc, t, intr, bg]
+    return [np.asarray(a, np.float32) for a in arrs]
+
+
+def _loss_weights(seed):
+    rng = np.random.default_rng(seed + 1000)
+    return rng.normal(size=(H, W, 3)), rng.normal(size=(H, W))
+
+
+def _loss(render, wr, wa):
+    def f(*args):
+        rgb, alpha = render(*args)
+        return jnp.sum(rgb * wr) + jnp.sum(alpha * wa)
+    return f
+
+
+def _kernel(platform, offset=False):
+    def f(*args):
+        if offset:
+            *args, off = args
+            return ffi.rasterize_ffi(*args, width=W, height=H, platform=platform, means2d_offset=off)
+        return ffi.rasterize_ffi(*args, width=W, height=H, platform=platform)
+    return f
+
+
+def _reference(offset=False):
+    def f(*args):
+        if offset:
+            *args, off = args
+            return rasterize_reference(*args, width=W, height=H, means2d_offset=off)
+        return rasterize_reference(*args, width=W, height=H)
+    return f
+
+
+@jax.jit
+def _jit_reference(*args):
+    return _reference(True)(*args)
+
+
+@jax.jit
+def _jit_reference_grad(*args):
+    *args, wr, wa = args
+    return jax.grad(_loss(_reference(True), wr, wa), argnums=tuple(range(10)))(*args)
+
+
+def _rel(a, b, floor=0.0):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(floor, float(np.max(np.abs(b))), 1e-30))
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("seed", list(range(12)))
+def test_matches_reference(platform, seed):
+    _need(platform)
+    scene = make_scene(seed)
+    n = scene[0].shape[0]
+    offset = np.random.default_rng(seed + 7).normal(scale=0.3, size=(n, 2)).astype(np.float32)
+    wr, wa = _loss_weights(seed)
+    args = [*scene, offset]
+    rgb, alpha = _kernel(platform, True)(*args)
+    grads = jax.grad(_loss(_kernel(platform, True), wr.astype(np.float32), wa.astype(np.float32)),
+                     argnums=tuple(range(10)))(*map(jnp.asarray, args))
+    with enable_x64(True):
+        args64 = [jnp.asarray(a, jnp.float64) for a in args]
+        rgb0, alpha0 = _jit_reference(*args64)
+        grads0 = _jit_reference_grad(*args64, wr, wa)
+        grads0 = [np.asarray(g) for g in grads0]
+    assert _rel(rgb, rgb0, 1.0) <= IMG_TOL
+    assert _rel(alpha, alpha0, 1.0) <= IMG_TOL
+    for name, g, g0 in zip(ARG_NAMES + ("means2d_offset",), grads, grads0):
+        assert np.all(np.isfinite(np.asarray(g))), name
+        assert _rel(g, g0) <= GRAD_TOL, (name, _rel(g, g0))
+
+
+def _camera_stack(seed, c=8):
+    rng = np.random.default_rng(seed)
+    Rs, ts, Ks, bgs = [], [], [], []
+    for _ in range(c):
+        Rs.append(_random_rotation(rng) @ (np.eye(3) + 0.02 * rng.normal(size=(3, 3))))
+        ts.append(np.array([rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2), rng.uniform(2.5, 3.5)]))
+        Ks.append(np.array([60.0, 62.0, W / 2, H / 2]))
+        bgs.append(rng.uniform(0, 1, 3))
+    return [np.asarray(np.stack(a), np.float32) for a in (Rs, ts, Ks, bgs)]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_vmap_jit_grad_over_cameras(platform):
+    _need(platform)
+    scene = make_scene(100, n=200)
+    gauss = [jnp.asarray(a) for a in scene[:5]]
+    Rs, ts, Ks, bgs = map(jnp.asarray, _camera_stack(101))
+    render = _kernel(platform)
+
+    single = [render(*gauss, Rs[c], ts[c], Ks[c], bgs[c]) for c in range(8)]
+    batched = jax.jit(jax.vmap(render, in_axes=(None,) * 5 + (0, 0, 0, 0)))(*gauss, Rs, ts, Ks, bgs)
+    stacked = render(*gauss, Rs, ts, Ks, bgs)  # the camera axis passed directly
+    for c in range(8):
+        np.testing.assert_allclose(batched[0][c], single[c][0], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(batched[1][c], single[c][1], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(stacked[0][c], single[c][0], rtol=0, atol=1e-6)
+
+    # grad of a loss summed over the vmapped cameras equals the sum of single-camera grads
+    def loss_b(g, Rs, ts):
+        rgb, alpha = jax.vmap(render, in_axes=(None,) * 5 + (0, 0, 0, 0))(*g, Rs, ts, Ks, bgs)
+        return jnp.sum(rgb ** 2) + jnp.sum(alpha)
+
+    def loss_1(g, R, t, K, bg):
+        rgb, alpha = render(*g, R, t, K, bg)
+        return jnp.sum(rgb ** 2) + jnp.sum(alpha)
+
+    gb = jax.jit(jax.grad(loss_b, argnums=(0, 1, 2)))(gauss, Rs, ts)
+    g1 = [jax.grad(loss_1, argnums=(0, 1, 2))(gauss, Rs[c], ts[c], Ks[c], bgs[c]) for c in range(8)]
+    for k in range(5):
+        ref = sum(g[0][k] for g in g1)
+        assert _rel(gb[0][k], ref) <= 1e-5, k
+    assert _rel(gb[1], np.stack([g[1] for g in g1])) <= 1e-5
+    assert _rel(gb[2], np.stack([g[2] for g in g1])) <= 1e-5
+
+    # per-camera Gaussian gradients through vmap(grad)
+    per = jax.vmap(jax.grad(loss_1), in_axes=(None, 0, 0, 0, 0))(gauss, Rs, ts, Ks, bgs)
+    for c in (0, 5):
+        assert _rel(per[0][c], g1[c][0][0]) <= 1e-5
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_nested_vmap_and_pose_only_grads(platform):
+    _need(platform)
+    scene = make_scene(200, n=200)
+    gauss = [jnp.asarray(a) for a in scene[:5]]
+    Rs, ts, Ks, bgs = map(jnp.asarray, _camera_stack(201))
+    Rs, ts = Rs.reshape(2, 4, 3, 3), ts.reshape(2, 4, 3)
+    render = _kernel(platform)
+
+    def pose_loss(R, t, K, bg, g):
+        rgb, alpha = render(*g, R, t, K, bg)
+        return jnp.mean((rgb - 0.5) ** 2) + jnp.mean(alpha)
+
+    inner = jax.vmap(jax.value_and_grad(pose_loss, argnums=(0, 1)), in_axes=(0, 0, None, None, None))
+    nested = jax.jit(jax.vmap(inner, in_axes=(0, 0, None, None, None)))
+    vals, (gR, gt) = nested(Rs, ts, Ks[0], bgs[0], gauss)
+    assert vals.shape == (2, 4) and gR.shape == (2, 4, 3, 3)
+
+    # full-gradient path (Gaussians differentiated too) gives the same pose gradients
+    full = jax.grad(pose_loss, argnums=(0, 1, 4))
+    for i, j in ((0, 0), (1, 3)):
+        fR, ft, _ = full(Rs[i, j], ts[i, j], Ks[0], bgs[0], gauss)
+        np.testing.assert_allclose(gR[i, j], fR, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(gt[i, j], ft, rtol=1e-5, atol=1e-6)
+        v1 = pose_loss(Rs[i, j], ts[i, j], Ks[0], bgs[0], gauss)
+        np.testing.assert_allclose(vals[i, j], v1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_capacity_overflow_rerenders(platform, monkeypatch):
+    _need(platform)
+    scene = make_scene(300, n=200)
+    render = _kernel(platform)
+    ref_rgb, ref_alpha = render(*scene)
+    levels_before = ffi._levels(platform, 200, 1, W, H)
+    # a tiny first level: the scene overflows it and must be re-run at a larger level
+    monkeypatch.setitem(ffi.CAPACITY, "min", 16)
+    monkeypatch.setitem(ffi.CAPACITY, "per_gaussian", 0)
+    monkeypatch.setitem(ffi.CAPACITY, "growth", 2)
+    monkeypatch.setitem(ffi.CAPACITY, "levels", 12)
+    levels = ffi._levels(platform, 200, 1, W, H)
+    assert levels[0] == 16 and levels != levels_before
+    rgb, alpha = jax.jit(render)(*scene)
+    np.testing.assert_array_equal(rgb, ref_rgb)
+    np.testing.assert_array_equal(alpha, ref_alpha)
+    g = jax.grad(lambda m: jnp.sum(render(m, *scene[1:])[0]))(jnp.asarray(scene[0]))
+    monkeypatch.setitem(ffi.CAPACITY, "min", 1 << 16)
+    g0 = jax.grad(lambda m: jnp.sum(render(m, *scene[1:])[0]))(jnp.asarray(scene[0]))
+    if platform == "cpu":  # the CPU backward reduces in a fixed order: bitwise reproducible
+        np.testing.assert_array_equal(g, g0)
+    else:  # CUDA accumulates with atomics
+        assert _rel(g, g0) <= 1e-6
+
+    # beyond the largest level: a clear error, never a silent drop
+    monkeypatch.setitem(ffi.CAPACITY, "min", 16)
+    monkeypatch.setitem(ffi.CAPACITY, "levels", 2)
+    with pytest.raises(Exception, match="tile intersections"):
+        out = render(*scene)
+        jax.block_until_ready(out)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_partial_tiles_and_empty_scene(platform):
+    """Image sizes that are not multiples of the 16-pixel tile, and zero Gaussians."""
+    _need(platform)
+    w, h = 61, 37
+    scene = make_scene(400, n=150)
+    scene[7] = np.asarray([55.0, 57.0, w / 2, h / 2], np.float32)
+    wr = np.random.default_rng(1).normal(size=(h, w, 3))
+    wa = np.random.default_rng(2).normal(size=(h, w))
+    kern = lambda *a: ffi.rasterize_ffi(*a, width=w, height=h, platform=platform)  # noqa: E731
+    refr = lambda *a: rasterize_reference(*a, width=w, height=h)  # noqa: E731
+    rgb, alpha = kern(*scene)
+    grads = jax.grad(_loss(kern, wr.astype(np.float32), wa.astype(np.float32)), argnums=tuple(range(9)))(
+        *map(jnp.asarray, scene))
+    with enable_x64(True):
+        s64 = [jnp.asarray(a, jnp.float64) for a in scene]
+        rgb0, alpha0 = refr(*s64)
+        grads0 = jax.grad(_loss(refr, wr, wa), argnums=tuple(range(9)))(*s64)
+    assert _rel(rgb, rgb0, 1.0) <= IMG_TOL and _rel(alpha, alpha0, 1.0) <= IMG_TOL
+    for name, g, g0 in zip(ARG_NAMES, grads, grads0):
+        assert _rel(g, g0) <= GRAD_TOL, name
+
+    empty = [a[:0] for a in scene[:5]] + scene[5:]
+    rgb, alpha = kern(*empty)
+    np.testing.assert_allclose(rgb, np.broadcast_to(scene[8], (h, w, 3)))
+    np.testing.assert_array_equal(alpha, 0.0)
+    g = jax.grad(lambda R: jnp.sum(kern(*empty[:5], R, *empty[6:])[0]))(jnp.asarray(scene[5]))
+    np.testing.assert_array_equal(g, 0.0)
+
+
+def test_unknown_platform_is_clear():
+    with pytest.raises(ValueError, match="unknown kernel platform"):
+        ffi.rasterize_ffi(*make_scene(0, n=10), width=W, height=H, platform="tpu")
