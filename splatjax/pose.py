@@ -425,11 +425,14 @@ def coarse_pose_render(
 
 
 def _to_gray(images, size: int = 400) -> np.ndarray:
+    """RGB [B, H, W, 3] -> grayscale [B, size, size] (antialiased resize), a writable copy for torch."""
+    from .matching import to_gray
+
     x = jnp.asarray(images, jnp.float32)
     b, h, w, _ = x.shape
     if (h, w) != (size, size):
         x = jax.image.resize(x, (b, size, size, 3), method="linear", antialias=True)
-    return np.array(x @ jnp.array([0.299, 0.587, 0.114], x.dtype), np.float32)  # writable copy for torch
+    return np.array(to_gray(x), np.float32)
 
 
 def coarse_pose_loftr(
