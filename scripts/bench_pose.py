@@ -97,8 +97,9 @@ def main(argv=None) -> int:
                                      backend=backend)
     jax.block_until_ready(one(0))
     t0, c0 = time.perf_counter(), time.process_time()
-    singles = [one(i) for i in range(q)]
-    jax.block_until_ready(singles)
+    # one query at a time, as the reference does: each result is waited for before the next
+    # starts (without the wait, async dispatch would overlap consecutive calls)
+    singles = [jax.block_until_ready(one(i)) for i in range(q)]
     t_one, c_one = (time.perf_counter() - t0) / q, (time.process_time() - c0) / q
     R1 = np.stack([np.asarray(c.R) for c, _ in singles])
     t1 = np.stack([np.asarray(c.t) for c, _ in singles])

@@ -647,7 +647,7 @@ def demo(
     """The toy object end to end: generate it (``out_dir/toy``), fit it with the reduced
     schedule of :data:`DEMO_SETTINGS` (``out_dir/eval/model``), evaluate with the
     weights-free comparison (``out_dir/eval``) and print the headline numbers."""
-    from .data import make_toy_dataset
+    from .data import make_toy_dataset, write_toy_preview
     from .fitting import FitConfig
 
     s = {k: dict(v) for k, v in DEMO_SETTINGS.items()}
@@ -657,6 +657,7 @@ def demo(
     t_start = time.perf_counter()
     log(f"[splatjax demo] 1/3 generating the toy object into {out / 'toy'}")
     data = make_toy_dataset(out / "toy", seed=seed, **s["toy"])
+    preview = write_toy_preview(data, out / "toy_preview.png")
     fit_config = FitConfig(seed=seed, **s["fit"])
     log(f"[splatjax demo] 2/3 fitting {fit_config.iterations} steps, then 3/3 evaluating")
     report = evaluate_class(data, out / "eval", fit_config=fit_config, seed=seed, progress=progress,
@@ -680,6 +681,7 @@ def demo(
         f"{report['queries_per_second']:.2f} queries/s)",
         f"  pictures     {out / 'eval' / 'heatmaps'}/ (query | render | anomaly map), "
         f"{out / 'eval' / 'roc.png'}, {out / 'eval' / 'pose_convergence.png'}",
+        f"  toy object   {preview} (training views, each defect type, its defect-free view and mask)",
         f"  report       {out / 'eval' / 'report.json'}, {out / 'eval' / 'per_image.csv'}",
     ]
     log("\n".join(lines))
