@@ -11,6 +11,16 @@ from jaxtyping import Float
 __all__ = ["plot_roc_curves", "plot_pose_convergence", "heatmap_panel", "write_png"]
 
 
+
+def _save_figure(fig, path: str | os.PathLike, title: str | None = None) -> None:
+    """Title (optional), tight layout, write the PNG at 100 dpi, and free the figure."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=100)
+    _pyplot().close(fig)
+
+
 def _pyplot():
     import matplotlib
 
@@ -58,11 +68,7 @@ def plot_roc_curves(
             ax.text(0.5, 0.5, "undefined: one class only", ha="center", va="center")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{name} ROC",
                xlim=(0, 1), ylim=(0, 1.01))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(os.fspath(path), dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path, title)
 
 
 def plot_pose_convergence(
@@ -97,11 +103,7 @@ def plot_pose_convergence(
             better = float(np.mean(f < c))
             ax.set(xlabel=f"coarse {key} ({unit})", ylabel=f"fine {key} ({unit})",
                    title=f"{key}: fine < coarse for {100 * better:.0f}%")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(os.fspath(path), dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path, title)
 
 
 def heatmap_panel(
