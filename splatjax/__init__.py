@@ -9,11 +9,11 @@ from . import data, fitting, metrics, pipeline, pose, se3
 from .anomaly import anomaly_map, anomaly_maps, image_scores, overlay_heatmap
 from .camera import Camera, blender_c2w_from_camera, camera_from_blender, stack_cameras
 from .data import DatasetError, load_blender, load_mad_class, make_toy_dataset
-from .pipeline import demo, detect, evaluate, load_cameras, save_cameras
 from .features import EfficientNetFeatures, FeatureExtractor, WeightsFreeFeatures, make_feature_extractor
 from .fitting import FitConfig, fit, run_fit
 from .gaussians import Gaussians, init_random_gaussians, load_ply, save_ply
 from .metrics import aupro, auroc, pixel_auroc, pose_errors, pro_curve, summarize_pose_errors
+from .pipeline import demo, detect, evaluate, load_cameras, save_cameras
 from .pose import (
     camera_to_c2w,
     coarse_pose_loftr,
