@@ -7,7 +7,7 @@ the OpenCV convention; poses reported to users camera-to-world in the data's con
 
 from . import data, fitting, metrics, pipeline, pose, se3
 from .anomaly import anomaly_map, anomaly_maps, image_scores, overlay_heatmap
-from .camera import Camera, blender_c2w_from_camera, camera_from_blender, stack_cameras
+from .camera import Camera, blender_c2w_from_camera, camera_from_blender, look_at_c2w, stack_cameras
 from .data import DatasetError, load_blender, load_mad_class, make_toy_dataset
 from .features import EfficientNetFeatures, FeatureExtractor, WeightsFreeFeatures, make_feature_extractor
 from .fitting import FitConfig, fit, run_fit
@@ -63,6 +63,7 @@ __all__ = [
     "load_loftr",
     "load_mad_class",
     "load_ply",
+    "look_at_c2w",
     "make_feature_extractor",
     "make_toy_dataset",
     "metrics",

@@ -12,6 +12,8 @@ y up, camera looks down -z); OpenCV axes are obtained by negating its columns 1 
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +23,7 @@ __all__ = [
     "Camera",
     "camera_from_blender",
     "blender_c2w_from_camera",
+    "look_at_c2w",
     "focal_from_fov",
     "stack_cameras",
     "OPENGL_TO_OPENCV",
@@ -115,6 +118,31 @@ def blender_c2w_from_camera(camera: Camera) -> Float[Array, "*c 4 4"]:
     """Camera-to-world in the Blender/OpenGL convention (inverse of
     :func:`camera_from_blender`'s pose part)."""
     return camera.c2w_opencv() @ jnp.asarray(OPENGL_TO_OPENCV, camera.R.dtype)
+
+
+def look_at_c2w(
+    position: Float[np.ndarray, " 3"],
+    target: Float[np.ndarray, " 3"] = (0.0, 0.0, 0.0),
+    up: Float[np.ndarray, " 3"] = (0.0, 0.0, 1.0),
+    *,
+    roll: float = 0.0,
+) -> Float[np.ndarray, "4 4"]:
+    """Blender/OpenGL camera-to-world for a camera at ``position`` looking at ``target``
+    (world ``up`` kept up; any right vector when looking along it), then rolled by
+    ``roll`` radians about the viewing axis."""
+    position = np.asarray(position, np.float64)
+    back = position - np.asarray(target, np.float64)
+    back = back / np.linalg.norm(back)
+    right = np.cross(np.asarray(up, np.float64), back)
+    if np.linalg.norm(right) < 1e-6:
+        right = np.cross(np.array([0.0, 1.0, 0.0]), back)
+    right = right / np.linalg.norm(right)
+    cam_up = np.cross(back, right)
+    c, s = math.cos(roll), math.sin(roll)
+    right, cam_up = c * right + s * cam_up, -s * right + c * cam_up
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, cam_up, back, position
+    return m
 
 
 def stack_cameras(cameras: list[Camera]) -> Camera:

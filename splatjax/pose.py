@@ -41,7 +41,7 @@ import optax
 from jaxtyping import Array, Float, Int
 
 from . import se3
-from .camera import OPENGL_TO_OPENCV, Camera, camera_from_blender, stack_cameras
+from .camera import OPENGL_TO_OPENCV, Camera, camera_from_blender, look_at_c2w, stack_cameras
 from .gaussians import Gaussians
 from .losses import photometric_loss
 from .render import render
@@ -113,20 +113,6 @@ def cameras_from_c2w(
     return stack_cameras([camera_from_blender(m, camera_angle_x, width, height) for m in c2w])
 
 
-def _look_at_c2w(position: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """Blender/OpenGL camera-to-world for a camera at ``position`` looking at ``target``."""
-    back = position - target
-    back = back / np.linalg.norm(back)
-    right = np.cross(up, back)
-    if np.linalg.norm(right) < 1e-6:  # looking along the up axis: any right vector will do
-        right = np.cross(np.array([0.0, 1.0, 0.0]), back)
-    right = right / np.linalg.norm(right)
-    cam_up = np.cross(back, right)
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, cam_up, back, position
-    return m
-
-
 def sphere_cameras(
     num: int,
     radius: float,
@@ -156,7 +142,7 @@ def sphere_cameras(
     e2 = np.cross(up, e1)
     dirs = (r * np.cos(phi))[:, None] * e1 + (r * np.sin(phi))[:, None] * e2 + z[:, None] * up
     target = np.asarray(target, np.float64)
-    c2w = np.stack([_look_at_c2w(target + radius * d, target, up) for d in dirs])
+    c2w = np.stack([look_at_c2w(target + radius * d, target, up) for d in dirs])
     return cameras_from_c2w(c2w, camera_angle_x, width, height), c2w
 
 

@@ -8,6 +8,8 @@ import os
 import numpy as np
 from jaxtyping import Float
 
+from .data.images import write_png
+
 __all__ = ["plot_roc_curves", "plot_pose_convergence", "heatmap_panel", "write_png"]
 
 
@@ -28,16 +30,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write a uint8 or float [0, 1] RGB image as PNG."""
-    from PIL import Image
-
-    a = np.asarray(image)
-    if a.dtype != np.uint8:
-        a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    Image.fromarray(np.ascontiguousarray(a)).save(os.fspath(path), format="PNG")
 
 
 def plot_roc_curves(

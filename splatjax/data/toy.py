@@ -44,6 +44,7 @@ from typing import Sequence
 import numpy as np
 from jaxtyping import Bool, Float
 
+from ..camera import look_at_c2w
 from .images import DatasetError, write_png
 
 __all__ = [
@@ -242,23 +243,6 @@ def make_toy_scene(seed: int = 0) -> ToyScene:
 
 
 # ----------------------------------------------------------------------------- cameras
-
-
-def look_at_c2w(position: Float[np.ndarray, "3"], roll: float = 0.0) -> Float[np.ndarray, "4 4"]:
-    """Blender/OpenGL camera-to-world at ``position`` looking at the origin, world z up,
-    then rolled by ``roll`` radians about the viewing axis."""
-    p = np.asarray(position, float)
-    z = p / np.linalg.norm(p)
-    x = np.cross([0.0, 0.0, 1.0], z)
-    if np.linalg.norm(x) < 1e-6:
-        x = np.cross([0.0, 1.0, 0.0], z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    c, s = math.cos(roll), math.sin(roll)
-    x, y = c * x + s * y, -s * x + c * y
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, y, z, p
-    return m
 
 
 def training_poses(n: int, *, seed: int = 0, radius: tuple[float, float] = (3.0, 3.5),
