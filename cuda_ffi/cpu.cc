@@ -5,8 +5,10 @@
 // by (depth, index), then blend tile by tile (threaded over tiles). The backward redoes the
 // binning (deterministic, so the lists equal the forward's) and walks every pixel back to
 // front from its last contributor; per-thread accumulators are reduced without races.
-// Cameras are processed one after the other, so the workspace needs the largest
-// per-camera intersection count; that count is returned as `needed`.
+// A launch with C cameras runs floor(C / P) * P of them whole and in parallel, one camera
+// per pool thread (P threads, lists in per-thread storage), and the rest one after the
+// other in the XLA workspace; both give bitwise the same result per camera. The workspace
+// needs the largest per-camera intersection count; that count is returned as `needed`.
 #include <algorithm>
 #include <cmath>
 #include <atomic>
@@ -122,6 +124,24 @@ void parallel_range(int64_t n, int64_t chunk, const std::function<void(int64_t, 
   pool().parallel_for(tasks, [&](int64_t task, int w) { fn(task * chunk, std::min(n, (task + 1) * chunk), w); });
 }
 
+// Work spread inside one camera: over the pool when `threaded`, else inline on the calling
+// thread in the same order (used when whole cameras run in parallel, one per worker).
+void for_chunks(bool threaded, int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {
+  if (threaded) {
+    parallel_range(n, chunk, [&](int64_t a, int64_t b, int) { fn(a, b); });
+    return;
+  }
+  for (int64_t a = 0; a < n; a += chunk) fn(a, std::min(n, a + chunk));
+}
+
+void for_tasks(bool threaded, int64_t n, const std::function<void(int64_t)>& fn) {
+  if (threaded) {
+    pool().parallel_for(n, [&](int64_t k, int) { fn(k); });
+    return;
+  }
+  for (int64_t k = 0; k < n; ++k) fn(k);
+}
+
 // SPLATJAX_PROFILE=1 prints phase timings to stderr (development aid).
 struct Timer {
   bool on = std::getenv("SPLATJAX_PROFILE") != nullptr;
@@ -213,12 +233,16 @@ struct Binned {
   std::vector<float> gdata;          // N * LS
   std::vector<int64_t> tile_start;   // ntiles + 1
   std::vector<uint64_t> order;       // binned Gaussians as (depth, index) keys, sorted
+  std::vector<uint64_t> own_keys;    // the per-tile lists when no workspace is given
+  const uint64_t* keys = nullptr;    // the per-tile lists (workspace or own_keys)
   int64_t total = 0;
 };
 
-// Project camera c and build its depth-sorted per-tile lists in ws (capacity cap). Returns
-// the number of intersections; the lists are only built when it fits.
-int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned& b) {
+// Project camera c and build its depth-sorted per-tile lists in ws (capacity cap), or in
+// b.own_keys when ws is null; b.keys points at them. Returns the number of intersections;
+// the lists are only built when it fits in cap (either way, so both storages behave alike).
+// `threaded`: spread over the pool, else run on the calling thread (same result).
+int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned& b, bool threaded) {
   const sj::Camera cam = s.camera(c);
   const float* off = s.offset_of(c);
   const int64_t N = s.N;
@@ -226,7 +250,7 @@ int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned&
   Timer tm;
   b.proj.resize(N);
   b.gdata.resize(N * LS);
-  parallel_range(N, 4096, [&](int64_t i0, int64_t i1, int) {
+  for_chunks(threaded, N, 4096, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       sj::Projected& p = b.proj[i];
       sj::project_gaussian(s.means + 3 * i, s.scales + 3 * i, s.quats + 4 * i, s.opac[i], off ? off + 2 * i : nullptr,
@@ -246,7 +270,7 @@ int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned&
     if (b.proj[i].tx1 > b.proj[i].tx0) order.push_back(sj::depth_key(b.proj[i].depth, (uint32_t)i));
   const int nthreads = pool().size();
   const int64_t M = (int64_t)order.size(), chunk = (M + nthreads - 1) / std::max(1, nthreads);
-  if (nthreads > 1 && M > 8192) {
+  if (threaded && nthreads > 1 && M > 8192) {
     pool().parallel_for(nthreads, [&](int64_t k, int) {
       std::sort(order.begin() + std::min(M, k * chunk), order.begin() + std::min(M, (k + 1) * chunk));
     });
@@ -267,6 +291,11 @@ int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned&
   b.total = b.tile_start[ntiles];
   tm.mark("count");
   if (b.total > cap) return b.total;
+  if (ws == nullptr) {
+    b.own_keys.resize(b.total);
+    ws = b.own_keys.data();
+  }
+  b.keys = ws;
   std::vector<int64_t> cursor(b.tile_start.begin(), b.tile_start.end() - 1);
   for (const uint64_t key : order) {
     const sj::Projected& p = b.proj[key & 0xffffffffu];
@@ -279,7 +308,8 @@ int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned&
 }
 
 // Gather the tile's Gaussians into a contiguous buffer.
-void gather_tile(const Binned& b, const uint64_t* ws, int64_t k, std::vector<float>& local) {
+void gather_tile(const Binned& b, int64_t k, std::vector<float>& local) {
+  const uint64_t* ws = b.keys;
   const int64_t s0 = b.tile_start[k], n = b.tile_start[k + 1] - s0;
   local.resize(n * LS);
   for (int64_t i = 0; i < n; ++i) {
@@ -506,7 +536,78 @@ void blend_tile_bwd(SJ_BWD_ARGS) {
   (has_avx2() ? blend_tile_bwd_avx2 : blend_tile_bwd_base)(local, x0, y0, last, T_final, gr, ggr, gbl, gT, lgrad);
 }
 
+// ----------------------------------------------------------------------------- cameras
+// A call with C cameras runs the first floor(C / P) * P of them whole and in parallel, one
+// camera per pool worker (P workers), and the rest one after the other with each camera's
+// tiles and Gaussians spread over the pool. Both ways compute a camera identically (same
+// lists, same per-tile and per-Gaussian summation order), so results do not depend on the
+// split; the camera-parallel part avoids the per-camera serial steps (tile counting, list
+// fill, merges) and pool hand-offs, which is what makes a vmapped batch cheaper per camera.
+int64_t cameras_in_parallel(int64_t C) {
+  const int64_t P = pool().size();
+  return P > 1 ? (C / P) * P : 0;
+}
+
+// Per-worker binning storage for the camera-parallel part. Only touched inside a pool job,
+// and the pool runs one job at a time, so concurrent handler calls cannot share it.
+Binned& worker_binned(int w) {
+  static std::vector<Binned> per_worker(pool().size());
+  return per_worker[w];
+}
+
 // ----------------------------------------------------------------------------- forward
+struct FwdOut {
+  float *rgb, *alpha, *tfinal;
+  int32_t* ncontrib;
+};
+
+// Render camera c into its slice of the outputs; returns its intersection count (NaN images
+// when that exceeds cap: the caller sees `needed`, nothing is dropped silently).
+int64_t forward_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, bool threaded, Binned& b,
+                       const FwdOut& out) {
+  const int64_t W = s.width, H = s.height, P = W * H;
+  const int64_t total = bin_camera(s, c, ws, cap, b, threaded);
+  float* crgb = out.rgb + c * P * 3;
+  float* ca = out.alpha + c * P;
+  float* ct = out.tfinal + c * P;
+  int32_t* cn = out.ncontrib + c * P;
+  if (total > cap) {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::fill(crgb, crgb + P * 3, nan);
+    std::fill(ca, ca + P, nan);
+    std::fill(ct, ct + P, nan);
+    std::fill(cn, cn + P, 0);
+    return total;
+  }
+  const sj::Camera cam = s.camera(c);
+  const int ntx = sj::tiles_x(cam), ntiles = ntx * sj::tiles_y(cam);
+  const float* bgc = s.bg + 3 * c;
+  static thread_local std::vector<float> local;
+  Timer tm;
+  for_tasks(threaded, ntiles, [&](int64_t k) {
+    gather_tile(b, k, local);
+    const int64_t n = b.tile_start[k + 1] - b.tile_start[k];
+    const int x0 = (int)(k % ntx) * sj::TILE, y0 = (int)(k / ntx) * sj::TILE;
+    alignas(64) float live[TP], T[TP], cr[TP], cg[TP], cb[TP];
+    alignas(64) int32_t cnt[TP];
+    for (int p = 0; p < TP; ++p) live[p] = (x0 + p % sj::TILE < W && y0 + p / sj::TILE < H) ? 1.f : 0.f;
+    blend_tile_fwd(local.data(), n, x0, y0, live, T, cr, cg, cb, cnt);
+    for (int p = 0; p < TP; ++p) {
+      const int x = x0 + p % sj::TILE, y = y0 + p / sj::TILE;
+      if (x >= W || y >= H) continue;
+      const int64_t pix = (int64_t)y * W + x;
+      crgb[pix * 3] = cr[p] + T[p] * bgc[0];
+      crgb[pix * 3 + 1] = cg[p] + T[p] * bgc[1];
+      crgb[pix * 3 + 2] = cb[p] + T[p] * bgc[2];
+      ca[pix] = 1.f - T[p];
+      ct[pix] = T[p];
+      cn[pix] = cnt[p];
+    }
+  });
+  tm.mark("blend");
+  return total;
+}
+
 ffi::Error forward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K,
                         F32 bg, int64_t width, int64_t height, ffi::Result<F32> rgb, ffi::Result<F32> alpha,
                         ffi::Result<F32> tfinal, ffi::Result<ffi::Buffer<ffi::S32>> ncontrib,
@@ -515,65 +616,121 @@ ffi::Error forward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, 
   Scene s;
   if (auto e = make_scene(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, s); e.failure())
     return e;
-  const int64_t W = width, H = height, P = W * H, cap = ws->element_count();
+  const int64_t P = width * height, cap = ws->element_count();
   if (rgb->element_count() != s.C * P * 3 || alpha->element_count() != s.C * P || tfinal->element_count() != s.C * P ||
       ncontrib->element_count() != s.C * P || needed->element_count() != 1)
     return ffi::Error::InvalidArgument("forward output shapes do not match [C, H, W]");
-  float* out_rgb = rgb->typed_data();
-  float* out_a = alpha->typed_data();
-  float* out_t = tfinal->typed_data();
-  int32_t* out_n = ncontrib->typed_data();
-  uint64_t* keys = ws->typed_data();
-  int64_t max_needed = 0;
+  const FwdOut out{rgb->typed_data(), alpha->typed_data(), tfinal->typed_data(), ncontrib->typed_data()};
+  std::vector<int64_t> totals(s.C, 0);
+  const int64_t Cp = cameras_in_parallel(s.C);
+  pool().parallel_for(Cp, [&](int64_t c, int w) {
+    totals[c] = forward_camera(s, c, nullptr, cap, false, worker_binned(w), out);
+  });
   static thread_local Binned cached;  // reused between calls (no page faults)
-  Binned& b = cached;               // a reference, so the worker lambdas see this thread's copy
-  for (int64_t c = 0; c < s.C; ++c) {
-    const int64_t total = bin_camera(s, c, keys, cap, b);
-    max_needed = std::max(max_needed, total);
-    float* crgb = out_rgb + c * P * 3;
-    float* ca = out_a + c * P;
-    float* ct = out_t + c * P;
-    int32_t* cn = out_n + c * P;
-    if (total > cap) {  // never drop splats silently: the caller sees `needed` and NaNs
-      const float nan = std::numeric_limits<float>::quiet_NaN();
-      std::fill(crgb, crgb + P * 3, nan);
-      std::fill(ca, ca + P, nan);
-      std::fill(ct, ct + P, nan);
-      std::fill(cn, cn + P, 0);
-      continue;
-    }
-    const sj::Camera cam = s.camera(c);
-    const int ntx = sj::tiles_x(cam), ntiles = ntx * sj::tiles_y(cam);
-    const float* bgc = s.bg + 3 * c;
-    static thread_local std::vector<float> local;
-    Timer tm;
-    pool().parallel_for(ntiles, [&](int64_t k, int) {
-      gather_tile(b, keys, k, local);
-      const int64_t n = b.tile_start[k + 1] - b.tile_start[k];
-      const int x0 = (int)(k % ntx) * sj::TILE, y0 = (int)(k / ntx) * sj::TILE;
-      alignas(64) float live[TP], T[TP], cr[TP], cg[TP], cb[TP];
-      alignas(64) int32_t cnt[TP];
-      for (int p = 0; p < TP; ++p) live[p] = (x0 + p % sj::TILE < W && y0 + p / sj::TILE < H) ? 1.f : 0.f;
-      blend_tile_fwd(local.data(), n, x0, y0, live, T, cr, cg, cb, cnt);
-      for (int p = 0; p < TP; ++p) {
-        const int x = x0 + p % sj::TILE, y = y0 + p / sj::TILE;
-        if (x >= W || y >= H) continue;
-        const int64_t pix = (int64_t)y * W + x;
-        crgb[pix * 3] = cr[p] + T[p] * bgc[0];
-        crgb[pix * 3 + 1] = cg[p] + T[p] * bgc[1];
-        crgb[pix * 3 + 2] = cb[p] + T[p] * bgc[2];
-        ca[pix] = 1.f - T[p];
-        ct[pix] = T[p];
-        cn[pix] = cnt[p];
-      }
-    });
-    tm.mark("blend");
-  }
+  for (int64_t c = Cp; c < s.C; ++c) totals[c] = forward_camera(s, c, ws->typed_data(), cap, true, cached, out);
+  const int64_t max_needed = s.C ? *std::max_element(totals.begin(), totals.end()) : 0;
   needed->typed_data()[0] = (int32_t)std::min<int64_t>(max_needed, INT32_MAX);
   return ffi::Error::Success();
 }
 
 // ----------------------------------------------------------------------------- backward
+struct BwdIn {
+  const float *tfinal, *g_rgb, *g_alpha;
+  const int32_t* ncontrib;
+};
+struct BwdOut {
+  bool gaussian_grads;
+  float *gm, *gsc, *gq, *go, *gc, *goff, *gR, *gt, *gK;
+};
+
+// Add camera c's gradients to the outputs (its own R, t, K rows, its offset slice, and the
+// Gaussian arrays when gaussian_grads); returns its intersection count.
+int64_t backward_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, bool threaded, Binned& b,
+                        const BwdIn& in, const BwdOut& out) {
+  const int64_t W = s.width, H = s.height, P = W * H, N = s.N;
+  const int64_t total = bin_camera(s, c, ws, cap, b, threaded);
+  if (total > cap) return total;
+  const sj::Camera cam = s.camera(c);
+  const int ntx = sj::tiles_x(cam), ntiles = ntx * sj::tiles_y(cam);
+  const float* bgc = s.bg + 3 * c;
+  const float* ct = in.tfinal + c * P;
+  const int32_t* cn = in.ncontrib + c * P;
+  const float* cgr = in.g_rgb + c * P * 3;
+  const float* cga = in.g_alpha + c * P;
+  const uint64_t* keys = b.keys;
+  // screen-space gradients per intersection (list position x GGRAD), reduced per Gaussian in a
+  // fixed order afterwards: no races and bitwise reproducible results
+  static thread_local std::vector<float> isect_grad, gsum, local;
+  Timer tm;
+  isect_grad.resize(total * sj::GGRAD);
+  std::vector<float>& ig = isect_grad;  // named references: worker lambdas see this thread's buffers
+  std::vector<float>& gs = gsum;
+  for_tasks(threaded, ntiles, [&](int64_t k) {
+    const int64_t s0 = b.tile_start[k], n = b.tile_start[k + 1] - s0;
+    if (n == 0) return;
+    gather_tile(b, k, local);
+    float* lgrad = ig.data() + s0 * sj::GGRAD;
+    std::fill(lgrad, lgrad + n * sj::GGRAD, 0.f);
+    const int x0 = (int)(k % ntx) * sj::TILE, y0 = (int)(k / ntx) * sj::TILE;
+    alignas(64) float tf[TP], gr[TP], ggr[TP], gbl[TP], gT[TP];
+    alignas(64) int32_t last[TP];
+    for (int p = 0; p < TP; ++p) {
+      const int x = x0 + p % sj::TILE, y = y0 + p / sj::TILE;
+      if (x >= W || y >= H) { last[p] = 0; tf[p] = 1.f; gr[p] = ggr[p] = gbl[p] = gT[p] = 0.f; continue; }
+      const int64_t pix = (int64_t)y * W + x;
+      last[p] = cn[pix];
+      tf[p] = ct[pix];
+      gr[p] = cgr[pix * 3]; ggr[p] = cgr[pix * 3 + 1]; gbl[p] = cgr[pix * 3 + 2];
+      gT[p] = gr[p] * bgc[0] + ggr[p] * bgc[1] + gbl[p] * bgc[2] - cga[pix];
+    }
+    blend_tile_bwd(local.data(), x0, y0, last, tf, gr, ggr, gbl, gT, lgrad);
+  });
+  tm.mark("blend backward");
+  // per-Gaussian screen-space gradients: each range of Gaussian ids adds its intersections in
+  // list order (fixed order whatever the number of ranges: reproducible, no races)
+  gs.assign(N * sj::GGRAD, 0.f);
+  const int64_t nranges = threaded ? pool().size() : 1, span = (N + nranges - 1) / nranges;
+  for_tasks(threaded, nranges, [&](int64_t r) {
+    const int64_t lo = r * span, hi = std::min(N, lo + span);
+    for (int64_t e = 0; e < total; ++e) {
+      const int64_t id = (int64_t)(keys[e] & 0xffffffffu);
+      if (id < lo || id >= hi) continue;
+      const float* src = ig.data() + e * sj::GGRAD;
+      float* dst = gs.data() + id * sj::GGRAD;
+      for (int q = 0; q < sj::GGRAD; ++q) dst[q] += src[q];
+    }
+  });
+  tm.mark("gradient reduction");
+  // per chunk of Gaussians: R (9), t (3), intrinsics (4); summed in chunk order (reproducible)
+  constexpr int64_t kChunk = 4096;
+  const int64_t nchunks = (N + kChunk - 1) / kChunk;
+  std::vector<double> pose(std::max<int64_t>(nchunks, 1) * 16, 0.0);
+  const float* off_in = s.offset_of(c);
+  float* goff_c = off_in ? out.goff + (s.offset_cams == 1 ? 0 : c * N * 2) : nullptr;
+  const bool gg = out.gaussian_grads;
+  for_chunks(threaded, N, kChunk, [&](int64_t i0, int64_t i1) {
+    double* pw = &pose[(i0 / kChunk) * 16];
+    for (int64_t i = i0; i < i1; ++i) {
+      if (b.proj[i].tx1 <= b.proj[i].tx0) continue;
+      const float* g = gs.data() + i * sj::GGRAD;
+      if (goff_c) { goff_c[2 * i] += g[0]; goff_c[2 * i + 1] += g[1]; }
+      if (gg) {
+        out.go[i] += g[5];
+        for (int k = 0; k < 3; ++k) out.gc[3 * i + k] += g[6 + k];
+      }
+      sj::project_bwd<double>(s.means + 3 * i, s.scales + 3 * i, s.quats + 4 * i, cam, g, gg, out.gm + 3 * i,
+                              out.gsc + 3 * i, out.gq + 4 * i, pw, pw + 9, pw + 12);
+    }
+  });
+  tm.mark("projection backward");
+  for (int k = 0; k < 16; ++k) {
+    double v = 0.0;
+    for (int64_t ch = 0; ch < nchunks; ++ch) v += pose[ch * 16 + k];
+    if (k < 9) out.gR[9 * c + k] = (float)v; else if (k < 12) out.gt[3 * c + k - 9] = (float)v; else out.gK[4 * c + k - 12] = (float)v;
+  }
+  return total;
+}
+
 ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K,
                          F32 bg, F32 tfinal, ffi::Buffer<ffi::S32> ncontrib, F32 g_rgb, F32 g_alpha, int64_t width,
                          int64_t height, int64_t gaussian_grads, ffi::Result<F32> g_means, ffi::Result<F32> g_scales,
@@ -584,7 +741,7 @@ ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors,
   Scene s;
   if (auto e = make_scene(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, s); e.failure())
     return e;
-  const int64_t W = width, H = height, P = W * H, N = s.N, cap = ws->element_count();
+  const int64_t P = width * height, N = s.N, cap = ws->element_count();
   if (tfinal.element_count() != s.C * P || ncontrib.element_count() != s.C * P ||
       g_rgb.element_count() != s.C * P * 3 || g_alpha.element_count() != s.C * P)
     return ffi::Error::InvalidArgument("backward image inputs must be [C, H, W(, 3)]");
@@ -593,120 +750,34 @@ ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors,
       g_offset->element_count() != offset.element_count() || g_R->element_count() != s.C * 9 ||
       g_t->element_count() != s.C * 3 || g_K->element_count() != s.C * 4)
     return ffi::Error::InvalidArgument("backward output shapes do not match the inputs");
-  const bool gg = gaussian_grads != 0;
-  float* gm = g_means->typed_data();
-  float* gsc = g_scales->typed_data();
-  float* gq = g_quats->typed_data();
-  float* go = g_opac->typed_data();
-  float* gc = g_colors->typed_data();
-  float* goff = g_offset->typed_data();
-  std::fill(gm, gm + N * 3, 0.f);
-  std::fill(gsc, gsc + N * 3, 0.f);
-  std::fill(gq, gq + N * 4, 0.f);
-  std::fill(go, go + N, 0.f);
-  std::fill(gc, gc + N * 3, 0.f);
-  std::fill(goff, goff + g_offset->element_count(), 0.f);
-  std::fill(g_R->typed_data(), g_R->typed_data() + s.C * 9, 0.f);
-  std::fill(g_t->typed_data(), g_t->typed_data() + s.C * 3, 0.f);
-  std::fill(g_K->typed_data(), g_K->typed_data() + s.C * 4, 0.f);
-  uint64_t* keys = ws->typed_data();
-  // screen-space gradients per intersection (list position x GGRAD), reduced per Gaussian in a
-  // fixed order afterwards: no races and bitwise reproducible results
-  static thread_local std::vector<float> isect_grad_cache, gsum_cache;
-  std::vector<float>& isect_grad = isect_grad_cache;
-  std::vector<float>& gsum = gsum_cache;
-  int64_t max_needed = 0;
-  bool overflow = false;
+  const BwdOut out{gaussian_grads != 0, g_means->typed_data(), g_scales->typed_data(), g_quats->typed_data(),
+                   g_opac->typed_data(), g_colors->typed_data(), g_offset->typed_data(), g_R->typed_data(),
+                   g_t->typed_data(), g_K->typed_data()};
+  const BwdIn in{tfinal.typed_data(), g_rgb.typed_data(), g_alpha.typed_data(), ncontrib.typed_data()};
+  std::fill(out.gm, out.gm + N * 3, 0.f);
+  std::fill(out.gsc, out.gsc + N * 3, 0.f);
+  std::fill(out.gq, out.gq + N * 4, 0.f);
+  std::fill(out.go, out.go + N, 0.f);
+  std::fill(out.gc, out.gc + N * 3, 0.f);
+  std::fill(out.goff, out.goff + g_offset->element_count(), 0.f);
+  std::fill(out.gR, out.gR + s.C * 9, 0.f);
+  std::fill(out.gt, out.gt + s.C * 3, 0.f);
+  std::fill(out.gK, out.gK + s.C * 4, 0.f);
+  std::vector<int64_t> totals(s.C, 0);
+  // Whole cameras in parallel only when no output is shared between cameras: Gaussian
+  // gradients and a shared screen-space offset are summed over cameras in camera order.
+  const bool shared = out.gaussian_grads || (s.offset != nullptr && s.offset_cams == 1);
+  const int64_t Cp = shared ? 0 : cameras_in_parallel(s.C);
+  pool().parallel_for(Cp, [&](int64_t c, int w) {
+    totals[c] = backward_camera(s, c, nullptr, cap, false, worker_binned(w), in, out);
+  });
   static thread_local Binned cached;  // reused between calls (no page faults)
-  Binned& b = cached;               // a reference, so the worker lambdas see this thread's copy
-  for (int64_t c = 0; c < s.C; ++c) {
-    const int64_t total = bin_camera(s, c, keys, cap, b);
-    max_needed = std::max(max_needed, total);
-    if (total > cap) { overflow = true; continue; }
-    const sj::Camera cam = s.camera(c);
-    const int ntx = sj::tiles_x(cam), ntiles = ntx * sj::tiles_y(cam);
-    const float* bgc = s.bg + 3 * c;
-    const float* ct = tfinal.typed_data() + c * P;
-    const int32_t* cn = ncontrib.typed_data() + c * P;
-    const float* cgr = g_rgb.typed_data() + c * P * 3;
-    const float* cga = g_alpha.typed_data() + c * P;
-    Timer tm;
-    isect_grad.resize(total * sj::GGRAD);
-    static thread_local std::vector<float> local;
-    pool().parallel_for(ntiles, [&](int64_t k, int) {
-      const int64_t s0 = b.tile_start[k], n = b.tile_start[k + 1] - s0;
-      if (n == 0) return;
-      gather_tile(b, keys, k, local);
-      float* lgrad = isect_grad.data() + s0 * sj::GGRAD;
-      std::fill(lgrad, lgrad + n * sj::GGRAD, 0.f);
-      const int x0 = (int)(k % ntx) * sj::TILE, y0 = (int)(k / ntx) * sj::TILE;
-      alignas(64) float tf[TP], gr[TP], ggr[TP], gbl[TP], gT[TP];
-      alignas(64) int32_t last[TP];
-      for (int p = 0; p < TP; ++p) {
-        const int x = x0 + p % sj::TILE, y = y0 + p / sj::TILE;
-        if (x >= W || y >= H) { last[p] = 0; tf[p] = 1.f; gr[p] = ggr[p] = gbl[p] = gT[p] = 0.f; continue; }
-        const int64_t pix = (int64_t)y * W + x;
-        last[p] = cn[pix];
-        tf[p] = ct[pix];
-        gr[p] = cgr[pix * 3]; ggr[p] = cgr[pix * 3 + 1]; gbl[p] = cgr[pix * 3 + 2];
-        gT[p] = gr[p] * bgc[0] + ggr[p] * bgc[1] + gbl[p] * bgc[2] - cga[pix];
-      }
-      blend_tile_bwd(local.data(), x0, y0, last, tf, gr, ggr, gbl, gT, lgrad);
-    });
-    tm.mark("blend backward");
-    // reduce the per-thread accumulators and chain through the projection
-    // per-Gaussian screen-space gradients: every thread owns a range of Gaussian ids and adds
-    // that range's intersections in list order (fixed order: reproducible, no races)
-    gsum.assign(N * sj::GGRAD, 0.f);
-    {
-      const int nt = pool().size();
-      const int64_t span = (N + nt - 1) / nt;
-      pool().parallel_for(nt, [&](int64_t r, int) {
-        const int64_t lo = r * span, hi = std::min(N, lo + span);
-        for (int64_t e = 0; e < total; ++e) {
-          const int64_t id = (int64_t)(keys[e] & 0xffffffffu);
-          if (id < lo || id >= hi) continue;
-          const float* src = isect_grad.data() + e * sj::GGRAD;
-          float* dst = gsum.data() + id * sj::GGRAD;
-          for (int q = 0; q < sj::GGRAD; ++q) dst[q] += src[q];
-        }
-      });
-    }
-    tm.mark("gradient reduction");
-    // per chunk of Gaussians: R (9), t (3), intrinsics (4); summed in chunk order (reproducible)
-    constexpr int64_t kChunk = 4096;
-    const int64_t nchunks = (N + kChunk - 1) / kChunk;
-    std::vector<double> pose(std::max<int64_t>(nchunks, 1) * 16, 0.0);
-    const float* off_in = s.offset_of(c);
-    float* goff_c = off_in ? goff + (s.offset_cams == 1 ? 0 : c * N * 2) : nullptr;
-    parallel_range(N, kChunk, [&](int64_t i0, int64_t i1, int) {
-      double* pw = &pose[(i0 / kChunk) * 16];
-      for (int64_t i = i0; i < i1; ++i) {
-        if (b.proj[i].tx1 <= b.proj[i].tx0) continue;
-        const float* g = gsum.data() + i * sj::GGRAD;
-        if (goff_c) { goff_c[2 * i] += g[0]; goff_c[2 * i + 1] += g[1]; }
-        if (gg) {
-          go[i] += g[5];
-          for (int k = 0; k < 3; ++k) gc[3 * i + k] += g[6 + k];
-        }
-        sj::project_bwd<double>(s.means + 3 * i, s.scales + 3 * i, s.quats + 4 * i, cam, g, gg, gm + 3 * i,
-                                gsc + 3 * i, gq + 4 * i, pw, pw + 9, pw + 12);
-      }
-    });
-    tm.mark("projection backward");
-    float* gRc = g_R->typed_data() + 9 * c;
-    float* gtc = g_t->typed_data() + 3 * c;
-    float* gKc = g_K->typed_data() + 4 * c;
-    for (int k = 0; k < 16; ++k) {
-      double v = 0.0;
-      for (int64_t ch = 0; ch < nchunks; ++ch) v += pose[ch * 16 + k];
-      if (k < 9) gRc[k] = (float)v; else if (k < 12) gtc[k - 9] = (float)v; else gKc[k - 12] = (float)v;
-    }
-  }
-  if (overflow) {  // cannot happen when the caller reuses the forward's capacity; never silent
+  for (int64_t c = Cp; c < s.C; ++c) totals[c] = backward_camera(s, c, ws->typed_data(), cap, true, cached, in, out);
+  const int64_t max_needed = s.C ? *std::max_element(totals.begin(), totals.end()) : 0;
+  if (max_needed > cap) {  // cannot happen when the caller reuses the forward's capacity; never silent
     const float nan = std::numeric_limits<float>::quiet_NaN();
-    std::fill(gm, gm + N * 3, nan);
-    std::fill(g_R->typed_data(), g_R->typed_data() + s.C * 9, nan);
+    std::fill(out.gm, out.gm + N * 3, nan);
+    std::fill(out.gR, out.gR + s.C * 9, nan);
   }
   needed->typed_data()[0] = (int32_t)std::min<int64_t>(max_needed, INT32_MAX);
   return ffi::Error::Success();

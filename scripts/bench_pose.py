@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="run folder or .ply (default: a briefly fitted toy object)")
     ap.add_argument("--workdir", default="/tmp/splatjax_bench_pose", help="where the toy model is kept")
     ap.add_argument("--resolution", type=int, default=96, help="toy image width (default 96)")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="with --model: render the queries at this width and height (default: the model's cameras)")
     ap.add_argument("--fit-iterations", type=int, default=600)
     ap.add_argument("--queries", type=int, default=16)
     ap.add_argument("--steps", type=int, default=30)
@@ -77,7 +79,8 @@ def main(argv=None) -> int:
         info = load_cameras(ply.parent)
         if info is None:
             raise SystemExit(f"{ply.parent}: no cameras.json; cannot choose query poses")
-        cams = pose.cameras_from_c2w(info["c2w"], info["camera_angle_x"], info["width"], info["height"])
+        size = (args.image_size, args.image_size) if args.image_size else (info["width"], info["height"])
+        cams = pose.cameras_from_c2w(info["c2w"], info["camera_angle_x"], *size)
     else:
         g, train = _toy_model(Path(args.workdir), args.resolution, args.fit_iterations)
         cams = train.cameras
