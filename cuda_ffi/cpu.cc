@@ -1,14 +1,13 @@
 // CPU driver of the splatjax tile rasterizer (math in core.h), exposed as XLA FFI handlers.
 //
 // Per camera: project every Gaussian (threaded), counting-sort the (tile, Gaussian)
-// intersections by tile into the XLA-provided workspace of static capacity, sort each tile
+// intersections by tile into lists of at most `capacity` entries, sort each tile
 // by (depth, index), then blend tile by tile (threaded over tiles). The backward redoes the
 // binning (deterministic, so the lists equal the forward's) and walks every pixel back to
 // front from its last contributor; per-thread accumulators are reduced without races.
-// A launch with C cameras runs floor(C / P) * P of them whole and in parallel, one camera
-// per pool thread (P threads, lists in per-thread storage), and the rest one after the
-// other in the XLA workspace; both give bitwise the same result per camera. The workspace
-// needs the largest per-camera intersection count; that count is returned as `needed`.
+// Cameras of one launch are split between whole-camera and tile parallelism (see
+// "cameras" below). `capacity` bounds one camera's intersection count; the largest count
+// is returned as `needed`, and a camera beyond capacity renders NaN (nothing is dropped).
 #include <algorithm>
 #include <cmath>
 #include <atomic>
@@ -233,16 +232,14 @@ struct Binned {
   std::vector<float> gdata;          // N * LS
   std::vector<int64_t> tile_start;   // ntiles + 1
   std::vector<uint64_t> order;       // binned Gaussians as (depth, index) keys, sorted
-  std::vector<uint64_t> own_keys;    // the per-tile lists when no workspace is given
-  const uint64_t* keys = nullptr;    // the per-tile lists (workspace or own_keys)
+  std::vector<uint64_t> keys;        // the per-tile lists, tile k at [tile_start[k], tile_start[k+1])
   int64_t total = 0;
 };
 
-// Project camera c and build its depth-sorted per-tile lists in ws (capacity cap), or in
-// b.own_keys when ws is null; b.keys points at them. Returns the number of intersections;
-// the lists are only built when it fits in cap (either way, so both storages behave alike).
+// Project camera c and build its depth-sorted per-tile lists in b.keys. Returns the number
+// of intersections; the lists are only built when it is at most cap.
 // `threaded`: spread over the pool, else run on the calling thread (same result).
-int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned& b, bool threaded) {
+int64_t bin_camera(const Scene& s, int64_t c, int64_t cap, Binned& b, bool threaded) {
   const sj::Camera cam = s.camera(c);
   const float* off = s.offset_of(c);
   const int64_t N = s.N;
@@ -291,16 +288,13 @@ int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned&
   b.total = b.tile_start[ntiles];
   tm.mark("count");
   if (b.total > cap) return b.total;
-  if (ws == nullptr) {
-    b.own_keys.resize(b.total);
-    ws = b.own_keys.data();
-  }
-  b.keys = ws;
+  b.keys.resize(b.total);
+  uint64_t* keys = b.keys.data();
   std::vector<int64_t> cursor(b.tile_start.begin(), b.tile_start.end() - 1);
   for (const uint64_t key : order) {
     const sj::Projected& p = b.proj[key & 0xffffffffu];
     for (int ty = p.ty0; ty < p.ty1; ++ty)
-      for (int tx = p.tx0; tx < p.tx1; ++tx) ws[cursor[ty * ntx + tx]++] = key;
+      for (int tx = p.tx0; tx < p.tx1; ++tx) keys[cursor[ty * ntx + tx]++] = key;
   }
   tm.mark("fill");
   if (tm.on) std::fprintf(stderr, "[splatjax] %lld intersections\n", (long long)b.total);
@@ -309,11 +303,11 @@ int64_t bin_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, Binned&
 
 // Gather the tile's Gaussians into a contiguous buffer.
 void gather_tile(const Binned& b, int64_t k, std::vector<float>& local) {
-  const uint64_t* ws = b.keys;
+  const uint64_t* keys = b.keys.data();
   const int64_t s0 = b.tile_start[k], n = b.tile_start[k + 1] - s0;
   local.resize(n * LS);
   for (int64_t i = 0; i < n; ++i) {
-    const uint32_t id = (uint32_t)(ws[s0 + i] & 0xffffffffu);
+    const uint32_t id = (uint32_t)(keys[s0 + i] & 0xffffffffu);
     std::memcpy(&local[i * LS], &b.gdata[(int64_t)id * LS], sizeof(float) * LS);
   }
 }
@@ -555,6 +549,13 @@ Binned& worker_binned(int w) {
   return per_worker[w];
 }
 
+// The calling thread's binning storage for the tile-parallel part, reused between calls
+// (no page faults).
+Binned& caller_binned() {
+  static thread_local Binned b;
+  return b;
+}
+
 // ----------------------------------------------------------------------------- forward
 struct FwdOut {
   float *rgb, *alpha, *tfinal;
@@ -563,10 +564,9 @@ struct FwdOut {
 
 // Render camera c into its slice of the outputs; returns its intersection count (NaN images
 // when that exceeds cap: the caller sees `needed`, nothing is dropped silently).
-int64_t forward_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, bool threaded, Binned& b,
-                       const FwdOut& out) {
+int64_t forward_camera(const Scene& s, int64_t c, int64_t cap, bool threaded, Binned& b, const FwdOut& out) {
   const int64_t W = s.width, H = s.height, P = W * H;
-  const int64_t total = bin_camera(s, c, ws, cap, b, threaded);
+  const int64_t total = bin_camera(s, c, cap, b, threaded);
   float* crgb = out.rgb + c * P * 3;
   float* ca = out.alpha + c * P;
   float* ct = out.tfinal + c * P;
@@ -609,14 +609,14 @@ int64_t forward_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, boo
 }
 
 ffi::Error forward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K,
-                        F32 bg, int64_t width, int64_t height, ffi::Result<F32> rgb, ffi::Result<F32> alpha,
-                        ffi::Result<F32> tfinal, ffi::Result<ffi::Buffer<ffi::S32>> ncontrib,
-                        ffi::Result<ffi::Buffer<ffi::S32>> needed, ffi::Result<ffi::Buffer<ffi::U64>> ws) {
+                        F32 bg, int64_t width, int64_t height, int64_t capacity, ffi::Result<F32> rgb,
+                        ffi::Result<F32> alpha, ffi::Result<F32> tfinal, ffi::Result<ffi::Buffer<ffi::S32>> ncontrib,
+                        ffi::Result<ffi::Buffer<ffi::S32>> needed) {
   HandlerTimer htimer("forward");
   Scene s;
   if (auto e = make_scene(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, s); e.failure())
     return e;
-  const int64_t P = width * height, cap = ws->element_count();
+  const int64_t P = width * height, cap = capacity;
   if (rgb->element_count() != s.C * P * 3 || alpha->element_count() != s.C * P || tfinal->element_count() != s.C * P ||
       ncontrib->element_count() != s.C * P || needed->element_count() != 1)
     return ffi::Error::InvalidArgument("forward output shapes do not match [C, H, W]");
@@ -624,10 +624,9 @@ ffi::Error forward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, 
   std::vector<int64_t> totals(s.C, 0);
   const int64_t Cp = cameras_in_parallel(s.C);
   pool().parallel_for(Cp, [&](int64_t c, int w) {
-    totals[c] = forward_camera(s, c, nullptr, cap, false, worker_binned(w), out);
+    totals[c] = forward_camera(s, c, cap, false, worker_binned(w), out);
   });
-  static thread_local Binned cached;  // reused between calls (no page faults)
-  for (int64_t c = Cp; c < s.C; ++c) totals[c] = forward_camera(s, c, ws->typed_data(), cap, true, cached, out);
+  for (int64_t c = Cp; c < s.C; ++c) totals[c] = forward_camera(s, c, cap, true, caller_binned(), out);
   const int64_t max_needed = s.C ? *std::max_element(totals.begin(), totals.end()) : 0;
   needed->typed_data()[0] = (int32_t)std::min<int64_t>(max_needed, INT32_MAX);
   return ffi::Error::Success();
@@ -645,10 +644,10 @@ struct BwdOut {
 
 // Add camera c's gradients to the outputs (its own R, t, K rows, its offset slice, and the
 // Gaussian arrays when gaussian_grads); returns its intersection count.
-int64_t backward_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, bool threaded, Binned& b,
-                        const BwdIn& in, const BwdOut& out) {
+int64_t backward_camera(const Scene& s, int64_t c, int64_t cap, bool threaded, Binned& b, const BwdIn& in,
+                        const BwdOut& out) {
   const int64_t W = s.width, H = s.height, P = W * H, N = s.N;
-  const int64_t total = bin_camera(s, c, ws, cap, b, threaded);
+  const int64_t total = bin_camera(s, c, cap, b, threaded);
   if (total > cap) return total;
   const sj::Camera cam = s.camera(c);
   const int ntx = sj::tiles_x(cam), ntiles = ntx * sj::tiles_y(cam);
@@ -657,7 +656,7 @@ int64_t backward_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, bo
   const int32_t* cn = in.ncontrib + c * P;
   const float* cgr = in.g_rgb + c * P * 3;
   const float* cga = in.g_alpha + c * P;
-  const uint64_t* keys = b.keys;
+  const uint64_t* keys = b.keys.data();
   // screen-space gradients per intersection (list position x GGRAD), reduced per Gaussian in a
   // fixed order afterwards: no races and bitwise reproducible results
   static thread_local std::vector<float> isect_grad, gsum, local;
@@ -733,15 +732,16 @@ int64_t backward_camera(const Scene& s, int64_t c, uint64_t* ws, int64_t cap, bo
 
 ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K,
                          F32 bg, F32 tfinal, ffi::Buffer<ffi::S32> ncontrib, F32 g_rgb, F32 g_alpha, int64_t width,
-                         int64_t height, int64_t gaussian_grads, ffi::Result<F32> g_means, ffi::Result<F32> g_scales,
+                         int64_t height, int64_t gaussian_grads, int64_t capacity, ffi::Result<F32> g_means,
+                         ffi::Result<F32> g_scales,
                          ffi::Result<F32> g_quats, ffi::Result<F32> g_opac, ffi::Result<F32> g_colors,
                          ffi::Result<F32> g_offset, ffi::Result<F32> g_R, ffi::Result<F32> g_t,
-                         ffi::Result<F32> g_K, ffi::Result<ffi::Buffer<ffi::S32>> needed, ffi::Result<ffi::Buffer<ffi::U64>> ws) {
+                         ffi::Result<F32> g_K, ffi::Result<ffi::Buffer<ffi::S32>> needed) {
   HandlerTimer htimer("backward");
   Scene s;
   if (auto e = make_scene(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, s); e.failure())
     return e;
-  const int64_t P = width * height, N = s.N, cap = ws->element_count();
+  const int64_t P = width * height, N = s.N, cap = capacity;
   if (tfinal.element_count() != s.C * P || ncontrib.element_count() != s.C * P ||
       g_rgb.element_count() != s.C * P * 3 || g_alpha.element_count() != s.C * P)
     return ffi::Error::InvalidArgument("backward image inputs must be [C, H, W(, 3)]");
@@ -769,10 +769,9 @@ ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors,
   const bool shared = out.gaussian_grads || (s.offset != nullptr && s.offset_cams == 1);
   const int64_t Cp = shared ? 0 : cameras_in_parallel(s.C);
   pool().parallel_for(Cp, [&](int64_t c, int w) {
-    totals[c] = backward_camera(s, c, nullptr, cap, false, worker_binned(w), in, out);
+    totals[c] = backward_camera(s, c, cap, false, worker_binned(w), in, out);
   });
-  static thread_local Binned cached;  // reused between calls (no page faults)
-  for (int64_t c = Cp; c < s.C; ++c) totals[c] = backward_camera(s, c, ws->typed_data(), cap, true, cached, in, out);
+  for (int64_t c = Cp; c < s.C; ++c) totals[c] = backward_camera(s, c, cap, true, caller_binned(), in, out);
   const int64_t max_needed = s.C ? *std::max_element(totals.begin(), totals.end()) : 0;
   if (max_needed > cap) {  // cannot happen when the caller reuses the forward's capacity; never silent
     const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -799,12 +798,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderFwdCpu, forward_impl,
                                   .Arg<F32>()  // background [C,3]
                                   .Attr<int64_t>("width")
                                   .Attr<int64_t>("height")
+                                  .Attr<int64_t>("capacity")  // intersections per camera
                                   .Ret<F32>()                   // rgb [C,H,W,3]
                                   .Ret<F32>()                   // alpha [C,H,W]
                                   .Ret<F32>()                   // final transmittance [C,H,W]
                                   .Ret<ffi::Buffer<ffi::S32>>()  // entries processed per pixel [C,H,W]
                                   .Ret<ffi::Buffer<ffi::S32>>()  // intersections needed [1]
-                                  .Ret<ffi::Buffer<ffi::U64>>()  // workspace [capacity]
 );
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderBwdCpu, backward_impl,
@@ -826,6 +825,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderBwdCpu, backward_impl,
                                   .Attr<int64_t>("width")
                                   .Attr<int64_t>("height")
                                   .Attr<int64_t>("gaussian_grads")
+                                  .Attr<int64_t>("capacity")
                                   .Ret<F32>()  // means
                                   .Ret<F32>()  // scales
                                   .Ret<F32>()  // quats
@@ -835,5 +835,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderBwdCpu, backward_impl,
                                   .Ret<F32>()  // R
                                   .Ret<F32>()  // t
                                   .Ret<F32>()  // intrinsics
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::U64>>());
+                                  .Ret<ffi::Buffer<ffi::S32>>());

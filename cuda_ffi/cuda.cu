@@ -314,12 +314,10 @@ ffi::Error make_dev(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 
 ffi::Error forward_impl(cudaStream_t stream, ffi::ScratchAllocator scratch, F32 means, F32 scales, F32 quats, F32 opac,
                         F32 colors, F32 offset, F32 R, F32 t, F32 K, F32 bg, int64_t width, int64_t height,
                         int64_t capacity, ffi::Result<F32> rgb, ffi::Result<F32> alpha, ffi::Result<F32> tfinal,
-                        ffi::Result<ffi::Buffer<ffi::S32>> ncontrib, ffi::Result<ffi::Buffer<ffi::S32>> needed,
-                        ffi::Result<ffi::Buffer<ffi::U64>> ws) {
+                        ffi::Result<ffi::Buffer<ffi::S32>> ncontrib, ffi::Result<ffi::Buffer<ffi::S32>> needed) {
   Dev d;
   if (auto e = make_dev(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, d); e.failure())
     return e;
-  (void)ws;
   Binning b;
   if (auto e = bin(stream, scratch, d, capacity, b); e.failure()) return e;
   const int64_t CN = (int64_t)d.C * d.N;
@@ -338,12 +336,10 @@ ffi::Error backward_impl(cudaStream_t stream, ffi::ScratchAllocator scratch, F32
                          int64_t gaussian_grads, int64_t capacity, ffi::Result<F32> g_means,
                          ffi::Result<F32> g_scales, ffi::Result<F32> g_quats, ffi::Result<F32> g_opac,
                          ffi::Result<F32> g_colors, ffi::Result<F32> g_offset, ffi::Result<F32> g_R,
-                         ffi::Result<F32> g_t, ffi::Result<F32> g_K, ffi::Result<ffi::Buffer<ffi::S32>> needed,
-                         ffi::Result<ffi::Buffer<ffi::U64>> ws) {
+                         ffi::Result<F32> g_t, ffi::Result<F32> g_K, ffi::Result<ffi::Buffer<ffi::S32>> needed) {
   Dev d;
   if (auto e = make_dev(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, d); e.failure())
     return e;
-  (void)ws;
   Binning b;
   if (auto e = bin(stream, scratch, d, capacity, b); e.failure()) return e;
   const int64_t CN = (int64_t)d.C * d.N;
@@ -393,8 +389,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderFwdCuda, forward_impl,
                                   .Ret<F32>()
                                   .Ret<F32>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::U64>>());
+                                  .Ret<ffi::Buffer<ffi::S32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderBwdCuda, backward_impl,
                               ffi::Ffi::Bind()
@@ -427,5 +422,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderBwdCuda, backward_impl,
                                   .Ret<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::U64>>());
+                                  .Ret<ffi::Buffer<ffi::S32>>());

@@ -16,10 +16,11 @@ per-element Gaussian cotangents are required; differentiate a camera stack direc
 the single-launch backward.) Every array argument is differentiable, the intrinsics and
 the background included.
 
-Capacity: the (tile, Gaussian) intersection list lives in a workspace of static size. The
-first launch uses the smallest capacity level; when the kernel reports that more
-intersections are needed, a ``lax.switch`` re-runs at the smallest level that fits. A scene
-beyond the largest level raises a clear error (and renders NaN): splats are never dropped.
+Capacity: the (tile, Gaussian) intersection lists have a static capacity (an FFI
+attribute). The first launch uses the smallest capacity level; when the kernel reports that
+more intersections are needed, a ``lax.switch`` re-runs at the smallest level that fits.
+A scene beyond the largest level raises a clear error (and renders NaN): splats are never
+dropped.
 
 Libraries: ``libsplatjax_cpu.so`` / ``libsplatjax_cuda.so`` are looked up in
 ``splatjax/_kernels`` (wheel), the installed distribution, ``$SPLATJAX_KERNEL_DIR`` and the
@@ -142,20 +143,13 @@ def _levels(platform: str, n: int, cams: int, width: int, height: int) -> tuple[
     return tuple(out)
 
 
-def _workspace(platform: str, cap: int):
-    # CPU: the intersection list lives in this XLA-allocated output; CUDA: the kernel takes
-    # its workspace from XLA's scratch allocator, sized by the `capacity` attribute.
-    return jax.ShapeDtypeStruct((cap if platform == "cpu" else 1,), jnp.uint64)
+def _attrs(cap: int, **kw):
+    # `capacity` bounds the intersection lists (CPU: per camera, in the kernel's own storage;
+    # CUDA: all cameras, in XLA's scratch allocator)
+    return {k: np.int64(v) for k, v in dict(kw, capacity=cap).items()}
 
 
-def _attrs(platform: str, cap: int, **kw):
-    a = {k: np.int64(v) for k, v in kw.items()}
-    if platform == "cuda":
-        a["capacity"] = np.int64(cap)
-    return a
-
-
-def _fwd_call(platform, width, height, cap, args):
+def _fwd_call(width, height, cap, args):
     C = args[6].shape[0]
     f32 = jnp.float32
     shapes = (
@@ -164,13 +158,11 @@ def _fwd_call(platform, width, height, cap, args):
         jax.ShapeDtypeStruct((C, height, width), f32),
         jax.ShapeDtypeStruct((C, height, width), jnp.int32),
         jax.ShapeDtypeStruct((1,), jnp.int32),
-        _workspace(platform, cap),
     )
-    out = jax.ffi.ffi_call(_TARGET_FWD, shapes)(*args, **_attrs(platform, cap, width=width, height=height))
-    return tuple(out[:5])
+    return tuple(jax.ffi.ffi_call(_TARGET_FWD, shapes)(*args, **_attrs(cap, width=width, height=height)))
 
 
-def _bwd_call(platform, width, height, cap, gaussian_grads, args, img):
+def _bwd_call(width, height, cap, gaussian_grads, args, img):
     N, C = args[0].shape[0], args[6].shape[0]
     f32 = jnp.float32
     shapes = (
@@ -179,10 +171,9 @@ def _bwd_call(platform, width, height, cap, gaussian_grads, args, img):
         jax.ShapeDtypeStruct(args[5].shape, f32),
         jax.ShapeDtypeStruct((C, 3, 3), f32), jax.ShapeDtypeStruct((C, 3), f32), jax.ShapeDtypeStruct((C, 4), f32),
         jax.ShapeDtypeStruct((1,), jnp.int32),
-        _workspace(platform, cap),
     )
     out = jax.ffi.ffi_call(_TARGET_BWD, shapes)(
-        *args, *img, **_attrs(platform, cap, width=width, height=height, gaussian_grads=int(gaussian_grads)))
+        *args, *img, **_attrs(cap, width=width, height=height, gaussian_grads=int(gaussian_grads)))
     return tuple(out[:9])
 
 
@@ -204,13 +195,13 @@ _CAMS = range(6, 10)
 
 def _forward_unbatched(platform, width, height, args):
     levels = _levels(platform, args[0].shape[0], args[6].shape[0], width, height)
-    first = _fwd_call(platform, width, height, levels[0], args)
+    first = _fwd_call(width, height, levels[0], args)
     needed = first[4][0]
     if len(levels) == 1:
         out, level = first, jnp.int32(0)
     else:
         level = jnp.minimum(jnp.searchsorted(jnp.asarray(levels, jnp.int32), needed), len(levels) - 1).astype(jnp.int32)
-        branches = [functools.partial(_fwd_call, platform, width, height, cap, args) for cap in levels[1:]]
+        branches = [functools.partial(_fwd_call, width, height, cap, args) for cap in levels[1:]]
         out = jax.lax.cond(needed <= levels[0], lambda: first,
                            lambda: jax.lax.switch(jnp.maximum(level - 1, 0), branches))
     jax.lax.cond(needed > levels[-1], lambda: jax.debug.callback(_overflow_error, needed, levels[-1]), lambda: None)
@@ -219,7 +210,7 @@ def _forward_unbatched(platform, width, height, args):
 
 def _backward_unbatched(platform, width, height, gaussian_grads, args, img, level):
     levels = _levels(platform, args[0].shape[0], args[6].shape[0], width, height)
-    branches = [functools.partial(_bwd_call, platform, width, height, cap, gaussian_grads, args, img) for cap in levels]
+    branches = [functools.partial(_bwd_call, width, height, cap, gaussian_grads, args, img) for cap in levels]
     if len(branches) == 1:
         return branches[0]()
     return jax.lax.switch(level, branches)
