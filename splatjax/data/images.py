@@ -37,43 +37,8 @@ __all__ = [
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-class DatasetError(ValueError):
-    """A dataset file or folder is missing, malformed or inconsistent. The message names
-    the offending path and what is wrong."""
-
-
-class DatasetNotFoundError(DatasetError, FileNotFoundError):
-    """A file or folder the dataset layout requires does not exist."""
-
-
-def require_dir(path: Path, what: str) -> Path:
-    """``path`` if it is a folder, else a :class:`DatasetNotFoundError` naming it."""
-    if not path.is_dir():
-        state = "is not a folder" if path.exists() else "does not exist"
-        raise DatasetNotFoundError(f"{what} {str(path)!r} {state}")
-    return path
-
-
-def require_file(path: Path, what: str) -> Path:
-    """``path`` if it is a file, else a :class:`DatasetNotFoundError` naming it."""
-    if not path.is_file():
-        state = "is not a file" if path.exists() else "does not exist"
-        raise DatasetNotFoundError(f"{what} {str(path)!r} {state}")
-    return path
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; malformed JSON raises :class:`DatasetError` with line/column."""
-    path = require_file(Path(path), "JSON file")
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
-    except json.JSONDecodeError as e:
-        raise DatasetError(
-            f"malformed JSON in {str(path)!r}: {e.msg} at line {e.lineno}, column {e.colno}"
-        ) from e
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{str(path)!r} is not UTF-8 text: {e}") from e
+from ..errors import DatasetError, DatasetNotFoundError  # noqa: E402  (re-exported)
+from ..files import read_json, require_dir, require_file  # noqa: E402  (re-exported)
 
 
 def _open_array(path: Path) -> np.ndarray:

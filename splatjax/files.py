@@ -1,0 +1,82 @@
+"""Small file helpers shared by every layer: one atomic write, one JSON reader.
+
+Writes go to a temporary file in the destination folder and are renamed over the target
+(``os.replace``), so an interrupted write never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import DatasetError, DatasetNotFoundError
+
+__all__ = ["atomic_write", "write_json", "read_json", "require_file", "require_dir"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any] | bytes | str) -> Path:
+    """Write ``path`` atomically. ``write`` is the content (bytes or text, UTF-8) or a
+    function that writes into the binary file object it is given. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(write, str):
+                f.write(write.encode("utf-8"))
+            elif isinstance(write, (bytes, bytearray)):
+                f.write(write)
+            else:
+                write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
+    """Atomically write ``obj`` as JSON (UTF-8, trailing newline)."""
+    return atomic_write(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def require_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path`` if it is a folder, else a :class:`DatasetNotFoundError` naming it."""
+    path = Path(path)
+    if not path.is_dir():
+        state = "is not a folder" if path.exists() else "does not exist"
+        raise DatasetNotFoundError(f"{what} {str(path)!r} {state}")
+    return path
+
+
+def require_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` if it is a file, else a :class:`DatasetNotFoundError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        state = "is not a file" if path.exists() else "does not exist"
+        raise DatasetNotFoundError(f"{what} {str(path)!r} {state}")
+    return path
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Parse a JSON file. Missing, malformed or non-UTF-8 files raise
+    :class:`DatasetError` naming the file (line and column for syntax errors)."""
+    path = require_file(path, what)
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except json.JSONDecodeError as e:
+        raise DatasetError(
+            f"malformed JSON in {str(path)!r}: {e.msg} at line {e.lineno}, column {e.colno}"
+        ) from e
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{str(path)!r} is not UTF-8 text: {e}") from e
