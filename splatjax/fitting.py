@@ -49,7 +49,7 @@ from .densify import (
 )
 from .gaussians import Gaussians, init_random_gaussians, save_ply
 from .losses import photometric_loss, psnr, ssim
-from .render import available_backends, render
+from .render import render, resolve_backend
 
 __all__ = [
     "FitConfig",
@@ -275,22 +275,6 @@ def _evaluate(params: Gaussians, images, cameras, *, backend: str, background: t
     return jax.lax.map(one, (images, cameras))
 
 
-def _resolve_backend(name: str) -> str:
-    """The concrete backend "auto" stands for (same rule as splatjax.render)."""
-    if name == "reference":
-        return name
-    avail = available_backends()
-    if name != "auto":
-        if name not in avail:
-            raise RuntimeError(f"render backend {name!r} is not available here (available: {avail})")
-        return name
-    if jax.default_backend() in ("gpu", "cuda") and "cuda" in avail:
-        return "cuda"
-    if jax.default_backend() == "cpu" and "cpu" in avail:
-        return "cpu"
-    return "reference"
-
-
 def _initial_gaussians(init, config: FitConfig, key) -> Gaussians:
     if isinstance(init, Gaussians):
         return init
@@ -381,7 +365,7 @@ def fit(
     history (the logged records), densify_events (step, cloned, split, pruned, dropped,
     num_gaussians; this call), overflow_events, backend, extent, train_views, completed.
     """
-    backend = _resolve_backend(config.backend)
+    backend = resolve_backend(config.backend)
     config = dataclasses.replace(config, backend=backend)
     if config.backend == "reference" and config.capacity > 4096:
         warnings.warn(

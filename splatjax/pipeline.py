@@ -42,6 +42,7 @@ import numpy as np
 
 from . import pose as pose_mod
 from .gaussians import load_ply
+from .render import resolve_backend
 
 __all__ = [
     "evaluate",
@@ -372,7 +373,7 @@ def evaluate_class(
         "fine_steps": int(steps),
         "exact_exp": bool(exact_exp),
         "batch_size": int(batch_size),
-        "render_backend": _backend_name(backend),
+        "render_backend": resolve_backend(backend),
         "seed": int(seed),
     }
     errs = None
@@ -429,17 +430,6 @@ def evaluate_class(
                        "heatmaps": "heatmaps/" if heatmaps else None}
     _write_json(out_dir / "report.json", report)
     return report
-
-
-def _backend_name(backend: str) -> str:
-    """The backend "auto" picks here (as :func:`splatjax.render.render` documents it)."""
-    if backend != "auto":
-        return backend
-    from .render import available_backends
-
-    gpu = jax.default_backend() in ("gpu", "cuda")
-    platform = "cuda" if gpu else "cpu"
-    return platform if platform in available_backends() else "reference"
 
 
 def _write_json(path: Path, obj) -> None:

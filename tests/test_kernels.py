@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-from splatjax.render import rasterize_reference
+from splatjax.render.reference import rasterize_reference
 
 ffi = pytest.importorskip("splatjax.render.ffi")
 

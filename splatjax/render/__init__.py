@@ -14,10 +14,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..camera import Camera
+from ..errors import ConfigError
 from ..gaussians import Gaussians
 from .reference import project, rasterize_reference
 
-__all__ = ["render", "rasterize", "project", "rasterize_reference", "available_backends", "BACKENDS"]
+__all__ = ["render", "rasterize", "resolve_backend", "available_backends", "BACKENDS"]
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 
@@ -43,17 +44,25 @@ def _default_platform() -> str:
     return jax.default_backend()
 
 
-def _resolve_backend(backend: str) -> str:
+def resolve_backend(backend: str) -> str:
+    """The concrete backend ("reference", "cpu" or "cuda") that ``backend`` stands for here.
+
+    The one place backends are chosen: "auto" is the FFI kernel for JAX's default platform
+    when it is built, else the reference. An unknown name raises :class:`ConfigError`
+    (option ``backend``); a known but unavailable kernel raises :class:`ConfigError` saying
+    how to build it.
+    """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown render backend {backend!r}; choose one of {BACKENDS}")
+        raise ConfigError("backend", f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
         platform = "cuda" if _default_platform() in ("gpu", "cuda") else "cpu"
         return platform if platform in available_backends() else "reference"
     if backend != "reference" and backend not in available_backends():
-        raise RuntimeError(
+        raise ConfigError(
+            "backend",
             f"render backend {backend!r} is not available: the {backend} kernel library was not built "
             "or this machine has no such device. Rebuild with `pip install .` (the CUDA library needs "
-            "nvcc at build time), or use backend='reference'."
+            "nvcc at build time), or use backend='reference'.",
         )
     return backend
 
@@ -76,7 +85,7 @@ def rasterize(
 ) -> tuple[Float[Array, "H W 3"], Float[Array, "H W"]]:
     """Render activated parameters (see :mod:`splatjax.render.reference` for the exact
     conventions, which every backend shares). Differentiable in every array argument."""
-    backend = _resolve_backend(backend)
+    backend = resolve_backend(backend)
     kw = dict(width=width, height=height, means2d_offset=means2d_offset)
     if backend == "reference":
         return rasterize_reference(means, scales, quats, opacities, colors, R, t, intrinsics, background, **kw)
