@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.model:
-        from splatjax.pipeline import _resolve_model, load_cameras
+        from splatjax.app.pipeline import _resolve_model, load_cameras
 
         ply = _resolve_model(args.model)
         g = sj.load_ply(ply)

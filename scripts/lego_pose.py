@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         run_fit(data, args.fit_out, cfg)
         ply = Path(args.fit_out) / "model.ply"
     else:
-        from splatjax.pipeline import _resolve_model
+        from splatjax.app.pipeline import _resolve_model
 
         ply = _resolve_model(args.model)
     g = sj.load_ply(ply)

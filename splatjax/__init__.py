@@ -5,15 +5,16 @@ images float32 [H, W, 3] in [0, 1]; quaternions (w, x, y, z); cameras world-to-c
 the OpenCV convention; poses reported to users camera-to-world in the data's convention.
 """
 
-from . import data, fitting, metrics, pipeline, pose, se3
+from . import data, fitting, metrics, pose, se3
+from .app import pipeline
 from .anomaly import anomaly_map, anomaly_maps, image_scores, overlay_heatmap
 from .camera import Camera, blender_c2w_from_camera, camera_from_blender, look_at_c2w, stack_cameras
 from .data import DatasetError, load_blender, load_mad_class, make_toy_dataset
-from .features import EfficientNetFeatures, FeatureExtractor, WeightsFreeFeatures, make_feature_extractor
+from .anomaly.features import EfficientNetFeatures, FeatureExtractor, WeightsFreeFeatures, make_feature_extractor
 from .fitting import FitConfig, fit, run_fit
 from .gaussians import Gaussians, init_random_gaussians, load_ply, save_ply
 from .metrics import aupro, auroc, pixel_auroc, pose_errors, pro_curve, summarize_pose_errors
-from .pipeline import demo, detect, evaluate, load_cameras, save_cameras
+from .app.pipeline import demo, detect, evaluate, load_cameras, save_cameras
 from .pose import (
     camera_to_c2w,
     coarse_pose_loftr,
@@ -23,7 +24,7 @@ from .pose import (
     refine_poses,
 )
 from .render import available_backends, render
-from .weights import WeightsError, find_efficientnet_weights, find_loftr_weights, load_efficientnet_b4, load_loftr
+from .anomaly.weights import WeightsError, find_efficientnet_weights, find_loftr_weights, load_efficientnet_b4, load_loftr
 
 __version__ = "0.1.0"
 

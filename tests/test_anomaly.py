@@ -10,7 +10,7 @@ import scipy.ndimage
 from sklearn.metrics import roc_auc_score
 
 from splatjax.anomaly import anomaly_map, anomaly_maps, image_scores, overlay_heatmap, rgb_term
-from splatjax.features import (
+from splatjax.anomaly.features import (
     IMAGENET_STD,
     FeatureExtractor,
     WeightsFreeFeatures,
@@ -188,7 +188,7 @@ def effnet_features():
     pytest.importorskip("efficientnet_pytorch")
     from efficientnet_pytorch import EfficientNet
 
-    from splatjax.features import EfficientNetFeatures
+    from splatjax.anomaly.features import EfficientNetFeatures
 
     torch.manual_seed(0)
     return EfficientNetFeatures.from_model(EfficientNet.from_name("efficientnet-b4"), "cpu")

@@ -13,7 +13,7 @@ from scenes import random_scene
 from test_fit import TOY, toy_views
 
 import splatjax as sj
-from splatjax.checkpoint import RunCheckpointer, append_metrics, read_metrics, truncate_metrics
+from splatjax.app.checkpoint import RunCheckpointer, append_metrics, read_metrics, truncate_metrics
 from splatjax.fitting import fit
 
 INRIA_PROPERTIES = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",

@@ -18,9 +18,9 @@ kornia = pytest.importorskip("kornia")
 from efficientnet_pytorch import EfficientNet  # noqa: E402
 from kornia.feature import LoFTR  # noqa: E402
 
-from splatjax import features as F  # noqa: E402
-from splatjax.matching import loftr_match_counts, to_gray  # noqa: E402
-from splatjax.weights import (  # noqa: E402
+from splatjax.anomaly import features as F  # noqa: E402
+from splatjax.pose.loftr import loftr_match_counts, to_gray  # noqa: E402
+from splatjax.anomaly.weights import (  # noqa: E402
     EFFICIENTNET_B4_FILENAME,
     EFFICIENTNET_ENV,
     LOFTR_ENV,

@@ -17,7 +17,7 @@ from scenes import look_at_c2w, random_scene
 
 import splatjax as sj
 from splatjax.data.types import PosedViews
-from splatjax.densify import (
+from splatjax.fitting.densify import (
     INACTIVE_LOGIT,
     DensityStats,
     densify_and_prune,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splatjax import pipeline as ev
+from splatjax.app import pipeline as ev
 from splatjax import pose
 from splatjax.data import make_toy_dataset
 from splatjax.fitting import FitConfig
@@ -128,7 +128,7 @@ def test_cli_argument_helpers_parse():
 def test_loftr_retrieval_mechanics_with_random_weights(tmp_path):
     torch = pytest.importorskip("torch")
     kornia_feature = pytest.importorskip("kornia.feature")
-    from splatjax.weights import loftr_indoor_new_config
+    from splatjax.anomaly.weights import loftr_indoor_new_config
 
     torch.manual_seed(0)
     net = kornia_feature.LoFTR(pretrained=None, config=loftr_indoor_new_config())

@@ -8,7 +8,7 @@ import os
 import numpy as np
 from jaxtyping import Float
 
-from .data.images import write_png
+from ..data.images import write_png
 
 __all__ = ["plot_roc_curves", "plot_pose_convergence", "heatmap_panel", "write_png"]
 

@@ -40,11 +40,11 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int
 
-from . import se3
-from .camera import OPENGL_TO_OPENCV, Camera, camera_from_blender, look_at_c2w, stack_cameras
-from .gaussians import Gaussians
-from .losses import photometric_loss
-from .render import render
+from .. import se3
+from ..camera import OPENGL_TO_OPENCV, Camera, camera_from_blender, look_at_c2w, stack_cameras
+from ..gaussians import Gaussians
+from ..losses import photometric_loss
+from ..render import render
 
 __all__ = [
     "FINE_STEPS",
@@ -412,7 +412,7 @@ def coarse_pose_render(
 
 def _to_gray(images, size: int = 400) -> np.ndarray:
     """RGB [B, H, W, 3] -> grayscale [B, size, size] (antialiased resize), a writable copy for torch."""
-    from .matching import to_gray
+    from .loftr import to_gray
 
     x = jnp.asarray(images, jnp.float32)
     b, h, w, _ = x.shape
@@ -435,8 +435,8 @@ def coarse_pose_loftr(
     candidate with the most matches wins. Returns (index [Q], match count [Q]).
     ``matcher``: a loaded kornia LoFTR; else loaded from ``weights`` (path, or
     ``$SPLATJAX_LOFTR_WEIGHTS``, or the torch hub cache; see :mod:`splatjax.weights`)."""
-    from . import weights as weights_mod
-    from .matching import loftr_match_counts
+    from ..anomaly import weights as weights_mod
+    from .loftr import loftr_match_counts
 
     if matcher is None:
         path = weights_mod.find_loftr_weights(weights)
@@ -493,7 +493,7 @@ def resolve_coarse(coarse: str, loftr_weights: str | None = None) -> str:
         raise ValueError(f"coarse must be 'render', 'loftr' or 'auto', got {coarse!r}")
     if coarse != "auto":
         return coarse
-    from .weights import find_loftr_weights, loftr_guidance
+    from ..anomaly.weights import find_loftr_weights, loftr_guidance
 
     found = find_loftr_weights(loftr_weights)  # a given path that does not exist raises
     if found:

@@ -40,9 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import pose as pose_mod
-from .gaussians import load_ply
-from .render import resolve_backend
+from .. import pose as pose_mod
+from ..gaussians import load_ply
+from ..render import resolve_backend
 
 __all__ = [
     "evaluate",
@@ -107,7 +107,7 @@ def load_cameras(run_dir: str | os.PathLike) -> dict | None:
     try:
         info = json.loads((run_dir / "info.json").read_text())
         config = json.loads((run_dir / "config.json").read_text())
-        from .data.blender import parse_pose, read_transforms
+        from ..data.blender import parse_pose, read_transforms
 
         data_dir = Path(info["data"])
         json_path = data_dir / "transforms.json"
@@ -163,7 +163,7 @@ def _render_views(gaussians, cameras, *, batch_size, backend, background, progre
 
 
 def _maps_in_chunks(renders, queries, extractor, *, batch_size, progress):
-    from .anomaly import anomaly_maps
+    from ..anomaly import anomaly_maps
 
     out = []
     n = renders.shape[0]
@@ -198,10 +198,10 @@ def _image_stem(rel: str, defect_type: str) -> str:
 
 
 def _write_heatmaps(folder: Path, names, queries, renders, maps, masks, *, progress):
-    from .anomaly import overlay_heatmap
+    from ..anomaly import overlay_heatmap
     from .report import heatmap_panel, write_png
 
-    from .data.images import resize_float
+    from ..data.images import resize_float
 
     folder.mkdir(parents=True, exist_ok=True)
     vmin, vmax = float(np.min(maps)), float(np.percentile(maps, 99.9))
@@ -220,7 +220,7 @@ def _model_and_fit(data_path: Path, out_dir: Path, *, model, fit_config, train_f
     if model is not None:
         ply = _resolve_model(model, class_name)
         return load_ply(ply), ply, 0.0, None
-    from .fitting import FitConfig, run_fit
+    from ..fitting import FitConfig, run_fit
 
     config = fit_config if fit_config is not None else FitConfig(resolution=resolution)
     if train_fraction is not None:
@@ -293,9 +293,9 @@ def evaluate_class(
     candidate (render-and-compare) and ``sphere_views`` extra candidates on a sphere.
     steps / exact_exp: fine pose (175 and the reference screw map by default).
     features: "auto", "efficientnet" or "weights-free"."""
-    from .data import load_mad_class
-    from .features import make_feature_extractor
-    from .metrics import aupro, auroc, pixel_auroc, pose_errors, summarize_pose_errors
+    from ..data import load_mad_class
+    from ..anomaly.features import make_feature_extractor
+    from ..metrics import aupro, auroc, pixel_auroc, pose_errors, summarize_pose_errors
 
     data_path, out_dir = Path(data_path), Path(out_dir)
     if out_dir.resolve().is_relative_to(data_path.resolve()):
@@ -544,8 +544,8 @@ def detect(
     read at width ``resolution`` (default: the training width, else native). Writes
     ``out_dir/detections.json`` (per image: score, camera-to-world pose) and
     ``out_dir/heatmaps/<name>.png``; returns the JSON dict."""
-    from .data.images import read_rgb
-    from .features import make_feature_extractor
+    from ..data.images import read_rgb
+    from ..anomaly.features import make_feature_extractor
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -637,8 +637,8 @@ def demo(
     """The toy object end to end: generate it (``out_dir/toy``), fit it with the reduced
     schedule of :data:`DEMO_SETTINGS` (``out_dir/eval/model``), evaluate with the
     weights-free comparison (``out_dir/eval``) and print the headline numbers."""
-    from .data import make_toy_dataset, write_toy_preview
-    from .fitting import FitConfig
+    from ..data import make_toy_dataset, write_toy_preview
+    from ..fitting import FitConfig
 
     s = {k: dict(v) for k, v in DEMO_SETTINGS.items()}
     for k, v in (settings or {}).items():
@@ -728,7 +728,7 @@ def _common_kwargs(args) -> dict:
 def run_evaluate(args: argparse.Namespace) -> int:
     fit_config = None
     if args.model is None and args.iterations is not None:
-        from .fitting import FitConfig
+        from ..fitting import FitConfig
 
         fit_config = FitConfig(iterations=args.iterations, resolution=args.resolution)
     evaluate(args.data, out_dir=args.out, model=args.model, test_poses=args.test_poses, resolution=args.resolution,

@@ -36,8 +36,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, Bool, Int
 
-from .checkpoint import RunCheckpointer, append_metrics, read_json, truncate_metrics, write_json
-from .data.types import PosedViews
+from ..app.checkpoint import RunCheckpointer, append_metrics, read_json, truncate_metrics, write_json
+from ..data.types import PosedViews
 from .densify import (
     FIELDS,
     DensityStats,
@@ -47,9 +47,9 @@ from .densify import (
     screen_radii,
     update_stats,
 )
-from .gaussians import Gaussians, init_random_gaussians, save_ply
-from .losses import photometric_loss, psnr, ssim
-from .render import render, resolve_backend
+from ..gaussians import Gaussians, init_random_gaussians, save_ply
+from ..losses import photometric_loss, psnr, ssim
+from ..render import render, resolve_backend
 
 __all__ = [
     "FitConfig",
@@ -294,7 +294,7 @@ def load_init_ply(path: str | Path) -> Gaussians | np.ndarray:
     and optional red green blue, 0-255 integers or 0-1 floats) as an [M, 3|6] array."""
     from plyfile import PlyData
 
-    from .gaussians import load_ply
+    from ..gaussians import load_ply
 
     path = Path(path)
     if not path.is_file():
@@ -580,7 +580,7 @@ def run_fit(
     ``out_dir/model.ply`` (INRIA 3DGS PLY), ``config.json``, ``metrics.jsonl``,
     ``checkpoints/`` and ``info.json`` (the summary). ``out_dir`` must not lie inside the
     (read-only) dataset folder."""
-    from .data import load_blender, load_mad_train
+    from ..data import load_blender, load_mad_train
 
     data_path, out_dir = Path(data_path), Path(out_dir)
     if not data_path.is_dir():

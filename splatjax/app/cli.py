@@ -12,7 +12,7 @@ __all__ = ["main"]
 
 
 def _cmd_toy(args: argparse.Namespace) -> int:
-    from .data import make_toy_dataset, write_toy_preview
+    from ..data import make_toy_dataset, write_toy_preview
 
     root = make_toy_dataset(args.out, seed=args.seed, resolution=args.resolution)
     preview = write_toy_preview(root, root.parent / f"{root.name}_preview.png")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--resolution", type=int, default=128)
     toy.set_defaults(func=_cmd_toy)
 
-    from .fitting import add_fit_arguments, run_fit_from_args
+    from ..fitting import add_fit_arguments, run_fit_from_args
 
     fit_p = sub.add_parser("fit", help="fit the defect-free 3DGS model to a Blender/NeRF or MAD-Sim class folder")
     add_fit_arguments(fit_p)

@@ -27,7 +27,7 @@ def _as_tensor(x, device):
     if isinstance(x, torch.Tensor):
         t = x
     elif isinstance(x, jax.Array):
-        from .features import jax_to_torch
+        from ..anomaly.features import jax_to_torch
 
         t = jax_to_torch(x)
     else:

@@ -59,7 +59,7 @@ _EFFICIENTNET_URL = (
 _LOFTR_URL = "https://huggingface.co/kornia/loftr/resolve/main/" + LOFTR_INDOOR_NEW_FILENAME
 
 
-from .errors import WeightsError  # noqa: E402  (re-exported)
+from ..errors import WeightsError  # noqa: E402  (re-exported)
 
 
 def hub_checkpoint_dir() -> Path:

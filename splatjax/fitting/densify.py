@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from .gaussians import Gaussians
-from .render.reference import project
-from .se3 import quat_to_rotmat
+from ..gaussians import Gaussians
+from ..render.reference import project
+from ..se3 import quat_to_rotmat
 
 __all__ = [
     "INACTIVE_LOGIT",
