@@ -1,0 +1,101 @@
+"""Command-line flags generated from frozen config dataclasses, in one place.
+
+A config field becomes a flag when its ``dataclasses.field`` metadata has a ``"help"``
+text; the flag is the field name with ``_`` turned into ``-`` (``steps`` -> ``--steps``).
+Supported field types: ``int``, ``float``, ``str``, ``bool`` (``--x`` / ``--no-x``),
+``int | None``, ``float | None``, ``str | None`` (the word ``none`` gives None) and
+fixed-length ``tuple[float, ...]`` (one value per element). ``metadata["choices"]``
+restricts a value. Flags not given on the command line keep the config's defaults; the
+config's own ``__post_init__`` validates the result and raises
+:class:`splatjax.errors.ConfigError`, which the command line prints as one line naming
+the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+__all__ = ["add_config_flags", "config_from_flags", "flag_fields"]
+
+C = TypeVar("C")
+_NONE_WORDS = ("none", "null")
+
+
+def flag_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of config class ``cls`` that are command-line flags (those with help)."""
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """(inner type, whether None is allowed) for ``X | None`` / ``Optional[X]``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _scalar_parser(kind: type, optional: bool, name: str):
+    def parse(text: str):
+        if optional and text.strip().lower() in _NONE_WORDS:
+            return None
+        return kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    return parse
+
+
+def _describe_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None,
+                     exclude: tuple[str, ...] = ()) -> argparse._ArgumentGroup:
+    """Add one flag per help-carrying field of config class ``cls`` to ``parser`` (in a
+    group titled ``title``). Defaults are left unset on the namespace (``SUPPRESS``), so
+    :func:`config_from_flags` can tell given flags from defaults."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    group = parser.add_argument_group(title or f"{cls.__name__} options")
+    for f in flag_fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in exclude or flag in parser._option_string_actions:
+            continue  # a flag already added by another config is shared by both
+        default = getattr(defaults, f.name)
+        helptext = f"{f.metadata['help']} (default: {_describe_default(default)})"
+        kind, optional = _unwrap_optional(hints[f.name])
+        kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=helptext)
+        if "choices" in f.metadata:
+            kw["choices"] = tuple(f.metadata["choices"])
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif typing.get_origin(kind) is tuple:
+            elem = typing.get_args(kind)[0]
+            group.add_argument(flag, type=elem, nargs=len(default), metavar=f.name.upper()[:1], **kw)
+        elif kind in (int, float, str):
+            group.add_argument(flag, type=_scalar_parser(kind, optional, f.name),
+                               metavar=kind.__name__.upper() if "choices" not in kw else None, **kw)
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: type {kind!r} cannot be a command-line flag")
+    return group
+
+
+def config_from_flags(cls: type[C], args: argparse.Namespace, *, base: C | None = None, **overrides) -> C:
+    """The ``cls`` instance for parsed flags: ``base`` (default ``cls()``) with every flag
+    given on the command line, then ``overrides``, replaced in. Validation (and its
+    :class:`~splatjax.errors.ConfigError`) is the config's own."""
+    values = {}
+    for f in flag_fields(cls):
+        if hasattr(args, f.name):
+            v = getattr(args, f.name)
+            values[f.name] = tuple(v) if isinstance(v, list) else v
+    values.update(overrides)
+    base = cls() if base is None else base
+    return dataclasses.replace(base, **values)
