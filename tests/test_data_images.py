@@ -5,7 +5,6 @@ the resolution policy and resizing."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest

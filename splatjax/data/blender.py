@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 import numpy as np
+from jaxtyping import Float
 
 from ..errors import ConfigError, DatasetError, DatasetNotFoundError
 from ..files import read_json, require_dir
@@ -49,7 +50,7 @@ def read_transforms(json_path: str | os.PathLike) -> tuple[float, list[dict[str,
     return fov, frames
 
 
-def pose_matrix(value: Any, where: str) -> np.ndarray:
+def pose_matrix(value: Any, where: str) -> Float[np.ndarray, "4 4"]:
     """``value`` as a float64 [4, 4] rigid camera-to-world matrix, else a
     :class:`DatasetError` starting with ``where``: it must be numeric, 4 x 4, finite, with
     last row (0, 0, 0, 1) and a rotation block (orthonormal within 1e-2, det > 0)."""
@@ -70,7 +71,7 @@ def pose_matrix(value: Any, where: str) -> np.ndarray:
     return m
 
 
-def parse_pose(frame: dict[str, Any], index: int, json_path: Path) -> np.ndarray:
+def parse_pose(frame: dict[str, Any], index: int, json_path: Path) -> Float[np.ndarray, "4 4"]:
     """The frame's camera-to-world matrix as float64 [4, 4] (see :func:`pose_matrix`)."""
     return pose_matrix(frame["transform_matrix"],
                        f"{str(json_path)!r}: frame {index} transform_matrix")

@@ -6,11 +6,19 @@ Layout of one class ``<class>/``::
     train/good/<i>.png            defect-free posed views (RGBA)
     test/<type>/<n>.png           query images, types good, Burrs, Missing, Stains, ...
     ground_truth/<type>/<n>_mask.png   mask > 0 is defective (none for good)
+    test_poses.json               optional: {"camera_angle_x": a, "poses": {"test/<type>/<n>.png": c2w}}
 
 Frame-to-image rule: when a frame's ``file_path`` points into ``train/good`` (with or
 without extension, "./" allowed) that image is used; otherwise frame i is
 ``train/good/<i>.png``. The number of frames must equal the number of images in
 ``train/good``. Files are ordered numerically by name (``2.png`` before ``10.png``).
+
+Everything must match up one to one, else a :class:`DatasetError` names the files: frames
+and training images; test images and masks (no defective image without a mask, no mask
+without an image, equal sizes, no defective pixels in a mask of a "good" image); test
+images and test poses (one pose per image, no pose for an image that is not there); test
+and training images (one native size, one ``camera_angle_x``).
+
 The reference code renames files in place to zero-pad them; we never rename or write.
 """
 
