@@ -156,8 +156,8 @@ def _check_orphan_masks(root: Path, stems: dict[str, set[str]]) -> None:
                                    f"test/{d.name}/<n>.png")
             if m.stem[:-5] not in stems.get(d.name, set()):
                 raise DatasetError(
-                    f"mask {str(m)!r} has no test image: no {str(root / 'test' / d.name / m.stem[:-5])}"
-                    ".png (deleted or renamed?)")
+                    f"mask {str(m)!r} has no test image: "
+                    f"{str(root / 'test' / d.name / (m.stem[:-5] + '.png'))!r} does not exist (deleted or renamed?)")
 
 
 def _test_files(root: Path) -> _TestFiles:
