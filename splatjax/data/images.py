@@ -119,7 +119,7 @@ def _to_array(im: Image.Image, path: Path) -> np.ndarray:
     elif mode in _CONVERT_TO_RGB:
         im = im.convert("RGB")
     if im.mode in ("L", "LA", "RGB", "RGBA"):
-        a = np.asarray(im, dtype=np.float32) / 255.0
+        a = np.asarray(im).astype(np.float32) / np.float32(255.0)
     elif im.mode.startswith("I;16") or im.mode == "I":
         raw = np.asarray(im).astype(np.float64)
         if raw.size and (raw.min() < 0 or raw.max() > 65535):
