@@ -63,14 +63,21 @@ def natural_key(name: str) -> tuple:
                  for s in re.split(r"(\d+)", name) if s)
 
 
+def _entries(folder: Path) -> list[Path]:
+    """Non-hidden entries of ``folder``; an unreadable folder is a :class:`DatasetError`."""
+    try:
+        return [p for p in folder.iterdir() if not p.name.startswith(".")]
+    except PermissionError as e:
+        raise DatasetError(f"folder {str(folder)!r} cannot be listed: permission denied") from e
+
+
 def _image_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir()
-             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in _entries(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
+    return sorted((d for d in _entries(folder) if d.is_dir()),
                   key=lambda d: (d.name != "good", natural_key(d.name)))
 
 
