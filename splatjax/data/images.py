@@ -37,7 +37,6 @@ __all__ = [
     "read_mask",
     "read_images",
     "resize_float",
-    "target_size",
     "write_png",
 ]
 
