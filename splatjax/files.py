@@ -68,8 +68,9 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    """Parse a JSON file. Missing, malformed or non-UTF-8 files raise
-    :class:`DatasetError` naming the file (line and column for syntax errors)."""
+    """Parse a JSON file. Missing, unreadable, malformed or non-UTF-8 files raise
+    :class:`DatasetError` naming the file (line and column for syntax errors). ``NaN`` and
+    ``Infinity`` literals parse as floats; callers check values."""
     path = require_file(path, what)
     try:
         with open(path, "rb") as f:
@@ -80,3 +81,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         ) from e
     except UnicodeDecodeError as e:
         raise DatasetError(f"{str(path)!r} is not UTF-8 text: {e}") from e
+    except PermissionError as e:
+        raise DatasetError(f"{what} {str(path)!r} cannot be read: permission denied") from e
+    except OSError as e:
+        raise DatasetError(f"{what} {str(path)!r} cannot be read: {e.strerror or e}") from e

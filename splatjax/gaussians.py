@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .errors import DatasetError
+from .files import atomic_write, require_file
+
 __all__ = [
-    "SH_C0",
     "Gaussians",
     "rgb_to_sh0",
     "sh0_to_rgb",
@@ -150,37 +152,50 @@ def save_ply(gaussians: Gaussians, path: str | os.PathLike) -> None:
     vertex = np.empty(n, dtype=[(name, "f4") for name in PLY_PROPERTIES])
     for name in PLY_PROPERTIES:
         vertex[name] = np.asarray(columns[name], dtype=np.float32)
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    PlyData([PlyElement.describe(vertex, "vertex")], text=False).write(tmp)
-    os.replace(tmp, path)
+    ply = PlyData([PlyElement.describe(vertex, "vertex")], text=False)
+    atomic_write(path, ply.write)
+
+
+def _ply_vertices(path: str) -> np.ndarray:
+    """The vertex table of a PLY file, or a :class:`DatasetError` naming the file."""
+    from plyfile import PlyData
+
+    try:
+        with open(path, "rb") as f:
+            ply = PlyData.read(f)
+        v = ply["vertex"].data
+    except PermissionError as exc:
+        raise DatasetError(f"model file {path!r} cannot be read: permission denied") from exc
+    except Exception as exc:  # plyfile raises many types (ValueError, KeyError, struct.error ...)
+        raise DatasetError(f"model file {path!r} is not a readable PLY file with a 'vertex' element "
+                           f"(truncated or corrupt? {type(exc).__name__}: {exc})") from exc
+    missing = [p for p in PLY_PROPERTIES if p not in ("nx", "ny", "nz") and p not in (v.dtype.names or ())]
+    if missing:
+        raise DatasetError(f"model file {path!r} is not a 3DGS PLY: missing vertex properties {missing}")
+    if len(v) == 0:
+        raise DatasetError(f"model file {path!r} holds no Gaussians (0 vertices)")
+    return v
 
 
 def load_ply(path: str | os.PathLike) -> Gaussians:
-    """Read a 3DGS PLY (INRIA layout). Higher-order SH (``f_rest_*``) is ignored: splatjax
-    models are degree 0. Raises ``ValueError`` naming the file when properties are missing."""
-    from plyfile import PlyData
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: PLY file not found")
-    try:
-        ply = PlyData.read(path)
-        v = ply["vertex"].data
-    except Exception as exc:  # plyfile raises several types for malformed input
-        raise ValueError(f"{path}: not a readable PLY file with a 'vertex' element ({exc})") from exc
-    required = [p for p in PLY_PROPERTIES if p not in ("nx", "ny", "nz")]
-    missing = [p for p in required if p not in v.dtype.names]
-    if missing:
-        raise ValueError(f"{path}: not a 3DGS PLY, missing vertex properties {missing}")
+    """Read a 3DGS PLY (INRIA layout, binary or ASCII). Higher-order SH (``f_rest_*``) is
+    ignored: splatjax models are degree 0. A missing, unreadable, truncated or non-3DGS
+    file, no vertices, or non-finite values raise :class:`DatasetError` naming the file."""
+    path = os.fspath(require_file(path, "model file"))
+    v = _ply_vertices(path)
 
     def col(*names):
-        return jnp.asarray(np.stack([np.asarray(v[n], np.float32) for n in names], axis=-1))
+        out = np.stack([np.asarray(v[n], np.float32) for n in names], axis=-1)
+        if not np.all(np.isfinite(out)):
+            bad = int(np.sum(~np.all(np.isfinite(out), axis=-1)))
+            raise DatasetError(f"model file {path!r} has NaN or infinite {'/'.join(names)} "
+                               f"in {bad} of {len(out)} Gaussians")
+        return jnp.asarray(out)
 
     return Gaussians(
         means=col("x", "y", "z"),
         log_scales=col("scale_0", "scale_1", "scale_2"),
         quats=col("rot_0", "rot_1", "rot_2", "rot_3"),
-        opacity_logits=jnp.asarray(np.asarray(v["opacity"], np.float32)),
+        opacity_logits=col("opacity")[:, 0],
         sh0=col("f_dc_0", "f_dc_1", "f_dc_2"),
     )

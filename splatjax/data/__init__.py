@@ -1,13 +1,16 @@
 """Dataset loaders (Blender/NeRF, MAD-Sim) and the built-in toy dataset generator.
 
 All loaders are read-only and return the containers of :mod:`splatjax.data.types`;
-bad input raises :class:`DatasetError` (a ``ValueError``; the "not found" variant is also a
-``FileNotFoundError``) whose message names the offending file or folder.
+bad input raises :class:`~splatjax.errors.DatasetError` (a ``ValueError``; the "not
+found" variant is also a ``FileNotFoundError``) whose message names the offending file or
+folder. Resolution policy (:func:`choose_resolution`): by default images load at their own
+width capped at the paper's 400 px, and never upsampled unless ``upsample=True``.
 """
 
+from ..errors import DatasetError, DatasetNotFoundError
 from .blender import load_blender
-from .images import DatasetError, DatasetNotFoundError
-from .mad import MAD_CLASSES, load_mad_class, load_mad_test, load_mad_train
+from .images import choose_resolution, read_mask, read_rgb
+from .mad import class_folders, load_mad_class, load_mad_test, load_mad_train, load_test_poses
 from .toy import (
     TOY_DEFECT_TYPES,
     ToyScene,
@@ -22,17 +25,21 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "MADClass",
-    "MAD_CLASSES",
     "PosedViews",
     "TOY_DEFECT_TYPES",
     "TestSet",
     "ToyScene",
+    "choose_resolution",
+    "class_folders",
     "load_blender",
     "load_mad_class",
     "load_mad_test",
     "load_mad_train",
+    "load_test_poses",
     "make_toy_dataset",
     "make_toy_scene",
+    "read_mask",
+    "read_rgb",
     "render_toy",
     "write_toy_preview",
 ]

@@ -15,24 +15,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 import numpy as np
+from jaxtyping import Float
 
-from .images import (
-    IMAGE_SUFFIXES,
-    DatasetError,
-    DatasetNotFoundError,
-    read_images,
-    read_json,
-    require_dir,
-)
+from ..errors import ConfigError, DatasetError, DatasetNotFoundError
+from ..files import read_json, require_dir
+from .images import IMAGE_SUFFIXES, _read_stack, choose_resolution, image_size
 from .types import PosedViews
 
-__all__ = ["load_blender", "read_transforms", "frame_image_path", "parse_pose"]
+__all__ = ["load_blender", "read_transforms", "parse_pose"]
 
 
 def read_transforms(json_path: str | os.PathLike) -> tuple[float, list[dict[str, Any]]]:
     """``(camera_angle_x, frames)`` of a transforms JSON, checked for the required keys."""
     json_path = Path(json_path)
-    meta = read_json(json_path)
+    meta = read_json(json_path, "pose file")
     if not isinstance(meta, dict):
         raise DatasetError(f"{str(json_path)!r}: expected a JSON object at the top level")
     if "camera_angle_x" not in meta:
@@ -49,24 +45,36 @@ def read_transforms(json_path: str | os.PathLike) -> tuple[float, list[dict[str,
     for i, fr in enumerate(frames):
         if not isinstance(fr, dict) or "transform_matrix" not in fr:
             raise DatasetError(f"{str(json_path)!r}: frame {i} has no 'transform_matrix'")
+        if "file_path" in fr and not isinstance(fr["file_path"], str):
+            raise DatasetError(f"{str(json_path)!r}: frame {i} file_path {fr['file_path']!r} is not a string")
     return fov, frames
 
 
-def parse_pose(frame: dict[str, Any], index: int, json_path: Path) -> np.ndarray:
-    """The frame's camera-to-world matrix as float64 [4, 4]; must be 4 x 4 and finite."""
+def pose_matrix(value: Any, where: str) -> Float[np.ndarray, "4 4"]:
+    """``value`` as a float64 [4, 4] rigid camera-to-world matrix, else a
+    :class:`DatasetError` starting with ``where``: it must be numeric, 4 x 4, finite, with
+    last row (0, 0, 0, 1) and a rotation block (orthonormal within 1e-2, det > 0)."""
     try:
-        m = np.asarray(frame["transform_matrix"], dtype=np.float64)
+        m = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise DatasetError(
-            f"{str(json_path)!r}: frame {index} transform_matrix is not a numeric 4x4 matrix"
-        ) from e
+        raise DatasetError(f"{where} is not a numeric 4x4 matrix") from e
     if m.shape != (4, 4):
-        raise DatasetError(
-            f"{str(json_path)!r}: frame {index} transform_matrix has shape {m.shape}, expected (4, 4)"
-        )
+        raise DatasetError(f"{where} has shape {m.shape}, expected (4, 4)")
     if not np.all(np.isfinite(m)):
-        raise DatasetError(f"{str(json_path)!r}: frame {index} transform_matrix has non-finite entries")
+        raise DatasetError(f"{where} has non-finite entries (NaN or infinity)")
+    if np.abs(m[3] - [0.0, 0.0, 0.0, 1.0]).max() > 1e-6:
+        raise DatasetError(f"{where} has last row {m[3].tolist()}, expected [0, 0, 0, 1]")
+    R = m[:3, :3]
+    if np.abs(R.T @ R - np.eye(3)).max() > 1e-2 or np.linalg.det(R) <= 0:
+        raise DatasetError(f"{where} is not a rigid camera pose: its 3x3 block is not a rotation "
+                           f"(det {np.linalg.det(R):.3g})")
     return m
+
+
+def parse_pose(frame: dict[str, Any], index: int, json_path: Path) -> Float[np.ndarray, "4 4"]:
+    """The frame's camera-to-world matrix as float64 [4, 4] (see :func:`pose_matrix`)."""
+    return pose_matrix(frame["transform_matrix"],
+                       f"{str(json_path)!r}: frame {index} transform_matrix")
 
 
 def _clean_rel(file_path: str) -> PurePosixPath:
@@ -110,18 +118,21 @@ def _transforms_json(root: Path, split: str) -> Path:
 def load_blender(
     path: str | os.PathLike,
     split: str = "train",
-    resolution: int | None = 400,
+    resolution: int | None = None,
     background: Sequence[float] = (1.0, 1.0, 1.0),
     *,
+    upsample: bool = False,
     workers: int | None = None,
 ) -> PosedViews:
     """Load one split of a Blender/NeRF-style dataset as :class:`PosedViews`.
 
     Reads ``<path>/transforms_<split>.json`` or, when absent, ``<path>/transforms.json``
     (MAD-Sim). Images: float32 [N, H, W, 3] in [0, 1], alpha composited on ``background``,
-    resized to width ``resolution`` with the aspect ratio kept (area averaging when
-    shrinking; ``None`` keeps the native size). ``c2w`` is float64 exactly as stored.
-    Images are decoded by a thread pool of ``workers`` threads (default: CPU count, max 8).
+    resized to width ``resolution`` with the aspect ratio kept (area averaging). ``None``
+    is the data's own width capped at 400 (the paper's); a width above the native one
+    raises :class:`ConfigError` unless ``upsample=True`` (see :func:`choose_resolution`).
+    ``c2w`` is float64 exactly as stored. Images are decoded by a thread pool of
+    ``workers`` threads (default: CPU count, max 8).
     """
     root = require_dir(Path(path), "dataset folder")
     json_path = _transforms_json(root, split)
@@ -132,7 +143,30 @@ def load_blender(
         if "file_path" not in fr:
             raise DatasetError(f"{str(json_path)!r}: frame {i} has no 'file_path'")
         paths.append(frame_image_path(root, fr["file_path"], json_path=json_path, index=i))
-    return posed_views(paths, c2w, fov, background=background, resolution=resolution, workers=workers)
+    check_unique(paths, json_path)
+    return posed_views(paths, c2w, fov, background=background, resolution=resolution,
+                       upsample=upsample, workers=workers)[0]
+
+
+def check_unique(paths: Sequence[Path], json_path: Path) -> None:
+    """Refuse two frames that use one image file."""
+    seen: dict[Path, int] = {}
+    for i, p in enumerate(paths):
+        key = Path(os.path.normcase(os.path.abspath(p)))
+        if key in seen:
+            raise DatasetError(f"{str(json_path)!r}: frames {seen[key]} and {i} both use image {str(p)!r}")
+        seen[key] = i
+
+
+def check_background(background: Sequence[float]) -> tuple[float, float, float]:
+    """``background`` as three floats in [0, 1], else :class:`ConfigError`."""
+    try:
+        bg = tuple(float(b) for b in background)
+    except (TypeError, ValueError):
+        bg = ()
+    if len(bg) != 3 or not all(0.0 <= b <= 1.0 for b in bg):
+        raise ConfigError("background", f"must be three numbers in [0, 1] (got {background!r})")
+    return bg  # type: ignore[return-value]
 
 
 def posed_views(
@@ -142,16 +176,22 @@ def posed_views(
     *,
     background: Sequence[float],
     resolution: int | None,
+    upsample: bool = False,
     workers: int | None = None,
-) -> PosedViews:
-    """Read ``paths`` and wrap them with their poses (arrays made read-only)."""
-    images, _ = read_images(list(paths), background=background, resolution=resolution,
-                            workers=workers)
+) -> tuple[PosedViews, bool]:
+    """Read ``paths`` at the width :func:`choose_resolution` picks and wrap them with their
+    poses (arrays made read-only). Also returns whether any image is transparent."""
+    background = check_background(background)
+    native_w, _ = image_size(paths[0])
+    width = choose_resolution(native_w, resolution, upsample=upsample,
+                              what=f"images of {str(Path(paths[0]).parent)!r}")
+    images, _, transparent = _read_stack(list(paths), background=background, resolution=width,
+                                         workers=workers)
     c2w = np.array(c2w, dtype=np.float64)
     images.flags.writeable = False
     c2w.flags.writeable = False
-    return PosedViews(
+    views = PosedViews(
         images=images, c2w=c2w, camera_angle_x=float(camera_angle_x),
-        paths=tuple(str(p) for p in paths),
-        background=tuple(float(b) for b in background),
+        paths=tuple(str(p) for p in paths), background=background,
     )
+    return views, transparent

@@ -33,7 +33,6 @@ and ``toy_meta.json`` (generator parameters; written last, marks a complete data
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -45,7 +44,9 @@ import numpy as np
 from jaxtyping import Bool, Float
 
 from ..camera import look_at_c2w
-from .images import DatasetError, write_png
+from ..errors import ConfigError, DatasetError
+from ..files import atomic_write, read_json, write_json
+from .images import write_png
 
 __all__ = [
     "ToyScene",
@@ -55,7 +56,6 @@ __all__ = [
     "render_toy",
     "raycast_toy",
     "defect_mask",
-    "look_at_c2w",
     "training_poses",
     "make_toy_dataset",
     "write_toy_preview",
@@ -519,6 +519,19 @@ def _make_defect(kind: str, scene: ToyScene, good: ToyRender, c2w, fov, rng, res
 
 def _params(seed, resolution, num_train, num_test_per_type, supersample, min_defect_fraction,
             camera_angle_x):
+    checks = {"resolution": (resolution, 8, "an integer >= 8"),
+              "num_train": (num_train, 1, "an integer >= 1"),
+              "num_test_per_type": (num_test_per_type, 1, "an integer >= 1"),
+              "supersample": (supersample, 1, "an integer >= 1")}
+    for name, (value, low, what) in checks.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ConfigError(name, f"must be {what} (got {value!r})", owner="make_toy_dataset")
+    if not 0.0 <= float(min_defect_fraction) < 0.5:
+        raise ConfigError("min_defect_fraction", f"must be in [0, 0.5) (got {min_defect_fraction!r})",
+                          owner="make_toy_dataset")
+    if not 0.0 < float(camera_angle_x) < math.pi:
+        raise ConfigError("camera_angle_x", f"must be in (0, pi) radians (got {camera_angle_x!r})",
+                          owner="make_toy_dataset")
     return {"seed": int(seed), "resolution": int(resolution), "num_train": int(num_train),
             "num_test_per_type": int(num_test_per_type), "supersample": int(supersample),
             "min_defect_fraction": float(min_defect_fraction),
@@ -527,8 +540,8 @@ def _params(seed, resolution, num_train, num_test_per_type, supersample, min_def
 
 def _read_meta(folder: Path) -> dict | None:
     try:
-        meta = json.loads((folder / "toy_meta.json").read_text())
-    except (OSError, ValueError):
+        meta = read_json(folder / "toy_meta.json")
+    except DatasetError:
         return None
     return meta if isinstance(meta, dict) and meta.get("generator") == __name__ else None
 
@@ -602,7 +615,7 @@ def _generate(root: Path, *, seed, resolution, num_train, num_test_per_type, sup
         r = raycast_toy(scene, c2w, fov, res, supersample=ss)
         write_png(root / "train" / "good" / f"{i}.png", r.straight_rgba())
         frames.append({"file_path": f"train/good/{i}.png", "transform_matrix": c2w.tolist()})
-    (root / "transforms.json").write_text(json.dumps({"camera_angle_x": fov, "frames": frames}, indent=1))
+    write_json(root / "transforms.json", {"camera_angle_x": fov, "frames": frames}, indent=1)
     # test views
     train_dirs = poses[:, :3, 3] / np.linalg.norm(poses[:, :3, 3], axis=1, keepdims=True)
     test_poses = {}
@@ -638,13 +651,13 @@ def _generate(root: Path, *, seed, resolution, num_train, num_test_per_type, sup
                 write_png(root / "ground_truth" / kind / f"{n}_mask.png", mask)
                 defects[rel] = {"mask_pixels": int(mask.sum())}
             test_poses[rel] = c2w.tolist()
-    (root / "test_poses.json").write_text(json.dumps({"camera_angle_x": fov, "poses": test_poses}, indent=1))
+    write_json(root / "test_poses.json", {"camera_angle_x": fov, "poses": test_poses}, indent=1)
     meta = {"generator": __name__, "format": _FORMAT,
             "params": _params(seed, resolution, num_train, num_test_per_type, supersample,
                               min_defect_fraction, camera_angle_x),
             "num_primitives": len(scene), "num_bricks": int(np.unique(scene.part).size),
             "defects": defects}
-    (root / "toy_meta.json").write_text(json.dumps(meta, indent=1))
+    write_json(root / "toy_meta.json", meta, indent=1)
 
 
 # ----------------------------------------------------------------------------- preview
@@ -661,7 +674,7 @@ def write_toy_preview(dataset_dir: str | os.PathLike, out_png: str | os.PathLike
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .images import read_json, read_mask, read_rgb
+    from .images import read_mask, read_rgb
 
     root = Path(dataset_dir)
     meta = _read_meta(root)
@@ -669,7 +682,7 @@ def write_toy_preview(dataset_dir: str | os.PathLike, out_png: str | os.PathLike
         raise DatasetError(f"{str(root)!r} is not a toy dataset (no valid toy_meta.json)")
     p = meta["params"]
     scene = make_toy_scene(p["seed"])
-    poses = read_json(root / "test_poses.json")
+    poses = read_json(root / "test_poses.json", "test-pose file")
     types = ("good",) + TOY_DEFECT_TYPES
     cols = max(num_train, 4)
     fig, axes = plt.subplots(1 + len(types), cols, figsize=(1.9 * cols, 1.9 * (1 + len(types))),
@@ -683,7 +696,11 @@ def write_toy_preview(dataset_dir: str | os.PathLike, out_png: str | os.PathLike
     for row, kind in enumerate(types, start=1):
         rel = f"test/{kind}/{index}.png"
         img = read_rgb(root / rel)[0]
-        ref = render_toy(scene, np.asarray(poses["poses"][rel]), poses["camera_angle_x"],
+        try:
+            c2w, fov = np.asarray(poses["poses"][rel], float), float(poses["camera_angle_x"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"{str(root / 'test_poses.json')!r} has no usable pose of {rel!r} ({e})") from e
+        ref = render_toy(scene, c2w, fov,
                          img.shape[1], img.shape[0], supersample=p["supersample"])[0]
         mpath = root / "ground_truth" / kind / f"{index}_mask.png"
         mask = read_mask(mpath)[0] if mpath.is_file() else np.zeros(img.shape[:2], bool)
@@ -696,7 +713,6 @@ def write_toy_preview(dataset_dir: str | os.PathLike, out_png: str | os.PathLike
             axes[row, j].imshow(im, **({"cmap": "magma", "vmin": 0, "vmax": 1} if im.ndim == 2 else {}))
             axes[row, j].set_title(title, fontsize=8)
     fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=100)
+    out_png = atomic_write(out_png, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return out_png

@@ -65,7 +65,9 @@ class TestSet:
 
     images: [M, H, W, 3] float32 in [0, 1]; masks: [M, H, W] bool (True = defective);
     labels: [M] int (0 = good, 1 = defective); defect_types: e.g. "good", "Burrs";
-    paths: relative paths such as "test/Burrs/3.png" (the keys of a test-pose file).
+    paths: relative paths such as "test/Burrs/3.png" (the keys of a test-pose file);
+    c2w: [M, 4, 4] float64 true camera-to-world poses (Blender/OpenGL) when a test-pose
+    file was given, else None.
     """
 
     images: np.ndarray
@@ -73,6 +75,7 @@ class TestSet:
     labels: np.ndarray
     defect_types: tuple[str, ...]
     paths: tuple[str, ...]
+    c2w: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -1,4 +1,5 @@
-"""Quaternions, the screw map, camera conversion."""
+"""splatjax.se3: quaternions, the screw map (reference and exact), applying a rigid motion
+to Gaussians and to a camera, rotation angles."""
 
 from __future__ import annotations
 
@@ -73,42 +74,6 @@ def test_so3_exp_small_and_large_angles():
         np.testing.assert_allclose(R, Rotation.from_rotvec(phi).as_matrix(), atol=1e-6)
 
 
-def test_camera_from_blender_convention():
-    eye = np.array([0.5, -3.0, 1.0])
-    c2w = look_at_c2w(eye)
-    cam = sj.camera_from_blender(c2w, 0.7, 200, 100)
-    np.testing.assert_allclose(np.asarray(cam.center), eye, atol=1e-5)
-    # the look-at target (origin) projects to the principal point, in front of the camera
-    p = np.asarray(cam.R) @ np.zeros(3) + np.asarray(cam.t)
-    assert p[2] > 0
-    np.testing.assert_allclose(float(cam.fx), 0.5 * 200 / np.tan(0.35), rtol=1e-6)
-    np.testing.assert_allclose([float(cam.cx), float(cam.cy)], [100.0, 50.0])
-    # a point above the target (world +z, the OpenGL camera's "up") is above the centre: v < cy
-    q = np.asarray(cam.R) @ np.array([0.0, 0.0, 0.3]) + np.asarray(cam.t)
-    assert float(cam.fy) * q[1] / q[2] + float(cam.cy) < float(cam.cy)
-    np.testing.assert_allclose(np.asarray(sj.blender_c2w_from_camera(cam)), c2w, atol=1e-5)
-
-
-def test_camera_from_blender_rejects_bad_matrix():
-    with pytest.raises(ValueError, match="4x4"):
-        sj.camera_from_blender(np.eye(3), 0.7, 10, 10)
-    bad = np.eye(4)
-    bad[0, 3] = np.nan
-    with pytest.raises(ValueError, match="finite"):
-        sj.camera_from_blender(bad, 0.7, 10, 10)
-
-
-def test_camera_scaled_and_stacked():
-    cam = sj.camera_from_blender(look_at_c2w((0, -3, 0)), 0.7, 400, 400)
-    small = cam.scaled(100, 100)
-    assert (small.width, small.height) == (100, 100)
-    np.testing.assert_allclose(float(small.fx), float(cam.fx) / 4, rtol=1e-6)
-    batch = sj.stack_cameras([cam, cam])
-    assert batch.R.shape == (2, 3, 3) and batch.intrinsics.shape == (2, 4)
-    with pytest.raises(ValueError, match="different image sizes"):
-        sj.stack_cameras([cam, small])
-
-
 def test_transform_gaussians_moves_means_and_rotations():
     g = sj.init_random_gaussians(20, key=jax.random.key(0))
     A = se3.so3_exp(jnp.array([0.1, 0.5, -0.3]))
@@ -124,3 +89,17 @@ def test_rotation_angle_full_and_half():
     R2 = jnp.asarray(Rotation.from_euler("z", 30, degrees=True).as_matrix(), jnp.float32)
     assert float(se3.rotation_angle(R1, R2)) == pytest.approx(np.pi / 6, abs=1e-5)
     assert float(se3.half_rotation_angle(R1, R2)) == pytest.approx(np.pi / 12, abs=1e-5)
+
+
+def test_transform_camera_matches_moving_the_gaussians():
+    """Rendering moved Gaussians from a camera equals rendering the originals from the
+    camera moved by the inverse motion: the projections of every mean agree."""
+    g = sj.init_random_gaussians(30, key=jax.random.key(1))
+    cam = sj.camera_from_blender(look_at_c2w(np.array([0.4, -3.0, 1.2])), 0.7, 64, 64)
+    A = se3.so3_exp(jnp.array([0.2, -0.1, 0.3]))
+    b = jnp.array([0.05, 0.1, -0.2])
+    moved = se3.transform_gaussians(g, A, b)
+    cam2 = se3.transform_camera(cam, A, b)
+    x1 = moved.means @ cam.R.T + cam.t
+    x0 = g.means @ cam2.R.T + cam2.t
+    np.testing.assert_allclose(np.asarray(x1), np.asarray(x0), atol=1e-5)

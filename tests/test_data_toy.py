@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splatjax.camera import camera_from_blender
+from splatjax.camera import camera_from_blender, look_at_c2w
 from splatjax.data import (
     TOY_DEFECT_TYPES,
     DatasetError,
@@ -98,7 +98,7 @@ def test_projection_matches_splatjax_camera():
     """The ray caster's pixel model equals splatjax.camera's: the silhouette's bounding box
     matches the projected box corners within 1.5 px (studs stick out a little)."""
     scene = make_toy_scene(0)
-    c2w = toy_mod.look_at_c2w(np.array([2.0, -2.2, 1.3]), roll=0.2)
+    c2w = look_at_c2w(np.array([2.0, -2.2, 1.3]), roll=0.2)
     fov, res = 0.69, 96
     _, alpha = render_toy(scene, c2w, fov, res)
     cam = camera_from_blender(c2w, fov, res, res)
@@ -125,7 +125,7 @@ def test_scene_size_and_shading_view_independent():
     p[2] = scene.hi[top, 2] + 1e-4
     colours = []
     for pos in ([0.5, 0.3, 3.2], [-1.2, 0.8, 2.9]):
-        c2w = toy_mod.look_at_c2w(np.asarray(pos) + p, roll=0.0)
+        c2w = look_at_c2w(np.asarray(pos) + p, roll=0.0)
         c2w[:3, 3] = p + 3.0 * c2w[:3, 2]  # camera looking straight at p
         rgb, alpha = render_toy(scene, c2w, 0.3, 33, supersample=1)
         assert alpha[16, 16] == 1.0
@@ -202,3 +202,28 @@ def test_preview(tmp_path, small_toy):
         assert im.size[0] > 200 and im.size[1] > 300
     with pytest.raises(DatasetError):
         write_toy_preview(tmp_path, tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("option, value", [("resolution", 4), ("num_train", 0), ("num_test_per_type", -1),
+                                           ("supersample", 1.5), ("min_defect_fraction", 0.7),
+                                           ("camera_angle_x", 0.0)])
+def test_bad_generator_options(tmp_path, option, value):
+    from splatjax.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        make_toy_dataset(tmp_path / "t", **{**SMALL, option: value})
+    assert info.value.option == option and f"make_toy_dataset.{option}" in str(info.value)
+    assert not (tmp_path / "t").exists()
+
+
+def test_preview_names_a_missing_pose(tmp_path, small_toy):
+    import shutil
+
+    copy = tmp_path / "toy"
+    shutil.copytree(small_toy, copy)
+    poses = json.loads((copy / "test_poses.json").read_text())
+    del poses["poses"]["test/Burrs/0.png"]
+    (copy / "test_poses.json").write_text(json.dumps(poses))
+    with pytest.raises(DatasetError, match="no usable pose of 'test/Burrs/0.png'"):
+        write_toy_preview(copy, tmp_path / "p.png")
+    assert not (tmp_path / "p.png").exists()

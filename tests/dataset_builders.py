@@ -1,0 +1,105 @@
+"""Tiny dataset folders written from scratch for the loader tests (import as
+`from dataset_builders import ...`), and a snapshot of a folder's bytes and times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def find_lego() -> Path | None:
+    """The shared NeRF lego folder (``shared/data/nerf_synthetic_lego_400`` in a folder
+    above the repository), or None."""
+    for parent in Path(__file__).resolve().parents:
+        p = parent / "shared" / "data" / "nerf_synthetic_lego_400"
+        if (p / "transforms_train.json").is_file():
+            return p
+    return None
+
+
+def rgba(value: int, size=(8, 8), alpha=255) -> Image.Image:
+    """An RGBA image: red ``value``, green ``255 - value``, blue 7, constant alpha."""
+    a = np.zeros((size[1], size[0], 4), np.uint8)
+    a[..., 0] = value
+    a[..., 1] = 255 - value
+    a[..., 2] = 7
+    a[..., 3] = alpha
+    return Image.fromarray(a)
+
+
+def object_rgba(size=(16, 16), color=(200, 30, 30)) -> Image.Image:
+    """An opaque square object on a transparent background (transparent pixels black)."""
+    a = np.zeros((size[1], size[0], 4), np.uint8)
+    h, w = size[1], size[0]
+    a[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = [*color, 255]
+    return Image.fromarray(a)
+
+
+def pose(i: int) -> list:
+    m = np.eye(4)
+    m[:3, 3] = [0.0, 0.0, 3.0 + 0.01 * i]
+    return m.tolist()
+
+
+def make_mad(root: Path, *, n_train=4, n_test=None, size=(8, 8), file_paths=None,
+             test_poses=False) -> Path:
+    """A tiny MAD-Sim class; train image i has red channel 10 * i so frames can be matched,
+    test image k has red channel k. ``test_poses`` also writes ``test_poses.json``."""
+    n_test = n_test or {"good": 3, "Burrs": 2, "Missing": 1, "Stains": 12}
+    (root / "train" / "good").mkdir(parents=True)
+    for i in range(n_train):
+        rgba(10 * i, size).save(root / "train" / "good" / f"{i}.png")
+    fps = file_paths or [f"train/good/{i}.png" for i in range(n_train)]
+    frames = [{"file_path": fp, "transform_matrix": pose(i)} for i, fp in enumerate(fps)]
+    (root / "transforms.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": frames}))
+    poses = {}
+    for t, n in n_test.items():
+        (root / "test" / t).mkdir(parents=True)
+        if t != "good":
+            (root / "ground_truth" / t).mkdir(parents=True)
+        for k in range(1, n + 1):
+            rgba(k, size).save(root / "test" / t / f"{k}.png")
+            poses[f"test/{t}/{k}.png"] = pose(100 + k)
+            if t != "good":
+                m = np.zeros((size[1], size[0]), np.uint8)
+                m[:2, : min(k, size[0])] = 255
+                Image.fromarray(m).save(root / "ground_truth" / t / f"{k}_mask.png")
+    if test_poses:
+        (root / "test_poses.json").write_text(json.dumps({"camera_angle_x": 0.7, "poses": poses}))
+    return root
+
+
+def make_blender(root: Path, *, split="train", n=3, size=(8, 8), file_paths=None,
+                 json_name=None) -> Path:
+    """A tiny Blender/NeRF folder: ``<split>/r_<i>.png`` and ``transforms_<split>.json``."""
+    (root / split).mkdir(parents=True)
+    fps = file_paths or [f"./{split}/r_{i}" for i in range(n)]
+    for i, fp in enumerate(fps):
+        name = Path(fp).name if Path(fp).suffix else Path(fp).name + ".png"
+        rgba(10 * i, size).save(root / split / name)
+    frames = [{"file_path": fp, "transform_matrix": pose(i)} for i, fp in enumerate(fps)]
+    name = json_name or f"transforms_{split}.json"
+    (root / name).write_text(json.dumps({"camera_angle_x": 0.7, "frames": frames}))
+    return root
+
+
+def tree_state(root: Path) -> dict:
+    """Every path under ``root`` with (is folder, mtime ns, size, bytes of files)."""
+    return {str(p.relative_to(root)): (p.is_dir(), p.stat().st_mtime_ns, p.stat().st_size,
+                                       None if p.is_dir() else p.read_bytes())
+            for p in sorted(root.rglob("*"))}
+
+
+def raises(exc, fn, *names) -> str:
+    """Call ``fn``, expect ``exc``; every one of ``names`` must appear in the message."""
+    import pytest
+
+    with pytest.raises(exc) as info:
+        fn()
+    msg = str(info.value)
+    for n in names:
+        assert str(n) in msg, msg
+    return msg
