@@ -102,7 +102,11 @@ def run_classes(
     ``out_dir/<name>/report.json`` at once, and a class whose file exists is read back
     instead of evaluated (resume). Process index and count default to JAX's. Returns
     ``{name: report}`` for all ``classes`` in their order, on every process.
-    ``on_class(name, "done" | "resumed")`` reports progress."""
+    ``on_class(name, "done" | "resumed")`` reports progress.
+
+    Index and count may also be given without :func:`jax.distributed.initialize` (e.g.
+    the tasks of a job array sharing a folder): each returns its own share only, and a
+    final single-process run over the same folder gathers them by resuming."""
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
     if len(set(classes)) != len(classes):
@@ -120,7 +124,7 @@ def run_classes(
         if on_class is not None:
             on_class(name, state)
     merged = gather_reports(mine)
-    return {name: merged[name] for name in classes}
+    return {name: merged[name] for name in classes if name in merged}
 
 
 def parallel_info(devices: int, queries: int, seconds: float) -> dict[str, Any]:
