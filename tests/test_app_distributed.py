@@ -14,6 +14,7 @@ import pytest
 
 from scenes import random_scene
 from splatjax import camera_from_blender, look_at_c2w, render, stack_cameras
+from splatjax.errors import ConfigError
 from splatjax.app.distributed import gather_reports, initialize_distributed, parallel_info, process_share, run_classes
 from splatjax.files import read_json, write_json
 from splatjax.sharding import ParallelConfig, shard_over_queries
@@ -132,3 +133,19 @@ def test_two_processes_gather_the_single_process_report(tmp_path):
     # the per-class reports on disk let a rerun (any process count) resume without evaluating
     resumed = run_classes(CLASSES, lambda name: pytest.fail(f"{name} evaluated again"), tmp_path / "multi")
     assert resumed == single
+
+
+def test_failed_join_is_a_config_error(monkeypatch):
+    for var in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_MCA_orte_hnp_uri", "PMI_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError) as e:  # no cluster to detect here (or JAX already running)
+        initialize_distributed(ParallelConfig(distributed=True))
+    assert e.value.option == "distributed"
+
+
+def test_unreachable_coordinator_is_a_config_error():
+    config = ParallelConfig(coordinator_address=f"127.0.0.1:{_free_port()}", num_processes=2, process_id=1,
+                            initialization_timeout=1)
+    with pytest.raises(ConfigError, match="nothing answers") as e:
+        initialize_distributed(config)
+    assert e.value.option == "coordinator_address"

@@ -16,6 +16,7 @@ polling for files, no clock or timeout to choose); the payload is a few kilobyte
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,23 @@ __all__ = ["initialize_distributed", "process_share", "gather_reports", "run_cla
 REPORT = "report.json"
 
 
+def _wait_for_coordinator(address: str, timeout: float) -> None:
+    """Raise :class:`ConfigError` unless ``host:port`` accepts a TCP connection within
+    ``timeout`` seconds (JAX aborts the whole process when its own join times out)."""
+    host, port = address.rsplit(":", 1)
+    host = host.strip("[]")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(5.0, timeout)):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise ConfigError("coordinator_address", f"nothing answers at {address} after {timeout:g} s ({e}); "
+                                  "start process 0 there first, or fix the address", owner="ParallelConfig") from e
+            time.sleep(0.5)
+
+
 def initialize_distributed(config: ParallelConfig) -> tuple[int, int]:
     """Join the multi-process job ``config`` asks for and return (process index, process
     count); a no-op giving (0, 1) for a single process, and for a job already joined.
@@ -45,11 +63,16 @@ def initialize_distributed(config: ParallelConfig) -> tuple[int, int]:
         if config.coordinator_address is not None:
             kw = dict(coordinator_address=config.coordinator_address, num_processes=config.num_processes,
                       process_id=config.process_id)
+        if kw and config.process_id != 0:
+            _wait_for_coordinator(config.coordinator_address, config.initialization_timeout)
         try:
             jax.distributed.initialize(**kw, initialization_timeout=config.initialization_timeout)
         except (RuntimeError, ValueError) as e:  # unreachable coordinator, no cluster detected, ...
-            option = "coordinator_address" if kw else "distributed"
-            raise ConfigError(option, f"could not join the multi-process job: {e}", owner="ParallelConfig") from e
+            hint = ("is process 0 running with the same address?" if kw else
+                    "outside a cluster JAX can detect (SLURM, Open MPI, Kubernetes, TPU) give coordinator_address, "
+                    "num_processes and process_id")
+            raise ConfigError("coordinator_address" if kw else "distributed",
+                              f"could not join the multi-process job ({e}); {hint}", owner="ParallelConfig") from e
     return jax.process_index(), jax.process_count()
 
 
