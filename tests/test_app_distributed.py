@@ -1,6 +1,6 @@
 """splatjax.app.distributed: shares, resume, and two local processes joined with
-jax.distributed on 127.0.0.1 (CPU, gloo collectives) whose gathered report equals a
-single-process run."""
+jax.distributed on 127.0.0.1 (CPU, gloo collectives; two forced devices each, the
+queries sharded over them) whose gathered report equals a single-process run."""
 
 import json
 import socket
@@ -112,7 +112,7 @@ def _free_port() -> int:
 def test_two_processes_gather_the_single_process_report(tmp_path):
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i), str(tmp_path / "multi")],
-                              cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              cwd=ROOT, env=subprocess_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     outs = []
     try:
