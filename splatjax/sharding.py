@@ -1,0 +1,190 @@
+"""Queries sharded over the local devices: a 1-D device mesh over the query axis.
+
+A stage that is already vmapped over a leading query axis (batched fine pose, rendering a
+camera stack, anomaly maps) runs under :func:`jax.shard_map` on a mesh of the local
+devices: each device gets an equal slice of the queries and runs the vmapped function on
+it, with its own FFI rasterizer launches; arguments without a query axis (the Gaussians)
+are replicated. The batch is padded with copies of its last query to a multiple of the
+device count, and the padding is stripped from the results, so a query's result does not
+depend on how many devices there are (the rasterizer renders each camera of a stack
+exactly as a single-camera call).
+
+Processes (hosts) are the application's business (:mod:`splatjax.app.distributed`): each
+process shards its own share of the work over its own devices; :class:`ParallelConfig`
+holds the options of both layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+
+from .errors import ConfigError
+
+__all__ = ["ParallelConfig", "query_mesh", "shard_over_queries", "padded_batch"]
+
+#: Name of the mesh axis the queries are sharded over.
+QUERY_AXIS = "queries"
+
+
+def _positive_or_none(owner: str, name: str, value: Any, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(name, f"must be an integer or None (got {value!r})", owner=owner)
+    if value < minimum:
+        raise ConfigError(name, f"must be >= {minimum} (got {value})", owner=owner)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+    """Devices and processes of an evaluation.
+
+    ``devices`` local devices shard the queries (None: all of this process's devices).
+    Several processes (hosts) join through :func:`jax.distributed.initialize`: give
+    ``coordinator_address`` ("host:port" of process 0), ``num_processes`` and
+    ``process_id`` explicitly, or set ``distributed`` alone to let JAX detect them on a
+    cluster (SLURM, Open MPI, Kubernetes, TPU pods). Neither: one process.
+    """
+
+    devices: int | None = dataclasses.field(
+        default=None, metadata={"help": "local devices to shard the queries over (none: all of them)"})
+    per_device_batch: int | None = dataclasses.field(
+        default=None, metadata={"help": "queries per device per launch (none: all of a device's share at once)"})
+    distributed: bool = dataclasses.field(
+        default=False, metadata={"help": "join a multi-process job; without --coordinator-address the "
+                                         "coordinator, process count and id are detected from the cluster"})
+    coordinator_address: str | None = dataclasses.field(
+        default=None, metadata={"help": "host:port of process 0 of a multi-process job"})
+    num_processes: int | None = dataclasses.field(
+        default=None, metadata={"help": "number of processes of a multi-process job"})
+    process_id: int | None = dataclasses.field(
+        default=None, metadata={"help": "this process's index in a multi-process job, 0 .. num-processes - 1"})
+    initialization_timeout: int = 300  # seconds to wait for every process to join
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        _positive_or_none(owner, "devices", self.devices, 1)
+        _positive_or_none(owner, "per_device_batch", self.per_device_batch, 1)
+        _positive_or_none(owner, "num_processes", self.num_processes, 1)
+        _positive_or_none(owner, "process_id", self.process_id, 0)
+        _positive_or_none(owner, "initialization_timeout", self.initialization_timeout, 1)
+        if self.coordinator_address is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}|\[[0-9a-fA-F:.]+\]:\d{1,5}",
+                                                                     self.coordinator_address):
+            raise ConfigError("coordinator_address", f"must be host:port (got {self.coordinator_address!r})",
+                              owner=owner)
+        explicit = {"coordinator_address": self.coordinator_address, "num_processes": self.num_processes,
+                    "process_id": self.process_id}
+        given = [k for k, v in explicit.items() if v is not None]
+        if given and len(given) < 3:
+            missing = next(k for k in explicit if k not in given)
+            raise ConfigError(missing, f"is needed with {', '.join(given)} (give all three of coordinator_address, "
+                                       "num_processes and process_id, or set distributed alone to detect "
+                                       "them on a cluster)", owner=owner)
+        if given and self.process_id >= self.num_processes:
+            raise ConfigError("process_id", f"must be < num_processes = {self.num_processes} "
+                                            f"(got {self.process_id})", owner=owner)
+
+    @property
+    def multi_process(self) -> bool:
+        """Whether this configuration asks for :func:`jax.distributed.initialize`."""
+        if self.num_processes is not None:
+            return self.num_processes > 1
+        return self.distributed
+
+
+def query_mesh(devices: int | None = None) -> Mesh:
+    """A 1-D mesh (axis ``"queries"``) over the first ``devices`` of this process's local
+    devices (None: all). More devices than there are raises :class:`ConfigError`."""
+    local = jax.local_devices()
+    n = len(local) if devices is None else int(devices)
+    if n < 1 or n > len(local):
+        hint = (" (CPU: set XLA_FLAGS=--xla_force_host_platform_device_count=N before starting Python "
+                "to split the host into N devices)") if local[0].platform == "cpu" else ""
+        raise ConfigError("devices", f"must be between 1 and the {len(local)} local "
+                                     f"{local[0].platform} device(s) (got {n}){hint}", owner="ParallelConfig")
+    return Mesh(np.array(local[:n]), (QUERY_AXIS,))
+
+
+def padded_batch(n_queries: int, n_devices: int, per_device_batch: int | None = None) -> tuple[int, int]:
+    """(per-device batch, number of launches) for ``n_queries`` over ``n_devices``: every
+    launch holds ``per_device_batch * n_devices`` queries (the last one padded), None
+    meaning one launch with ``ceil(n_queries / n_devices)`` queries per device."""
+    if n_queries < 1 or n_devices < 1:
+        raise ValueError(f"need at least one query and one device (got {n_queries}, {n_devices})")
+    per = -(-n_queries // n_devices) if per_device_batch is None else min(int(per_device_batch),
+                                                                         -(-n_queries // n_devices))
+    return per, -(-n_queries // (per * n_devices))
+
+
+def _shard_map(fn, mesh, in_specs, out_specs):
+    # check_vma is off: the body has no collectives, and the engine's custom_vjp rules
+    # (losses, rasterizer) are not typed for varying manual axes
+    if hasattr(jax, "shard_map"):  # jax >= 0.7, including 0.10 and 0.11
+        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    from jax.experimental.shard_map import shard_map  # older jax
+
+    return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _sharded(fn: Callable, mesh: Mesh, in_axes: tuple) -> Callable:
+    specs = tuple(PartitionSpec(QUERY_AXIS) if a == 0 else PartitionSpec() for a in in_axes)
+    return jax.jit(_shard_map(fn, mesh, specs, PartitionSpec(QUERY_AXIS)))
+
+
+def _batch_size(args: Sequence[Any], in_axes: tuple) -> int:
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None
+             for a, ax in zip(args, in_axes) if ax == 0 for leaf in jax.tree_util.tree_leaves(a)}
+    if not sizes:
+        raise ValueError("shard_over_queries: no argument has a query axis (in_axes are all None)")
+    if None in sizes or len(sizes) != 1:
+        raise ValueError(f"shard_over_queries: the query-axis arguments disagree on the batch size: {sizes}")
+    return sizes.pop()
+
+
+def shard_over_queries(
+    fn: Callable,
+    *args: Any,
+    in_axes: int | None | Sequence[int | None] = 0,
+    mesh: Mesh | None = None,
+    config: ParallelConfig | None = None,
+) -> Any:
+    """``fn(*args)`` with the leading query axis sharded over a device mesh.
+
+    ``fn`` maps a batch to a batch: every output leaf has the leading query axis of the
+    inputs (e.g. ``jax.vmap`` of a per-query refinement, rendering or map). ``in_axes``
+    (0 or None, per argument or one for all) marks the arguments with a query axis (0,
+    split over the devices) and those replicated on every device (None: Gaussians,
+    options). ``mesh`` defaults to :func:`query_mesh` of ``config.devices``. Queries are
+    padded with copies of the last one to ``per_device_batch * devices`` per launch (see
+    :func:`padded_batch`) and the padding is dropped, so the result equals ``fn(*args)``
+    on one device, query by query. Reuse the same ``fn`` object to reuse its compiled
+    program.
+    """
+    config = config or ParallelConfig()
+    mesh = mesh if mesh is not None else query_mesh(config.devices)
+    axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+    if len(axes) != len(args) or any(a not in (0, None) for a in axes):
+        raise ValueError(f"shard_over_queries: in_axes must be 0 or None per argument, got {in_axes!r} "
+                         f"for {len(args)} arguments")
+    b = _batch_size(args, axes)
+    per, launches = padded_batch(b, mesh.size, config.per_device_batch)
+    run = _sharded(fn, mesh, axes)
+    size = per * mesh.size
+    outs = []
+    for k in range(launches):
+        idx = np.minimum(np.arange(k * size, (k + 1) * size), b - 1)  # pad with the last query
+        chunk = [jax.tree_util.tree_map(lambda x: x[idx], a) if ax == 0 else a for a, ax in zip(args, axes)]
+        outs.append(run(*chunk))
+    if launches == 1:
+        return jax.tree_util.tree_map(lambda x: x[:b], outs[0])
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:b], *outs)
