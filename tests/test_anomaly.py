@@ -234,3 +234,46 @@ def test_chunking_gives_the_same_maps():
     parts = np.asarray(anomaly_maps(r, q, ext, size=64, chunk=2))
     assert parts.shape == (5, 64, 64)
     np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- stage, config, calibration
+
+
+def test_compute_maps_is_the_map_stage():
+    from splatjax.anomaly import MapConfig, compute_maps
+
+    rng = np.random.default_rng(6)
+    r = rng.random((3, 48, 48, 3)).astype(np.float32)
+    q = r.copy()
+    q[1, 10:20, 10:20] = (0.1, 0.9, 0.1)
+    config = MapConfig(features="weights-free", map_size=64, map_sigma=2.0)
+    out = compute_maps(r, q, config)
+    ref = np.asarray(anomaly_maps(r, q, WeightsFreeFeatures(), size=64, sigma=2.0))
+    np.testing.assert_allclose(out.maps, ref, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(out.scores, ref.reshape(3, -1).max(1), rtol=1e-6)
+    assert out.features == "weights-free" and int(np.argmax(out.scores)) == 1
+    p99 = compute_maps(r, q, MapConfig(features="weights-free", map_size=64, map_sigma=2.0, score="p99"))
+    np.testing.assert_allclose(p99.scores, np.percentile(ref.reshape(3, -1), 99, axis=1), rtol=1e-5)
+
+
+def test_map_config_validates_and_names_the_field():
+    from splatjax.anomaly import MapConfig
+    from splatjax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"MapConfig.map_size: must be an integer >= 1 \(got 0\)"):
+        MapConfig(map_size=0)
+    for bad in (dict(features="vgg"), dict(score="mean"), dict(map_sigma=-1.0), dict(threshold_factor=0.0),
+                dict(calibration_views=0)):
+        with pytest.raises(ConfigError):
+            MapConfig(**bad)
+    hash(MapConfig())
+
+
+def test_calibrate_puts_the_threshold_mid_scale():
+    from splatjax.anomaly import MapConfig, calibrate
+
+    cal = calibrate([0.2, 0.5, 0.3], MapConfig(threshold_factor=1.5), "weights-free")
+    assert cal.threshold == pytest.approx(0.75) and (cal.vmin, cal.vmax) == (0.0, pytest.approx(1.5))
+    assert cal.views == 3 and cal.train_score_median == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        calibrate([], MapConfig(), "weights-free")
