@@ -17,6 +17,7 @@ from torch_nets import effnet, effnet_file, no_hub  # noqa: E402,F401
 
 from splatjax.anomaly.weights import EFFICIENTNET_ENV, WeightsError  # noqa: E402
 from splatjax.anomaly import features as F  # noqa: E402
+from splatjax.errors import ConfigError  # noqa: E402
 
 
 def _images(key, b=2, h=224, w=224):
@@ -80,7 +81,7 @@ def test_make_feature_extractor_choices(no_hub, effnet_file, monkeypatch):
     assert "WEIGHTS-FREE" in log[0] and "--efficientnet-weights" in log[0] and EFFICIENTNET_ENV in log[0]
     with pytest.raises(WeightsError, match="EfficientNet features requested but no EfficientNet-b4 weights"):
         F.make_feature_extractor("efficientnet", log=log.append)
-    with pytest.raises(ValueError, match="unknown feature extractor"):
+    with pytest.raises(ConfigError, match="features"):
         F.make_feature_extractor("resnet")
     monkeypatch.setenv(EFFICIENTNET_ENV, str(effnet_file))
     ext3 = F.make_feature_extractor("auto", log=log.append, device="cpu")

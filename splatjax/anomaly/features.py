@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ..errors import ConfigError
 from ..image import grey, resize, ssim_map
 from .weights import WeightsError, efficientnet_guidance, find_efficientnet_weights, load_efficientnet_b4
 
@@ -324,7 +325,7 @@ def _announce_once(message: str, log: Callable[[str], object] | None) -> None:
 def make_feature_extractor(
     kind: str = "auto",
     weights: str | os.PathLike | None = None,
-    log: Callable[[str], object] | None = print,
+    log: Callable[[str], object] | None = None,
     *,
     device=None,
 ) -> FeatureExtractor:
@@ -333,7 +334,7 @@ def make_feature_extractor(
     ``kind``: "auto" (EfficientNet-b4 when its weights are found: ``weights`` >
     ``$SPLATJAX_EFFICIENTNET_WEIGHTS`` > torch hub cache, else weights-free),
     "efficientnet" (weights required; :class:`WeightsError` with guidance otherwise) or
-    "weights-free". The choice is logged once per process through ``log`` (None: silent).
+    "weights-free". The choice is said once per process through ``log`` (default None: silent).
     """
     kind = kind.lower().replace("_", "-")
     if kind in ("weights-free", "weightsfree", "none"):
@@ -341,7 +342,8 @@ def make_feature_extractor(
         _announce_once(f"[splatjax] anomaly features: {ext.description} (requested).", log)
         return ext
     if kind not in ("auto", "efficientnet", "efficientnet-b4"):
-        raise ValueError(f"unknown feature extractor {kind!r}: use 'auto', 'efficientnet' or 'weights-free'")
+        raise ConfigError("features", f"must be 'auto', 'efficientnet' or 'weights-free' (got {kind!r})",
+                          owner="MapConfig")
     try:
         path = find_efficientnet_weights(weights)
         reason = None if path is not None else "no EfficientNet-b4 weights file was found"
