@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-resolution", type=int, default=200)
     ap.add_argument("--resolution", type=int, default=400, help="query / refinement image width (default 400)")
     ap.add_argument("--queries", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=pose.FINE_STEPS)
+    ap.add_argument("--steps", type=int, default=pose.PoseConfig().steps)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--coarse", choices=("render", "loftr", "auto"), default="render")
     ap.add_argument("--coarse-resolution", type=int, default=64)

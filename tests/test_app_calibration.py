@@ -36,7 +36,7 @@ def test_calibration_is_stored_reused_and_refreshed(tmp_path, monkeypatch):
                                           replace(FAST_MAP, map_sigma=2.0), **args)
     assert other.map_sigma == 2.0 and other.threshold != cal.threshold
     stored = json.loads((run / calibration.CALIBRATION_FILE).read_text())
-    assert len(stored) == 2  # one entry per setting
+    assert {k.split("/")[2] for k in stored} >= {"sigma4", "sigma2"}  # one entry per setting
     st = os.stat(run / "model.ply")
     os.utime(run / "model.ply", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "refitted"
     with monkeypatch.context() as m:

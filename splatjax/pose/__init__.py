@@ -35,7 +35,7 @@ from .cameras import (
     sphere_cameras,
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
-from .config import FINE_STEPS, PoseConfig
+from .config import PoseConfig
 from .fine import fine_lr_schedule, init_screw, moved_camera, refine_pose, refine_poses, screw_motion
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "index_cameras",
     "sphere_cameras",
     "inplane_rotations",
-    "FINE_STEPS",
 ]
 
 Progress = Callable[[str, int, int], object]

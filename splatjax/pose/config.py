@@ -11,7 +11,7 @@ from dataclasses import field
 
 from ..errors import ConfigError
 
-__all__ = ["PoseConfig", "FINE_STEPS"]
+__all__ = ["PoseConfig"]
 
 FINE_STEPS = 175
 
