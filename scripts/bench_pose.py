@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,9 +74,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.model:
-        from splatjax.app.pipeline import _resolve_model, load_cameras
+        from splatjax.app.runs import load_cameras, resolve_model
 
-        ply = _resolve_model(args.model)
+        ply = resolve_model(args.model)
         g = sj.load_ply(ply)
         info = load_cameras(ply.parent)
         if info is None:
@@ -96,8 +98,8 @@ def main(argv=None) -> int:
     backend = args.backend
 
     # one by one
-    one = lambda i: pose.refine_pose(g, pose.index_cameras(starts, i), queries[i], key=keys[i], steps=args.steps,
-                                     backend=backend)
+    config = pose.PoseConfig(steps=args.steps, backend=backend)
+    one = lambda i: pose.refine_pose(g, pose.index_cameras(starts, i), queries[i], config, key=keys[i])
     jax.block_until_ready(one(0))
     t0, c0 = time.perf_counter(), time.process_time()
     # one query at a time, as the reference does: each result is waited for before the next
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
     print(f"{g.num} Gaussians, {cams.width}x{cams.height}, {q} queries x {args.steps} steps, backend {backend}")
     print(f"one by one: {t_one:.3f} s / query (process CPU {c_one:.3f} s / query)")
     for bs in args.batch_sizes:
-        run = lambda: pose.refine_poses(g, starts, queries, key=key, steps=args.steps, batch_size=bs, backend=backend)
+        run = lambda: pose.refine_poses(g, starts, queries, replace(config, batch_size=bs), key=key)
         jax.block_until_ready(run())
         t0, c0 = time.perf_counter(), time.process_time()
         cams_b, _ = run()

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-resolution", type=int, default=200)
     ap.add_argument("--resolution", type=int, default=400, help="query / refinement image width (default 400)")
     ap.add_argument("--queries", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=pose.FINE_STEPS)
+    ap.add_argument("--steps", type=int, default=pose.PoseConfig().steps)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--coarse", choices=("render", "loftr", "auto"), default="render")
     ap.add_argument("--coarse-resolution", type=int, default=64)
@@ -69,9 +69,9 @@ def main(argv=None) -> int:
         run_fit(data, args.fit_out, cfg)
         ply = Path(args.fit_out) / "model.ply"
     else:
-        from splatjax.app.pipeline import _resolve_model
+        from splatjax.app.runs import resolve_model
 
-        ply = _resolve_model(args.model)
+        ply = resolve_model(args.model)
     g = sj.load_ply(ply)
     train = load_blender(data, "train", args.resolution)
     val = load_blender(data, "val", args.resolution)
@@ -81,10 +81,12 @@ def main(argv=None) -> int:
     print(f"model {ply}: {g.num} Gaussians; {len(qidx)} val queries at {val.width}x{val.height}; "
           f"{len(train)} training cameras as coarse candidates", flush=True)
 
-    est = pose.estimate_poses(g, queries, train.cameras, key=jax.random.key(args.seed), coarse=args.coarse,
-                              candidate_images=train.images, coarse_resolution=args.coarse_resolution,
-                              steps=args.steps, batch_size=args.batch_size, exact_exp=args.exact_exp,
-                              backend=args.backend, progress=True)
+    from splatjax.app.runs import log_stderr, progress_bars
+
+    config = pose.PoseConfig(coarse=args.coarse, coarse_resolution=args.coarse_resolution, steps=args.steps,
+                             batch_size=args.batch_size, exact_exp=args.exact_exp, backend=args.backend)
+    est = pose.estimate_poses(g, queries, train.cameras, config, key=jax.random.key(args.seed),
+                              candidate_images=train.images, progress=progress_bars(), log=log_stderr)
     e0 = pose_errors(est.coarse_c2w, true_c2w)
     e1 = pose_errors(est.c2w, true_c2w)
     better = (e1["rotation_rad"] < e0["rotation_rad"]) & (e1["translation"] < e0["translation"])

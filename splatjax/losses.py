@@ -3,7 +3,7 @@
 SSIM is dm-pix's (11 x 11 Gaussian window, sigma 1.5, 'valid' filtering) with one change of
 implementation, not of value: the separable Gaussian blur is passed to ``dm_pix.ssim`` as
 ``filter_fn`` and runs as two single-channel 2-D convolutions over the image planes
-(:func:`gaussian_blur`), about 2x faster on XLA:CPU than dm-pix's default (a vmapped 1-D
+(:func:`splatjax.image.gaussian_blur`), about 2x faster on XLA:CPU than dm-pix's default (a vmapped 1-D
 ``jnp.convolve`` per row), with the same taps; ``tests/test_losses.py`` checks it against
 dm-pix's default filter, value and gradient.
 
@@ -22,40 +22,13 @@ import functools
 import dm_pix
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.custom_batching import sequential_vmap
 from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
-__all__ = ["ssim", "l1", "photometric_loss", "psnr", "gaussian_blur"]
+from .image import SSIM_FILTER_SIGMA, SSIM_FILTER_SIZE, gaussian_blur
 
-SSIM_FILTER_SIZE = 11
-SSIM_FILTER_SIGMA = 1.5
-
-
-def _gaussian_taps(size: int = SSIM_FILTER_SIZE, sigma: float = SSIM_FILTER_SIGMA) -> np.ndarray:
-    """dm-pix's 1-D Gaussian taps (normalised to sum 1)."""
-    half = size // 2
-    shift = (2 * half - size + 1) / 2
-    f = np.exp(-0.5 * ((np.arange(size) - half + shift) / sigma) ** 2)
-    return (f / f.sum()).astype(np.float32)
-
-
-def gaussian_blur(z: Float[Array, "*b H W C"]) -> Float[Array, "*b H-10 W-10 C"]:
-    """The 11-tap, sigma-1.5 separable Gaussian blur of SSIM, 'valid' (no padding), over the
-    H and W axes of every channel: the same filter as dm-pix's default ``filter_fn``."""
-    taps = jnp.asarray(_gaussian_taps(), z.dtype)
-    k = taps.shape[0]
-    shape = z.shape
-    planes = jnp.moveaxis(z, -1, -3).reshape((-1, 1) + shape[-3:-1])  # [n, 1, H, W]
-    dn = ("NCHW", "OIHW", "NCHW")
-    conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1), padding="VALID",
-                             dimension_numbers=dn, precision=jax.lax.Precision.HIGHEST)
-    out = conv(planes, taps.reshape(1, 1, 1, k))
-    out = conv(out, taps.reshape(1, 1, k, 1))
-    out = out.reshape(shape[:-3] + (shape[-1],) + out.shape[-2:])
-    return jnp.moveaxis(out, -3, -1)
-
+__all__ = ["ssim", "l1", "photometric_loss", "psnr"]
 
 def ssim(a: Float[Array, "H W 3"], b: Float[Array, "H W 3"]) -> Float[Array, ""]:
     """Mean SSIM with an 11 x 11 Gaussian window, sigma 1.5 (dm-pix), images in [0, 1]."""
@@ -64,6 +37,7 @@ def ssim(a: Float[Array, "H W 3"], b: Float[Array, "H W 3"]) -> Float[Array, ""]
 
 
 def l1(a: Float[Array, "H W 3"], b: Float[Array, "H W 3"]) -> Float[Array, ""]:
+    """Mean absolute difference."""
     return jnp.mean(jnp.abs(a - b))
 
 

@@ -11,6 +11,7 @@ floor rotation errors at ~3e-4 rad, above the errors the paper reports).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,6 +21,9 @@ from scipy.spatial.transform import Rotation
 from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = [
+    "DetectionMetrics",
+    "evaluate_detection",
+    "resize_masks",
     "auroc",
     "pixel_auroc",
     "roc_curve_points",
@@ -288,3 +292,50 @@ def summarize_pose_errors(errors: Mapping[str, ArrayLike]) -> dict[str, dict[str
             raise ValueError(f"summarize_pose_errors: {key!r} holds no poses")
         out[key] = {"median": float(np.median(v)), "mean": float(np.mean(v))}
     return out
+
+
+# --------------------------------------------------------------------------- the metrics stage
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionMetrics:
+    """Image AUROC, pixel AUROC and AUPRO of one test set; None where a metric is
+    undefined (e.g. only normal or only defective images)."""
+
+    image_auroc: float | None
+    pixel_auroc: float | None
+    aupro: float | None
+
+
+def resize_masks(masks: Shaped[ArrayLike, "N H W"], size: int) -> Bool[np.ndarray, "N size size"]:
+    """Masks resized to ``size x size`` by nearest neighbour (Pillow NEAREST), as bool."""
+    from PIL import Image
+
+    m = np.asarray(masks).astype(bool)
+    if m.shape[1:] == (size, size):
+        return m
+    return np.stack([np.asarray(Image.fromarray(x.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 0
+                     for x in m])
+
+
+def _undefined_is_none(fn, *args) -> float | None:
+    try:
+        return float(fn(*args))
+    except ValueError:
+        return None
+
+
+def evaluate_detection(
+    scores: Float[ArrayLike, " N"],
+    maps: Float[ArrayLike, "N S S"],
+    labels: Shaped[ArrayLike, " N"],
+    masks: Shaped[ArrayLike, "N H W"],
+) -> DetectionMetrics:
+    """The metrics stage: image AUROC of ``scores`` against ``labels`` (1 = defective),
+    pixel AUROC and AUPRO of the square ``maps`` against ``masks`` resized (nearest) to
+    the map size. Undefined metrics are None."""
+    maps = np.asarray(maps)
+    masks = resize_masks(masks, maps.shape[-1])
+    return DetectionMetrics(image_auroc=_undefined_is_none(auroc, scores, labels),
+                            pixel_auroc=_undefined_is_none(pixel_auroc, maps, masks),
+                            aupro=_undefined_is_none(aupro, maps, masks))

@@ -1,4 +1,4 @@
-"""Anomaly maps: Gaussian smoothing vs scipy, the reference map formula, localisation by
+"""Anomaly maps: the reference map formula, localisation by
 both extractors, weights-free quality on synthetic defects, overlays."""
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from splatjax.anomaly.features import (
     IMAGENET_STD,
     FeatureExtractor,
     WeightsFreeFeatures,
-    gaussian_filter,
-    ssim_map,
     tolerant_difference,
 )
 
@@ -90,27 +88,6 @@ def _pair(seed: int, defect: str | None, size: int = 224):
 
 
 # --------------------------------------------------------------------------- smoothing
-
-
-@pytest.mark.parametrize("shape,sigma", [((2, 50, 61), 4.0), ((40, 33), 1.5), ((1, 9, 12), 4.0)])
-def test_gaussian_filter_equals_scipy(shape, sigma):
-    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    ours = np.asarray(gaussian_filter(jnp.asarray(x), sigma))
-    axes = (len(shape) - 2, len(shape) - 1)
-    ref = scipy.ndimage.gaussian_filter(x.astype(np.float64), sigma, axes=axes)
-    np.testing.assert_allclose(ours, ref, atol=2e-6, rtol=1e-5)
-
-
-def test_ssim_map_of_identical_images_is_one_and_matches_mean_ssim_inside():
-    import dm_pix
-
-    rng = np.random.default_rng(1)
-    a = rng.random((30, 30)).astype(np.float32)
-    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(ssim_map(jnp.asarray(a), jnp.asarray(a))), 1.0, atol=1e-5)
-    ours = np.asarray(ssim_map(jnp.asarray(a), jnp.asarray(b)))
-    ref = np.asarray(dm_pix.ssim(a[..., None], b[..., None], return_map=True))[..., 0]  # valid part
-    np.testing.assert_allclose(ours[5:-5, 5:-5], ref, atol=1e-4)
 
 
 def test_tolerant_difference_ignores_small_shifts_but_not_new_colour():
@@ -257,3 +234,46 @@ def test_chunking_gives_the_same_maps():
     parts = np.asarray(anomaly_maps(r, q, ext, size=64, chunk=2))
     assert parts.shape == (5, 64, 64)
     np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- stage, config, calibration
+
+
+def test_compute_maps_is_the_map_stage():
+    from splatjax.anomaly import MapConfig, compute_maps
+
+    rng = np.random.default_rng(6)
+    r = rng.random((3, 48, 48, 3)).astype(np.float32)
+    q = r.copy()
+    q[1, 10:20, 10:20] = (0.1, 0.9, 0.1)
+    config = MapConfig(features="weights-free", map_size=64, map_sigma=2.0)
+    out = compute_maps(r, q, config)
+    ref = np.asarray(anomaly_maps(r, q, WeightsFreeFeatures(), size=64, sigma=2.0))
+    np.testing.assert_allclose(out.maps, ref, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(out.scores, ref.reshape(3, -1).max(1), rtol=1e-6)
+    assert out.features == "weights-free" and int(np.argmax(out.scores)) == 1
+    p99 = compute_maps(r, q, MapConfig(features="weights-free", map_size=64, map_sigma=2.0, score="p99"))
+    np.testing.assert_allclose(p99.scores, np.percentile(ref.reshape(3, -1), 99, axis=1), rtol=1e-5)
+
+
+def test_map_config_validates_and_names_the_field():
+    from splatjax.anomaly import MapConfig
+    from splatjax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"MapConfig.map_size: must be an integer >= 1 \(got 0\)"):
+        MapConfig(map_size=0)
+    for bad in (dict(features="vgg"), dict(score="mean"), dict(map_sigma=-1.0), dict(threshold_factor=0.0),
+                dict(calibration_views=0)):
+        with pytest.raises(ConfigError):
+            MapConfig(**bad)
+    hash(MapConfig())
+
+
+def test_calibrate_puts_the_threshold_mid_scale():
+    from splatjax.anomaly import MapConfig, calibrate
+
+    cal = calibrate([0.2, 0.5, 0.3], MapConfig(threshold_factor=1.5), "weights-free")
+    assert cal.threshold == pytest.approx(0.75) and (cal.vmin, cal.vmax) == (0.0, pytest.approx(1.5))
+    assert cal.views == 3 and cal.train_score_median == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        calibrate([], MapConfig(), "weights-free")

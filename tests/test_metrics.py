@@ -349,3 +349,24 @@ def test_summarize_pose_errors():
     assert s["rotation_rad"] == {"median": 0.5, "mean": 0.5}
     with pytest.raises(ValueError, match="no poses"):
         metrics.summarize_pose_errors({"translation": np.array([])})
+
+
+def test_evaluate_detection_resizes_masks_and_reports_undefined_as_none():
+    from splatjax.metrics import evaluate_detection, resize_masks
+
+    rng = np.random.default_rng(9)
+    maps = rng.random((4, 16, 16)).astype(np.float32)
+    masks = np.zeros((4, 8, 8), bool)
+    masks[1, 2:4, 2:4] = True
+    masks[3, 5:8, 0:2] = True
+    maps[1, 4:8, 4:8] += 2.0  # the defect of image 1 (nearest-resized to 16 x 16: rows and cols 4-7)
+    scores = maps.reshape(4, -1).max(1)
+    labels = np.array([0, 1, 0, 1])
+    m = evaluate_detection(scores, maps, labels, masks)
+    big = resize_masks(masks, 16)
+    assert big.shape == (4, 16, 16) and big[1, 4:8, 4:8].all() and big.sum() == 4 * masks.sum()
+    assert m.image_auroc == pytest.approx(metrics.auroc(scores, labels))
+    assert m.pixel_auroc == pytest.approx(metrics.pixel_auroc(maps, big))
+    assert m.aupro == pytest.approx(metrics.aupro(maps, big))
+    none = evaluate_detection(scores, maps, np.zeros(4), np.zeros((4, 8, 8), bool))
+    assert (none.image_auroc, none.pixel_auroc, none.aupro) == (None, None, None)

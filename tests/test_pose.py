@@ -8,7 +8,11 @@ import optax
 import pytest
 
 from splatjax import Gaussians, available_backends, render, se3, stack_cameras
+from dataclasses import replace
+
 from splatjax import pose
+from splatjax.errors import ConfigError
+from splatjax.pose import PoseConfig
 from splatjax.gaussians import rgb_to_sh0
 from splatjax.metrics import pose_errors
 
@@ -53,7 +57,7 @@ def test_lr_schedule_values_and_adam_steps():
     for i in (0, 1, 99, 174):  # the rate used after step i is 0.01 * 0.8^((i + 1) / 100)
         assert float(s(i + 1)) == pytest.approx(0.01 * 0.8 ** ((i + 1) / 100), rel=1e-6)
     # Adam's first moves are +-lr: the schedule is consumed one value per update
-    opt = pose._optimizer()
+    opt = pose.fine._optimizer()
     p = {"x": jnp.zeros(())}
     state = opt.init(p)
     moves = []
@@ -112,8 +116,8 @@ def test_refinement_recovers_true_pose(scene, exact_exp):
     true = pose.index_cameras(cams, 0)
     start = pose.moved_camera(true, perturbation(0), exact_exp=True)
     before = pose_errors(pose.camera_to_c2w(start), c2w[0])
-    cam, trace = pose.refine_pose(g, start, images[0], key=jax.random.key(0), steps=60,
-                                  exact_exp=exact_exp, backend="reference")
+    cam, trace = pose.refine_pose(g, start, images[0], PoseConfig(steps=60, exact_exp=exact_exp, backend="reference"),
+                                  key=jax.random.key(0))
     after = pose_errors(pose.camera_to_c2w(cam), c2w[0])
     assert trace.shape == (60,)
     assert float(trace[-1]) < 0.1 * float(trace[0])
@@ -136,12 +140,12 @@ def test_batched_equals_one_by_one(backend):
     queries = images[idx]
     key = jax.random.key(7)
     steps = 5
-    batched, traces = pose.refine_poses(g, starts, queries, key=key, steps=steps, batch_size=16, backend=backend)
-    chunked, traces_c = pose.refine_poses(g, starts, queries, key=key, steps=steps, batch_size=5, backend=backend)
+    config = PoseConfig(steps=steps, batch_size=16, backend=backend)
+    batched, traces = pose.refine_poses(g, starts, queries, config, key=key)
+    chunked, traces_c = pose.refine_poses(g, starts, queries, replace(config, batch_size=5), key=key)
     keys = jax.random.split(key, b)
     for i in range(b):
-        cam, tr = pose.refine_pose(g, pose.index_cameras(starts, i), queries[i], key=keys[i], steps=steps,
-                                   backend=backend)
+        cam, tr = pose.refine_pose(g, pose.index_cameras(starts, i), queries[i], config, key=keys[i])
         np.testing.assert_allclose(batched.R[i], cam.R, atol=1e-4)
         np.testing.assert_allclose(batched.t[i], cam.t, atol=1e-4)
         np.testing.assert_allclose(traces[i], tr, atol=1e-4)
@@ -190,8 +194,8 @@ def test_estimate_poses_render_path(scene):
     qcams = stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(30 + i, 0.03, 0.05),
                                                   exact_exp=True) for i in truth])
     queries = jax.vmap(lambda c: render(g, c, backend="reference")[0])(qcams)
-    est = pose.estimate_poses(g, queries, cams, key=jax.random.key(0), coarse="render", coarse_resolution=16,
-                              steps=25, batch_size=2, backend="auto")
+    config = PoseConfig(coarse="render", coarse_resolution=16, steps=25, batch_size=2)
+    est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0))
     np.testing.assert_array_equal(est.coarse_index, truth)
     assert est.method == "render" and est.loss_traces.shape == (2, 25)
     true_c2w = pose.camera_to_c2w(qcams)
@@ -204,7 +208,33 @@ def test_estimate_poses_render_path(scene):
 def test_bad_query_shape_is_a_clear_error(scene):
     g, cams, _, images = scene
     with pytest.raises(ValueError, match="query images are 16x16"):
-        pose.refine_pose(g, pose.index_cameras(cams, 0), images[0, :16, :16], key=jax.random.key(0), steps=2,
-                         backend="reference")
+        pose.refine_pose(g, pose.index_cameras(cams, 0), images[0, :16, :16], PoseConfig(steps=2, backend="reference"),
+                         key=jax.random.key(0))
     with pytest.raises(ValueError, match="coarse must be"):
         pose.resolve_coarse("sift")
+
+
+def test_pose_config_validates_and_names_the_field():
+    with pytest.raises(ConfigError, match=r"PoseConfig.steps: must be an integer >= 1 \(got 0\)") as err:
+        PoseConfig(steps=0)
+    assert err.value.flag == "--steps"
+    for bad in (dict(coarse="sift"), dict(batch_size=-3), dict(lr_decay=1.5), dict(backend="gpu"),
+                dict(sphere_views=-1), dict(lr=0.0)):
+        with pytest.raises(ConfigError):
+            PoseConfig(**bad)
+    hash(PoseConfig())  # frozen and hashable (static under jit)
+
+
+def test_lr_schedule_follows_the_config():
+    s = pose.fine_lr_schedule
+    assert float(s(0, lr_first=2e-3)) == pytest.approx(2e-3)
+    assert float(s(100, lr=0.1, lr_decay=0.5)) == pytest.approx(0.05, rel=1e-6)
+
+
+def test_candidate_cameras_add_sphere_views(scene):
+    _, cams, _, _ = scene
+    assert pose.candidate_cameras(cams, PoseConfig()).R.shape == (12, 3, 3)
+    more = pose.candidate_cameras(cams, PoseConfig(sphere_views=5))
+    assert more.R.shape == (17, 3, 3)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(more.center[12:]), axis=-1), 4.0, rtol=1e-5)
+    np.testing.assert_allclose(more.fx[12:], cams.fx[0], rtol=1e-5)

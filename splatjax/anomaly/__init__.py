@@ -9,20 +9,34 @@ smoothed with a Gaussian of sigma 4 px (scipy's kernel and "reflect" border); th
 score is the maximum of the map. With the weights-free extractor the map is the sum of
 its upsampled levels (no RGB term, see :class:`splatjax.features.WeightsFreeFeatures`),
 smoothed and scored the same way: same output contract, different (documented) values.
+
+Stages: :class:`MapConfig` holds the options; :func:`compute_maps` (renders, queries,
+config) -> :class:`Maps` (maps and image scores); :func:`calibrate` (maps of the
+training views rendered at their own poses) -> :class:`MapCalibration`, the fixed colour
+scale and threshold of one model, so that the same image always looks the same.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .features import IMAGENET_STD, FeatureExtractor, gaussian_filter, resize_images
+from ..image import gaussian_filter, resize
+from .calibration import MapCalibration, calibrate
+from .config import MapConfig
+from .features import IMAGENET_STD, FeatureExtractor, make_feature_extractor
 
 __all__ = [
-    "MAP_SIZE",
-    "MAP_SIGMA",
+    "MapConfig",
+    "Maps",
+    "MapCalibration",
+    "compute_maps",
+    "calibrate",
     "anomaly_map",
     "anomaly_maps",
     "image_scores",
@@ -89,8 +103,8 @@ def anomaly_maps(
 
 
 def _maps_chunk(renders: Array, queries: Array, extractor: FeatureExtractor, size: int, sigma: float) -> Array:
-    r = resize_images(renders, size)
-    q = resize_images(queries, size)
+    r = resize(renders, size, size)
+    q = resize(queries, size, size)
     levels = list(extractor.levels(r, q))
     base = rgb_term(r, q) if extractor.rgb_term else jnp.zeros(r.shape[:3], jnp.float32)
     total = _combine(base, levels)
@@ -111,10 +125,45 @@ def anomaly_map(
     )[0]
 
 
-def image_scores(maps: Float[ArrayLike, "B S S"]) -> Float[Array, " B"]:
-    """Image anomaly score = maximum of each map."""
+def image_scores(maps: Float[ArrayLike, "B S S"], score: str = "max") -> Float[Array, " B"]:
+    """Image anomaly score of each map: its maximum (``score="max"``, the paper) or its
+    99th percentile (``"p99"``, less sensitive to a single hot pixel)."""
     maps = jnp.asarray(maps)
-    return jnp.max(maps.reshape(maps.shape[0], -1), axis=1)
+    flat = maps.reshape(maps.shape[0], -1)
+    if score == "p99":
+        return jnp.percentile(flat, 99.0, axis=1)
+    return jnp.max(flat, axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Maps:
+    """Anomaly maps of B render/query pairs: ``maps`` [B, S, S] float32 (host),
+    ``scores`` [B] (:func:`image_scores` per ``MapConfig.score``), ``features`` (the
+    extractor's name, e.g. "weights-free")."""
+
+    maps: np.ndarray
+    scores: np.ndarray
+    features: str
+
+
+def compute_maps(
+    renders: Float[ArrayLike, "B H W 3"],
+    queries: Float[ArrayLike, "B H W 3"],
+    config: MapConfig = MapConfig(),
+    *,
+    extractor: FeatureExtractor | None = None,
+    log: Callable[[str], object] | None = None,
+) -> Maps:
+    """The map stage: anomaly maps and image scores of render/query pairs (images in
+    [0, 1], any equal H x W) with the options of ``config``. ``extractor``: a built
+    feature extractor (else made from ``config.features`` / ``config.efficientnet_weights``;
+    the choice is said once through ``log``)."""
+    if extractor is None:
+        extractor = make_feature_extractor(config.features, config.efficientnet_weights, log=log)
+    maps = anomaly_maps(renders, queries, extractor, size=config.map_size, sigma=config.map_sigma,
+                        chunk=config.chunk)
+    return Maps(maps=np.asarray(maps, np.float32), scores=np.asarray(image_scores(maps, config.score)),
+                features=extractor.name)
 
 
 def overlay_heatmap(

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ..errors import ConfigError
+from ..image import grey, resize, ssim_map
 from .weights import WeightsError, efficientnet_guidance, find_efficientnet_weights, load_efficientnet_b4
 
 __all__ = [
@@ -37,15 +39,8 @@ __all__ = [
     "EfficientNetFeatures",
     "WeightsFreeFeatures",
     "make_feature_extractor",
-    "EFFICIENTNET_TAP_BLOCKS",
-    "EFFICIENTNET_TAP_CHANNELS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "gaussian_filter",
-    "ssim_map",
     "tolerant_difference",
     "weights_free_levels",
-    "resize_images",
     "jax_to_torch",
     "torch_to_jax",
 ]
@@ -56,88 +51,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-# --------------------------------------------------------------------------- JAX image helpers
-
-
-def resize_images(images: Float[Array, "B H W 3"], size: int) -> Float[Array, "B S S 3"]:
-    """Bilinear resize to ``size x size`` (antialiased when shrinking; half-pixel centres)."""
-    images = jnp.asarray(images, jnp.float32)
-    if images.shape[1:3] == (size, size):
-        return images
-    return _resize(images, int(size))
-
-
-@functools.partial(jax.jit, static_argnames="size")
-def _resize(images: Array, size: int) -> Array:
-    return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "linear")
-
-
-def _gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
-    radius = int(truncate * float(sigma) + 0.5)  # scipy.ndimage's radius rule
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    w = np.exp(-0.5 * (x / float(sigma)) ** 2)
-    return (w / w.sum()).astype(np.float32)
-
-
-def _filter_axis(x: Array, kernel: np.ndarray, axis: int) -> Array:
-    """1-D correlation along ``axis`` (-1 or -2) with scipy's "reflect" boundary (= numpy
-    "symmetric"), as one convolution in float32 at full precision (no TF32 on GPUs)."""
-    r = (kernel.shape[0] - 1) // 2
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (r, r)
-    xp = jnp.pad(x, pad, mode="symmetric")
-    lead = x.shape[:-2]
-    xp = xp.reshape((-1, 1) + xp.shape[-2:])
-    k = jnp.asarray(kernel, jnp.float32)
-    k = k.reshape(1, 1, -1, 1) if axis in (-2, x.ndim - 2) else k.reshape(1, 1, 1, -1)
-    out = jax.lax.conv_general_dilated(
-        xp, k, (1, 1), "VALID", precision=jax.lax.Precision.HIGHEST
-    )
-    return out.reshape(lead + x.shape[-2:])
-
-
-@functools.partial(jax.jit, static_argnames=("sigma", "truncate"))
-def _gaussian_filter(x: Array, sigma: float, truncate: float) -> Array:
-    k = _gaussian_kernel(sigma, truncate)
-    return _filter_axis(_filter_axis(x, k, -2), k, -1)
-
-
-def gaussian_filter(
-    x: Float[Array, "*B H W"], sigma: float, *, truncate: float = 4.0
-) -> Float[Array, "*B H W"]:
-    """Gaussian smoothing over the last two axes, as ``scipy.ndimage.gaussian_filter``.
-
-    Same kernel (radius ``int(truncate * sigma + 0.5)``) and the same "reflect" boundary
-    as scipy's defaults; ``sigma`` in pixels. Leading axes are batch axes.
-    """
-    x = jnp.asarray(x, jnp.float32)
-    if sigma <= 0:
-        return x
-    return _gaussian_filter(x, float(sigma), float(truncate))
-
-
-def ssim_map(
-    a: Float[Array, "*B H W"],
-    b: Float[Array, "*B H W"],
-    *,
-    sigma: float = 1.5,
-    truncate: float = 3.5,
-    max_val: float = 1.0,
-) -> Float[Array, "*B H W"]:
-    """Per-pixel SSIM of single-channel images, Gaussian window (sigma 1.5, 11 taps), same size.
-
-    Unlike dm-pix's "valid" map, the window statistics use reflected borders so the map
-    has the input's size (needed to add maps of several scales pixel by pixel).
-    """
-    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
-    f = functools.partial(gaussian_filter, sigma=sigma, truncate=truncate)
-    mu_a, mu_b = f(a), f(b)
-    var_a = f(a * a) - mu_a**2
-    var_b = f(b * b) - mu_b**2
-    cov = f(a * b) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
-    return num / den
+# --------------------------------------------------------------------------- weights-free levels
 
 
 def _shift_min(a: Array, b: Array, radius: int) -> Array:
@@ -168,10 +82,6 @@ def tolerant_difference(
     while an edge that moved by a pixel (pose error, render blur) is not.
     """
     return jnp.maximum(_shift_min(a, b, radius), _shift_min(b, a, radius))
-
-
-def _grey(x: Array) -> Array:
-    return x @ jnp.asarray([0.299, 0.587, 0.114], x.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("scales", "radius", "ssim_weight"))
@@ -205,7 +115,7 @@ def weights_free_levels(
         q = jax.image.resize(queries, (b, n, n, 3), "linear") if n != s else queries
         level = tolerant_difference(r, q, radius=radius)
         if ssim_weight and f >= 2:
-            level = level + ssim_weight * (1.0 - ssim_map(_grey(r), _grey(q)))
+            level = level + ssim_weight * (1.0 - ssim_map(grey(r), grey(q)))
         out.append(level)
     return out
 
@@ -324,7 +234,7 @@ class EfficientNetFeatures(FeatureExtractor):
     def _to_torch_input(self, images: Array, size: int | None):
         x = jnp.asarray(images, jnp.float32)
         if size is not None:
-            x = resize_images(x, size)
+            x = resize(x, size, size)
         x = _imagenet_nchw(x)
         return jax_to_torch(x, self.device)
 
@@ -415,7 +325,7 @@ def _announce_once(message: str, log: Callable[[str], object] | None) -> None:
 def make_feature_extractor(
     kind: str = "auto",
     weights: str | os.PathLike | None = None,
-    log: Callable[[str], object] | None = print,
+    log: Callable[[str], object] | None = None,
     *,
     device=None,
 ) -> FeatureExtractor:
@@ -424,7 +334,7 @@ def make_feature_extractor(
     ``kind``: "auto" (EfficientNet-b4 when its weights are found: ``weights`` >
     ``$SPLATJAX_EFFICIENTNET_WEIGHTS`` > torch hub cache, else weights-free),
     "efficientnet" (weights required; :class:`WeightsError` with guidance otherwise) or
-    "weights-free". The choice is logged once per process through ``log`` (None: silent).
+    "weights-free". The choice is said once per process through ``log`` (default None: silent).
     """
     kind = kind.lower().replace("_", "-")
     if kind in ("weights-free", "weightsfree", "none"):
@@ -432,7 +342,8 @@ def make_feature_extractor(
         _announce_once(f"[splatjax] anomaly features: {ext.description} (requested).", log)
         return ext
     if kind not in ("auto", "efficientnet", "efficientnet-b4"):
-        raise ValueError(f"unknown feature extractor {kind!r}: use 'auto', 'efficientnet' or 'weights-free'")
+        raise ConfigError("features", f"must be 'auto', 'efficientnet' or 'weights-free' (got {kind!r})",
+                          owner="MapConfig")
     try:
         path = find_efficientnet_weights(weights)
         reason = None if path is not None else "no EfficientNet-b4 weights file was found"

@@ -1,16 +1,31 @@
-"""Pictures for evaluation reports (matplotlib, Agg backend): ROC curves, pose
-convergence, and per-image panels (query | render | heatmap overlay)."""
+"""Reports: pictures (matplotlib, Agg backend) and tables.
+
+- :func:`heatmap_panel`: query | render at the estimated pose | anomaly map on the
+  model's fixed colour scale, with a colour bar marking the threshold and the image score,
+  threshold and verdict in the title. The picture depends only on that image's arrays
+  and the model's calibration, so an image looks the same alone and among others.
+- :func:`plot_roc_curves`, :func:`plot_pose_convergence`: the evaluation figures.
+- :func:`write_per_image_csv`, :func:`format_table`: the evaluation tables.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 from jaxtyping import Float
 
-from ..data.images import write_png
+from ..anomaly import MapCalibration
+from ..files import atomic_write
+from ..metrics import resize_masks
 
-__all__ = ["plot_roc_curves", "plot_pose_convergence", "heatmap_panel", "write_png"]
+__all__ = ["heatmap_panel", "write_heatmaps", "verdict", "plot_roc_curves", "plot_pose_convergence",
+           "write_per_image_csv", "format_table"]
 
 
 
@@ -19,8 +34,10 @@ def _save_figure(fig, path: str | os.PathLike, title: str | None = None) -> None
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(os.fspath(path), dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     _pyplot().close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def _pyplot():
@@ -98,22 +115,120 @@ def plot_pose_convergence(
     _save_figure(fig, path, title)
 
 
+def verdict(score: float, calibration: MapCalibration) -> str:
+    """"ANOMALOUS" when ``score`` exceeds the calibrated threshold, else "normal"."""
+    return "ANOMALOUS" if float(score) > calibration.threshold else "normal"
+
+
 def heatmap_panel(
     query: Float[np.ndarray, "H W 3"],
     render: Float[np.ndarray, "H W 3"],
-    overlay: np.ndarray,
-) -> np.ndarray:
-    """uint8 [H, 3W + 8, 3]: query | render | overlay, separated by white gaps."""
-    h, w = query.shape[:2]
+    amap: Float[np.ndarray, "S S"],
+    score: float,
+    calibration: MapCalibration,
+    *,
+    name: str = "",
+    mask: np.ndarray | None = None,
+) -> bytes:
+    """PNG bytes of one image's panel: query | render | anomaly map (jet, on the fixed
+    scale ``[calibration.vmin, calibration.vmax]``, ground-truth ``mask`` outlined in
+    white) and a colour bar with the threshold marked; the title gives ``name``, the
+    score, the threshold and the verdict. Panels are at least 256 px high."""
+    plt = _pyplot()
+    h, w = np.asarray(query).shape[:2]
+    side = max(h, 256) / 100.0  # inches at 100 dpi
+    aspect = w / h
+    fig = plt.figure(figsize=(3 * side * aspect + 1.4, side + 0.9), dpi=100)
+    fw, fh = fig.get_size_inches()
+    axes = [fig.add_axes(((0.1 + i * (side * aspect + 0.1)) / fw, 0.1 / fh, side * aspect / fw, side / fh))
+            for i in range(3)]
+    for ax, img, label in ((axes[0], query, "query"), (axes[1], render, "render at the estimated pose")):
+        ax.imshow(np.clip(np.asarray(img, np.float32), 0.0, 1.0), interpolation="bilinear")
+        ax.set_title(label, fontsize=9)
+    m = np.asarray(amap, np.float32)
+    im = axes[2].imshow(m, cmap="jet", vmin=calibration.vmin, vmax=calibration.vmax, interpolation="bilinear")
+    if mask is not None and np.asarray(mask).any():
+        axes[2].contour(resize_masks(np.asarray(mask)[None], m.shape[0])[0].astype(np.float32), levels=[0.5],
+                        colors="white", linewidths=1.0)
+    axes[2].set_title("anomaly map", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    cax = fig.add_axes(((0.2 + 3 * (side * aspect + 0.1)) / fw, 0.1 / fh, 0.15 / fw, side / fh))
+    bar = fig.colorbar(im, cax=cax)
+    bar.ax.axhline(calibration.threshold, color="white", lw=2)
+    bar.ax.axhline(calibration.threshold, color="black", lw=1, ls="--")
+    bar.ax.tick_params(labelsize=8)
+    fig.suptitle(f"{name}  score {score:.4g}, threshold {calibration.threshold:.4g} -> "
+                 f"{verdict(score, calibration)}", fontsize=10, y=1.0 - 0.15 / fh, va="top")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
 
-    def u8(x):
-        x = np.asarray(x)
-        if x.shape[:2] != (h, w):
-            from PIL import Image
 
-            x = np.asarray(Image.fromarray(x if x.dtype == np.uint8 else (np.clip(x, 0, 1) * 255).astype(np.uint8))
-                           .resize((w, h), Image.BILINEAR))
-        return x if x.dtype == np.uint8 else (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+def write_heatmaps(
+    folder: str | os.PathLike,
+    names: Sequence[str],
+    queries: np.ndarray,
+    renders: np.ndarray,
+    maps: np.ndarray,
+    scores: np.ndarray,
+    calibration: MapCalibration,
+    *,
+    masks: np.ndarray | None = None,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> list[Path]:
+    """Write ``folder/<name>.png`` (:func:`heatmap_panel`) for every image; returns the paths."""
+    folder = Path(folder)
+    paths = []
+    for i, name in enumerate(names):
+        png = heatmap_panel(queries[i], renders[i], maps[i], float(scores[i]), calibration, name=name,
+                            mask=None if masks is None else masks[i])
+        paths.append(atomic_write(folder / f"{name}.png", png))
+        if progress is not None:
+            progress("heatmaps", i + 1, len(names))
+    return paths
 
-    gap = np.full((h, 4, 3), 255, np.uint8)
-    return np.concatenate([u8(query), gap, u8(render), gap, u8(overlay)], axis=1)
+
+def write_per_image_csv(path: str | os.PathLike, columns: dict[str, Sequence]) -> Path:
+    """A CSV with one column per entry of ``columns`` (equal lengths); floats as %.6g."""
+    names = list(columns)
+    n = len(columns[names[0]]) if names else 0
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(names)
+    for i in range(n):
+        w.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else v
+                    for v in (columns[c][i] for c in names)])
+    return atomic_write(path, buf.getvalue())
+
+
+def _fmt(x, digits=3, scale=1.0):
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{scale * x:.{digits}f}"
+
+
+def format_table(reports: Sequence[dict]) -> str:
+    """Markdown table like the paper's Table 1: per class image AUROC, pixel AUROC, AUPRO
+    (percent) and pose errors (translation / rotation rad, fine), plus the mean row."""
+    rows = ["| class | image AUROC | pixel AUROC | AUPRO | fine translation | fine rotation (rad) | s / query |",
+            "|---|---|---|---|---|---|---|"]
+
+    def pe(r, key):
+        p = r.get("pose")
+        return None if p is None else p["fine"][key]["median"]
+
+    cols = []
+    for r in reports:
+        vals = [r.get("image_auroc"), r.get("pixel_auroc"), r.get("aupro"), pe(r, "translation"),
+                pe(r, "rotation_rad"), r.get("seconds_per_query_without_coarse")]
+        cols.append(vals)
+        rows.append(f"| {r['class']} | {_fmt(vals[0], 1, 100)} | {_fmt(vals[1], 1, 100)} | {_fmt(vals[2], 1, 100)} | "
+                    f"{_fmt(vals[3], 4)} | {_fmt(vals[4], 4)} | {_fmt(vals[5], 2)} |")
+
+    def mean(j):
+        v = [c[j] for c in cols if c[j] is not None]
+        return float(np.mean(v)) if v else None
+
+    rows.append(f"| **mean** | {_fmt(mean(0), 1, 100)} | {_fmt(mean(1), 1, 100)} | {_fmt(mean(2), 1, 100)} | "
+                f"{_fmt(mean(3), 4)} | {_fmt(mean(4), 4)} | {_fmt(mean(5), 2)} |")
+    return "\n".join(rows) + "\n"

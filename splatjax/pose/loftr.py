@@ -3,7 +3,7 @@
 The reference matches a query against every training image with kornia's LoFTR
 ("indoor_new" weights, coarse threshold 0.2), both 400 x 400 grayscale in [0, 1], and
 keeps the training pose with the most matches. Load the model with
-:func:`splatjax.weights.load_loftr`.
+:func:`splatjax.anomaly.weights.load_loftr`; grey images come from :func:`splatjax.image.grey`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,7 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
-__all__ = ["loftr_match_counts", "to_gray"]
-
-
-def to_gray(images: Float[ArrayLike, "*B H W 3"]) -> np.ndarray:
-    """RGB in [0, 1] -> grayscale [*B, H, W] float32 (ITU-R 601 weights, as kornia's rgb_to_grayscale)."""
-    x = np.asarray(images, np.float32)
-    return x @ np.asarray([0.299, 0.587, 0.114], np.float32)
+__all__ = ["loftr_match_counts"]
 
 
 def _as_tensor(x, device):

@@ -1,0 +1,61 @@
+"""MapConfig: every option of the anomaly-map stage (REFERENCE.md "Anomaly map and score").
+
+Fields with ``metadata["help"]`` become command-line flags (``--map-size`` for
+``map_size``); the defaults are the paper's (224 x 224 maps, sigma 4, score = max).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+
+from ..errors import ConfigError
+
+__all__ = ["MapConfig"]
+
+FEATURES = ("auto", "efficientnet", "weights-free")
+SCORES = ("max", "p99")
+
+
+def _check(cond: bool, option: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(option, message, owner="MapConfig")
+
+
+@dataclasses.dataclass(frozen=True)
+class MapConfig:
+    """Options of :func:`splatjax.anomaly.compute_maps` and of the heatmap calibration.
+
+    ``features``: "auto" (EfficientNet-b4 when its weights are found, else the
+    weights-free comparison), "efficientnet" (weights required) or "weights-free".
+    ``calibration_views``: training views (evenly spaced) whose maps at their own poses
+    fix a model's colour scale and threshold; ``threshold_factor`` x the largest of their
+    scores is the threshold, and the colour bar runs from 0 to twice the threshold.
+    """
+
+    features: str = field(default="auto", metadata={
+        "help": "anomaly-map features (auto: EfficientNet-b4 when its weights are found, else weights-free)",
+        "choices": FEATURES})
+    efficientnet_weights: str | None = field(default=None, metadata={
+        "help": "EfficientNet-b4 state dict (efficientnet_pytorch)"})
+    map_size: int = field(default=224, metadata={"help": "anomaly map size in pixels (square)"})
+    map_sigma: float = field(default=4.0, metadata={"help": "Gaussian smoothing of the maps, in map pixels (0: none)"})
+    score: str = field(default="max", metadata={
+        "help": "image score: the map's maximum (the paper) or its 99th percentile", "choices": SCORES})
+    calibration_views: int = field(default=50, metadata={
+        "help": "training views used to calibrate a model's heatmap scale and threshold"})
+    threshold_factor: float = field(default=1.5, metadata={
+        "help": "threshold = this factor x the largest image score of the calibration views"})
+    chunk: int = 16  # render/query pairs per compiled map computation
+
+    def __post_init__(self):
+        _check(self.features in FEATURES, "features", f"must be one of {', '.join(FEATURES)} (got {self.features!r})")
+        _check(self.score in SCORES, "score", f"must be one of {', '.join(SCORES)} (got {self.score!r})")
+        for name in ("map_size", "calibration_views", "chunk"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name,
+                   f"must be an integer >= 1 (got {v!r})")
+        _check(isinstance(self.map_sigma, (int, float)) and self.map_sigma >= 0, "map_sigma",
+               f"must be >= 0 (got {self.map_sigma!r})")
+        _check(isinstance(self.threshold_factor, (int, float)) and self.threshold_factor > 0, "threshold_factor",
+               f"must be > 0 (got {self.threshold_factor!r})")

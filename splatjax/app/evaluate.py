@@ -1,0 +1,254 @@
+"""``evaluate``: labelled MAD-Sim class folders through the stages, with metrics and reports.
+
+Per class: load -> fit (when no model is given) -> poses (coarse + fine, batched) ->
+renders -> anomaly maps (224 x 224) and image scores -> image AUROC, pixel AUROC (masks
+resized nearest to the map size), AUPRO and, with a test-pose file, pose errors of the
+coarse and the fine poses. Output folder::
+
+    report.json        metrics, per-stage seconds, queries per second, settings, pose errors
+    per_image.csv      path, label, defect type, score, verdict, coarse index, final loss, pose errors
+    heatmaps/<type>_<n>.png   query | render | anomaly map on the model's fixed scale
+    roc.png            image and pixel ROC curves
+    pose_convergence.png      fine-pose loss per step (+ coarse vs fine errors)
+    poses.json         estimated camera-to-world poses (Blender/OpenGL), coarse and fine
+
+Several class folders in one call: one such folder per class under ``out/<class>``, plus
+``out/table.md`` and ``out/report.json`` (per-class rows and the mean, like Table 1 of
+the paper). Two class folders with the same name are refused (their outputs would collide).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ..anomaly import MapConfig
+from ..anomaly.features import make_feature_extractor
+from ..errors import DatasetError, UserError
+from ..files import atomic_write, write_json
+from ..fitting import FitConfig
+from ..metrics import evaluate_detection, pose_errors, resize_masks, summarize_pose_errors
+from ..pose import PoseConfig, candidate_cameras
+from ..render import resolve_backend
+from .calibration import model_calibration
+from .report import format_table, plot_pose_convergence, plot_roc_curves, verdict, write_heatmaps, write_per_image_csv
+from .runs import check_out_dir, load_test_poses, log_stderr, model_for, progress_bars, save_cameras
+from .stages import run_stages
+
+__all__ = ["evaluate", "evaluate_class"]
+
+
+def _true_poses(data_path: Path, test_poses, test) -> tuple[np.ndarray | None, str | None]:
+    """Known camera-to-world poses of the test images ([M, 4, 4]) and their file, or (None, None)."""
+    if test_poses is None and (data_path / "test_poses.json").is_file():
+        test_poses = data_path / "test_poses.json"
+    if test_poses is None:
+        return None, None
+    _, poses = load_test_poses(test_poses)
+    missing = [p for p in test.paths if p not in poses]
+    if missing:
+        raise DatasetError(f"{test_poses}: no pose for {len(missing)} test images, e.g. {missing[:3]}")
+    return np.stack([poses[p] for p in test.paths]), str(test_poses)
+
+
+def _pose_report(est, true_c2w, test_poses) -> tuple[dict, tuple]:
+    e_coarse = pose_errors(est.coarse_c2w, true_c2w)
+    e_fine = pose_errors(est.c2w, true_c2w)
+    better = (e_fine["rotation_rad"] < e_coarse["rotation_rad"]) & (e_fine["translation"] < e_coarse["translation"])
+    return ({"coarse": summarize_pose_errors(e_coarse), "fine": summarize_pose_errors(e_fine),
+             "fine_better_fraction": float(better.mean()), "test_poses": test_poses}, (e_coarse, e_fine))
+
+
+def _write_tables(out_dir: Path, cls, det, cal, errs) -> None:
+    test, est = cls.test, det.poses
+    cols = {"path": list(test.paths), "label": [int(x) for x in test.labels], "defect_type": list(test.defect_types),
+            "score": [float(s) for s in det.maps.scores],
+            "verdict": [verdict(s, cal) for s in det.maps.scores],
+            "coarse_index": [int(i) for i in est.coarse_index], "coarse_score": [float(s) for s in est.coarse_score],
+            "final_loss": [float(t[-1]) for t in est.loss_traces]}
+    if errs:
+        for name, e, key in (("coarse_translation", errs[0], "translation"), ("coarse_rotation_rad", errs[0],
+                             "rotation_rad"), ("fine_translation", errs[1], "translation"),
+                             ("fine_rotation_rad", errs[1], "rotation_rad"),
+                             ("fine_rotation_half_rad", errs[1], "rotation_half_rad")):
+            cols[name] = [float(x) for x in e[key]]
+    write_per_image_csv(out_dir / "per_image.csv", cols)
+    write_json(out_dir / "poses.json", {
+        "camera_angle_x": cls.train.camera_angle_x, "convention": "Blender/OpenGL camera-to-world",
+        "coarse": {p: est.coarse_c2w[i].tolist() for i, p in enumerate(test.paths)},
+        "fine": {p: est.c2w[i].tolist() for i, p in enumerate(test.paths)}}, indent=None)
+
+
+def _write_pictures(out_dir: Path, cls, det, cal, errs, *, heatmaps: bool, progress) -> None:
+    test = cls.test
+    labels = np.asarray(test.labels).astype(bool)
+    masks = resize_masks(test.masks, det.maps.maps.shape[-1])
+    plot_roc_curves(out_dir / "roc.png", det.maps.scores, labels, det.maps.maps, masks, title=cls.name)
+    plot_pose_convergence(out_dir / "pose_convergence.png", det.poses.loss_traces,
+                          coarse_errors=errs[0] if errs else None, fine_errors=errs[1] if errs else None,
+                          title=cls.name)
+    if heatmaps:
+        names = [f"{t}_{Path(p).stem}" for p, t in zip(test.paths, test.defect_types)]
+        write_heatmaps(out_dir / "heatmaps", names, test.images, det.renders, det.maps.maps, det.maps.scores, cal,
+                       masks=test.masks, progress=progress)
+
+
+def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed) -> dict:
+    labels = np.asarray(cls.test.labels).astype(bool)
+    return {
+        "class": cls.name, "data": str(data_path.resolve()), "model": str(model_ply),
+        "num_test_images": len(cls.test), "num_defective": int(labels.sum()), "num_train_views": len(cls.train),
+        "image_size": [cls.train.width, cls.train.height],
+        **dataclasses.asdict(metrics),
+        "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
+        "features": det.maps.features, "coarse_method": det.poses.method, "fine_steps": int(pose_config.steps),
+        "exact_exp": bool(pose_config.exact_exp), "batch_size": int(pose_config.batch_size),
+        "render_backend": resolve_backend(pose_config.backend), "seed": int(seed),
+    }
+
+
+def evaluate_class(
+    data_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    model: str | os.PathLike | None = None,
+    test_poses: str | os.PathLike | None = None,
+    fit_config: FitConfig = FitConfig(),
+    pose_config: PoseConfig = PoseConfig(),
+    map_config: MapConfig = MapConfig(),
+    seed: int = 0,
+    heatmaps: bool = True,
+    progress: bool = True,
+    log: Callable[[str], object] = log_stderr,
+) -> dict:
+    """Evaluate one MAD-Sim class folder (see the module docstring); returns the report
+    dict that is also written to ``out_dir/report.json``. ``model``: run folder (or .ply)
+    of a fitted model; None fits one first into ``out_dir/model`` with ``fit_config``
+    (images read at ``fit_config.resolution``). ``test_poses``: test-pose file; None uses
+    ``<data>/test_poses.json`` when present. ``seed`` keys the screw initialisations."""
+    from ..data import load_mad_class
+
+    data_path, out_dir = Path(data_path), Path(out_dir)
+    check_out_dir(out_dir, data_path)
+    bars = progress_bars(progress)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cls = load_mad_class(data_path, fit_config.resolution)
+    seconds["load"] = time.perf_counter() - t0
+    train, test = cls.train, cls.test
+    log(f"[splatjax] {cls.name}: {len(train)} training views, {len(test)} test images at {train.width}x{train.height}")
+    gaussians, model_ply, seconds["fit"], fit_info = model_for(
+        data_path, out_dir, model=model, fit_config=fit_config, class_name=cls.name, progress=progress, log=log)
+    if model is None:
+        save_cameras(model_ply.parent, train)
+    true_c2w, test_poses = _true_poses(data_path, test_poses, test)
+    extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
+    det = run_stages(gaussians, test.images, candidate_cameras(train.cameras, pose_config), pose_config, map_config,
+                     key=jax.random.key(seed), extractor=extractor, candidate_images=train.images,
+                     background=train.background, progress=bars, log=log)
+    seconds.update(det.seconds)
+    t0 = time.perf_counter()
+    metrics = evaluate_detection(det.maps.scores, det.maps.maps, test.labels, test.masks)
+    pose_part, errs = _pose_report(det.poses, true_c2w, test_poses) if true_c2w is not None else (None, None)
+    seconds["metrics"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cal = model_calibration(model_ply, gaussians, train.cameras, train.images, map_config, extractor=extractor,
+                            pose_config=pose_config, background=train.background, log=log)
+    seconds["calibration"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_tables(out_dir, cls, det, cal, errs)
+    _write_pictures(out_dir, cls, det, cal, errs, heatmaps=heatmaps, progress=bars)
+    seconds["write"] = time.perf_counter() - t0
+    report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed)
+    if pose_part is not None:
+        report["pose"] = pose_part
+    return _finish_report(out_dir, report, seconds, len(test), fit_info, heatmaps)
+
+
+def _finish_report(out_dir: Path, report: dict, seconds: dict, m: int, fit_info, heatmaps: bool) -> dict:
+    infer = seconds["coarse"] + seconds["fine"] + seconds["render"] + seconds["maps"]
+    seconds["total"] = float(sum(seconds.values()))
+    report["seconds"] = seconds
+    report["queries_per_second"] = m / infer if infer > 0 else None
+    report["seconds_per_query_without_coarse"] = (seconds["fine"] + seconds["render"] + seconds["maps"]) / m
+    if fit_info is not None:
+        report["fit"] = {k: fit_info.get(k) for k in ("steps", "num_gaussians", "seconds", "final_psnr", "backend")}
+    report["files"] = {"report": "report.json", "per_image": "per_image.csv", "roc": "roc.png",
+                       "pose_convergence": "pose_convergence.png", "poses": "poses.json",
+                       "heatmaps": "heatmaps/" if heatmaps else None}
+    report = json.loads(json.dumps(report, default=float))  # numpy scalars -> JSON numbers
+    write_json(out_dir / "report.json", report, indent=1)
+    return report
+
+
+def _check_class_names(data_paths: Sequence[Path]) -> None:
+    """UserError naming both folders when two class folders share a name."""
+    seen: dict[str, Path] = {}
+    for p in data_paths:
+        name = p.resolve().name
+        if name in seen:
+            raise UserError(f"two class folders are both named {name!r}: {str(seen[name])!r} and {str(p)!r}; their "
+                            "outputs would overwrite each other (evaluate them in separate calls or rename one)")
+        seen[name] = p
+
+
+def evaluate(
+    data_paths: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    model: str | os.PathLike | None = None,
+    test_poses: str | os.PathLike | None = None,
+    fit_config: FitConfig = FitConfig(),
+    pose_config: PoseConfig = PoseConfig(),
+    map_config: MapConfig = MapConfig(),
+    seed: int = 0,
+    heatmaps: bool = True,
+    progress: bool = True,
+    log: Callable[[str], object] = log_stderr,
+) -> list[dict]:
+    """Evaluate one class folder (report in ``out``) or several (one folder per class under
+    ``out``, plus ``table.md`` and a summary ``report.json`` with per-class rows and the
+    mean). Returns the per-class reports. With several classes, ``model`` is a folder
+    holding ``<class>/model.ply`` (or ``<class>/model/model.ply``) and ``test_poses`` a
+    folder holding ``<class>/test_poses.json``. Options: see :func:`evaluate_class`."""
+    if isinstance(data_paths, (str, os.PathLike)):
+        data_paths = [data_paths]
+    data_paths = [Path(p) for p in data_paths]
+    if not data_paths:
+        raise UserError("evaluate: no class folder given")
+    _check_class_names(data_paths)
+    out = Path(out)
+    kwargs = dict(model=model, fit_config=fit_config, pose_config=pose_config, map_config=map_config, seed=seed,
+                  heatmaps=heatmaps, progress=progress, log=log)
+    if len(data_paths) == 1:
+        reports = [evaluate_class(data_paths[0], out, test_poses=test_poses, **kwargs)]
+        log(format_table(reports))
+        return reports
+    reports = []
+    for p in data_paths:
+        tp = None if test_poses is None else Path(test_poses) / p.resolve().name / "test_poses.json"
+        reports.append(evaluate_class(p, out / p.resolve().name, test_poses=tp if tp and tp.is_file() else None,
+                                      **kwargs))
+    _write_summary(out, reports)
+    log(format_table(reports))
+    return reports
+
+
+def _write_summary(out: Path, reports: list[dict]) -> None:
+    write_json(out / "report.json", {
+        "classes": [r["class"] for r in reports],
+        "mean": {k: (float(np.mean([r[k] for r in reports if r.get(k) is not None]))
+                     if any(r.get(k) is not None for r in reports) else None)
+                 for k in ("image_auroc", "pixel_auroc", "aupro", "queries_per_second")},
+        "per_class": {r["class"]: {k: r.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "pose",
+                                                         "queries_per_second", "seconds")} for r in reports},
+        "table": "table.md"}, indent=1)
+    atomic_write(out / "table.md", format_table(reports))

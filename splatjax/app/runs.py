@@ -1,0 +1,192 @@
+"""Run folders: the files a fitted model's folder holds beside ``model.ply``, test-pose
+files, fitting-or-reusing a model for ``evaluate``, and progress bars.
+
+A run folder (written by ``splatjax fit`` or by ``evaluate`` into ``OUT/model``)::
+
+    model.ply              the Gaussians (INRIA 3DGS PLY)
+    config.json, info.json the fit's settings and summary (fitting)
+    cameras.json           training cameras (:func:`save_cameras`): coarse-pose candidates
+                           for ``detect`` and the views of the heatmap calibration
+    map_calibration.json   the model's fixed heatmap scales (:mod:`splatjax.app.calibration`)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError, UserError
+from ..files import read_json, write_json
+from ..gaussians import load_ply
+
+__all__ = [
+    "save_cameras",
+    "load_cameras",
+    "resolve_model",
+    "load_test_poses",
+    "model_for",
+    "check_out_dir",
+    "progress_bars",
+    "log_stderr",
+]
+
+CAMERAS_FILE = "cameras.json"
+
+
+def log_stderr(msg: str) -> None:
+    """The default ``log`` of the application: one line to stderr."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def progress_bars(enabled: bool = True) -> Callable[[str, int, int], None] | None:
+    """A ``progress(stage, done, total)`` callback drawing one tqdm bar per stage on
+    stderr (None when disabled)."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    bars: dict[str, object] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None or bar.total != total or done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = bars[stage] = tqdm(total=total, desc=stage, leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+            del bars[stage]
+
+    return progress
+
+
+def check_out_dir(out_dir: Path, data_path: Path) -> None:
+    """UserError when the output folder lies inside the (read-only) dataset folder."""
+    if out_dir.resolve().is_relative_to(data_path.resolve()):
+        raise UserError(f"{out_dir}: the output folder must not be inside the (read-only) dataset folder "
+                        f"{data_path}")
+
+
+def save_cameras(run_dir: str | os.PathLike, views) -> Path:
+    """Write ``RUN/cameras.json``: ``{"camera_angle_x", "width", "height", "c2w": [N x 4 x 4]
+    (Blender/OpenGL camera-to-world), "paths": [...]}`` of the training views
+    (:class:`splatjax.data.PosedViews`)."""
+    data = {"camera_angle_x": float(views.camera_angle_x), "width": int(views.width), "height": int(views.height),
+            "c2w": np.asarray(views.c2w, np.float64).tolist(), "paths": [str(p) for p in views.paths]}
+    return write_json(Path(run_dir) / CAMERAS_FILE, data, indent=None)
+
+
+def _cameras_from_fit(run_dir: Path) -> dict | None:
+    """Training cameras from the dataset named in ``info.json`` and the views in ``config.json``."""
+    try:
+        info = read_json(run_dir / "info.json")
+        config = read_json(run_dir / "config.json")
+        from ..data.blender import parse_pose, read_transforms
+
+        data_dir = Path(info["data"])
+        json_path = data_dir / "transforms.json"
+        if not json_path.is_file():
+            json_path = data_dir / "transforms_train.json"
+        fov, frames = read_transforms(json_path)
+        c2w = np.stack([parse_pose(fr, i, json_path) for i, fr in enumerate(frames)])
+        idx = np.asarray(config.get("train_views", range(len(c2w))), np.int64)
+        h, w = config["image_size"]
+        return {"camera_angle_x": float(fov), "width": int(w), "height": int(h), "c2w": c2w[idx], "paths": None}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def load_cameras(run_dir: str | os.PathLike) -> dict | None:
+    """Training cameras of a run folder: ``cameras.json`` (see :func:`save_cameras`), else
+    the poses of the training views named in ``config.json`` read from the dataset named in
+    ``info.json`` (when it is still there). Returns ``{"camera_angle_x", "width", "height",
+    "c2w", "paths"}`` (paths may be None) or None."""
+    run_dir = Path(run_dir)
+    path = run_dir / CAMERAS_FILE
+    if not path.is_file():
+        return _cameras_from_fit(run_dir)
+    data = read_json(path, "cameras file")
+    try:
+        c2w = np.asarray(data["c2w"], np.float64).reshape(-1, 4, 4)
+        paths = data.get("paths")
+        return {"camera_angle_x": float(data["camera_angle_x"]), "width": int(data["width"]),
+                "height": int(data["height"]), "c2w": c2w,
+                "paths": [str(p) for p in paths] if paths and len(paths) == len(c2w) else None}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{str(path)!r}: not a valid cameras file ({exc}); delete it or rewrite it with "
+                           "splatjax.app.runs.save_cameras") from exc
+
+
+def resolve_model(model: str | os.PathLike, class_name: str | None = None) -> Path:
+    """model.ply of a run folder (or a .ply path; or ``model/<class>[/model]`` for
+    several classes)."""
+    p = Path(model)
+    candidates = [p] if p.suffix == ".ply" else [p / "model.ply"]
+    if class_name is not None:
+        candidates += [p / class_name / "model.ply", p / class_name / "model" / "model.ply"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise DatasetError(f"{p}: no fitted model found (looked for {', '.join(str(c) for c in candidates)}); "
+                       "give a run folder written by `splatjax fit` or a 3DGS .ply file")
+
+
+def load_test_poses(path: str | os.PathLike) -> tuple[float, dict[str, np.ndarray]]:
+    """A test-pose file ``{"camera_angle_x": a, "poses": {"test/<type>/<n>.png": 4x4}}``
+    (Blender/OpenGL camera-to-world). Returns (camera_angle_x, {relative path: c2w})."""
+    data = read_json(path, "test-pose file")
+    try:
+        poses = {str(k): np.asarray(v, np.float64) for k, v in data["poses"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DatasetError(f"{path}: not a test-pose file ({exc}); expected "
+                           '{"camera_angle_x": a, "poses": {"test/<type>/<n>.png": 4x4 camera-to-world}}') from exc
+    bad = [k for k, v in poses.items() if v.shape != (4, 4) or not np.isfinite(v).all()]
+    if bad:
+        raise DatasetError(f"{path}: poses must be finite 4x4 matrices; bad entries: {bad[:5]}")
+    return float(data.get("camera_angle_x", float("nan"))), poses
+
+
+#: FitConfig fields that do not change the fitted model.
+_FIT_FIELDS_IGNORED = {"backend", "checkpoint_every", "val_every", "val_views", "log_every"}
+
+
+def _same_fit(run_dir: Path, config) -> bool:
+    """Whether ``run_dir`` holds a completed fit (model.ply) made with ``config``."""
+    try:
+        saved = read_json(run_dir / "config.json")["fit_config"]
+    except (DatasetError, KeyError, TypeError):
+        return False
+    now = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as stored
+    same = all(saved.get(k) == v for k, v in now.items() if k not in _FIT_FIELDS_IGNORED)
+    return same and (run_dir / "model.ply").is_file()
+
+
+def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, progress, log):
+    """(gaussians, model.ply path, fit seconds, fit info or None): the given model, or a
+    fit of ``data_path`` into ``out_dir/model`` (reused when a completed fit with the same
+    settings is already there)."""
+    if model is not None:
+        ply = resolve_model(model, class_name)
+        return load_ply(ply), ply, 0.0, None
+    from ..fitting import run_fit
+
+    run_dir = out_dir / "model"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if _same_fit(run_dir, fit_config):
+            log(f"[splatjax] reusing the model fitted earlier with the same settings: {run_dir / 'model.ply'} "
+                "(delete that folder to fit again)")
+            return load_ply(run_dir / "model.ply"), run_dir / "model.ply", 0.0, None
+        raise UserError(f"{run_dir}: holds another (or an unfinished) fit with different settings; delete the "
+                        "folder, choose another output folder, or pass it as the model")
+    log(f"[splatjax] fitting {data_path} ({fit_config.iterations} iterations) into {run_dir}")
+    t0 = time.perf_counter()
+    gaussians, info = run_fit(data_path, run_dir, fit_config, progress=progress)
+    return gaussians, run_dir / "model.ply", time.perf_counter() - t0, info

@@ -1,0 +1,60 @@
+"""The detection stages composed once, for ``evaluate`` and ``detect`` alike:
+poses (coarse + fine) -> renders at the estimated poses -> anomaly maps and scores."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jaxtyping import Array, Float
+
+from ..anomaly import MapConfig, Maps, compute_maps
+from ..camera import Camera
+from ..gaussians import Gaussians
+from ..pose import PoseConfig, PoseEstimate, estimate_poses, render_views
+
+__all__ = ["Detection", "run_stages"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    """What the stages give for Q queries: ``poses`` (:class:`splatjax.pose.PoseEstimate`),
+    ``renders`` [Q, H, W, 3] at the fine poses, ``maps`` (:class:`splatjax.anomaly.Maps`)
+    and ``seconds`` per stage ("coarse", "fine", "render", "maps")."""
+
+    poses: PoseEstimate
+    renders: np.ndarray
+    maps: Maps
+    seconds: dict
+
+
+def run_stages(
+    gaussians: Gaussians,
+    queries: Float[Array, "Q H W 3"],
+    candidates: Camera,
+    pose_config: PoseConfig,
+    map_config: MapConfig,
+    *,
+    key: jax.Array,
+    extractor,
+    candidate_images: np.ndarray | None = None,
+    background=(1.0, 1.0, 1.0),
+    progress: Callable[[str, int, int], object] | None = None,
+    log: Callable[[str], object] | None = None,
+) -> Detection:
+    """Poses, renders and maps of ``queries`` (see :func:`splatjax.pose.estimate_poses`
+    and :func:`splatjax.anomaly.compute_maps`)."""
+    est = estimate_poses(gaussians, queries, candidates, pose_config, key=key, candidate_images=candidate_images,
+                         background=background, progress=progress, log=log)
+    seconds = dict(est.seconds)
+    t0 = time.perf_counter()
+    renders = np.asarray(render_views(gaussians, est.cameras, batch_size=pose_config.batch_size,
+                                      backend=pose_config.backend, background=background, progress=progress))
+    seconds["render"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    maps = compute_maps(renders, queries, map_config, extractor=extractor)
+    seconds["maps"] = time.perf_counter() - t0
+    return Detection(poses=est, renders=renders, maps=maps, seconds=seconds)

@@ -1,0 +1,163 @@
+"""Coarse pose: pick a starting camera per query (REFERENCE.md "Coarse pose").
+
+- :func:`coarse_pose_render`: render-and-compare retrieval. The model is rendered once
+  from every candidate camera (training poses, optionally extra poses on a sphere and
+  in-plane rotations) at a low resolution; every query is compared with every candidate
+  by the mean squared colour difference of the downsampled images; the closest wins.
+- :func:`coarse_pose_loftr`: the reference's retrieval, LoFTR matches against every
+  training image (most matches wins); needs the "indoor_new" weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from ..camera import Camera
+from ..gaussians import Gaussians
+from ..image import grey, resize, resize_to_width
+from ..render import render
+from .cameras import as_batch, index_cameras, num_cameras
+
+__all__ = ["render_views", "coarse_pose_render", "coarse_pose_loftr", "resolve_coarse"]
+
+Progress = Callable[[str, int, int], object]
+
+
+def render_views(
+    gaussians: Gaussians,
+    cameras: Camera,
+    *,
+    width: int | None = None,
+    batch_size: int = 32,
+    backend: str = "auto",
+    background=(1.0, 1.0, 1.0),
+    progress: Progress | None = None,
+    stage: str = "render",
+) -> Float[Array, "C h w 3"]:
+    """RGB renders of every camera of a stacked batch, in vmapped chunks of ``batch_size``
+    (the last chunk padded, one compilation). ``width``: render at that width (intrinsics
+    scaled, aspect kept); None: the cameras' own size."""
+    cams = as_batch(cameras)
+    if width is not None:
+        cams = cams.scaled(int(width), max(1, int(round(cams.height * width / cams.width))))
+    n = num_cameras(cams)
+    bs = min(int(batch_size), n)
+    bg = tuple(float(x) for x in background)
+    fn = jax.jit(jax.vmap(lambda cam: render(gaussians, cam, background=bg, backend=backend)[0]))
+    outs = []
+    n_chunks = -(-n // bs)
+    for c in range(n_chunks):
+        idx = np.minimum(np.arange(c * bs, (c + 1) * bs), n - 1)
+        outs.append(fn(index_cameras(cams, idx))[: min(bs, n - c * bs)])
+        if progress is not None:
+            progress(stage, c + 1, n_chunks)
+    return jnp.concatenate(outs)
+
+
+@jax.jit
+def _sq_distances(queries, candidates):
+    """Mean squared difference [Q, C] of flattened images, as |q|^2 + |c|^2 - 2 q.c."""
+    q = queries.reshape(queries.shape[0], -1)
+    c = candidates.reshape(candidates.shape[0], -1)
+    d = jnp.sum(q * q, 1)[:, None] + jnp.sum(c * c, 1)[None, :] - 2.0 * q @ c.T
+    return jnp.maximum(d, 0.0) / q.shape[1]
+
+
+def coarse_pose_render(
+    gaussians: Gaussians | None,
+    candidate_cameras: Camera,
+    queries: Float[Array, "Q H W 3"],
+    *,
+    resolution: int = 64,
+    candidate_images: Float[Array, "C h w 3"] | None = None,
+    batch_size: int = 32,
+    backend: str = "auto",
+    background=(1.0, 1.0, 1.0),
+    progress: Progress | None = None,
+) -> tuple[Int[np.ndarray, " Q"], Float[np.ndarray, " Q"]]:
+    """Render-and-compare retrieval. Candidates are rendered from ``gaussians`` at width
+    ``resolution`` (or ``candidate_images`` are used instead, e.g. the training images;
+    then ``gaussians`` may be None); queries are downsampled (antialiased) to the same
+    size. Returns, per query, the index of the closest candidate and its mean squared
+    colour difference."""
+    if candidate_images is None:
+        if gaussians is None:
+            raise ValueError("coarse_pose_render: give gaussians or candidate_images")
+        cand = render_views(gaussians, candidate_cameras, width=resolution, batch_size=batch_size,
+                            backend=backend, background=background, progress=progress, stage="render candidates")
+    else:
+        cand = resize_to_width(candidate_images, resolution)
+        if cand.shape[0] != num_cameras(as_batch(candidate_cameras)):
+            raise ValueError(f"coarse_pose_render: {cand.shape[0]} candidate images for "
+                             f"{num_cameras(as_batch(candidate_cameras))} candidate cameras")
+    q = resize_to_width(queries, resolution)
+    if q.shape[1:] != cand.shape[1:]:
+        raise ValueError(f"coarse_pose_render: queries resize to {q.shape[1:]} but candidates are {cand.shape[1:]}"
+                         " (different aspect ratios)")
+    best, score = [], []
+    for s in range(0, q.shape[0], 256):
+        d = _sq_distances(q[s:s + 256], cand)
+        best.append(np.asarray(jnp.argmin(d, axis=1)))
+        score.append(np.asarray(jnp.min(d, axis=1)))
+    return np.concatenate(best), np.concatenate(score)
+
+
+def _to_grey(images, size: int = 400) -> np.ndarray:
+    """RGB [B, H, W, 3] -> greyscale [B, size, size] (antialiased resize), a writable copy for torch."""
+    return np.array(grey(resize(images, size, size)), np.float32)
+
+
+def coarse_pose_loftr(
+    queries: Float[Array, "Q H W 3"],
+    candidate_images: Float[Array, "C H W 3"],
+    *,
+    matcher=None,
+    weights: str | None = None,
+    size: int = 400,
+    progress: Progress | None = None,
+) -> tuple[Int[np.ndarray, " Q"], Float[np.ndarray, " Q"]]:
+    """The reference's coarse pose: LoFTR ("indoor_new") matches between each query and
+    every candidate (training) image, both ``size`` x ``size`` greyscale in [0, 1]; the
+    candidate with the most matches wins. Returns (index [Q], match count [Q]).
+    ``matcher``: a loaded kornia LoFTR; else loaded from ``weights`` (path, or
+    ``$SPLATJAX_LOFTR_WEIGHTS``, or the torch hub cache; see :mod:`splatjax.anomaly.weights`)."""
+    from ..anomaly import weights as weights_mod
+    from .loftr import loftr_match_counts
+
+    if matcher is None:
+        path = weights_mod.find_loftr_weights(weights)
+        if path is None:
+            raise weights_mod.WeightsError(f"LoFTR coarse pose requested but no weights were found. "
+                                           f"{weights_mod.loftr_guidance()}")
+        matcher = weights_mod.load_loftr(path)
+    qg, cg = _to_grey(queries, size), _to_grey(candidate_images, size)
+    best, count = [], []
+    for i in range(qg.shape[0]):
+        counts = loftr_match_counts(matcher, qg[i], cg)
+        best.append(int(np.argmax(counts)))
+        count.append(float(counts.max()))
+        if progress is not None:
+            progress("LoFTR coarse pose", i + 1, qg.shape[0])
+    return np.asarray(best, np.int64), np.asarray(count, np.float64)
+
+
+def resolve_coarse(coarse: str, loftr_weights: str | None = None, *, log: Callable[[str], object] | None = None) -> str:
+    """"render" | "loftr" | "auto" -> the method used; "auto" is LoFTR when its weights
+    are found, else render-and-compare (said through ``log`` when given)."""
+    if coarse not in ("render", "loftr", "auto"):
+        raise ValueError(f"coarse must be 'render', 'loftr' or 'auto', got {coarse!r}")
+    if coarse != "auto":
+        return coarse
+    from ..anomaly.weights import find_loftr_weights, loftr_guidance
+
+    if find_loftr_weights(loftr_weights):  # a given path that does not exist raises
+        return "loftr"
+    if log is not None:
+        log("[splatjax] coarse pose: no LoFTR weights found, so the reference's LoFTR retrieval is replaced by "
+            f"render-and-compare retrieval (renders of the model at the training poses). {loftr_guidance()}")
+    return "render"

@@ -1,0 +1,71 @@
+"""PoseConfig: every option of the pose stage (coarse retrieval and fine refinement).
+
+Fields with ``metadata["help"]`` become command-line flags (``--coarse-resolution`` for
+``coarse_resolution``); the defaults are the reference's (REFERENCE.md "Fine pose").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+
+from ..errors import ConfigError
+
+__all__ = ["PoseConfig"]
+
+FINE_STEPS = 175
+
+
+def _check(cond: bool, option: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(option, message, owner="PoseConfig")
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseConfig:
+    """Options of :func:`splatjax.pose.estimate_poses` (all validated on construction).
+
+    Coarse: ``coarse`` picks LoFTR retrieval against the training images, render-and-
+    compare retrieval against renders of the model at the candidate poses, or "auto"
+    (LoFTR when its weights are found). Candidates are the training cameras plus
+    ``sphere_views`` cameras on a sphere and, for render-and-compare,
+    ``inplane_rotations`` rolled copies of each. Fine: Adam on the screw for ``steps``
+    steps, learning rate ``lr_first`` for the first step then
+    ``lr * lr_decay ** (count / 100)``; ``batch_size`` queries per vmapped chunk.
+    """
+
+    coarse: str = field(default="auto", metadata={
+        "help": "coarse pose: LoFTR retrieval, render-and-compare, or auto (LoFTR when its weights are found)",
+        "choices": ("auto", "render", "loftr")})
+    coarse_resolution: int = field(default=64, metadata={"help": "render-and-compare image width in pixels"})
+    inplane_rotations: int = field(default=0, metadata={
+        "help": "extra rolled copies of each coarse candidate (render-and-compare)"})
+    sphere_views: int = field(default=0, metadata={"help": "extra coarse candidates on a sphere around the object"})
+    loftr_weights: str | None = field(default=None, metadata={"help": "LoFTR indoor_new checkpoint"})
+    steps: int = field(default=FINE_STEPS, metadata={"help": "fine pose steps k"})
+    batch_size: int = field(default=16, metadata={"help": "queries refined at once under vmap"})
+    exact_exp: bool = field(default=False, metadata={
+        "help": "corrected SE(3) exponential instead of the reference's unnormalised screw map"})
+    lr_first: float = field(default=1e-3, metadata={"help": "fine pose learning rate of the first step"})
+    lr: float = field(default=0.01, metadata={"help": "fine pose learning rate after the first step, before decay"})
+    lr_decay: float = field(default=0.8, metadata={"help": "fine pose learning-rate decay per 100 steps"})
+    init_std: float = 1e-6  # standard deviation of the screw initialisation (reference)
+    backend: str = field(default="auto", metadata={
+        "help": "render backend", "choices": ("auto", "reference", "cpu", "cuda")})
+
+    def __post_init__(self):
+        _check(self.coarse in ("auto", "render", "loftr"), "coarse",
+               f"must be 'auto', 'render' or 'loftr' (got {self.coarse!r})")
+        _check(self.backend in ("auto", "reference", "cpu", "cuda"), "backend",
+               f"must be 'auto', 'reference', 'cpu' or 'cuda' (got {self.backend!r})")
+        for name in ("coarse_resolution", "steps", "batch_size"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, f"must be an integer >= 1 (got {v!r})")
+        for name in ("inplane_rotations", "sphere_views"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, name, f"must be an integer >= 0 (got {v!r})")
+        for name in ("lr_first", "lr", "lr_decay", "init_std"):
+            v = getattr(self, name)
+            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, name, f"must be > 0 (got {v!r})")
+        _check(self.lr_decay <= 1.0, "lr_decay", f"must be <= 1 (got {self.lr_decay!r})")
+        _check(isinstance(self.exact_exp, bool), "exact_exp", f"must be True or False (got {self.exact_exp!r})")

@@ -1,0 +1,38 @@
+"""A tiny toy object, fitted and evaluated once per test process, shared by the app tests
+(import as `from app_toy import ...`)."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+from splatjax.anomaly import MapConfig
+from splatjax.fitting import FitConfig
+from splatjax.pose import PoseConfig
+
+TINY_FIT = FitConfig(iterations=60, resolution=None, init_points=600, capacity=2048, chunk_steps=20,
+                     densify_from=20, densify_every=20, densify_until=60, opacity_reset_every=3000,
+                     checkpoint_every=10**6, val_every=10**6, log_every=20, seed=0)
+FAST_POSE = PoseConfig(steps=4, batch_size=4, coarse="render", coarse_resolution=16)
+FAST_MAP = MapConfig(features="weights-free", calibration_views=6)
+
+
+@functools.cache
+def toy_dataset() -> Path:
+    """The toy object at 32 x 32: 12 training views, 2 test images per type."""
+    from splatjax.data import make_toy_dataset
+
+    root = Path(tempfile.mkdtemp(prefix="splatjax_app_toy_"))
+    return make_toy_dataset(root / "toy", seed=1, resolution=32, num_train=12, num_test_per_type=2)
+
+
+@functools.cache
+def evaluated_toy() -> tuple[Path, dict]:
+    """(output folder, report) of ``evaluate`` on :func:`toy_dataset` with a tiny fit."""
+    from splatjax.app.evaluate import evaluate
+
+    out = Path(tempfile.mkdtemp(prefix="splatjax_app_eval_")) / "out"
+    [report] = evaluate(toy_dataset(), out, fit_config=TINY_FIT, pose_config=FAST_POSE, map_config=FAST_MAP,
+                        progress=False, log=lambda m: None)
+    return out, report

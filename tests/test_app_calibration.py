@@ -1,0 +1,45 @@
+"""splatjax.app.calibration: a model's heatmap scale is measured once, stored in its run
+folder, reused, and measured again for another setting or a changed model."""
+
+import json
+import os
+import shutil
+from dataclasses import replace
+
+import pytest
+from app_toy import FAST_MAP, FAST_POSE, evaluated_toy
+
+from splatjax.anomaly.features import WeightsFreeFeatures
+from splatjax.app import calibration
+from splatjax.data import load_mad_train
+from splatjax.gaussians import load_ply
+
+
+def test_calibration_is_stored_reused_and_refreshed(tmp_path, monkeypatch):
+    out, report = evaluated_toy()
+    run = tmp_path / "run"
+    shutil.copytree(out / "model", run)
+    train = load_mad_train(json.loads((run / "info.json").read_text())["data"], None)
+    g = load_ply(run / "model.ply")
+    args = dict(extractor=WeightsFreeFeatures(), pose_config=FAST_POSE)
+    cal = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, **args)
+    assert cal.threshold == pytest.approx(report["threshold"])  # the same as evaluate stored
+    assert cal.views == FAST_MAP.calibration_views and cal.vmax == pytest.approx(2 * cal.threshold)
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    with monkeypatch.context() as m:  # stored: read back, not recomputed
+        m.setattr(calibration, "compute_maps", boom)
+        assert calibration.model_calibration(run / "model.ply", g, train.cameras, None, FAST_MAP, **args) == cal
+    other = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
+                                          replace(FAST_MAP, map_sigma=2.0), **args)
+    assert other.map_sigma == 2.0 and other.threshold != cal.threshold
+    stored = json.loads((run / calibration.CALIBRATION_FILE).read_text())
+    assert {k.split("/")[2] for k in stored} >= {"sigma4", "sigma2"}  # one entry per setting
+    st = os.stat(run / "model.ply")
+    os.utime(run / "model.ply", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "refitted"
+    with monkeypatch.context() as m:
+        m.setattr(calibration, "compute_maps", boom)
+        with pytest.raises(AssertionError, match="recomputed"):
+            calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, **args)

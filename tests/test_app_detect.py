@@ -1,0 +1,58 @@
+"""splatjax.app.detect: new images against a fitted toy model (verdicts, files, the fixed
+scale shared with evaluate), and the sphere fallback for a bare .ply."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_toy import FAST_MAP, FAST_POSE, evaluated_toy, toy_dataset
+
+from splatjax.app.detect import detect
+from splatjax.app.runs import load_cameras
+from splatjax.errors import UserError
+
+
+def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
+    out, report = evaluated_toy()
+    toy = toy_dataset()
+    images = [Path(toy) / "test" / "good" / "0.png", Path(toy) / "test" / "Missing" / "1.png"]
+    lines = []
+    result = detect(out / "model", images, tmp_path / "det", pose_config=FAST_POSE, map_config=FAST_MAP,
+                    progress=False, log=lines.append)
+    assert [Path(i["path"]) for i in result["images"]] == images
+    assert result["threshold"] == pytest.approx(report["threshold"])  # one scale per model, stored in the run
+    for item in result["images"]:
+        assert np.isfinite(item["score"])
+        assert item["verdict"] == ("ANOMALOUS" if item["score"] > result["threshold"] else "normal")
+        line = f"{item['path']}: score {item['score']:.4g}, threshold {result['threshold']:.4g} -> {item['verdict']}"
+        assert line in lines
+        assert (tmp_path / "det" / item["heatmap"]).is_file()
+    assert json.loads((tmp_path / "det" / "detections.json").read_text())["images"][1]["verdict"] in (
+        "ANOMALOUS", "normal")
+    assert np.load(tmp_path / "det" / "maps.npy").shape == (2, 224, 224)
+
+
+def test_detect_without_training_cameras_uses_a_sphere(tmp_path):
+    out, _ = evaluated_toy()
+    (tmp_path / "bare").mkdir()
+    shutil.copy(out / "model" / "model.ply", tmp_path / "bare" / "model.ply")
+    assert load_cameras(tmp_path / "bare") is None
+    messages = []
+    result = detect(tmp_path / "bare" / "model.ply", [Path(toy_dataset()) / "test" / "Burrs" / "0.png"],
+                    tmp_path / "det", pose_config=FAST_POSE, map_config=FAST_MAP, progress=False,
+                    log=messages.append)
+    assert any("sphere" in m for m in messages)
+    assert any("moved poses" in m for m in messages)  # calibrated without training images
+    assert np.isfinite(result["images"][0]["score"]) and result["threshold"] > 0
+    assert (tmp_path / "bare" / "map_calibration.json").is_file()
+
+
+def test_detect_input_errors_are_user_errors(tmp_path):
+    out, _ = evaluated_toy()
+    with pytest.raises(UserError, match="no images"):
+        detect(out / "model", [], tmp_path / "det", progress=False, log=lambda m: None)
+    with pytest.raises(UserError, match="no fitted model"):
+        detect(tmp_path, [Path(toy_dataset()) / "test" / "good" / "0.png"], tmp_path / "det", progress=False,
+               log=lambda m: None)

@@ -1,0 +1,129 @@
+"""splatjax.app.evaluate: one class end to end on a tiny toy (report, tables, pictures),
+exact seeded results with the reference renderer, several classes and their table, and
+the folder checks (duplicate class names, output inside the dataset)."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from app_toy import FAST_MAP, FAST_POSE, evaluated_toy, toy_dataset
+
+from splatjax.app.evaluate import evaluate
+from splatjax.app.runs import load_cameras, save_cameras
+from splatjax.errors import UserError
+from splatjax.gaussians import Gaussians, rgb_to_sh0, save_ply
+
+
+def test_evaluate_writes_report_csv_and_pictures():
+    out, report = evaluated_toy()
+    toy = toy_dataset()
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    for key in ("image_auroc", "pixel_auroc", "aupro", "seconds", "queries_per_second", "pose", "features",
+                "coarse_method", "fine_steps", "threshold", "heatmap_scale"):
+        assert key in on_disk, key
+    for stage in ("load", "fit", "coarse", "fine", "render", "maps", "metrics", "calibration", "write"):
+        assert on_disk["seconds"][stage] >= 0.0
+    assert on_disk["num_test_images"] == 8 and on_disk["num_defective"] == 6
+    for v in (on_disk["image_auroc"], on_disk["pixel_auroc"], on_disk["aupro"]):
+        assert 0.0 <= v <= 1.0
+    for stage in ("coarse", "fine"):
+        for k in ("translation", "rotation_rad", "rotation_half_rad"):
+            assert set(on_disk["pose"][stage][k]) == {"median", "mean"}
+    assert on_disk["fine_steps"] == 4 and on_disk["coarse_method"] == "render"
+    assert on_disk["features"] == "weights-free"
+    assert on_disk["heatmap_scale"] == [0.0, pytest.approx(2 * on_disk["threshold"])]
+    with open(out / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    assert {"path", "label", "defect_type", "score", "verdict", "fine_translation", "fine_rotation_rad"} <= set(rows[0])
+    assert {r["defect_type"] for r in rows} == {"good", "Burrs", "Missing", "Stains"}
+    for r in rows:
+        assert r["verdict"] == ("ANOMALOUS" if float(r["score"]) > on_disk["threshold"] else "normal")
+    for png in ("roc.png", "pose_convergence.png", "heatmaps/good_0.png", "heatmaps/Stains_1.png"):
+        assert (out / png).is_file() and (out / png).stat().st_size > 0, png
+    poses = json.loads((out / "poses.json").read_text())
+    assert np.asarray(poses["fine"]["test/good/0.png"]).shape == (4, 4)
+    cams = load_cameras(out / "model")  # the fitted run folder got its cameras and calibration
+    assert cams["c2w"].shape == (12, 4, 4) and cams["width"] == 32
+    assert (out / "model" / "map_calibration.json").is_file()
+    assert not any(p.name in ("report.json", "model.ply") for p in Path(toy).rglob("*"))  # dataset untouched
+
+
+def _fixed_model(run: Path) -> Path:
+    """A seeded blob of Gaussians (no fit) in a run folder with the toy's cameras."""
+    from splatjax.data import load_mad_train
+
+    rng = np.random.default_rng(5)
+    n = 300
+    g = Gaussians(means=jnp.asarray(rng.uniform(-0.6, 0.6, (n, 3)), jnp.float32),
+                  log_scales=jnp.full((n, 3), np.log(0.08), jnp.float32),
+                  quats=jnp.tile(jnp.asarray([1.0, 0.0, 0.0, 0.0], jnp.float32), (n, 1)),
+                  opacity_logits=jnp.full((n,), 1.5, jnp.float32),
+                  sh0=rgb_to_sh0(jnp.asarray(rng.uniform(0.1, 0.9, (n, 3)), jnp.float32)))
+    run.mkdir(parents=True)
+    save_ply(g, run / "model.ply")
+    save_cameras(run, load_mad_train(toy_dataset(), None))
+    return run
+
+
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("reference", marks=pytest.mark.slow)])
+def test_exact_seeded_results(tmp_path, backend):
+    # a fixed model (no fit), seed 3: the same numbers every run; the CPU kernel and the
+    # reference renderer agree to float rounding (CSV scores are written to 6 digits)
+    from dataclasses import replace
+
+    from splatjax import available_backends
+
+    if backend not in available_backends():
+        pytest.skip(f"{backend} backend not available")
+    model = _fixed_model(tmp_path / "run")
+    pose_config = replace(FAST_POSE, backend=backend, steps=3)
+    [r] = evaluate(toy_dataset(), tmp_path / "out", model=model, pose_config=pose_config, map_config=FAST_MAP,
+                   seed=3, heatmaps=False, progress=False, log=lambda m: None)
+    with open(tmp_path / "out" / "per_image.csv") as f:
+        scores = [float(row["score"]) for row in csv.DictReader(f)]
+    np.testing.assert_allclose(scores, [4.32861, 4.07033, 4.73366, 5.14031, 4.15748, 4.86851, 4.46772, 4.33502],
+                               rtol=5e-6)
+    got = [r["image_auroc"], r["pixel_auroc"], r["aupro"], r["threshold"]]
+    np.testing.assert_allclose(got, [11 / 12, 0.7362661642172167, 0.24097860167161525, 7.866271018981934],
+                               rtol=1e-6)
+
+
+def test_several_classes_give_a_table(tmp_path):
+    out, _ = evaluated_toy()
+    classes = []
+    for name in ("01Toy", "02Toy"):
+        shutil.copytree(toy_dataset(), tmp_path / "data" / name)
+        classes.append(tmp_path / "data" / name)
+    reports = evaluate(classes, tmp_path / "res", model=out / "model", pose_config=FAST_POSE, map_config=FAST_MAP,
+                       heatmaps=False, progress=False, log=lambda m: None)
+    assert [r["class"] for r in reports] == ["01Toy", "02Toy"]
+    summary = json.loads((tmp_path / "res" / "report.json").read_text())
+    assert summary["classes"] == ["01Toy", "02Toy"]
+    assert set(summary["mean"]) >= {"image_auroc", "pixel_auroc", "aupro"}
+    table = (tmp_path / "res" / "table.md").read_text()
+    assert "| 01Toy |" in table and "| 02Toy |" in table and "**mean**" in table
+    for name in ("01Toy", "02Toy"):
+        assert (tmp_path / "res" / name / "report.json").is_file()
+        assert not (tmp_path / "res" / name / "heatmaps").exists()
+
+
+def test_two_class_folders_with_one_name_are_refused(tmp_path):
+    a, b = tmp_path / "A" / "01Gorilla", tmp_path / "B" / "01Gorilla"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    with pytest.raises(UserError, match="01Gorilla") as err:
+        evaluate([a, b], tmp_path / "out", progress=False, log=lambda m: None)
+    assert str(a) in str(err.value) and str(b) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_inside_the_dataset_is_refused(tmp_path):
+    toy = toy_dataset()
+    with pytest.raises(UserError, match="inside the"):
+        evaluate(toy, Path(toy) / "out", model=tmp_path, progress=False, log=lambda m: None)
