@@ -58,9 +58,10 @@ def test_scene_extent_and_position_lr_schedule():
                      opacity_logits=jnp.zeros((1,)), sh0=jnp.zeros((1, 3)))
     g = jax.tree_util.tree_map(jnp.ones_like, p)
     state = opt.init(p)
+    update = jax.jit(opt.update)
     lrs, others = [], []
     for _ in range(1001):  # Adam's first update is -lr * sign(g); with constant g |update| = lr
-        upd, state = opt.update(g, state, p)
+        upd, state = update(g, state, p)
         lrs.append(-float(upd.means[0, 0]))
         others.append([-float(x.ravel()[0]) for x in (upd.log_scales, upd.quats, upd.opacity_logits, upd.sh0)])
     assert lrs[0] == pytest.approx(1.6e-4 * 2.0, rel=1e-3)

@@ -36,7 +36,7 @@ from ..fitting import ChunkReport, FitConfig, FitResult, fit, new_state
 from ..gaussians import Gaussians, save_ply
 from .checkpoint import RunCheckpointer, append_metrics, truncate_metrics
 
-__all__ = ["run_fit", "fit_resolution", "load_init_ply", "PAPER_RESOLUTION"]
+__all__ = ["run_fit", "summary_line", "exit_status", "fit_resolution", "load_init_ply", "PAPER_RESOLUTION"]
 
 PAPER_RESOLUTION = 400  # image width of the paper's fits; the default cap
 #: FitConfig fields that may differ between an interrupted fit and its resumption.
@@ -174,18 +174,23 @@ def _check_same_settings(run: Path, saved: dict, now: dict) -> None:
                         "use the original settings or another --out")
 
 
-def _open_run(run: Path, config: FitConfig, train, width: int, resume: bool):
-    """(checkpointer, restored checkpoint metadata or None, run record)."""
-    from ..fitting import train_view_indices
-
-    views = train_view_indices(len(train), config.train_fraction, config.seed)
-    record = _run_record(config, train, width, [int(i) for i in views])
+def _check_run_folder(run: Path, resume: bool) -> None:
+    """--resume needs a checkpoint in ``run``; a fresh fit needs a folder without one."""
     has_ckpt = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
     if resume and not has_ckpt:
         raise UserError(f"nothing to resume in {str(run)!r}: no checkpoint there; run without --resume to start "
                         "a new fit")
     if not resume and has_ckpt:
         raise UserError(f"{str(run)!r} holds an earlier fit; pass --resume to continue it or choose another --out")
+
+
+def _open_run(run: Path, config: FitConfig, train, width: int, resume: bool):
+    """(checkpointer, restored checkpoint metadata or None, run record)."""
+    from ..fitting import train_view_indices
+
+    views = train_view_indices(len(train), config.train_fraction, config.seed)
+    record = _run_record(config, train, width, [int(i) for i in views])
+    _check_run_folder(run, resume)
     ckpt = RunCheckpointer(run / "checkpoints")
     if not resume:
         (run / "metrics.jsonl").unlink(missing_ok=True)
@@ -201,11 +206,12 @@ def _open_run(run: Path, config: FitConfig, train, width: int, resume: bool):
 
 
 def _restore(ckpt: RunCheckpointer, meta: dict, train, config: FitConfig):
+    """(training state, step) of the newest checkpoint."""
+    import jax
+    import jax.numpy as jnp
+
     template = new_state(train, config, capacity=int(meta["capacity"]))
     tree, _, step = ckpt.restore({"state": template})
-    import jax.numpy as jnp
-    import jax
-
     return jax.tree_util.tree_map(jnp.asarray, tree["state"]), step
 
 
@@ -217,9 +223,7 @@ class _Session:
         self.session = 1 + int((meta or {}).get("sessions", 0))
         self.seconds_before = float((meta or {}).get("seconds_total", 0.0))
         self.t0 = self.last_ckpt_time = time.perf_counter()
-        self.last_ckpt_step = int((meta or {}).get("step", 0))
-        self.prev_step = self.last_ckpt_step
-        self.saved_step = None
+        self.prev_step = int((meta or {}).get("step", 0))
         n = config.iterations
         self.progress_every = max(config.log_every, (n // 20 // config.chunk_steps) * config.chunk_steps)
 
@@ -242,7 +246,7 @@ class _Session:
         meta = {"step": rep.step, "capacity": rep.state.capacity, "num_gaussians": int(jnp.sum(rep.state.active)),
                 "sessions": self.session, "seconds_total": self.seconds_total()}
         self.ckpt.save(rep.step, {"state": rep.state}, meta)
-        self.last_ckpt_time, self.saved_step = time.perf_counter(), rep.step
+        self.last_ckpt_time = time.perf_counter()
 
     def seconds_total(self) -> float:
         return self.seconds_before + time.perf_counter() - self.t0
@@ -288,6 +292,7 @@ def run_fit(
     data, run = require_dir(Path(data), "dataset folder"), Path(out)
     if run.resolve().is_relative_to(data.resolve()):
         raise UserError(f"the run folder {str(run)!r} must not be inside the dataset folder {str(data)!r}")
+    _check_run_folder(run, resume)  # before the (slow) loading; checked again when opening
     train, val, width = _load(data, config, val_split, log)
     init = load_init_ply(config.init_ply) if config.init_ply else None
     run.mkdir(parents=True, exist_ok=True)
@@ -355,17 +360,27 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
     return FitConfig(**values)
 
 
+def exit_status(summary: dict) -> int:
+    """The command's exit status for a :func:`run_fit` summary: 0 when the session ended
+    normally, 128 + the signal number after an interrupt (130 for Ctrl-C)."""
+    name = summary.get("interrupted")
+    return 128 + int(signal.Signals[name]) if name else 0
+
+
 def run_fit_from_args(args: argparse.Namespace) -> int:
-    """``splatjax fit``: 0 when done, 130 after an interrupt (checkpoint written), 2 with
-    a one-line message for a user error."""
+    """``splatjax fit``: 0 when done, 130 / 143 after SIGINT / SIGTERM (checkpoint
+    written), 2 with a one-line message for a user error."""
     try:
         summary = run_fit(args.data, args.out, config_from_args(args), resume=args.resume,
                           val_split=None if args.no_val else "val")
     except UserError as e:
         print(f"splatjax fit: error: {e}")
         return 2
-    if summary["interrupted"]:
+    except KeyboardInterrupt:  # before the fit started, or a second Ctrl-C
+        print("interrupted; nothing more was saved")
         return 130
+    if summary["interrupted"]:
+        return exit_status(summary)
     print(summary_line(summary))
     print(f"model: {Path(args.out) / 'model.ply'}")
     return 0

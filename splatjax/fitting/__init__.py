@@ -252,7 +252,7 @@ def _record(s: _Setup, state: TrainState, prev: int, step: int, losses, psnrs, d
     val_due = s.val is not None and (_crossed(prev, step, c.val_every) or done)
     if not (done or val_due or _crossed(prev, step, c.log_every)):
         return None
-    rec = {"step": step, "loss": float(np.nanmean(losses)), "psnr": float(np.nanmean(psnrs)),
+    rec = {"step": step, "loss": _nanmean(losses), "psnr": _nanmean(psnrs),
            "num_gaussians": int(jnp.sum(state.active)), "capacity": state.capacity,
            "steps_per_second": (step - prev) / dt}
     if val_due:
@@ -293,8 +293,8 @@ def fit(
     stopped = False
     while step < total and not stopped:
         tc = time.perf_counter()
-        state, losses, psnrs = _train.train_chunk(state, s.images, s.cameras, s.key, config=s.compiled,
-                                                  extent=s.extent)
+        state, losses, psnrs = _train.train_chunk(state, s.images, s.cameras, s.key, jnp.int32(total),
+                                                  config=s.compiled, extent=s.extent)
         prev, step = step, min(step + config.chunk_steps, total)
         losses, psnrs = np.asarray(losses), np.asarray(psnrs)  # the one sync per chunk
         dt = time.perf_counter() - tc
@@ -310,6 +310,11 @@ def fit(
     return _result(s, state, start, step, t0, steady_t, losses, psnrs, history, events)
 
 
+def _nanmean(x) -> float:
+    x = np.asarray(x, np.float64)
+    return float(np.mean(x[np.isfinite(x)])) if np.isfinite(x).any() else float("nan")
+
+
 def _result(s: _Setup, state, start, step, t0, steady_t, losses, psnrs, history, events) -> FitResult:
     seconds = time.perf_counter() - t0
     steady_steps = max(0, step - start - s.config.chunk_steps)
@@ -320,7 +325,7 @@ def _result(s: _Setup, state, start, step, t0, steady_t, losses, psnrs, history,
     return FitResult(
         gaussians=gaussians, state=state, completed=completed, steps=step, steps_run=step - start,
         seconds=seconds, steady_steps_per_second=steady_steps / steady_t if steady_t > 0 else float("nan"),
-        final_loss=float(np.nanmean(losses)), final_psnr=float(np.nanmean(psnrs)),
+        final_loss=_nanmean(losses), final_psnr=_nanmean(psnrs),
         val_psnr=last_val["val_psnr"] if final_val else None, val_ssim=last_val["val_ssim"] if final_val else None,
         history=tuple(history), events=tuple(events), extent=s.extent, train_views=s.train_views,
         backend=s.config.backend,

@@ -9,6 +9,7 @@ the INRIA 3DGS ones).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 from ..errors import ConfigError
 
@@ -81,7 +82,8 @@ class FitConfig:
 
         for name in ("iterations", "init_points", "densify_every", "chunk_steps", "checkpoint_every",
                      "val_every", "log_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 bad(name, "must be an integer >= 1")
         for name in ("resolution", "capacity", "val_views", "opacity_reset_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

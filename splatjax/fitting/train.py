@@ -66,14 +66,17 @@ def param_labels() -> Gaussians:
                      sh0="sh0")
 
 
-def make_optimizer(config: FitConfig, extent: float) -> optax.GradientTransformation:
+def make_optimizer(config: FitConfig, extent: float, iterations=None) -> optax.GradientTransformation:
     """Adam (eps ``adam_eps``) per parameter group with the 3DGS learning rates; the mean
     learning rate decays exponentially (log-linearly) from lr_means x extent to
-    lr_means_final x extent over ``iterations`` steps and stays there."""
-    lr_means = optax.exponential_decay(
-        init_value=config.lr_means * extent, transition_steps=config.iterations,
-        decay_rate=config.lr_means_final / config.lr_means, end_value=config.lr_means_final * extent,
-    )
+    lr_means_final x extent over ``iterations`` steps (default ``config.iterations``; may
+    be a traced scalar, so fits of different lengths share compilations) and stays there."""
+    total = config.iterations if iterations is None else iterations
+    lr0, lr1 = config.lr_means * extent, config.lr_means_final * extent
+
+    def lr_means(count):  # optax.exponential_decay's formula with a possibly traced length
+        return jnp.maximum(lr0 * (config.lr_means_final / config.lr_means) ** (count / total), lr1)
+
     lrs = {"means": lr_means, "log_scales": config.lr_scales, "quats": config.lr_quats,
            "opacity_logits": config.lr_opacity, "sh0": config.lr_colors}
     groups = {name: optax.adam(lr, eps=config.adam_eps) for name, lr in lrs.items()}
@@ -119,10 +122,11 @@ def resize_state(state: TrainState, capacity: int, config: FitConfig, extent: fl
 
 
 def compiled_config(config: FitConfig) -> FitConfig:
-    """``config`` with the fields compiled code does not read set to their defaults, so
-    fits that differ only in them (seed, logging, ...) share compilations."""
+    """``config`` with the fields compiled code does not read (or gets as traced values:
+    ``iterations``) set to their defaults, so fits that differ only in them share
+    compilations."""
     d = FitConfig()
-    unused = ("resolution", "upsample", "init_points", "init_extent", "init_opacity", "init_ply", "capacity",
+    unused = ("iterations", "resolution", "upsample", "init_points", "init_extent", "init_opacity", "init_ply", "capacity",
               "checkpoint_every", "checkpoint_minutes", "seed", "train_fraction", "val_every", "val_views",
               "log_every", "densify_from", "densify_until", "opacity_reset_every", "densify_grad_threshold",
               "percent_dense", "prune_opacity", "prune_screen_size", "prune_world_size", "opacity_reset_value")
@@ -130,12 +134,12 @@ def compiled_config(config: FitConfig) -> FitConfig:
 
 
 @partial(jax.jit, static_argnames=("config", "extent"), donate_argnames=("state",))
-def train_chunk(state: TrainState, images, cameras, key, *, config: FitConfig, extent: float):
+def train_chunk(state: TrainState, images, cameras, key, iterations, *, config: FitConfig, extent: float):
     """``config.chunk_steps`` optimisation steps on one shuffled view each (steps past
-    ``iterations`` are no-ops). Returns the new state and per-step (loss, PSNR) (NaN for
+    ``iterations``, a traced scalar, are no-ops). Returns the new state and per-step (loss, PSNR) (NaN for
     no-op steps). The view of step s is entry s % V of a permutation drawn from (key, s // V)."""
     n_views = images.shape[0]
-    opt = make_optimizer(config, extent)
+    opt = make_optimizer(config, extent, iterations)
     background = jnp.asarray(config.background, jnp.float32)
     view_key = jax.random.fold_in(key, _VIEW_STREAM)
     height, width = images.shape[1], images.shape[2]
@@ -168,7 +172,7 @@ def train_chunk(state: TrainState, images, cameras, key, *, config: FitConfig, e
         return state, (nan, nan)
 
     def body(state, _):
-        return jax.lax.cond(state.step < config.iterations, step, skip, state)
+        return jax.lax.cond(state.step < iterations, step, skip, state)
 
     state, (losses, psnrs) = jax.lax.scan(body, state, None, length=config.chunk_steps)
     return state, losses, psnrs
