@@ -11,7 +11,6 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from scenes import look_at_c2w, random_scene
 

@@ -134,7 +134,8 @@ def compiled_config(config: FitConfig) -> FitConfig:
 
 
 @partial(jax.jit, static_argnames=("config", "extent"), donate_argnames=("state",))
-def train_chunk(state: TrainState, images, cameras, key, iterations, *, config: FitConfig, extent: float):
+def train_chunk(state: TrainState, images: Float[Array, "V H W 3"], cameras, key, iterations: Int[Array, ""], *,
+                config: FitConfig, extent: float):
     """``config.chunk_steps`` optimisation steps on one shuffled view each (steps past
     ``iterations``, a traced scalar, are no-ops). Returns the new state and per-step (loss, PSNR) (NaN for
     no-op steps). The view of step s is entry s % V of a permutation drawn from (key, s // V)."""
@@ -212,7 +213,7 @@ def reset_state(state: TrainState, *, strategy: DensifyStrategy, config: FitConf
 
 
 @partial(jax.jit, static_argnames=("backend", "background"))
-def evaluate(params: Gaussians, images, cameras, *, backend: str, background: tuple):
+def evaluate(params: Gaussians, images: Float[Array, "V H W 3"], cameras, *, backend: str, background: tuple):
     """Per-view PSNR and SSIM (renders clipped to [0, 1]) of ``params`` against ``images``."""
     bg = jnp.asarray(background, jnp.float32)
 
