@@ -5,7 +5,8 @@ Layout of a run folder ``RUN``::
     RUN/config.json        the configuration the run was started with
     RUN/metrics.jsonl      one JSON object per logged step
     RUN/checkpoints/<step>/  orbax checkpoints (the newest few are kept)
-    RUN/model.ply          the final model (written by the fitting code)
+    RUN/info.json          the summary of the latest session
+    RUN/model.ply          the final model (see :mod:`splatjax.app.fit_run`)
 
 A checkpoint stores any pytree of arrays: its leaves are saved as a flat dict
 ``{"000000": array, ...}`` (portable names, no dependence on the pytree classes) next to a
@@ -23,10 +24,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from ..files import atomic_write
+
 __all__ = [
     "RunCheckpointer",
-    "write_json",
-    "read_json",
     "append_metrics",
     "read_metrics",
     "truncate_metrics",
@@ -81,6 +82,16 @@ class RunCheckpointer:
             args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
         )
 
+    def metadata(self, step: int | None = None) -> dict:
+        """The metadata saved with the checkpoint at ``step`` (default: newest), without
+        reading its arrays (e.g. to build the restore template)."""
+        ocp = self._ocp
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{self.directory}: no checkpoint to resume from")
+        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        return dict(meta["metadata"])
+
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict, int]:
         """Restore the checkpoint at ``step`` (default: newest) into the structure of
         ``template``. Returns (tree of numpy arrays, metadata, step). Raises
@@ -126,26 +137,7 @@ class RunCheckpointer:
         self._manager.close()
 
 
-# ----------------------------------------------------------------------------- run files
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-
-
+# ----------------------------------------------------------------------------- metrics log
 def append_metrics(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line to a metrics log."""
     with open(path, "a") as f:
@@ -168,12 +160,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 
 def truncate_metrics(path: str | os.PathLike, step: int) -> list[dict]:
-    """Drop the records logged after ``step`` (used on resume: the resumed run logs them
-    again). Returns the records kept."""
+    """Drop the records logged after ``step`` (on resume from a checkpoint at ``step``:
+    the resumed run logs those steps again) and any torn line; earlier records are kept.
+    Returns the records kept."""
     kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= step]
-    path = Path(path)
-    if path.exists():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
-        os.replace(tmp, path)
+    if Path(path).exists():
+        atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
     return kept

@@ -1,7 +1,8 @@
 """Adaptive density control (3DGS clone / split / prune / opacity reset) on a static buffer.
 
-The Gaussians live in a buffer of fixed ``capacity`` with an ``active`` mask, so every
-compiled function keeps its shapes while the number of Gaussians changes. Active Gaussians
+The Gaussians live in a buffer of ``capacity`` slots with an ``active`` mask, so every
+compiled function keeps its shapes while the number of Gaussians changes; the fitting loop
+resizes the buffer (a recompilation) only when densification needs more slots. Active Gaussians
 always occupy the first slots (every densification compacts the buffer). Inactive slots
 hold :data:`INACTIVE_LOGIT` as opacity logit (opacity ~2e-9 < 1/255, so every renderer
 skips them and their gradients are exactly zero); their optimiser moments are zero, so a
@@ -16,7 +17,7 @@ accumulated over the steps in which the Gaussian is visible; the largest screen 
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import equinox as eqx
 import jax
@@ -27,18 +28,23 @@ from jaxtyping import Array, Bool, Float, Int
 from ..gaussians import Gaussians
 from ..render.reference import project
 from ..se3 import quat_to_rotmat
+from .schedule import FitSchedule
 
 __all__ = [
     "INACTIVE_LOGIT",
-    "FIELDS",
     "DensityStats",
     "DensifyCounts",
     "pad_gaussians",
     "screen_radii",
     "update_stats",
+    "densify_demand",
     "densify_and_prune",
     "reset_opacity",
-    "map_rows",
+    "move_rows",
+    "resize_rows",
+    "resize_gaussians",
+    "DensifyRule",
+    "DensifyStrategy",
 ]
 
 INACTIVE_LOGIT = -20.0  # sigmoid(-20) ~ 2e-9: below the 1/255 alpha floor of every backend
@@ -96,18 +102,6 @@ def pad_gaussians(gaussians: Gaussians, capacity: int) -> tuple[Gaussians, Bool[
     return buf, jnp.arange(capacity) < n
 
 
-def map_rows(tree: Any, capacity: int, fn) -> Any:
-    """Apply ``fn`` to every array leaf of ``tree`` whose leading axis is the buffer axis
-    (length ``capacity``); other leaves (e.g. Adam step counts) are left alone."""
-
-    def f(x):
-        if hasattr(x, "shape") and x.ndim >= 1 and x.shape[0] == capacity:
-            return fn(x)
-        return x
-
-    return jax.tree_util.tree_map(f, tree)
-
-
 def screen_radii(
     gaussians: Gaussians, camera, active: Bool[Array, " N"]
 ) -> tuple[Float[Array, " N"], Bool[Array, " N"]]:
@@ -151,30 +145,66 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1.0 - p)))
 
 
+class _Selection(eqx.Module):
+    clone: Bool[Array, " N"]
+    split: Bool[Array, " N"]
+    prune_old: Bool[Array, " N"]
+    cand: Bool[Array, " N"]
+    grads: Float[Array, " N"]
+    cost: Int[Array, " N"]  # slots needed beyond the surviving old Gaussians
+
+
+def _select(params: Gaussians, active, stats: DensityStats, rule: "DensifyRule", extent: float, size_prune):
+    """3DGS candidate selection: which Gaussians are cloned, split and pruned."""
+    grads = jnp.where(stats.denom > 0, stats.grad_accum / jnp.maximum(stats.denom, 1.0), 0.0)
+    max_scale = jnp.exp(jnp.max(params.log_scales, axis=-1))
+    low_opacity = params.opacity_logits < _logit(rule.min_opacity)
+    size_prune = jnp.asarray(size_prune)
+    world_big = max_scale > rule.max_world_size * extent
+    screen_big = stats.max_radii > rule.max_screen_size
+    prune_old = active & (low_opacity | (size_prune & (world_big | screen_big)))
+    cand = active & (grads >= rule.grad_threshold) & ~low_opacity
+    small = max_scale <= rule.percent_dense * extent
+    clone = cand & small
+    split = cand & ~small & ~(size_prune & (max_scale / SPLIT_SCALE_DIVISOR > rule.max_world_size * extent))
+    # a split re-uses its parent's slot unless the parent is pruned anyway
+    cost = jnp.where(clone, 1, jnp.where(split, 2 - (~prune_old).astype(jnp.int32), 0))
+    return _Selection(clone=clone, split=split, prune_old=prune_old, cand=clone | split, grads=grads, cost=cost)
+
+
+def densify_demand(
+    params: Gaussians, active: Bool[Array, " N"], stats: DensityStats, rule: "DensifyRule", *,
+    extent: float, size_prune: Bool[Array, ""] | bool,
+) -> Int[Array, ""]:
+    """Slots :func:`densify_and_prune` needs to densify every candidate (the buffer
+    grows to hold them before densifying; nothing is ever dropped)."""
+    sel = _select(params, active, stats, rule, extent, size_prune)
+    return jnp.sum(active & ~sel.prune_old) + jnp.sum(sel.cost)
+
+
 def densify_and_prune(
     params: Gaussians,
-    opt_state: Any,
     active: Bool[Array, " N"],
     stats: DensityStats,
+    rule: "DensifyRule",
     *,
     key: jax.Array,
     extent: float,
-    grad_threshold: float,
-    percent_dense: float,
-    min_opacity: float,
     size_prune: Bool[Array, ""] | bool,
-    max_screen_size: float,
-    max_world_size: float,
-) -> tuple[Gaussians, Any, Bool[Array, " N"], DensityStats, DensifyCounts]:
+) -> tuple[Gaussians, Bool[Array, " N"], Int[Array, " N"], DensifyCounts]:
     """One 3DGS ``densify_and_prune`` on the static buffer, compacting it.
 
-    Candidates: active Gaussians whose mean screen-space gradient is >= ``grad_threshold``.
-    Small ones (max scale <= percent_dense x extent) are cloned; large ones are split into
-    2 Gaussians sampled from the parent (scale / 1.6), replacing it. Pruned: opacity <
-    ``min_opacity``; when ``size_prune``, also screen radius > ``max_screen_size`` px or
-    max scale > ``max_world_size`` x extent. New Gaussians start with zero Adam moments;
-    statistics restart from zero. If the buffer cannot hold every candidate, the largest
-    gradients win and ``counts.dropped`` says how many were left out.
+    Candidates: active Gaussians whose mean screen-space (NDC) gradient is >=
+    ``rule.grad_threshold``. Small ones (max scale <= percent_dense x extent) are cloned;
+    large ones are split into 2 Gaussians sampled from the parent (scale / 1.6), replacing
+    it. Pruned: opacity < ``rule.min_opacity``; when ``size_prune``, also screen radius >
+    ``max_screen_size`` px or max scale > ``max_world_size`` x extent. If the buffer cannot
+    hold every candidate (the caller grows it first, see :func:`densify_demand`), the
+    largest gradients win and ``counts.dropped`` says how many were left out.
+
+    Returns the new buffer, its active mask, ``moves`` (new row of each old row; the
+    buffer size for removed rows: move optimiser moments with :func:`move_rows`, new rows
+    start with zero moments as 3DGS appends them) and the counts. Statistics restart at 0.
 
     Differences from the INRIA code, all outcome-preserving: candidates whose children
     would be pruned right away (low opacity, or split children still too large) are not
@@ -183,29 +213,13 @@ def densify_and_prune(
     """
     cap = active.shape[0]
     dtype = params.means.dtype
-    grads = jnp.where(stats.denom > 0, stats.grad_accum / jnp.maximum(stats.denom, 1.0), 0.0)
-    max_scale = jnp.exp(jnp.max(params.log_scales, axis=-1))
-    low_opacity = params.opacity_logits < _logit(min_opacity)
-    size_prune = jnp.asarray(size_prune)
-    world_big = max_scale > max_world_size * extent
-    screen_big = stats.max_radii > max_screen_size
-    prune_old = active & (low_opacity | (size_prune & (world_big | screen_big)))
-
-    cand = active & (grads >= grad_threshold) & ~low_opacity
-    small = max_scale <= percent_dense * extent
-    clone = cand & small
-    split = cand & ~small & ~(size_prune & (max_scale / SPLIT_SCALE_DIVISOR > max_world_size * extent))
-    cand = clone | split
-
-    # Slots needed beyond the surviving old Gaussians; a split re-uses its parent's slot.
-    cost = jnp.where(clone, 1, jnp.where(split, 2 - (~prune_old).astype(jnp.int32), 0))
-    free = cap - jnp.sum(active & ~prune_old)
-    order = jnp.argsort(jnp.where(cand, -grads, jnp.inf), stable=True)
-    accepted_sorted = cand[order] & (jnp.cumsum(cost[order]) <= free)
-    accepted = jnp.zeros_like(cand).at[order].set(accepted_sorted)
-    clone = clone & accepted
-    split = split & accepted
-    keep_old = active & ~prune_old & ~split
+    sel = _select(params, active, stats, rule, extent, size_prune)
+    free = cap - jnp.sum(active & ~sel.prune_old)
+    order = jnp.argsort(jnp.where(sel.cand, -sel.grads, jnp.inf), stable=True)
+    accepted_sorted = sel.cand[order] & (jnp.cumsum(sel.cost[order]) <= free)
+    accepted = jnp.zeros_like(sel.cand).at[order].set(accepted_sorted)
+    clone, split = sel.clone & accepted, sel.split & accepted
+    keep_old = active & ~sel.prune_old & ~split
 
     # Split children: means sampled from the parent Gaussian, scales divided by 1.6.
     rot = quat_to_rotmat(params.unit_quats)
@@ -221,31 +235,78 @@ def densify_and_prune(
     flags = jnp.concatenate([keep_old, clone, split, split])
     dest = jnp.where(flags, jnp.cumsum(flags) - 1, cap)  # cap = dropped by the scatter
     total = jnp.sum(flags)
-
-    def scatter(buf, src):
-        return buf.at[dest].set(src, mode="drop")
-
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *sources)
-    new_params = jax.tree_util.tree_map(scatter, _inactive_rows(cap, dtype), stacked)
-    # Old rows keep their moments (moved with them); new rows and free slots get zeros.
-    dest_old = dest[:cap]
-    new_opt = map_rows(opt_state, cap, lambda x: jnp.zeros_like(x).at[dest_old].set(x, mode="drop"))
-    new_active = jnp.arange(cap) < total
+    new_params = jax.tree_util.tree_map(lambda b, s: b.at[dest].set(s, mode="drop"), _inactive_rows(cap, dtype),
+                                        stacked)
     counts = DensifyCounts(
-        cloned=jnp.sum(clone), split=jnp.sum(split),
-        pruned=jnp.sum(prune_old & ~split), dropped=jnp.sum(cand) - jnp.sum(accepted),
-        candidates=jnp.sum(cand), active=total,
+        cloned=jnp.sum(clone), split=jnp.sum(split), pruned=jnp.sum(sel.prune_old & ~split),
+        dropped=jnp.sum(sel.cand) - jnp.sum(accepted), candidates=jnp.sum(sel.cand), active=total,
     )
-    return new_params, new_opt, new_active, DensityStats.zeros(cap), counts
+    return new_params, jnp.arange(cap) < total, dest[:cap], counts
 
 
-def reset_opacity(
-    params: Gaussians, opacity_opt_state: Any, active: Bool[Array, " N"], *, value: float = 0.01
-) -> tuple[Gaussians, Any]:
-    """3DGS opacity reset: active opacities become min(opacity, ``value``), and the Adam
-    moments of the opacity logits restart from zero."""
+def move_rows(x: Array, moves: Int[Array, " N"]) -> Array:
+    """Row i of ``x`` goes to row ``moves[i]`` (rows moved out of range are dropped);
+    rows nobody moves to are zero."""
+    return jnp.zeros_like(x).at[moves].set(x, mode="drop")
+
+
+def resize_rows(x: Array, capacity: int, fill: float = 0.0) -> Array:
+    """The first ``capacity`` rows of ``x``, padded with ``fill`` when it is longer."""
+    n = x.shape[0]
+    if capacity <= n:
+        return x[:capacity]
+    pad = jnp.full((capacity - n,) + x.shape[1:], fill, x.dtype)
+    return jnp.concatenate([x, pad])
+
+
+def resize_gaussians(params: Gaussians, capacity: int) -> Gaussians:
+    """The buffer cut or padded (with invisible inactive rows) to ``capacity`` slots;
+    active Gaussians must occupy the first slots (they do after every densification)."""
+    if capacity <= params.num:
+        return params.take(jnp.arange(capacity))
+    pad = _inactive_rows(capacity - params.num, params.means.dtype)
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), params, pad)
+
+
+@dataclasses.dataclass(frozen=True)
+class DensifyRule:
+    """The thresholds of adaptive density control (3DGS defaults); hashable."""
+
+    grad_threshold: float = 2e-4
+    percent_dense: float = 0.01
+    min_opacity: float = 0.005
+    max_screen_size: float = 20.0
+    max_world_size: float = 0.1
+    reset_value: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class DensifyStrategy:
+    """Adaptive density control as one object: its thresholds (:class:`DensifyRule`) and
+    its schedule (:class:`~splatjax.fitting.schedule.FitSchedule`); hashable, so it can be
+    a static argument of compiled functions."""
+
+    rule: DensifyRule
+    schedule: FitSchedule
+
+    def events(self, step: int) -> tuple[bool, bool, bool]:
+        """(densify, size_prune, reset_opacity) after ``step``."""
+        s = self.schedule
+        return s.densify_at(step), s.size_prune_at(step), s.reset_at(step)
+
+    def demand(self, params, active, stats, *, extent: float, size_prune) -> Int[Array, ""]:
+        return densify_demand(params, active, stats, self.rule, extent=extent, size_prune=size_prune)
+
+    def densify(self, params, active, stats, *, key, extent: float, size_prune):
+        return densify_and_prune(params, active, stats, self.rule, key=key, extent=extent, size_prune=size_prune)
+
+    def reset(self, params: Gaussians, active) -> Gaussians:
+        return reset_opacity(params, active, value=self.rule.reset_value)
+
+
+def reset_opacity(params: Gaussians, active: Bool[Array, " N"], *, value: float = 0.01) -> Gaussians:
+    """3DGS opacity reset: active opacities become min(opacity, ``value``) (the caller
+    restarts the Adam moments of the opacity logits)."""
     logits = jnp.where(active, jnp.minimum(params.opacity_logits, _logit(value)), params.opacity_logits)
-    params = eqx.tree_at(lambda g: g.opacity_logits, params, logits)
-    cap = active.shape[0]
-    return params, map_rows(opacity_opt_state, cap, jnp.zeros_like)
-
+    return eqx.tree_at(lambda g: g.opacity_logits, params, logits)

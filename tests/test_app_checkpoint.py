@@ -1,20 +1,16 @@
-"""Run-folder I/O: orbax checkpoints, metrics log, the INRIA PLY format, and resuming an
-interrupted fit to the same result as an uninterrupted one."""
+"""Run-folder I/O: orbax checkpoints, the metrics log and the INRIA PLY format (resuming
+a fit: tests/test_app_fit_run.py)."""
 
 from __future__ import annotations
-
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scenes import random_scene
-from test_fit import TOY, toy_views
 
 import splatjax as sj
 from splatjax.app.checkpoint import RunCheckpointer, append_metrics, read_metrics, truncate_metrics
-from splatjax.fitting import fit
 
 INRIA_PROPERTIES = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
                     "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -62,6 +58,7 @@ def test_checkpointer_round_trip_and_mismatch(tmp_path):
         assert step == 30 and meta == {"n": 30}
         for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(tree)):
             np.testing.assert_array_equal(a, np.asarray(b))
+        assert ck.metadata() == {"n": 30} and ck.metadata(20) == {"n": 20}
         with pytest.raises(ValueError, match="structure differs"):
             ck.restore({"a": tree["a"]})
         with pytest.raises(ValueError, match="shape"):
@@ -79,41 +76,3 @@ def test_metrics_log_truncation(tmp_path):
     assert [r["step"] for r in read_metrics(path)] == [10, 20, 30]
     assert [r["step"] for r in truncate_metrics(path, 20)] == [10, 20]
     assert [r["step"] for r in read_metrics(path)] == [10, 20]
-
-
-def test_resume_matches_uninterrupted_run(tmp_path):
-    """Stop after step 30 (densification events at 10, 20, 30, opacity reset at 20), lose the
-    step-30 checkpoint as a crash would, resume from step 20: same final parameters."""
-    views = toy_views()
-    g_full, info_full = fit(views, TOY, run_dir=tmp_path / "full", progress=False)
-
-    run = tmp_path / "interrupted"
-    g_part, info_part = fit(views, TOY, run_dir=run, progress=False, stop_at=30)
-    assert not info_part["completed"] and info_part["steps"] == 30
-    assert not (run / "model.ply").exists()
-    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [20, 30]
-    shutil.rmtree(run / "checkpoints" / "30")  # the crash came before the step-30 checkpoint
-
-    g_res, info_res = fit(views, TOY, run_dir=run, resume=True, progress=False)
-    assert info_res["completed"] and info_res["steps_this_session"] == 20
-    assert [e["step"] for e in info_res["densify_events"]] == [30]
-    assert g_res.num == g_full.num == info_full["num_gaussians"]
-    for name in ("means", "log_scales", "quats", "opacity_logits", "sh0"):
-        np.testing.assert_allclose(np.asarray(getattr(g_res, name)), np.asarray(getattr(g_full, name)),
-                                   rtol=1e-6, atol=1e-7)
-    # the metrics log of the resumed run equals the uninterrupted one (step 30 re-logged once)
-    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
-    assert steps == [r["step"] for r in read_metrics(tmp_path / "full" / "metrics.jsonl")] == [10, 20, 30, 40]
-    np.testing.assert_array_equal(np.asarray(sj.load_ply(run / "model.ply").means),
-                                  np.asarray(sj.load_ply(tmp_path / "full" / "model.ply").means))
-
-
-def test_resume_refuses_changed_settings(tmp_path):
-    import dataclasses
-
-    views = toy_views()
-    fit(views, TOY, run_dir=tmp_path, progress=False, stop_at=10)
-    with pytest.raises(ValueError, match="config.json.*percent_dense"):
-        fit(views, dataclasses.replace(TOY, percent_dense=0.02), run_dir=tmp_path, resume=True, progress=False)
-    with pytest.raises(FileExistsError, match="earlier run"):
-        fit(views, TOY, run_dir=tmp_path, progress=False)

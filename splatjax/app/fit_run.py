@@ -1,0 +1,386 @@
+"""The fit's run folder: ``splatjax fit DATA --out RUN [--resume]``.
+
+Layout of ``RUN``: ``config.json`` (the settings, image size and training views the fit
+started with), ``metrics.jsonl`` (one record per ``log_every`` steps, appended across
+sessions, each tagged with its session number), orbax ``checkpoints/<step>/`` (every
+``checkpoint_every`` steps, at least every ``checkpoint_minutes``, at the end and on an
+interrupt), ``info.json`` (the summary of the latest session) and, once complete,
+``model.ply`` (the INRIA 3DGS PLY).
+
+Interrupts: SIGINT (Ctrl-C) and SIGTERM let the current chunk finish, write a checkpoint
+and end the session with one line saying how to resume (a second Ctrl-C aborts at once).
+``--resume`` continues from the newest checkpoint to the same result as an uninterrupted
+fit; it is an error when there is nothing to resume or the settings differ.
+
+Resolution: by default the data's own image width, capped at the paper's 400 px; a larger
+``resolution`` than the data's is capped there unless ``upsample`` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError, DatasetNotFoundError, UserError
+from ..files import read_json, require_dir, write_json
+from ..fitting import ChunkReport, FitConfig, FitResult, fit, new_state
+from ..gaussians import Gaussians, save_ply
+from .checkpoint import RunCheckpointer, append_metrics, truncate_metrics
+
+__all__ = ["run_fit", "summary_line", "exit_status", "fit_resolution", "load_init_ply", "PAPER_RESOLUTION"]
+
+PAPER_RESOLUTION = 400  # image width of the paper's fits; the default cap
+#: FitConfig fields that may differ between an interrupted fit and its resumption.
+RESUME_FREE_FIELDS = frozenset({"checkpoint_every", "checkpoint_minutes", "val_every", "val_views",
+                                "log_every", "backend"})
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# ----------------------------------------------------------------------------- data
+def _layout(data: Path) -> str:
+    if (data / "transforms.json").is_file() and (data / "train" / "good").is_dir():
+        return "mad"
+    if (data / "transforms_train.json").is_file():
+        return "blender"
+    raise DatasetNotFoundError(
+        f"{str(data)!r} is neither a Blender/NeRF folder (transforms_train.json) nor a MAD-Sim class "
+        "folder (transforms.json + train/good/)")
+
+
+def _native_width(data: Path, layout: str) -> int:
+    """Width in pixels of the first training image (read from its header)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..data.blender import frame_image_path, read_transforms
+
+    if layout == "blender":
+        json_path = data / "transforms_train.json"
+        _, frames = read_transforms(json_path)
+        path = frame_image_path(data, str(frames[0].get("file_path", "")), json_path=json_path, index=0)
+    else:
+        files = sorted(p for p in (data / "train" / "good").iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise DatasetNotFoundError(f"{str(data / 'train' / 'good')!r} holds no images")
+        path = files[0]
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0])
+    except (UnidentifiedImageError, OSError) as e:
+        raise DatasetError(f"cannot read image {str(path)!r}: {e}") from e
+
+
+def fit_resolution(requested: int | None, native: int, *, upsample: bool = False) -> int:
+    """Image width to fit at: ``requested``, or the data's ``native`` width capped at
+    :data:`PAPER_RESOLUTION` when None; never above ``native`` unless ``upsample``."""
+    if requested is None:
+        return min(native, PAPER_RESOLUTION)
+    return requested if upsample or requested <= native else native
+
+
+def _load(data: Path, config: FitConfig, val_split: str | None, log):
+    """(train views, val views or None, width used)."""
+    from ..data import load_blender, load_mad_train
+
+    layout = _layout(data)
+    native = _native_width(data, layout)
+    width = fit_resolution(config.resolution, native, upsample=config.upsample)
+    if config.resolution is not None and width != config.resolution:
+        log(f"[splatjax fit] the images are {native} px wide: fitting at {width} px, not {config.resolution} "
+            "(pass --upsample to upsample)")
+    res = None if width == native else width
+    if layout == "mad":
+        return load_mad_train(data, res, config.background), None, width
+    train = load_blender(data, "train", res, config.background)
+    val = None
+    if val_split and (data / f"transforms_{val_split}.json").is_file():
+        val = load_blender(data, val_split, res, config.background)
+    return train, val, width
+
+
+def load_init_ply(path: str | os.PathLike) -> Gaussians | np.ndarray:
+    """A 3DGS PLY (``f_dc_0`` present) as Gaussians, otherwise a point cloud PLY (x y z
+    and optional red green blue, 0-255 integers or 0-1 floats) as an [M, 3|6] array."""
+    from plyfile import PlyData
+
+    from ..files import require_file
+    from ..gaussians import load_ply
+
+    path = require_file(path, "initial point cloud")
+    try:
+        v = PlyData.read(str(path))["vertex"].data
+    except Exception as e:  # plyfile raises several types on malformed files
+        raise DatasetError(f"cannot read the point cloud {str(path)!r}: {e}") from e
+    names = v.dtype.names
+    if "f_dc_0" in names:
+        return load_ply(path)
+    if not all(n in names for n in "xyz"):
+        raise DatasetError(f"{str(path)!r}: a point cloud PLY needs x, y, z vertex properties (found {names})")
+    cols = [np.asarray(v[n], np.float32) for n in "xyz"]
+    if all(n in names for n in ("red", "green", "blue")):
+        scale = 255.0 if np.issubdtype(v["red"].dtype, np.integer) else 1.0
+        cols += [np.asarray(v[n], np.float32) / scale for n in ("red", "green", "blue")]
+    return np.stack(cols, -1)
+
+
+# ----------------------------------------------------------------------------- interrupts
+class _StopRequest:
+    """While active (main thread only), SIGINT / SIGTERM set ``signal_name`` instead of
+    raising; a second signal raises ``KeyboardInterrupt`` at once."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None:
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+# ----------------------------------------------------------------------------- run folder
+def _run_record(config: FitConfig, train, width: int, result_views) -> dict:
+    return {"fit_config": json.loads(json.dumps(dataclasses.asdict(config))), "resolution": width,
+            "image_size": [int(train.height), int(train.width)], "train_views": list(result_views)}
+
+
+def _check_same_settings(run: Path, saved: dict, now: dict) -> None:
+    a, b = saved.get("fit_config", {}), now["fit_config"]
+    diff = sorted(k for k in set(a) | set(b) if k not in RESUME_FREE_FIELDS and a.get(k) != b.get(k))
+    diff += [k for k in ("image_size", "train_views") if saved.get(k) != now[k]]
+    if diff:
+        detail = "; ".join(f"{k}: {a.get(k, saved.get(k))!r} -> {b.get(k, now.get(k))!r}" for k in diff)
+        raise UserError(f"cannot resume {str(run)!r}: it was started with different settings ({detail}); "
+                        "use the original settings or another --out")
+
+
+def _check_run_folder(run: Path, resume: bool) -> None:
+    """--resume needs a checkpoint in ``run``; a fresh fit needs a folder without one."""
+    has_ckpt = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
+    if resume and not has_ckpt:
+        raise UserError(f"nothing to resume in {str(run)!r}: no checkpoint there; run without --resume to start "
+                        "a new fit")
+    if not resume and has_ckpt:
+        raise UserError(f"{str(run)!r} holds an earlier fit; pass --resume to continue it or choose another --out")
+
+
+def _open_run(run: Path, config: FitConfig, train, width: int, resume: bool):
+    """(checkpointer, restored checkpoint metadata or None, run record)."""
+    from ..fitting import train_view_indices
+
+    views = train_view_indices(len(train), config.train_fraction, config.seed)
+    record = _run_record(config, train, width, [int(i) for i in views])
+    _check_run_folder(run, resume)
+    ckpt = RunCheckpointer(run / "checkpoints")
+    if not resume:
+        (run / "metrics.jsonl").unlink(missing_ok=True)
+        write_json(run / "config.json", record)
+        return ckpt, None, record
+    try:
+        _check_same_settings(run, read_json(run / "config.json", "run configuration"), record)
+        meta = ckpt.metadata()
+    except BaseException:
+        ckpt.close()
+        raise
+    return ckpt, meta, record
+
+
+def _restore(ckpt: RunCheckpointer, meta: dict, train, config: FitConfig):
+    """(training state, step) of the newest checkpoint."""
+    import jax
+    import jax.numpy as jnp
+
+    template = new_state(train, config, capacity=int(meta["capacity"]))
+    tree, _, step = ckpt.restore({"state": template})
+    return jax.tree_util.tree_map(jnp.asarray, tree["state"]), step
+
+
+class _Session:
+    """The per-chunk side of a fit session: metrics, checkpoints, progress, stop requests."""
+
+    def __init__(self, run: Path, ckpt, config: FitConfig, meta: dict | None, stop: _StopRequest, log):
+        self.run, self.ckpt, self.config, self.stop, self.log = run, ckpt, config, stop, log
+        self.session = 1 + int((meta or {}).get("sessions", 0))
+        self.seconds_before = float((meta or {}).get("seconds_total", 0.0))
+        self.t0 = self.last_ckpt_time = time.perf_counter()
+        self.prev_step = int((meta or {}).get("step", 0))
+        n = config.iterations
+        self.progress_every = max(config.log_every, (n // 20 // config.chunk_steps) * config.chunk_steps)
+
+    def __call__(self, rep: ChunkReport) -> bool:
+        if rep.record is not None:
+            append_metrics(self.run / "metrics.jsonl", {**rep.record, "session": self.session})
+            self._progress(rep)
+        c = self.config
+        due = (rep.completed or self.stop.signal_name is not None
+               or rep.step // c.checkpoint_every > self.prev_step // c.checkpoint_every
+               or time.perf_counter() - self.last_ckpt_time >= 60.0 * c.checkpoint_minutes)
+        self.prev_step = rep.step
+        if due:
+            self.save(rep)
+        return self.stop.signal_name is not None
+
+    def save(self, rep: ChunkReport) -> None:
+        import jax.numpy as jnp
+
+        meta = {"step": rep.step, "capacity": rep.state.capacity, "num_gaussians": int(jnp.sum(rep.state.active)),
+                "sessions": self.session, "seconds_total": self.seconds_total()}
+        self.ckpt.save(rep.step, {"state": rep.state}, meta)
+        self.last_ckpt_time = time.perf_counter()
+
+    def seconds_total(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.t0
+
+    def _progress(self, rep: ChunkReport) -> None:
+        r = rep.record
+        if not (rep.completed or "val_psnr" in r or rep.step % self.progress_every == 0):
+            return
+        line = (f"[splatjax fit] step {rep.step}/{rep.iterations}  loss {r['loss']:.4f}  PSNR {r['psnr']:.2f} dB  "
+                f"{r['num_gaussians']:,} Gaussians  {r['steps_per_second']:.1f} steps/s")
+        if "val_psnr" in r:
+            line += f"  val PSNR {r['val_psnr']:.2f} dB"
+        self.log(line)
+
+
+def _summary(result: FitResult, session: _Session, data: Path, width: int) -> dict:
+    return {
+        "data": str(data.resolve()), "resolution": width, "steps": result.steps, "iterations": session.config.iterations,
+        "steps_this_session": result.steps_run, "session": session.session, "completed": result.completed,
+        "interrupted": session.stop.signal_name if not result.completed else None,
+        "seconds": result.seconds, "seconds_total": session.seconds_total(),
+        "steps_per_second": result.steps_run / result.seconds if result.seconds > 0 else float("nan"),
+        "steady_steps_per_second": result.steady_steps_per_second, "num_gaussians": result.num_gaussians,
+        "capacity": result.state.capacity, "final_loss": result.final_loss, "final_psnr": result.final_psnr,
+        "val_psnr": result.val_psnr, "val_ssim": result.val_ssim, "backend": result.backend,
+        "extent": result.extent, "events": list(result.events),
+    }
+
+
+def run_fit(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    config: FitConfig = FitConfig(),
+    *,
+    resume: bool = False,
+    log: Callable[[str], object] = print,
+    val_split: str | None = "val",
+) -> dict:
+    """Fit a Blender/NeRF folder (``transforms_train.json``; validation on
+    ``transforms_<val_split>.json`` when present) or a MAD-Sim class folder into the run
+    folder ``out`` (see the module docstring); returns the summary also written to
+    ``out/info.json`` (``interrupted``: the signal name when a signal ended the session)."""
+    data, run = require_dir(Path(data), "dataset folder"), Path(out)
+    if run.resolve().is_relative_to(data.resolve()):
+        raise UserError(f"the run folder {str(run)!r} must not be inside the dataset folder {str(data)!r}")
+    _check_run_folder(run, resume)  # before the (slow) loading; checked again when opening
+    train, val, width = _load(data, config, val_split, log)
+    init = load_init_ply(config.init_ply) if config.init_ply else None
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt, meta, _ = _open_run(run, config, train, width, resume)
+    try:
+        state = None
+        if meta is not None:
+            state, step = _restore(ckpt, meta, train, config)
+            truncate_metrics(run / "metrics.jsonl", step)
+            log(f"[splatjax fit] resuming {run} from step {step}")
+        with _StopRequest() as stop:
+            session = _Session(run, ckpt, config, meta, stop, log)
+            result = fit(train, config, val=val, init=init, state=state, callback=session)
+    finally:
+        ckpt.close()
+    summary = _summary(result, session, data, width)
+    write_json(run / "info.json", summary)
+    if result.completed:
+        save_ply(result.gaussians, run / "model.ply")
+    else:
+        log(f"interrupted at step {result.steps}; checkpoint written; resume with: "
+            f"splatjax fit {data} --out {run} --resume")
+    return summary
+
+
+def summary_line(summary: dict) -> str:
+    """One line for the end of a session."""
+    line = (f"{summary['steps_this_session']} steps this session ({summary['steps']} of {summary['iterations']}) "
+            f"in {summary['seconds']:.1f} s ({summary['steps_per_second']:.1f} steps/s), "
+            f"{summary['num_gaussians']:,} Gaussians, train PSNR {summary['final_psnr']:.2f} dB")
+    if summary.get("val_psnr") is not None:
+        line += f", val PSNR {summary['val_psnr']:.2f} dB, SSIM {summary['val_ssim']:.4f}"
+    return line
+
+
+# ----------------------------------------------------------------------------- command line (transitional)
+def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``splatjax fit DATA --out RUN [--resume] [--no-val]`` plus one flag per
+    :class:`FitConfig` field with a help text (to be replaced by the generated flags)."""
+    parser.add_argument("data", help="Blender/NeRF folder (transforms_train.json) or MAD-Sim class folder")
+    parser.add_argument("--out", required=True, help="run folder (model.ply, config.json, metrics.jsonl, checkpoints/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--no-val", action="store_true", help="do not score the validation split")
+    for f in dataclasses.fields(FitConfig):
+        if "help" not in f.metadata:
+            continue
+        flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
+        if kind == "bool":
+            parser.add_argument(flag, action="store_true", default=None, help=f.metadata["help"])
+        elif kind.startswith("tuple"):
+            parser.add_argument(flag, type=float, nargs=3, default=None, help=f.metadata["help"])
+        else:
+            base = {"int": int, "float": float, "str": str}[kind.split(" ")[0]]
+            parser.add_argument(flag, type=base, default=None, choices=f.metadata.get("choices"),
+                                help=f.metadata["help"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> FitConfig:
+    """The :class:`FitConfig` of parsed :func:`add_fit_arguments` arguments."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FitConfig)
+              if getattr(args, f.name, None) is not None}
+    if "background" in values:
+        values["background"] = tuple(values["background"])
+    return FitConfig(**values)
+
+
+def exit_status(summary: dict) -> int:
+    """The command's exit status for a :func:`run_fit` summary: 0 when the session ended
+    normally, 128 + the signal number after an interrupt (130 for Ctrl-C)."""
+    name = summary.get("interrupted")
+    return 128 + int(signal.Signals[name]) if name else 0
+
+
+def run_fit_from_args(args: argparse.Namespace) -> int:
+    """``splatjax fit``: 0 when done, 130 / 143 after SIGINT / SIGTERM (checkpoint
+    written), 2 with a one-line message for a user error."""
+    try:
+        summary = run_fit(args.data, args.out, config_from_args(args), resume=args.resume,
+                          val_split=None if args.no_val else "val")
+    except UserError as e:
+        print(f"splatjax fit: error: {e}")
+        return 2
+    except KeyboardInterrupt:  # before the fit started, or a second Ctrl-C
+        print("interrupted; nothing more was saved")
+        return 130
+    if summary["interrupted"]:
+        return exit_status(summary)
+    print(summary_line(summary))
+    print(f"model: {Path(args.out) / 'model.ply'}")
+    return 0

@@ -1,0 +1,118 @@
+"""``FitConfig``: every fitting option in one frozen dataclass.
+
+Fields with ``metadata["help"]`` become ``splatjax fit`` flags (name with ``_`` -> ``-``);
+the others are library-only. Schedule fields left at ``None`` are derived from
+``iterations`` by :func:`splatjax.fitting.schedule.schedule` (the 30k values are exactly
+the INRIA 3DGS ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+from ..errors import ConfigError
+
+__all__ = ["FitConfig"]
+
+_BACKENDS = ("auto", "reference", "cpu", "cuda")
+
+
+def _f(default, help: str, **extra):
+    return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Fitting settings; defaults are the INRIA 3DGS / SplatPose ones (see REFERENCE.md).
+
+    The mean learning rate is multiplied by the scene extent (1.1 x the largest distance
+    of a camera centre from their mean) and decays exponentially from ``lr_means`` to
+    ``lr_means_final`` over ``iterations`` steps. Densification window, opacity-reset
+    cadence and size-pruning start follow :func:`~splatjax.fitting.schedule.schedule`.
+    The Gaussian buffer starts at ``capacity`` slots (None: the smallest power of two
+    holding the initial points) and doubles whenever densification needs more.
+    """
+
+    iterations: int = _f(30_000, "optimisation steps; the densification and opacity-reset schedule and the "
+                                 "position learning-rate decay scale with it (30000 = the paper's schedule)")
+    resolution: int | None = _f(None, "image width in pixels (default: the data's own width, capped at 400)")
+    upsample: bool = _f(False, "allow --resolution above the data's own width (otherwise it is capped there)")
+    background: tuple[float, ...] = _f((1.0, 1.0, 1.0), "background colour R G B in [0, 1]")
+    # initialisation
+    init_points: int = _f(100_000, "random initial points in the cube [-init_extent, init_extent]^3")
+    init_extent: float = 1.3
+    init_opacity: float = 0.1
+    init_ply: str | None = _f(None, "start from this point cloud (x y z [red green blue]) or 3DGS PLY")
+    # optimiser (Adam per parameter group)
+    lr_means: float = 1.6e-4
+    lr_means_final: float = 1.6e-6
+    lr_colors: float = 2.5e-3
+    lr_opacity: float = 5e-2
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    adam_eps: float = 1e-15
+    ssim_weight: float = 0.2
+    # adaptive density control (None: derived from iterations)
+    densify_from: int | None = _f(None, "first densification after this step (default: 500 at 30k steps, scaled)")
+    densify_until: int | None = _f(None, "no densification from this step on (default: iterations / 2)")
+    densify_every: int = 100
+    densify_grad_threshold: float = _f(2e-4, "mean screen-space gradient that triggers clone / split")
+    percent_dense: float = 0.01
+    prune_opacity: float = 0.005
+    prune_screen_size: float = 20.0
+    prune_world_size: float = 0.1
+    opacity_reset_every: int | None = _f(None, "opacity reset cadence (default: 3000 at 30k steps, scaled)")
+    opacity_reset_value: float = 0.01
+    capacity: int | None = _f(None, "initial Gaussian buffer size (default: automatic; it grows as needed)")
+    # execution
+    chunk_steps: int = 100
+    checkpoint_every: int = _f(5000, "checkpoint every this many steps (also on interrupts)")
+    checkpoint_minutes: float = _f(10.0, "checkpoint at least this often (wall-clock minutes)")
+    seed: int = _f(0, "random seed (initial points, view order, splits, train-fraction subset)")
+    train_fraction: float = _f(1.0, "fit a seeded subset of this fraction of the training views")
+    backend: str = _f("auto", "render backend", choices=_BACKENDS)
+    val_every: int = _f(5000, "score the validation views every this many steps (and at the end)")
+    val_views: int | None = _f(None, "views scored by the intermediate validations (default: all)")
+    log_every: int = _f(100, "append a metrics.jsonl record every this many steps")
+
+    def __post_init__(self):
+        def bad(name, msg):
+            raise ConfigError(name, f"{msg} (got {getattr(self, name)!r})", owner="FitConfig")
+
+        for name in ("iterations", "init_points", "densify_every", "chunk_steps", "checkpoint_every",
+                     "val_every", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                bad(name, "must be an integer >= 1")
+        for name in ("resolution", "capacity", "val_views", "opacity_reset_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                bad(name, "must be >= 1 or None")
+        for name in ("densify_from", "densify_until"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                bad(name, "must be >= 0 or None")
+        for name in ("lr_means", "lr_means_final", "lr_colors", "lr_opacity", "lr_scales", "lr_quats",
+                     "adam_eps", "init_extent", "checkpoint_minutes", "percent_dense"):
+            if not getattr(self, name) > 0:
+                bad(name, "must be > 0")
+        if not 0.0 < self.train_fraction <= 1.0:
+            bad("train_fraction", "must be in (0, 1]")
+        if not 0.0 <= self.ssim_weight <= 1.0:
+            bad("ssim_weight", "must be in [0, 1]")
+        if not 0.0 < self.init_opacity < 1.0:
+            bad("init_opacity", "must be in (0, 1)")
+        if self.backend not in _BACKENDS:
+            bad("backend", f"must be one of {', '.join(_BACKENDS)}")
+        bg = tuple(float(b) for b in self.background)
+        if len(bg) != 3 or not all(0.0 <= b <= 1.0 for b in bg):
+            bad("background", "must be 3 numbers in [0, 1]")
+        object.__setattr__(self, "background", bg)
+        self._check_chunks()
+
+    def _check_chunks(self):
+        c = self.chunk_steps
+        for name in ("densify_every", "opacity_reset_every", "densify_from"):
+            v = getattr(self, name)
+            if v is not None and v % c:
+                raise ConfigError(name, f"must be a multiple of chunk_steps={c} (got {v}): densification and "
+                                  "opacity resets happen between compiled chunks", owner="FitConfig")

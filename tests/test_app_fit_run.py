@@ -1,0 +1,159 @@
+"""The fit's run folder: files written, resolution defaults, resume rules, time-cadence
+checkpoints, and an interrupted `splatjax fit` (SIGINT in a subprocess) resumed to the same
+model as an uninterrupted fit (tiny scenes, reference renderer)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_fitting import TOY, toy_views
+
+import splatjax as sj
+from splatjax.app.checkpoint import read_metrics
+from splatjax.app.fit_run import fit_resolution, run_fit
+from splatjax.errors import UserError
+from splatjax.fitting import FitConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_blender(root: Path, views, split: str) -> Path:
+    from PIL import Image
+
+    (root / split).mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i, (img, m) in enumerate(zip(views.images, views.c2w)):
+        rgba = np.concatenate([np.round(img * 255), np.full(img.shape[:2] + (1,), 255.0)], -1)
+        Image.fromarray(rgba.astype(np.uint8), "RGBA").save(root / split / f"r_{i}.png")
+        frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": m.tolist()})
+    (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": views.camera_angle_x, "frames": frames}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    views = toy_views()
+    root = tmp_path_factory.mktemp("data") / "scene"
+    _write_blender(root, views, "train")
+    _write_blender(root, views.subset([0, 3]), "val")
+    return root
+
+
+def test_run_folder_files(scene, tmp_path):
+    run, lines = tmp_path / "run", []
+    summary = run_fit(scene, run, TOY, log=lines.append)
+    assert summary["completed"] and summary["steps_this_session"] == 60 and summary["session"] == 1
+    g = sj.load_ply(run / "model.ply")
+    assert g.num == summary["num_gaussians"] and json.loads((run / "info.json").read_text()) == json.loads(
+        json.dumps(summary))
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["fit_config"]["iterations"] == 60 and cfg["image_size"] == [24, 24] and cfg["resolution"] == 24
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == [10, 20, 30, 40, 50, 60] and {r["session"] for r in records} == {1}
+    assert {"loss", "psnr", "num_gaussians", "capacity", "steps_per_second"} <= set(records[0])
+    assert records[-1]["val_psnr"] == summary["val_psnr"]
+    assert any(line.startswith("[splatjax fit] step 60/60") for line in lines)
+    with pytest.raises(UserError, match="inside the dataset folder"):
+        run_fit(scene, scene / "run", TOY)
+    with pytest.raises(UserError, match="neither a Blender/NeRF folder"):
+        run_fit(run, tmp_path / "run2", TOY)
+
+
+def test_resolution_follows_the_data(scene, tmp_path):
+    assert fit_resolution(None, 800) == 400 and fit_resolution(None, 128) == 128
+    assert fit_resolution(400, 128) == 128 and fit_resolution(400, 128, upsample=True) == 400
+    assert fit_resolution(200, 400) == 200
+    lines = []
+    cfg = dataclasses.replace(TOY, iterations=10, resolution=48)
+    run_fit(scene, tmp_path / "a", cfg, log=lines.append)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["image_size"] == [24, 24]
+    assert any("fitting at 24 px, not 48" in line for line in lines)
+    run_fit(scene, tmp_path / "b", dataclasses.replace(cfg, upsample=True), log=lines.append)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["image_size"] == [48, 48]
+
+
+def test_mad_class_folder(tmp_path):
+    from PIL import Image
+
+    views = toy_views()
+    data = tmp_path / "01Toy"
+    (data / "train" / "good").mkdir(parents=True)
+    frames = []
+    for i, (img, m) in enumerate(zip(views.images, views.c2w)):
+        Image.fromarray(np.round(img * 255).astype(np.uint8)).save(data / "train" / "good" / f"{i}.png")
+        frames.append({"file_path": f"train/good/{i}.png", "transform_matrix": m.tolist()})
+    (data / "transforms.json").write_text(json.dumps({"camera_angle_x": views.camera_angle_x, "frames": frames}))
+    summary = run_fit(data, tmp_path / "run", dataclasses.replace(TOY, iterations=20), log=lambda m: None)
+    assert summary["completed"] and summary["val_psnr"] is None and (tmp_path / "run" / "model.ply").is_file()
+
+
+def test_resume_rules(scene, tmp_path):
+    quiet = dict(log=lambda m: None)
+    with pytest.raises(UserError, match="nothing to resume"):
+        run_fit(scene, tmp_path / "missing", TOY, resume=True, **quiet)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="nothing to resume"):
+        run_fit(scene, tmp_path / "empty", TOY, resume=True, **quiet)
+    cfg = dataclasses.replace(TOY, iterations=20, checkpoint_every=10)
+    run_fit(scene, tmp_path / "run", cfg, **quiet)
+    with pytest.raises(UserError, match="earlier fit.*--resume"):
+        run_fit(scene, tmp_path / "run", cfg, **quiet)
+    with pytest.raises(UserError, match=r"different settings \(iterations: 20 -> 30; percent_dense"):
+        run_fit(scene, tmp_path / "run", dataclasses.replace(cfg, iterations=30, percent_dense=0.02), resume=True,
+                **quiet)
+    # logging and checkpoint cadences may change; a finished fit resumes to itself
+    again = run_fit(scene, tmp_path / "run", dataclasses.replace(cfg, log_every=20), resume=True, **quiet)
+    assert again["completed"] and again["steps_this_session"] == 0 and again["session"] == 2
+
+
+def test_time_cadence_checkpoints(scene, tmp_path):
+    cfg = dataclasses.replace(TOY, iterations=30, densify_until=0, checkpoint_every=10**6, checkpoint_minutes=1e-9)
+    run_fit(scene, tmp_path / "run", cfg, log=lambda m: None)
+    steps = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [20, 30]  # every chunk (the newest two are kept)
+
+
+def test_sigint_writes_checkpoint_and_resume_matches_uninterrupted(scene, tmp_path):
+    """`splatjax fit` in a subprocess gets SIGINT after its first progress line: it ends the
+    chunk, checkpoints, prints one line and exits 130; resuming gives the uninterrupted model."""
+    cfg = FitConfig(iterations=600, init_points=48, capacity=64, backend="reference", val_every=500)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-u", "-m", "splatjax.app.cli", "fit", str(scene), "--out", str(run), "--iterations",
+           "600", "--init-points", "48", "--capacity", "64", "--backend", "reference", "--val-every", "500"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if line.startswith("[splatjax fit] step") and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            break
+    out += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == 130, "".join(out)
+    text = "".join(out)
+    stops = [line for line in out if line.startswith("interrupted at step")]
+    assert len(stops) == 1 and "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    step = int(stops[0].split()[3].rstrip(";"))
+    assert 100 <= step < 600 and stops[0].strip().endswith(f"resume with: splatjax fit {scene} --out {run} --resume")
+    assert json.loads((run / "info.json").read_text())["interrupted"] == "SIGINT"
+
+    resumed = run_fit(scene, run, cfg, resume=True, log=lambda m: None)
+    assert resumed["completed"] and resumed["steps_this_session"] == 600 - step and resumed["session"] == 2
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(100, 601, 100))  # appended, none lost or doubled
+    assert {r["session"] for r in records if r["step"] <= step} == {1}
+    assert {r["session"] for r in records if r["step"] > step} == {2}
+
+    run_fit(scene, tmp_path / "full", cfg, log=lambda m: None)
+    a, b = sj.load_ply(run / "model.ply"), sj.load_ply(tmp_path / "full" / "model.ply")
+    assert a.num == b.num
+    for name in ("means", "log_scales", "quats", "opacity_logits", "sh0"):
+        np.testing.assert_allclose(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)), rtol=1e-6, atol=1e-7)
