@@ -43,7 +43,7 @@ def _toy_model(workdir: Path, resolution: int, iterations: int):
         return sj.load_ply(ply), cls.train
     cfg = FitConfig(iterations=iterations, init_points=4000, densify_from=200, densify_until=iterations,
                     capacity=30000, checkpoint_every=10**6, val_every=10**6, resolution=None)
-    g, _ = fit(cls.train, cfg, progress=False)
+    g = fit(cls.train, cfg).gaussians
     sj.save_ply(g, ply)
     return g, cls.train
 

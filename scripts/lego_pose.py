@@ -62,7 +62,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"{data}: lego data not found (transforms_train.json missing)")
     t_start = time.perf_counter()
     if args.model is None:
-        from splatjax.fitting import FitConfig, run_fit
+        from splatjax.app.fit_run import run_fit
+        from splatjax.fitting import FitConfig
 
         cfg = FitConfig(iterations=args.fit_iterations, resolution=args.fit_resolution, init_points=20000,
                         densify_until=max(600, (2 * args.fit_iterations // 3) // 100 * 100), capacity=200000)

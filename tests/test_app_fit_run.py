@@ -18,8 +18,8 @@ from test_fitting import TOY, toy_views
 
 import splatjax as sj
 from splatjax.app.checkpoint import read_metrics
-from splatjax.app.fit_run import fit_resolution, run_fit
-from splatjax.errors import UserError
+from splatjax.app.fit_run import run_fit
+from splatjax.errors import ConfigError, UserError
 from splatjax.fitting import FitConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,14 +68,11 @@ def test_run_folder_files(scene, tmp_path):
 
 
 def test_resolution_follows_the_data(scene, tmp_path):
-    assert fit_resolution(None, 800) == 400 and fit_resolution(None, 128) == 128
-    assert fit_resolution(400, 128) == 128 and fit_resolution(400, 128, upsample=True) == 400
-    assert fit_resolution(200, 400) == 200
     lines = []
     cfg = dataclasses.replace(TOY, iterations=10, resolution=48)
-    run_fit(scene, tmp_path / "a", cfg, log=lines.append)
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["image_size"] == [24, 24]
-    assert any("fitting at 24 px, not 48" in line for line in lines)
+    with pytest.raises(ConfigError, match="would upsample 24 px"):
+        run_fit(scene, tmp_path / "a", cfg, log=lines.append)
+    assert not (tmp_path / "a").exists()
     run_fit(scene, tmp_path / "b", dataclasses.replace(cfg, upsample=True), log=lines.append)
     assert json.loads((tmp_path / "b" / "config.json").read_text())["image_size"] == [48, 48]
 

@@ -104,11 +104,13 @@ starts = sj.stack_cameras([pose.moved_camera(pose.index_cameras(cams, i), pertur
                            for i in range(6)])
 keys = jax.random.split(jax.random.key(7), 6)
 
+cfg12 = pose.PoseConfig(steps=12, backend="cpu")
+
 def refine(g, c, q, k):
-    one = lambda c, q, k: pose.refine_pose(g, c, q, key=k, steps=12, backend="cpu")
+    one = lambda c, q, k: pose.refine_pose(g, c, q, cfg12, key=k)
     return jax.vmap(one)(c, q, k)
 
-base_cams, base_traces = pose.refine_poses(g, starts, queries, key=jax.random.key(7), steps=12, backend="cpu")
+base_cams, base_traces = pose.refine_poses(g, starts, queries, cfg12, key=jax.random.key(7))
 hlo = jax.jit(lambda *a: shard_over_queries(refine, *a, in_axes=(None, 0, 0, 0), mesh=query_mesh(4))).lower(
     g, starts, queries, keys).as_text()
 out = {"ffi_in_hlo": "splatjax_render_fwd" in hlo and "splatjax_render_bwd" in hlo, "runs": []}

@@ -56,7 +56,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def _shift_min(a: Array, b: Array, radius: int) -> Array:
     """min over integer shifts |d|_inf <= radius of the RGB distance |a(x) - b(x + d)|."""
-    h, w = a.shape[-3], a.shape[-2]
     nd = b.ndim
     bp = jnp.pad(b, [(0, 0)] * (nd - 3) + [(radius, radius), (radius, radius), (0, 0)], mode="edge")
     k = 2 * radius + 1

@@ -1,68 +1,85 @@
-"""The ``splatjax`` command line: ``demo | fit | evaluate | detect | toy | bench``.
+"""The ``splatjax`` command line: ``demo | toy | fit | evaluate | detect``.
 
-Nothing imports this module; it only wires arguments to library functions.
+Flags of the engine's options are generated from the config dataclasses
+(:mod:`splatjax.app.flags`); this module adds only what belongs to the application (data
+paths, output folders, ``--resume``, ``--quiet``) and turns errors into messages:
+
+- a :class:`~splatjax.errors.UserError` (bad data, bad option, missing weights) prints one
+  line ``splatjax <command>: error: <message>`` and exits with status 2;
+- a bad flag value or unknown flag (argparse) prints one line and exits with status 2;
+- Ctrl-C prints one line and exits with status 130;
+- ``--debug`` (before or after the command) shows the full traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
-__all__ = ["main"]
+from ..errors import ConfigError, UserError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
-def _cmd_toy(args: argparse.Namespace) -> int:
-    from ..data import make_toy_dataset, write_toy_preview
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the flag, not usage + error."""
 
-    root = make_toy_dataset(args.out, seed=args.seed, resolution=args.resolution)
-    preview = write_toy_preview(root, root.parent / f"{root.name}_preview.png")
-    print(f"toy dataset: {root}\npreview:     {preview}")
-    return 0
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks for errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The whole command line (flags generated from FitConfig, PoseConfig and MapConfig)."""
+    from . import commands
+
+    parser = _OneLineParser(
         prog="splatjax",
         description="Pose-agnostic 3D anomaly detection with 3D Gaussian splatting (SplatPose) in JAX.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    toy = sub.add_parser("toy", help="generate the built-in toy object (MAD-Sim layout) and a preview image")
-    toy.add_argument("--out", default="demo_out/toy", help="output folder (default: demo_out/toy)")
-    toy.add_argument("--seed", type=int, default=0)
-    toy.add_argument("--resolution", type=int, default=128)
-    toy.set_defaults(func=_cmd_toy)
-
-    from ..fitting import add_fit_arguments, run_fit_from_args
-
-    fit_p = sub.add_parser("fit", help="fit the defect-free 3DGS model to a Blender/NeRF or MAD-Sim class folder")
-    add_fit_arguments(fit_p)
-    fit_p.set_defaults(func=run_fit_from_args)
-
-    from .pipeline import (
-        add_demo_arguments,
-        add_detect_arguments,
-        add_evaluate_arguments,
-        run_demo,
-        run_detect,
-        run_evaluate,
-    )
-
-    ev = sub.add_parser("evaluate", help="pose-agnostic evaluation of MAD-Sim class folder(s)")
-    add_evaluate_arguments(ev)
-    ev.set_defaults(func=run_evaluate)
-    det = sub.add_parser("detect", help="anomaly maps and scores for new images of a fitted object")
-    add_detect_arguments(det)
-    det.set_defaults(func=run_detect)
-    demo = sub.add_parser("demo", help="toy object end to end: generate, fit, evaluate, print the numbers")
-    add_demo_arguments(demo)
-    demo.set_defaults(func=run_demo)
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    for name, (helptext, add, run) in commands.COMMANDS.items():
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        _common(p)
+        add(p)
+        p.set_defaults(func=run)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _message(err: UserError) -> str:
+    if isinstance(err, ConfigError):
+        return f"{err.flag}: {err.detail}"
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    prog = f"splatjax {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        if debug:
+            raise
+        sys.stderr.write(f"{prog}: error: {_message(err)}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ import numpy as np
 
 from ..anomaly import MapConfig
 from ..anomaly.features import make_feature_extractor
-from ..errors import DatasetError, UserError
+from ..data import class_folders
+from ..errors import UserError
 from ..files import atomic_write, write_json
 from ..fitting import FitConfig
 from ..metrics import evaluate_detection, pose_errors, resize_masks, summarize_pose_errors
@@ -39,23 +40,17 @@ from ..pose import PoseConfig, candidate_cameras
 from ..render import resolve_backend
 from .calibration import model_calibration
 from .report import format_table, plot_pose_convergence, plot_roc_curves, verdict, write_heatmaps, write_per_image_csv
-from .runs import check_out_dir, load_test_poses, log_stderr, model_for, progress_bars, save_cameras
+from .runs import check_out_dir, log_stderr, model_for, progress_bars, save_cameras
 from .stages import run_stages
 
 __all__ = ["evaluate", "evaluate_class"]
 
 
-def _true_poses(data_path: Path, test_poses, test) -> tuple[np.ndarray | None, str | None]:
-    """Known camera-to-world poses of the test images ([M, 4, 4]) and their file, or (None, None)."""
+def _test_pose_file(data_path: Path, test_poses) -> Path | None:
+    """The test-pose file to use: the one given, else ``<data>/test_poses.json`` when present."""
     if test_poses is None and (data_path / "test_poses.json").is_file():
-        test_poses = data_path / "test_poses.json"
-    if test_poses is None:
-        return None, None
-    _, poses = load_test_poses(test_poses)
-    missing = [p for p in test.paths if p not in poses]
-    if missing:
-        raise DatasetError(f"{test_poses}: no pose for {len(missing)} test images, e.g. {missing[:3]}")
-    return np.stack([poses[p] for p in test.paths]), str(test_poses)
+        return data_path / "test_poses.json"
+    return None if test_poses is None else Path(test_poses)
 
 
 def _pose_report(est, true_c2w, test_poses) -> tuple[dict, tuple]:
@@ -140,7 +135,9 @@ def evaluate_class(
     bars = progress_bars(progress)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    cls = load_mad_class(data_path, fit_config.resolution)
+    pose_file = _test_pose_file(data_path, test_poses)
+    cls = load_mad_class(data_path, fit_config.resolution, fit_config.background, upsample=fit_config.upsample,
+                         test_poses=pose_file)
     seconds["load"] = time.perf_counter() - t0
     train, test = cls.train, cls.test
     log(f"[splatjax] {cls.name}: {len(train)} training views, {len(test)} test images at {train.width}x{train.height}")
@@ -148,7 +145,7 @@ def evaluate_class(
         data_path, out_dir, model=model, fit_config=fit_config, class_name=cls.name, progress=progress, log=log)
     if model is None:
         save_cameras(model_ply.parent, train)
-    true_c2w, test_poses = _true_poses(data_path, test_poses, test)
+    true_c2w, test_poses = test.c2w, (None if pose_file is None else str(pose_file))
     extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
     det = run_stages(gaussians, test.images, candidate_cameras(train.cameras, pose_config), pose_config, map_config,
                      key=jax.random.key(seed), extractor=extractor, candidate_images=train.images,
@@ -189,17 +186,6 @@ def _finish_report(out_dir: Path, report: dict, seconds: dict, m: int, fit_info,
     return report
 
 
-def _check_class_names(data_paths: Sequence[Path]) -> None:
-    """UserError naming both folders when two class folders share a name."""
-    seen: dict[str, Path] = {}
-    for p in data_paths:
-        name = p.resolve().name
-        if name in seen:
-            raise UserError(f"two class folders are both named {name!r}: {str(seen[name])!r} and {str(p)!r}; their "
-                            "outputs would overwrite each other (evaluate them in separate calls or rename one)")
-        seen[name] = p
-
-
 def evaluate(
     data_paths: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -221,22 +207,20 @@ def evaluate(
     folder holding ``<class>/test_poses.json``. Options: see :func:`evaluate_class`."""
     if isinstance(data_paths, (str, os.PathLike)):
         data_paths = [data_paths]
-    data_paths = [Path(p) for p in data_paths]
     if not data_paths:
         raise UserError("evaluate: no class folder given")
-    _check_class_names(data_paths)
+    classes = class_folders(data_paths)  # refuses two classes of one name
     out = Path(out)
     kwargs = dict(model=model, fit_config=fit_config, pose_config=pose_config, map_config=map_config, seed=seed,
                   heatmaps=heatmaps, progress=progress, log=log)
-    if len(data_paths) == 1:
-        reports = [evaluate_class(data_paths[0], out, test_poses=test_poses, **kwargs)]
+    if len(classes) == 1:
+        reports = [evaluate_class(classes[0][1], out, test_poses=test_poses, **kwargs)]
         log(format_table(reports))
         return reports
     reports = []
-    for p in data_paths:
-        tp = None if test_poses is None else Path(test_poses) / p.resolve().name / "test_poses.json"
-        reports.append(evaluate_class(p, out / p.resolve().name, test_poses=tp if tp and tp.is_file() else None,
-                                      **kwargs))
+    for name, p in classes:
+        tp = None if test_poses is None else Path(test_poses) / name / "test_poses.json"
+        reports.append(evaluate_class(p, out / name, test_poses=tp if tp and tp.is_file() else None, **kwargs))
     _write_summary(out, reports)
     log(format_table(reports))
     return reports

@@ -13,12 +13,11 @@ and end the session with one line saying how to resume (a second Ctrl-C aborts a
 fit; it is an error when there is nothing to resume or the settings differ.
 
 Resolution: by default the data's own image width, capped at the paper's 400 px; a larger
-``resolution`` than the data's is capped there unless ``upsample`` is set.
+``resolution`` than the data's is refused (ConfigError) unless ``upsample`` is set.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -36,13 +35,11 @@ from ..fitting import ChunkReport, FitConfig, FitResult, fit, new_state
 from ..gaussians import Gaussians, save_ply
 from .checkpoint import RunCheckpointer, append_metrics, truncate_metrics
 
-__all__ = ["run_fit", "summary_line", "exit_status", "fit_resolution", "load_init_ply", "PAPER_RESOLUTION"]
+__all__ = ["run_fit", "summary_line", "exit_status", "load_init_ply"]
 
-PAPER_RESOLUTION = 400  # image width of the paper's fits; the default cap
 #: FitConfig fields that may differ between an interrupted fit and its resumption.
 RESUME_FREE_FIELDS = frozenset({"checkpoint_every", "checkpoint_minutes", "val_every", "val_views",
                                 "log_every", "backend"})
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 # ----------------------------------------------------------------------------- data
@@ -56,54 +53,21 @@ def _layout(data: Path) -> str:
         "folder (transforms.json + train/good/)")
 
 
-def _native_width(data: Path, layout: str) -> int:
-    """Width in pixels of the first training image (read from its header)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from ..data.blender import frame_image_path, read_transforms
-
-    if layout == "blender":
-        json_path = data / "transforms_train.json"
-        _, frames = read_transforms(json_path)
-        path = frame_image_path(data, str(frames[0].get("file_path", "")), json_path=json_path, index=0)
-    else:
-        files = sorted(p for p in (data / "train" / "good").iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        if not files:
-            raise DatasetNotFoundError(f"{str(data / 'train' / 'good')!r} holds no images")
-        path = files[0]
-    try:
-        with Image.open(path) as im:
-            return int(im.size[0])
-    except (UnidentifiedImageError, OSError) as e:
-        raise DatasetError(f"cannot read image {str(path)!r}: {e}") from e
-
-
-def fit_resolution(requested: int | None, native: int, *, upsample: bool = False) -> int:
-    """Image width to fit at: ``requested``, or the data's ``native`` width capped at
-    :data:`PAPER_RESOLUTION` when None; never above ``native`` unless ``upsample``."""
-    if requested is None:
-        return min(native, PAPER_RESOLUTION)
-    return requested if upsample or requested <= native else native
-
-
 def _load(data: Path, config: FitConfig, val_split: str | None, log):
-    """(train views, val views or None, width used)."""
+    """(train views, val views or None, width used). The loaders apply the resolution
+    policy (:func:`splatjax.data.choose_resolution`): the data's own width capped at 400
+    by default, an explicit width above the data's is a ConfigError unless ``upsample``."""
     from ..data import load_blender, load_mad_train
 
-    layout = _layout(data)
-    native = _native_width(data, layout)
-    width = fit_resolution(config.resolution, native, upsample=config.upsample)
-    if config.resolution is not None and width != config.resolution:
-        log(f"[splatjax fit] the images are {native} px wide: fitting at {width} px, not {config.resolution} "
-            "(pass --upsample to upsample)")
-    res = None if width == native else width
-    if layout == "mad":
-        return load_mad_train(data, res, config.background), None, width
-    train = load_blender(data, "train", res, config.background)
+    kw = dict(upsample=config.upsample)
+    if _layout(data) == "mad":
+        train = load_mad_train(data, config.resolution, config.background, **kw)
+        return train, None, train.width
+    train = load_blender(data, "train", config.resolution, config.background, **kw)
     val = None
     if val_split and (data / f"transforms_{val_split}.json").is_file():
-        val = load_blender(data, val_split, res, config.background)
-    return train, val, width
+        val = load_blender(data, val_split, train.width, config.background, **kw)
+    return train, val, train.width
 
 
 def load_init_ply(path: str | os.PathLike) -> Gaussians | np.ndarray:
@@ -328,59 +292,8 @@ def summary_line(summary: dict) -> str:
     return line
 
 
-# ----------------------------------------------------------------------------- command line (transitional)
-def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``splatjax fit DATA --out RUN [--resume] [--no-val]`` plus one flag per
-    :class:`FitConfig` field with a help text (to be replaced by the generated flags)."""
-    parser.add_argument("data", help="Blender/NeRF folder (transforms_train.json) or MAD-Sim class folder")
-    parser.add_argument("--out", required=True, help="run folder (model.ply, config.json, metrics.jsonl, checkpoints/)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    parser.add_argument("--no-val", action="store_true", help="do not score the validation split")
-    for f in dataclasses.fields(FitConfig):
-        if "help" not in f.metadata:
-            continue
-        flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
-        if kind == "bool":
-            parser.add_argument(flag, action="store_true", default=None, help=f.metadata["help"])
-        elif kind.startswith("tuple"):
-            parser.add_argument(flag, type=float, nargs=3, default=None, help=f.metadata["help"])
-        else:
-            base = {"int": int, "float": float, "str": str}[kind.split(" ")[0]]
-            parser.add_argument(flag, type=base, default=None, choices=f.metadata.get("choices"),
-                                help=f.metadata["help"])
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> FitConfig:
-    """The :class:`FitConfig` of parsed :func:`add_fit_arguments` arguments."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FitConfig)
-              if getattr(args, f.name, None) is not None}
-    if "background" in values:
-        values["background"] = tuple(values["background"])
-    return FitConfig(**values)
-
-
 def exit_status(summary: dict) -> int:
     """The command's exit status for a :func:`run_fit` summary: 0 when the session ended
     normally, 128 + the signal number after an interrupt (130 for Ctrl-C)."""
     name = summary.get("interrupted")
     return 128 + int(signal.Signals[name]) if name else 0
-
-
-def run_fit_from_args(args: argparse.Namespace) -> int:
-    """``splatjax fit``: 0 when done, 130 / 143 after SIGINT / SIGTERM (checkpoint
-    written), 2 with a one-line message for a user error."""
-    try:
-        summary = run_fit(args.data, args.out, config_from_args(args), resume=args.resume,
-                          val_split=None if args.no_val else "val")
-    except UserError as e:
-        print(f"splatjax fit: error: {e}")
-        return 2
-    except KeyboardInterrupt:  # before the fit started, or a second Ctrl-C
-        print("interrupted; nothing more was saved")
-        return 130
-    if summary["interrupted"]:
-        return exit_status(summary)
-    print(summary_line(summary))
-    print(f"model: {Path(args.out) / 'model.ply'}")
-    return 0

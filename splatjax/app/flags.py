@@ -57,12 +57,13 @@ def _describe_default(value: Any) -> str:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None,
-                     exclude: tuple[str, ...] = ()) -> argparse._ArgumentGroup:
+                     exclude: tuple[str, ...] = (), base: Any = None) -> argparse._ArgumentGroup:
     """Add one flag per help-carrying field of config class ``cls`` to ``parser`` (in a
     group titled ``title``). Defaults are left unset on the namespace (``SUPPRESS``), so
-    :func:`config_from_flags` can tell given flags from defaults."""
+    :func:`config_from_flags` can tell given flags from defaults. ``base``: the instance
+    whose values the help texts show as defaults (default ``cls()``)."""
     hints = typing.get_type_hints(cls)
-    defaults = cls()
+    defaults = cls() if base is None else base
     group = parser.add_argument_group(title or f"{cls.__name__} options")
     for f in flag_fields(cls):
         flag = "--" + f.name.replace("_", "-")

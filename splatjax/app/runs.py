@@ -25,12 +25,12 @@ import numpy as np
 from ..errors import DatasetError, UserError
 from ..files import read_json, write_json
 from ..gaussians import load_ply
+from .fit_run import RESUME_FREE_FIELDS, run_fit
 
 __all__ = [
     "save_cameras",
     "load_cameras",
     "resolve_model",
-    "load_test_poses",
     "model_for",
     "check_out_dir",
     "progress_bars",
@@ -139,23 +139,6 @@ def resolve_model(model: str | os.PathLike, class_name: str | None = None) -> Pa
                        "give a run folder written by `splatjax fit` or a 3DGS .ply file")
 
 
-def load_test_poses(path: str | os.PathLike) -> tuple[float, dict[str, np.ndarray]]:
-    """A test-pose file ``{"camera_angle_x": a, "poses": {"test/<type>/<n>.png": 4x4}}``
-    (Blender/OpenGL camera-to-world). Returns (camera_angle_x, {relative path: c2w})."""
-    data = read_json(path, "test-pose file")
-    try:
-        poses = {str(k): np.asarray(v, np.float64) for k, v in data["poses"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DatasetError(f"{path}: not a test-pose file ({exc}); expected "
-                           '{"camera_angle_x": a, "poses": {"test/<type>/<n>.png": 4x4 camera-to-world}}') from exc
-    bad = [k for k, v in poses.items() if v.shape != (4, 4) or not np.isfinite(v).all()]
-    if bad:
-        raise DatasetError(f"{path}: poses must be finite 4x4 matrices; bad entries: {bad[:5]}")
-    return float(data.get("camera_angle_x", float("nan"))), poses
-
-
-#: FitConfig fields that do not change the fitted model.
-_FIT_FIELDS_IGNORED = {"backend", "checkpoint_every", "val_every", "val_views", "log_every"}
 
 
 def _same_fit(run_dir: Path, config) -> bool:
@@ -165,7 +148,7 @@ def _same_fit(run_dir: Path, config) -> bool:
     except (DatasetError, KeyError, TypeError):
         return False
     now = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as stored
-    same = all(saved.get(k) == v for k, v in now.items() if k not in _FIT_FIELDS_IGNORED)
+    same = all(saved.get(k) == v for k, v in now.items() if k not in RESUME_FREE_FIELDS)
     return same and (run_dir / "model.ply").is_file()
 
 
@@ -176,8 +159,6 @@ def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, 
     if model is not None:
         ply = resolve_model(model, class_name)
         return load_ply(ply), ply, 0.0, None
-    from ..fitting import run_fit
-
     run_dir = out_dir / "model"
     if run_dir.exists() and any(run_dir.iterdir()):
         if _same_fit(run_dir, fit_config):
@@ -188,5 +169,8 @@ def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, 
                         "folder, choose another output folder, or pass it as the model")
     log(f"[splatjax] fitting {data_path} ({fit_config.iterations} iterations) into {run_dir}")
     t0 = time.perf_counter()
-    gaussians, info = run_fit(data_path, run_dir, fit_config, progress=progress)
+    info = run_fit(data_path, run_dir, fit_config, log=log if progress else (lambda msg: None))
+    if not info["completed"]:
+        raise KeyboardInterrupt  # run_fit has written the checkpoint and said how to resume
+    gaussians = load_ply(run_dir / "model.ply")
     return gaussians, run_dir / "model.ply", time.perf_counter() - t0, info

@@ -330,14 +330,3 @@ def _result(s: _Setup, state, start, step, t0, steady_t, losses, psnrs, history,
         history=tuple(history), events=tuple(events), extent=s.extent, train_views=s.train_views,
         backend=s.config.backend,
     )
-
-
-def __getattr__(name: str):
-    # Transitional: splatjax/__init__.py and app/cli.py still import the run-folder entry
-    # points from here; they live in splatjax.app.fit_run (the engine never imports app
-    # at import time). Remove once those imports point at splatjax.app.fit_run.
-    if name in ("run_fit", "add_fit_arguments", "run_fit_from_args"):
-        from ..app import fit_run
-
-        return getattr(fit_run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

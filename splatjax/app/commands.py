@@ -1,0 +1,135 @@
+"""The commands of the ``splatjax`` command line: for each, its flags (the application's
+own here; the engine's generated from FitConfig, PoseConfig and MapConfig) and the
+application function it runs. :mod:`splatjax.app.cli` turns errors into messages."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..anomaly import MapConfig
+from ..fitting import FitConfig
+from ..pose import PoseConfig
+from .flags import add_config_flags, config_from_flags
+
+__all__ = ["COMMANDS"]
+
+_DETECT_POSE = PoseConfig(coarse="render")
+
+
+def _quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _log(args):
+    return (lambda msg: None) if args.quiet else print
+
+
+# ----------------------------------------------------------------------------- toy
+def _add_toy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="demo_out/toy", help="output folder (default: demo_out/toy)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    p.add_argument("--resolution", type=int, default=128, help="image width in pixels (default: 128)")
+
+
+def _run_toy(args) -> int:
+    from ..data import make_toy_dataset, write_toy_preview
+
+    root = make_toy_dataset(args.out, seed=args.seed, resolution=args.resolution)
+    preview = write_toy_preview(root, root.parent / f"{root.name}_preview.png")
+    print(f"toy dataset: {root}\npreview:     {preview}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- fit
+def _add_fit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="Blender/NeRF folder (transforms_train.json) or MAD-Sim class folder")
+    p.add_argument("--out", required=True, help="run folder (model.ply, config.json, metrics.jsonl, checkpoints/)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted fit in --out")
+    p.add_argument("--no-val", action="store_true", help="do not score the validation split")
+    _quiet(p)
+    add_config_flags(p, FitConfig, title="fit settings (defaults: the INRIA 3DGS / SplatPose schedule)")
+
+
+def _run_fit(args) -> int:
+    from .fit_run import exit_status, run_fit, summary_line
+
+    config = config_from_flags(FitConfig, args)
+    summary = run_fit(args.data, args.out, config, resume=args.resume, log=_log(args),
+                      val_split=None if args.no_val else "val")
+    print(summary_line(summary))
+    if summary["completed"]:
+        print(f"model: {Path(args.out) / 'model.ply'}")
+    return exit_status(summary)
+
+
+# ----------------------------------------------------------------------------- evaluate
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="+", help="MAD-Sim class folder(s), or a MAD-Sim root folder holding them")
+    p.add_argument("--out", required=True, help="output folder (report.json, per_image.csv, PNGs)")
+    p.add_argument("--model", default=None, help="fitted run folder or .ply (default: fit one first into OUT/model)")
+    p.add_argument("--test-poses", default=None, help="test-pose file (default: DATA/test_poses.json when present)")
+    p.add_argument("--no-heatmaps", action="store_true", help="do not write per-image heatmap PNGs")
+    _quiet(p)
+    add_config_flags(p, PoseConfig, title="pose (coarse retrieval, fine Adam on the SE(3) screw)")
+    add_config_flags(p, MapConfig, title="anomaly maps and scores")
+    add_config_flags(p, FitConfig, title="fitting, when no --model is given (defaults: the paper's)")
+
+
+def _run_evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    fit_config = config_from_flags(FitConfig, args)
+    evaluate(args.data, args.out, model=args.model, test_poses=args.test_poses, fit_config=fit_config,
+             pose_config=config_from_flags(PoseConfig, args), map_config=config_from_flags(MapConfig, args),
+             seed=fit_config.seed, heatmaps=not args.no_heatmaps, progress=not args.quiet)
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- detect
+def _add_detect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", help="query images")
+    p.add_argument("--model", required=True, help="fitted run folder (model.ply, cameras.json)")
+    p.add_argument("--out", default="detect_out", help="output folder (default: detect_out)")
+    p.add_argument("--resolution", type=int, default=None, help="image width (default: the training width)")
+    p.add_argument("--camera-angle-x", type=float, default=None, help="horizontal field of view in radians "
+                   "(default: the training views')")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fine-pose initialisation (default: 0)")
+    _quiet(p)
+    add_config_flags(p, PoseConfig, title="pose (coarse retrieval, fine Adam on the SE(3) screw)", base=_DETECT_POSE)
+    add_config_flags(p, MapConfig, title="anomaly maps and scores")
+
+
+def _run_detect(args) -> int:
+    from .detect import detect
+
+    detect(args.model, args.images, args.out, pose_config=config_from_flags(PoseConfig, args, base=_DETECT_POSE),
+           map_config=config_from_flags(MapConfig, args), resolution=args.resolution,
+           camera_angle_x=args.camera_angle_x, seed=args.seed, progress=not args.quiet)
+    print(f"heatmaps: {Path(args.out) / 'heatmaps'}/, details: {Path(args.out) / 'detections.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the toy object and the fit (default: 0)")
+    _quiet(p)
+
+
+def _run_demo(args) -> int:
+    from .demo import demo
+
+    demo(args.out, seed=args.seed, progress=not args.quiet)
+    return 0
+
+
+COMMANDS = {
+    "demo": ("the toy object end to end: generate, fit, evaluate, print the numbers", _add_demo, _run_demo),
+    "toy": ("generate the built-in toy object (MAD-Sim layout) and a preview image", _add_toy, _run_toy),
+    "fit": ("fit the defect-free 3DGS model to a Blender/NeRF or MAD-Sim class folder", _add_fit, _run_fit),
+    "evaluate": ("pose-agnostic evaluation of MAD-Sim class folder(s): poses, maps, metrics, reports",
+                 _add_evaluate, _run_evaluate),
+    "detect": ("anomaly maps, scores and verdicts for new images of a fitted object", _add_detect, _run_detect),
+}
