@@ -87,6 +87,9 @@ def run_tests(tests, kernel_dir: Path) -> tuple[bool, str]:
     env = dict(os.environ, SPLATJAX_KERNEL_DIR=str(kernel_dir))
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=ROOT, env=env,
                        capture_output=True, text=True)
+    crash = next((ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("Fatal Python error")), None)
+    if crash:  # e.g. a kernel writing through an index read from a buffer a failed call left poisoned
+        return False, f"the test process crashed ({crash})"
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     return r.returncode == 0, lines[-1] if lines else r.stderr[-300:]
 

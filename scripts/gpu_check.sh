@@ -63,7 +63,7 @@ run_step sanitize 600 "export XLA_PYTHON_CLIENT_ALLOCATOR=platform XLA_PYTHON_CL
   for tool in memcheck racecheck synccheck; do echo \"--- \$tool\"; \
     compute-sanitizer --tool \$tool --error-exitcode 3 $PY scripts/gpu_check_case.py || echo \"\$tool: exit \$?\"; done"
 
-run_step bench 900 "$PY scripts/bench_render.py --sizes 100000 300000 --cameras 1 64 --repeats 5 && \
+run_step bench 900 "export XLA_PYTHON_CLIENT_PREALLOCATE=false; $PY scripts/bench_render.py --backends cuda --sizes 100000 300000 --cameras 1 64 --repeats 5 && \
   awk '/^## bench_render/{s=\$0 ORS; next} s{s=s \$0 ORS} END{printf \"%s\", s}' BENCHMARKS.md >$OUT/bench_section.md"
 
 LEGO=${LEGO_DATA:-}

@@ -359,3 +359,13 @@ def test_vmap_paths_reuse_or_rebin_correctly(emu):
         got, want = fn(EMU), fn("cpu")
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             assert _rel(a, b) <= 1e-4, fn.__name__
+
+
+def test_cuda_emu_is_a_test_only_backend(emu):
+    """Resolvable by name (render(..., backend="cuda-emu")), never chosen by "auto", not
+    listed among the available backends."""
+    from splatjax.render import available_backends, resolve_backend
+
+    assert resolve_backend("cuda-emu") == "cuda-emu"
+    assert resolve_backend("auto") != "cuda-emu"
+    assert "cuda-emu" not in available_backends()
