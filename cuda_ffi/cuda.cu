@@ -357,7 +357,7 @@ struct Binned {
   float* gdata;
   int4* rect;
   int64_t* total;
-  const uint32_t* vals;  // sorted Gaussian ids (vals_out, or scratch when vals_out is null)
+  const uint32_t* vals;  // sorted Gaussian ids (in vals_out when there is one)
 };
 
 ffi::Error bin(const char* who, cudaStream_t stream, Scratch& scratch, const Dev& d, int64_t cap, uint32_t* vals_out,
@@ -369,17 +369,22 @@ ffi::Error bin(const char* who, cudaStream_t stream, Scratch& scratch, const Dev
   float* depth = scratch.take<float>(CN);
   int64_t* counts = scratch.take<int64_t>(CN);
   int64_t* ends = scratch.take<int64_t>(CN);
-  uint64_t* keys_in = scratch.take<uint64_t>(cap);
-  uint64_t* keys_out = scratch.take<uint64_t>(cap);
-  uint32_t* vals_in = scratch.take<uint32_t>(cap);
-  if (!vals_out) vals_out = scratch.take<uint32_t>(cap);
-  b.vals = vals_out;
+  // the radix sort ping-pongs between two key and two value buffers (no copies of them in
+  // CUB's temporary storage); the second value buffer is the caller's when it has one
+  uint64_t* keys_a = scratch.take<uint64_t>(cap);
+  uint64_t* keys_b = scratch.take<uint64_t>(cap);
+  uint32_t* vals_a = scratch.take<uint32_t>(cap);
+  uint32_t* vals_b = vals_out ? vals_out : scratch.take<uint32_t>(cap);
+  b.vals = vals_b;  // (not read when there are no lists)
   size_t scan_bytes = 0, sort_bytes = 0;
   const int end_bit = key_bits(tiles_total);
   SJ_TRY(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, counts, ends, CN, stream), "scan size query");
-  SJ_TRY(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys_in, keys_out, vals_in, vals_out, cap, 0, end_bit,
-                                         stream),
-         "sort size query");
+  {
+    cub::DoubleBuffer<uint64_t> keys(keys_a, keys_b);
+    cub::DoubleBuffer<uint32_t> vals(vals_a, vals_b);
+    SJ_TRY(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys, vals, cap, 0, end_bit, stream),
+           "sort size query");
+  }
   void* temp = scratch.take<uint8_t>((int64_t)std::max(scan_bytes, sort_bytes));
   if (auto e = scratch.status(who); e.failure()) return e;
   SJ_TRY(cudaMemsetAsync(ranges, 0, sizeof(int2) * tiles_total, stream), "clear the tile ranges");
@@ -391,14 +396,21 @@ ffi::Error bin(const char* who, cudaStream_t stream, Scratch& scratch, const Dev
   SJ_LAUNCH(total_kernel, 1, 1, 0, stream)(ends, CN, b.total, needed);
   SJ_LAUNCHED("total_kernel launch");
   if (CN == 0) return ffi::Error::Success();  // no lists: every tile range is empty
-  SJ_TRY(cudaMemsetAsync(keys_in, 0xff, sizeof(uint64_t) * cap, stream), "fill the keys with padding");
-  SJ_TRY(cudaMemsetAsync(vals_in, 0, sizeof(uint32_t) * cap, stream), "clear the values");
-  SJ_LAUNCH(emit_kernel, blocks_for(CN), THREADS, 0, stream)(d, depth, b.rect, ends, b.total, cap, keys_in, vals_in);
+  SJ_TRY(cudaMemsetAsync(keys_a, 0xff, sizeof(uint64_t) * cap, stream), "fill the keys with padding");
+  SJ_TRY(cudaMemsetAsync(vals_a, 0, sizeof(uint32_t) * cap, stream), "clear the values");
+  SJ_LAUNCH(emit_kernel, blocks_for(CN), THREADS, 0, stream)(d, depth, b.rect, ends, b.total, cap, keys_a, vals_a);
   SJ_LAUNCHED("emit_kernel launch");
-  SJ_TRY(cub::DeviceRadixSort::SortPairs(temp, sort_bytes, keys_in, keys_out, vals_in, vals_out, cap, 0, end_bit,
-                                         stream),
+  cub::DoubleBuffer<uint64_t> keys(keys_a, keys_b);
+  cub::DoubleBuffer<uint32_t> vals(vals_a, vals_b);
+  SJ_TRY(cub::DeviceRadixSort::SortPairs(temp, sort_bytes, keys, vals, cap, 0, end_bit, stream),
          "radix sort of the intersections");
-  SJ_LAUNCH(ranges_kernel, blocks_for(cap), THREADS, 0, stream)(keys_out, b.total, cap, ranges);
+  b.vals = vals.Current();
+  if (vals_out && vals.Current() != vals_out) {  // the pass count left the ids in the other buffer
+    SJ_TRY(cudaMemcpyAsync(vals_out, vals.Current(), sizeof(uint32_t) * cap, cudaMemcpyDeviceToDevice, stream),
+           "copy the sorted ids into the lists");
+    b.vals = vals_out;
+  }
+  SJ_LAUNCH(ranges_kernel, blocks_for(cap), THREADS, 0, stream)(keys.Current(), b.total, cap, ranges);
   SJ_LAUNCHED("ranges_kernel launch");
   return ffi::Error::Success();
 }

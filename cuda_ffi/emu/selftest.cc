@@ -197,6 +197,23 @@ void check_cub() {
                                     s);
   });
   expect(e.find("not inside one device allocation") != std::string::npos, "a sort past its buffers is reported: " + e);
+  // DoubleBuffer: the selector names the result, the other buffer is garbage afterwards
+  for (int end_bit : {8, 16}) {
+    DeviceVec<uint64_t> ka(m), kb(m);
+    DeviceVec<uint32_t> va(m), vb(m);
+    ka.v = kin.v;
+    va.v = vin.v;
+    cub::DoubleBuffer<uint64_t> keys(ka.data(), kb.data());
+    cub::DoubleBuffer<uint32_t> vals(va.data(), vb.data());
+    size_t db = 0;
+    cub::DeviceRadixSort::SortPairs(nullptr, db, keys, vals, m, 0, end_bit, nullptr);
+    DeviceVec<uint8_t> t(db);
+    e = run_stream([&](cudaStream_t s) { cub::DeviceRadixSort::SortPairs(t.data(), db, keys, vals, m, 0, end_bit, s); });
+    const std::vector<uint32_t> got(vals.Current(), vals.Current() + m);
+    expect(e.empty() && got == want, "DoubleBuffer SortPairs leaves the result in Current()");
+    expect(keys.selector == (end_bit == 8 ? 1 : 0), "one selector flip per 8-bit pass");
+    expect(vals.Alternate()[0] == 0x01010101u * sjemu::poison_byte(), "the other buffer is garbage afterwards");
+  }
 }
 
 }  // namespace
