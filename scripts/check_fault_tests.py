@@ -91,7 +91,9 @@ def run_tests(tests, kernel_dir: Path) -> tuple[bool, str]:
     if crash:  # e.g. a kernel writing through an index read from a buffer a failed call left poisoned
         return False, f"the test process crashed ({crash})"
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
-    return r.returncode == 0, lines[-1] if lines else r.stderr[-300:]
+    why = next((ln[1:].strip() for ln in lines if ln.startswith("E ") and len(ln.strip()) > 3), "")
+    last = lines[-1] if lines else r.stderr[-300:]
+    return r.returncode == 0, f"{last}" + (f"\n           first error: {why[:200]}" if why and r.returncode else "")
 
 
 def main(argv=None) -> int:
