@@ -415,6 +415,11 @@ ffi::Error bin(const char* who, cudaStream_t stream, Scratch& scratch, const Dev
   return ffi::Error::Success();
 }
 
+template <typename B>
+int64_t count_of(const B& buffer) {
+  return (int64_t)buffer.element_count();
+}
+
 ffi::Error make_dev(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K, F32 bg,
                     int64_t width, int64_t height, int64_t capacity, Dev& d) {
   auto md = means.dimensions();
@@ -427,9 +432,9 @@ ffi::Error make_dev(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 
   if (C < 1 || C > 65535) return ffi::Error::InvalidArgument("splatjax: 1 to 65535 cameras per launch");
   if (width <= 0 || height <= 0) return ffi::Error::InvalidArgument("splatjax: width and height must be positive");
   if (capacity < 1 || capacity > INT32_MAX) return ffi::Error::InvalidArgument("splatjax: capacity must be in [1, 2^31)");
-  if (scales.element_count() != N * 3 || quats.element_count() != N * 4 || opac.element_count() != N ||
-      colors.element_count() != N * 3 || t.element_count() != C * 3 || K.element_count() != C * 4 ||
-      bg.element_count() != C * 3 || od.size() != 3 || od[2] != 2 || !(od[1] == 0 || od[1] == N) ||
+  if (count_of(scales) != N * 3 || count_of(quats) != N * 4 || count_of(opac) != N ||
+      count_of(colors) != N * 3 || count_of(t) != C * 3 || count_of(K) != C * 4 ||
+      count_of(bg) != C * 3 || od.size() != 3 || od[2] != 2 || !(od[1] == 0 || od[1] == N) ||
       !(od[0] == 1 || od[0] == C))
     return ffi::Error::InvalidArgument("splatjax: inconsistent input shapes");
   d.means = means.typed_data(); d.scales = scales.typed_data(); d.quats = quats.typed_data();
@@ -456,13 +461,13 @@ ffi::Error forward_impl(cudaStream_t stream, ffi::ScratchAllocator allocator, F3
       e.failure())
     return e;
   const int64_t P = (int64_t)d.C * d.H * d.W, tiles_total = (int64_t)d.C * d.ntx * d.nty;
-  if (rgb->element_count() != P * 3 || alpha->element_count() != P || tfinal->element_count() != P ||
-      ncontrib->element_count() != P || needed->element_count() != 1 || ranges->element_count() != tiles_total * 2)
+  if (count_of(*rgb) != P * 3 || count_of(*alpha) != P || count_of(*tfinal) != P ||
+      count_of(*ncontrib) != P || count_of(*needed) != 1 || count_of(*ranges) != tiles_total * 2)
     return ffi::Error::InvalidArgument("splatjax forward: output shapes do not match");
   Scratch scratch(allocator);
   // the sorted ids go straight into the `lists` result when it holds the capacity (the
   // backward then reuses them); otherwise they stay in scratch
-  uint32_t* vals_out = lists->element_count() >= capacity ? lists->typed_data() : nullptr;
+  uint32_t* vals_out = count_of(*lists) >= capacity ? lists->typed_data() : nullptr;
   int2* rng = reinterpret_cast<int2*>(ranges->typed_data());
   Binned b;
   if (auto e = bin(who, stream, scratch, d, capacity, vals_out, rng, needed->typed_data(), b); e.failure()) return e;
@@ -488,14 +493,14 @@ ffi::Error backward_impl(cudaStream_t stream, ffi::ScratchAllocator allocator, F
       e.failure())
     return e;
   const int64_t N = d.N, C = d.C, CN = C * N, P = C * d.H * d.W, tiles_total = C * d.ntx * d.nty;
-  if (tfinal.element_count() != P || ncontrib.element_count() != P || g_rgb.element_count() != P * 3 ||
-      g_alpha.element_count() != P || fwd_needed.element_count() != 1 || needed->element_count() != 1 ||
-      g_means->element_count() != N * 3 || g_scales->element_count() != N * 3 || g_quats->element_count() != N * 4 ||
-      g_opac->element_count() != N || g_colors->element_count() != N * 3 ||
-      g_offset->element_count() != offset.element_count() || g_R->element_count() != C * 9 ||
-      g_t->element_count() != C * 3 || g_K->element_count() != C * 4)
+  if (count_of(tfinal) != P || count_of(ncontrib) != P || count_of(g_rgb) != P * 3 ||
+      count_of(g_alpha) != P || count_of(fwd_needed) != 1 || count_of(*needed) != 1 ||
+      count_of(*g_means) != N * 3 || count_of(*g_scales) != N * 3 || count_of(*g_quats) != N * 4 ||
+      count_of(*g_opac) != N || count_of(*g_colors) != N * 3 ||
+      count_of(*g_offset) != count_of(offset) || count_of(*g_R) != C * 9 ||
+      count_of(*g_t) != C * 3 || count_of(*g_K) != C * 4)
     return ffi::Error::InvalidArgument("splatjax backward: input or output shapes do not match");
-  if (reuse && (lists.element_count() < capacity || ranges.element_count() != tiles_total * 2))
+  if (reuse && (count_of(lists) < capacity || count_of(ranges) != tiles_total * 2))
     return ffi::Error::InvalidArgument("splatjax backward: the forward's lists do not match the capacity");
   Scratch scratch(allocator);
   Binned b;
@@ -527,7 +532,7 @@ ffi::Error backward_impl(cudaStream_t stream, ffi::ScratchAllocator allocator, F
   NanTargets nan{};
   int64_t most = 0, k = 0;
   for (auto* r : {&g_means, &g_scales, &g_quats, &g_opac, &g_colors, &g_offset}) {
-    const int64_t n = (*r)->element_count();
+    const int64_t n = count_of(**r);
     SJ_TRY(cudaMemsetAsync((*r)->typed_data(), 0, sizeof(float) * n, stream), "clear the gradient outputs");
     nan.p[k] = (*r)->typed_data();
     nan.n[k++] = n;

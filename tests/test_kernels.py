@@ -4,7 +4,10 @@ Error measures (stated so the tolerances mean something):
 - images: ``max|kernel - ref| / max(1, max|ref|)`` over every pixel and channel, <= 1e-5;
 - gradients: per argument ``max|kernel - ref| / max|ref|`` (max over all entries), <= 1e-4.
 The reference runs in float64 on the same (float32-representable) inputs; the kernel computes
-in float32. Each "cuda" case skips cleanly where the CUDA library or a GPU is missing.
+in float32. Every case runs on the CPU kernel, on "cuda-emu" (``cuda_ffi/cuda.cu`` itself run
+by the CUDA emulator of ``cuda_ffi/emu`` on the CPU: the CUDA handlers and the CUDA paths of
+``ffi.py`` without a GPU) and on "cuda" where there is a GPU; each skips cleanly where its
+library (or the GPU) is missing.
 """
 
 from __future__ import annotations
