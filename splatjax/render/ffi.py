@@ -263,8 +263,21 @@ def _overflow_error(needed, largest):
             "(nothing was rendered: the output is NaN)")
 
 
-def _check_overflow(needed, largest):
-    jax.lax.cond(needed > largest, lambda: jax.debug.callback(_overflow_error, needed, largest), lambda: None)
+def _raise_on_overflow(needed, largest):
+    _overflow_error(needed, largest)
+    return np.zeros((), np.float32)
+
+
+def _guard_overflow(values, needed, largest):
+    """`values` unchanged, or the overflow error when needed > largest. The error comes from
+    a host callback whose (zero) result is added to every value, so that it reaches whoever
+    waits for the values (a debug callback's error could surface later, or only be logged)."""
+    def fail(vs):
+        z = jax.pure_callback(_raise_on_overflow, jax.ShapeDtypeStruct((), jnp.float32), needed,
+                              jnp.asarray(largest, jnp.int32), vmap_method="sequential")
+        return tuple(v + z.astype(v.dtype) for v in vs)
+
+    return jax.lax.cond(needed > largest, fail, lambda vs: tuple(vs), tuple(values))
 
 
 # ----------------------------------------------------------------------------- primitives
@@ -295,8 +308,8 @@ def _forward_unbatched(platform, width, height, capacity, args):
         branches = [functools.partial(call, cap, levels[0], args) for cap in levels[1:]]
         out = jax.lax.cond(needed <= levels[0], lambda: first,
                            lambda: jax.lax.switch(jnp.maximum(_level_of(levels, needed) - 1, 0), branches))
-    _check_overflow(needed, levels[-1])
     rgb, alpha, tf, nc, needed, res = out
+    rgb, alpha = _guard_overflow((rgb, alpha), needed, levels[-1])
     return (rgb, alpha, tf, nc, needed, *res)
 
 
@@ -308,9 +321,8 @@ def _backward_unbatched(platform, width, height, gaussian_grads, capacity, reuse
                 for k, cap in enumerate(levels)]
     level = _level_of(levels, needed)
     grads, bneeded = branches[0]() if len(branches) == 1 else jax.lax.switch(level, branches)
-    # the backward bins at least as many intersections as the forward counted; never silent
-    _check_overflow(bneeded, jnp.asarray(levels, jnp.int32)[level])
-    return grads
+    # the backward's level holds what the forward counted, so this does not happen; but never silently
+    return _guard_overflow(grads, bneeded, jnp.asarray(levels, jnp.int32)[level])
 
 
 def _camera_batched_args(axis_size, in_batched, args):
