@@ -2,8 +2,9 @@
 //
 // All C cameras are processed in one set of launches on XLA's stream:
 //   project (C*N threads) -> inclusive scan of the per-(camera, Gaussian) tile counts in
-//   int64 (CUB) -> emit (camera*tile, depth) 64-bit keys -> CUB radix sort over the whole
-//   static capacity (unused entries hold all-ones keys and sort last) -> per-tile ranges ->
+//   int64 (CUB) -> emit (camera*tile, depth) 64-bit keys -> CUB radix sort (DoubleBuffer)
+//   over the whole static capacity (unused entries hold all-ones keys and sort last) ->
+//   per-tile ranges ->
 //   blend (one 16x16 block per camera tile, Gaussians staged in shared memory).
 // The forward returns the sorted Gaussian ids and the per-tile ranges (when they fit its
 // `lists` result, i.e. at the first capacity level), and the backward reuses them instead of

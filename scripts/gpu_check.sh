@@ -74,6 +74,6 @@ if [ -n "$LEGO" ]; then
   run_step fit 3600 "$PY scripts/fit_lego_cpu.py --full --data $LEGO --out runs/gpu_lego_full --quiet; \
     cat runs/gpu_lego_full/info.json; tail -n 3 runs/gpu_lego_full/metrics.jsonl"
 else
-  echo "== fit: skipped (no lego data; set LEGO_DATA)" | tee -a "$SUMMARY"
+  case " $STEPS " in *" fit "*) echo "== fit: skipped (no lego data; set LEGO_DATA)" | tee -a "$SUMMARY" ;; esac
 fi
 echo "results in $OUT" | tee -a "$SUMMARY"

@@ -38,6 +38,68 @@ constexpr size_t kMaxAlignment = 16;  // XLA's limit for FFI scratch allocations
 constexpr size_t kFront = 48, kBack = 64;  // red zones; base is 64-aligned, so data is 16 mod 32
 constexpr unsigned char kRedZone = 0xFD;
 
+}  // namespace
+
+// ----------------------------------------------------------------------------- scratch memory
+// XLA's rules for FFI scratch allocations (xla/ffi/ffi_api.cc): the alignment is a power of
+// two of at most 16 bytes; size 0 gives null. Blocks are 16-byte but not 32-byte aligned,
+// poisoned, and fenced by red zones.
+void* scratch_allocate(size_t size, size_t alignment, int* code, std::string* err) {
+  note_scratch(size, alignment);
+  if (alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > kMaxAlignment) {
+    *code = XLA_FFI_Error_Code_INVALID_ARGUMENT;
+    *err = "Unsupported alignment: " + std::to_string(alignment);
+    return nullptr;
+  }
+  if (injected("XLA_FFI_DeviceMemory_Allocate") != cudaSuccess) {
+    *code = XLA_FFI_Error_Code_RESOURCE_EXHAUSTED;
+    *err = "out of device memory (injected)";
+    return nullptr;
+  }
+  if (size == 0) return nullptr;
+  const size_t total = (kFront + size + kBack + 63) / 64 * 64;
+  char* base = static_cast<char*>(std::aligned_alloc(64, total));
+  if (!base) {
+    *code = XLA_FFI_Error_Code_RESOURCE_EXHAUSTED;
+    *err = "out of host memory";
+    return nullptr;
+  }
+  char* data = base + kFront;
+  std::memset(base, kRedZone, kFront);
+  std::memset(data, poison_byte(), size);
+  std::memset(data + size, kRedZone, total - kFront - size);
+  add_region(data, size, "scratch block of " + std::to_string(size) + " bytes");
+  return data;
+}
+
+// Stream-ordered, as XLA's allocator: the block goes back after the work queued before it;
+// then its red zones are checked (a write out of bounds fails the call) and it is poisoned.
+void scratch_free(CUstream_st* stream, void* ptr, size_t size) {
+  char* data = static_cast<char*>(ptr);
+  enqueue_always(stream, "scratch free", [data, size]() -> std::string {
+    char* base = data - kFront;
+    const size_t total = (kFront + size + kBack + 63) / 64 * 64;
+    std::string err;
+    for (size_t i = 0; i < kFront; ++i)
+      if ((unsigned char)base[i] != kRedZone) {
+        err = "a kernel wrote " + std::to_string(kFront - i) + " bytes before the start of a scratch block of " +
+              std::to_string(size) + " bytes";
+        break;
+      }
+    for (size_t i = kFront + size; err.empty() && i < total; ++i)
+      if ((unsigned char)base[i] != kRedZone) {
+        err = "a kernel wrote past the end of a scratch block of " + std::to_string(size) + " bytes (at +" +
+              std::to_string(i - kFront) + ")";
+      }
+    remove_region(data);
+    std::memset(data, poison_byte(), size);  // freed memory is poisoned
+    std::free(base);
+    return err;
+  });
+}
+
+namespace {
+
 struct EmuContext {
   const XLA_FFI_Api* real = nullptr;
   CUstream_st* stream = nullptr;
@@ -68,26 +130,11 @@ XLA_FFI_Error* emu_stream_get(XLA_FFI_Stream_Get_Args* args) {
 
 XLA_FFI_Error* emu_allocate(XLA_FFI_DeviceMemory_Allocate_Args* args) {
   EmuContext* c = emu(args->ctx);
-  const size_t al = args->alignment;
-  note_scratch(args->size, al);
-  if (al == 0 || (al & (al - 1)) != 0 || al > kMaxAlignment)
-    return make_error(c->real, XLA_FFI_Error_Code_INVALID_ARGUMENT, "Unsupported alignment: " + std::to_string(al));
-  if (injected("XLA_FFI_DeviceMemory_Allocate") != cudaSuccess)
-    return make_error(c->real, XLA_FFI_Error_Code_RESOURCE_EXHAUSTED, "out of device memory (injected)");
-  if (args->size == 0) {
-    args->data = nullptr;
-    return nullptr;
-  }
-  const size_t total = (kFront + args->size + kBack + 63) / 64 * 64;
-  char* base = static_cast<char*>(std::aligned_alloc(64, total));
-  if (!base) return make_error(c->real, XLA_FFI_Error_Code_RESOURCE_EXHAUSTED, "out of host memory");
-  char* data = base + kFront;
-  std::memset(base, kRedZone, kFront);
-  std::memset(data, poison_byte(), args->size);
-  std::memset(data + args->size, kRedZone, total - kFront - args->size);
-  add_region(data, args->size, "scratch block of " + std::to_string(args->size) + " bytes");
-  ++c->live_blocks;
-  args->data = data;
+  int code = 0;
+  std::string err;
+  args->data = scratch_allocate(args->size, args->alignment, &code, &err);
+  if (!err.empty()) return make_error(c->real, (XLA_FFI_Error_Code)code, err);
+  if (args->data) ++c->live_blocks;
   return nullptr;
 }
 
@@ -95,32 +142,9 @@ XLA_FFI_Error* emu_free(XLA_FFI_DeviceMemory_Free_Args* args) {
   EmuContext* c = emu(args->ctx);
   if (!args->data) return nullptr;
   --c->live_blocks;
-  char* data = static_cast<char*>(args->data);
-  const size_t size = args->size;
-  // stream-ordered, as XLA's allocator: the block goes back after the work queued before
-  enqueue_always(c->stream, "scratch free", [data, size]() -> std::string {
-    char* base = data - kFront;
-    const size_t total = (kFront + size + kBack + 63) / 64 * 64;
-    std::string err;
-    for (size_t i = 0; i < kFront; ++i)
-      if ((unsigned char)base[i] != kRedZone) {
-        err = "a kernel wrote " + std::to_string(kFront - i) + " bytes before the start of a scratch block of " +
-              std::to_string(size) + " bytes";
-        break;
-      }
-    for (size_t i = kFront + size; err.empty() && i < total; ++i)
-      if ((unsigned char)base[i] != kRedZone) {
-        err = "a kernel wrote past the end of a scratch block of " + std::to_string(size) + " bytes (at +" +
-              std::to_string(i - kFront) + ")";
-      }
-    remove_region(data);
-    std::memset(data, poison_byte(), size);  // freed memory is poisoned
-    std::free(base);
-    return err;
-  });
+  scratch_free(c->stream, args->data, args->size);
   return nullptr;
 }
-
 XLA_FFI_Error* emu_device_ordinal(XLA_FFI_DeviceOrdinal_Get_Args* args) {
   args->device_ordinal = 0;
   return nullptr;

@@ -32,4 +32,10 @@ void note_scratch(size_t bytes, size_t alignment);
 // The error injected into the nth call of an API, if armed (see sjemu_set "fail").
 cudaError_t injected(const char* api);
 
+// Scratch memory under XLA's FFI rules (ffi_bridge.cc): null with *err set (and *code an
+// XLA_FFI_Error_Code) when refused, null without error for size 0. The free is queued on the
+// stream; when it runs it checks the red zones (its error fails the flush) and poisons.
+void* scratch_allocate(size_t size, size_t alignment, int* code, std::string* err);
+void scratch_free(CUstream_st* stream, void* data, size_t size);
+
 }  // namespace sjemu

@@ -79,6 +79,10 @@ __global__ void shared_fill_kernel(int* out) {
   sh[threadIdx.x % 4] = 7;
 }
 
+__global__ void write_past_end_kernel(int* p, int n) {
+  if (threadIdx.x == 0) p[n] = 1;
+}
+
 __global__ void atomic_kernel(float* acc, int* count) {
   atomicAdd(acc, 1.0f);
   atomicAdd(count, 1);
@@ -148,6 +152,33 @@ void check_shared_fill() {
   bool filled = e.empty();
   for (int v : out.v) filled = filled && v == (int)(0x01010101u * sjemu::poison_byte());
   expect(filled, "every block starts with shared memory filled with the poison byte");
+}
+
+void check_scratch_rules() {
+  int code = 0;
+  std::string err;
+  for (size_t al : {size_t(32), size_t(256), size_t(3), size_t(0)}) {
+    err.clear();
+    void* p = sjemu::scratch_allocate(64, al, &code, &err);
+    expect(!p && err == "Unsupported alignment: " + std::to_string(al), "XLA refuses scratch alignment " + std::to_string(al));
+  }
+  err.clear();
+  void* p = sjemu::scratch_allocate(40, 16, &code, &err);
+  expect(p && err.empty() && (uintptr_t)p % 16 == 0 && (uintptr_t)p % 32 == 16,
+         "scratch is 16-byte aligned and, to expose code assuming more, not 32-byte aligned");
+  bool poisoned = p != nullptr;
+  for (int i = 0; p && i < 40; ++i) poisoned = poisoned && ((unsigned char*)p)[i] == sjemu::poison_byte();
+  expect(poisoned, "new scratch memory is poisoned");
+  const std::string e = run_stream([&](cudaStream_t s) {
+    SJ_LAUNCH(write_past_end_kernel, 1, 32, 0, s)(static_cast<int*>(p), 10);
+    sjemu::scratch_free(s, p, 40);
+  });
+  expect(e.find("past the end of a scratch block of 40 bytes") != std::string::npos,
+         "a write past a scratch block is reported when it is freed: " + e);
+  std::string range;
+  expect(!sjemu::check_range(p, 4, "freed", "selftest", &range), "a freed block is no longer device memory");
+  err.clear();
+  expect(sjemu::scratch_allocate(0, 16, &code, &err) == nullptr && err.empty(), "size 0 gives null");
 }
 
 void check_atomics() {
@@ -225,6 +256,7 @@ SJEMU_EXPORT int sjemu_selftest(char* buf, long size) {
   check_barriers();
   check_warp_ops();
   check_shared_fill();
+  check_scratch_rules();
   check_atomics();
   check_cub();
   std::string out;
