@@ -41,9 +41,14 @@
 #include <thread>
 #include <vector>
 
+#ifndef SJEMU_ASM_FIBERS  // -DSJEMU_ASM_FIBERS=0 selects the ucontext fibers everywhere
 #if defined(__x86_64__)
 #define SJEMU_ASM_FIBERS 1
 #else
+#define SJEMU_ASM_FIBERS 0
+#endif
+#endif
+#if !SJEMU_ASM_FIBERS
 #include <ucontext.h>
 #endif
 
