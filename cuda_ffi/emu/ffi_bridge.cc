@@ -104,7 +104,6 @@ struct EmuContext {
   const XLA_FFI_Api* real = nullptr;
   CUstream_st* stream = nullptr;
   int64_t live_blocks = 0;
-  std::string errors;
 };
 
 std::mutex& call_mutex() {

@@ -399,7 +399,6 @@ struct Worker {
   BlockInfo info{};
   int64_t block_barriers = 0, warp_ops = 0, votes_true = 0, vote_lanes_true = 0;
   std::set<std::string> sites;
-  std::string error;
   TlsBlock shared;  // this host thread's shared memory (filled when a block starts)
 
   ~Worker() {
@@ -954,7 +953,6 @@ void submit_launch(const LaunchSpec& spec, std::function<void()> body) {
     violation(std::string(spec.name) + ": dynamic shared memory is not emulated");
     return;
   }
-  std::string name = spec.name;
   LaunchSpec copy = spec;
   enqueue(spec.stream, spec.name, [copy, body = std::move(body)]() { return run_launch(copy, body); });
 }
