@@ -773,10 +773,11 @@ ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors,
   });
   for (int64_t c = Cp; c < s.C; ++c) totals[c] = backward_camera(s, c, cap, true, caller_binned(), in, out);
   const int64_t max_needed = s.C ? *std::max_element(totals.begin(), totals.end()) : 0;
-  if (max_needed > cap) {  // cannot happen when the caller reuses the forward's capacity; never silent
+  if (max_needed > cap) {  // cannot happen when the caller's capacity fits the forward; never silent:
+    // every gradient is NaN (the pose gradients too, so pose refinement cannot take a zero step)
     const float nan = std::numeric_limits<float>::quiet_NaN();
-    std::fill(out.gm, out.gm + N * 3, nan);
-    std::fill(out.gR, out.gR + s.C * 9, nan);
+    for (auto* r : {&g_means, &g_scales, &g_quats, &g_opac, &g_colors, &g_offset, &g_R, &g_t, &g_K})
+      std::fill((*r)->typed_data(), (*r)->typed_data() + (*r)->element_count(), nan);
   }
   needed->typed_data()[0] = (int32_t)std::min<int64_t>(max_needed, INT32_MAX);
   return ffi::Error::Success();

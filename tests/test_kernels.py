@@ -4,10 +4,15 @@ Error measures (stated so the tolerances mean something):
 - images: ``max|kernel - ref| / max(1, max|ref|)`` over every pixel and channel, <= 1e-5;
 - gradients: per argument ``max|kernel - ref| / max|ref|`` (max over all entries), <= 1e-4.
 The reference runs in float64 on the same (float32-representable) inputs; the kernel computes
-in float32. Each "cuda" case skips cleanly where the CUDA library or a GPU is missing.
+in float32. Every case runs on the CPU kernel, on "cuda-emu" (``cuda_ffi/cuda.cu`` itself run
+by the CUDA emulator of ``cuda_ffi/emu`` on the CPU: the CUDA handlers and the CUDA paths of
+``ffi.py`` without a GPU) and on "cuda" where there is a GPU; each skips cleanly where its
+library (or the GPU) is missing.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -15,19 +20,20 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
+from splatjax.errors import ConfigError
 from splatjax.render.reference import rasterize_reference
 
 ffi = pytest.importorskip("splatjax.render.ffi")
 
 W, H = 64, 48
 IMG_TOL, GRAD_TOL = 1e-5, 1e-4
-PLATFORMS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+PLATFORMS = ["cpu", "cuda-emu", pytest.param("cuda", marks=pytest.mark.gpu)]
 ARG_NAMES = ("means", "scales", "quats", "opacities", "colors", "R", "t", "intrinsics", "background")
 
 
 def _need(platform):
     try:
-        avail = ffi.available_platforms()
+        avail = ffi.available_platforms(include_emulation=True)
     except ImportError:
         avail = []
     if platform not in avail:
@@ -195,6 +201,51 @@ def test_vmap_jit_grad_over_cameras(platform):
         assert _rel(per[0][c], g1[c][0][0]) <= 1e-5
 
 
+@jax.jit
+def _jit_reference_stack_grad(*args):
+    *args, wr, wa = args
+    return jax.grad(_loss(_reference(True), wr, wa), argnums=tuple(range(10)))(*args)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-offset", "per-camera-offset"])
+def test_camera_stack_with_screen_offsets(platform, shared):
+    """A camera stack in one launch with a screen-space offset shared by the cameras
+    ([N, 2]) or one per camera ([C, N, 2]): every camera's image and the gradients of a loss
+    over all cameras equal the reference's (camera by camera, gradients summed)."""
+    _need(platform)
+    c, n = 3, 160
+    scene = make_scene(500, n=n)
+    Rs, ts, Ks, bgs = _camera_stack(501, c=c)
+    rng = np.random.default_rng(502)
+    off = rng.normal(scale=0.4, size=(n, 2) if shared else (c, n, 2)).astype(np.float32)
+    wr, wa = rng.normal(size=(c, H, W, 3)), rng.normal(size=(c, H, W))
+    args = [*scene[:5], Rs, ts, Ks, bgs, off]
+    kern = _kernel(platform, True)
+    rgb, alpha = kern(*args)
+    grads = jax.grad(_loss(kern, wr.astype(np.float32), wa.astype(np.float32)), argnums=tuple(range(10)))(
+        *map(jnp.asarray, args))
+    with enable_x64(True):
+        ref_g = [np.zeros(np.shape(a)) for a in args]
+        for k in range(c):
+            one = [jnp.asarray(a, jnp.float64) for a in
+                   (*scene[:5], Rs[k], ts[k], Ks[k], bgs[k], off if shared else off[k])]
+            rgb0, alpha0 = _jit_reference(*one)
+            assert _rel(rgb[k], rgb0, 1.0) <= IMG_TOL and _rel(alpha[k], alpha0, 1.0) <= IMG_TOL
+            gk = [np.asarray(g) for g in _jit_reference_stack_grad(*one, wr[k], wa[k])]
+            for i in (0, 1, 2, 3, 4):
+                ref_g[i] += gk[i]
+            for i in (5, 6, 7, 8):
+                ref_g[i][k] = gk[i]
+            if shared:
+                ref_g[9] += gk[9]
+            else:
+                ref_g[9][k] = gk[9]
+    for name, g, g0 in zip(ARG_NAMES + ("means2d_offset",), grads, ref_g):
+        assert np.all(np.isfinite(np.asarray(g))), name
+        assert _rel(g, g0) <= GRAD_TOL, (name, _rel(g, g0))
+
+
 @pytest.mark.parametrize("n", [200, 12000])
 def test_cpu_camera_parallel_split_is_exact(n):
     """The CPU kernel runs floor(C / P) * P of a launch's C cameras whole, one per worker
@@ -257,36 +308,44 @@ def test_nested_vmap_and_pose_only_grads(platform):
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
-def test_capacity_overflow_rerenders(platform, monkeypatch):
+def test_capacity_overflow_rerenders(platform):
     _need(platform)
     scene = make_scene(300, n=200)
-    render = _kernel(platform)
+
+    def render(*args, capacity=ffi.DEFAULT_CAPACITY):
+        return ffi.rasterize_ffi(*args, width=W, height=H, platform=platform, capacity=capacity)
+
     ref_rgb, ref_alpha = render(*scene)
-    levels_before = ffi._levels(platform, 200, 1, W, H)
+    levels_before = ffi._levels(platform, 200, 1, W, H, ffi.DEFAULT_CAPACITY)
     # a tiny first level: the scene overflows it and must be re-run at a larger level
-    monkeypatch.setitem(ffi.CAPACITY, "min", 16)
-    monkeypatch.setitem(ffi.CAPACITY, "per_gaussian", 0)
-    monkeypatch.setitem(ffi.CAPACITY, "growth", 2)
-    monkeypatch.setitem(ffi.CAPACITY, "levels", 12)
-    levels = ffi._levels(platform, 200, 1, W, H)
+    tiny = ffi.KernelCapacity(min=16, per_gaussian=0, growth=2, levels=12)
+    levels = ffi._levels(platform, 200, 1, W, H, tiny)
     assert levels[0] == 16 and levels != levels_before
-    rgb, alpha = jax.jit(render)(*scene)
+    rgb, alpha = jax.jit(functools.partial(render, capacity=tiny))(*scene)
     np.testing.assert_array_equal(rgb, ref_rgb)
     np.testing.assert_array_equal(alpha, ref_alpha)
-    g = jax.grad(lambda m: jnp.sum(render(m, *scene[1:])[0]))(jnp.asarray(scene[0]))
-    monkeypatch.setitem(ffi.CAPACITY, "min", 1 << 16)
+    g = jax.grad(lambda m: jnp.sum(render(m, *scene[1:], capacity=tiny)[0]))(jnp.asarray(scene[0]))
     g0 = jax.grad(lambda m: jnp.sum(render(m, *scene[1:])[0]))(jnp.asarray(scene[0]))
     if platform == "cpu":  # the CPU backward reduces in a fixed order: bitwise reproducible
         np.testing.assert_array_equal(g, g0)
     else:  # CUDA accumulates with atomics
         assert _rel(g, g0) <= 1e-6
 
-    # beyond the largest level: a clear error, never a silent drop
-    monkeypatch.setitem(ffi.CAPACITY, "min", 16)
-    monkeypatch.setitem(ffi.CAPACITY, "levels", 2)
-    with pytest.raises(Exception, match="tile intersections"):
-        out = render(*scene)
+    # beyond the largest level: a clear error that says how to raise the capacity, never a
+    # silent drop
+    with pytest.raises(Exception, match="tile intersections.*KernelCapacity"):
+        out = render(*scene, capacity=ffi.KernelCapacity(min=16, per_gaussian=0, growth=2, levels=2))
         jax.block_until_ready(out)
+
+
+def test_capacity_option_is_validated_and_static():
+    assert ffi.KernelCapacity() == ffi.DEFAULT_CAPACITY
+    assert hash(ffi.KernelCapacity(levels=8)) == hash(ffi.KernelCapacity(levels=8))
+    for bad in (dict(min=0), dict(growth=1), dict(levels=0), dict(per_gaussian=-1), dict(levels=2.5)):
+        with pytest.raises(ConfigError, match="capacity"):
+            ffi.KernelCapacity(**bad)
+    with pytest.raises(ConfigError, match="capacity"):
+        ffi.rasterize_ffi(*make_scene(0, n=10), width=W, height=H, platform="cpu", capacity={"levels": 8})
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

@@ -5,6 +5,13 @@
   the JAX FFI (:mod:`splatjax.render.ffi`).
 - ``"auto"``: the FFI kernel for the platform the arrays live on when it is built, else
   the reference renderer.
+- ``"cuda-emu"`` (tests only; never picked by "auto"): the CUDA kernel source compiled for
+  the CPU against the CUDA emulator in ``cuda_ffi/emu``, so the CUDA handlers run without a
+  GPU. Slow.
+
+The FFI kernels take a static :class:`KernelCapacity` (``capacity=``) describing their
+intersection-list capacity levels; the default suits scenes up to millions of
+intersections per Gaussian-camera pair and the error on overflow says how to raise it.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ from jaxtyping import Array, Float
 from ..camera import Camera
 from ..errors import ConfigError
 from ..gaussians import Gaussians
+from .ffi import DEFAULT_CAPACITY, KernelCapacity
 from .reference import project, rasterize_reference
 
-__all__ = ["render", "rasterize", "resolve_backend", "available_backends", "BACKENDS"]
+__all__ = ["render", "rasterize", "resolve_backend", "available_backends", "BACKENDS", "KernelCapacity"]
 
-BACKENDS = ("auto", "reference", "cpu", "cuda")
+BACKENDS = ("auto", "reference", "cpu", "cuda", "cuda-emu")
+_TEST_ONLY = ("cuda-emu",)  # resolvable by name, never picked by "auto", not listed as available
 
 
 def _ffi():
@@ -31,7 +40,7 @@ def _ffi():
 
 def available_backends() -> list[str]:
     """Backends that can run here: always "reference", plus each FFI kernel that was built
-    and whose platform has a device."""
+    and whose platform has a device (the test-only "cuda-emu" is not listed)."""
     out = ["reference"]
     try:
         out += _ffi().available_platforms()
@@ -40,24 +49,35 @@ def available_backends() -> list[str]:
     return out
 
 
+def _available(backend: str) -> bool:
+    if backend in _TEST_ONLY:
+        try:
+            return backend in _ffi().available_platforms(include_emulation=True)
+        except ImportError:
+            return False
+    return backend in available_backends()
+
+
 def _default_platform() -> str:
     return jax.default_backend()
 
 
 def resolve_backend(backend: str) -> str:
-    """The concrete backend ("reference", "cpu" or "cuda") that ``backend`` stands for here.
+    """The concrete backend ("reference", "cpu", "cuda" or "cuda-emu") that ``backend``
+    stands for here.
 
     The one place backends are chosen: "auto" is the FFI kernel for JAX's default platform
-    when it is built, else the reference. An unknown name raises :class:`ConfigError`
-    (option ``backend``); a known but unavailable kernel raises :class:`ConfigError` saying
-    how to build it.
+    when it is built, else the reference ("cuda-emu", the emulated CUDA kernel for tests, is
+    only used when named). An unknown name raises :class:`ConfigError` (option
+    ``backend``); a known but unavailable kernel raises :class:`ConfigError` saying how to
+    build it.
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
         platform = "cuda" if _default_platform() in ("gpu", "cuda") else "cpu"
         return platform if platform in available_backends() else "reference"
-    if backend != "reference" and backend not in available_backends():
+    if backend != "reference" and not _available(backend):
         raise ConfigError(
             "backend",
             f"render backend {backend!r} is not available: the {backend} kernel library was not built "
@@ -82,15 +102,17 @@ def rasterize(
     height: int,
     backend: str = "auto",
     means2d_offset: Float[Array, "N 2"] | None = None,
+    capacity: KernelCapacity | None = None,
 ) -> tuple[Float[Array, "H W 3"], Float[Array, "H W"]]:
     """Render activated parameters (see :mod:`splatjax.render.reference` for the exact
-    conventions, which every backend shares). Differentiable in every array argument."""
+    conventions, which every backend shares). Differentiable in every array argument.
+    ``capacity`` (FFI kernels; static) sets the intersection-list capacity levels."""
     backend = resolve_backend(backend)
     kw = dict(width=width, height=height, means2d_offset=means2d_offset)
     if backend == "reference":
         return rasterize_reference(means, scales, quats, opacities, colors, R, t, intrinsics, background, **kw)
     return _ffi().rasterize_ffi(means, scales, quats, opacities, colors, R, t, intrinsics, background,
-                                platform=backend, **kw)
+                                platform=backend, capacity=DEFAULT_CAPACITY if capacity is None else capacity, **kw)
 
 
 def render(
@@ -100,16 +122,20 @@ def render(
     background=(1.0, 1.0, 1.0),
     backend: str = "auto",
     means2d_offset: Float[Array, "N 2"] | None = None,
+    capacity: KernelCapacity | None = None,
 ) -> tuple[Float[Array, "H W 3"], Float[Array, "H W"]]:
     """Render ``gaussians`` seen by ``camera`` (OpenCV world-to-camera) over ``background``.
 
     Returns (rgb [H, W, 3] float, alpha [H, W]). Differentiable with respect to every
     Gaussian parameter and to ``camera.R`` / ``camera.t``; works under ``jit``, and
-    ``vmap`` over a camera batch (see :func:`splatjax.camera.stack_cameras`)."""
+    ``vmap`` over a camera batch (see :func:`splatjax.camera.stack_cameras`).
+    ``capacity``: the FFI kernels' intersection-list levels (a static
+    :class:`KernelCapacity`; default ``KernelCapacity()``)."""
     dtype = gaussians.means.dtype
     bg = jnp.broadcast_to(jnp.asarray(background, dtype), (3,))
     return rasterize(
         gaussians.means, gaussians.scales, gaussians.unit_quats, gaussians.opacities, gaussians.colors,
         camera.R.astype(dtype), camera.t.astype(dtype), camera.intrinsics.astype(dtype), bg,
         width=camera.width, height=camera.height, backend=backend, means2d_offset=means2d_offset,
+        capacity=capacity,
     )

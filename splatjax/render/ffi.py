@@ -17,20 +17,33 @@ the single-launch backward.) Every array argument is differentiable, the intrins
 the background included.
 
 Capacity: the (tile, Gaussian) intersection lists have a static capacity (an FFI
-attribute). The first launch uses the smallest capacity level; when the kernel reports that
-more intersections are needed, a ``lax.switch`` re-runs at the smallest level that fits.
-A scene beyond the largest level raises a clear error (and renders NaN): splats are never
-dropped.
+attribute) chosen from levels described by :class:`KernelCapacity`, a static option of
+:func:`rasterize_ffi` (and of ``render`` / ``rasterize``). The first launch uses the
+smallest level; when the kernel reports that more intersections are needed, a
+``lax.switch`` re-runs at the smallest level that fits. A scene beyond the largest level
+raises a clear error (and renders NaN): splats are never dropped.
 
-Libraries: ``libsplatjax_cpu.so`` / ``libsplatjax_cuda.so`` are looked up in
-``splatjax/_kernels`` (wheel), the installed distribution, ``$SPLATJAX_KERNEL_DIR`` and the
-development build ``build/dev`` of the repository
-(``cmake -S cuda_ffi -B build/dev && cmake --build build/dev -j``).
+Lists reused by the backward (CUDA): the CUDA forward returns its depth-sorted tile lists
+when they fit the first level, and the backward walks them instead of binning again (it
+re-bins at a larger level, or under ``vmap`` when its launches do not match the forward's).
+The CPU kernel keeps its lists in its own storage and bins again.
+
+Platforms: "cpu", "cuda" and "cuda-emu": the CUDA source (``cuda_ffi/cuda.cu``) compiled
+for the CPU against the CUDA emulator of ``cuda_ffi/emu`` and run by XLA's CPU runtime, so
+that the tests exercise the CUDA handlers and this module's CUDA paths without a GPU. It
+is slow and for tests only ("auto" never picks it).
+
+Libraries: ``libsplatjax_cpu.so`` / ``libsplatjax_cuda.so`` / ``libsplatjax_cuda_emu.so``
+are looked up in ``$SPLATJAX_KERNEL_DIR``, ``splatjax/_kernels`` (wheel), the development
+build ``build/dev`` of the repository
+(``cmake -S cuda_ffi -B build/dev && cmake --build build/dev -j``) and the installed
+distribution.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import math
 import os
@@ -43,33 +56,70 @@ from jax.custom_batching import custom_vmap
 from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
-__all__ = ["available_platforms", "rasterize_ffi", "kernel_library", "CAPACITY"]
+from ..errors import ConfigError
 
-_LIBS = {"cpu": "libsplatjax_cpu.so", "cuda": "libsplatjax_cuda.so"}
+__all__ = ["KernelCapacity", "DEFAULT_CAPACITY", "PLATFORMS", "available_platforms", "rasterize_ffi", "kernel_library"]
+
+_LIBS = {"cpu": "libsplatjax_cpu.so", "cuda": "libsplatjax_cuda.so", "cuda-emu": "libsplatjax_cuda_emu.so"}
 _SYMBOLS = {"cpu": ("SplatjaxRenderFwdCpu", "SplatjaxRenderBwdCpu"),
-            "cuda": ("SplatjaxRenderFwdCuda", "SplatjaxRenderBwdCuda")}
-_XLA_PLATFORM = {"cpu": "cpu", "cuda": "CUDA"}
-_TARGET_FWD, _TARGET_BWD = "splatjax_render_fwd", "splatjax_render_bwd"
+            "cuda": ("SplatjaxRenderFwdCuda", "SplatjaxRenderBwdCuda"),
+            "cuda-emu": ("SplatjaxRenderFwdCudaEmu", "SplatjaxRenderBwdCudaEmu")}
+_XLA_PLATFORM = {"cpu": "cpu", "cuda": "CUDA", "cuda-emu": "cpu"}
+_TARGETS = {"cpu": ("splatjax_render_fwd", "splatjax_render_bwd"),
+            "cuda": ("splatjax_render_fwd", "splatjax_render_bwd"),
+            "cuda-emu": ("splatjax_render_fwd_cuda_emu", "splatjax_render_bwd_cuda_emu")}
 
-#: Intersection-capacity levels. Level k holds ``base * growth**k`` entries with
-#: ``base = max(min, next_pow2(per_gaussian * n))`` (n: Gaussians, times cameras on CUDA,
-#: whose workspace holds every camera's list at once); at most ``levels`` levels, the last
-#: one capped by the largest possible count (every Gaussian on every tile).
-CAPACITY = {"min": 1 << 16, "per_gaussian": 4, "growth": 4, "levels": 6}
+#: Kernel platforms: the two real ones and the CUDA emulation (tests only).
+PLATFORMS = ("cpu", "cuda", "cuda-emu")
+_CUDA_FAMILY = ("cuda", "cuda-emu")  # same handlers, same capacity rules, lists reused by the backward
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelCapacity:
+    """Capacity levels of the kernels' (tile, Gaussian) intersection lists (a static option).
+
+    Level k holds ``base * growth**k`` entries with
+    ``base = max(min, next_pow2(per_gaussian * n))``, n being the Gaussians (times the cameras
+    of a launch on CUDA, whose lists hold every camera at once; per camera on the CPU);
+    there are at most ``levels`` levels, the last capped by the largest possible count
+    (every Gaussian on every tile) and by 2^31 - 1. A scene beyond the last level raises an
+    error: raise ``levels`` or ``growth``. Frozen and hashable: pass it as
+    ``render(..., capacity=KernelCapacity(levels=8))``; it is part of the compiled program.
+    """
+
+    min: int = 1 << 16
+    per_gaussian: int = 4
+    growth: int = 4
+    levels: int = 6
+
+    def __post_init__(self):
+        checks = (("min", self.min >= 1, "at least 1"), ("per_gaussian", self.per_gaussian >= 0, "at least 0"),
+                  ("growth", self.growth >= 2, "at least 2"), ("levels", self.levels >= 1, "at least 1"))
+        for name, ok, what in checks:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not ok:
+                raise ConfigError("capacity", f"KernelCapacity.{name} must be an integer {what}, got {value!r}")
+
+
+DEFAULT_CAPACITY = KernelCapacity()
 
 
 def _kernel_dirs() -> list[Path]:
-    dirs = [Path(__file__).resolve().parents[1] / "_kernels"]
+    # an explicit directory first, then the libraries next to this package (a wheel), the
+    # development build of the source tree this package was imported from, and last the
+    # installed distribution (an editable install keeps its libraries there)
+    dirs = []
+    env = os.environ.get("SPLATJAX_KERNEL_DIR")
+    if env:
+        dirs.append(Path(env))
+    dirs.append(Path(__file__).resolve().parents[1] / "_kernels")
+    dirs.append(Path(__file__).resolve().parents[2] / "build" / "dev")
     try:
         from importlib.metadata import distribution
 
         dirs.append(Path(distribution("splatjax").locate_file("splatjax/_kernels")))
     except Exception:  # not installed as a distribution
         pass
-    env = os.environ.get("SPLATJAX_KERNEL_DIR")
-    if env:
-        dirs.append(Path(env))
-    dirs.append(Path(__file__).resolve().parents[2] / "build" / "dev")
     return dirs
 
 
@@ -92,7 +142,7 @@ def _register(platform: str) -> bool:
     except OSError:
         return False
     fwd, bwd = _SYMBOLS[platform]
-    for target, sym in ((_TARGET_FWD, fwd), (_TARGET_BWD, bwd)):
+    for target, sym in zip(_TARGETS[platform], (fwd, bwd)):
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, sym)), platform=_XLA_PLATFORM[platform])
     return True
 
@@ -104,14 +154,17 @@ def _has_device(platform: str) -> bool:
         return False
 
 
-def available_platforms() -> list[str]:
-    """Platforms ("cpu", "cuda") whose kernel library is built and whose device exists."""
-    return [p for p in ("cpu", "cuda") if kernel_library(p) is not None and _has_device(p) and _register(p)]
+def available_platforms(include_emulation: bool = False) -> list[str]:
+    """Platforms ("cpu", "cuda") whose kernel library is built and whose device exists;
+    with ``include_emulation`` also "cuda-emu" (the CUDA source run by the CPU emulator of
+    ``cuda_ffi/emu``, for tests) when it is built."""
+    names = PLATFORMS if include_emulation else ("cpu", "cuda")
+    return [p for p in names if kernel_library(p) is not None and _has_device(p) and _register(p)]
 
 
 def _require(platform: str) -> None:
     if platform not in _LIBS:
-        raise ValueError(f"unknown kernel platform {platform!r}; choose 'cpu' or 'cuda'")
+        raise ValueError(f"unknown kernel platform {platform!r}; choose one of {', '.join(PLATFORMS)}")
     if kernel_library(platform) is None:
         raise RuntimeError(
             f"the {platform} rasterizer library {_LIBS[platform]} was not found (looked in "
@@ -128,41 +181,59 @@ def _require(platform: str) -> None:
 _INT32_MAX = 2**31 - 1
 
 
-def _levels(platform: str, n: int, cams: int, width: int, height: int) -> tuple[int, ...]:
+def _levels(platform: str, n: int, cams: int, width: int, height: int, capacity: KernelCapacity) -> tuple[int, ...]:
     ntiles = -(-width // 16) * -(-height // 16)
-    per = n * (cams if platform == "cuda" else 1)
+    per = n * (cams if platform in _CUDA_FAMILY else 1)
     most = max(1, per * ntiles)
-    base = max(CAPACITY["min"], 1 << max(0, math.ceil(math.log2(max(1, CAPACITY["per_gaussian"] * per)))))
+    base = max(capacity.min, 1 << max(0, math.ceil(math.log2(max(1, capacity.per_gaussian * per)))))
     out = []
-    for k in range(CAPACITY["levels"]):
-        cap = min(base * CAPACITY["growth"] ** k, most, _INT32_MAX)
+    for k in range(capacity.levels):
+        cap = min(base * capacity.growth ** k, most, _INT32_MAX)
         if not out or cap > out[-1]:
             out.append(cap)
-        if cap >= most:
+        if cap >= most or cap >= _INT32_MAX:
             break
     return tuple(out)
 
 
+def _level_of(levels, needed):
+    """Index of the smallest level holding `needed` (the last level when none does)."""
+    return jnp.minimum(jnp.searchsorted(jnp.asarray(levels, jnp.int32), needed), len(levels) - 1).astype(jnp.int32)
+
+
 def _attrs(cap: int, **kw):
     # `capacity` bounds the intersection lists (CPU: per camera, in the kernel's own storage;
-    # CUDA: all cameras, in XLA's scratch allocator)
+    # CUDA: all cameras of the launch, in XLA's scratch allocator)
     return {k: np.int64(v) for k, v in dict(kw, capacity=cap).items()}
 
 
-def _fwd_call(width, height, cap, args):
+def _tiles(width, height):
+    return -(-width // 16) * -(-height // 16)
+
+
+def _fwd_call(platform, width, height, cap, list_len, args):
+    """One forward launch at capacity `cap`: (rgb, alpha, tfinal, ncontrib, needed, res) with
+    res = (sorted ids [list_len], tile ranges [C * tiles, 2]) on CUDA (the ids are only
+    written when list_len >= cap) and () on the CPU."""
     C = args[6].shape[0]
-    f32 = jnp.float32
-    shapes = (
+    f32, i32 = jnp.float32, jnp.int32
+    shapes = [
         jax.ShapeDtypeStruct((C, height, width, 3), f32),
         jax.ShapeDtypeStruct((C, height, width), f32),
         jax.ShapeDtypeStruct((C, height, width), f32),
-        jax.ShapeDtypeStruct((C, height, width), jnp.int32),
-        jax.ShapeDtypeStruct((1,), jnp.int32),
-    )
-    return tuple(jax.ffi.ffi_call(_TARGET_FWD, shapes)(*args, **_attrs(cap, width=width, height=height)))
+        jax.ShapeDtypeStruct((C, height, width), i32),
+        jax.ShapeDtypeStruct((1,), i32),
+    ]
+    if platform in _CUDA_FAMILY:
+        shapes += [jax.ShapeDtypeStruct((list_len,), jnp.uint32),
+                   jax.ShapeDtypeStruct((C * _tiles(width, height), 2), i32)]
+    out = jax.ffi.ffi_call(_TARGETS[platform][0], shapes)(*args, **_attrs(cap, width=width, height=height))
+    return (*out[:4], out[4][0], tuple(out[5:]))
 
 
-def _bwd_call(width, height, cap, gaussian_grads, args, img):
+def _bwd_call(platform, width, height, cap, gaussian_grads, args, img, needed, res, reuse):
+    """One backward launch at capacity `cap` (CUDA: on the forward's lists `res` when
+    `reuse`, else binning again). Returns the 9 gradients and the intersection count."""
     N, C = args[0].shape[0], args[6].shape[0]
     f32 = jnp.float32
     shapes = (
@@ -172,17 +243,41 @@ def _bwd_call(width, height, cap, gaussian_grads, args, img):
         jax.ShapeDtypeStruct((C, 3, 3), f32), jax.ShapeDtypeStruct((C, 3), f32), jax.ShapeDtypeStruct((C, 4), f32),
         jax.ShapeDtypeStruct((1,), jnp.int32),
     )
-    out = jax.ffi.ffi_call(_TARGET_BWD, shapes)(
-        *args, *img, **_attrs(cap, width=width, height=height, gaussian_grads=int(gaussian_grads)))
-    return tuple(out[:9])
+    kw = dict(width=width, height=height, gaussian_grads=int(gaussian_grads))
+    extra = ()
+    if platform in _CUDA_FAMILY:
+        if not reuse:  # the lists are not read
+            res = _no_lists(2)
+        extra = (*res, jnp.reshape(needed, (1,)).astype(jnp.int32))
+        kw["reuse"] = int(reuse)
+    out = jax.ffi.ffi_call(_TARGETS[platform][1], shapes)(*args, *img, *extra, **_attrs(cap, **kw))
+    return tuple(out[:9]), out[9][0]
 
 
 def _overflow_error(needed, largest):
     if int(np.asarray(needed)) > int(largest):
         raise RuntimeError(
             f"splatjax rasterizer: the scene needs {int(np.asarray(needed))} tile intersections, more than the "
-            f"largest capacity level ({int(largest)}); raise splatjax.render.ffi.CAPACITY['levels'] or "
-            "['growth'] (nothing was rendered: the output is NaN)")
+            f"largest capacity level ({int(largest)}); pass a larger capacity, e.g. "
+            "render(..., capacity=splatjax.render.KernelCapacity(levels=8)) or a larger `growth` "
+            "(nothing was rendered: the output is NaN)")
+
+
+def _raise_on_overflow(needed, largest):
+    _overflow_error(needed, largest)
+    return np.zeros((), np.float32)
+
+
+def _guard_overflow(values, needed, largest):
+    """`values` unchanged, or the overflow error when needed > largest. The error comes from
+    a host callback whose (zero) result is added to every value, so that it reaches whoever
+    waits for the values (a debug callback's error could surface later, or only be logged)."""
+    def fail(vs):
+        z = jax.pure_callback(_raise_on_overflow, jax.ShapeDtypeStruct((), jnp.float32), needed,
+                              jnp.asarray(largest, jnp.int32), vmap_method="sequential")
+        return tuple(v + z.astype(v.dtype) for v in vs)
+
+    return jax.lax.cond(needed > largest, fail, lambda vs: tuple(vs), tuple(values))
 
 
 # ----------------------------------------------------------------------------- primitives
@@ -193,27 +288,41 @@ _OFFSET = 5
 _CAMS = range(6, 10)
 
 
-def _forward_unbatched(platform, width, height, args):
-    levels = _levels(platform, args[0].shape[0], args[6].shape[0], width, height)
-    first = _fwd_call(width, height, levels[0], args)
-    needed = first[4][0]
+def _n_res(platform):
+    return 2 if platform in _CUDA_FAMILY else 0
+
+
+def _no_lists(nres):
+    """Empty stand-ins for the forward's lists where a launch does not read them."""
+    return (jnp.zeros((0,), jnp.uint32), jnp.zeros((0, 2), jnp.int32))[:nres]
+
+
+def _forward_unbatched(platform, width, height, capacity, args):
+    levels = _levels(platform, args[0].shape[0], args[6].shape[0], width, height, capacity)
+    call = functools.partial(_fwd_call, platform, width, height)
+    first = call(levels[0], levels[0], args)
+    needed = first[4]
     if len(levels) == 1:
-        out, level = first, jnp.int32(0)
+        out = first
     else:
-        level = jnp.minimum(jnp.searchsorted(jnp.asarray(levels, jnp.int32), needed), len(levels) - 1).astype(jnp.int32)
-        branches = [functools.partial(_fwd_call, width, height, cap, args) for cap in levels[1:]]
+        branches = [functools.partial(call, cap, levels[0], args) for cap in levels[1:]]
         out = jax.lax.cond(needed <= levels[0], lambda: first,
-                           lambda: jax.lax.switch(jnp.maximum(level - 1, 0), branches))
-    jax.lax.cond(needed > levels[-1], lambda: jax.debug.callback(_overflow_error, needed, levels[-1]), lambda: None)
-    return out[0], out[1], out[2], out[3], level
+                           lambda: jax.lax.switch(jnp.maximum(_level_of(levels, needed) - 1, 0), branches))
+    rgb, alpha, tf, nc, needed, res = out
+    rgb, alpha = _guard_overflow((rgb, alpha), needed, levels[-1])
+    return (rgb, alpha, tf, nc, needed, *res)
 
 
-def _backward_unbatched(platform, width, height, gaussian_grads, args, img, level):
-    levels = _levels(platform, args[0].shape[0], args[6].shape[0], width, height)
-    branches = [functools.partial(_bwd_call, width, height, cap, gaussian_grads, args, img) for cap in levels]
-    if len(branches) == 1:
-        return branches[0]()
-    return jax.lax.switch(level, branches)
+def _backward_unbatched(platform, width, height, gaussian_grads, capacity, reuse, args, img, needed, res):
+    levels = _levels(platform, args[0].shape[0], args[6].shape[0], width, height, capacity)
+    call = functools.partial(_bwd_call, platform, width, height)
+    # the first level walks the forward's lists when they are valid for this launch
+    branches = [functools.partial(call, cap, gaussian_grads, args, img, needed, res, reuse and k == 0)
+                for k, cap in enumerate(levels)]
+    level = _level_of(levels, needed)
+    grads, bneeded = branches[0]() if len(branches) == 1 else jax.lax.switch(level, branches)
+    # the backward's level holds what the forward counted, so this does not happen; but never silently
+    return _guard_overflow(grads, bneeded, jnp.asarray(levels, jnp.int32)[level])
 
 
 def _camera_batched_args(axis_size, in_batched, args):
@@ -232,48 +341,71 @@ def _camera_batched_args(axis_size, in_batched, args):
     return out, C
 
 
+def _broadcast(args, batched, axis_size):
+    return [a if b else jnp.broadcast_to(a[None], (axis_size,) + jnp.shape(a)) for a, b in zip(args, batched)]
+
+
 @functools.cache
-def _forward_prim(platform: str, width: int, height: int):
+def _forward_prim(platform: str, width: int, height: int, capacity: KernelCapacity):
+    nres = _n_res(platform)
+
     @custom_vmap
     def fwd(*args):
-        return _forward_unbatched(platform, width, height, args)
+        return _forward_unbatched(platform, width, height, capacity, args)
 
     @fwd.def_vmap
     def rule(axis_size, in_batched, *args):
         if any(in_batched[i] for i in _GAUSS):  # a batch of Gaussian sets: one launch each
-            full = [a if b else jnp.broadcast_to(a[None], (axis_size,) + a.shape) for a, b in zip(args, in_batched)]
-            out = jax.lax.map(lambda xs: fwd(*xs), full)
-            return tuple(out), (True,) * 5
+            out = jax.lax.map(lambda xs: fwd(*xs), _broadcast(args, in_batched, axis_size))
+            return tuple(out), (True,) * (5 + nres)
         flat, C = _camera_batched_args(axis_size, in_batched, args)
-        rgb, alpha, tf, nc, level = fwd(*flat)
+        rgb, alpha, tf, nc, needed, *res = fwd(*flat)
         unfold = lambda x: x.reshape((axis_size, C) + x.shape[1:])  # noqa: E731
-        return (unfold(rgb), unfold(alpha), unfold(tf), unfold(nc), level), (True, True, True, True, False)
+        # the count and the lists describe the one folded launch
+        return ((unfold(rgb), unfold(alpha), unfold(tf), unfold(nc), needed, *res),
+                (True, True, True, True, False) + (False,) * nres)
 
     return fwd
 
 
 @functools.cache
-def _backward_prim(platform: str, width: int, height: int, gaussian_grads: bool):
+def _backward_prim(platform: str, width: int, height: int, gaussian_grads: bool, capacity: KernelCapacity,
+                   reuse: bool):
+    nres = _n_res(platform)
+
     @custom_vmap
     def bwd(*args):
-        *inputs, tf, nc, g_rgb, g_alpha, level = args
-        return _backward_unbatched(platform, width, height, gaussian_grads, inputs, (tf, nc, g_rgb, g_alpha), level)
+        inputs, (tf, nc, g_rgb, g_alpha, needed), res = args[:10], args[10:15], args[15:]
+        return _backward_unbatched(platform, width, height, gaussian_grads, capacity, reuse, inputs,
+                                   (tf, nc, g_rgb, g_alpha), needed, res)
 
     @bwd.def_vmap
     def rule(axis_size, in_batched, *args):
-        *inputs, tf, nc, g_rgb, g_alpha, level = args
+        inputs, (tf, nc, g_rgb, g_alpha, needed), res = args[:10], args[10:15], args[15:]
         ib = in_batched
-        if gaussian_grads or any(ib[i] for i in _GAUSS) or ib[_OFFSET] or ib[-1]:
-            # per-element Gaussian cotangents are needed: one launch per mapped element
-            full = [a if b else jnp.broadcast_to(a[None], (axis_size,) + jnp.shape(a)) for a, b in zip(args, ib)]
-            out = jax.lax.map(lambda xs: bwd(*xs), full)
+        res_batched = ib[15:]
+        if gaussian_grads or any(ib[i] for i in _GAUSS) or ib[_OFFSET] or ib[14]:
+            # per-element Gaussian cotangents are needed: one launch per mapped element. Each
+            # element's launch matches a forward launch only when the forward also ran per
+            # element (its lists are batched); otherwise the elements bin again.
+            per_elem_reuse = reuse and nres > 0 and all(res_batched) and ib[14]
+            prim = _backward_prim(platform, width, height, gaussian_grads, capacity, per_elem_reuse)
+            mapped = _broadcast(args[:15], ib[:15], axis_size)
+            if per_elem_reuse:
+                out = jax.lax.map(lambda xs: prim(*xs), mapped + list(res))
+            else:  # the lists are not read
+                out = jax.lax.map(lambda xs: prim(*xs, *_no_lists(nres)), mapped)
             return tuple(out), (True,) * 9
+        # pose only, Gaussians shared: fold the mapped cameras into one launch. It matches the
+        # forward's launch when the forward was folded the same way (a camera input batched).
+        folded_like_forward = any(ib[6:10]) and not any(res_batched)
+        prim = _backward_prim(platform, width, height, gaussian_grads, capacity, reuse and folded_like_forward)
         flat, C = _camera_batched_args(axis_size, ib[:10], inputs)
         img = []
         for a, b in zip((tf, nc, g_rgb, g_alpha), ib[10:14]):
             a = a if b else jnp.broadcast_to(a[None], (axis_size,) + a.shape)
             img.append(a.reshape((axis_size * C,) + a.shape[2:]))
-        out = bwd(*flat, *img, level)
+        out = prim(*flat, *img, needed, *res)
         g_R, g_t = out[6].reshape(axis_size, C, 3, 3), out[7].reshape(axis_size, C, 3)
         g_K = out[8].reshape(axis_size, C, 4)
         # Gaussian and offset gradients were not requested: zeros, hence unbatched
@@ -284,30 +416,31 @@ def _backward_prim(platform: str, width: int, height: int, gaussian_grads: bool)
 
 
 # ----------------------------------------------------------------------------- custom_vjp
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _render(platform, width, height, *args):
-    rgb, alpha, _, _, _ = _forward_prim(platform, width, height)(*args)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _render(platform, width, height, capacity, *args):
+    rgb, alpha = _forward_prim(platform, width, height, capacity)(*args)[:2]
     return rgb, alpha
 
 
-def _render_fwd(platform, width, height, *args):
+def _render_fwd(platform, width, height, capacity, *args):
     values = tuple(a.value for a in args)
     # the offset's gradient is per Gaussian too, so it counts as a Gaussian gradient here
     gaussian_grads = any(args[i].perturbed for i in (*_GAUSS, _OFFSET))
-    rgb, alpha, tf, nc, level = _forward_prim(platform, width, height)(*values)
+    rgb, alpha, tf, nc, needed, *res = _forward_prim(platform, width, height, capacity)(*values)
     flag = () if gaussian_grads else None  # static, carried in the residual's structure
-    return (rgb, alpha), (values, tf, nc, level, flag)
+    return (rgb, alpha), (values, tf, nc, needed, tuple(res), flag)
 
 
-def _render_bwd(platform, width, height, res, cts):
-    values, tf, nc, level, flag = res
+def _render_bwd(platform, width, height, capacity, residuals, cts):
+    values, tf, nc, needed, res, flag = residuals
     gaussian_grads = flag is not None
     g_rgb, g_alpha = cts
     if isinstance(g_rgb, SymbolicZero):
         g_rgb = jnp.zeros(g_rgb.shape, g_rgb.dtype)
     if isinstance(g_alpha, SymbolicZero):
         g_alpha = jnp.zeros(g_alpha.shape, g_alpha.dtype)
-    g = _backward_prim(platform, width, height, gaussian_grads)(*values, tf, nc, g_rgb, g_alpha, level)
+    bwd = _backward_prim(platform, width, height, gaussian_grads, capacity, True)
+    g = bwd(*values, tf, nc, g_rgb, g_alpha, needed, *res)
     g_bg = jnp.einsum("chw,chwk->ck", tf, g_rgb)
     return (*g[:9], g_bg)
 
@@ -331,14 +464,19 @@ def rasterize_ffi(
     height: int,
     platform: str,
     means2d_offset: Float[Array, "*C N 2"] | None = None,
+    capacity: KernelCapacity = DEFAULT_CAPACITY,
 ) -> tuple[Float[Array, "*C H W 3"], Float[Array, "*C H W"]]:
-    """Render activated Gaussians with the FFI kernel on ``platform`` ("cpu" or "cuda").
+    """Render activated Gaussians with the FFI kernel on ``platform`` ("cpu", "cuda", or
+    "cuda-emu" for tests).
 
     One camera (``R [3, 3]``, ``t [3]``, ``intrinsics [4]``) gives ``(rgb [H, W, 3], alpha [H, W])``;
     a camera stack (``R [C, 3, 3]``, ...) gives ``[C, H, W, 3]`` and ``[C, H, W]`` in one launch.
     ``means2d_offset`` ([N, 2] shared, or [C, N, 2] per camera) is added to the projected means;
-    its gradient is the screen-space mean gradient."""
+    its gradient is the screen-space mean gradient. ``capacity`` sets the intersection-list
+    capacity levels (:class:`KernelCapacity`)."""
     _require(platform)
+    if not isinstance(capacity, KernelCapacity):
+        raise ConfigError("capacity", f"expected a KernelCapacity, got {type(capacity).__name__}")
     dtype = jnp.result_type(means)
     f32 = jnp.float32
     R = jnp.asarray(R, f32)
@@ -357,7 +495,7 @@ def rasterize_ffi(
             raise ValueError(f"means2d_offset must be [N, 2] or [C, N, 2] with N={n}, C={C}; got {offset.shape}")
         offset = offset.reshape((-1, n, 2))
     gauss = [jnp.asarray(x, f32) for x in (means, scales, quats, opacities, colors)]
-    rgb, alpha = _render(platform, int(width), int(height), *gauss, offset, *cams)
+    rgb, alpha = _render(platform, int(width), int(height), capacity, *gauss, offset, *cams)
     if single:
         rgb, alpha = rgb[0], alpha[0]
     return rgb.astype(dtype), alpha.astype(dtype)
