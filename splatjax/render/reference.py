@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from ..se3 import quat_to_rotmat
+
 __all__ = [
     "NEAR_PLANE",
     "ALPHA_MIN",
@@ -42,16 +44,6 @@ ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
 TRANSMITTANCE_MIN = 1e-4
 DILATION = 0.3
-
-
-def _quat_to_rotmat(q):
-    q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    return jnp.stack([
-        jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], axis=-2)
 
 
 def project(
@@ -84,7 +76,7 @@ def project(
         jnp.stack([fx / zs, o, -fx * tx / (zs * zs)], -1),
         jnp.stack([o, fy / zs, -fy * ty / (zs * zs)], -1),
     ], -2)  # N 2 3
-    Rq = _quat_to_rotmat(quats)
+    Rq = quat_to_rotmat(quats)
     M = Rq * scales[:, None, :]  # Rq S
     cov3d = M @ jnp.swapaxes(M, -1, -2)
     T = J @ R  # N 2 3
