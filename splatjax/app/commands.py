@@ -113,15 +113,19 @@ def _run_detect(args) -> int:
 
 # ----------------------------------------------------------------------------- demo
 def _add_demo(p: argparse.ArgumentParser) -> None:
+    from .demo import DEMO_MAP
+
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the toy object and the fit (default: 0)")
     _quiet(p)
+    add_config_flags(p, MapConfig, title="anomaly maps and scores", base=DEMO_MAP)
 
 
 def _run_demo(args) -> int:
-    from .demo import demo
+    from .demo import DEMO_MAP, demo
 
-    demo(args.out, seed=args.seed, progress=not args.quiet)
+    demo(args.out, seed=args.seed, map_config=config_from_flags(MapConfig, args, base=DEMO_MAP),
+         progress=not args.quiet)
     return 0
 
 
