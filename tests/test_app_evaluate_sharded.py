@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="the C
 
 # the small settings of the app tests (FAST_POSE, FAST_MAP) as command-line flags, 64 x 64 maps
 FLAGS = ["--steps", "3", "--batch-size", "4", "--coarse", "render", "--coarse-resolution", "16",
-         "--features", "weights-free", "--map-size", "64", "--calibration-views", "6", "--seed", "3", "--no-heatmaps", "--quiet"]
+         "--features", "weights-free", "--map-size", "64", "--calibration-views", "6", "--seed", "3",
+         "--no-heatmaps", "--quiet"]
 
 # In a child with 4 forced CPU devices: the real command line, once per device setting, with
 # a spy on run_stages that keeps the poses, renders and maps it produced.
@@ -96,7 +97,8 @@ port, pid, classes, model, out = sys.argv[1], int(sys.argv[2]), sys.argv[3:5], s
 parallel = ParallelConfig(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid,
                           initialization_timeout=90)
 reports = evaluate(classes, out, model=model, pose_config=replace(FAST_POSE, steps=3),
-                   map_config=replace(FAST_MAP, map_size=64), seed=3, heatmaps=False, progress=False, log=lambda m: None, parallel=parallel)
+                   map_config=replace(FAST_MAP, map_size=64), seed=3, heatmaps=False, progress=False,
+                   log=lambda m: None, parallel=parallel)
 import jax
 print("RESULT " + json.dumps({"index": jax.process_index(), "reports": reports}), flush=True)
 jax.distributed.shutdown()
@@ -155,3 +157,14 @@ def test_two_processes_evaluate_a_class_each_and_gather_the_single_process_repor
     for name in ("01Toy", "02Toy"):
         assert _scores(tmp_path / "multi" / name / "per_image.csv") == _scores(tmp_path / "single" / name /
                                                                                "per_image.csv")
+
+
+def test_more_devices_than_there_are_is_a_one_line_error(tmp_path, capsys):
+    from splatjax.app.cli import main
+
+    n = __import__("jax").local_device_count()
+    assert main(["evaluate", str(toy_dataset()), "--model", str(tmp_path), "--out", str(tmp_path / "out"),
+                 "--devices", str(n + 1), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--devices" in err and "device" in err
+    assert not (tmp_path / "out").exists()
