@@ -179,20 +179,24 @@ def compute_maps(
 
 
 @functools.lru_cache(maxsize=16)
-def _maps_fn(extractor: FeatureExtractor, size: int, sigma: float) -> Callable:
-    """``(renders, queries) -> maps`` of one extractor and map size, one function object
-    per setting so that its sharded program is compiled once."""
+def _maps_fn(scales: tuple, radius: int, ssim_weight: float, size: int, sigma: float) -> Callable:
+    """``(renders, queries) -> maps`` with the weights-free features of these settings, one
+    function object per setting (not per extractor object, which every evaluation makes
+    anew), so that its sharded program is compiled once."""
+    extractor = WeightsFreeFeatures(scales=scales, radius=radius, ssim_weight=ssim_weight)
     return functools.partial(_maps_chunk, extractor=extractor, size=size, sigma=sigma)
 
 
-def _sharded_maps(renders: Array, queries: Array, extractor, config: MapConfig, mesh, per: int) -> Array:
+def _sharded_maps(renders: Array, queries: Array, extractor: WeightsFreeFeatures, config: MapConfig, mesh,
+                  per: int) -> Array:
     """Maps of B pairs in launches of ``per`` pairs per device over ``mesh`` (the last
     launch padded with copies of the last pair, so one compilation serves all)."""
     if renders.ndim != 4 or renders.shape[-1] != 3 or queries.shape != renders.shape:
         raise ValueError(f"compute_maps needs renders and queries of equal shape [B, H, W, 3]; "
                          f"got {renders.shape} and {queries.shape}")
     b = renders.shape[0]
-    fn = _maps_fn(extractor, int(config.map_size), float(config.map_sigma))
+    fn = _maps_fn(extractor.scales, extractor.radius, extractor.ssim_weight, int(config.map_size),
+                  float(config.map_sigma))
     size = min(int(per), -(-b // mesh.size)) * mesh.size
     one_launch = ParallelConfig(devices=mesh.size)
     out = []
