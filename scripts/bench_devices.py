@@ -1,18 +1,27 @@
-"""Throughput of the sharded batched fine-pose refinement against the device count.
+"""Throughput of the sharded evaluation stages against the device count.
 
 For each count n of ``--devices`` a fresh Python is started with n devices (on the CPU:
 ``XLA_FLAGS=--xla_force_host_platform_device_count=n``, which must be set before JAX
-starts; on a GPU machine: the first n GPUs), and refines the same ``--queries`` queries
-with :func:`splatjax.sharding.shard_over_queries` over a 1-D mesh of the n devices
-(``jax.vmap`` of ``refine_pose`` inside ``jax.shard_map``). The first call compiles; the
-median of ``--repeats`` further calls is timed (wall and process CPU time). The n = 1
-child also times the plain ``refine_poses`` (no shard_map) on the same queries, so the
-cost of the sharding layer shows.
+starts; on a GPU machine: the first n GPUs).
 
-Scene: ``--gaussians`` Gaussians in a cube coloured by position, ``--resolution`` square
-images from cameras on a sphere of radius 4, queries rendered from perturbed poses.
+``--stage fine`` (default): the child refines the same ``--queries`` queries with
+:func:`splatjax.pose.refine_poses` sharded over a 1-D mesh of the n devices
+(``parallel=ParallelConfig(devices=n)``: ``jax.vmap`` of the refinement inside
+``jax.shard_map``, one launch). The first call compiles; the median of ``--repeats``
+further calls is timed (wall and process CPU time). On one device ``refine_poses`` runs
+its plain jitted ``vmap`` (no ``shard_map``), so the n = 1 row is the unsharded baseline. Scene:
+``--gaussians`` Gaussians in a cube coloured by position, ``--resolution`` square images
+from cameras on a sphere of radius 4, queries rendered from perturbed poses.
+
+``--stage evaluate``: the child runs :func:`splatjax.app.evaluate.evaluate` on the toy
+object (``--resolution`` px, ``--test-per-type`` test images per defect type) with a fixed
+model of ``--gaussians`` Gaussians, weights-free maps and ``--devices n``: once to compile,
+then ``--repeats`` times, and reports the median of the report's ``parallel.queries_per_s``
+(fine pose + renders + maps, the sharded stages) and of ``queries_per_second`` (with the
+unsharded coarse pose).
 
     python scripts/bench_devices.py --devices 1 2 4 --queries 8 --steps 50
+    python scripts/bench_devices.py --stage evaluate --devices 1 2 4 --resolution 64 --steps 50
 """
 
 from __future__ import annotations
@@ -82,31 +91,64 @@ def _timed(fn, repeats: int) -> tuple[float, float]:
 
 def child(args) -> dict:
     """One measurement in this process (its devices fixed by the parent's XLA_FLAGS)."""
+    if args.stage == "evaluate":
+        return _child_evaluate(args)
     import jax
 
     from splatjax import pose
-    from splatjax.sharding import ParallelConfig, shard_over_queries
+    from splatjax.sharding import ParallelConfig
 
     g, starts, queries = _problem(args)
-    keys = jax.random.split(jax.random.key(0), args.queries)
-    steps = args.steps
+    config = pose.PoseConfig(steps=args.steps, batch_size=args.queries, backend="auto")
+    parallel = ParallelConfig(devices=args.child)
 
-    def refine(g, c, q, k):
-        return jax.vmap(lambda c, q, k: pose.refine_pose(g, c, q, key=k, steps=steps))(c, q, k)
+    def run():
+        return pose.refine_poses(g, starts, queries, config, key=jax.random.key(0), parallel=parallel)
 
-    config = ParallelConfig(devices=args.child)
-    run = lambda: shard_over_queries(refine, g, starts, queries, keys, in_axes=(None, 0, 0, 0), config=config)  # noqa: E731
     t0 = time.perf_counter()
     jax.block_until_ready(run())
     out = {"devices": args.child, "device_kind": jax.local_devices()[0].device_kind,
            "first_call_s": time.perf_counter() - t0}
     out["wall_s"], out["cpu_s"] = _timed(run, args.repeats)
-    if args.child == 1:
-        plain = lambda: pose.refine_poses(g, starts, queries, key=jax.random.key(0), steps=steps,  # noqa: E731
-                                          batch_size=args.queries)
-        jax.block_until_ready(plain())
-        out["plain_wall_s"], out["plain_cpu_s"] = _timed(plain, args.repeats)
     return out
+
+
+def _toy_and_model(args, root: Path) -> tuple[Path, Path]:
+    """The toy object and a fixed model of ``args.gaussians`` Gaussians (a run folder)."""
+    from splatjax.app.runs import save_cameras
+    from splatjax.data import load_mad_train, make_toy_dataset
+    from splatjax.gaussians import save_ply
+
+    toy = make_toy_dataset(root / "toy", seed=0, resolution=args.resolution, num_train=12,
+                           num_test_per_type=args.test_per_type)
+    run = root / "model"
+    run.mkdir(parents=True, exist_ok=True)
+    save_ply(_scene(args.gaussians), run / "model.ply")
+    save_cameras(run, load_mad_train(toy, None))
+    return toy, run
+
+
+def _child_evaluate(args) -> dict:
+    import jax
+
+    from splatjax.anomaly import MapConfig
+    from splatjax.app.evaluate import evaluate
+    from splatjax.pose import PoseConfig
+    from splatjax.sharding import ParallelConfig
+
+    root = Path(args.workdir)
+    kw = dict(model=root / "model", pose_config=PoseConfig(steps=args.steps, coarse="render"),
+              map_config=MapConfig(features="weights-free"), heatmaps=False, progress=False,
+              log=lambda m: None, parallel=ParallelConfig(devices=args.child))
+    t0 = time.perf_counter()
+    evaluate(root / "toy", root / f"out_{args.child}_warm", **kw)
+    first = time.perf_counter() - t0
+    reports = [evaluate(root / "toy", root / f"out_{args.child}_{i}", **kw)[0] for i in range(args.repeats)]
+    return {"devices": args.child, "device_kind": jax.local_devices()[0].device_kind, "first_call_s": first,
+            "queries": reports[0]["num_test_images"],
+            "sharded_qps": float(np.median([r["parallel"]["queries_per_s"] for r in reports])),
+            "qps": float(np.median([r["queries_per_second"] for r in reports])),
+            "image_auroc": reports[0]["image_auroc"]}
 
 
 def _run_child(n: int, args) -> dict:
@@ -115,7 +157,8 @@ def _run_child(n: int, args) -> dict:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
         env["JAX_PLATFORMS"] = "cpu"
     cmd = [sys.executable, os.path.abspath(__file__), "--child", str(n)] + [
-        f"--{k}={getattr(args, k)}" for k in ("queries", "steps", "resolution", "gaussians", "repeats")]
+        f"--{k.replace('_', '-')}={getattr(args, k)}"
+        for k in ("stage", "queries", "steps", "resolution", "gaussians", "repeats", "test_per_type", "workdir")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"child with {n} devices failed:\n{proc.stderr[-3000:]}")
@@ -124,6 +167,7 @@ def _run_child(n: int, args) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage", choices=("fine", "evaluate"), default="fine")
     ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--platform", choices=("cpu", "gpu"), default="cpu",
                     help="cpu: forced host devices; gpu: the first n GPUs")
@@ -132,11 +176,15 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--gaussians", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--test-per-type", type=int, default=4, help="evaluate: test images per defect type")
+    ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
         print(json.dumps(child(args)))
         return 0
+    if args.stage == "evaluate":
+        return _main_evaluate(args)
     rows = [_run_child(n, args) for n in args.devices]
     print(f"# {args.queries} queries x {args.steps} steps, {args.resolution}^2 px, {args.gaussians} Gaussians; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
@@ -148,10 +196,24 @@ def main(argv=None) -> int:
         print(f"| {r['devices']} ({r['device_kind']}) | {qps:.2f} | {qps / r['devices']:.2f} | "
               f"{rows[0]['wall_s'] / r['wall_s']:.2f}x | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
               f"{r['first_call_s']:.1f} |")
+    return 0
+
+
+def _main_evaluate(args) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench_devices_") as tmp:
+        args.workdir = tmp
+        _toy_and_model(args, Path(tmp))
+        rows = [_run_child(n, args) for n in args.devices]
+    print(f"# evaluate on the toy object: {rows[0]['queries']} queries, {args.resolution}^2 px, {args.steps} fine "
+          f"steps, {args.gaussians} Gaussians, weights-free maps; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("| devices | queries/s, sharded stages | per device | queries/s, with coarse | first run s |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        if "plain_wall_s" in r:
-            print(f"\nplain refine_poses (no shard_map), 1 device: {args.queries / r['plain_wall_s']:.2f} queries/s "
-                  f"(wall {r['plain_wall_s']:.2f} s, process CPU {r['plain_cpu_s']:.2f} s)")
+        print(f"| {r['devices']} ({r['device_kind']}) | {r['sharded_qps']:.2f} | {r['sharded_qps'] / r['devices']:.2f} "
+              f"| {r['qps']:.2f} | {r['first_call_s']:.1f} |")
     return 0
 
 

@@ -48,7 +48,12 @@ def _positive_or_none(owner: str, name: str, value: Any, minimum: int) -> None:
 class ParallelConfig:
     """Devices and processes of an evaluation.
 
-    ``devices`` local devices shard the queries (None: all of this process's devices).
+    ``devices`` local devices shard the queries (None: all of this process's devices);
+    ``per_device_batch`` queries go to each device per launch (None: in
+    :func:`shard_over_queries`, a device's whole share at once; in the evaluation stages,
+    the stage's own chunk, ``PoseConfig.batch_size`` for fine pose and renders and
+    ``MapConfig.chunk`` for maps).
+
     Several processes (hosts) join through :func:`jax.distributed.initialize`: give
     ``coordinator_address`` ("host:port" of process 0), ``num_processes`` and
     ``process_id`` explicitly, or set ``distributed`` alone to let JAX detect them on a
@@ -58,7 +63,8 @@ class ParallelConfig:
     devices: int | None = dataclasses.field(
         default=None, metadata={"help": "local devices to shard the queries over (none: all of them)"})
     per_device_batch: int | None = dataclasses.field(
-        default=None, metadata={"help": "queries per device per launch (none: all of a device's share at once)"})
+        default=None, metadata={"help": "queries per device per launch (none: --batch-size for fine pose and "
+                                         "renders, the map chunk for maps)"})
     distributed: bool = dataclasses.field(
         default=False, metadata={"help": "join a multi-process job; without --coordinator-address the "
                                          "coordinator, process count and id are detected from the cluster"})

@@ -160,3 +160,37 @@ def test_config_flags_parse():
     assert cfg == ParallelConfig(devices=2, coordinator_address="10.1.2.3:8476", num_processes=2, process_id=1)
     assert config_from_flags(ParallelConfig, parser.parse_args(["--distributed"])).distributed
     assert config_from_flags(ParallelConfig, parser.parse_args([])) == ParallelConfig()
+
+
+def test_stages_on_one_device_are_the_unsharded_stages():
+    # parallel=ParallelConfig(devices=1) runs the plain jitted vmaps: bitwise today's numbers;
+    # asking for more devices than the process has is a ConfigError before any work
+    if "cpu" not in available_backends():
+        pytest.skip("the CPU rasterizer kernel is not built")
+    from test_pose import perturbation, tiny_scene
+
+    from splatjax import pose, stack_cameras
+    from splatjax.anomaly import MapConfig, compute_maps
+
+    g = tiny_scene()
+    cams, _ = pose.sphere_cameras(3, 4.0, 0.69, 32, 32)
+    one = ParallelConfig(devices=1, per_device_batch=2)
+    queries = pose.render_views(g, cams, batch_size=2, backend="cpu")
+    np.testing.assert_array_equal(pose.render_views(g, cams, backend="cpu", parallel=one), queries)
+    starts = stack_cameras([pose.moved_camera(pose.index_cameras(cams, i), perturbation(20 + i, 0.03, 0.05))
+                            for i in range(3)])
+    config = pose.PoseConfig(steps=2, batch_size=2, backend="cpu")
+    want = pose.refine_poses(g, starts, queries, config, key=jax.random.key(1))
+    got = pose.refine_poses(g, starts, queries, config, key=jax.random.key(1), parallel=one)
+    for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+        np.testing.assert_array_equal(a, b)
+    map_config = MapConfig(features="weights-free", map_size=32, chunk=2)
+    maps = compute_maps(queries[::-1], queries, map_config)
+    np.testing.assert_array_equal(compute_maps(queries[::-1], queries, map_config, parallel=one).maps, maps.maps)
+    too_many = ParallelConfig(devices=jax.local_device_count() + 1)
+    for call in (lambda: pose.refine_poses(g, starts, queries, config, key=jax.random.key(1), parallel=too_many),
+                 lambda: pose.render_views(g, cams, parallel=too_many),
+                 lambda: compute_maps(queries, queries, map_config, parallel=too_many)):
+        with pytest.raises(ConfigError, match="xla_force_host_platform_device_count") as e:
+            call()
+        assert e.value.option == "devices"

@@ -19,6 +19,7 @@ scale and threshold of one model, so that the same image always looks the same.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -27,9 +28,10 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ..image import gaussian_filter, resize
+from ..sharding import ParallelConfig, query_mesh, shard_over_queries
 from .calibration import MapCalibration, calibrate
 from .config import MapConfig
-from .features import IMAGENET_STD, FeatureExtractor, make_feature_extractor
+from .features import IMAGENET_STD, FeatureExtractor, WeightsFreeFeatures, make_feature_extractor
 
 __all__ = [
     "MapConfig",
@@ -153,17 +155,56 @@ def compute_maps(
     *,
     extractor: FeatureExtractor | None = None,
     log: Callable[[str], object] | None = None,
+    parallel: ParallelConfig | None = None,
 ) -> Maps:
     """The map stage: anomaly maps and image scores of render/query pairs (images in
     [0, 1], any equal H x W) with the options of ``config``. ``extractor``: a built
     feature extractor (else made from ``config.features`` / ``config.efficientnet_weights``;
-    the choice is said once through ``log``)."""
+    the choice is said once through ``log``). ``parallel``: with the weights-free
+    (pure JAX) features, shard the pairs over ``parallel.devices`` local devices,
+    ``parallel.per_device_batch`` (default ``config.chunk``) pairs per device per launch;
+    torch features (EfficientNet) and one device run unsharded."""
     if extractor is None:
         extractor = make_feature_extractor(config.features, config.efficientnet_weights, log=log)
-    maps = anomaly_maps(renders, queries, extractor, size=config.map_size, sigma=config.map_sigma,
-                        chunk=config.chunk)
+    mesh = None if parallel is None else query_mesh(parallel.devices)
+    if mesh is None or mesh.size == 1 or not isinstance(extractor, WeightsFreeFeatures):
+        maps = anomaly_maps(renders, queries, extractor, size=config.map_size, sigma=config.map_sigma,
+                            chunk=config.chunk)
+    else:
+        per = config.chunk if parallel.per_device_batch is None else parallel.per_device_batch
+        maps = _sharded_maps(jnp.asarray(renders, jnp.float32), jnp.asarray(queries, jnp.float32), extractor,
+                             config, mesh, per)
     return Maps(maps=np.asarray(maps, np.float32), scores=np.asarray(image_scores(maps, config.score)),
                 features=extractor.name)
+
+
+@functools.lru_cache(maxsize=16)
+def _maps_fn(scales: tuple, radius: int, ssim_weight: float, size: int, sigma: float) -> Callable:
+    """``(renders, queries) -> maps`` with the weights-free features of these settings, one
+    function object per setting (not per extractor object, which every evaluation makes
+    anew), so that its sharded program is compiled once."""
+    extractor = WeightsFreeFeatures(scales=scales, radius=radius, ssim_weight=ssim_weight)
+    return functools.partial(_maps_chunk, extractor=extractor, size=size, sigma=sigma)
+
+
+def _sharded_maps(renders: Array, queries: Array, extractor: WeightsFreeFeatures, config: MapConfig, mesh,
+                  per: int) -> Array:
+    """Maps of B pairs in launches of ``per`` pairs per device over ``mesh`` (the last
+    launch padded with copies of the last pair, so one compilation serves all)."""
+    if renders.ndim != 4 or renders.shape[-1] != 3 or queries.shape != renders.shape:
+        raise ValueError(f"compute_maps needs renders and queries of equal shape [B, H, W, 3]; "
+                         f"got {renders.shape} and {queries.shape}")
+    b = renders.shape[0]
+    fn = _maps_fn(extractor.scales, extractor.radius, extractor.ssim_weight, int(config.map_size),
+                  float(config.map_sigma))
+    size = min(int(per), -(-b // mesh.size)) * mesh.size
+    one_launch = ParallelConfig(devices=mesh.size)
+    out = []
+    for start in range(0, b, size):
+        idx = np.minimum(np.arange(start, start + size), b - 1)
+        maps = shard_over_queries(fn, renders[idx], queries[idx], in_axes=(0, 0), mesh=mesh, config=one_launch)
+        out.append(maps[: min(size, b - start)])
+    return out[0] if len(out) == 1 else jnp.concatenate(out, axis=0)
 
 
 def overlay_heatmap(

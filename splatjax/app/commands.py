@@ -10,6 +10,7 @@ from pathlib import Path
 from ..anomaly import MapConfig
 from ..fitting import FitConfig
 from ..pose import PoseConfig
+from ..sharding import ParallelConfig
 from .flags import add_config_flags, config_from_flags
 
 __all__ = ["COMMANDS"]
@@ -74,6 +75,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, PoseConfig, title="pose (coarse retrieval, fine Adam on the SE(3) screw)")
     add_config_flags(p, MapConfig, title="anomaly maps and scores")
     add_config_flags(p, FitConfig, title="fitting, when no --model is given (defaults: the paper's)")
+    add_config_flags(p, ParallelConfig, title="devices and processes")
 
 
 def _run_evaluate(args) -> int:
@@ -82,7 +84,8 @@ def _run_evaluate(args) -> int:
     fit_config = config_from_flags(FitConfig, args)
     evaluate(args.data, args.out, model=args.model, test_poses=args.test_poses, fit_config=fit_config,
              pose_config=config_from_flags(PoseConfig, args), map_config=config_from_flags(MapConfig, args),
-             seed=fit_config.seed, heatmaps=not args.no_heatmaps, progress=not args.quiet)
+             seed=fit_config.seed, heatmaps=not args.no_heatmaps, progress=not args.quiet,
+             parallel=config_from_flags(ParallelConfig, args))
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0
 

@@ -15,6 +15,15 @@ coarse and the fine poses. Output folder::
 Several class folders in one call: one such folder per class under ``out/<class>``, plus
 ``out/table.md`` and ``out/report.json`` (per-class rows and the mean, like Table 1 of
 the paper). Two class folders with the same name are refused (their outputs would collide).
+
+Devices and processes (:class:`splatjax.sharding.ParallelConfig`): the fine pose, the
+renders and the weights-free maps of a class are sharded over the local devices; several
+processes joined with ``jax.distributed`` split the classes between them
+(:func:`splatjax.app.distributed.run_classes`), every process gets every class's report and
+process 0 writes ``table.md`` and the summary. A class whose ``out/<class>/report.json``
+exists is not evaluated again (resume per class). Each class report has a ``parallel``
+entry: devices, processes, and queries per second per process and per device over the
+sharded stages (fine pose, render, maps).
 """
 
 from __future__ import annotations
@@ -38,7 +47,9 @@ from ..fitting import FitConfig
 from ..metrics import evaluate_detection, pose_errors, resize_masks, summarize_pose_errors
 from ..pose import PoseConfig, candidate_cameras
 from ..render import resolve_backend
+from ..sharding import ParallelConfig, query_mesh
 from .calibration import model_calibration
+from .distributed import gather_reports, initialize_distributed, parallel_info, run_classes
 from .report import format_table, plot_pose_convergence, plot_roc_curves, verdict, write_heatmaps, write_per_image_csv
 from .runs import check_out_dir, log_stderr, model_for, progress_bars, save_cameras
 from .stages import run_stages
@@ -122,16 +133,19 @@ def evaluate_class(
     heatmaps: bool = True,
     progress: bool = True,
     log: Callable[[str], object] = log_stderr,
+    parallel: ParallelConfig = ParallelConfig(),
 ) -> dict:
     """Evaluate one MAD-Sim class folder (see the module docstring); returns the report
     dict that is also written to ``out_dir/report.json``. ``model``: run folder (or .ply)
     of a fitted model; None fits one first into ``out_dir/model`` with ``fit_config``
     (images read at ``fit_config.resolution``). ``test_poses``: test-pose file; None uses
-    ``<data>/test_poses.json`` when present. ``seed`` keys the screw initialisations."""
+    ``<data>/test_poses.json`` when present. ``seed`` keys the screw initialisations.
+    ``parallel.devices``: local devices the queries are sharded over (None: all)."""
     from ..data import load_mad_class
 
     data_path, out_dir = Path(data_path), Path(out_dir)
     check_out_dir(out_dir, data_path)
+    devices = query_mesh(parallel.devices).size  # more than there are: ConfigError before any work
     bars = progress_bars(progress)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -149,7 +163,7 @@ def evaluate_class(
     extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
     det = run_stages(gaussians, test.images, candidate_cameras(train.cameras, pose_config), pose_config, map_config,
                      key=jax.random.key(seed), extractor=extractor, candidate_images=train.images,
-                     background=train.background, progress=bars, log=log)
+                     background=train.background, progress=bars, log=log, parallel=parallel)
     seconds.update(det.seconds)
     t0 = time.perf_counter()
     metrics = evaluate_detection(det.maps.scores, det.maps.maps, test.labels, test.masks)
@@ -167,11 +181,14 @@ def evaluate_class(
     report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed)
     if pose_part is not None:
         report["pose"] = pose_part
-    return _finish_report(out_dir, report, seconds, len(test), fit_info, heatmaps)
+    return _finish_report(out_dir, report, seconds, len(test), fit_info, heatmaps, devices)
 
 
-def _finish_report(out_dir: Path, report: dict, seconds: dict, m: int, fit_info, heatmaps: bool) -> dict:
+def _finish_report(out_dir: Path, report: dict, seconds: dict, m: int, fit_info, heatmaps: bool,
+                   devices: int) -> dict:
     infer = seconds["coarse"] + seconds["fine"] + seconds["render"] + seconds["maps"]
+    report["parallel"] = {**parallel_info(devices, m, seconds["fine"] + seconds["render"] + seconds["maps"]),
+                          "stages": ["fine", "render", "maps"]}
     seconds["total"] = float(sum(seconds.values()))
     report["seconds"] = seconds
     report["queries_per_second"] = m / infer if infer > 0 else None
@@ -199,12 +216,21 @@ def evaluate(
     heatmaps: bool = True,
     progress: bool = True,
     log: Callable[[str], object] = log_stderr,
+    parallel: ParallelConfig = ParallelConfig(),
 ) -> list[dict]:
     """Evaluate one class folder (report in ``out``) or several (one folder per class under
     ``out``, plus ``table.md`` and a summary ``report.json`` with per-class rows and the
     mean). Returns the per-class reports. With several classes, ``model`` is a folder
     holding ``<class>/model.ply`` (or ``<class>/model/model.ply``) and ``test_poses`` a
-    folder holding ``<class>/test_poses.json``. Options: see :func:`evaluate_class`."""
+    folder holding ``<class>/test_poses.json``; a class whose ``out/<class>/report.json``
+    exists is read back, not evaluated again (resume).
+
+    ``parallel``: devices to shard each class's queries over, and the multi-process job
+    to join (:func:`splatjax.app.distributed.initialize_distributed`, done first): each
+    process evaluates its share of the classes (one class: process 0), every process
+    returns every class's report, and process 0 writes the summary. Other options: see
+    :func:`evaluate_class`."""
+    index, _ = initialize_distributed(parallel)
     if isinstance(data_paths, (str, os.PathLike)):
         data_paths = [data_paths]
     if not data_paths:
@@ -212,17 +238,31 @@ def evaluate(
     classes = class_folders(data_paths)  # refuses two classes of one name
     out = Path(out)
     kwargs = dict(model=model, fit_config=fit_config, pose_config=pose_config, map_config=map_config, seed=seed,
-                  heatmaps=heatmaps, progress=progress, log=log)
+                  heatmaps=heatmaps, progress=progress, log=log, parallel=parallel)
     if len(classes) == 1:
-        reports = [evaluate_class(classes[0][1], out, test_poses=test_poses, **kwargs)]
+        name, path = classes[0]
+        mine = {name: evaluate_class(path, out, test_poses=test_poses, **kwargs)} if index == 0 else {}
+        reports = list(gather_reports(mine).values())
+    else:
+        paths = dict(classes)
+        for path in paths.values():
+            check_out_dir(out, path)
+
+        def one_class(name: str) -> dict:
+            tp = None if test_poses is None else Path(test_poses) / name / "test_poses.json"
+            return evaluate_class(paths[name], out / name, test_poses=tp if tp and tp.is_file() else None, **kwargs)
+
+        def said(name: str, state: str) -> None:
+            if state == "resumed":
+                log(f"[splatjax] {name}: {out / name / 'report.json'} exists, not evaluated again (resume; delete "
+                    "it to evaluate the class again)")
+
+        by_name = run_classes(list(paths), one_class, out, on_class=said)
+        reports = [by_name[name] for name in paths]
+        if index == 0:
+            _write_summary(out, reports)
+    if index == 0:
         log(format_table(reports))
-        return reports
-    reports = []
-    for name, p in classes:
-        tp = None if test_poses is None else Path(test_poses) / name / "test_poses.json"
-        reports.append(evaluate_class(p, out / name, test_poses=tp if tp and tp.is_file() else None, **kwargs))
-    _write_summary(out, reports)
-    log(format_table(reports))
     return reports
 
 
@@ -233,6 +273,7 @@ def _write_summary(out: Path, reports: list[dict]) -> None:
                      if any(r.get(k) is not None for r in reports) else None)
                  for k in ("image_auroc", "pixel_auroc", "aupro", "queries_per_second")},
         "per_class": {r["class"]: {k: r.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "pose",
-                                                         "queries_per_second", "seconds")} for r in reports},
+                                                         "queries_per_second", "seconds", "parallel")}
+                      for r in reports},
         "table": "table.md"}, indent=1)
     atomic_write(out / "table.md", format_table(reports))

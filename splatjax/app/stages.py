@@ -15,6 +15,7 @@ from ..anomaly import MapConfig, Maps, compute_maps
 from ..camera import Camera
 from ..gaussians import Gaussians
 from ..pose import PoseConfig, PoseEstimate, estimate_poses, render_views
+from ..sharding import ParallelConfig
 
 __all__ = ["Detection", "run_stages"]
 
@@ -44,17 +45,20 @@ def run_stages(
     background=(1.0, 1.0, 1.0),
     progress: Callable[[str, int, int], object] | None = None,
     log: Callable[[str], object] | None = None,
+    parallel: ParallelConfig | None = None,
 ) -> Detection:
     """Poses, renders and maps of ``queries`` (see :func:`splatjax.pose.estimate_poses`
-    and :func:`splatjax.anomaly.compute_maps`)."""
+    and :func:`splatjax.anomaly.compute_maps`); ``parallel`` shards the fine pose, the
+    renders and the (weights-free) maps over local devices."""
     est = estimate_poses(gaussians, queries, candidates, pose_config, key=key, candidate_images=candidate_images,
-                         background=background, progress=progress, log=log)
+                         background=background, progress=progress, log=log, parallel=parallel)
     seconds = dict(est.seconds)
     t0 = time.perf_counter()
     renders = np.asarray(render_views(gaussians, est.cameras, batch_size=pose_config.batch_size,
-                                      backend=pose_config.backend, background=background, progress=progress))
+                                      backend=pose_config.backend, background=background, progress=progress,
+                                      parallel=parallel))
     seconds["render"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    maps = compute_maps(renders, queries, map_config, extractor=extractor)
+    maps = compute_maps(renders, queries, map_config, extractor=extractor, parallel=parallel)
     seconds["maps"] = time.perf_counter() - t0
     return Detection(poses=est, renders=renders, maps=maps, seconds=seconds)

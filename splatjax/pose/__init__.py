@@ -25,6 +25,7 @@ from jaxtyping import Array, Float
 
 from ..camera import Camera
 from ..gaussians import Gaussians
+from ..sharding import ParallelConfig
 from .cameras import (
     as_batch,
     camera_to_c2w,
@@ -127,6 +128,7 @@ def estimate_poses(
     background=(1.0, 1.0, 1.0),
     progress: Progress | None = None,
     log: Callable[[str], object] | None = None,
+    parallel: ParallelConfig | None = None,
 ) -> PoseEstimate:
     """The pose stage: coarse pose then fine pose for every query.
 
@@ -135,7 +137,8 @@ def estimate_poses(
     must be the cameras of ``candidate_images`` (the training images).
     Render-and-compare adds ``config.inplane_rotations`` rolls of every candidate.
     ``progress(stage, done, total)`` reports chunks; ``log`` says which coarse method
-    "auto" chose."""
+    "auto" chose; ``parallel`` shards the fine pose over local devices (see
+    :func:`refine_poses`)."""
     queries = jnp.asarray(queries, jnp.float32)
     t0 = time.perf_counter()
     method, cands, idx, score = _coarse(gaussians, queries, as_batch(candidates), config,
@@ -145,7 +148,7 @@ def estimate_poses(
     jax.block_until_ready(coarse_cams.R)
     t1 = time.perf_counter()
     cams, traces = refine_poses(gaussians, coarse_cams, queries, config, key=key, background=background,
-                                progress=progress)
+                                progress=progress, parallel=parallel)
     traces = np.asarray(traces)
     t2 = time.perf_counter()
     return PoseEstimate(

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -21,6 +22,7 @@ from ..camera import Camera
 from ..gaussians import Gaussians
 from ..image import grey, resize, resize_to_width
 from ..render import render
+from ..sharding import ParallelConfig, query_mesh, shard_over_queries
 from .cameras import as_batch, index_cameras, num_cameras
 
 __all__ = ["render_views", "coarse_pose_render", "coarse_pose_loftr", "resolve_coarse"]
@@ -38,25 +40,47 @@ def render_views(
     background=(1.0, 1.0, 1.0),
     progress: Progress | None = None,
     stage: str = "render",
+    parallel: ParallelConfig | None = None,
 ) -> Float[Array, "C h w 3"]:
     """RGB renders of every camera of a stacked batch, in vmapped chunks of ``batch_size``
     (the last chunk padded, one compilation). ``width``: render at that width (intrinsics
-    scaled, aspect kept); None: the cameras' own size."""
+    scaled, aspect kept); None: the cameras' own size. ``parallel``: shard every chunk
+    over ``parallel.devices`` local devices, ``parallel.per_device_batch`` (default
+    ``batch_size``) cameras per device (None: one device, unsharded); every camera's
+    image is the same on any number of devices."""
     cams = as_batch(cameras)
     if width is not None:
         cams = cams.scaled(int(width), max(1, int(round(cams.height * width / cams.width))))
     n = num_cameras(cams)
-    bs = min(int(batch_size), n)
     bg = tuple(float(x) for x in background)
-    fn = jax.jit(jax.vmap(lambda cam: render(gaussians, cam, background=bg, backend=backend)[0]))
+    mesh = None if parallel is None else query_mesh(parallel.devices)
+    per = int(batch_size if parallel is None or parallel.per_device_batch is None else parallel.per_device_batch)
+    if mesh is None or mesh.size == 1:
+        fn = jax.jit(jax.vmap(lambda cam: render(gaussians, cam, background=bg, backend=backend)[0]))
+        size = min(per, n)
+    else:
+        stack = _render_stack(backend, bg)
+        one_launch = ParallelConfig(devices=mesh.size)
+
+        def fn(c):
+            return shard_over_queries(stack, gaussians, c, in_axes=(None, 0), mesh=mesh, config=one_launch)
+
+        size = min(per, -(-n // mesh.size)) * mesh.size
     outs = []
-    n_chunks = -(-n // bs)
+    n_chunks = -(-n // size)
     for c in range(n_chunks):
-        idx = np.minimum(np.arange(c * bs, (c + 1) * bs), n - 1)
-        outs.append(fn(index_cameras(cams, idx))[: min(bs, n - c * bs)])
+        idx = np.minimum(np.arange(c * size, (c + 1) * size), n - 1)
+        outs.append(fn(index_cameras(cams, idx))[: min(size, n - c * size)])
         if progress is not None:
             progress(stage, c + 1, n_chunks)
     return jnp.concatenate(outs)
+
+
+@functools.lru_cache(maxsize=16)
+def _render_stack(backend: str, background: tuple) -> Callable:
+    """``(gaussians, cameras [C]) -> rgb [C, H, W, 3]``, one function object per
+    (backend, background), so that its sharded program is compiled once."""
+    return jax.vmap(lambda g, cam: render(g, cam, background=background, backend=backend)[0], in_axes=(None, 0))
 
 
 @jax.jit

@@ -9,7 +9,9 @@ untouched Gaussians from the moved camera :func:`splatjax.se3.transform_camera`
 0.01 * 0.8^(s / 100) for step s >= 1 (:func:`fine_lr_schedule`), k = 175 steps, no early
 stop, loss 0.8 L1 + 0.2 (1 - SSIM) on the full image. Steps run in ``lax.scan``; queries
 are refined in fixed-size chunks under ``jax.vmap`` (the last chunk is padded, so one
-compilation serves every chunk).
+compilation serves every chunk). With several local devices (:class:`ParallelConfig`) each
+chunk is split evenly over them by :func:`splatjax.sharding.shard_over_queries`; one
+device runs the plain jitted ``vmap`` (no ``shard_map``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from ..camera import Camera
 from ..gaussians import Gaussians
 from ..losses import photometric_loss
 from ..render import render
-from .cameras import as_batch, index_cameras, num_cameras
+from ..sharding import ParallelConfig, query_mesh, shard_over_queries
+from .cameras import as_batch, num_cameras
 from .config import PoseConfig
 
 __all__ = ["fine_lr_schedule", "init_screw", "screw_motion", "moved_camera", "refine_pose", "refine_poses"]
@@ -118,6 +121,30 @@ def _refine_batch_jit(gaussians, cameras, queries, params0, **static):
     return jax.vmap(fn, in_axes=(None, 0, 0, 0))(gaussians, cameras, queries, params0)
 
 
+@functools.lru_cache(maxsize=32)
+def _refine_batch_fn(static_items: tuple) -> Callable:
+    """The vmapped refinement of one static configuration, one function object per
+    configuration so that the sharded program is compiled once and reused."""
+    return jax.vmap(functools.partial(_refine_core, **dict(static_items)), in_axes=(None, 0, 0, 0))
+
+
+def _chunked(run, b: int, size: int, args: tuple, progress: Progress | None, stage: str):
+    """``run`` over consecutive chunks of ``size`` queries of the query-axis ``args``
+    (the last chunk padded with copies of the last query, so every call has one shape);
+    returns the outputs for the ``b`` queries concatenated."""
+    n_chunks = -(-b // size)
+    outs = []
+    for c in range(n_chunks):
+        idx = np.minimum(np.arange(c * size, (c + 1) * size), b - 1)
+        out = run(*(jax.tree_util.tree_map(lambda x: x[idx], a) for a in args))
+        outs.append(jax.tree_util.tree_map(lambda x: x[: min(size, b - c * size)], out))
+        if progress is not None:
+            progress(stage, c + 1, n_chunks)
+    if n_chunks == 1:
+        return outs[0]
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
+
+
 def _check_query(query, camera: Camera, where: str):
     shape = tuple(query.shape[-3:])
     if shape != (camera.height, camera.width, 3):
@@ -155,12 +182,19 @@ def refine_poses(
     key: jax.Array,
     background=(1.0, 1.0, 1.0),
     progress: Progress | None = None,
+    parallel: ParallelConfig | None = None,
 ) -> tuple[Camera, Float[Array, "B k"]]:
     """Refine B queries: ``jax.vmap`` over chunks of ``config.batch_size`` queries (the
     last chunk padded to full size). Query i uses the screw initialisation of
     ``jax.random.split(key, B)[i]``, so the result equals :func:`refine_pose` called with
     that key (up to float rounding). ``progress(stage, done, total)`` is called after each
-    chunk. Returns the stacked refined cameras and the loss traces [B, k]."""
+    chunk. Returns the stacked refined cameras and the loss traces [B, k].
+
+    ``parallel``: shard every chunk over ``parallel.devices`` local devices (None: one
+    device, as ``ParallelConfig(devices=1)``); a chunk then holds
+    ``parallel.per_device_batch`` (default ``config.batch_size``) queries per device, at
+    most an equal share of the B queries. A query's result does not depend on the device
+    count (float rounding aside); one device gives exactly the unsharded numbers."""
     cams = as_batch(cameras)
     queries = jnp.asarray(queries)
     b = queries.shape[0]
@@ -168,18 +202,18 @@ def refine_poses(
         raise ValueError(f"refine_poses: {num_cameras(cams)} cameras for {b} queries")
     _check_query(queries, cams, "refine_poses")
     params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std))(jax.random.split(key, b))
-    bs = min(int(config.batch_size), b)
-    n_chunks = -(-b // bs)
-    out_cams, out_traces = [], []
-    for c in range(n_chunks):
-        idx = np.minimum(np.arange(c * bs, (c + 1) * bs), b - 1)  # pad the last chunk with its last query
-        take = functools.partial(jax.tree_util.tree_map, lambda x: x[idx])
-        cam_c, trace_c = _refine_batch_jit(gaussians, take(cams), queries[idx], take(params0),
-                                           **_static(config, background))
-        n_valid = min(bs, b - c * bs)
-        out_cams.append(index_cameras(cam_c, slice(0, n_valid)))
-        out_traces.append(trace_c[:n_valid])
-        if progress is not None:
-            progress("fine pose", c + 1, n_chunks)
-    cams_out = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *out_cams)
-    return cams_out, jnp.concatenate(out_traces)
+    static = _static(config, background)
+    mesh = None if parallel is None else query_mesh(parallel.devices)
+    per = int(config.batch_size if parallel is None or parallel.per_device_batch is None
+              else parallel.per_device_batch)
+    if mesh is None or mesh.size == 1:
+        run = functools.partial(_refine_batch_jit, gaussians, **static)
+        return _chunked(run, b, min(per, b), (cams, queries, params0), progress, "fine pose")
+    fn = _refine_batch_fn(tuple(sorted(static.items())))
+    shard = ParallelConfig(devices=mesh.size)  # one launch per chunk: the chunk is a multiple of the devices
+    size = min(per, -(-b // mesh.size)) * mesh.size
+
+    def run(c, q, p):
+        return shard_over_queries(fn, gaussians, c, q, p, in_axes=(None, 0, 0, 0), mesh=mesh, config=shard)
+
+    return _chunked(run, b, size, (cams, queries, params0), progress, "fine pose")
