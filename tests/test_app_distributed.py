@@ -109,11 +109,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_gather_the_single_process_report(tmp_path):
+def run_workers(worker: str, args_of, env: dict, count: int = 2) -> list:
+    """Start ``count`` Python processes running ``worker`` with ``args_of(i)`` (after the
+    coordinator port) and return the JSON each printed on its ``RESULT `` line."""
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i), str(tmp_path / "multi")],
-                              cwd=ROOT, env=subprocess_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", worker, str(port), *map(str, args_of(i))], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(count)]
     outs = []
     try:
         for p in procs:
@@ -124,6 +125,11 @@ def test_two_processes_gather_the_single_process_report(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    return outs
+
+
+def test_two_processes_gather_the_single_process_report(tmp_path):
+    outs = run_workers(WORKER, lambda i: (i, tmp_path / "multi"), subprocess_env(2))
     single = run_classes(CLASSES, toy_class_report, tmp_path / "single")
     assert [(o["index"], o["count"]) for o in outs] == [(0, 2), (1, 2)]
     assert [o["seen"] for o in outs] == [[[CLASSES[0], "done"]], [[CLASSES[1], "done"]]]  # one class each

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 from app_toy import toy_dataset
-from test_app_distributed import _free_port
+from test_app_distributed import run_workers
 from test_app_evaluate import _fixed_model
 from test_sharding import ROOT, subprocess_env
 
@@ -124,20 +124,7 @@ def test_two_processes_evaluate_a_class_each_and_gather_the_single_process_repor
         shutil.copytree(toy_dataset(), tmp_path / "data" / name)
         classes.append(str(tmp_path / "data" / name))
         _fixed_model(models / name)
-    port = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i), *classes, str(models),
-                               str(tmp_path / "multi")], cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=240)
-            assert p.returncode == 0, stderr[-3000:]
-            outs.append(json.loads(next(ln for ln in stdout.splitlines() if ln.startswith("RESULT "))[7:]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    outs = run_workers(WORKER, lambda i: (i, *classes, models, tmp_path / "multi"), subprocess_env())
     single = evaluate(classes, tmp_path / "single", model=models, pose_config=replace(FAST_POSE, steps=3),
                       map_config=replace(FAST_MAP, map_size=64), seed=3, heatmaps=False, progress=False,
                       log=lambda m: None)
