@@ -28,7 +28,7 @@ from jaxtyping import Bool, Float
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ConfigError, DatasetError
-from ..files import atomic_write, read_json, require_file  # noqa: F401  (read_json re-exported)
+from ..files import atomic_write, require_file
 
 __all__ = [
     "choose_resolution",

@@ -23,8 +23,9 @@ from jaxtyping import Array, Float
 from ..camera import Camera
 from ..errors import ConfigError
 from ..gaussians import Gaussians
+from . import ffi
 from .ffi import DEFAULT_CAPACITY, KernelCapacity
-from .reference import project, rasterize_reference
+from .reference import rasterize_reference
 
 __all__ = ["render", "rasterize", "resolve_backend", "available_backends", "BACKENDS", "KernelCapacity"]
 
@@ -32,29 +33,15 @@ BACKENDS = ("auto", "reference", "cpu", "cuda", "cuda-emu")
 _TEST_ONLY = ("cuda-emu",)  # resolvable by name, never picked by "auto", not listed as available
 
 
-def _ffi():
-    from . import ffi  # imported lazily: loading the kernel library is optional
-
-    return ffi
-
-
 def available_backends() -> list[str]:
     """Backends that can run here: always "reference", plus each FFI kernel that was built
     and whose platform has a device (the test-only "cuda-emu" is not listed)."""
-    out = ["reference"]
-    try:
-        out += _ffi().available_platforms()
-    except ImportError:
-        pass
-    return out
+    return ["reference", *ffi.available_platforms()]
 
 
 def _available(backend: str) -> bool:
     if backend in _TEST_ONLY:
-        try:
-            return backend in _ffi().available_platforms(include_emulation=True)
-        except ImportError:
-            return False
+        return backend in ffi.available_platforms(include_emulation=True)
     return backend in available_backends()
 
 
@@ -111,7 +98,7 @@ def rasterize(
     kw = dict(width=width, height=height, means2d_offset=means2d_offset)
     if backend == "reference":
         return rasterize_reference(means, scales, quats, opacities, colors, R, t, intrinsics, background, **kw)
-    return _ffi().rasterize_ffi(means, scales, quats, opacities, colors, R, t, intrinsics, background,
+    return ffi.rasterize_ffi(means, scales, quats, opacities, colors, R, t, intrinsics, background,
                                 platform=backend, capacity=DEFAULT_CAPACITY if capacity is None else capacity, **kw)
 
 
