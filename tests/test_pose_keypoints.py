@@ -1,6 +1,7 @@
 """Keypoint coarse pose (splatjax.pose.keypoints) on a textured synthetic cube: rendered
 depth, SIFT + PnP-RANSAC recovery of a perturbed and of a rolled pose, the fallback."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -134,16 +135,17 @@ def test_render_depth_of_one_large_gaussian():
 
 @pytest.mark.skipif("cpu" not in available_backends(), reason="CPU kernel not built")
 def test_render_depth_matches_reference_backend():
-    g = textured_cube(seed=3, n=600)
-    cam = camera(EYE, res=48)
-    fast, a_fast = render_depth(g, cam, backend="cpu")
-    slow, a_slow = render_depth(g, cam, backend="reference")
+    g = textured_cube(seed=3, n=300)
+    cam = camera(EYE, res=40)
+    fn = jax.jit(render_depth, static_argnames="backend")  # jitted: the eager reference is slow
+    fast, a_fast = fn(g, cam, backend="cpu")
+    slow, a_slow = fn(g, cam, backend="reference")
     np.testing.assert_allclose(np.asarray(a_fast), np.asarray(a_slow), atol=1e-4)
     # a pixel whose alpha is within float noise of the threshold may differ in validity
     clear = np.abs(np.asarray(a_slow) - 0.5) > 1e-3
     fast, slow = np.asarray(fast)[clear], np.asarray(slow)[clear]
     np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
-    assert np.isfinite(slow).sum() > 500
+    assert np.isfinite(slow).sum() > 300
     np.testing.assert_allclose(fast[np.isfinite(slow)], slow[np.isfinite(slow)], rtol=1e-4)
 
 
