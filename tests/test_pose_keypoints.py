@@ -6,15 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-pytest.importorskip("cv2")
-
-from splatjax import Gaussians, available_backends, render, stack_cameras  # noqa: E402
-from splatjax.camera import camera_from_blender, look_at_c2w  # noqa: E402
-from splatjax.errors import ConfigError  # noqa: E402
-from splatjax.gaussians import rgb_to_sh0  # noqa: E402
-from splatjax.metrics import pose_errors  # noqa: E402
-from splatjax.pose.cameras import camera_to_c2w, index_cameras, inplane_rotations  # noqa: E402
-from splatjax.pose.keypoints import KeypointConfig, keypoint_pose, keypoint_poses, render_depth  # noqa: E402
+from splatjax import Gaussians, available_backends, render, stack_cameras
+from splatjax.camera import camera_from_blender, look_at_c2w
+from splatjax.errors import ConfigError
+from splatjax.gaussians import rgb_to_sh0
+from splatjax.metrics import pose_errors
+from splatjax.pose.cameras import camera_to_c2w, index_cameras, inplane_rotations
+from splatjax.pose.keypoints import KeypointConfig, keypoint_pose, keypoint_poses, render_depth
 
 RES = 160
 FOV = 0.69
@@ -164,3 +162,13 @@ def test_bad_query_shape(cube):
         keypoint_pose(g, jnp.ones((RES, RES // 2, 3)), candidate)
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         keypoint_pose(g, jnp.ones((RES, RES)), candidate)
+
+
+def test_missing_opencv_names_the_package(monkeypatch):
+    import sys
+
+    from splatjax.pose import keypoints
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` raise ImportError
+    with pytest.raises(ImportError, match="pip install opencv-python-headless"):
+        keypoints._cv2()
