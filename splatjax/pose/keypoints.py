@@ -75,7 +75,9 @@ class KeypointConfig:
 
     ``width``: matching resolution in pixels (query and render are both resized/rendered
     to this width, aspect kept; None: the candidate camera's own width).
-    ``ransac_threshold`` is in pixels at that width.
+    ``ransac_threshold`` is in pixels at that width. The defaults (width 200, two rounds)
+    were the most accurate and fastest on lego (a model fitted at 200 px;
+    ``scripts/bench_coarse.py``).
     """
 
     features: int = field(default=4000, metadata={"help": "SIFT keypoints per image (cv2 nfeatures)"})
@@ -84,10 +86,10 @@ class KeypointConfig:
     iterations: int = field(default=2000, metadata={"help": "PnP-RANSAC iterations"})
     confidence: float = field(default=0.999, metadata={"help": "PnP-RANSAC confidence"})
     min_inliers: int = field(default=12, metadata={"help": "fewer PnP inliers: keep the candidate pose"})
-    width: int | None = field(default=400, metadata={"help": "matching image width in pixels"})
+    width: int | None = field(default=200, metadata={"help": "matching image width in pixels"})
     refine: bool = field(default=True, metadata={"help": "Levenberg-Marquardt refinement on the inliers"})
     min_alpha: float = field(default=0.5, metadata={"help": "render opacity below which depth is invalid"})
-    rounds: int = field(default=1, metadata={
+    rounds: int = field(default=2, metadata={
         "help": "keypoint PnP rounds; each later round starts from the previous round's pose"})
 
     def __post_init__(self):
