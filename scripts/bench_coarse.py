@@ -5,7 +5,8 @@ about the optical axis by random angles (the image rotated about its centre, cor
 filled with the white background; the true pose rolled the same way). Candidates: the
 training cameras plus ``--rolls`` rolled copies of each (``pose.cameras.inplane_angles``).
 For each query the top retrieval candidate (:func:`coarse_pose_render`, at
-``--retrieval-resolution`` px) is refined by :func:`keypoint_pose` at the query width.
+``--retrieval-resolution`` px) is refined by :func:`keypoint_pose` at the query width
+(``--top-k`` k: the k best candidates are refined, the one with most PnP inliers wins).
 Prints rotation / translation errors (median, max) before and after and seconds per
 query for each width in ``--widths``; writes them as JSON to ``--out``.
 
@@ -28,8 +29,9 @@ from splatjax.data import load_blender
 from splatjax.metrics import pose_errors
 from splatjax.pose.cameras import (camera_to_c2w, index_cameras, inplane_angles, inplane_rotations,
                                    num_cameras)
-from splatjax.pose.coarse import coarse_pose_render
-from splatjax.pose.keypoints import KeypointConfig, keypoint_pose
+from splatjax.image import resize_to_width
+from splatjax.pose.coarse import coarse_pose_render, render_views
+from splatjax.pose.keypoints import KeypointConfig, keypoint_poses
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nerf_synthetic_lego_400"
 
@@ -47,6 +49,18 @@ def roll_image(image: np.ndarray, angle: float, background=(1.0, 1.0, 1.0)) -> n
     m = np.concatenate([rot, (centre - rot @ centre)[:, None]], 1)  # source -> destination
     return cv2.warpAffine(np.asarray(image, np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(b) for b in background))
+
+
+def top_candidates(g, cands, queries, k: int, args) -> np.ndarray:
+    """[Q, k] indices of the k closest candidates (coarse_pose_render's distance: mean
+    squared colour difference at ``--retrieval-resolution``), closest first."""
+    if k == 1:
+        return coarse_pose_render(g, cands, jnp.asarray(queries), resolution=args.retrieval_resolution,
+                                  backend=args.backend)[0][:, None]
+    imgs = np.asarray(render_views(g, cands, width=args.retrieval_resolution, backend=args.backend))
+    q = np.asarray(resize_to_width(jnp.asarray(queries), args.retrieval_resolution))
+    d = ((q.reshape(len(q), 1, -1) - imgs.reshape(1, len(imgs), -1)) ** 2).mean(-1)
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
 
 
 def summary(err: dict) -> dict:
@@ -75,17 +89,17 @@ def run_width(g, data: Path, width: int, args) -> dict:
     out = {}
     for name, (queries, true_c2w) in sets.items():
         t0 = time.perf_counter()
-        best, _ = coarse_pose_render(g, cands, jnp.asarray(queries), resolution=args.retrieval_resolution,
-                                     backend=args.backend)
+        top = top_candidates(g, cands, queries, args.top_k, args)
         t_retrieval = time.perf_counter() - t0
-        start = index_cameras(cands, best)
+        start = index_cameras(cands, top[:, 0])
         est, inl, secs = [], [], []
-        for q in range(len(queries)):
+        for q in range(len(queries)):  # the candidate with the most PnP inliers wins
             t1 = time.perf_counter()
-            cam, n = keypoint_pose(g, queries[q], index_cameras(start, q), config, backend=args.backend)
+            cams, n = keypoint_poses(g, queries[q:q + 1], index_cameras(cands, top[q]), args.top_k, config,
+                                     backend=args.backend)
             secs.append(time.perf_counter() - t1)
-            est.append(cam)
-            inl.append(n)
+            est.append(index_cameras(cams, int(np.argmax(n))))
+            inl.append(int(n.max()))
         e0 = pose_errors(camera_to_c2w(start), true_c2w)
         e1 = pose_errors(camera_to_c2w(sj.stack_cameras(est)), true_c2w)
         out[name] = {"before": summary(e0), "after": summary(e1), "inliers": inl,
@@ -120,6 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--rolls", type=int, default=8, help="rolled copies of each training candidate")
     ap.add_argument("--retrieval-resolution", type=int, default=64)
+    ap.add_argument("--top-k", type=int, default=1, help="keypoint pose from the k best retrieval candidates "
+                    "(the one with most inliers wins)")
     ap.add_argument("--rounds", type=int, default=KeypointConfig().rounds)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random roll angles")
@@ -127,7 +143,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     g = sj.load_ply(args.model)
     print(f"model {args.model}: {g.num} Gaussians; {args.queries} val queries (upright and rolled); "
-          f"training cameras x {1 + args.rolls} rolls as candidates; keypoint rounds {args.rounds}", flush=True)
+          f"training cameras x {1 + args.rolls} rolls as candidates; keypoint rounds {args.rounds}, "
+          f"top-{args.top_k}", flush=True)
     t0 = time.perf_counter()
     results = {w: run_width(g, Path(args.data), w, args) for w in args.widths}
     print_table(results)
