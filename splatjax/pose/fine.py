@@ -16,7 +16,7 @@ device runs the plain jitted ``vmap`` (no ``shard_map``).
 Beyond the reference: the returned pose is the best iterate (lowest loss seen), not the
 last; a step with a non-finite loss or gradient is skipped, so a diverging query keeps
 finite parameters and cannot disturb the others; a query whose loss became non-finite or
-grew is flagged ``diverged`` (:class:`Refinement`). Optionally the first steps run at
+grew (by more than 1 %) is flagged ``diverged`` (:class:`Refinement`). Optionally the first steps run at
 reduced resolution (``fine_levels``, :func:`fine_level_plan`), Adam state and screw
 carried across levels (one ``lax.scan`` per level inside one compiled program).
 """
@@ -47,6 +47,7 @@ __all__ = ["fine_lr_schedule", "init_screw", "screw_motion", "moved_camera", "re
            "refine_poses_detailed", "Refinement", "fine_level_plan"]
 
 Progress = Callable[[str, int, int], object]
+GROWTH_TOLERANCE = 0.01  # a refinement "grew" (diverged) when its last loss exceeds the first by more than 1 %
 
 
 def fine_lr_schedule(count, *, lr_first: float = 1e-3, lr: float = 0.01, lr_decay: float = 0.8):
@@ -179,7 +180,7 @@ def _refine_core(gaussians, camera, query, params0, *, steps, exact_exp, backend
     better = last < best_loss
     best, best_loss = _where(better, params, best), jnp.where(better, last, best_loss)
     best_step = jnp.where(better, steps, best_step)
-    diverged = bad | ~jnp.isfinite(last) | (last > first_loss)
+    diverged = bad | ~jnp.isfinite(last) | (last > first_loss * (1.0 + GROWTH_TOLERANCE))
     trace = traces[0] if len(traces) == 1 else jnp.concatenate(traces)
     return moved_camera(camera, best, exact_exp=exact_exp), trace, best_loss, best_step, diverged
 
@@ -239,7 +240,8 @@ class Refinement(NamedTuple):
     reduced resolution); loss [B]: the full-resolution loss of the returned iterate (inf
     when no loss was finite); best_step [B]: its number of steps taken (0: the start, k:
     the last); diverged [B]: a loss or gradient became NaN/inf, or the last iterate's loss
-    exceeds the start's."""
+    exceeds the start's by more than ``GROWTH_TOLERANCE`` (1 %; a start at the optimum
+    wobbles by less)."""
 
     cameras: Camera
     traces: Float[Array, "B k"]
