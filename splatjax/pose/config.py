@@ -49,6 +49,8 @@ class PoseConfig:
     sphere_views: int = field(default=0, metadata={"help": "extra coarse candidates on a sphere around the object"})
     loftr_weights: str | None = field(default=None, metadata={"help": "LoFTR indoor_new checkpoint"})
     steps: int = field(default=FINE_STEPS, metadata={"help": "fine pose steps k"})
+    # default 1: on lego (lego200_6k, 20 val queries at 200 px) every query converged from its best
+    # coarse candidate (max rotation error 0.0032 rad), so more hypotheses can only add fine-pose cost
     hypotheses: int = field(default=1, metadata={
         "help": "coarse candidates per query refined at once; the one with the lowest final loss is kept"})
     fine_levels: int = field(default=1, metadata={
