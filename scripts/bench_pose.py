@@ -11,6 +11,20 @@ Model: ``--model RUN`` (a run folder or .ply with cameras.json / transforms besi
 by default, the toy object fitted briefly (a few hundred steps), which is enough for timing.
 
     python scripts/bench_pose.py --queries 16 --steps 30 --batch-sizes 4 16
+
+Accuracy and cost of fine-pose settings (``--data``, a Blender folder with train and val
+splits, and ``--model``): ``--queries`` validation views evenly spaced over the split at
+width ``--image-size`` (default 400), coarse pose by render-and-compare retrieval against
+the training cameras (compiled once before timing), then the whole pose stage
+(``estimate_poses``, batch = the first ``--batch-sizes``) once per ``--settings`` entry,
+each a comma-separated list of PoseConfig fields (``fine_levels=3,fine_level_steps=25``;
+``default`` = PoseConfig's defaults). Prints per setting the fine-stage seconds per query
+(wall, compilation subtracted, and process CPU), median / max rotation (rad) and
+translation errors against the true poses, diverged queries, and how many queries kept a
+hypothesis other than the best coarse candidate:
+
+    python scripts/bench_pose.py --model RUN_LEGO --data LEGO --queries 20 --image-size 400 \
+        --batch-sizes 4 --settings default fine_levels=3,fine_level_steps=25 hypotheses=2
 """
 
 from __future__ import annotations
@@ -71,7 +85,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16])
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--data", default=None, help="Blender folder (train + val): accuracy table of --settings")
+    ap.add_argument("--settings", nargs="+", default=["default"],
+                    help="with --data: PoseConfig settings, each 'field=value,field=value' or 'default'")
     args = ap.parse_args(argv)
+    if args.data:
+        return accuracy_table(args)
 
     if args.model:
         from splatjax.app.runs import load_cameras, resolve_model
@@ -130,6 +149,71 @@ def main(argv=None) -> int:
               f"{t_one / t_b:.2f} wall, {c_one / c_b:.2f} CPU; max |pose difference| = {diff:.2e}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def _setting(text: str, base: "pose.PoseConfig") -> "pose.PoseConfig":
+    """PoseConfig ``base`` with the fields of 'name=value,name=value' ('default': unchanged)."""
+    if text == "default":
+        return base
+    fields = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        kind = type(getattr(base, name))
+        fields[name] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    return replace(base, **fields)
+
+
+def _compile_seconds() -> list:
+    """A list that collects the duration of every JAX tracing / lowering / compilation."""
+    events: list = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, secs, **kw: events.append(secs) if name.startswith("/jax/core/compile/") else None)
+    return events
+
+
+def accuracy_table(args) -> int:
+    """The ``--data`` mode: pose errors and fine-stage cost of every ``--settings`` entry."""
+    from splatjax.app.runs import resolve_model
+    from splatjax.data import load_blender
+    from splatjax.metrics import pose_errors
+
+    g = sj.load_ply(resolve_model(args.model))
+    width = args.image_size or 400
+    train, val = load_blender(Path(args.data), "train", width), load_blender(Path(args.data), "val", width)
+    qidx = np.linspace(0, len(val) - 1, args.queries).round().astype(int)
+    queries, true_c2w = jnp.asarray(val.images[qidx]), val.c2w[qidx]
+    base = pose.PoseConfig(coarse="render", batch_size=args.batch_sizes[0], backend=args.backend)
+    pose.coarse_pose_render(g, train.cameras, queries, resolution=base.coarse_resolution, backend=args.backend)
+    compiles = _compile_seconds()
+    print(f"{g.num} Gaussians; {len(qidx)} val queries at {val.width}x{val.height}; batch {base.batch_size}; "
+          f"backend {args.backend}", flush=True)
+    rows = []
+    for text in args.settings:
+        config = _setting(text, base)
+        compiles.clear()
+        c0 = time.process_time()
+        est = pose.estimate_poses(g, queries, train.cameras, config, key=jax.random.key(0),
+                                  background=train.background)
+        cpu = time.process_time() - c0 - est.seconds["coarse"]  # coarse: cheap, compiled already
+        e0, e1 = pose_errors(est.coarse_c2w, true_c2w), pose_errors(est.c2w, true_c2w)
+        fine = est.seconds["fine"] + est.seconds["polish"]
+        row = {"setting": text, "fine_s_per_query": (fine - sum(compiles)) / len(qidx),
+               "compile_s": sum(compiles), "cpu_s_per_query_incl_compile": cpu / len(qidx),
+               "rot_median": float(np.median(e1["rotation_rad"])), "rot_max": float(np.max(e1["rotation_rad"])),
+               "trans_median": float(np.median(e1["translation"])), "trans_max": float(np.max(e1["translation"])),
+               "coarse_rot_median": float(np.median(e0["rotation_rad"])), "diverged": int(est.diverged.sum()),
+               "other_hypothesis": int((est.chosen > 0).sum()), "per_query_rot": e1["rotation_rad"].tolist(),
+               "per_query_trans": e1["translation"].tolist()}
+        rows.append(row)
+        print(f"{text:40s} fine {row['fine_s_per_query']:6.2f} s/query (compile {row['compile_s']:5.1f} s; CPU "
+              f"{row['cpu_s_per_query_incl_compile']:.2f} s/query incl. compile) | rotation median "
+              f"{row['rot_median']:.4f} max {row['rot_max']:.4f} rad | translation median {row['trans_median']:.4f} "
+              f"max {row['trans_max']:.4f} | diverged {row['diverged']} | other hypothesis kept "
+              f"{row['other_hypothesis']}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"image": [val.width, val.height], "queries": qidx.tolist(),
+                                               "num_gaussians": int(g.num), "rows": rows}, indent=1))
     return 0
 
 

@@ -34,6 +34,22 @@ def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
     assert np.load(tmp_path / "det" / "maps.npy").shape == (2, 224, 224)
 
 
+def test_detect_notes_a_diverged_pose(tmp_path):
+    from dataclasses import replace
+
+    out, _ = evaluated_toy()
+    lines = []
+    result = detect(out / "model", [Path(toy_dataset()) / "test" / "good" / "1.png"], tmp_path / "det",
+                    pose_config=replace(FAST_POSE, lr=30.0, lr_first=30.0), map_config=FAST_MAP, progress=False,
+                    log=lines.append)
+    [item] = result["images"]
+    assert item["pose_diverged"] is True and 0 <= item["pose_best_step"] < FAST_POSE.steps
+    assert any(line.startswith(f"{item['path']}: note: the fine pose diverged") for line in lines)
+    calm = detect(out / "model", [Path(toy_dataset()) / "test" / "good" / "1.png"], tmp_path / "det2",
+                  pose_config=FAST_POSE, map_config=FAST_MAP, progress=False, log=lines.append)
+    assert calm["images"][0]["pose_diverged"] is False
+
+
 def test_detect_without_training_cameras_uses_a_sphere(tmp_path):
     out, _ = evaluated_toy()
     (tmp_path / "bare").mkdir()

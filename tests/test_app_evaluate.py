@@ -40,7 +40,10 @@ def test_evaluate_writes_report_csv_and_pictures():
     with open(out / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8
-    assert {"path", "label", "defect_type", "score", "verdict", "fine_translation", "fine_rotation_rad"} <= set(rows[0])
+    assert {"path", "label", "defect_type", "score", "verdict", "fine_translation", "fine_rotation_rad",
+            "pose_diverged", "pose_best_step", "pose_hypothesis"} <= set(rows[0])
+    assert on_disk["pose_diverged"]["count"] == sum(int(r["pose_diverged"]) for r in rows)
+    assert on_disk["hypotheses"] == 1 and on_disk["fine_levels"] == 1
     assert {r["defect_type"] for r in rows} == {"good", "Burrs", "Missing", "Stains"}
     for r in rows:
         assert r["verdict"] == ("ANOMALOUS" if float(r["score"]) > on_disk["threshold"] else "normal")
@@ -127,3 +130,25 @@ def test_output_inside_the_dataset_is_refused(tmp_path):
     toy = toy_dataset()
     with pytest.raises(UserError, match="inside the"):
         evaluate(toy, Path(toy) / "out", model=tmp_path, progress=False, log=lambda m: None)
+
+
+def test_a_diverged_query_is_flagged_in_the_csv_the_report_and_a_warning(tmp_path):
+    # a learning rate of 30 rad per step throws every query's pose away: each is flagged,
+    # keeps its best iterate (here the start) and is named in one warning line
+    from dataclasses import replace
+
+    model = _fixed_model(tmp_path / "run")
+    messages = []
+    [r] = evaluate(toy_dataset(), tmp_path / "out", model=model, pose_config=replace(FAST_POSE, lr=30.0, lr_first=30.0),
+                   map_config=FAST_MAP, seed=3, heatmaps=False, progress=False, log=messages.append)
+    with open(tmp_path / "out" / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    flagged = [row["path"] for row in rows if row["pose_diverged"] == "1"]
+    assert flagged and r["pose_diverged"] == {"count": len(flagged), "paths": flagged}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["pose_diverged"]["paths"] == flagged
+    for row in rows:
+        assert 0 <= int(row["pose_best_step"]) <= FAST_POSE.steps and row["pose_hypothesis"] == "0"
+        if row["pose_diverged"] == "1":
+            assert int(row["pose_best_step"]) < FAST_POSE.steps  # not the last (thrown-away) iterate
+    [warning] = [m for m in messages if "diverged" in m]
+    assert "warning" in warning and all(p in warning for p in flagged)

@@ -60,6 +60,12 @@ def test_per_image_csv(tmp_path):
     assert rows == [{"path": "a", "score": "0.5", "label": "0"}, {"path": "b", "score": "1.25", "label": "1"}]
 
 
+def test_pose_convergence_plot_takes_diverged_and_nan_traces(tmp_path):
+    traces = np.vstack([np.linspace(0.1, 0.01, 6), np.full(6, np.nan), np.linspace(0.05, 0.2, 6)])
+    report.plot_pose_convergence(tmp_path / "c.png", traces, diverged=np.array([False, True, True]))
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_table_has_rows_and_mean():
     reports = [{"class": "A", "image_auroc": 0.9, "pixel_auroc": 0.99, "aupro": 0.8,
                 "seconds_per_query_without_coarse": 2.0,

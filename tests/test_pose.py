@@ -238,3 +238,183 @@ def test_candidate_cameras_add_sphere_views(scene):
     assert more.R.shape == (17, 3, 3)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(more.center[12:]), axis=-1), 4.0, rtol=1e-5)
     np.testing.assert_allclose(more.fx[12:], cams.fx[0], rtol=1e-5)
+
+
+# --- multi-hypothesis fine pose, best iterate and divergence, coarse-to-fine levels ---
+
+
+def _queries_near(g, cams, truth, seed0):
+    qcams = stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(seed0 + i, 0.03, 0.05),
+                                             exact_exp=True) for i in truth])
+    return qcams, jax.vmap(lambda c: render(g, c, backend="reference")[0])(qcams)
+
+
+def test_coarse_top_k_extends_the_best(scene):
+    g, cams, _, _ = scene
+    _, queries = _queries_near(g, cams, [5, 2, 9], 20)
+    idx1, s1 = pose.coarse_pose_render(g, cams, queries, resolution=16)
+    idx, s = pose.coarse_pose_render(g, cams, queries, resolution=16, top_k=4)
+    assert idx.shape == s.shape == (3, 4)
+    np.testing.assert_array_equal(idx[:, 0], idx1)
+    np.testing.assert_array_equal(s[:, 0], s1)
+    assert np.all(np.diff(s, axis=1) >= 0) and all(len(set(row)) == 4 for row in idx)
+    with pytest.raises(ValueError, match="top_k"):
+        pose.coarse_pose_render(g, cams, queries, resolution=16, top_k=13)
+
+
+def test_one_hypothesis_is_the_plain_path(scene):
+    # K = 1: the best coarse candidate refined by refine_poses, exactly
+    g, cams, _, _ = scene
+    _, queries = _queries_near(g, cams, [1, 7, 4], 30)
+    config = PoseConfig(coarse="render", coarse_resolution=16, steps=12, batch_size=2, backend="reference")
+    est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0))
+    idx, score = pose.coarse_pose_render(g, cams, queries, resolution=16, backend="reference")
+    start = pose.index_cameras(cams, jnp.asarray(idx))
+    ref = pose.refine_poses_detailed(g, start, queries, config, key=jax.random.key(0))
+    np.testing.assert_array_equal(est.coarse_index, idx)
+    np.testing.assert_array_equal(est.coarse_score, score)
+    np.testing.assert_array_equal(est.cameras.R, ref.cameras.R)
+    np.testing.assert_array_equal(est.cameras.t, ref.cameras.t)
+    np.testing.assert_array_equal(est.loss_traces, ref.traces)
+    np.testing.assert_array_equal(est.loss, ref.loss)
+    np.testing.assert_array_equal(est.coarse_cameras.R, start.R)
+    assert est.hypothesis_losses.shape == (3, 1) and np.all(est.chosen == 0) and not est.diverged.any()
+
+
+def test_hypotheses_keep_the_lowest_loss_and_polish_moves_the_starts(scene):
+    # polish: hypothesis 0 of every query is thrown 0.4 rad away, hypothesis 1 lands near the
+    # truth; the fine pose of all 2 x 2 hypotheses runs at once and each query keeps hypothesis 1
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [1, 7], 40)
+    seen = {}
+
+    def polish(gaussians, qs, starts, k, config):
+        seen.update(n=pose.cameras.num_cameras(starts), k=k, q=qs.shape[0])
+        moved = [pose.moved_camera(pose.index_cameras(qcams, i // k) if i % k else pose.index_cameras(starts, i),
+                                   perturbation(60 + i, 0.4 if i % k == 0 else 0.02, 0.02), exact_exp=True)
+                 for i in range(seen["n"])]
+        return stack_cameras(moved), np.zeros(seen["n"])
+
+    config = PoseConfig(coarse="render", coarse_resolution=16, steps=20, batch_size=4, hypotheses=2,
+                        backend="reference")
+    est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(1), polish=polish)
+    assert seen == {"n": 4, "k": 2, "q": 2}
+    assert est.hypothesis_index.shape == est.hypothesis_losses.shape == (2, 2)
+    np.testing.assert_array_equal(est.chosen, [1, 1])
+    np.testing.assert_array_equal(est.loss, est.hypothesis_losses.min(axis=1))
+    np.testing.assert_array_equal(est.coarse_index, est.hypothesis_index[:, 1])
+    assert np.all(pose_errors(est.c2w, pose.camera_to_c2w(qcams))["rotation_rad"] < 0.03)
+    # the kept camera is the chosen hypothesis' refinement (flat index i * K + chosen, its own key)
+    keys = jax.random.split(jax.random.key(1), 4)
+    start3 = pose.index_cameras(polish(g, queries, pose.index_cameras(cams, jnp.asarray(
+        est.hypothesis_index.reshape(-1))), 2, config)[0], 3)
+    cam, _ = pose.refine_pose(g, start3, queries[1], config, key=keys[3])
+    np.testing.assert_allclose(est.cameras.R[1], cam.R, atol=1e-5)
+    np.testing.assert_allclose(est.coarse_cameras.t[1], start3.t, atol=1e-6)
+
+
+def _loop_twin(g, camera, query, params, config):
+    """The slow twin of the fine pose: a Python loop over the levels and steps with the
+    same Adam, best iterate tracked on the full-resolution level (plus the start and the
+    last iterate), divergence as documented."""
+    from splatjax.image import resize
+    from splatjax.losses import photometric_loss
+
+    opt = pose.fine._optimizer(config.lr_first, config.lr, config.lr_decay)
+    state = opt.init(params)
+
+    def loss_fn(p, cam, target):
+        return photometric_loss(render(g, pose.moved_camera(cam, p), backend="reference")[0], target)
+
+    plan = pose.fine_level_plan(camera.width, camera.height, config.steps, config.fine_levels, config.fine_level_steps)
+    best, best_loss, best_step, trace, step, bad = params, np.inf, 0, [], 0, False
+    first = None if len(plan) == 1 else float(loss_fn(params, camera, query))
+    if first is not None and first < best_loss:
+        best_loss = first
+    for level, (w, h, n) in enumerate(plan):
+        full = level == len(plan) - 1
+        cam, target = (camera, query) if full else (camera.scaled(w, h), resize(query, h, w))
+        for _ in range(n):
+            loss, grad = jax.value_and_grad(loss_fn)(params, cam, target)
+            trace.append(float(loss))
+            if full and float(loss) < best_loss:
+                best, best_loss, best_step = params, float(loss), step
+            if np.isfinite(float(loss)):
+                upd, state = opt.update(grad, state, params)
+                params = optax.apply_updates(params, upd)
+            else:
+                bad = True
+            step += 1
+    last = float(loss_fn(params, camera, query))
+    if last < best_loss:
+        best, best_loss, best_step = params, last, step
+    first = trace[0] if first is None else first
+    return pose.moved_camera(camera, best), np.asarray(trace), best_loss, best_step, bad or last > 1.01 * first
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_refinement_matches_its_loop_twin(scene, levels):
+    g, cams, _, images = scene
+    start = pose.moved_camera(pose.index_cameras(cams, 2), perturbation(3, 0.08, 0.1), exact_exp=True)
+    config = PoseConfig(steps=9, fine_levels=levels, fine_level_steps=4, backend="reference")
+    key = jax.random.key(5)
+    ref = pose.refine_poses_detailed(g, start, images[2][None], config, key=key)
+    params = pose.init_screw(key=jax.random.split(key, 1)[0], std=config.init_std)
+    cam, trace, loss, step, diverged = _loop_twin(g, start, images[2], params, config)
+    np.testing.assert_allclose(ref.traces[0], trace, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ref.cameras.R[0], cam.R, atol=1e-5)
+    np.testing.assert_allclose(ref.cameras.t[0], cam.t, atol=1e-5)
+    assert float(ref.loss[0]) == pytest.approx(loss, rel=1e-4)
+    assert int(ref.best_step[0]) == step
+    assert not bool(ref.diverged[0]) and not diverged
+    if levels == 2:  # the first 4 losses are at half resolution: a different scale
+        assert ref.traces.shape == (1, 9) and trace[0] != pytest.approx(trace[4], rel=1e-3)
+
+
+def test_fine_level_plan():
+    assert pose.fine_level_plan(400, 300, 175) == ((400, 300, 175),)
+    assert pose.fine_level_plan(400, 300, 175, 3, 25) == ((100, 75, 25), (200, 150, 25), (400, 300, 125))
+    with pytest.raises(ValueError, match="no full-resolution step"):
+        pose.fine_level_plan(400, 300, 50, 3, 25)
+
+
+def test_a_diverging_query_is_flagged_alone_and_keeps_its_best_iterate(scene):
+    # query 1 is NaN pixels: NaN losses from the first step; queries 0 and 2 refine as alone
+    g, cams, _, images = scene
+    starts = stack_cameras([pose.moved_camera(pose.index_cameras(cams, i), perturbation(70 + i), exact_exp=True)
+                            for i in (0, 1, 2)])
+    queries = images[:3].at[1].set(jnp.nan)
+    config = PoseConfig(steps=10, batch_size=3, backend="reference")
+    key = jax.random.key(2)
+    ref = pose.refine_poses_detailed(g, starts, queries, config, key=key)
+    np.testing.assert_array_equal(np.asarray(ref.diverged), [False, True, False])
+    assert np.isnan(ref.traces[1]).all() and np.isinf(ref.loss[1]) and int(ref.best_step[1]) == 0
+    assert np.isfinite(ref.cameras.R).all() and np.isfinite(ref.cameras.t).all()
+    np.testing.assert_allclose(ref.cameras.t[1], starts.t[1], atol=1e-4)  # NaN never moved it: the start
+    keys = jax.random.split(key, 3)
+    for i in (0, 2):
+        cam, tr = pose.refine_pose(g, pose.index_cameras(starts, i), queries[i], config, key=keys[i])
+        np.testing.assert_allclose(ref.cameras.R[i], cam.R, atol=1e-5)
+        np.testing.assert_allclose(ref.traces[i], tr, atol=1e-5)
+
+
+def test_a_huge_learning_rate_diverges_and_the_best_iterate_is_returned(scene):
+    g, cams, _, images = scene
+    starts = stack_cameras([pose.moved_camera(pose.index_cameras(cams, i), perturbation(80 + i), exact_exp=True)
+                            for i in (3, 4)])
+    config = PoseConfig(steps=8, batch_size=2, lr=30.0, lr_first=30.0, backend="reference")
+    ref = pose.refine_poses_detailed(g, starts, images[3:5], config, key=jax.random.key(3))
+    assert np.all(np.asarray(ref.diverged))
+    assert np.all(np.asarray(ref.loss) <= np.asarray(ref.traces[:, 0]))
+    assert np.all(np.asarray(ref.loss) < np.asarray(ref.traces[:, -1]))
+    calm = pose.refine_poses_detailed(g, starts, images[3:5], replace(config, lr=0.01, lr_first=1e-3),
+                                      key=jax.random.key(3))
+    assert not np.asarray(calm.diverged).any()  # here the loss wobbles by < 1 % in 8 steps: not diverged
+
+
+def test_pose_config_new_options_are_validated():
+    for bad in (dict(hypotheses=0), dict(fine_levels=0), dict(fine_levels=5), dict(fine_level_steps=0),
+                dict(steps=50, fine_levels=3, fine_level_steps=25)):
+        with pytest.raises(ConfigError):
+            PoseConfig(**bad)
+    assert PoseConfig(steps=51, fine_levels=3, fine_level_steps=25).fine_levels == 3

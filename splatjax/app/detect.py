@@ -1,9 +1,11 @@
 """``detect``: new images of a fitted object through the stages, one verdict per image.
 
 Writes ``out/detections.json`` (per image: score, verdict, heatmap, final loss,
-camera-to-world pose; the threshold and colour scale), ``out/maps.npy`` and
+whether the fine pose diverged and the step of the kept iterate, camera-to-world pose;
+the threshold and colour scale), ``out/maps.npy`` and
 ``out/heatmaps/<name>.png`` on the model's fixed scale (:mod:`splatjax.app.calibration`),
-and says ``<image>: score S, threshold T -> ANOMALOUS/normal`` for every image.
+and says ``<image>: score S, threshold T -> ANOMALOUS/normal`` for every image (plus a
+note for an image whose fine pose diverged).
 """
 
 from __future__ import annotations
@@ -136,10 +138,14 @@ def detect(
         "fine_steps": int(pose_config.steps), "seconds": seconds, "maps": "maps.npy",
         "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
         "images": [{"path": str(p), "score": float(s), "verdict": verdict(s, cal), "heatmap": f"heatmaps/{n}.png",
-                    "final_loss": float(det.poses.loss_traces[i, -1]), "c2w": det.poses.c2w[i].tolist()}
+                    "final_loss": float(det.poses.loss[i]), "pose_diverged": bool(det.poses.diverged[i]),
+                    "pose_best_step": int(det.poses.best_step[i]), "c2w": det.poses.c2w[i].tolist()}
                    for i, (p, s, n) in enumerate(zip(images, det.maps.scores, names))],
     }
     write_json(out / "detections.json", result)
     for item in result["images"]:
         log(f"{item['path']}: score {item['score']:.4g}, threshold {cal.threshold:.4g} -> {item['verdict']}")
+        if item["pose_diverged"]:
+            log(f"{item['path']}: note: the fine pose diverged (its loss became NaN/inf or grew); the pose is its "
+                f"best iterate (step {item['pose_best_step']}) and the verdict may be unreliable")
     return result

@@ -5,8 +5,11 @@ renders -> anomaly maps (224 x 224) and image scores -> image AUROC, pixel AUROC
 resized nearest to the map size), AUPRO and, with a test-pose file, pose errors of the
 coarse and the fine poses. Output folder::
 
-    report.json        metrics, per-stage seconds, queries per second, settings, pose errors
-    per_image.csv      path, label, defect type, score, verdict, coarse index, final loss, pose errors
+    report.json        metrics, per-stage seconds, queries per second, settings, pose errors,
+                       ``pose_diverged`` (count and paths of queries whose fine pose diverged;
+                       also said as a warning through ``log``, stderr by default)
+    per_image.csv      path, label, defect type, score, verdict, coarse index, final loss (of the kept
+                       iterate), pose_diverged (0/1), pose_best_step, pose_hypothesis, pose errors
     heatmaps/<type>_<n>.png   query | render | anomaly map on the model's fixed scale
     roc.png            image and pixel ROC curves
     pose_convergence.png      fine-pose loss per step (+ coarse vs fine errors)
@@ -72,13 +75,22 @@ def _pose_report(est, true_c2w, test_poses) -> tuple[dict, tuple]:
              "fine_better_fraction": float(better.mean()), "test_poses": test_poses}, (e_coarse, e_fine))
 
 
+def _warn_diverged(name: str, paths, diverged, log) -> None:
+    """One warning line naming the queries whose fine pose diverged (none: silent)."""
+    bad = [p for p, d in zip(paths, diverged) if d]
+    if bad:
+        log(f"[splatjax] {name}: warning: the fine pose diverged for {len(bad)} of {len(paths)} queries (loss "
+            f"became NaN/inf or grew; each keeps its best iterate, its score may be unreliable): {', '.join(bad)}")
+
+
 def _write_tables(out_dir: Path, cls, det, cal, errs) -> None:
     test, est = cls.test, det.poses
     cols = {"path": list(test.paths), "label": [int(x) for x in test.labels], "defect_type": list(test.defect_types),
             "score": [float(s) for s in det.maps.scores],
             "verdict": [verdict(s, cal) for s in det.maps.scores],
             "coarse_index": [int(i) for i in est.coarse_index], "coarse_score": [float(s) for s in est.coarse_score],
-            "final_loss": [float(t[-1]) for t in est.loss_traces]}
+            "final_loss": [float(x) for x in est.loss], "pose_diverged": [int(x) for x in est.diverged],
+            "pose_best_step": [int(x) for x in est.best_step], "pose_hypothesis": [int(x) for x in est.chosen]}
     if errs:
         for name, e, key in (("coarse_translation", errs[0], "translation"), ("coarse_rotation_rad", errs[0],
                              "rotation_rad"), ("fine_translation", errs[1], "translation"),
@@ -99,7 +111,7 @@ def _write_pictures(out_dir: Path, cls, det, cal, errs, *, heatmaps: bool, progr
     plot_roc_curves(out_dir / "roc.png", det.maps.scores, labels, det.maps.maps, masks, title=cls.name)
     plot_pose_convergence(out_dir / "pose_convergence.png", det.poses.loss_traces,
                           coarse_errors=errs[0] if errs else None, fine_errors=errs[1] if errs else None,
-                          title=cls.name)
+                          diverged=det.poses.diverged, title=cls.name)
     if heatmaps:
         names = [f"{t}_{Path(p).stem}" for p, t in zip(test.paths, test.defect_types)]
         write_heatmaps(out_dir / "heatmaps", names, test.images, det.renders, det.maps.maps, det.maps.scores, cal,
@@ -116,6 +128,10 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed) -> 
         "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
         "features": det.maps.features, "coarse_method": det.poses.method, "fine_steps": int(pose_config.steps),
         "exact_exp": bool(pose_config.exact_exp), "batch_size": int(pose_config.batch_size),
+        "hypotheses": int(pose_config.hypotheses), "fine_levels": int(pose_config.fine_levels),
+        "fine_level_steps": int(pose_config.fine_level_steps),
+        "pose_diverged": {"count": int(det.poses.diverged.sum()),
+                          "paths": [p for p, d in zip(cls.test.paths, det.poses.diverged) if d]},
         "render_backend": resolve_backend(pose_config.backend), "seed": int(seed),
     }
 
@@ -165,6 +181,7 @@ def evaluate_class(
                      key=jax.random.key(seed), extractor=extractor, candidate_images=train.images,
                      background=train.background, progress=bars, log=log, parallel=parallel)
     seconds.update(det.seconds)
+    _warn_diverged(cls.name, test.paths, det.poses.diverged, log)
     t0 = time.perf_counter()
     metrics = evaluate_detection(det.maps.scores, det.maps.maps, test.labels, test.masks)
     pose_part, errs = _pose_report(det.poses, true_c2w, test_poses) if true_c2w is not None else (None, None)
@@ -186,7 +203,7 @@ def evaluate_class(
 
 def _finish_report(out_dir: Path, report: dict, seconds: dict, m: int, fit_info, heatmaps: bool,
                    devices: int) -> dict:
-    infer = seconds["coarse"] + seconds["fine"] + seconds["render"] + seconds["maps"]
+    infer = seconds["coarse"] + seconds.get("polish", 0.0) + seconds["fine"] + seconds["render"] + seconds["maps"]
     report["parallel"] = {**parallel_info(devices, m, seconds["fine"] + seconds["render"] + seconds["maps"]),
                           "stages": ["fine", "render", "maps"]}
     seconds["total"] = float(sum(seconds.values()))

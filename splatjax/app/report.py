@@ -14,6 +14,7 @@ import csv
 import io
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -86,19 +87,26 @@ def plot_pose_convergence(
     *,
     coarse_errors: dict | None = None,
     fine_errors: dict | None = None,
+    diverged: np.ndarray | None = None,
     title: str = "",
 ) -> None:
-    """Fine-pose loss per step (every query, plus the median) and, when errors against
-    known poses are given, coarse vs fine rotation and translation errors per query."""
+    """Fine-pose loss per step (every query, plus the median of the finite losses; queries
+    flagged in ``diverged`` [Q] in red) and, when errors against known poses are given,
+    coarse vs fine rotation and translation errors per query."""
     plt = _pyplot()
     traces = np.asarray(loss_traces, np.float64)
     with_err = coarse_errors is not None and fine_errors is not None
     fig, axes = plt.subplots(1, 3 if with_err else 1, figsize=(13 if with_err else 5, 4), squeeze=False)
     ax = axes[0, 0]
     steps = np.arange(1, traces.shape[1] + 1)
-    for tr in traces:
-        ax.plot(steps, tr, c="tab:blue", alpha=0.25, lw=0.8)
-    ax.plot(steps, np.median(traces, axis=0), c="k", lw=2, label="median")
+    bad = np.zeros(len(traces), bool) if diverged is None else np.asarray(diverged, bool)
+    for tr, b in zip(traces, bad):
+        ax.plot(steps, tr, c="tab:red" if b else "tab:blue", alpha=0.8 if b else 0.25, lw=0.8)
+    finite = np.where(np.isfinite(traces), traces, np.nan)
+    with warnings.catch_warnings():  # a step where no loss is finite has no median (NaN, not a warning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(finite, axis=0)
+    ax.plot(steps, median, c="k", lw=2, label="median" + (f" ({int(bad.sum())} diverged, red)" if bad.any() else ""))
     ax.set(xlabel="step", ylabel="0.8 L1 + 0.2 (1 - SSIM)", title="fine pose loss", yscale="log")
     ax.legend()
     if with_err:

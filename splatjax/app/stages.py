@@ -24,7 +24,7 @@ __all__ = ["Detection", "run_stages"]
 class Detection:
     """What the stages give for Q queries: ``poses`` (:class:`splatjax.pose.PoseEstimate`),
     ``renders`` [Q, H, W, 3] at the fine poses, ``maps`` (:class:`splatjax.anomaly.Maps`)
-    and ``seconds`` per stage ("coarse", "fine", "render", "maps")."""
+    and ``seconds`` per stage ("coarse", "polish", "fine", "render", "maps")."""
 
     poses: PoseEstimate
     renders: np.ndarray
@@ -42,6 +42,7 @@ def run_stages(
     key: jax.Array,
     extractor,
     candidate_images: np.ndarray | None = None,
+    polish=None,
     background=(1.0, 1.0, 1.0),
     progress: Callable[[str, int, int], object] | None = None,
     log: Callable[[str], object] | None = None,
@@ -49,9 +50,10 @@ def run_stages(
 ) -> Detection:
     """Poses, renders and maps of ``queries`` (see :func:`splatjax.pose.estimate_poses`
     and :func:`splatjax.anomaly.compute_maps`); ``parallel`` shards the fine pose, the
-    renders and the (weights-free) maps over local devices."""
+    renders and the (weights-free) maps over local devices; ``polish`` moves every coarse
+    candidate before the fine pose (see :func:`splatjax.pose.estimate_poses`)."""
     est = estimate_poses(gaussians, queries, candidates, pose_config, key=key, candidate_images=candidate_images,
-                         background=background, progress=progress, log=log, parallel=parallel)
+                         polish=polish, background=background, progress=progress, log=log, parallel=parallel)
     seconds = dict(est.seconds)
     t0 = time.perf_counter()
     renders = np.asarray(render_views(gaussians, est.cameras, batch_size=pose_config.batch_size,

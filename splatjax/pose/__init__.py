@@ -4,7 +4,8 @@ gradient refinement, batched; and renders at the estimated poses.
 The stage is :func:`estimate_poses` (gaussians, queries, candidate cameras,
 :class:`PoseConfig`, ``key``) -> :class:`PoseEstimate`; :func:`render_views` renders the
 model at the estimated cameras. The parts: :mod:`.coarse` (render-and-compare and LoFTR
-retrieval), :mod:`.fine` (screw parameters, Adam, vmapped chunks), :mod:`.cameras`
+retrieval, the top-K candidates of each query), :mod:`.fine` (screw parameters, Adam,
+vmapped chunks, best iterate, divergence, coarse-to-fine levels), :mod:`.cameras`
 (camera batches, camera-to-world, sphere and in-plane candidates), :mod:`.config`.
 
 Poses returned to users are camera-to-world 4 x 4 in the Blender/OpenGL convention
@@ -37,7 +38,17 @@ from .cameras import (
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
-from .fine import fine_lr_schedule, init_screw, moved_camera, refine_pose, refine_poses, screw_motion
+from .fine import (
+    Refinement,
+    fine_level_plan,
+    fine_lr_schedule,
+    init_screw,
+    moved_camera,
+    refine_pose,
+    refine_poses,
+    refine_poses_detailed,
+    screw_motion,
+)
 
 __all__ = [
     "PoseConfig",
@@ -47,6 +58,9 @@ __all__ = [
     "render_views",
     "refine_pose",
     "refine_poses",
+    "refine_poses_detailed",
+    "Refinement",
+    "fine_level_plan",
     "coarse_pose_render",
     "coarse_pose_loftr",
     "resolve_coarse",
@@ -62,16 +76,23 @@ __all__ = [
 ]
 
 Progress = Callable[[str, int, int], object]
+Polish = Callable[..., tuple[Camera, object]]
 
 
 @dataclasses.dataclass(frozen=True)
 class PoseEstimate:
-    """Coarse and fine poses of Q queries.
+    """Coarse and fine poses of Q queries, K = ``config.hypotheses`` hypotheses each.
 
-    coarse_index: index into the candidates; coarse_score: its distance (render) or match
-    count (loftr); coarse_cameras / cameras: stacked starting / refined cameras;
-    coarse_c2w / c2w: Blender camera-to-world [Q, 4, 4]; loss_traces [Q, k];
-    method: "render" or "loftr"; seconds: {"coarse": s, "fine": s}.
+    Of the kept (chosen) hypothesis: coarse_index: index into the candidates;
+    coarse_score: its distance (render) or match count (loftr); coarse_cameras / cameras:
+    stacked starting (after the optional polish) / refined cameras; coarse_c2w / c2w:
+    Blender camera-to-world [Q, 4, 4]; loss_traces [Q, k]: the loss before each step;
+    loss [Q]: the full-resolution loss of the returned iterate; best_step [Q]: its number
+    of steps (0 = the start, k = the last); diverged [Q]: the refinement's loss became
+    NaN/inf or grew (the pose is still its best iterate). Of every hypothesis:
+    hypothesis_index / hypothesis_score [Q, K] (best coarse first), hypothesis_losses
+    [Q, K] (inf: no finite loss); chosen [Q]: the kept column (lowest loss).
+    method: "render" or "loftr"; seconds: {"coarse": s, "polish": s, "fine": s}.
     """
 
     coarse_index: np.ndarray
@@ -83,6 +104,13 @@ class PoseEstimate:
     loss_traces: np.ndarray
     method: str
     seconds: dict
+    loss: np.ndarray
+    best_step: np.ndarray
+    diverged: np.ndarray
+    hypothesis_index: np.ndarray
+    hypothesis_score: np.ndarray
+    hypothesis_losses: np.ndarray
+    chosen: np.ndarray
 
 
 def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
@@ -99,21 +127,30 @@ def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
 
 
 def _coarse(gaussians, queries, cands, config, *, candidate_images, loftr_matcher, background, progress, log):
-    """(method, candidate cameras searched, index [Q], score [Q])."""
+    """(method, candidate cameras searched, index [Q, K], score [Q, K]), K = config.hypotheses."""
     method = resolve_coarse(config.coarse, config.loftr_weights, log=log) if loftr_matcher is None else (
         "loftr" if config.coarse in ("auto", "loftr") else config.coarse)
+    k = config.hypotheses
     if method == "loftr":
         if candidate_images is None:
             raise ValueError("estimate_poses: LoFTR coarse pose needs candidate_images (the training images)")
         n_train = candidate_images.shape[0]
         idx, score = coarse_pose_loftr(queries, candidate_images, matcher=loftr_matcher,
-                                       weights=config.loftr_weights, progress=progress)
+                                       weights=config.loftr_weights, progress=progress, top_k=k)
         return method, index_cameras(cands, slice(0, n_train)), idx, score
     if config.inplane_rotations:
         cands = inplane_rotations(cands, np.concatenate([[0.0], inplane_angles(config.inplane_rotations)]))
     idx, score = coarse_pose_render(gaussians, cands, queries, resolution=config.coarse_resolution,
-                                    backend=config.backend, background=background, progress=progress)
+                                    backend=config.backend, background=background, progress=progress, top_k=k)
     return method, cands, idx, score
+
+
+def _choose(ref: Refinement, q: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hypothesis losses [Q, K], chosen column [Q], flat index of the chosen [Q]) of a
+    query-major refinement of Q * K hypotheses; the lowest loss wins (the first on ties)."""
+    losses = np.asarray(ref.loss, np.float64).reshape(q, k)  # inf, never NaN, when no loss was finite
+    chosen = np.argmin(losses, axis=1)
+    return losses, chosen, np.arange(q) * k + chosen
 
 
 def estimate_poses(
@@ -125,34 +162,53 @@ def estimate_poses(
     key: jax.Array,
     candidate_images: Float[Array, "C H W 3"] | None = None,
     loftr_matcher=None,
+    polish: Polish | None = None,
     background=(1.0, 1.0, 1.0),
     progress: Progress | None = None,
     log: Callable[[str], object] | None = None,
     parallel: ParallelConfig | None = None,
 ) -> PoseEstimate:
-    """The pose stage: coarse pose then fine pose for every query.
+    """The pose stage: coarse pose (the ``config.hypotheses`` = K best candidates of every
+    query), then the optional ``polish`` of every candidate, then the fine pose of all
+    Q * K hypotheses in one batched run; each query keeps the hypothesis of lowest loss.
 
     ``candidates``: stacked cameras at the query resolution, e.g.
     :func:`candidate_cameras` of the training cameras; for LoFTR the first C of them
     must be the cameras of ``candidate_images`` (the training images).
     Render-and-compare adds ``config.inplane_rotations`` rolls of every candidate.
-    ``progress(stage, done, total)`` reports chunks; ``log`` says which coarse method
-    "auto" chose; ``parallel`` shards the fine pose over local devices (see
-    :func:`refine_poses`)."""
+    ``polish(gaussians, queries [Q], cameras [Q*K query-major], K, config) -> (cameras
+    [Q*K], inliers [Q*K])`` moves each coarse candidate before the fine pose (e.g. a
+    keypoint pose). Hypothesis j of query i is refined with the screw initialisation of
+    ``jax.random.split(key, Q * K)[i * K + j]`` (K = 1: exactly :func:`refine_poses` from
+    the best candidate). ``progress(stage, done, total)`` reports chunks; ``log`` says
+    which coarse method "auto" chose; ``parallel`` shards the fine pose over local
+    devices (see :func:`refine_poses`)."""
     queries = jnp.asarray(queries, jnp.float32)
+    q, k = queries.shape[0], config.hypotheses
     t0 = time.perf_counter()
     method, cands, idx, score = _coarse(gaussians, queries, as_batch(candidates), config,
                                         candidate_images=candidate_images, loftr_matcher=loftr_matcher,
                                         background=background, progress=progress, log=log)
-    coarse_cams = index_cameras(cands, jnp.asarray(idx))
-    jax.block_until_ready(coarse_cams.R)
+    starts = index_cameras(cands, jnp.asarray(idx.reshape(-1)))  # [Q * K], query-major
+    jax.block_until_ready(starts.R)
     t1 = time.perf_counter()
-    cams, traces = refine_poses(gaussians, coarse_cams, queries, config, key=key, background=background,
-                                progress=progress, parallel=parallel)
-    traces = np.asarray(traces)
+    if polish is not None:
+        starts, _ = polish(gaussians, queries, starts, k, config)
+        jax.block_until_ready(starts.R)
     t2 = time.perf_counter()
+    targets = queries if k == 1 else jnp.repeat(queries, k, axis=0)
+    ref = refine_poses_detailed(gaussians, starts, targets, config, key=key, background=background,
+                                progress=progress, parallel=parallel)
+    losses, chosen, flat = _choose(ref, q, k)
+    pick = jnp.asarray(flat)
+    cams, coarse_cams = index_cameras(ref.cameras, pick), index_cameras(starts, pick)
+    rows = np.arange(q)
+    t3 = time.perf_counter()
     return PoseEstimate(
-        coarse_index=np.asarray(idx), coarse_score=np.asarray(score), coarse_cameras=coarse_cams, cameras=cams,
-        coarse_c2w=camera_to_c2w(coarse_cams), c2w=camera_to_c2w(cams), loss_traces=traces, method=method,
-        seconds={"coarse": t1 - t0, "fine": t2 - t1},
-    )
+        coarse_index=idx[rows, chosen], coarse_score=score[rows, chosen], coarse_cameras=coarse_cams,
+        cameras=cams, coarse_c2w=camera_to_c2w(coarse_cams), c2w=camera_to_c2w(cams),
+        loss_traces=np.asarray(ref.traces)[flat], method=method,
+        seconds={"coarse": t1 - t0, "polish": t2 - t1, "fine": t3 - t2},
+        loss=losses[rows, chosen], best_step=np.asarray(ref.best_step)[flat],
+        diverged=np.asarray(ref.diverged)[flat], hypothesis_index=idx, hypothesis_score=score,
+        hypothesis_losses=losses, chosen=chosen)

@@ -103,12 +103,14 @@ def coarse_pose_render(
     backend: str = "auto",
     background=(1.0, 1.0, 1.0),
     progress: Progress | None = None,
-) -> tuple[Int[np.ndarray, " Q"], Float[np.ndarray, " Q"]]:
+    top_k: int | None = None,
+) -> tuple[Int[np.ndarray, "Q *K"], Float[np.ndarray, "Q *K"]]:
     """Render-and-compare retrieval. Candidates are rendered from ``gaussians`` at width
     ``resolution`` (or ``candidate_images`` are used instead, e.g. the training images;
     then ``gaussians`` may be None); queries are downsampled (antialiased) to the same
     size. Returns, per query, the index of the closest candidate and its mean squared
-    colour difference."""
+    colour difference, both [Q]; with ``top_k=K``, the K closest, closest first, [Q, K]
+    (ties: the lower index first; the first column is the ``top_k=None`` answer)."""
     if candidate_images is None:
         if gaussians is None:
             raise ValueError("coarse_pose_render: give gaussians or candidate_images")
@@ -123,12 +125,23 @@ def coarse_pose_render(
     if q.shape[1:] != cand.shape[1:]:
         raise ValueError(f"coarse_pose_render: queries resize to {q.shape[1:]} but candidates are {cand.shape[1:]}"
                          " (different aspect ratios)")
+    k = _check_top_k(top_k, cand.shape[0], "coarse_pose_render")
     best, score = [], []
     for s in range(0, q.shape[0], 256):
-        d = _sq_distances(q[s:s + 256], cand)
-        best.append(np.asarray(jnp.argmin(d, axis=1)))
-        score.append(np.asarray(jnp.min(d, axis=1)))
-    return np.concatenate(best), np.concatenate(score)
+        d = np.asarray(_sq_distances(q[s:s + 256], cand))
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]  # NaN sorts last
+        best.append(order)
+        score.append(np.take_along_axis(d, order, axis=1))
+    best, score = np.concatenate(best), np.concatenate(score)
+    return (best[:, 0], score[:, 0]) if top_k is None else (best, score)
+
+
+def _check_top_k(top_k: int | None, n: int, where: str) -> int:
+    """The number of candidates to keep (1 for None); a clear error when out of range."""
+    k = 1 if top_k is None else int(top_k)
+    if not 1 <= k <= n:
+        raise ValueError(f"{where}: top_k (hypotheses) must be between 1 and the {n} candidates, got {top_k}")
+    return k
 
 
 def _to_grey(images, size: int = 400) -> np.ndarray:
@@ -144,10 +157,13 @@ def coarse_pose_loftr(
     weights: str | None = None,
     size: int = 400,
     progress: Progress | None = None,
-) -> tuple[Int[np.ndarray, " Q"], Float[np.ndarray, " Q"]]:
+    top_k: int | None = None,
+) -> tuple[Int[np.ndarray, "Q *K"], Float[np.ndarray, "Q *K"]]:
     """The reference's coarse pose: LoFTR ("indoor_new") matches between each query and
     every candidate (training) image, both ``size`` x ``size`` greyscale in [0, 1]; the
-    candidate with the most matches wins. Returns (index [Q], match count [Q]).
+    candidate with the most matches wins. Returns (index [Q], match count [Q]); with
+    ``top_k=K`` the K candidates with the most matches, most first, [Q, K] (ties: the
+    lower index first).
     ``matcher``: a loaded kornia LoFTR; else loaded from ``weights`` (path, or
     ``$SPLATJAX_LOFTR_WEIGHTS``, or the torch hub cache; see :mod:`splatjax.anomaly.weights`)."""
     from ..anomaly import weights as weights_mod
@@ -159,15 +175,18 @@ def coarse_pose_loftr(
             raise weights_mod.WeightsError(f"LoFTR coarse pose requested but no weights were found. "
                                            f"{weights_mod.loftr_guidance()}")
         matcher = weights_mod.load_loftr(path)
+    k = _check_top_k(top_k, int(np.shape(candidate_images)[0]), "coarse_pose_loftr")
     qg, cg = _to_grey(queries, size), _to_grey(candidate_images, size)
     best, count = [], []
     for i in range(qg.shape[0]):
-        counts = loftr_match_counts(matcher, qg[i], cg)
-        best.append(int(np.argmax(counts)))
-        count.append(float(counts.max()))
+        counts = np.asarray(loftr_match_counts(matcher, qg[i], cg), np.float64)
+        order = np.argsort(-counts, kind="stable")[:k]
+        best.append(order)
+        count.append(counts[order])
         if progress is not None:
             progress("LoFTR coarse pose", i + 1, qg.shape[0])
-    return np.asarray(best, np.int64), np.asarray(count, np.float64)
+    best, count = np.asarray(best, np.int64).reshape(-1, k), np.asarray(count, np.float64).reshape(-1, k)
+    return (best[:, 0], count[:, 0]) if top_k is None else (best, count)
 
 
 def resolve_coarse(coarse: str, loftr_weights: str | None = None, *, log: Callable[[str], object] | None = None) -> str:

@@ -14,6 +14,7 @@ from ..errors import ConfigError
 __all__ = ["PoseConfig"]
 
 FINE_STEPS = 175
+MAX_FINE_LEVELS = 4  # the coarsest level at 1/8 of the width
 
 
 def _check(cond: bool, option: str, message: str) -> None:
@@ -32,6 +33,11 @@ class PoseConfig:
     ``inplane_rotations`` rolled copies of each. Fine: Adam on the screw for ``steps``
     steps, learning rate ``lr_first`` for the first step then
     ``lr * lr_decay ** (count / 100)``; ``batch_size`` queries per vmapped chunk.
+    ``hypotheses``: the K best coarse candidates of every query are all refined (one
+    batched run of Q * K refinements) and each query keeps the one with the lowest loss.
+    ``fine_levels`` > 1: coarse-to-fine steps, the first ``fine_levels - 1`` levels of
+    ``fine_level_steps`` steps each at 1/2^(levels-1), ..., 1/2 of the query width (taken
+    out of ``steps``), the rest at full resolution.
     """
 
     coarse: str = field(default="auto", metadata={
@@ -43,6 +49,15 @@ class PoseConfig:
     sphere_views: int = field(default=0, metadata={"help": "extra coarse candidates on a sphere around the object"})
     loftr_weights: str | None = field(default=None, metadata={"help": "LoFTR indoor_new checkpoint"})
     steps: int = field(default=FINE_STEPS, metadata={"help": "fine pose steps k"})
+    # default 1: on lego (lego200_6k, 20 val queries at 200 px) every query converged from its best
+    # coarse candidate (max rotation error 0.0032 rad), so more hypotheses can only add fine-pose cost
+    hypotheses: int = field(default=1, metadata={
+        "help": "coarse candidates per query refined at once; the one with the lowest final loss is kept"})
+    fine_levels: int = field(default=1, metadata={
+        "help": "fine pose resolution levels (1: full resolution only; L: L-1 reduced levels at 1/2^(L-1) .. 1/2 "
+                "of the width first)"})
+    fine_level_steps: int = field(default=25, metadata={
+        "help": "fine pose steps at each reduced-resolution level (taken out of --steps)"})
     batch_size: int = field(default=16, metadata={"help": "queries refined at once under vmap"})
     exact_exp: bool = field(default=False, metadata={
         "help": "corrected SE(3) exponential instead of the reference's unnormalised screw map"})
@@ -58,7 +73,7 @@ class PoseConfig:
                f"must be 'auto', 'render' or 'loftr' (got {self.coarse!r})")
         _check(self.backend in ("auto", "reference", "cpu", "cuda"), "backend",
                f"must be 'auto', 'reference', 'cpu' or 'cuda' (got {self.backend!r})")
-        for name in ("coarse_resolution", "steps", "batch_size"):
+        for name in ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps"):
             v = getattr(self, name)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, f"must be an integer >= 1 (got {v!r})")
         for name in ("inplane_rotations", "sphere_views"):
@@ -67,5 +82,10 @@ class PoseConfig:
         for name in ("lr_first", "lr", "lr_decay", "init_std"):
             v = getattr(self, name)
             _check(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, name, f"must be > 0 (got {v!r})")
+        _check(self.fine_levels <= MAX_FINE_LEVELS, "fine_levels",
+               f"must be <= {MAX_FINE_LEVELS} (got {self.fine_levels!r})")
+        _check(self.fine_levels == 1 or self.steps > (self.fine_levels - 1) * self.fine_level_steps, "steps",
+               f"must exceed fine_levels - 1 = {self.fine_levels - 1} reduced levels x fine_level_steps "
+               f"{self.fine_level_steps} (got {self.steps!r}), so that full-resolution steps remain")
         _check(self.lr_decay <= 1.0, "lr_decay", f"must be <= 1 (got {self.lr_decay!r})")
         _check(isinstance(self.exact_exp, bool), "exact_exp", f"must be True or False (got {self.exact_exp!r})")

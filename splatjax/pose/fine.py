@@ -12,31 +12,42 @@ are refined in fixed-size chunks under ``jax.vmap`` (the last chunk is padded, s
 compilation serves every chunk). With several local devices (:class:`ParallelConfig`) each
 chunk is split evenly over them by :func:`splatjax.sharding.shard_over_queries`; one
 device runs the plain jitted ``vmap`` (no ``shard_map``).
+
+Beyond the reference: the returned pose is the best iterate (lowest loss seen), not the
+last; a step with a non-finite loss or gradient is skipped, so a diverging query keeps
+finite parameters and cannot disturb the others; a query whose loss became non-finite or
+grew (by more than 1 %) is flagged ``diverged`` (:class:`Refinement`). Optionally the first steps run at
+reduced resolution (``fine_levels``, :func:`fine_level_plan`), Adam state and screw
+carried across levels (one ``lax.scan`` per level inside one compiled program).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float, Int
 
 from .. import se3
 from ..camera import Camera
 from ..gaussians import Gaussians
 from ..losses import photometric_loss
+from ..image import resize
 from ..render import render
 from ..sharding import ParallelConfig, query_mesh, shard_over_queries
 from .cameras import as_batch, num_cameras
 from .config import PoseConfig
 
-__all__ = ["fine_lr_schedule", "init_screw", "screw_motion", "moved_camera", "refine_pose", "refine_poses"]
+__all__ = ["fine_lr_schedule", "init_screw", "screw_motion", "moved_camera", "refine_pose", "refine_poses",
+           "refine_poses_detailed", "Refinement", "fine_level_plan"]
 
 Progress = Callable[[str, int, int], object]
+GROWTH_TOLERANCE = 0.01  # a refinement "grew" (diverged) when its last loss exceeds the first by more than 1 %
 
 
 def fine_lr_schedule(count, *, lr_first: float = 1e-3, lr: float = 0.01, lr_decay: float = 0.8):
@@ -85,29 +96,96 @@ def _static(config: PoseConfig, background) -> dict:
     program are left out, so configs differing only in them share compilations)."""
     return dict(steps=int(config.steps), exact_exp=bool(config.exact_exp), backend=config.backend,
                 background=tuple(float(x) for x in background),
-                lrs=(float(config.lr_first), float(config.lr), float(config.lr_decay)))
+                lrs=(float(config.lr_first), float(config.lr), float(config.lr_decay)),
+                levels=(int(config.fine_levels), int(config.fine_level_steps)))
 
 
-def _refine_core(gaussians, camera, query, params0, *, steps, exact_exp, backend, background, lrs):
+def fine_level_plan(width: int, height: int, steps: int, levels: int = 1,
+                    level_steps: int = 25) -> tuple[tuple[int, int, int], ...]:
+    """The coarse-to-fine schedule: ``(width, height, steps)`` per level, coarsest first.
+    Level l of L (l = 0 .. L-1) renders at 1/2^(L-1-l) of the image size (at least 1 px);
+    the L-1 reduced levels get ``level_steps`` steps each, the full-resolution level the
+    rest of ``steps``. ``levels=1``: ``((width, height, steps),)``."""
+    if levels < 1 or steps - (levels - 1) * level_steps < 1:
+        raise ValueError(f"fine_level_plan: {levels} levels of {level_steps} steps leave no full-resolution step "
+                         f"of {steps}")
+    plan = [(max(1, round(width / 2 ** (levels - 1 - lv))), max(1, round(height / 2 ** (levels - 1 - lv))),
+             level_steps) for lv in range(levels - 1)]
+    return tuple(plan) + ((width, height, steps - (levels - 1) * level_steps),)
+
+
+def _where(ok, new, old):
+    """Per-leaf ``where(ok, new, old)`` over two pytrees of one structure."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _level_scan(loss_fn, opt, carry, first: int, n: int, track: bool):
+    """``n`` Adam steps (global step indices ``first`` ..) from ``carry`` = (params, state,
+    best params, best loss, best step, non-finite seen). A step whose loss or gradient is
+    not finite is skipped (params and Adam state kept), so NaN cannot enter the
+    parameters. ``track``: the iterate of each step is a candidate for the best (lowest
+    loss; NaN never compares lower). Returns (carry, losses [n])."""
+
+    def step(c, i):
+        params, state, best, best_loss, best_step, bad = c
+        loss, grad = jax.value_and_grad(loss_fn)(params)
+        if track:
+            better = loss < best_loss
+            best = _where(better, params, best)
+            best_loss, best_step = jnp.where(better, loss, best_loss), jnp.where(better, i, best_step)
+        ok = jnp.isfinite(loss) & _all_finite(grad)
+        updates, new_state = opt.update(grad, state, params)
+        params, state = _where(ok, (optax.apply_updates(params, updates), new_state), (params, state))
+        return (params, state, best, best_loss, best_step, bad | ~ok), loss
+
+    return jax.lax.scan(step, carry, jnp.arange(first, first + n, dtype=jnp.int32))
+
+
+def _refine_core(gaussians, camera, query, params0, *, steps, exact_exp, backend, background, lrs, levels):
+    """One query's refinement: (best camera, losses before each step [steps], loss of the
+    best iterate at full resolution, its step, diverged)."""
     opt = _optimizer(*lrs)
     query = jnp.asarray(query, gaussians.means.dtype)
 
-    def loss_fn(params):
-        rgb, _ = render(gaussians, moved_camera(camera, params, exact_exp=exact_exp),
-                        background=background, backend=backend)
-        return photometric_loss(rgb, query)
+    def loss_at(cam, target):
+        def loss_fn(params):
+            rgb, _ = render(gaussians, moved_camera(cam, params, exact_exp=exact_exp),
+                            background=background, backend=backend)
+            return photometric_loss(rgb, target)
+        return loss_fn
 
-    def step(carry, _):
-        params, state = carry
-        loss, grad = jax.value_and_grad(loss_fn)(params)
-        updates, state = opt.update(grad, state, params)
-        return (optax.apply_updates(params, updates), state), loss
+    full_loss = loss_at(camera, query)
+    plan = fine_level_plan(camera.width, camera.height, steps, *levels)
+    inf, zero = jnp.asarray(jnp.inf, query.dtype), jnp.zeros((), jnp.int32)
+    carry = (params0, opt.init(params0), params0, inf, zero, jnp.zeros((), bool))
+    first_loss, traces, done = None, [], 0
+    for w, h, n in plan[:-1]:  # reduced levels: no best tracking (their losses are not comparable)
+        target = resize(query, h, w)
+        carry, tr = _level_scan(loss_at(camera.scaled(w, h), target), opt, carry, done, n, track=False)
+        traces.append(tr)
+        done += n
+    if len(plan) > 1:  # the start's full-resolution loss: a candidate and the divergence reference
+        first_loss = full_loss(params0)
+        better = first_loss < carry[3]
+        carry = carry[:2] + _where(better, (params0, first_loss, zero), carry[2:5]) + carry[5:]
+    carry, tr = _level_scan(full_loss, opt, carry, done, plan[-1][2], track=True)
+    traces.append(tr)
+    first_loss = tr[0] if first_loss is None else first_loss
+    params, _, best, best_loss, best_step, bad = carry
+    last = full_loss(params)  # the last iterate's loss (the scan evaluates each iterate before its step)
+    better = last < best_loss
+    best, best_loss = _where(better, params, best), jnp.where(better, last, best_loss)
+    best_step = jnp.where(better, steps, best_step)
+    diverged = bad | ~jnp.isfinite(last) | (last > first_loss * (1.0 + GROWTH_TOLERANCE))
+    trace = traces[0] if len(traces) == 1 else jnp.concatenate(traces)
+    return moved_camera(camera, best, exact_exp=exact_exp), trace, best_loss, best_step, diverged
 
-    (params, _), trace = jax.lax.scan(step, (params0, opt.init(params0)), None, length=steps)
-    return moved_camera(camera, params, exact_exp=exact_exp), trace
 
-
-_STATIC = ("steps", "exact_exp", "backend", "background", "lrs")
+_STATIC = ("steps", "exact_exp", "backend", "background", "lrs", "levels")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -153,6 +231,25 @@ def _check_query(query, camera: Camera, where: str):
                          "camera.scaled(width, height)")
 
 
+class Refinement(NamedTuple):
+    """The fine pose of B queries (:func:`refine_poses_detailed`).
+
+    cameras: the best iterate of each query (lowest full-resolution loss among the start,
+    every step's iterate and the last; a non-finite loss is never the best); traces [B, k]:
+    the loss before each step (with ``fine_levels`` > 1 the first steps' losses are at
+    reduced resolution); loss [B]: the full-resolution loss of the returned iterate (inf
+    when no loss was finite); best_step [B]: its number of steps taken (0: the start, k:
+    the last); diverged [B]: a loss or gradient became NaN/inf, or the last iterate's loss
+    exceeds the start's by more than ``GROWTH_TOLERANCE`` (1 %; a start at the optimum
+    wobbles by less)."""
+
+    cameras: Camera
+    traces: Float[Array, "B k"]
+    loss: Float[Array, " B"]
+    best_step: Int[Array, " B"]
+    diverged: Bool[Array, " B"]
+
+
 def refine_pose(
     gaussians: Gaussians,
     camera: Camera,
@@ -163,14 +260,16 @@ def refine_pose(
     background=(1.0, 1.0, 1.0),
 ) -> tuple[Camera, Float[Array, " k"]]:
     """Refine one query's pose from the starting ``camera`` (SplatPose fine pose; the
-    fine-pose fields of ``config``: steps, learning rates, exact_exp, init_std, backend).
+    fine-pose fields of ``config``: steps, learning rates, exact_exp, init_std, backend,
+    fine_levels, fine_level_steps).
 
-    Returns the refined camera (it sees the untouched model as the query shows it; use
-    :func:`splatjax.pose.camera_to_c2w` for a Blender camera-to-world) and the loss
-    before each step [k]."""
+    Returns the refined camera, the best iterate (see :class:`Refinement`; it sees the
+    untouched model as the query shows it; use :func:`splatjax.pose.camera_to_c2w` for a
+    Blender camera-to-world), and the loss before each step [k]."""
     _check_query(query, camera, "refine_pose")
     params0 = init_screw(key=key, std=config.init_std)
-    return _refine_one_jit(gaussians, camera, query, params0, **_static(config, background))
+    cam, trace, *_ = _refine_one_jit(gaussians, camera, query, params0, **_static(config, background))
+    return cam, trace
 
 
 def refine_poses(
@@ -184,11 +283,29 @@ def refine_poses(
     progress: Progress | None = None,
     parallel: ParallelConfig | None = None,
 ) -> tuple[Camera, Float[Array, "B k"]]:
+    """:func:`refine_poses_detailed` reduced to (refined cameras, loss traces [B, k])."""
+    ref = refine_poses_detailed(gaussians, cameras, queries, config, key=key, background=background,
+                                progress=progress, parallel=parallel)
+    return ref.cameras, ref.traces
+
+
+def refine_poses_detailed(
+    gaussians: Gaussians,
+    cameras: Camera,
+    queries: Float[Array, "B H W 3"],
+    config: PoseConfig = PoseConfig(),
+    *,
+    key: jax.Array,
+    background=(1.0, 1.0, 1.0),
+    progress: Progress | None = None,
+    parallel: ParallelConfig | None = None,
+) -> Refinement:
     """Refine B queries: ``jax.vmap`` over chunks of ``config.batch_size`` queries (the
     last chunk padded to full size). Query i uses the screw initialisation of
     ``jax.random.split(key, B)[i]``, so the result equals :func:`refine_pose` called with
-    that key (up to float rounding). ``progress(stage, done, total)`` is called after each
-    chunk. Returns the stacked refined cameras and the loss traces [B, k].
+    that key (up to float rounding); queries do not affect each other (a diverging one
+    included). ``progress(stage, done, total)`` is called after each chunk. Returns a
+    :class:`Refinement`.
 
     ``parallel``: shard every chunk over ``parallel.devices`` local devices (None: one
     device, as ``ParallelConfig(devices=1)``); a chunk then holds
@@ -208,7 +325,7 @@ def refine_poses(
               else parallel.per_device_batch)
     if mesh is None or mesh.size == 1:
         run = functools.partial(_refine_batch_jit, gaussians, **static)
-        return _chunked(run, b, min(per, b), (cams, queries, params0), progress, "fine pose")
+        return Refinement(*_chunked(run, b, min(per, b), (cams, queries, params0), progress, "fine pose"))
     fn = _refine_batch_fn(tuple(sorted(static.items())))
     shard = ParallelConfig(devices=mesh.size)  # one launch per chunk: the chunk is a multiple of the devices
     size = min(per, -(-b // mesh.size)) * mesh.size
@@ -216,4 +333,4 @@ def refine_poses(
     def run(c, q, p):
         return shard_over_queries(fn, gaussians, c, q, p, in_axes=(None, 0, 0, 0), mesh=mesh, config=shard)
 
-    return _chunked(run, b, size, (cams, queries, params0), progress, "fine pose")
+    return Refinement(*_chunked(run, b, size, (cams, queries, params0), progress, "fine pose"))
