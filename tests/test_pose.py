@@ -194,9 +194,11 @@ def test_estimate_poses_render_path(scene):
     qcams = stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(30 + i, 0.03, 0.05),
                                                   exact_exp=True) for i in truth])
     queries = jax.vmap(lambda c: render(g, c, backend="reference")[0])(qcams)
-    config = PoseConfig(coarse="render", coarse_resolution=16, steps=25, batch_size=2)
+    config = PoseConfig(coarse="render", coarse_resolution=16, steps=25, batch_size=2, inplane_rotations=0,
+                        keypoints=False)
     est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0))
     np.testing.assert_array_equal(est.coarse_index, truth)
+    np.testing.assert_array_equal(est.inliers, [-1, -1])
     assert est.method == "render" and est.loss_traces.shape == (2, 25)
     true_c2w = pose.camera_to_c2w(qcams)
     e0 = pose_errors(est.coarse_c2w, true_c2w)
@@ -266,7 +268,8 @@ def test_one_hypothesis_is_the_plain_path(scene):
     # K = 1: the best coarse candidate refined by refine_poses, exactly
     g, cams, _, _ = scene
     _, queries = _queries_near(g, cams, [1, 7, 4], 30)
-    config = PoseConfig(coarse="render", coarse_resolution=16, steps=12, batch_size=2, backend="reference")
+    config = PoseConfig(coarse="render", coarse_resolution=16, steps=12, batch_size=2, backend="reference",
+                        inplane_rotations=0, keypoints=False)
     est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0))
     idx, score = pose.coarse_pose_render(g, cams, queries, resolution=16, backend="reference")
     start = pose.index_cameras(cams, jnp.asarray(idx))
@@ -296,6 +299,7 @@ def test_hypotheses_keep_the_lowest_loss_and_polish_moves_the_starts(scene):
         return stack_cameras(moved), np.zeros(seen["n"])
 
     config = PoseConfig(coarse="render", coarse_resolution=16, steps=20, batch_size=4, hypotheses=2,
+                        inplane_rotations=0, keypoint_candidates=2,
                         backend="reference")
     est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(1), polish=polish)
     assert seen == {"n": 4, "k": 2, "q": 2}
@@ -418,3 +422,36 @@ def test_pose_config_new_options_are_validated():
         with pytest.raises(ConfigError):
             PoseConfig(**bad)
     assert PoseConfig(steps=51, fine_levels=3, fine_level_steps=25).fine_levels == 3
+
+
+def test_polish_keeps_the_candidates_with_most_inliers(scene):
+    """keypoint_candidates = 3 retrieval candidates are polished; the hypotheses = 2 with the
+    most inliers (retrieval order on ties) go on to the fine pose."""
+    g, cams, c2w, images = scene
+    truth = np.array([1, 7])
+    queries = jax.vmap(lambda c: render(g, c, backend="reference")[0])(pose.index_cameras(cams, jnp.asarray(truth)))
+    seen = {}
+
+    def polish(gaussians, qs, starts, k, config):
+        seen["k"], seen["n"] = k, int(starts.R.shape[0])
+        return starts, np.array([5, 9, 9, 0, 0, 2])  # query 0: 1 and 2 tie above 0; query 1: 2 first
+
+    config = PoseConfig(coarse="render", coarse_resolution=16, steps=5, batch_size=4, inplane_rotations=0,
+                        hypotheses=2, keypoint_candidates=3)
+    est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0), polish=polish)
+    assert seen == {"k": 3, "n": 6}
+    r = np.asarray(pose.coarse_pose_render(g, cams, queries, resolution=16, top_k=3)[0])
+    np.testing.assert_array_equal(est.hypothesis_index, [[r[0, 1], r[0, 2]], [r[1, 2], r[1, 0]]])
+    assert est.inliers[0] == 9 and est.inliers[1] in (2, 0)
+
+
+def test_default_config_polishes_with_keypoints(scene):
+    """The default PoseConfig runs the keypoint polish (inliers recorded, >= 0) and still
+    returns finite poses."""
+    g, cams, c2w, images = scene
+    queries = jax.vmap(lambda c: render(g, c, backend="reference")[0])(pose.index_cameras(cams, jnp.asarray([3])))
+    config = PoseConfig(coarse="render", coarse_resolution=16, steps=5, batch_size=1, keypoint_candidates=2)
+    assert config.keypoints and config.inplane_rotations == 8
+    est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0))
+    assert est.inliers.shape == (1,) and est.inliers[0] >= 0
+    assert np.all(np.isfinite(est.c2w))

@@ -6,7 +6,8 @@ The stage is :func:`estimate_poses` (gaussians, queries, candidate cameras,
 model at the estimated cameras. The parts: :mod:`.coarse` (render-and-compare and LoFTR
 retrieval, the top-K candidates of each query), :mod:`.fine` (screw parameters, Adam,
 vmapped chunks, best iterate, divergence, coarse-to-fine levels), :mod:`.cameras`
-(camera batches, camera-to-world, sphere and in-plane candidates), :mod:`.config`.
+(camera batches, camera-to-world, sphere and in-plane candidates), :mod:`.keypoints`
+(SIFT + rendered depth + PnP-RANSAC polish of the coarse candidates), :mod:`.config`.
 
 Poses returned to users are camera-to-world 4 x 4 in the Blender/OpenGL convention
 (:func:`camera_to_c2w`), the convention of ``transforms.json`` data.
@@ -38,6 +39,7 @@ from .cameras import (
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
+from .keypoints import KeypointConfig, keypoint_pose, keypoint_poses, render_depth
 from .fine import (
     Refinement,
     fine_level_plan,
@@ -51,6 +53,11 @@ from .fine import (
 )
 
 __all__ = [
+    "KeypointConfig",
+    "keypoint_pose",
+    "keypoint_poses",
+    "keypoint_polish",
+    "render_depth",
     "PoseConfig",
     "PoseEstimate",
     "estimate_poses",
@@ -91,7 +98,9 @@ class PoseEstimate:
     of steps (0 = the start, k = the last); diverged [Q]: the refinement's loss became
     NaN/inf or grew (the pose is still its best iterate). Of every hypothesis:
     hypothesis_index / hypothesis_score [Q, K] (best coarse first), hypothesis_losses
-    [Q, K] (inf: no finite loss); chosen [Q]: the kept column (lowest loss).
+    [Q, K] (inf: no finite loss); chosen [Q]: the kept column (lowest loss); inliers [Q]:
+    the kept hypothesis's keypoint PnP inliers (0: the keypoint pose fell back to the
+    retrieval candidate; -1: no polish).
     method: "render" or "loftr"; seconds: {"coarse": s, "polish": s, "fine": s}.
     """
 
@@ -111,6 +120,7 @@ class PoseEstimate:
     hypothesis_score: np.ndarray
     hypothesis_losses: np.ndarray
     chosen: np.ndarray
+    inliers: np.ndarray | None = None
 
 
 def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
@@ -126,11 +136,10 @@ def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), cams, extra)
 
 
-def _coarse(gaussians, queries, cands, config, *, candidate_images, loftr_matcher, background, progress, log):
-    """(method, candidate cameras searched, index [Q, K], score [Q, K]), K = config.hypotheses."""
+def _coarse(gaussians, queries, cands, config, k, *, candidate_images, loftr_matcher, background, progress, log):
+    """(method, candidate cameras searched, index [Q, k], score [Q, k]): the k best."""
     method = resolve_coarse(config.coarse, config.loftr_weights, log=log) if loftr_matcher is None else (
         "loftr" if config.coarse in ("auto", "loftr") else config.coarse)
-    k = config.hypotheses
     if method == "loftr":
         if candidate_images is None:
             raise ValueError("estimate_poses: LoFTR coarse pose needs candidate_images (the training images)")
@@ -143,6 +152,31 @@ def _coarse(gaussians, queries, cands, config, *, candidate_images, loftr_matche
     idx, score = coarse_pose_render(gaussians, cands, queries, resolution=config.coarse_resolution,
                                     backend=config.backend, background=background, progress=progress, top_k=k)
     return method, cands, idx, score
+
+
+def keypoint_polish(config: PoseConfig, *, background=(1.0, 1.0, 1.0), progress: Progress | None = None) -> Polish:
+    """The polish of ``config.keypoints``: :func:`keypoint_poses` with the matching width
+    and rounds of ``config`` (the other :class:`KeypointConfig` options at their defaults)."""
+    kc = KeypointConfig(width=config.keypoint_width, rounds=config.keypoint_rounds)
+
+    def polish(gaussians, queries, cameras, k, _config):
+        return keypoint_poses(gaussians, queries, cameras, k, kc, backend=config.backend, background=background,
+                              progress=progress)
+
+    return polish
+
+
+def _polish_and_pick(polish, gaussians, queries, starts, idx, score, k, config):
+    """Polish the [Q * kr] query-major ``starts`` and keep, per query, the ``k`` with the
+    most inliers (retrieval order on ties). Returns (starts [Q * k], idx, score, inliers
+    [Q, k])."""
+    q, kr = idx.shape
+    starts, inliers = polish(gaussians, queries, starts, kr, config)
+    inliers = np.asarray(inliers, np.int64).reshape(q, kr)
+    order = np.argsort(-inliers, axis=1, kind="stable")[:, :k]
+    flat = (np.arange(q)[:, None] * kr + order).reshape(-1)
+    pick = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+    return index_cameras(starts, jnp.asarray(flat)), pick(idx), pick(score), pick(inliers)
 
 
 def _choose(ref: Refinement, q: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,22 +212,28 @@ def estimate_poses(
     Render-and-compare adds ``config.inplane_rotations`` rolls of every candidate.
     ``polish(gaussians, queries [Q], cameras [Q*K query-major], K, config) -> (cameras
     [Q*K], inliers [Q*K])`` moves each coarse candidate before the fine pose (e.g. a
-    keypoint pose). Hypothesis j of query i is refined with the screw initialisation of
+    keypoint pose); None: :func:`keypoint_polish` when ``config.keypoints`` (then the
+    ``config.keypoint_candidates`` best retrieval candidates are polished and the K with the
+    most PnP inliers refined). Hypothesis j of query i is refined with the screw initialisation of
     ``jax.random.split(key, Q * K)[i * K + j]`` (K = 1: exactly :func:`refine_poses` from
     the best candidate). ``progress(stage, done, total)`` reports chunks; ``log`` says
     which coarse method "auto" chose; ``parallel`` shards the fine pose over local
     devices (see :func:`refine_poses`)."""
     queries = jnp.asarray(queries, jnp.float32)
     q, k = queries.shape[0], config.hypotheses
+    if polish is None and config.keypoints:
+        polish = keypoint_polish(config, background=background, progress=progress)
+    kr = max(k, config.keypoint_candidates) if polish is not None else k
     t0 = time.perf_counter()
-    method, cands, idx, score = _coarse(gaussians, queries, as_batch(candidates), config,
+    method, cands, idx, score = _coarse(gaussians, queries, as_batch(candidates), config, kr,
                                         candidate_images=candidate_images, loftr_matcher=loftr_matcher,
                                         background=background, progress=progress, log=log)
-    starts = index_cameras(cands, jnp.asarray(idx.reshape(-1)))  # [Q * K], query-major
+    starts = index_cameras(cands, jnp.asarray(idx.reshape(-1)))  # [Q * kr], query-major
     jax.block_until_ready(starts.R)
     t1 = time.perf_counter()
+    inliers = np.full((q, k), -1, np.int64)
     if polish is not None:
-        starts, _ = polish(gaussians, queries, starts, k, config)
+        starts, idx, score, inliers = _polish_and_pick(polish, gaussians, queries, starts, idx, score, k, config)
         jax.block_until_ready(starts.R)
     t2 = time.perf_counter()
     targets = queries if k == 1 else jnp.repeat(queries, k, axis=0)
@@ -211,4 +251,4 @@ def estimate_poses(
         seconds={"coarse": t1 - t0, "polish": t2 - t1, "fine": t3 - t2},
         loss=losses[rows, chosen], best_step=np.asarray(ref.best_step)[flat],
         diverged=np.asarray(ref.diverged)[flat], hypothesis_index=idx, hypothesis_score=score,
-        hypothesis_losses=losses, chosen=chosen)
+        hypothesis_losses=losses, chosen=chosen, inliers=inliers[rows, chosen])

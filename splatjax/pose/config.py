@@ -35,6 +35,10 @@ class PoseConfig:
     ``lr * lr_decay ** (count / 100)``; ``batch_size`` queries per vmapped chunk.
     ``hypotheses``: the K best coarse candidates of every query are all refined (one
     batched run of Q * K refinements) and each query keeps the one with the lowest loss.
+    ``keypoints``: before the fine pose, the ``keypoint_candidates`` best retrieval candidates
+    of every query are each moved by SIFT matches against a render at the candidate, lifted
+    to 3D by the rendered depth, and PnP-RANSAC (:mod:`splatjax.pose.keypoints`, OpenCV; no
+    weights); the ``hypotheses`` with the most PnP inliers go on to the fine pose.
     ``fine_levels`` > 1: coarse-to-fine steps, the first ``fine_levels - 1`` levels of
     ``fine_level_steps`` steps each at 1/2^(levels-1), ..., 1/2 of the query width (taken
     out of ``steps``), the rest at full resolution.
@@ -44,10 +48,18 @@ class PoseConfig:
         "help": "coarse pose: LoFTR retrieval, render-and-compare, or auto (LoFTR when its weights are found)",
         "choices": ("auto", "render", "loftr")})
     coarse_resolution: int = field(default=64, metadata={"help": "render-and-compare image width in pixels"})
-    inplane_rotations: int = field(default=0, metadata={
+    # default 8: rolled queries (MAD's test views have arbitrary rolls) find a rolled candidate
+    inplane_rotations: int = field(default=8, metadata={
         "help": "extra rolled copies of each coarse candidate (render-and-compare)"})
     sphere_views: int = field(default=0, metadata={"help": "extra coarse candidates on a sphere around the object"})
     loftr_weights: str | None = field(default=None, metadata={"help": "LoFTR indoor_new checkpoint"})
+    keypoints: bool = field(default=True, metadata={
+        "help": "move the best retrieval candidates by keypoints + rendered depth + PnP-RANSAC before the fine pose"})
+    keypoint_candidates: int = field(default=3, metadata={
+        "help": "retrieval candidates per query moved by the keypoint pose (most PnP inliers first)"})
+    keypoint_width: int = field(default=200, metadata={"help": "keypoint matching image width in pixels"})
+    keypoint_rounds: int = field(default=2, metadata={
+        "help": "keypoint PnP rounds (each later round re-renders at the previous round's pose)"})
     steps: int = field(default=FINE_STEPS, metadata={"help": "fine pose steps k"})
     # default 1: on lego (lego200_6k, 20 val queries at 200 px) every query converged from its best
     # coarse candidate (max rotation error 0.0032 rad), so more hypotheses can only add fine-pose cost
@@ -73,7 +85,8 @@ class PoseConfig:
                f"must be 'auto', 'render' or 'loftr' (got {self.coarse!r})")
         _check(self.backend in ("auto", "reference", "cpu", "cuda"), "backend",
                f"must be 'auto', 'reference', 'cpu' or 'cuda' (got {self.backend!r})")
-        for name in ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps"):
+        for name in ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
+                     "keypoint_candidates", "keypoint_rounds"):
             v = getattr(self, name)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, f"must be an integer >= 1 (got {v!r})")
         for name in ("inplane_rotations", "sphere_views"):
@@ -88,4 +101,7 @@ class PoseConfig:
                f"must exceed fine_levels - 1 = {self.fine_levels - 1} reduced levels x fine_level_steps "
                f"{self.fine_level_steps} (got {self.steps!r}), so that full-resolution steps remain")
         _check(self.lr_decay <= 1.0, "lr_decay", f"must be <= 1 (got {self.lr_decay!r})")
+        _check(isinstance(self.keypoint_width, int) and not isinstance(self.keypoint_width, bool)
+               and self.keypoint_width >= 16, "keypoint_width", f"must be an integer >= 16 (got {self.keypoint_width!r})")
+        _check(isinstance(self.keypoints, bool), "keypoints", f"must be True or False (got {self.keypoints!r})")
         _check(isinstance(self.exact_exp, bool), "exact_exp", f"must be True or False (got {self.exact_exp!r})")
