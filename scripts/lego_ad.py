@@ -425,6 +425,11 @@ def result_line(name: str, row: dict) -> str:
             r, t = pose[f"{stage}_rotation_rad"], pose[f"{stage}_translation"]
             parts.append(f"{stage} rot {_fmt(r['median'], 4)}/{_fmt(r['max'], 4)} rad, "
                          f"trans {_fmt(t['median'], 4)}/{_fmt(t['max'], 4)} (median/max)")
+    split = row.get("pose") or {}
+    if "rolled" in split and split["rolled"]["fine_rotation_rad"]["max"] is not None:
+        parts.append("fine rot median/max rolled " + "/".join(
+            _fmt(split["rolled"]["fine_rotation_rad"][k], 4) for k in ("median", "max")) + ", unrolled " + "/".join(
+            _fmt(split["unrolled"]["fine_rotation_rad"][k], 4) for k in ("median", "max")) + " rad")
     spq = row["seconds_per_query"]
     stages = ", ".join(f"{k} {v:.2f}" for k, v in spq.items() if k != "total")
     parts.append(f"{spq['total']:.2f} s/query ({stages}); wall {row['wall_s']:.0f} s")

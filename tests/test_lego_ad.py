@@ -185,7 +185,7 @@ def test_run_writes_one_row(lego_ad, built, tmp_path, monkeypatch, capsys):
     assert seen["argv"] == ["evaluate", str(out / "LegoAD"), "--model", "M", "--out", str(res),
                             "--features", "weights-free"]
     line = capsys.readouterr().out
-    assert "image AUROC 0.750" in line and "AUPRO n/a" in line and "fine rot 0.0200/0.0400 rad" in line
+    assert "image AUROC 0.750" in line and "AUPRO n/a" in line and "fine rot 0.0200/0.0400 rad" in line and "rolled" in line
     (row,) = [json.loads(x) for x in (tmp_path / "runs" / lego_ad.RESULTS).read_text().splitlines()]
     assert row["variant_flags"] == ["--features", "weights-free"]
     assert row["seconds_per_query"] == {"total": 1.0, "load": 0.2, "fine": 0.8}
