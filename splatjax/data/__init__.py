@@ -11,6 +11,7 @@ from ..errors import DatasetError, DatasetNotFoundError
 from .blender import load_blender
 from .images import choose_resolution, read_mask, read_rgb
 from .mad import class_folders, load_mad_class, load_mad_test, load_mad_train, load_test_poses
+from .roll import roll_view
 from .toy import (
     TOY_DEFECT_TYPES,
     ToyScene,
@@ -41,5 +42,6 @@ __all__ = [
     "read_mask",
     "read_rgb",
     "render_toy",
+    "roll_view",
     "write_toy_preview",
 ]
