@@ -531,7 +531,7 @@ def rasterize_ffi(
     cols = jnp.asarray(colors, f32)
     if cols.shape[-2:] != (n, 3) or cols.ndim not in (2, 3) or (cols.ndim == 3 and cols.shape[0] != C):
         raise ValueError(f"colors must be [N, 3] or [C, N, 3] with N={n}, C={C}; got {cols.shape}")
-    cols = cols.reshape((-1, n, 3))
+    cols = cols[None] if cols.ndim == 2 else cols
     gauss = [jnp.asarray(x, f32) for x in (means, scales, quats, opacities)]
     rgb, alpha = _render(platform, int(width), int(height), capacity, bool(antialiased), *gauss, cols, offset, *cams)
     if single:
