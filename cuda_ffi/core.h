@@ -7,6 +7,10 @@
 //   culled when det(cov2d) <= 0; pixel (i, j) sampled at (j + 0.5, i + 0.5);
 //   alpha = min(0.99, o exp(-0.5 d^T cov2d^-1 d)); alphas < 1/255 skipped; blending stops
 //   before the Gaussian that would bring the transmittance below 1e-4.
+// Colours are given per Gaussian, shared by the cameras of a launch or per camera.
+// Antialiased mode (gsplat's rasterize_mode="antialiased"; Camera::antialiased): the opacity
+// is multiplied by sqrt(det(cov2d - 0.3 I) / det(cov2d)), i.e. by the ratio of the
+// undilated to the dilated determinant (0 when the undilated one is <= 0).
 // A Gaussian is binned to the tiles of the axis-aligned box of the ellipse where
 // o exp(power) >= 1/255 (half extents sqrt(2 ln(255 o) cov2d_xx), sqrt(2 ln(255 o) cov2d_yy))
 // widened by BIN_MARGIN pixels, so the tiled result equals the dense reference.
@@ -42,6 +46,7 @@ struct Camera {
   float t[3];
   float fx, fy, cx, cy;
   int width, height;
+  int antialiased;  // the render mode (the same for every camera of a launch), carried here for the math
 };
 
 SJ_HD int tiles_x(const Camera& c) { return (c.width + TILE - 1) / TILE; }
@@ -52,6 +57,7 @@ struct Projected {
   float mx, my;     // mean in pixels (offset included)
   float A, B, C;    // conic
   float depth;      // camera-space z
+  float opacity;    // opacity used for blending (times the antialiasing compensation)
   float rx, ry;     // half extents (pixels) of the box holding every pixel where alpha >= 1/255
   int tx0, ty0, tx1, ty1;  // tile rectangle [tx0, tx1) x [ty0, ty1); empty when culled
 };
@@ -82,6 +88,8 @@ struct ProjFwd {
   float Sig[9];    // Mq Mq^T
   float a, b, c;   // cov2d incl. dilation
   float det;
+  float det0;      // det(cov2d - DILATION I) (antialiased mode only)
+  float comp;      // opacity compensation sqrt(det0 / det) (antialiased), else 1
 };
 
 // Projection forward up to the 2D covariance. Returns false when culled (behind the near
@@ -124,22 +132,34 @@ SJ_HD bool project_core(const float* m, const float* s, const float* q, const Ca
   f.b = TS[0] * f.T[3] + TS[1] * f.T[4] + TS[2] * f.T[5];
   f.c = TS[3] * f.T[3] + TS[4] * f.T[4] + TS[5] * f.T[5] + DILATION;
   f.det = f.a * f.c - f.b * f.b;
+  f.det0 = 0.f;
+  f.comp = 1.f;
+  if (cam.antialiased) {
+    f.det0 = (f.a - DILATION) * (f.c - DILATION) - f.b * f.b;
+    f.comp = f.det0 > 0.f && f.det > 0.f ? sqrtf(f.det0 / f.det) : 0.f;
+  }
   return f.det > 0.f;
 }
 
-// Full projection of one Gaussian: mean2d, conic, depth and tile rectangle.
+// Full projection of one Gaussian: mean2d, conic, depth, blending opacity and tile rectangle.
 // `off` is the 2D offset added to the mean (may be null). Gaussians that are culled or can
-// never reach alpha 1/255 (opacity < 1/255) get an empty tile rectangle.
+// never reach alpha 1/255 (blending opacity < 1/255) get an empty tile rectangle.
 SJ_HD void project_gaussian(const float* m, const float* s, const float* q, float opacity, const float* off,
                            const Camera& cam, Projected& out) {
   out.tx0 = out.ty0 = out.tx1 = out.ty1 = 0;
   out.mx = out.my = out.A = out.B = out.C = 0.f;
   out.depth = out.rx = out.ry = 0.f;
+  out.opacity = opacity;
   // a Gaussian with opacity < 1/255 never reaches alpha 1/255: not binned (cheap early out,
   // e.g. for inactive slots of a fixed-capacity buffer)
   if (!(opacity >= ALPHA_MIN)) return;
   ProjFwd f;
   if (!project_core(m, s, q, cam, f)) return;
+  if (cam.antialiased) {  // the compensation is <= 1: the early out above stays valid
+    opacity *= f.comp;
+    out.opacity = opacity;
+    if (!(opacity >= ALPHA_MIN)) return;
+  }
   out.depth = f.z;
   out.A = f.c / f.det;
   out.B = -f.b / f.det;
@@ -263,23 +283,32 @@ SJ_HD bool bwd_step(BwdState& s, const float* g, float px, float py, float* out)
 }
 
 // ------------------------------------------------------------------ projection, backward
-// Chains the screen-space gradient gs (GGRAD layout; only mean2d and conic entries used)
-// through the projection of Gaussian (m, s, q) in camera `cam`.
-// Adds dL/dmean, dL/dscale, dL/dquat into gm, gsc, gq when `gaussian_grads`, and always adds
+// Chains the screen-space gradient gs (GGRAD layout; mean2d, conic and blending-opacity
+// entries used) through the projection of Gaussian (m, s, q, opacity) in camera `cam`.
+// Adds dL/dmean, dL/dscale, dL/dquat, dL/dopacity into gm, gsc, gq, go when `gaussian_grads`,
+// and always adds
 // dL/dR (row-major 9), dL/dt and dL/d(fx, fy, cx, cy) into gR, gt, gK (type Acc: float or
 // double accumulators).
 template <typename Acc>
-SJ_HD void project_bwd(const float* m, const float* s, const float* q, const Camera& cam, const float* gs,
-                       bool gaussian_grads, float* gm, float* gsc, float* gq, Acc* gR, Acc* gt, Acc* gK) {
+SJ_HD void project_bwd(const float* m, const float* s, const float* q, float opacity, const Camera& cam,
+                       const float* gs, bool gaussian_grads, float* gm, float* gsc, float* gq, float* go, Acc* gR,
+                       Acc* gt, Acc* gK) {
   ProjFwd f;
   if (!project_core(m, s, q, cam, f)) return;
   const float z = f.z, det = f.det, a = f.a, b = f.b, c = f.c;
   // conic (A, B, C) = (c, -b, a) / det  ->  d(a, b, c)
   const float gA = gs[2], gB = gs[3], gC = gs[4];
   const float d2 = det * det;
-  const float ga = gA * (-c * c / d2) + gB * (b * c / d2) + gC * (-b * b / d2);
-  const float gb = gA * (2.f * b * c / d2) + gB * (-(a * c + b * b) / d2) + gC * (2.f * a * b / d2);
-  const float gc = gA * (-b * b / d2) + gB * (a * b / d2) + gC * (-a * a / d2);
+  float ga = gA * (-c * c / d2) + gB * (b * c / d2) + gC * (-b * b / d2);
+  float gb = gA * (2.f * b * c / d2) + gB * (-(a * c + b * b) / d2) + gC * (2.f * a * b / d2);
+  float gc = gA * (-b * b / d2) + gB * (a * b / d2) + gC * (-a * a / d2);
+  if (cam.antialiased && f.comp > 0.f) {
+    // blending opacity = opacity comp, comp = sqrt(det0 / det): d comp = d(det0 / det) / (2 comp)
+    const float k = gs[5] * opacity * 0.5f / (f.comp * d2);
+    ga += k * ((c - DILATION) * det - f.det0 * c);
+    gc += k * ((a - DILATION) * det - f.det0 * a);
+    gb += k * 2.f * b * (f.det0 - det);
+  }
   // cov2d entries picked from T Sig T^T: dL/dcov2d = [[ga, gb], [0, gc]]; Gsym = G + G^T
   const float Gs[4] = {2.f * ga, gb, gb, 2.f * gc};
   // dL/dT = Gsym T Sig  (2x3)
@@ -325,6 +354,7 @@ SJ_HD void project_bwd(const float* m, const float* s, const float* q, const Cam
     for (int k = 0; k < 3; ++k) gR[3 * i + k] += (Acc)(gp[i] * m[k]);
   }
   if (!gaussian_grads) return;
+  go[0] += gs[5] * f.comp;
   for (int k = 0; k < 3; ++k) gm[k] += R[k] * gp[0] + R[3 + k] * gp[1] + R[6 + k] * gp[2];
   // dL/dSig = T^T G T (only the symmetric part matters): dL/dMq = T^T Gsym T Mq
   float GT2[6];  // Gsym T (2x3)

@@ -8,6 +8,8 @@
 // Cameras of one launch are split between whole-camera and tile parallelism (see
 // "cameras" below). `capacity` bounds one camera's intersection count; the largest count
 // is returned as `needed`, and a camera beyond capacity renders NaN (nothing is dropped).
+// Colours are [1, N, 3] (shared by the cameras) or [C, N, 3] (per camera, e.g. view-dependent
+// colour); their gradient has the same shape and is written when `color_grads`.
 #include <algorithm>
 #include <cmath>
 #include <atomic>
@@ -180,8 +182,10 @@ struct Scene {
   const float *means, *scales, *quats, *opac, *colors;
   const float* offset = nullptr;  // [Co, N, 2] or null
   int64_t offset_cams = 0;         // Co: 1 (shared) or C
+  int64_t color_cams = 1;          // colours [Cc, N, 3]: Cc = 1 (shared) or C
   const float *R, *t, *K, *bg;
   int width = 0, height = 0;
+  int antialiased = 0;
 
   sj::Camera camera(int64_t c) const {
     sj::Camera cam;
@@ -189,8 +193,10 @@ struct Scene {
     for (int k = 0; k < 3; ++k) cam.t[k] = t[3 * c + k];
     cam.fx = K[4 * c]; cam.fy = K[4 * c + 1]; cam.cx = K[4 * c + 2]; cam.cy = K[4 * c + 3];
     cam.width = width; cam.height = height;
+    cam.antialiased = antialiased;
     return cam;
   }
+  int64_t color_row(int64_t c) const { return color_cams == 1 ? 0 : c * N; }  // first colour row of camera c
   const float* offset_of(int64_t c) const {
     if (!offset) return nullptr;
     return offset + (offset_cams == 1 ? 0 : c * N * 2);
@@ -200,7 +206,7 @@ struct Scene {
 using F32 = ffi::Buffer<ffi::F32>;
 
 ffi::Error make_scene(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K, F32 bg,
-                      int64_t width, int64_t height, Scene& s) {
+                      int64_t width, int64_t height, int64_t antialiased, Scene& s) {
   auto dims = means.dimensions();
   if (dims.size() != 2 || dims[1] != 3) return ffi::Error::InvalidArgument("means must be [N, 3]");
   s.N = dims[0];
@@ -208,9 +214,12 @@ ffi::Error make_scene(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F3
   auto rd = R.dimensions();
   if (rd.size() != 3 || rd[1] != 3 || rd[2] != 3) return ffi::Error::InvalidArgument("R must be [C, 3, 3]");
   s.C = rd[0];
+  auto cd = colors.dimensions();
   if (scales.element_count() != s.N * 3 || quats.element_count() != s.N * 4 || opac.element_count() != s.N ||
-      colors.element_count() != s.N * 3)
-    return ffi::Error::InvalidArgument("Gaussian arrays must be scales [N,3], quats [N,4], opacities [N], colors [N,3]");
+      cd.size() != 3 || cd[1] != s.N || cd[2] != 3 || !(cd[0] == 1 || cd[0] == s.C))
+    return ffi::Error::InvalidArgument(
+        "Gaussian arrays must be scales [N,3], quats [N,4], opacities [N], colors [1 or C, N, 3]");
+  s.color_cams = cd[0];
   if (t.element_count() != s.C * 3 || K.element_count() != s.C * 4 || bg.element_count() != s.C * 3)
     return ffi::Error::InvalidArgument("camera arrays must be t [C,3], intrinsics [C,4], background [C,3]");
   auto od = offset.dimensions();
@@ -223,6 +232,7 @@ ffi::Error make_scene(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F3
   s.offset_cams = od[0];
   s.R = R.typed_data(); s.t = t.typed_data(); s.K = K.typed_data(); s.bg = bg.typed_data();
   s.width = (int)width; s.height = (int)height;
+  s.antialiased = antialiased != 0;
   return ffi::Error::Success();
 }
 
@@ -244,6 +254,7 @@ int64_t bin_camera(const Scene& s, int64_t c, int64_t cap, Binned& b, bool threa
   const float* off = s.offset_of(c);
   const int64_t N = s.N;
   const int ntx = sj::tiles_x(cam), nty = sj::tiles_y(cam), ntiles = ntx * nty;
+  const float* colors = s.colors + 3 * s.color_row(c);
   Timer tm;
   b.proj.resize(N);
   b.gdata.resize(N * LS);
@@ -253,9 +264,9 @@ int64_t bin_camera(const Scene& s, int64_t c, int64_t cap, Binned& b, bool threa
       sj::project_gaussian(s.means + 3 * i, s.scales + 3 * i, s.quats + 4 * i, s.opac[i], off ? off + 2 * i : nullptr,
                            cam, p);
       float* g = &b.gdata[i * LS];
-      g[0] = p.mx; g[1] = p.my; g[2] = p.A; g[3] = p.B; g[4] = p.C; g[5] = s.opac[i];
-      g[6] = s.colors[3 * i]; g[7] = s.colors[3 * i + 1]; g[8] = s.colors[3 * i + 2];
-      g[9] = p.rx; g[10] = p.ry; g[11] = sj::skip_threshold(s.opac[i]);
+      g[0] = p.mx; g[1] = p.my; g[2] = p.A; g[3] = p.B; g[4] = p.C; g[5] = p.opacity;
+      g[6] = colors[3 * i]; g[7] = colors[3 * i + 1]; g[8] = colors[3 * i + 2];
+      g[9] = p.rx; g[10] = p.ry; g[11] = sj::skip_threshold(p.opacity);
     }
   });
   tm.mark("project");
@@ -609,12 +620,14 @@ int64_t forward_camera(const Scene& s, int64_t c, int64_t cap, bool threaded, Bi
 }
 
 ffi::Error forward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K,
-                        F32 bg, int64_t width, int64_t height, int64_t capacity, ffi::Result<F32> rgb,
+                        F32 bg, int64_t width, int64_t height, int64_t capacity, int64_t antialiased,
+                        ffi::Result<F32> rgb,
                         ffi::Result<F32> alpha, ffi::Result<F32> tfinal, ffi::Result<ffi::Buffer<ffi::S32>> ncontrib,
                         ffi::Result<ffi::Buffer<ffi::S32>> needed) {
   HandlerTimer htimer("forward");
   Scene s;
-  if (auto e = make_scene(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, s); e.failure())
+  if (auto e = make_scene(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, antialiased, s);
+      e.failure())
     return e;
   const int64_t P = width * height, cap = capacity;
   if (rgb->element_count() != s.C * P * 3 || alpha->element_count() != s.C * P || tfinal->element_count() != s.C * P ||
@@ -638,7 +651,7 @@ struct BwdIn {
   const int32_t* ncontrib;
 };
 struct BwdOut {
-  bool gaussian_grads;
+  bool gaussian_grads, color_grads;
   float *gm, *gsc, *gq, *go, *gc, *goff, *gR, *gt, *gK;
 };
 
@@ -707,18 +720,19 @@ int64_t backward_camera(const Scene& s, int64_t c, int64_t cap, bool threaded, B
   const float* off_in = s.offset_of(c);
   float* goff_c = off_in ? out.goff + (s.offset_cams == 1 ? 0 : c * N * 2) : nullptr;
   const bool gg = out.gaussian_grads;
+  float* gc_c = out.color_grads ? out.gc + 3 * s.color_row(c) : nullptr;
+  float go_unused = 0.f;
   for_chunks(threaded, N, kChunk, [&](int64_t i0, int64_t i1) {
     double* pw = &pose[(i0 / kChunk) * 16];
     for (int64_t i = i0; i < i1; ++i) {
       if (b.proj[i].tx1 <= b.proj[i].tx0) continue;
       const float* g = gs.data() + i * sj::GGRAD;
       if (goff_c) { goff_c[2 * i] += g[0]; goff_c[2 * i + 1] += g[1]; }
-      if (gg) {
-        out.go[i] += g[5];
-        for (int k = 0; k < 3; ++k) out.gc[3 * i + k] += g[6 + k];
-      }
-      sj::project_bwd<double>(s.means + 3 * i, s.scales + 3 * i, s.quats + 4 * i, cam, g, gg, out.gm + 3 * i,
-                              out.gsc + 3 * i, out.gq + 4 * i, pw, pw + 9, pw + 12);
+      if (gc_c)
+        for (int k = 0; k < 3; ++k) gc_c[3 * i + k] += g[6 + k];
+      sj::project_bwd<double>(s.means + 3 * i, s.scales + 3 * i, s.quats + 4 * i, s.opac[i], cam, g, gg,
+                              out.gm + 3 * i, out.gsc + 3 * i, out.gq + 4 * i, gg ? out.go + i : &go_unused, pw,
+                              pw + 9, pw + 12);
     }
   });
   tm.mark("projection backward");
@@ -732,25 +746,27 @@ int64_t backward_camera(const Scene& s, int64_t c, int64_t cap, bool threaded, B
 
 ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K,
                          F32 bg, F32 tfinal, ffi::Buffer<ffi::S32> ncontrib, F32 g_rgb, F32 g_alpha, int64_t width,
-                         int64_t height, int64_t gaussian_grads, int64_t capacity, ffi::Result<F32> g_means,
+                         int64_t height, int64_t gaussian_grads, int64_t color_grads, int64_t capacity,
+                         int64_t antialiased, ffi::Result<F32> g_means,
                          ffi::Result<F32> g_scales,
                          ffi::Result<F32> g_quats, ffi::Result<F32> g_opac, ffi::Result<F32> g_colors,
                          ffi::Result<F32> g_offset, ffi::Result<F32> g_R, ffi::Result<F32> g_t,
                          ffi::Result<F32> g_K, ffi::Result<ffi::Buffer<ffi::S32>> needed) {
   HandlerTimer htimer("backward");
   Scene s;
-  if (auto e = make_scene(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, s); e.failure())
+  if (auto e = make_scene(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, antialiased, s);
+      e.failure())
     return e;
   const int64_t P = width * height, N = s.N, cap = capacity;
   if (tfinal.element_count() != s.C * P || ncontrib.element_count() != s.C * P ||
       g_rgb.element_count() != s.C * P * 3 || g_alpha.element_count() != s.C * P)
     return ffi::Error::InvalidArgument("backward image inputs must be [C, H, W(, 3)]");
   if (g_means->element_count() != N * 3 || g_scales->element_count() != N * 3 || g_quats->element_count() != N * 4 ||
-      g_opac->element_count() != N || g_colors->element_count() != N * 3 ||
+      g_opac->element_count() != N || g_colors->element_count() != colors.element_count() ||
       g_offset->element_count() != offset.element_count() || g_R->element_count() != s.C * 9 ||
       g_t->element_count() != s.C * 3 || g_K->element_count() != s.C * 4)
     return ffi::Error::InvalidArgument("backward output shapes do not match the inputs");
-  const BwdOut out{gaussian_grads != 0, g_means->typed_data(), g_scales->typed_data(), g_quats->typed_data(),
+  const BwdOut out{gaussian_grads != 0, color_grads != 0, g_means->typed_data(), g_scales->typed_data(), g_quats->typed_data(),
                    g_opac->typed_data(), g_colors->typed_data(), g_offset->typed_data(), g_R->typed_data(),
                    g_t->typed_data(), g_K->typed_data()};
   const BwdIn in{tfinal.typed_data(), g_rgb.typed_data(), g_alpha.typed_data(), ncontrib.typed_data()};
@@ -758,15 +774,17 @@ ffi::Error backward_impl(F32 means, F32 scales, F32 quats, F32 opac, F32 colors,
   std::fill(out.gsc, out.gsc + N * 3, 0.f);
   std::fill(out.gq, out.gq + N * 4, 0.f);
   std::fill(out.go, out.go + N, 0.f);
-  std::fill(out.gc, out.gc + N * 3, 0.f);
+  std::fill(out.gc, out.gc + g_colors->element_count(), 0.f);
   std::fill(out.goff, out.goff + g_offset->element_count(), 0.f);
   std::fill(out.gR, out.gR + s.C * 9, 0.f);
   std::fill(out.gt, out.gt + s.C * 3, 0.f);
   std::fill(out.gK, out.gK + s.C * 4, 0.f);
   std::vector<int64_t> totals(s.C, 0);
   // Whole cameras in parallel only when no output is shared between cameras: Gaussian
-  // gradients and a shared screen-space offset are summed over cameras in camera order.
-  const bool shared = out.gaussian_grads || (s.offset != nullptr && s.offset_cams == 1);
+  // gradients, shared colours' and a shared screen-space offset's are summed over cameras in
+  // camera order.
+  const bool shared = out.gaussian_grads || (s.offset != nullptr && s.offset_cams == 1) ||
+                      (out.color_grads && s.color_cams == 1);
   const int64_t Cp = shared ? 0 : cameras_in_parallel(s.C);
   pool().parallel_for(Cp, [&](int64_t c, int w) {
     totals[c] = backward_camera(s, c, cap, false, worker_binned(w), in, out);
@@ -791,7 +809,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderFwdCpu, forward_impl,
                                   .Arg<F32>()  // scales [N,3]
                                   .Arg<F32>()  // quats [N,4]
                                   .Arg<F32>()  // opacities [N]
-                                  .Arg<F32>()  // colors [N,3]
+                                  .Arg<F32>()  // colors [1|C,N,3]
                                   .Arg<F32>()  // means2d offset [1|C, 0|N, 2]
                                   .Arg<F32>()  // R [C,3,3]
                                   .Arg<F32>()  // t [C,3]
@@ -800,6 +818,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderFwdCpu, forward_impl,
                                   .Attr<int64_t>("width")
                                   .Attr<int64_t>("height")
                                   .Attr<int64_t>("capacity")  // intersections per camera
+                                  .Attr<int64_t>("antialiased")  // 1: opacity times the compensation
                                   .Ret<F32>()                   // rgb [C,H,W,3]
                                   .Ret<F32>()                   // alpha [C,H,W]
                                   .Ret<F32>()                   // final transmittance [C,H,W]
@@ -825,8 +844,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderBwdCpu, backward_impl,
                                   .Arg<F32>()                   // dL/dalpha
                                   .Attr<int64_t>("width")
                                   .Attr<int64_t>("height")
-                                  .Attr<int64_t>("gaussian_grads")
+                                  .Attr<int64_t>("gaussian_grads")  // means, scales, quats, opacities
+                                  .Attr<int64_t>("color_grads")
                                   .Attr<int64_t>("capacity")
+                                  .Attr<int64_t>("antialiased")
                                   .Ret<F32>()  // means
                                   .Ret<F32>()  // scales
                                   .Ret<F32>()  // quats

@@ -19,6 +19,8 @@
 // needed intersection count exceeds the capacity nothing is rendered (NaN images, NaN
 // gradients) and the count is returned (saturated to int32), so the caller re-runs at a
 // larger capacity. Every CUDA call is checked; a failure is an FFI error naming the step.
+// Colours are [1, N, 3] (shared by the cameras) or [C, N, 3] (per camera); their gradient has
+// the same shape and is written when `color_grads`.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -50,7 +52,9 @@ constexpr int kPose = 16;             // pose gradient entries per camera: R (9)
 struct Dev {
   const float *means, *scales, *quats, *opac, *colors, *offset, *R, *t, *K;
   int64_t offset_cams;  // 0: none, 1: shared, C: per camera
+  int64_t color_cams;   // colours [color_cams, N, 3]: 1 (shared) or C
   int N, C, W, H, ntx, nty;
+  int antialiased;
 };
 
 __device__ sj::Camera camera_of(const Dev& d, int c) {
@@ -59,8 +63,12 @@ __device__ sj::Camera camera_of(const Dev& d, int c) {
   for (int k = 0; k < 3; ++k) cam.t[k] = d.t[3 * c + k];
   cam.fx = d.K[4 * c]; cam.fy = d.K[4 * c + 1]; cam.cx = d.K[4 * c + 2]; cam.cy = d.K[4 * c + 3];
   cam.width = d.W; cam.height = d.H;
+  cam.antialiased = d.antialiased;
   return cam;
 }
+
+// Row of Gaussian i's colour for camera c.
+__device__ int64_t color_row(const Dev& d, int c, int i) { return (d.color_cams == 1 ? 0 : (int64_t)c * d.N) + i; }
 
 __device__ const float* offset_of(const Dev& d, int c, int i) {
   if (d.offset_cams == 0) return nullptr;
@@ -78,8 +86,9 @@ __global__ void project_kernel(Dev d, float* gdata, float* depth, int4* rect, in
   sj::Projected p;
   sj::project_gaussian(d.means + 3 * i, d.scales + 3 * i, d.quats + 4 * i, d.opac[i], offset_of(d, c, i), cam, p);
   float* g = gdata + gid * sj::GSTRIDE;
-  g[0] = p.mx; g[1] = p.my; g[2] = p.A; g[3] = p.B; g[4] = p.C; g[5] = d.opac[i];
-  g[6] = d.colors[3 * i]; g[7] = d.colors[3 * i + 1]; g[8] = d.colors[3 * i + 2];
+  const float* col = d.colors + 3 * color_row(d, c, i);
+  g[0] = p.mx; g[1] = p.my; g[2] = p.A; g[3] = p.B; g[4] = p.C; g[5] = p.opacity;
+  g[6] = col[0]; g[7] = col[1]; g[8] = col[2];
   if (depth) depth[gid] = p.depth;
   rect[gid] = make_int4(p.tx0, p.ty0, p.tx1, p.ty1);
   if (counts) counts[gid] = sj::tile_count(p);
@@ -231,7 +240,8 @@ __global__ void backward_kernel(Dev d, const float* gdata, const uint32_t* vals,
 // accumulated in double per thread (as the CPU kernel does), summed over the block and added
 // with one double atomic per entry.
 __global__ void project_bwd_kernel(Dev d, const float* sgrad, const int4* rect, const int64_t* total, int64_t cap,
-                                   bool gaussian_grads, float* gm, float* gsc, float* gq, float* go, float* gc,
+                                   bool gaussian_grads, bool color_grads, float* gm, float* gsc, float* gq,
+                                   float* go, float* gc,
                                    float* goff, double* pose) {
   if (*total > cap) return;  // uniform over the grid
   const int c = blockIdx.y;
@@ -248,14 +258,17 @@ __global__ void project_bwd_kernel(Dev d, const float* sgrad, const int4* rect, 
         atomicAdd(o, g[0]);
         atomicAdd(o + 1, g[1]);
       }
-      float lm[3] = {0.f, 0.f, 0.f}, ls[3] = {0.f, 0.f, 0.f}, lq[4] = {0.f, 0.f, 0.f, 0.f};
+      float lm[3] = {0.f, 0.f, 0.f}, ls[3] = {0.f, 0.f, 0.f}, lq[4] = {0.f, 0.f, 0.f, 0.f}, lo = 0.f;
       const sj::Camera cam = camera_of(d, c);
-      sj::project_bwd<double>(d.means + 3 * i, d.scales + 3 * i, d.quats + 4 * i, cam, g, gaussian_grads, lm, ls, lq,
-                              acc, acc + 9, acc + 12);
+      sj::project_bwd<double>(d.means + 3 * i, d.scales + 3 * i, d.quats + 4 * i, d.opac[i], cam, g, gaussian_grads,
+                              lm, ls, lq, &lo, acc, acc + 9, acc + 12);
+      if (color_grads) {
+        float* gci = gc + 3 * color_row(d, c, (int)i);
+        for (int k = 0; k < 3; ++k) atomicAdd(gci + k, g[6 + k]);
+      }
       if (gaussian_grads) {
-        atomicAdd(go + i, g[5]);
+        atomicAdd(go + i, lo);
         for (int k = 0; k < 3; ++k) {
-          atomicAdd(gc + 3 * i + k, g[6 + k]);
           atomicAdd(gm + 3 * i + k, lm[k]);
           atomicAdd(gsc + 3 * i + k, ls[k]);
         }
@@ -422,8 +435,9 @@ int64_t count_of(const B& buffer) {
 }
 
 ffi::Error make_dev(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K, F32 bg,
-                    int64_t width, int64_t height, int64_t capacity, Dev& d) {
+                    int64_t width, int64_t height, int64_t capacity, int64_t antialiased, Dev& d) {
   auto md = means.dimensions();
+  auto cd = colors.dimensions();
   auto rd = R.dimensions();
   auto od = offset.dimensions();
   if (md.size() != 2 || md[1] != 3 || rd.size() != 3 || rd[1] != 3 || rd[2] != 3)
@@ -434,13 +448,15 @@ ffi::Error make_dev(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 
   if (width <= 0 || height <= 0) return ffi::Error::InvalidArgument("splatjax: width and height must be positive");
   if (capacity < 1 || capacity > INT32_MAX) return ffi::Error::InvalidArgument("splatjax: capacity must be in [1, 2^31)");
   if (count_of(scales) != N * 3 || count_of(quats) != N * 4 || count_of(opac) != N ||
-      count_of(colors) != N * 3 || count_of(t) != C * 3 || count_of(K) != C * 4 ||
+      cd.size() != 3 || cd[1] != N || cd[2] != 3 || !(cd[0] == 1 || cd[0] == C) || count_of(t) != C * 3 || count_of(K) != C * 4 ||
       count_of(bg) != C * 3 || od.size() != 3 || od[2] != 2 || !(od[1] == 0 || od[1] == N) ||
       !(od[0] == 1 || od[0] == C))
     return ffi::Error::InvalidArgument("splatjax: inconsistent input shapes");
   d.means = means.typed_data(); d.scales = scales.typed_data(); d.quats = quats.typed_data();
   d.opac = opac.typed_data(); d.colors = colors.typed_data(); d.offset = offset.typed_data();
   d.offset_cams = od[1] == 0 ? 0 : od[0];
+  d.color_cams = cd[0];
+  d.antialiased = antialiased != 0;
   d.R = R.typed_data(); d.t = t.typed_data(); d.K = K.typed_data();
   d.N = (int)N; d.C = (int)C; d.W = (int)width; d.H = (int)height;
   d.ntx = (d.W + sj::TILE - 1) / sj::TILE;
@@ -452,13 +468,14 @@ ffi::Error make_dev(F32 means, F32 scales, F32 quats, F32 opac, F32 colors, F32 
 
 ffi::Error forward_impl(cudaStream_t stream, ffi::ScratchAllocator allocator, F32 means, F32 scales, F32 quats,
                         F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K, F32 bg, int64_t width, int64_t height,
-                        int64_t capacity, ffi::Result<F32> rgb, ffi::Result<F32> alpha, ffi::Result<F32> tfinal,
+                        int64_t capacity, int64_t antialiased, ffi::Result<F32> rgb, ffi::Result<F32> alpha, ffi::Result<F32> tfinal,
                         ffi::Result<S32> ncontrib, ffi::Result<S32> needed, ffi::Result<U32> lists,
                         ffi::Result<S32> ranges) {
   static const char* who = "forward";
   cudaGetLastError();  // clear a stale (non-sticky) error left by earlier host code
   Dev d;
-  if (auto e = make_dev(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, capacity, d);
+  if (auto e = make_dev(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, capacity, antialiased,
+                        d);
       e.failure())
     return e;
   const int64_t P = (int64_t)d.C * d.H * d.W, tiles_total = (int64_t)d.C * d.ntx * d.nty;
@@ -483,21 +500,23 @@ ffi::Error forward_impl(cudaStream_t stream, ffi::ScratchAllocator allocator, F3
 ffi::Error backward_impl(cudaStream_t stream, ffi::ScratchAllocator allocator, F32 means, F32 scales, F32 quats,
                          F32 opac, F32 colors, F32 offset, F32 R, F32 t, F32 K, F32 bg, F32 tfinal, S32 ncontrib,
                          F32 g_rgb, F32 g_alpha, U32 lists, S32 ranges, S32 fwd_needed, int64_t width, int64_t height,
-                         int64_t gaussian_grads, int64_t capacity, int64_t reuse, ffi::Result<F32> g_means,
+                         int64_t gaussian_grads, int64_t color_grads, int64_t capacity, int64_t reuse,
+                         int64_t antialiased, ffi::Result<F32> g_means,
                          ffi::Result<F32> g_scales, ffi::Result<F32> g_quats, ffi::Result<F32> g_opac,
                          ffi::Result<F32> g_colors, ffi::Result<F32> g_offset, ffi::Result<F32> g_R,
                          ffi::Result<F32> g_t, ffi::Result<F32> g_K, ffi::Result<S32> needed) {
   static const char* who = "backward";
   cudaGetLastError();
   Dev d;
-  if (auto e = make_dev(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, capacity, d);
+  if (auto e = make_dev(means, scales, quats, opac, colors, offset, R, t, K, bg, width, height, capacity, antialiased,
+                        d);
       e.failure())
     return e;
   const int64_t N = d.N, C = d.C, CN = C * N, P = C * d.H * d.W, tiles_total = C * d.ntx * d.nty;
   if (count_of(tfinal) != P || count_of(ncontrib) != P || count_of(g_rgb) != P * 3 ||
       count_of(g_alpha) != P || count_of(fwd_needed) != 1 || count_of(*needed) != 1 ||
       count_of(*g_means) != N * 3 || count_of(*g_scales) != N * 3 || count_of(*g_quats) != N * 4 ||
-      count_of(*g_opac) != N || count_of(*g_colors) != N * 3 ||
+      count_of(*g_opac) != N || count_of(*g_colors) != count_of(colors) ||
       count_of(*g_offset) != count_of(offset) || count_of(*g_R) != C * 9 ||
       count_of(*g_t) != C * 3 || count_of(*g_K) != C * 4)
     return ffi::Error::InvalidArgument("splatjax backward: input or output shapes do not match");
@@ -546,7 +565,7 @@ ffi::Error backward_impl(cudaStream_t stream, ffi::ScratchAllocator allocator, F
   SJ_LAUNCHED("backward_kernel launch");
   if (N > 0) {
     SJ_LAUNCH(project_bwd_kernel, dim3((unsigned)blocks_for(N), (unsigned)C), THREADS, 0, stream)(
-        d, sgrad, b.rect, b.total, capacity, gaussian_grads != 0, g_means->typed_data(), g_scales->typed_data(),
+        d, sgrad, b.rect, b.total, capacity, gaussian_grads != 0, color_grads != 0, g_means->typed_data(), g_scales->typed_data(),
         g_quats->typed_data(), g_opac->typed_data(), g_colors->typed_data(), g_offset->typed_data(), pose);
     SJ_LAUNCHED("project_bwd_kernel launch");
   }
@@ -571,7 +590,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderFwdCuda, forward_impl,
                                   .Arg<F32>()  // scales [N,3]
                                   .Arg<F32>()  // quats [N,4]
                                   .Arg<F32>()  // opacities [N]
-                                  .Arg<F32>()  // colors [N,3]
+                                  .Arg<F32>()  // colors [1|C,N,3]
                                   .Arg<F32>()  // means2d offset [1|C, 0|N, 2]
                                   .Arg<F32>()  // R [C,3,3]
                                   .Arg<F32>()  // t [C,3]
@@ -580,6 +599,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderFwdCuda, forward_impl,
                                   .Attr<int64_t>("width")
                                   .Attr<int64_t>("height")
                                   .Attr<int64_t>("capacity")  // intersections of all cameras together
+                                  .Attr<int64_t>("antialiased")  // 1: opacity times the compensation
                                   .Ret<F32>()   // rgb [C,H,W,3]
                                   .Ret<F32>()   // alpha [C,H,W]
                                   .Ret<F32>()   // final transmittance [C,H,W]
@@ -611,9 +631,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatjaxRenderBwdCuda, backward_impl,
                                   .Arg<S32>()   // the forward's intersection count [1] (used when reuse = 1)
                                   .Attr<int64_t>("width")
                                   .Attr<int64_t>("height")
-                                  .Attr<int64_t>("gaussian_grads")
+                                  .Attr<int64_t>("gaussian_grads")  // means, scales, quats, opacities
+                                  .Attr<int64_t>("color_grads")
                                   .Attr<int64_t>("capacity")
                                   .Attr<int64_t>("reuse")  // 1: the forward's lists; 0: bin again at `capacity`
+                                  .Attr<int64_t>("antialiased")
                                   .Ret<F32>()  // means
                                   .Ret<F32>()  // scales
                                   .Ret<F32>()  // quats

@@ -199,15 +199,16 @@ def _raw_backward(platform, scene, cap, *, reuse=False, fwd_cap=None):
     """The forward FFI call at capacity `fwd_cap` (default: the first level), then the
     backward at capacity `cap` on a plain loss (every gradient requested)."""
     n, C = scene[0].shape[0], 1
-    args = [jnp.asarray(a) for a in scene[:5]] + [jnp.zeros((1, 0, 2), jnp.float32)]
+    args = [jnp.asarray(a) for a in scene[:4]] + [jnp.asarray(scene[4])[None], jnp.zeros((1, 0, 2), jnp.float32)]
     args += [jnp.asarray(scene[5])[None], jnp.asarray(scene[6])[None], jnp.asarray(scene[7])[None],
              jnp.asarray(scene[8])[None]]
     levels = ffi._levels(platform, n, C, W, H, ffi.DEFAULT_CAPACITY)
     fcap = fwd_cap or levels[0]
-    rgb, alpha, tf, nc, needed, res = ffi._fwd_call(platform, W, H, fcap, fcap, args)
+    rgb, alpha, tf, nc, needed, res = ffi._fwd_call(platform, W, H, False, fcap, fcap, args)
     assert np.all(np.isfinite(rgb)) == (int(needed) <= fcap)
     g_rgb, g_alpha = jnp.ones_like(rgb), jnp.ones_like(alpha)
-    grads, bneeded = ffi._bwd_call(platform, W, H, cap, True, args, (tf, nc, g_rgb, g_alpha), needed, res, reuse)
+    grads, bneeded = ffi._bwd_call(platform, W, H, False, cap, (True, True), args, (tf, nc, g_rgb, g_alpha), needed,
+                                   res, reuse)
     return [np.asarray(g) for g in grads], int(needed), int(bneeded)
 
 
@@ -248,9 +249,9 @@ def test_intersection_total_beyond_int32_is_an_overflow(emu):
     cap = ffi.KernelCapacity(min=4096, per_gaussian=0, growth=2, levels=1)
     with pytest.raises(Exception, match="tile intersections.*KernelCapacity"):
         jax.block_until_ready(ffi.rasterize_ffi(*scene, width=1024, height=1024, platform=EMU, capacity=cap))
-    args = [jnp.asarray(a) for a in scene[:5]] + [jnp.zeros((1, 0, 2), jnp.float32)]
+    args = [jnp.asarray(a) for a in scene[:4]] + [jnp.asarray(scene[4])[None], jnp.zeros((1, 0, 2), jnp.float32)]
     args += [jnp.asarray(a)[None] for a in scene[5:]]
-    rgb, alpha, tf, nc, needed, res = ffi._fwd_call(EMU, 1024, 1024, 4096, 4096, args)
+    rgb, alpha, tf, nc, needed, res = ffi._fwd_call(EMU, 1024, 1024, False, 4096, 4096, args)
     assert int(needed) == 2**31 - 1  # saturated, never wrapped
     assert np.all(np.isnan(np.asarray(alpha)))
 

@@ -167,6 +167,55 @@ def test_fit_from_a_point_cloud(views):
         fit(views, TOY, init=np.zeros((4, 2)))
 
 
+def test_sh_rest_learning_rate_and_active_degree(views):
+    """sh_rest learns at lr_colors / 20; coefficients above the active degree get no update
+    (the schedule's warm-up), those within it do."""
+    cfg = dataclasses.replace(TOY, sh_degree=2, densify_until=0)
+    opt = make_optimizer(cfg, 1.0)
+    g = random_scene(2, 5).with_sh_degree(2)
+    upd, _ = opt.update(jax.tree_util.tree_map(jnp.ones_like, g), opt.init(g), g)
+    np.testing.assert_allclose(-np.asarray(upd.sh_rest), 2.5e-3 / 20, rtol=1e-4)
+    state = train_mod.init_state(random_scene(3, 24), cfg, 1.0, 32)
+    assert state.params.sh_rest.shape == (32, 8, 3) and float(jnp.abs(state.params.sh_rest).max()) == 0.0
+    images, cams = jnp.asarray(views.images), views.cameras
+
+    def run(every):
+        s = train_mod.init_state(random_scene(3, 24), cfg, 1.0, 32)
+        s, _, _ = train_mod.train_chunk(s, images, cams, jax.random.PRNGKey(0), jnp.int32(10), jnp.int32(every),
+                                        config=train_mod.compiled_config(cfg), extent=1.0)
+        return np.abs(np.asarray(s.params.sh_rest[:24]))
+
+    frozen, degree1 = run(1000), run(6)  # steps 1-10: degree 0 throughout / degree 1 from step 6
+    assert frozen.max() == 0.0
+    assert degree1[:, :3].max() > 0.0 and degree1[:, 3:].max() == 0.0
+
+
+def test_fit_with_sh_degree_3_saves_and_resumes(views, tmp_path):
+    """A degree-3 fit: the degree rises, the model saves with 45 f_rest values, and a fit
+    stopped, checkpointed, restored and continued equals the uninterrupted one."""
+    from plyfile import PlyData
+
+    from splatjax.app.checkpoint import RunCheckpointer
+    from splatjax.fitting import new_state
+
+    cfg = dataclasses.replace(TOY, sh_degree=3, iterations=40)
+    full = fit(views, cfg)
+    assert full.gaussians.sh_degree == 3 and [h["sh_degree"] for h in full.history] == [3, 3, 3, 3]
+    assert float(jnp.abs(full.gaussians.sh_rest).max()) > 0.0
+    sj.save_ply(full.gaussians, tmp_path / "m.ply")
+    names = [p.name for p in PlyData.read(str(tmp_path / "m.ply"))["vertex"].properties]
+    assert sum(n.startswith("f_rest_") for n in names) == 45
+    part = fit(views, cfg, callback=lambda r: r.step >= 20)
+    with RunCheckpointer(tmp_path / "ck") as ck:
+        ck.save(20, {"state": part.state})
+    with RunCheckpointer(tmp_path / "ck") as ck:
+        tree, _, _ = ck.restore({"state": new_state(views, cfg, capacity=part.state.capacity)})
+    restored = jax.tree_util.tree_map(jnp.asarray, tree["state"])
+    rest = fit(views, cfg, state=restored)
+    for a, b in zip(jax.tree_util.tree_leaves(rest.state), jax.tree_util.tree_leaves(full.state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.slow
 def test_lego_default_3000_steps(lego_path):
     """The plain `splatjax fit LEGO --resolution 200 --iterations 3000` schedule (a few minutes)."""

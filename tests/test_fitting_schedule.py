@@ -97,3 +97,21 @@ def test_defaults_match_reference():
     assert (c.prune_screen_size, c.prune_world_size) == (20.0, 0.1)
     assert (c.init_points, c.init_extent, c.init_opacity) == (100_000, 1.3, 0.1)
     assert c.resolution is None and not c.upsample and c.capacity is None
+
+
+def test_sh_degree_schedule_and_options():
+    """The active SH degree rises by one every 1000 steps at 30k (INRIA), scaled; sh_degree
+    is validated; degrees 1-3 learn at lr_colors / 20."""
+    from splatjax.fitting import schedule
+
+    s30 = schedule(30_000)
+    assert s30.sh_degree_every == 1000
+    assert [s30.sh_degree_at(s, 3) for s in (1, 999, 1000, 2000, 2999, 3000, 29_000)] == [0, 0, 1, 2, 2, 3, 3]
+    s6 = schedule(6000)
+    assert s6.sh_degree_every == 200 and [s6.sh_degree_at(s, 3) for s in (100, 200, 400, 600)] == [0, 1, 2, 3]
+    assert schedule(6000).sh_degree_at(5000, 1) == 1 and schedule(10).sh_degree_every == 1
+    assert FitConfig().sh_degree == 0 and FitConfig().lr_sh_rest_factor == pytest.approx(1 / 20)
+    for bad in (4, -1, 1.5, True):
+        with pytest.raises(ConfigError) as err:
+            FitConfig(sh_degree=bad)
+        assert err.value.option == "sh_degree"

@@ -102,3 +102,48 @@ def test_bad_ply_files(tmp_path):
     (tmp_path / "d.ply").mkdir()
     with pytest.raises(DatasetNotFoundError, match="is not a file"):
         load_ply(tmp_path / "d.ply")
+
+
+def _inria_order(degree):
+    rest = [f"f_rest_{j}" for j in range(3 * ((degree + 1) ** 2 - 1))]
+    return INRIA_ORDER[:9] + rest + INRIA_ORDER[9:]
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_ply_round_trip_with_sh(tmp_path, degree):
+    from plyfile import PlyData
+
+    g = _random().with_sh_degree(degree)
+    k1 = (degree + 1) ** 2 - 1
+    rest = np.random.default_rng(degree).normal(size=(g.num, k1, 3)).astype(np.float32)
+    g = sj.Gaussians(g.means, g.log_scales, g.quats, g.opacity_logits, g.sh0, jnp.asarray(rest))
+    save_ply(g, tmp_path / "m.ply")
+    ply = PlyData.read(str(tmp_path / "m.ply"))
+    assert [p.name for p in ply["vertex"].properties] == _inria_order(degree)
+    # INRIA's channel-major order: f_rest_{c (K-1) + k} is coefficient k + 1 of channel c
+    v = ply["vertex"].data
+    for c, k in ((0, 0), (1, k1 - 1), (2, 1)):
+        np.testing.assert_array_equal(v[f"f_rest_{c * k1 + k}"], rest[:, k, c])
+    back = load_ply(tmp_path / "m.ply")
+    assert back.sh_degree == degree
+    for name in ("means", "log_scales", "quats", "opacity_logits", "sh0", "sh_rest"):
+        np.testing.assert_array_equal(np.asarray(getattr(back, name)), np.asarray(getattr(g, name)))
+
+
+def test_inria_ply_with_f_rest_loads(tmp_path):
+    """A degree-3 PLY written by hand in INRIA's layout (45 f_rest values, channel-major)
+    loads with its view-dependent coefficients; a wrong f_rest count is refused."""
+    n, k1 = 4, 15
+    rng = np.random.default_rng(0)
+    features_rest = rng.normal(size=(n, k1, 3)).astype(np.float32)  # INRIA's _features_rest [N, 15, 3]
+    flat = np.transpose(features_rest, (0, 2, 1)).reshape(n, 45)      # .transpose(1, 2).flatten(1)
+    values = {f"f_rest_{j}": flat[:, j] for j in range(45)}
+    values.update(rot_0=np.ones(n, np.float32))
+    p = tmp_path / "inria.ply"
+    _write_vertices(p, _inria_order(3), n=n, values=values)
+    g = load_ply(p)
+    assert g.sh_degree == 3 and g.sh_rest.shape == (n, 15, 3)
+    np.testing.assert_array_equal(np.asarray(g.sh_rest), features_rest)
+    _write_vertices(p, INRIA_ORDER + [f"f_rest_{j}" for j in range(10)])
+    with pytest.raises(DatasetError, match="inria.ply' has 10 f_rest_\\* properties"):
+        load_ply(p)

@@ -174,12 +174,12 @@ def _initial_gaussians(init, config: FitConfig, key) -> Gaussians:
     k = jax.random.fold_in(key, _INIT_STREAM)
     if init is None:
         return init_random_gaussians(config.init_points, key=k, extent=config.init_extent,
-                                     opacity=config.init_opacity)
+                                     opacity=config.init_opacity, sh_degree=config.sh_degree)
     pts = np.asarray(init, np.float32)
     if pts.ndim != 2 or pts.shape[1] not in (3, 6):
         raise ValueError(f"init point cloud must be [M, 3] (xyz) or [M, 6] (xyz rgb in [0, 1]), got {pts.shape}")
     return init_random_gaussians(pts.shape[0], key=k, opacity=config.init_opacity, points=pts[:, :3],
-                                 colors=pts[:, 3:] if pts.shape[1] == 6 else None)
+                                 colors=pts[:, 3:] if pts.shape[1] == 6 else None, sh_degree=config.sh_degree)
 
 
 def new_state(scene: PosedViews, config: FitConfig = FitConfig(), *, key: jax.Array | None = None,
@@ -255,6 +255,8 @@ def _record(s: _Setup, state: TrainState, prev: int, step: int, losses, psnrs, d
     rec = {"step": step, "loss": _nanmean(losses), "psnr": _nanmean(psnrs),
            "num_gaussians": int(jnp.sum(state.active)), "capacity": state.capacity,
            "steps_per_second": (step - prev) / dt}
+    if c.sh_degree > 0:
+        rec["sh_degree"] = s.strategy.schedule.sh_degree_at(step, c.sh_degree)
     if val_due:
         rec["val_psnr"], rec["val_ssim"] = _validate(s, state.params, final=done)
     return rec
@@ -294,6 +296,7 @@ def fit(
     while step < total and not stopped:
         tc = time.perf_counter()
         state, losses, psnrs = _train.train_chunk(state, s.images, s.cameras, s.key, jnp.int32(total),
+                                                  jnp.int32(s.strategy.schedule.sh_degree_every),
                                                   config=s.compiled, extent=s.extent)
         prev, step = step, min(step + config.chunk_steps, total)
         losses, psnrs = np.asarray(losses), np.asarray(psnrs)  # the one sync per chunk

@@ -53,6 +53,9 @@ class FitConfig:
     lr_quats: float = 1e-3
     adam_eps: float = 1e-15
     ssim_weight: float = 0.2
+    sh_degree: int = _f(0, "spherical-harmonics degree of the colour, 0-3 (0 = view-independent, the paper; 3 = "
+                           "INRIA 3DGS); the active degree rises by one every 1000 steps at 30k, scaled")
+    lr_sh_rest_factor: float = 1.0 / 20.0  # SH degrees 1-3 learn at lr_colors x this (INRIA feature_lr / 20)
     # adaptive density control (None: derived from iterations)
     densify_from: int | None = _f(None, "first densification after this step (default: 500 at 30k steps, scaled)")
     densify_until: int | None = _f(None, "no densification from this step on (default: iterations / 2)")
@@ -95,6 +98,11 @@ class FitConfig:
                      "adam_eps", "init_extent", "checkpoint_minutes", "percent_dense"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
+        if isinstance(self.sh_degree, bool) or not isinstance(self.sh_degree, numbers.Integral) \
+                or not 0 <= self.sh_degree <= 3:
+            bad("sh_degree", "must be an integer in 0..3")
+        if not self.lr_sh_rest_factor > 0:
+            bad("lr_sh_rest_factor", "must be > 0")
         if not 0.0 < self.train_fraction <= 1.0:
             bad("train_fraction", "must be in (0, 1]")
         if not 0.0 <= self.ssim_weight <= 1.0:

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 INACTIVE_LOGIT = -20.0  # sigmoid(-20) ~ 2e-9: below the 1/255 alpha floor of every backend
-FIELDS = ("means", "log_scales", "quats", "opacity_logits", "sh0")
+FIELDS = ("means", "log_scales", "quats", "opacity_logits", "sh0", "sh_rest")
 _INACTIVE_LOG_SCALE = -10.0
 SPLIT_CHILDREN = 2
 SPLIT_SCALE_DIVISOR = 1.6  # 0.8 * SPLIT_CHILDREN, as 3DGS
@@ -80,7 +80,7 @@ class DensifyCounts(eqx.Module):
     active: Int[Array, ""]  # active Gaussians afterwards
 
 
-def _inactive_rows(capacity: int, dtype=jnp.float32) -> Gaussians:
+def _inactive_rows(capacity: int, dtype=jnp.float32, sh_degree: int = 0) -> Gaussians:
     quats = jnp.zeros((capacity, 4), dtype).at[:, 0].set(1.0)
     return Gaussians(
         means=jnp.zeros((capacity, 3), dtype),
@@ -88,7 +88,7 @@ def _inactive_rows(capacity: int, dtype=jnp.float32) -> Gaussians:
         quats=quats,
         opacity_logits=jnp.full((capacity,), INACTIVE_LOGIT, dtype),
         sh0=jnp.zeros((capacity, 3), dtype),
-    )
+    ).with_sh_degree(sh_degree)
 
 
 def pad_gaussians(gaussians: Gaussians, capacity: int) -> tuple[Gaussians, Bool[Array, " N"]]:
@@ -97,7 +97,7 @@ def pad_gaussians(gaussians: Gaussians, capacity: int) -> tuple[Gaussians, Bool[
     n = gaussians.num
     if n > capacity:
         raise ValueError(f"{n} initial Gaussians do not fit in a buffer of capacity {capacity}; raise capacity")
-    buf = _inactive_rows(capacity, gaussians.means.dtype)
+    buf = _inactive_rows(capacity, gaussians.means.dtype, gaussians.sh_degree)
     buf = jax.tree_util.tree_map(lambda b, g: b.at[:n].set(g.astype(b.dtype)), buf, gaussians)
     return buf, jnp.arange(capacity) < n
 
@@ -229,15 +229,15 @@ def densify_and_prune(
 
     def child(i):
         return Gaussians(means=child_means[i], log_scales=child_log_scales, quats=params.quats,
-                         opacity_logits=params.opacity_logits, sh0=params.sh0)
+                         opacity_logits=params.opacity_logits, sh0=params.sh0, sh_rest=params.sh_rest)
 
     sources = [params, params, child(0), child(1)]
     flags = jnp.concatenate([keep_old, clone, split, split])
     dest = jnp.where(flags, jnp.cumsum(flags) - 1, cap)  # cap = dropped by the scatter
     total = jnp.sum(flags)
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *sources)
-    new_params = jax.tree_util.tree_map(lambda b, s: b.at[dest].set(s, mode="drop"), _inactive_rows(cap, dtype),
-                                        stacked)
+    new_params = jax.tree_util.tree_map(lambda b, s: b.at[dest].set(s, mode="drop"),
+                                        _inactive_rows(cap, dtype, params.sh_degree), stacked)
     counts = DensifyCounts(
         cloned=jnp.sum(clone), split=jnp.sum(split), pruned=jnp.sum(sel.prune_old & ~split),
         dropped=jnp.sum(sel.cand) - jnp.sum(accepted), candidates=jnp.sum(sel.cand), active=total,
@@ -265,7 +265,7 @@ def resize_gaussians(params: Gaussians, capacity: int) -> Gaussians:
     active Gaussians must occupy the first slots (they do after every densification)."""
     if capacity <= params.num:
         return params.take(jnp.arange(capacity))
-    pad = _inactive_rows(capacity - params.num, params.means.dtype)
+    pad = _inactive_rows(capacity - params.num, params.means.dtype, params.sh_degree)
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), params, pad)
 
 

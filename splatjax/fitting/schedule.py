@@ -9,10 +9,14 @@ event "at step s" happens after optimisation step s):
   and after step ``densify_from`` with a white background (500, 3000, 6000, 9000, 12,000);
 - prune by size (screen radius, world size) in densifications after step
   ``opacity_reset_every`` (from 3100 on);
-- decay the position learning rate over all ``iterations`` steps.
+- decay the position learning rate over all ``iterations`` steps;
+- raise the active spherical-harmonics degree by one every ``sh_degree_every`` steps (1000:
+  from step 1000 on the render uses degree 1, from 2000 degree 2, ...; capped at the
+  stored degree).
 
-For ``iterations = N`` the event steps scale with ``f = N / 30000``, rounded to multiples of
-``densify_every`` (at least one interval): ``densify_from = 500 f``, ``densify_until =
+For ``iterations = N`` the event steps scale with ``f = N / 30000``; ``sh_degree_every =
+max(1, round(1000 f))``; the others are rounded to multiples of ``densify_every`` (at least
+one interval): ``densify_from = 500 f``, ``densify_until =
 15000 f = N / 2``, ``opacity_reset_every = max(3000 f, 5 densify_every)`` (each reset is
 followed by at least five densifications, so the Gaussians it silenced can recover or be
 pruned before the next one). Explicit values replace the scaled ones.
@@ -32,6 +36,7 @@ __all__ = ["FitSchedule", "schedule", "RECOVERY_FRACTION"]
 REFERENCE_ITERATIONS = 30_000
 RECOVERY_FRACTION = 0.3  # final share of the steps without densification or resets
 _REF_FROM, _REF_UNTIL, _REF_RESET = 500, 15_000, 3000
+_REF_SH_EVERY = 1000
 _MIN_RESET_INTERVALS = 5
 
 
@@ -47,6 +52,11 @@ class FitSchedule:
     size_prune_after: int  # size pruning in densifications after this step
     last_event: int  # no densification or reset after this step
     reset_at_densify_from: bool  # the white-background reset at densify_from
+    sh_degree_every: int = _REF_SH_EVERY  # the active SH degree rises by one every this many steps
+
+    def sh_degree_at(self, step: int, max_degree: int) -> int:
+        """Active SH degree of optimisation step ``step`` (counted from 1)."""
+        return min(max_degree, step // self.sh_degree_every)
 
     def densify_at(self, step: int) -> bool:
         """Whether densification happens after ``step``."""
@@ -102,4 +112,5 @@ def schedule(
         iterations=iterations, densify_from=start, densify_until=until, densify_every=densify_every,
         opacity_reset_every=opacity_reset_every, size_prune_after=opacity_reset_every, last_event=last,
         reset_at_densify_from=white_background,
+        sh_degree_every=max(1, int(math.floor(_REF_SH_EVERY * f + 0.5))),
     )

@@ -60,17 +60,19 @@ def scene_extent(c2w: Float[np.ndarray, "N 4 4"]) -> float:
     return float(1.1 * np.max(np.linalg.norm(centres - centres.mean(0), axis=-1)))
 
 
-def param_labels() -> Gaussians:
-    """The optimiser's label tree: every Gaussians field is its own Adam group."""
+def param_labels(sh_degree: int = 0) -> Gaussians:
+    """The optimiser's label tree: every Gaussians field is its own Adam group (``sh_rest``
+    only for an SH degree above 0)."""
     return Gaussians(means="means", log_scales="log_scales", quats="quats", opacity_logits="opacity_logits",
-                     sh0="sh0")
+                     sh0="sh0", sh_rest="sh_rest" if sh_degree > 0 else None)
 
 
 def make_optimizer(config: FitConfig, extent: float, iterations=None) -> optax.GradientTransformation:
     """Adam (eps ``adam_eps``) per parameter group with the 3DGS learning rates; the mean
     learning rate decays exponentially (log-linearly) from lr_means x extent to
     lr_means_final x extent over ``iterations`` steps (default ``config.iterations``; may
-    be a traced scalar, so fits of different lengths share compilations) and stays there."""
+    be a traced scalar, so fits of different lengths share compilations) and stays there.
+    SH degrees 1-3 (``config.sh_degree`` > 0) learn at lr_colors x lr_sh_rest_factor."""
     total = config.iterations if iterations is None else iterations
     lr0, lr1 = config.lr_means * extent, config.lr_means_final * extent
 
@@ -79,8 +81,10 @@ def make_optimizer(config: FitConfig, extent: float, iterations=None) -> optax.G
 
     lrs = {"means": lr_means, "log_scales": config.lr_scales, "quats": config.lr_quats,
            "opacity_logits": config.lr_opacity, "sh0": config.lr_colors}
+    if config.sh_degree > 0:
+        lrs["sh_rest"] = config.lr_colors * config.lr_sh_rest_factor
     groups = {name: optax.adam(lr, eps=config.adam_eps) for name, lr in lrs.items()}
-    return optax.multi_transform(groups, param_labels())
+    return optax.multi_transform(groups, param_labels(config.sh_degree))
 
 
 def _is_masked(x) -> bool:
@@ -98,8 +102,9 @@ def _map_moments(opt: optax.GradientTransformation, fn, opt_state, *rest):
 
 
 def init_state(gaussians: Gaussians, config: FitConfig, extent: float, capacity: int) -> TrainState:
-    """Initial state: ``gaussians`` in the first slots of a ``capacity``-slot buffer."""
-    params, active = pad_gaussians(gaussians.astype(jnp.float32), capacity)
+    """Initial state: ``gaussians`` (stored at ``config.sh_degree``) in the first slots of a
+    ``capacity``-slot buffer."""
+    params, active = pad_gaussians(gaussians.with_sh_degree(config.sh_degree).astype(jnp.float32), capacity)
     opt_state = make_optimizer(config, extent).init(params)
     return TrainState(params=params, opt_state=opt_state, active=active,
                       stats=DensityStats.zeros(capacity), step=jnp.zeros((), jnp.int32))
@@ -134,11 +139,12 @@ def compiled_config(config: FitConfig) -> FitConfig:
 
 
 @partial(jax.jit, static_argnames=("config", "extent"), donate_argnames=("state",))
-def train_chunk(state: TrainState, images: Float[Array, "V H W 3"], cameras, key, iterations: Int[Array, ""], *,
-                config: FitConfig, extent: float):
+def train_chunk(state: TrainState, images: Float[Array, "V H W 3"], cameras, key, iterations: Int[Array, ""],
+                sh_degree_every: Int[Array, ""] | int = 1000, *, config: FitConfig, extent: float):
     """``config.chunk_steps`` optimisation steps on one shuffled view each (steps past
     ``iterations``, a traced scalar, are no-ops). Returns the new state and per-step (loss, PSNR) (NaN for
-    no-op steps). The view of step s is entry s % V of a permutation drawn from (key, s // V)."""
+    no-op steps). The view of step s is entry s % V of a permutation drawn from (key, s // V).
+    Step s (counted from 1) renders SH degree min(config.sh_degree, s // sh_degree_every)."""
     n_views = images.shape[0]
     opt = make_optimizer(config, extent, iterations)
     background = jnp.asarray(config.background, jnp.float32)
@@ -151,9 +157,12 @@ def train_chunk(state: TrainState, images: Float[Array, "V H W 3"], cameras, key
         camera = jax.tree_util.tree_map(lambda x: x[idx], cameras)
         target = images[idx]
 
+        active_degree = None if config.sh_degree == 0 else jnp.minimum((s + 1) // sh_degree_every,
+                                                                         config.sh_degree)
+
         def loss_fn(params, offset):
             rgb, _ = render(params, camera, background=background, backend=config.backend,
-                            means2d_offset=offset)
+                            means2d_offset=offset, sh_degree=active_degree)
             return photometric_loss(rgb, target, ssim_weight=config.ssim_weight), rgb
 
         offset = jnp.zeros((state.capacity, 2), state.params.means.dtype)
@@ -207,7 +216,7 @@ def reset_state(state: TrainState, *, strategy: DensifyStrategy, config: FitConf
     params = strategy.reset(state.params, state.active)
     opt = make_optimizer(config, extent)
     opt_state = _map_moments(opt, lambda x, label: jnp.zeros_like(x) if label == "opacity_logits" else x,
-                             state.opt_state, param_labels())
+                             state.opt_state, param_labels(config.sh_degree))
     return TrainState(params=params, opt_state=opt_state, active=state.active, stats=state.stats,
                       step=state.step)
 

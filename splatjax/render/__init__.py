@@ -79,7 +79,7 @@ def rasterize(
     scales: Float[Array, "N 3"],
     quats: Float[Array, "N 4"],
     opacities: Float[Array, " N"],
-    colors: Float[Array, "N 3"],
+    colors: Float[Array, "*C N 3"],
     R: Float[Array, "3 3"],
     t: Float[Array, " 3"],
     intrinsics: Float[Array, " 4"],
@@ -90,12 +90,16 @@ def rasterize(
     backend: str = "auto",
     means2d_offset: Float[Array, "N 2"] | None = None,
     capacity: KernelCapacity | None = None,
+    antialiased: bool = False,
 ) -> tuple[Float[Array, "H W 3"], Float[Array, "H W"]]:
     """Render activated parameters (see :mod:`splatjax.render.reference` for the exact
     conventions, which every backend shares). Differentiable in every array argument.
-    ``capacity`` (FFI kernels; static) sets the intersection-list capacity levels."""
+    ``capacity`` (FFI kernels; static) sets the intersection-list capacity levels.
+    ``antialiased`` (static): gsplat's antialiased mode (opacity times
+    sqrt(det(cov2d - 0.3 I) / det(cov2d))). ``colors`` may be per camera ([C, N, 3]) with a
+    camera stack on the FFI kernels."""
     backend = resolve_backend(backend)
-    kw = dict(width=width, height=height, means2d_offset=means2d_offset)
+    kw = dict(width=width, height=height, means2d_offset=means2d_offset, antialiased=bool(antialiased))
     if backend == "reference":
         return rasterize_reference(means, scales, quats, opacities, colors, R, t, intrinsics, background, **kw)
     return ffi.rasterize_ffi(means, scales, quats, opacities, colors, R, t, intrinsics, background,
@@ -110,19 +114,27 @@ def render(
     backend: str = "auto",
     means2d_offset: Float[Array, "N 2"] | None = None,
     capacity: KernelCapacity | None = None,
+    sh_degree=None,
+    antialiased: bool = False,
 ) -> tuple[Float[Array, "H W 3"], Float[Array, "H W"]]:
     """Render ``gaussians`` seen by ``camera`` (OpenCV world-to-camera) over ``background``.
 
     Returns (rgb [H, W, 3] float, alpha [H, W]). Differentiable with respect to every
-    Gaussian parameter and to ``camera.R`` / ``camera.t``; works under ``jit``, and
-    ``vmap`` over a camera batch (see :func:`splatjax.camera.stack_cameras`).
+    Gaussian parameter and to ``camera.R`` / ``camera.t`` (also through the view-dependent
+    colour); works under ``jit``, and ``vmap`` over a camera batch (see
+    :func:`splatjax.camera.stack_cameras`; view-dependent colours then become per-camera
+    colours of one kernel launch).
+    Colours: :meth:`Gaussians.colors_for` at ``camera.center`` with ``sh_degree`` (None:
+    the stored degree; an int is capped there; a traced scalar masks the higher degrees).
     ``capacity``: the FFI kernels' intersection-list levels (a static
-    :class:`KernelCapacity`; default ``KernelCapacity()``)."""
+    :class:`KernelCapacity`; default ``KernelCapacity()``). ``antialiased`` (static):
+    gsplat's antialiased mode (see :mod:`splatjax.render.reference`)."""
     dtype = gaussians.means.dtype
     bg = jnp.broadcast_to(jnp.asarray(background, dtype), (3,))
+    colors = gaussians.colors_for(camera.center.astype(dtype), sh_degree)
     return rasterize(
-        gaussians.means, gaussians.scales, gaussians.unit_quats, gaussians.opacities, gaussians.colors,
+        gaussians.means, gaussians.scales, gaussians.unit_quats, gaussians.opacities, colors,
         camera.R.astype(dtype), camera.t.astype(dtype), camera.intrinsics.astype(dtype), bg,
         width=camera.width, height=camera.height, backend=backend, means2d_offset=means2d_offset,
-        capacity=capacity,
+        capacity=capacity, antialiased=antialiased,
     )

@@ -8,13 +8,17 @@ Computation is float32 (other dtypes are cast and the results cast back).
 Camera axis: the kernel renders one Gaussian set from C cameras in one launch.
 :func:`rasterize_ffi` takes a single camera (``R [3, 3]``) or a camera stack
 (``R [C, 3, 3]``, ``t [C, 3]``, ``intrinsics [C, 4]``, ``background [3]`` or ``[C, 3]``);
-``jax.vmap`` over camera arguments (nested too) is mapped onto that axis without copying
-the Gaussians. ``jit`` and ``grad`` work through ``jax.custom_vjp``; when the Gaussians are
+colours are shared (``[N, 3]``) or per camera (``[C, N, 3]``: view-dependent colour).
+``jax.vmap`` over camera arguments and colours (nested too) is mapped onto that axis
+without copying the Gaussians' geometry. ``jit`` and ``grad`` work through ``jax.custom_vjp``; when the Gaussians are
 not being differentiated (pose refinement) the backward skips the Gaussian gradients.
 (Under ``vmap`` with Gaussian gradients the backward runs once per mapped element, since
 per-element Gaussian cotangents are required; differentiate a camera stack directly to get
-the single-launch backward.) Every array argument is differentiable, the intrinsics and
-the background included.
+the single-launch backward.) Colour gradients are computed whenever the colours are
+differentiated (also in a pose-only backward, where view-dependent colours depend on the
+camera). Every array argument is differentiable, the intrinsics and the background
+included. ``antialiased`` (static) is gsplat's antialiased mode (see
+:mod:`splatjax.render.reference`).
 
 Capacity: the (tile, Gaussian) intersection lists have a static capacity (an FFI
 attribute) chosen from levels described by :class:`KernelCapacity`, a static option of
@@ -211,7 +215,7 @@ def _tiles(width, height):
     return -(-width // 16) * -(-height // 16)
 
 
-def _fwd_call(platform, width, height, cap, list_len, args):
+def _fwd_call(platform, width, height, antialiased, cap, list_len, args):
     """One forward launch at capacity `cap`: (rgb, alpha, tfinal, ncontrib, needed, res) with
     res = (sorted ids [list_len], tile ranges [C * tiles, 2]) on CUDA (the ids are only
     written when list_len >= cap) and () on the CPU."""
@@ -227,23 +231,26 @@ def _fwd_call(platform, width, height, cap, list_len, args):
     if platform in _CUDA_FAMILY:
         shapes += [jax.ShapeDtypeStruct((list_len,), jnp.uint32),
                    jax.ShapeDtypeStruct((C * _tiles(width, height), 2), i32)]
-    out = jax.ffi.ffi_call(_TARGETS[platform][0], shapes)(*args, **_attrs(cap, width=width, height=height))
+    out = jax.ffi.ffi_call(_TARGETS[platform][0], shapes)(
+        *args, **_attrs(cap, width=width, height=height, antialiased=int(antialiased)))
     return (*out[:4], out[4][0], tuple(out[5:]))
 
 
-def _bwd_call(platform, width, height, cap, gaussian_grads, args, img, needed, res, reuse):
+def _bwd_call(platform, width, height, antialiased, cap, grads, args, img, needed, res, reuse):
     """One backward launch at capacity `cap` (CUDA: on the forward's lists `res` when
-    `reuse`, else binning again). Returns the 9 gradients and the intersection count."""
+    `reuse`, else binning again); `grads` = (gaussian_grads, color_grads). Returns the 9
+    gradients and the intersection count."""
     N, C = args[0].shape[0], args[6].shape[0]
     f32 = jnp.float32
     shapes = (
         jax.ShapeDtypeStruct((N, 3), f32), jax.ShapeDtypeStruct((N, 3), f32), jax.ShapeDtypeStruct((N, 4), f32),
-        jax.ShapeDtypeStruct((N,), f32), jax.ShapeDtypeStruct((N, 3), f32),
+        jax.ShapeDtypeStruct((N,), f32), jax.ShapeDtypeStruct(args[4].shape, f32),
         jax.ShapeDtypeStruct(args[5].shape, f32),
         jax.ShapeDtypeStruct((C, 3, 3), f32), jax.ShapeDtypeStruct((C, 3), f32), jax.ShapeDtypeStruct((C, 4), f32),
         jax.ShapeDtypeStruct((1,), jnp.int32),
     )
-    kw = dict(width=width, height=height, gaussian_grads=int(gaussian_grads))
+    kw = dict(width=width, height=height, gaussian_grads=int(grads[0]), color_grads=int(grads[1]),
+              antialiased=int(antialiased))
     extra = ()
     if platform in _CUDA_FAMILY:
         if not reuse:  # the lists are not read
@@ -281,9 +288,10 @@ def _guard_overflow(values, needed, largest):
 
 
 # ----------------------------------------------------------------------------- primitives
-# args = (means, scales, quats, opacities, colors, offset [Co, No, 2], R [C,3,3], t [C,3],
-#         intrinsics [C,4], background [C,3]); all float32.
-_GAUSS = range(5)
+# args = (means, scales, quats, opacities, colors [Cc, N, 3], offset [Co, No, 2], R [C,3,3],
+#         t [C,3], intrinsics [C,4], background [C,3]); all float32. Cc, Co: 1 (shared) or C.
+_GEOM = range(4)  # the Gaussians' geometry and opacity: shared by every camera of a launch
+_COLORS = 4
 _OFFSET = 5
 _CAMS = range(6, 10)
 
@@ -297,9 +305,9 @@ def _no_lists(nres):
     return (jnp.zeros((0,), jnp.uint32), jnp.zeros((0, 2), jnp.int32))[:nres]
 
 
-def _forward_unbatched(platform, width, height, capacity, args):
+def _forward_unbatched(platform, width, height, capacity, antialiased, args):
     levels = _levels(platform, args[0].shape[0], args[6].shape[0], width, height, capacity)
-    call = functools.partial(_fwd_call, platform, width, height)
+    call = functools.partial(_fwd_call, platform, width, height, antialiased)
     first = call(levels[0], levels[0], args)
     needed = first[4]
     if len(levels) == 1:
@@ -313,11 +321,11 @@ def _forward_unbatched(platform, width, height, capacity, args):
     return (rgb, alpha, tf, nc, needed, *res)
 
 
-def _backward_unbatched(platform, width, height, gaussian_grads, capacity, reuse, args, img, needed, res):
+def _backward_unbatched(platform, width, height, grads, capacity, reuse, antialiased, args, img, needed, res):
     levels = _levels(platform, args[0].shape[0], args[6].shape[0], width, height, capacity)
-    call = functools.partial(_bwd_call, platform, width, height)
+    call = functools.partial(_bwd_call, platform, width, height, antialiased)
     # the first level walks the forward's lists when they are valid for this launch
-    branches = [functools.partial(call, cap, gaussian_grads, args, img, needed, res, reuse and k == 0)
+    branches = [functools.partial(call, cap, grads, args, img, needed, res, reuse and k == 0)
                 for k, cap in enumerate(levels)]
     level = _level_of(levels, needed)
     grads, bneeded = branches[0]() if len(branches) == 1 else jax.lax.switch(level, branches)
@@ -325,16 +333,24 @@ def _backward_unbatched(platform, width, height, gaussian_grads, capacity, reuse
     return _guard_overflow(grads, bneeded, jnp.asarray(levels, jnp.int32)[level])
 
 
-def _camera_batched_args(axis_size, in_batched, args):
-    """Fold a vmapped camera axis B into the kernel's camera axis: [B, C, ...] -> [B*C, ...]."""
+def _fold_per_camera(x, batched, axis_size, C, expand=False):
+    """A per-camera-or-shared input ([1 or C, ...], batched: [B, 1 or C, ...]) on the folded
+    camera axis: [B*C, ...], or kept shared [1, ...] when it is unbatched and shared (unless
+    `expand`)."""
+    if batched:
+        return jnp.broadcast_to(x, (axis_size, C) + x.shape[2:]).reshape((axis_size * C,) + x.shape[2:])
+    if x.shape[0] != 1 or expand:
+        return jnp.broadcast_to(x[None], (axis_size, C) + x.shape[1:]).reshape((axis_size * C,) + x.shape[1:])
+    return x
+
+
+def _camera_batched_args(axis_size, in_batched, args, expand_colors=False):
+    """Fold a vmapped camera axis B into the kernel's camera axis: [B, C, ...] -> [B*C, ...]
+    (per-camera colours and offsets too; shared ones stay shared unless `expand_colors`)."""
     C = next(a.shape[1] for a, b in zip(args[6:], in_batched[6:]) if b) if any(in_batched[6:]) else args[6].shape[0]
-    out = list(args[:5])
-    off, ob = args[_OFFSET], in_batched[_OFFSET]
-    if ob:
-        off = jnp.broadcast_to(off, (axis_size, C) + off.shape[2:]).reshape((axis_size * C,) + off.shape[2:])
-    elif off.shape[0] != 1:
-        off = jnp.broadcast_to(off[None], (axis_size,) + off.shape).reshape((axis_size * C,) + off.shape[1:])
-    out.append(off)
+    out = list(args[:4])
+    out.append(_fold_per_camera(args[_COLORS], in_batched[_COLORS], axis_size, C, expand_colors))
+    out.append(_fold_per_camera(args[_OFFSET], in_batched[_OFFSET], axis_size, C))
     for a, b in zip(args[6:], in_batched[6:]):
         a = a if b else jnp.broadcast_to(a[None], (axis_size,) + a.shape)
         out.append(a.reshape((axis_size * a.shape[1],) + a.shape[2:]))
@@ -346,16 +362,16 @@ def _broadcast(args, batched, axis_size):
 
 
 @functools.cache
-def _forward_prim(platform: str, width: int, height: int, capacity: KernelCapacity):
+def _forward_prim(platform: str, width: int, height: int, capacity: KernelCapacity, antialiased: bool):
     nres = _n_res(platform)
 
     @custom_vmap
     def fwd(*args):
-        return _forward_unbatched(platform, width, height, capacity, args)
+        return _forward_unbatched(platform, width, height, capacity, antialiased, args)
 
     @fwd.def_vmap
     def rule(axis_size, in_batched, *args):
-        if any(in_batched[i] for i in _GAUSS):  # a batch of Gaussian sets: one launch each
+        if any(in_batched[i] for i in _GEOM):  # a batch of Gaussian sets: one launch each
             out = jax.lax.map(lambda xs: fwd(*xs), _broadcast(args, in_batched, axis_size))
             return tuple(out), (True,) * (5 + nres)
         flat, C = _camera_batched_args(axis_size, in_batched, args)
@@ -369,77 +385,92 @@ def _forward_prim(platform: str, width: int, height: int, capacity: KernelCapaci
 
 
 @functools.cache
-def _backward_prim(platform: str, width: int, height: int, gaussian_grads: bool, capacity: KernelCapacity,
-                   reuse: bool):
+def _backward_prim(platform: str, width: int, height: int, grads: tuple[bool, bool], capacity: KernelCapacity,
+                   reuse: bool, antialiased: bool):
+    """The backward launch; grads = (gaussian_grads, color_grads): which Gaussian-side
+    cotangents are computed (the pose's always are)."""
     nres = _n_res(platform)
+    gaussian_grads, color_grads = grads
 
     @custom_vmap
     def bwd(*args):
         inputs, (tf, nc, g_rgb, g_alpha, needed), res = args[:10], args[10:15], args[15:]
-        return _backward_unbatched(platform, width, height, gaussian_grads, capacity, reuse, inputs,
+        return _backward_unbatched(platform, width, height, grads, capacity, reuse, antialiased, inputs,
                                    (tf, nc, g_rgb, g_alpha), needed, res)
 
     @bwd.def_vmap
     def rule(axis_size, in_batched, *args):
-        inputs, (tf, nc, g_rgb, g_alpha, needed), res = args[:10], args[10:15], args[15:]
         ib = in_batched
-        res_batched = ib[15:]
-        if gaussian_grads or any(ib[i] for i in _GAUSS) or ib[_OFFSET] or ib[14]:
+        if gaussian_grads or any(ib[i] for i in _GEOM) or ib[_OFFSET] or ib[14]:
             # per-element Gaussian cotangents are needed: one launch per mapped element. Each
             # element's launch matches a forward launch only when the forward also ran per
             # element (its lists are batched); otherwise the elements bin again.
-            per_elem_reuse = reuse and nres > 0 and all(res_batched) and ib[14]
-            prim = _backward_prim(platform, width, height, gaussian_grads, capacity, per_elem_reuse)
+            per_elem_reuse = reuse and nres > 0 and all(ib[15:]) and ib[14]
+            prim = _backward_prim(platform, width, height, grads, capacity, per_elem_reuse, antialiased)
             mapped = _broadcast(args[:15], ib[:15], axis_size)
             if per_elem_reuse:
-                out = jax.lax.map(lambda xs: prim(*xs), mapped + list(res))
+                out = jax.lax.map(lambda xs: prim(*xs), mapped + list(args[15:]))
             else:  # the lists are not read
                 out = jax.lax.map(lambda xs: prim(*xs, *_no_lists(nres)), mapped)
             return tuple(out), (True,) * 9
-        # pose only, Gaussians shared: fold the mapped cameras into one launch. It matches the
-        # forward's launch when the forward was folded the same way (a camera input batched).
-        folded_like_forward = any(ib[6:10]) and not any(res_batched)
-        prim = _backward_prim(platform, width, height, gaussian_grads, capacity, reuse and folded_like_forward)
-        flat, C = _camera_batched_args(axis_size, ib[:10], inputs)
+        return _folded_backward(axis_size, ib, args)
+
+    def _folded_backward(axis_size, ib, args):
+        # geometry shared and not differentiated: fold the mapped cameras into one launch. It
+        # matches the forward's launch when the forward was folded the same way (a camera
+        # input or the colours batched).
+        inputs, img_in, needed, res = args[:10], args[10:14], args[14], args[15:]
+        folded_like_forward = (any(ib[6:10]) or ib[_COLORS]) and not any(ib[15:])
+        prim = _backward_prim(platform, width, height, grads, capacity, reuse and folded_like_forward, antialiased)
+        # colour cotangents are per element: shared colours get one row per folded camera
+        flat, C = _camera_batched_args(axis_size, ib[:10], inputs, expand_colors=color_grads)
         img = []
-        for a, b in zip((tf, nc, g_rgb, g_alpha), ib[10:14]):
+        for a, b in zip(img_in, ib[10:14]):
             a = a if b else jnp.broadcast_to(a[None], (axis_size,) + a.shape)
             img.append(a.reshape((axis_size * C,) + a.shape[2:]))
         out = prim(*flat, *img, needed, *res)
         g_R, g_t = out[6].reshape(axis_size, C, 3, 3), out[7].reshape(axis_size, C, 3)
         g_K = out[8].reshape(axis_size, C, 4)
-        # Gaussian and offset gradients were not requested: zeros, hence unbatched
-        zeros = [jnp.zeros_like(a) for a in inputs[:6]]
-        return (*zeros, g_R, g_t, g_K), (False,) * 6 + (True, True, True)
+        # geometry and offset gradients were not requested: zeros, hence unbatched
+        outs = [jnp.zeros_like(a) for a in inputs[:6]]
+        batched = [False] * 6
+        if color_grads:
+            g_c = out[_COLORS].reshape((axis_size, C) + out[_COLORS].shape[1:])
+            per_elem_rows = inputs[_COLORS].shape[1 if ib[_COLORS] else 0]
+            outs[_COLORS] = g_c if per_elem_rows == C else jnp.sum(g_c, axis=1, keepdims=True)
+            batched[_COLORS] = True
+        return (*outs, g_R, g_t, g_K), (*batched, True, True, True)
 
     return bwd
 
 
 # ----------------------------------------------------------------------------- custom_vjp
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _render(platform, width, height, capacity, *args):
-    rgb, alpha = _forward_prim(platform, width, height, capacity)(*args)[:2]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _render(platform, width, height, capacity, antialiased, *args):
+    rgb, alpha = _forward_prim(platform, width, height, capacity, antialiased)(*args)[:2]
     return rgb, alpha
 
 
-def _render_fwd(platform, width, height, capacity, *args):
+def _render_fwd(platform, width, height, capacity, antialiased, *args):
     values = tuple(a.value for a in args)
     # the offset's gradient is per Gaussian too, so it counts as a Gaussian gradient here
-    gaussian_grads = any(args[i].perturbed for i in (*_GAUSS, _OFFSET))
-    rgb, alpha, tf, nc, needed, *res = _forward_prim(platform, width, height, capacity)(*values)
-    flag = () if gaussian_grads else None  # static, carried in the residual's structure
-    return (rgb, alpha), (values, tf, nc, needed, tuple(res), flag)
+    gaussian_grads = any(args[i].perturbed for i in (*_GEOM, _OFFSET))
+    color_grads = args[_COLORS].perturbed
+    rgb, alpha, tf, nc, needed, *res = _forward_prim(platform, width, height, capacity, antialiased)(*values)
+    # static flags, carried in the residual's structure
+    flags = (() if gaussian_grads else None, () if color_grads else None)
+    return (rgb, alpha), (values, tf, nc, needed, tuple(res), flags)
 
 
-def _render_bwd(platform, width, height, capacity, residuals, cts):
-    values, tf, nc, needed, res, flag = residuals
-    gaussian_grads = flag is not None
+def _render_bwd(platform, width, height, capacity, antialiased, residuals, cts):
+    values, tf, nc, needed, res, flags = residuals
+    grads = (flags[0] is not None, flags[1] is not None)
     g_rgb, g_alpha = cts
     if isinstance(g_rgb, SymbolicZero):
         g_rgb = jnp.zeros(g_rgb.shape, g_rgb.dtype)
     if isinstance(g_alpha, SymbolicZero):
         g_alpha = jnp.zeros(g_alpha.shape, g_alpha.dtype)
-    bwd = _backward_prim(platform, width, height, gaussian_grads, capacity, True)
+    bwd = _backward_prim(platform, width, height, grads, capacity, True, antialiased)
     g = bwd(*values, tf, nc, g_rgb, g_alpha, needed, *res)
     g_bg = jnp.einsum("chw,chwk->ck", tf, g_rgb)
     return (*g[:9], g_bg)
@@ -454,7 +485,7 @@ def rasterize_ffi(
     scales: Float[Array, "N 3"],
     quats: Float[Array, "N 4"],
     opacities: Float[Array, " N"],
-    colors: Float[Array, "N 3"],
+    colors: Float[Array, "*C N 3"],
     R: Float[Array, "*C 3 3"],
     t: Float[Array, "*C 3"],
     intrinsics: Float[Array, "*C 4"],
@@ -465,6 +496,7 @@ def rasterize_ffi(
     platform: str,
     means2d_offset: Float[Array, "*C N 2"] | None = None,
     capacity: KernelCapacity = DEFAULT_CAPACITY,
+    antialiased: bool = False,
 ) -> tuple[Float[Array, "*C H W 3"], Float[Array, "*C H W"]]:
     """Render activated Gaussians with the FFI kernel on ``platform`` ("cpu", "cuda", or
     "cuda-emu" for tests).
@@ -472,8 +504,10 @@ def rasterize_ffi(
     One camera (``R [3, 3]``, ``t [3]``, ``intrinsics [4]``) gives ``(rgb [H, W, 3], alpha [H, W])``;
     a camera stack (``R [C, 3, 3]``, ...) gives ``[C, H, W, 3]`` and ``[C, H, W]`` in one launch.
     ``means2d_offset`` ([N, 2] shared, or [C, N, 2] per camera) is added to the projected means;
-    its gradient is the screen-space mean gradient. ``capacity`` sets the intersection-list
-    capacity levels (:class:`KernelCapacity`)."""
+    its gradient is the screen-space mean gradient. ``colors`` are shared ([N, 3]) or per
+    camera ([C, N, 3] with a camera stack). ``capacity`` sets the intersection-list
+    capacity levels (:class:`KernelCapacity`); ``antialiased`` (static) gsplat's
+    antialiased mode."""
     _require(platform)
     if not isinstance(capacity, KernelCapacity):
         raise ConfigError("capacity", f"expected a KernelCapacity, got {type(capacity).__name__}")
@@ -494,8 +528,12 @@ def rasterize_ffi(
         if offset.shape[-2:] != (n, 2) or offset.ndim not in (2, 3) or (offset.ndim == 3 and offset.shape[0] != C):
             raise ValueError(f"means2d_offset must be [N, 2] or [C, N, 2] with N={n}, C={C}; got {offset.shape}")
         offset = offset.reshape((-1, n, 2))
-    gauss = [jnp.asarray(x, f32) for x in (means, scales, quats, opacities, colors)]
-    rgb, alpha = _render(platform, int(width), int(height), capacity, *gauss, offset, *cams)
+    cols = jnp.asarray(colors, f32)
+    if cols.shape[-2:] != (n, 3) or cols.ndim not in (2, 3) or (cols.ndim == 3 and cols.shape[0] != C):
+        raise ValueError(f"colors must be [N, 3] or [C, N, 3] with N={n}, C={C}; got {cols.shape}")
+    cols = cols[None] if cols.ndim == 2 else cols
+    gauss = [jnp.asarray(x, f32) for x in (means, scales, quats, opacities)]
+    rgb, alpha = _render(platform, int(width), int(height), capacity, bool(antialiased), *gauss, cols, offset, *cams)
     if single:
         rgb, alpha = rgb[0], alpha[0]
     return rgb.astype(dtype), alpha.astype(dtype)

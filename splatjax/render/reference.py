@@ -16,6 +16,11 @@ Conventions (shared exactly by the FFI kernels in ``cuda_ffi/``):
   skipped; blending stops *before* a Gaussian that would bring the transmittance below
   1e-4; ``rgb = sum_i c_i alpha_i T_i + T_final * background``, ``alpha = 1 - T_final``.
 
+Antialiased mode (``antialiased=True``, gsplat's ``rasterize_mode="antialiased"``): each
+opacity is multiplied by ``sqrt(det(cov2d - 0.3 I) / det(cov2d))`` (undilated over dilated
+determinant, 0 when the undilated one is <= 0), so that the dilation does not brighten
+small Gaussians.
+
 There is no radius cut-off here: a Gaussian touches exactly the pixels where its alpha
 reaches 1/255. A tile kernel must therefore bound each Gaussian by the opacity-aware
 radius ``sqrt(2 ln(255 opacity) lambda_max(cov2d))``.
@@ -36,6 +41,7 @@ __all__ = [
     "TRANSMITTANCE_MIN",
     "DILATION",
     "project",
+    "opacity_compensation",
     "rasterize_reference",
 ]
 
@@ -92,6 +98,17 @@ def project(
     return means2d, conics, z, jnp.stack([a, b, c], -1), valid
 
 
+def opacity_compensation(cov2d: Float[Array, "N 3"]) -> Float[Array, " N"]:
+    """Antialiasing factor ``sqrt(det(cov2d - DILATION I) / det(cov2d))`` of dilated 2D
+    covariances (a, b, c) as :func:`project` returns them; 0 where the undilated
+    determinant is <= 0 (and where the dilated one is, such Gaussians being culled)."""
+    a, b, c = cov2d[:, 0], cov2d[:, 1], cov2d[:, 2]
+    det = a * c - b * b
+    det0 = (a - DILATION) * (c - DILATION) - b * b
+    ok = (det0 > 0) & (det > 0)
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, det0 / jnp.where(ok, det, 1.0), 1.0)), 0.0)
+
+
 def _composite_pixels(pix, means2d, conics, opacities, colors, valid, background):
     """Front-to-back compositing of depth-sorted Gaussians at pixel centres pix [P, 2]."""
     d = pix[:, None, :] - means2d[None, :, :]
@@ -124,12 +141,16 @@ def rasterize_reference(
     width: int,
     height: int,
     means2d_offset: Float[Array, "N 2"] | None = None,
+    antialiased: bool = False,
     max_chunk_elements: int = 1 << 22,
 ) -> tuple[Float[Array, "H W 3"], Float[Array, "H W"]]:
     """Dense render of activated Gaussian parameters (scales > 0, opacities in (0, 1),
     colours >= 0) from one camera. ``means2d_offset`` (zeros) is added to the projected
-    means; its gradient is the screen-space mean gradient used by densification."""
-    means2d, conics, depths, _, valid = project(means, scales, quats, R, t, intrinsics, width, height)
+    means; its gradient is the screen-space mean gradient used by densification.
+    ``antialiased``: scale opacities by :func:`opacity_compensation` (static)."""
+    means2d, conics, depths, cov2d, valid = project(means, scales, quats, R, t, intrinsics, width, height)
+    if antialiased:
+        opacities = opacities * opacity_compensation(cov2d)
     if means2d_offset is not None:
         means2d = means2d + means2d_offset
     order = jnp.argsort(jnp.where(valid, depths, jnp.inf), stable=True)
