@@ -82,6 +82,34 @@ def run_stages_once(data: Path, model: Path, views: int, seed: int) -> dict:
     return out
 
 
+def oracle_renders(data: Path, model: Path) -> np.ndarray:
+    """Renders of the test queries at their true poses (``test_poses.json``): the maps
+    without pose errors, so that a score variant is judged on what the model renders."""
+    from splatjax.camera import camera_from_blender, stack_cameras
+    from splatjax.data import load_mad_class
+    from splatjax.gaussians import load_ply
+    from splatjax.pose import render_views
+
+    run = model if model.is_dir() else model.parent
+    resolution = json.loads((run / "config.json").read_text())["resolution"]
+    cls = load_mad_class(data, resolution, test_poses=data / "test_poses.json")
+    cams = stack_cameras([camera_from_blender(c, cls.train.camera_angle_x, cls.train.width, cls.train.height)
+                          for c in cls.test.c2w])
+    g = load_ply(run / "model.ply" if model.is_dir() else model)
+    return np.asarray(render_views(g, cams, background=cls.train.background))
+
+
+def select_poses(c: dict, poses: str) -> dict:
+    """The cached arrays for ``--poses``: estimated (all queries), oracle (renders at the
+    true poses) or estimated-ok (only queries whose fine pose is within 0.05 rad / 0.1)."""
+    if poses == "oracle":
+        return {**c, "renders": c["oracle_renders"]}
+    if poses == "estimated-ok":
+        ok = (c["fine_rotation_rad"] < 0.05) & (c["fine_translation"] < 0.1)
+        return {**c, **{k: c[k][ok] for k in ("renders", "queries", "masks", "labels", "defect_types")}}
+    return c
+
+
 # --------------------------------------------------------------------------- extractors
 
 
@@ -175,6 +203,9 @@ def main(argv=None) -> int:
     ap.add_argument("--shifts", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--calibration-views", type=int, default=MapConfig().calibration_views)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--poses", choices=("estimated", "oracle", "estimated-ok"), default="estimated",
+                    help="renders at the estimated poses (all queries), at the true poses, or only the queries "
+                         "whose estimated pose is right (0.05 rad, 0.1 units)")
     args = ap.parse_args(argv)
     cache = Path(args.cache)
     if not cache.is_file():
@@ -183,10 +214,15 @@ def main(argv=None) -> int:
         np.savez(cache, **stages)
         print(f"stages cached in {cache} ({float(stages['stage_seconds']):.0f} s)", file=sys.stderr)
     c = dict(np.load(cache))
+    if args.poses == "oracle" and "oracle_renders" not in c:
+        c["oracle_renders"] = oracle_renders(Path(args.data), Path(args.model))
+        np.savez(cache, **c)
     if "fine_rotation_rad" in c:
         print(f"fine pose: median rotation {np.median(c['fine_rotation_rad']):.4f} rad (max "
               f"{np.max(c['fine_rotation_rad']):.3f}), translation {np.median(c['fine_translation']):.4f} (max "
               f"{np.max(c['fine_translation']):.3f})", file=sys.stderr)
+    c = select_poses(c, args.poses)
+    print(f"{args.poses} poses: {len(c['labels'])} queries, {int(c['labels'].sum())} defective", file=sys.stderr)
     rows = []
     for kind in args.features:
         ext = make_extractor(kind)

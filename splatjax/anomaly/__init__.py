@@ -89,17 +89,17 @@ def _combine(base: Array, levels: list[Array]) -> Array:
     return total
 
 
-Term = tuple[str, Array, "Array | None"]
+_Term = tuple  # (name, a [B, h, w, C], b [B, h, w, C] or None)
 
 
-def _terms(r: Array, q: Array, extractor: FeatureExtractor) -> list[Term]:
+def _terms(r: Array, q: Array, extractor: FeatureExtractor) -> list[_Term]:
     """The map's terms for images at the map size, in order ("rgb" when the extractor has
     the RGB term, then "level0", ...): ``(name, a, b)`` with ``a``, ``b`` [B, h, w, C] the
     render's and the query's values whose squared channel differences are the term's
     summands (RGB: colours / ImageNet std; EfficientNet taps: features), or
     ``(name, d, None)`` with ``d`` [B, h, w, 1] a term that is one distance map already
     (weights-free levels, or any extractor's :meth:`levels`)."""
-    out: list[Term] = []
+    out: list[_Term] = []
     if extractor.rgb_term:
         inv = 1.0 / jnp.asarray(IMAGENET_STD, jnp.float32)
         out.append(("rgb", r * inv, q * inv))
