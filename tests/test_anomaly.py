@@ -3,17 +3,33 @@ both extractors, weights-free quality on synthetic defects, overlays."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.ndimage
 from sklearn.metrics import roc_auc_score
 
-from splatjax.anomaly import anomaly_map, anomaly_maps, image_scores, overlay_heatmap, rgb_term
+from splatjax.anomaly import (
+    anomaly_map,
+    anomaly_maps,
+    compute_maps,
+    image_scores,
+    overlay_heatmap,
+    residual_scales,
+    rgb_term,
+    term_maps,
+)
+from splatjax.image import resize
 from splatjax.anomaly.features import (
     IMAGENET_STD,
     FeatureExtractor,
+    TorchTapFeatures,
     WeightsFreeFeatures,
+    shift_min_sq,
     tolerant_difference,
 )
 
@@ -277,3 +293,162 @@ def test_calibrate_puts_the_threshold_mid_scale():
     assert cal.views == 3 and cal.train_score_median == pytest.approx(0.3)
     with pytest.raises(ValueError):
         calibrate([], MapConfig(), "weights-free")
+
+
+# --------------------------------------------------------------------------- score variants
+
+
+class _FakeTaps(TorchTapFeatures):
+    """A stand-in for an EfficientNet: two "taps" computed in JAX (the images' colours
+    scaled per channel at full resolution, and a 2 x 2 average pool of 5 mixed channels)."""
+
+    name = "fake-taps"
+    rgb_term = True
+
+    def __init__(self):
+        self.mix = np.random.default_rng(3).normal(size=(3, 5)).astype(np.float32)
+
+    def features(self, images, *, size=None):
+        x = jnp.asarray(images, jnp.float32)
+        b, h, w, _ = x.shape
+        pooled = (x @ self.mix).reshape(b, h // 2, 2, w // 2, 2, 5).mean(axis=(2, 4))
+        return [x * jnp.asarray([1.0, 2.0, 3.0]), pooled]
+
+    def levels(self, renders, queries):
+        return [jnp.sum((a - b) ** 2, -1) for a, b in zip(self.features(renders), self.features(queries))]
+
+
+def _np_features(ext, x):
+    b, h, w, _ = x.shape
+    pooled = (x @ ext.mix).reshape(b, h // 2, 2, w // 2, 2, 5).mean(axis=(2, 4))
+    rgb = x / np.asarray(IMAGENET_STD)
+    return [rgb, x * np.asarray([1.0, 2.0, 3.0]), pooled]
+
+
+def _np_tolerant_sq(a, b, w, radius):
+    """Slow twin of one term: loops over pixels, shifts and channels, both directions."""
+    n, h, wd, c = a.shape
+    out = np.zeros((n, h, wd))
+    for i in range(n):
+        for y in range(h):
+            for x in range(wd):
+                best = []
+                for u, v in ((a, b), (b, a)):
+                    m = np.inf
+                    for dy in range(-radius, radius + 1):
+                        for dx in range(-radius, radius + 1):
+                            yy, xx = min(max(y + dy, 0), h - 1), min(max(x + dx, 0), wd - 1)
+                            m = min(m, sum(w[k] * (u[i, y, x, k] - v[i, yy, xx, k]) ** 2 for k in range(c)))
+                    best.append(m)
+                out[i, y, x] = max(best)
+    return out
+
+
+def test_shift_min_sq_matches_a_loop():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 1, 7, 6, 4)).astype(np.float32)
+    for radius in (0, 1, 2):
+        got = np.asarray(shift_min_sq(jnp.asarray(a), jnp.asarray(b), radius))
+        want = np.full(got.shape, np.inf)
+        for y in range(7):
+            for x in range(6):
+                for dy in range(-radius, radius + 1):
+                    for dx in range(-radius, radius + 1):
+                        yy, xx = min(max(y + dy, 0), 6), min(max(x + dx, 0), 5)
+                        want[0, y, x] = min(want[0, y, x], ((a[0, y, x] - b[0, yy, xx]) ** 2).sum())
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_term_maps_weighted_and_shift_tolerant_match_a_loop():
+    ext = _FakeTaps()
+    rng = np.random.default_rng(1)
+    r, q = rng.random((2, 2, 8, 8, 3)).astype(np.float32)
+    weights = [rng.uniform(0.5, 2.0, c).astype(np.float32) for c in (3, 3, 5)]
+    fr, fq = _np_features(ext, r), _np_features(ext, q)
+    for radius in (0, 1):
+        got = term_maps(r, q, ext, weights, radius)
+        assert [t.shape for t in got] == [(2, 8, 8), (2, 8, 8), (2, 4, 4)]
+        for g, a, b, w in zip(got, fr, fq, weights):
+            np.testing.assert_allclose(np.asarray(g), _np_tolerant_sq(a, b, w, radius), rtol=1e-4, atol=1e-5)
+    # ones and radius 0: the paper's RGB term
+    np.testing.assert_allclose(np.asarray(term_maps(r, q, ext)[0]), np.asarray(rgb_term(r, q)), rtol=1e-5)
+
+
+def test_residual_scales_are_per_channel_means_and_normalise_to_mean_one():
+    ext = _FakeTaps()
+    rng = np.random.default_rng(2)
+    r, q = rng.random((2, 5, 8, 8, 3)).astype(np.float32)
+    res = residual_scales(r, q, ext, size=8, chunk=2)  # three chunks (2, 2, 1)
+    assert res.terms == ("rgb", "level0", "level1") and res.views == 5 and res.features == "fake-taps"
+    for m, a, b in zip(res.means, _np_features(ext, r), _np_features(ext, q)):
+        want = [float(np.mean((a[..., k] - b[..., k]) ** 2)) for k in range(a.shape[-1])]
+        np.testing.assert_allclose(m, want, rtol=1e-5)
+    for mode in ("level", "channel"):
+        terms = term_maps(r, q, ext, res.weights(mode))
+        np.testing.assert_allclose([float(np.mean(t)) for t in terms], 1.0, rtol=1e-4)
+    m = np.asarray(res.means[2])
+    np.testing.assert_allclose(res.weights("channel")[2], 1.0 / (5 * m), rtol=1e-5)
+    np.testing.assert_allclose(res.weights("level")[2], 1.0 / m.sum(), rtol=1e-5)
+    # weights-free: one channel per level, the level's mean
+    wf = residual_scales(r, q, WeightsFreeFeatures(), size=16)
+    levels = WeightsFreeFeatures().levels(resize(jnp.asarray(r), 16, 16), resize(jnp.asarray(q), 16, 16))
+    np.testing.assert_allclose([m[0] for m in wf.means], [float(np.mean(lv)) for lv in levels], rtol=1e-4)
+
+
+def test_image_score_variants_match_numpy():
+    rng = np.random.default_rng(4)
+    maps = rng.random((3, 20, 20)).astype(np.float32)
+    flat = maps.reshape(3, -1)
+    np.testing.assert_allclose(np.asarray(image_scores(maps, "topk", 7)), np.sort(flat, 1)[:, -7:].mean(1),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(image_scores(maps, "topk", 1)), flat.max(1))
+    np.testing.assert_allclose(np.asarray(image_scores(maps, "topk", 10**6)), flat.mean(1), rtol=1e-6)
+    with pytest.raises(ValueError, match="score"):
+        image_scores(maps, "mean")
+
+
+def test_defaults_are_the_paper_and_normalised_maps_need_scales():
+    from splatjax.anomaly import MapConfig
+
+    c = MapConfig()
+    assert (c.score, c.normalise, c.shift_radius, c.map_size, c.map_sigma) == ("max", "none", 0, 224, 4.0)
+    r, q, _ = _pair(5, "stain", size=64)
+    r, q = r[None], q[None]
+    ext = _FakeTaps()
+    paper = compute_maps(r, q, MapConfig(map_size=64), extractor=ext)
+    ref = anomaly_maps(r, q, ext, size=64)  # the paper's code path: RGB term + levels
+    np.testing.assert_array_equal(paper.maps, np.asarray(ref))
+    np.testing.assert_array_equal(paper.scores, np.asarray(ref).reshape(1, -1).max(1))
+    # the general path with ones and no shift gives the same map (to rounding)
+    ones = anomaly_maps(r, q, ext, size=64, weights=[np.ones(c, np.float32) for c in (3, 3, 5)])
+    np.testing.assert_allclose(np.asarray(ones), paper.maps, rtol=1e-5, atol=1e-5)
+    res = residual_scales(r, q, ext, size=64)
+    for bad in (None, dataclasses.replace(res, features="other")):
+        with pytest.raises(ValueError, match="residual scales"):
+            compute_maps(r, q, MapConfig(map_size=64, normalise="level"), extractor=ext, residual=bad)
+    norm = compute_maps(r, q, MapConfig(map_size=64, normalise="level", map_sigma=0.0), extractor=ext, residual=res)
+    terms = term_maps(jnp.asarray(r), jnp.asarray(q), ext, res.weights("level"))
+    want = np.asarray(terms[0] + terms[1] + jax.image.resize(terms[2], (1, 64, 64), "linear", antialias=False))
+    np.testing.assert_allclose(norm.maps, want, rtol=1e-5, atol=1e-6)
+
+
+def test_calibration_round_trip_keeps_residual_scales_and_old_keys():
+    from splatjax.anomaly import MapCalibration, MapConfig, ResidualScales, calibrate
+    from splatjax.anomaly.calibration import calibration_key
+
+    res = ResidualScales(features="fake", terms=("rgb", "level0"), means=((1.0, 2.0, 3.0), (0.5,)), views=4)
+    cal = calibrate([1.0, 2.0], MapConfig(normalise="channel", score="topk", score_k=50), "fake", residual=res)
+    back = MapCalibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back == cal and back.residual == res
+    assert cal.key() == "fake/size224/sigma4/topk/k50/norm-channel"
+    assert calibration_key("fake", 224, 4.0, "max") == "fake/size224/sigma4/max"  # the paper's keys as before
+    old = {k: v for k, v in calibrate([1.0], MapConfig(), "fake").to_dict().items()
+           if k not in ("score_k", "normalise", "shift_radius", "residual")}
+    assert MapCalibration.from_dict(old).residual is None  # an entry stored before these options
+    for bad in (dict(normalise="level"), dict()):
+        with pytest.raises(ValueError, match="residual"):
+            calibrate([1.0], MapConfig(**bad), "fake", residual=None if bad else res)
+    from splatjax.errors import ConfigError
+    for bad in (dict(normalise="pca"), dict(shift_radius=-1), dict(score_k=0), dict(score="top")):
+        with pytest.raises(ConfigError):
+            MapConfig(**bad)

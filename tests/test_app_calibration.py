@@ -43,3 +43,40 @@ def test_calibration_is_stored_reused_and_refreshed(tmp_path, monkeypatch):
         m.setattr(calibration, "compute_maps", boom)
         with pytest.raises(AssertionError, match="recomputed"):
             calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, **args)
+
+
+def test_normalised_calibration_stores_the_residual_scales(tmp_path, monkeypatch):
+    """normalise="level": the residual scales of the calibration pairs are measured first,
+    the calibration maps use them, and both are stored under their own key and read back."""
+    from splatjax.anomaly import compute_maps, residual_scales
+
+    out, _ = evaluated_toy()
+    run = tmp_path / "run"
+    shutil.copytree(out / "model", run)
+    train = load_mad_train(json.loads((run / "info.json").read_text())["data"], None)
+    g = load_ply(run / "model.ply")
+    ext = WeightsFreeFeatures()
+    config = replace(FAST_MAP, normalise="level", score="topk", score_k=20)
+    seen = {}
+    real = calibration.compute_maps
+
+    def spy(renders, reference, cfg, **kw):
+        seen["pairs"] = (renders, reference)
+        return real(renders, reference, cfg, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(calibration, "compute_maps", spy)
+        cal = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, config,
+                                            extractor=ext, pose_config=FAST_POSE)
+    want = residual_scales(*seen["pairs"], ext, size=config.map_size)
+    assert cal.residual == want and cal.normalise == "level" and cal.residual.views == config.calibration_views
+    maps = compute_maps(*seen["pairs"], config, extractor=ext, residual=cal.residual)
+    assert cal.train_score_max == pytest.approx(float(maps.scores.max()), rel=1e-5)
+    stored = json.loads((run / calibration.CALIBRATION_FILE).read_text())
+    [key] = [k for k in stored if "norm-level" in k]
+    assert "/topk/k20/norm-level/" in key
+    with monkeypatch.context() as m:  # read back, residual included, not recomputed
+        m.setattr(calibration, "compute_maps", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+        again = calibration.model_calibration(run / "model.ply", g, train.cameras, None, config, extractor=ext,
+                                              pose_config=FAST_POSE)
+    assert again == cal

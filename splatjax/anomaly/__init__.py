@@ -10,6 +10,19 @@ score is the maximum of the map. With the weights-free extractor the map is the 
 its upsampled levels (no RGB term, see :class:`splatjax.features.WeightsFreeFeatures`),
 smoothed and scored the same way: same output contract, different (documented) values.
 
+Options beyond the paper (:class:`MapConfig`; their defaults give the formula above
+exactly, by the same code): the image score may be a high percentile or a top-k mean
+(:func:`image_scores`); each term j of the map (the RGB term, each level) may be
+replaced by a weighted, misalignment-tolerant distance (:func:`term_maps`)
+
+    D_j(x) = max( min_d sum_k w_jk (a_jk(x) - b_jk(x + d))^2,  min_d sum_k w_jk (b_jk(x) - a_jk(x + d))^2 )
+
+over shifts |d|_inf <= ``shift_radius`` on the term's own grid (a, b: the render's and
+the query's normalised colours or tap features), with weights w from the model's
+residual scales (:func:`residual_scales`, ``normalise``) measured on defect-free
+training views, so that terms and channels that differ anyway where the model cannot
+render (shine, blurred detail) weigh less.
+
 Stages: :class:`MapConfig` holds the options; :func:`compute_maps` (renders, queries,
 config) -> :class:`Maps` (maps and image scores); :func:`calibrate` (maps of the
 training views rendered at their own poses) -> :class:`MapCalibration`, the fixed colour
@@ -29,15 +42,25 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ..image import gaussian_filter, resize
 from ..sharding import ParallelConfig, query_mesh, shard_over_queries
-from .calibration import MapCalibration, calibrate
+from .calibration import MapCalibration, ResidualScales, calibrate
 from .config import MapConfig
-from .features import IMAGENET_STD, FeatureExtractor, WeightsFreeFeatures, make_feature_extractor
+from .features import (
+    IMAGENET_STD,
+    FeatureExtractor,
+    TorchTapFeatures,
+    WeightsFreeFeatures,
+    make_feature_extractor,
+    shift_min_sq,
+)
 
 __all__ = [
     "MapConfig",
     "Maps",
     "MapCalibration",
+    "ResidualScales",
     "compute_maps",
+    "residual_scales",
+    "term_maps",
     "calibrate",
     "anomaly_map",
     "anomaly_maps",
@@ -66,6 +89,102 @@ def _combine(base: Array, levels: list[Array]) -> Array:
     return total
 
 
+_Term = tuple  # (name, a [B, h, w, C], b [B, h, w, C] or None)
+
+
+def _terms(r: Array, q: Array, extractor: FeatureExtractor) -> list[_Term]:
+    """The map's terms for images at the map size, in order ("rgb" when the extractor has
+    the RGB term, then "level0", ...): ``(name, a, b)`` with ``a``, ``b`` [B, h, w, C] the
+    render's and the query's values whose squared channel differences are the term's
+    summands (RGB: colours / ImageNet std; EfficientNet taps: features), or
+    ``(name, d, None)`` with ``d`` [B, h, w, 1] a term that is one distance map already
+    (weights-free levels, or any extractor's :meth:`levels`)."""
+    out: list[_Term] = []
+    if extractor.rgb_term:
+        inv = 1.0 / jnp.asarray(IMAGENET_STD, jnp.float32)
+        out.append(("rgb", r * inv, q * inv))
+    if isinstance(extractor, TorchTapFeatures):
+        fr, fq = extractor.features(r, size=None), extractor.features(q, size=None)
+        out += [(f"level{i}", a, b) for i, (a, b) in enumerate(zip(fr, fq))]
+    else:
+        out += [(f"level{i}", d[..., None], None) for i, d in enumerate(extractor.levels(r, q))]
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("radius",))
+def _pair_term(a: Array, b: Array, w: Array, radius: int) -> Array:
+    sw = jnp.sqrt(w)
+    a, b = a * sw, b * sw
+    if radius == 0:
+        return jnp.sum((a - b) ** 2, axis=-1)
+    return jnp.maximum(shift_min_sq(a, b, radius), shift_min_sq(b, a, radius))
+
+
+def term_maps(
+    renders: Float[ArrayLike, "B S S 3"],
+    queries: Float[ArrayLike, "B S S 3"],
+    extractor: FeatureExtractor,
+    weights: "list[ArrayLike] | None" = None,
+    shift_radius: int = 0,
+) -> list[Float[Array, "B h w"]]:
+    """The map's terms (not upsampled) for images already at the map size, each
+
+        D_j(x) = max(min_d sum_k w_jk (a_jk(x) - b_jk(x + d))^2, min_d sum_k w_jk (b_jk(x) - a_jk(x + d))^2)
+
+    over integer shifts |d|_inf <= ``shift_radius`` in the term's own pixels (``b``
+    edge-padded), ``a``/``b`` the render's/query's RGB colours over the ImageNet std or
+    tap features (see ``_terms``); a term that is one distance map (weights-free level
+    d) is ``w_j0 d`` whatever the radius. ``weights``: one [C_j] array per term (None:
+    ones). With ones and radius 0 the terms are the paper's RGB term and levels."""
+    terms = _terms(jnp.asarray(renders, jnp.float32), jnp.asarray(queries, jnp.float32), extractor)
+    if weights is None:
+        weights = [np.ones(t[1].shape[-1], np.float32) for t in terms]
+    if len(weights) != len(terms) or any(np.shape(w) != (t[1].shape[-1],) for w, t in zip(weights, terms)):
+        raise ValueError(f"term_maps: weights for {len(weights)} terms of sizes {[np.shape(w) for w in weights]} "
+                         f"do not fit the {extractor.name} terms (channels {[t[1].shape[-1] for t in terms]})")
+    out = []
+    for (_, a, b), w in zip(terms, weights):
+        w = jnp.asarray(w, jnp.float32)
+        out.append(a[..., 0] * w[0] if b is None else _pair_term(a, b, w, int(shift_radius)))
+    return out
+
+
+def residual_scales(
+    renders: Float[ArrayLike, "B H W 3"],
+    queries: Float[ArrayLike, "B H W 3"],
+    extractor: FeatureExtractor,
+    *,
+    size: int = MAP_SIZE,
+    chunk: int = 16,
+) -> ResidualScales:
+    """The residual scales of defect-free pairs (renders at training poses vs the training
+    images, [0, 1], resized to ``size``): for every map term and channel, the mean over
+    all pairs and pixels of its summand (squared channel difference, or the distance of
+    a one-map term), unshifted (see :class:`ResidualScales`)."""
+    renders = jnp.asarray(renders, jnp.float32)
+    queries = jnp.asarray(queries, jnp.float32)
+    if renders.ndim != 4 or renders.shape[-1] != 3 or queries.shape != renders.shape or renders.shape[0] == 0:
+        raise ValueError(f"residual_scales needs renders and queries of equal shape [B>0, H, W, 3]; "
+                         f"got {renders.shape} and {queries.shape}")
+    sums: list[np.ndarray] = []
+    counts: list[int] = []
+    names: list[str] = []
+    for start in range(0, renders.shape[0], max(1, int(chunk))):
+        r = resize(renders[start : start + chunk], size, size)
+        q = resize(queries[start : start + chunk], size, size)
+        for j, (name, a, b) in enumerate(_terms(r, q, extractor)):
+            summand = a if b is None else (a - b) ** 2
+            total = np.asarray(jnp.sum(summand, axis=(0, 1, 2)), np.float64)
+            if j == len(sums):
+                sums.append(np.zeros_like(total))
+                counts.append(0)
+                names.append(name)
+            sums[j] += total
+            counts[j] += int(np.prod(summand.shape[:3]))
+    means = tuple(tuple(float(v) for v in s / c) for s, c in zip(sums, counts))
+    return ResidualScales(features=extractor.name, terms=tuple(names), means=means, views=int(renders.shape[0]))
+
+
 def anomaly_maps(
     renders: Float[ArrayLike, "B H W 3"],
     queries: Float[ArrayLike, "B H W 3"],
@@ -74,12 +193,16 @@ def anomaly_maps(
     size: int = MAP_SIZE,
     sigma: float = MAP_SIGMA,
     chunk: int = 16,
+    weights: "list[ArrayLike] | None" = None,
+    shift_radius: int = 0,
 ) -> Float[Array, "B S S"]:
     """Anomaly maps [B, size, size] for render/query pairs (images in [0, 1], any H x W).
 
     ``size``: map resolution (224 as the paper); ``sigma``: Gaussian smoothing in map
     pixels (4 as the paper; 0 disables). Features are upsampled bilinearly (half-pixel
-    centres, as ``F.interpolate(..., align_corners=False)``). Pairs are processed
+    centres, as ``F.interpolate(..., align_corners=False)``). ``weights`` (one [C_j]
+    array per term) and ``shift_radius``: the terms of :func:`term_maps` instead of the
+    paper's (None and 0: the paper's, computed as before). Pairs are processed
     ``chunk`` at a time (the last chunk padded to the same size, so one compiled shape
     serves any B and memory stays bounded).
     """
@@ -100,15 +223,21 @@ def anomaly_maps(
         if n < chunk:  # pad with copies of the last pair; dropped below
             r = jnp.concatenate([r, jnp.repeat(r[-1:], chunk - n, axis=0)])
             q = jnp.concatenate([q, jnp.repeat(q[-1:], chunk - n, axis=0)])
-        out.append(_maps_chunk(r, q, extractor, size, sigma)[:n])
+        out.append(_maps_chunk(r, q, extractor, size, sigma, weights, shift_radius)[:n])
     return out[0] if len(out) == 1 else jnp.concatenate(out, axis=0)
 
 
-def _maps_chunk(renders: Array, queries: Array, extractor: FeatureExtractor, size: int, sigma: float) -> Array:
+def _maps_chunk(renders: Array, queries: Array, extractor: FeatureExtractor, size: int, sigma: float,
+                weights=None, shift_radius: int = 0) -> Array:
     r = resize(renders, size, size)
     q = resize(queries, size, size)
-    levels = list(extractor.levels(r, q))
-    base = rgb_term(r, q) if extractor.rgb_term else jnp.zeros(r.shape[:3], jnp.float32)
+    if weights is None and not shift_radius:  # the paper's map
+        levels = list(extractor.levels(r, q))
+        base = rgb_term(r, q) if extractor.rgb_term else jnp.zeros(r.shape[:3], jnp.float32)
+    else:
+        levels = term_maps(r, q, extractor, None if weights is None else [np.asarray(w) for w in weights],
+                           shift_radius)
+        base = jnp.zeros(r.shape[:3], jnp.float32)
     total = _combine(base, levels)
     return gaussian_filter(total, sigma) if sigma > 0 else total
 
@@ -127,13 +256,19 @@ def anomaly_map(
     )[0]
 
 
-def image_scores(maps: Float[ArrayLike, "B S S"], score: str = "max") -> Float[Array, " B"]:
-    """Image anomaly score of each map: its maximum (``score="max"``, the paper) or its
-    99th percentile (``"p99"``, less sensitive to a single hot pixel)."""
+def image_scores(maps: Float[ArrayLike, "B S S"], score: str = "max", k: int = 100) -> Float[Array, " B"]:
+    """Image anomaly score of each map: its maximum (``score="max"``, the paper), its
+    99th percentile (``"p99"``, linear interpolation, less sensitive to a single hot
+    pixel) or the mean of its ``k`` largest values (``"topk"``; k capped at the map's
+    pixel count)."""
     maps = jnp.asarray(maps)
     flat = maps.reshape(maps.shape[0], -1)
     if score == "p99":
         return jnp.percentile(flat, 99.0, axis=1)
+    if score == "topk":
+        return jnp.mean(jax.lax.top_k(flat, max(1, min(int(k), flat.shape[1])))[0], axis=1)
+    if score != "max":
+        raise ValueError(f"image_scores: score must be max, p99 or topk (got {score!r})")
     return jnp.max(flat, axis=1)
 
 
@@ -156,6 +291,7 @@ def compute_maps(
     extractor: FeatureExtractor | None = None,
     log: Callable[[str], object] | None = None,
     parallel: ParallelConfig | None = None,
+    residual: ResidualScales | None = None,
 ) -> Maps:
     """The map stage: anomaly maps and image scores of render/query pairs (images in
     [0, 1], any equal H x W) with the options of ``config``. ``extractor``: a built
@@ -163,32 +299,52 @@ def compute_maps(
     the choice is said once through ``log``). ``parallel``: with the weights-free
     (pure JAX) features, shard the pairs over ``parallel.devices`` local devices,
     ``parallel.per_device_batch`` (default ``config.chunk``) pairs per device per launch;
-    torch features (EfficientNet) and one device run unsharded."""
+    torch features (EfficientNet) and one device run unsharded. ``residual``: the
+    model's residual scales (:func:`residual_scales`, kept in its calibration), required
+    when ``config.normalise`` is not "none"."""
     if extractor is None:
         extractor = make_feature_extractor(config.features, config.efficientnet_weights, log=log)
+    weights = _normalise_weights(config, residual, extractor)
     mesh = None if parallel is None else query_mesh(parallel.devices)
     if mesh is None or mesh.size == 1 or not isinstance(extractor, WeightsFreeFeatures):
         maps = anomaly_maps(renders, queries, extractor, size=config.map_size, sigma=config.map_sigma,
-                            chunk=config.chunk)
+                            chunk=config.chunk, weights=weights, shift_radius=config.shift_radius)
     else:
         per = config.chunk if parallel.per_device_batch is None else parallel.per_device_batch
+        wt = None if weights is None else tuple(tuple(float(v) for v in w) for w in weights)
         maps = _sharded_maps(jnp.asarray(renders, jnp.float32), jnp.asarray(queries, jnp.float32), extractor,
-                             config, mesh, per)
-    return Maps(maps=np.asarray(maps, np.float32), scores=np.asarray(image_scores(maps, config.score)),
-                features=extractor.name)
+                             config, mesh, per, wt)
+    return Maps(maps=np.asarray(maps, np.float32),
+                scores=np.asarray(image_scores(maps, config.score, config.score_k)), features=extractor.name)
+
+
+def _normalise_weights(config: MapConfig, residual: ResidualScales | None,
+                       extractor: FeatureExtractor) -> list[np.ndarray] | None:
+    """The term weights of ``config.normalise`` from ``residual`` (None for "none")."""
+    if config.normalise == "none":
+        return None
+    if residual is None:
+        raise ValueError(f"normalise={config.normalise!r} needs the model's residual scales (measured with its "
+                         "heatmap calibration, splatjax.app.calibration.model_calibration); none were given")
+    if residual.features != extractor.name:
+        raise ValueError(f"residual scales were measured with {residual.features!r} features, the maps use "
+                         f"{extractor.name!r}")
+    return residual.weights(config.normalise)
 
 
 @functools.lru_cache(maxsize=16)
-def _maps_fn(scales: tuple, radius: int, ssim_weight: float, size: int, sigma: float) -> Callable:
+def _maps_fn(scales: tuple, radius: int, ssim_weight: float, size: int, sigma: float,
+             weights: tuple | None = None) -> Callable:
     """``(renders, queries) -> maps`` with the weights-free features of these settings, one
     function object per setting (not per extractor object, which every evaluation makes
-    anew), so that its sharded program is compiled once."""
+    anew), so that its sharded program is compiled once. ``weights``: per-level weights
+    (tuples of one float) of the normalised map, or None."""
     extractor = WeightsFreeFeatures(scales=scales, radius=radius, ssim_weight=ssim_weight)
-    return functools.partial(_maps_chunk, extractor=extractor, size=size, sigma=sigma)
+    return functools.partial(_maps_chunk, extractor=extractor, size=size, sigma=sigma, weights=weights)
 
 
 def _sharded_maps(renders: Array, queries: Array, extractor: WeightsFreeFeatures, config: MapConfig, mesh,
-                  per: int) -> Array:
+                  per: int, weights: tuple | None = None) -> Array:
     """Maps of B pairs in launches of ``per`` pairs per device over ``mesh`` (the last
     launch padded with copies of the last pair, so one compilation serves all)."""
     if renders.ndim != 4 or renders.shape[-1] != 3 or queries.shape != renders.shape:
@@ -196,7 +352,7 @@ def _sharded_maps(renders: Array, queries: Array, extractor: WeightsFreeFeatures
                          f"got {renders.shape} and {queries.shape}")
     b = renders.shape[0]
     fn = _maps_fn(extractor.scales, extractor.radius, extractor.ssim_weight, int(config.map_size),
-                  float(config.map_sigma))
+                  float(config.map_sigma), weights)
     size = min(int(per), -(-b // mesh.size)) * mesh.size
     one_launch = ParallelConfig(devices=mesh.size)
     out = []

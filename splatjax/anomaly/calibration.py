@@ -9,8 +9,13 @@ fitting residue and the comparison's own noise. From their image scores:
 
 Every heatmap of the model is drawn on this one scale, so the same image looks the same
 whether it is shown alone or next to others, and a score above the threshold reads as
-anomalous. The scale belongs to one (model, features, map size, sigma, score) and is
-stored in the model's run folder by the application.
+anomalous. The scale belongs to one (model, features, map size, sigma, score and the
+options below) and is stored in the model's run folder by the application.
+
+With ``MapConfig.normalise`` the calibration also holds the model's residual scales
+(:class:`ResidualScales`): the mean of every summand of every map term over the same
+training-view pairs, measured before their maps (which use them), so that ``evaluate``
+and ``detect`` normalise test maps with the statistics stored next to the threshold.
 """
 
 from __future__ import annotations
@@ -22,7 +27,65 @@ from jaxtyping import ArrayLike, Float
 
 from .config import MapConfig
 
-__all__ = ["MapCalibration", "calibrate"]
+__all__ = ["MapCalibration", "ResidualScales", "calibrate", "calibration_key"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualScales:
+    """What a defect-free view costs per map term and channel, for one model and extractor.
+
+    ``terms``: the map's term names in order ("rgb" when the extractor has the RGB term,
+    then "level0", "level1", ...); ``means[j][k]``: the mean over all pixels of all
+    calibration pairs (render at a training pose vs the training image) of summand k of
+    term j: the squared difference of channel k (RGB: ImageNet-normalised colour; taps:
+    feature channel k) or, for a term that is one distance map (weights-free levels),
+    its value. ``features``: the extractor's name; ``views``: the pairs measured.
+    """
+
+    features: str
+    terms: tuple[str, ...]
+    means: tuple[tuple[float, ...], ...]
+    views: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (see :meth:`from_dict`)."""
+        return {"features": self.features, "terms": list(self.terms), "means": [list(m) for m in self.means],
+                "views": self.views}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ResidualScales":
+        """Inverse of :meth:`to_dict` (KeyError / TypeError / ValueError on bad input)."""
+        means = tuple(tuple(float(v) for v in m) for m in data["means"])
+        terms = tuple(str(t) for t in data["terms"])
+        if len(terms) != len(means) or not all(means) or not all(np.isfinite(m).all() for m in means):
+            raise ValueError("residual scales: one non-empty list of finite means per term needed")
+        return cls(features=str(data["features"]), terms=terms, means=means, views=int(data["views"]))
+
+    def weights(self, mode: str) -> list[np.ndarray]:
+        """Per-term channel weights [C_j] of ``MapConfig.normalise`` = ``mode``:
+
+        - "level": ``w_jk = 1 / sum_k m_jk`` (term j divided by its calibration mean,
+          so every term has mean 1 on the calibration views);
+        - "channel": ``w_jk = 1 / (C_j max(m_jk, 1e-3 mean_k m_jk))``, a diagonal
+          Mahalanobis distance per term averaged over its C_j channels (mean 1 as well);
+          the floor keeps near-silent channels from amplifying noise;
+        - "none": ones.
+
+        Means of zero (a term that never differed) give weight 1 / 1e-12-floored means.
+        """
+        out = []
+        for m in self.means:
+            m = np.asarray(m, np.float64)
+            if mode == "none":
+                w = np.ones_like(m)
+            elif mode == "level":
+                w = np.full_like(m, 1.0 / max(m.sum(), 1e-12))
+            elif mode == "channel":
+                w = 1.0 / (m.size * np.maximum(m, max(1e-3 * m.mean(), 1e-12)))
+            else:
+                raise ValueError(f"residual weights: mode must be none, level or channel (got {mode!r})")
+            out.append(w.astype(np.float32))
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,35 +103,63 @@ class MapCalibration:
     views: int
     train_score_max: float
     train_score_median: float
+    score_k: int = 100
+    normalise: str = "none"
+    shift_radius: int = 0
+    residual: ResidualScales | None = None
 
     def key(self) -> str:
-        """What the scale depends on: features, map size, sigma and score."""
-        return calibration_key(self.features, self.map_size, self.map_sigma, self.score)
+        """What the scale depends on: features, map size, sigma, score and its options."""
+        return calibration_key(self.features, self.map_size, self.map_sigma, self.score, score_k=self.score_k,
+                               normalise=self.normalise, shift_radius=self.shift_radius)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (see :meth:`from_dict`)."""
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["residual"] = None if self.residual is None else self.residual.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "MapCalibration":
         """Inverse of :meth:`to_dict` (KeyError / TypeError / ValueError on bad input)."""
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
         kinds = {"float": float, "int": int, "str": str}
-        return cls(**{name: kinds[kind](data[name]) for name, kind in fields.items()})
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.type in kinds and (f.name in data or f.default is dataclasses.MISSING):
+                values[f.name] = kinds[f.type](data[f.name])  # fields added later keep their defaults
+        residual = data.get("residual")
+        return cls(**values, residual=None if residual is None else ResidualScales.from_dict(residual))
 
 
-def calibration_key(features: str, map_size: int, map_sigma: float, score: str) -> str:
-    """The string that names one calibration setting (features/size/sigma/score)."""
-    return f"{features}/size{int(map_size)}/sigma{float(map_sigma):g}/{score}"
+def calibration_key(features: str, map_size: int, map_sigma: float, score: str, *, score_k: int = 100,
+                    normalise: str = "none", shift_radius: int = 0) -> str:
+    """The string that names one calibration setting: features/size/sigma/score, then
+    only the options that differ from the paper (``/k100`` for a top-k score,
+    ``/norm-channel``, ``/shift1``), so the paper's keys stay as they were."""
+    key = f"{features}/size{int(map_size)}/sigma{float(map_sigma):g}/{score}"
+    if score == "topk":
+        key += f"/k{int(score_k)}"
+    if normalise != "none":
+        key += f"/norm-{normalise}"
+    if shift_radius:
+        key += f"/shift{int(shift_radius)}"
+    return key
 
 
-def calibrate(train_scores: Float[ArrayLike, " N"], config: MapConfig, features: str) -> MapCalibration:
+def calibrate(train_scores: Float[ArrayLike, " N"], config: MapConfig, features: str,
+              residual: ResidualScales | None = None) -> MapCalibration:
     """The calibration from the image scores of N training views at their own poses,
-    computed with ``config`` and the extractor named ``features``."""
+    computed with ``config`` and the extractor named ``features`` (and, with
+    ``config.normalise``, the ``residual`` scales those maps were normalised with)."""
+    if (config.normalise != "none") != (residual is not None):
+        raise ValueError(f"calibrate: normalise={config.normalise!r} needs residual scales exactly when it is "
+                         f"not 'none' (got {'some' if residual is not None else 'none'})")
     s = np.asarray(train_scores, np.float64).ravel()
     if s.size == 0 or not np.isfinite(s).all():
         raise ValueError(f"calibrate: need finite scores of at least one training view, got {s[:5]}")
     threshold = float(config.threshold_factor * s.max())
     return MapCalibration(threshold=threshold, vmin=0.0, vmax=2.0 * threshold, features=features,
                           map_size=config.map_size, map_sigma=float(config.map_sigma), score=config.score,
-                          views=int(s.size), train_score_max=float(s.max()), train_score_median=float(np.median(s)))
+                          views=int(s.size), train_score_max=float(s.max()), train_score_median=float(np.median(s)),
+                          score_k=int(config.score_k), normalise=config.normalise,
+                          shift_radius=int(config.shift_radius), residual=residual)

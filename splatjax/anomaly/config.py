@@ -1,7 +1,8 @@
 """MapConfig: every option of the anomaly-map stage (REFERENCE.md "Anomaly map and score").
 
 Fields with ``metadata["help"]`` become command-line flags (``--map-size`` for
-``map_size``); the defaults are the paper's (224 x 224 maps, sigma 4, score = max).
+``map_size``); the defaults are the paper's (224 x 224 maps, sigma 4, score = max, no
+residual normalisation, no shift tolerance).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from ..errors import ConfigError
 __all__ = ["MapConfig"]
 
 FEATURES = ("auto", "efficientnet", "lite0", "weights-free")
-SCORES = ("max", "p99")
+SCORES = ("max", "p99", "topk")
+NORMALISE = ("none", "level", "channel")
 
 
 def _check(cond: bool, option: str, message: str) -> None:
@@ -44,7 +46,14 @@ class MapConfig:
     map_size: int = field(default=224, metadata={"help": "anomaly map size in pixels (square)"})
     map_sigma: float = field(default=4.0, metadata={"help": "Gaussian smoothing of the maps, in map pixels (0: none)"})
     score: str = field(default="max", metadata={
-        "help": "image score: the map's maximum (the paper) or its 99th percentile", "choices": SCORES})
+        "help": "image score: the map's maximum (the paper), its 99th percentile, or the mean of its "
+                "--score-k largest values", "choices": SCORES})
+    score_k: int = field(default=100, metadata={"help": "map pixels averaged by --score topk"})
+    normalise: str = field(default="none", metadata={
+        "help": "divide each map term (RGB, feature levels) by its mean on the defect-free calibration views: "
+                "per term (level), per feature channel (channel), or not (none, the paper)", "choices": NORMALISE})
+    shift_radius: int = field(default=0, metadata={
+        "help": "EfficientNet terms tolerate this many pixels of misalignment on their own grid (0: the paper)"})
     calibration_views: int = field(default=50, metadata={
         "help": "training views used to calibrate a model's heatmap scale and threshold"})
     threshold_factor: float = field(default=1.5, metadata={
@@ -54,7 +63,11 @@ class MapConfig:
     def __post_init__(self):
         _check(self.features in FEATURES, "features", f"must be one of {', '.join(FEATURES)} (got {self.features!r})")
         _check(self.score in SCORES, "score", f"must be one of {', '.join(SCORES)} (got {self.score!r})")
-        for name in ("map_size", "calibration_views", "chunk"):
+        _check(self.normalise in NORMALISE, "normalise",
+               f"must be one of {', '.join(NORMALISE)} (got {self.normalise!r})")
+        _check(isinstance(self.shift_radius, int) and not isinstance(self.shift_radius, bool)
+               and 0 <= self.shift_radius <= 8, "shift_radius", f"must be an integer in 0..8 (got {self.shift_radius!r})")
+        for name in ("map_size", "calibration_views", "chunk", "score_k"):
             v = getattr(self, name)
             _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name,
                    f"must be an integer >= 1 (got {v!r})")

@@ -55,6 +55,7 @@ __all__ = [
     "WeightsFreeFeatures",
     "make_feature_extractor",
     "tolerant_difference",
+    "shift_min_sq",
     "weights_free_levels",
     "jax_to_torch",
     "torch_to_jax",
@@ -71,8 +72,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # --------------------------------------------------------------------------- weights-free levels
 
 
-def _shift_min(a: Array, b: Array, radius: int) -> Array:
-    """min over integer shifts |d|_inf <= radius of the RGB distance |a(x) - b(x + d)|."""
+@functools.partial(jax.jit, static_argnames=("radius",))
+def shift_min_sq(
+    a: Float[Array, "*B H W C"], b: Float[Array, "*B H W C"], radius: int
+) -> Float[Array, "*B H W"]:
+    """``min_d sum_k (a_k(x) - b_k(x + d))^2`` over integer shifts ``|d|_inf <= radius``
+    (``b`` edge-padded; one direction only; radius 0: the plain channel-summed squared
+    difference). Any number of channels C."""
     nd = b.ndim
     bp = jnp.pad(b, [(0, 0)] * (nd - 3) + [(radius, radius), (radius, radius), (0, 0)], mode="edge")
     k = 2 * radius + 1
@@ -83,8 +89,12 @@ def _shift_min(a: Array, b: Array, radius: int) -> Array:
         return jnp.minimum(best, jnp.sum((a - shifted) ** 2, axis=-1))
 
     # a loop, not k*k unrolled slices: same arithmetic, much shorter compile
-    best = jax.lax.fori_loop(0, k * k, body, jnp.full(a.shape[:-1], jnp.inf, a.dtype))
-    return jnp.sqrt(best + 1e-12)
+    return jax.lax.fori_loop(0, k * k, body, jnp.full(a.shape[:-1], jnp.inf, a.dtype))
+
+
+def _shift_min(a: Array, b: Array, radius: int) -> Array:
+    """min over integer shifts |d|_inf <= radius of the RGB distance |a(x) - b(x + d)|."""
+    return jnp.sqrt(shift_min_sq(a, b, radius) + 1e-12)
 
 
 def tolerant_difference(

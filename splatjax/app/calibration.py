@@ -10,6 +10,10 @@ the first time a model's maps are drawn:
   poses, maps against the images;
 - without them (a bare .ply): the same views' renders against renders at slightly moved
   poses (0.005 rad, 0.01 units), a stand-in for the residual pose error (said in the log).
+
+With ``MapConfig.normalise`` the same pairs first give the model's residual scales
+(:func:`splatjax.anomaly.residual_scales`), kept in the entry: the calibration must then
+be had *before* the test maps, which are normalised with ``calibration.residual``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..anomaly import MapCalibration, MapConfig, calibrate, compute_maps
+from ..anomaly import MapCalibration, MapConfig, calibrate, compute_maps, residual_scales
 from ..anomaly.calibration import calibration_key
 from ..camera import Camera
 from ..errors import DatasetError
@@ -40,7 +44,8 @@ def _fingerprint(ply: Path) -> dict:
 
 
 def _key(features: str, config: MapConfig, cameras: Camera) -> str:
-    return calibration_key(features, config.map_size, config.map_sigma, config.score) + \
+    return calibration_key(features, config.map_size, config.map_sigma, config.score, score_k=config.score_k,
+                           normalise=config.normalise, shift_radius=config.shift_radius) + \
         f"/image{cameras.width}x{cameras.height}"
 
 
@@ -101,8 +106,11 @@ def model_calibration(
                                  backend=pose_config.backend, background=background)
     else:
         reference = jnp.asarray(images)
-    maps = compute_maps(renders, reference, map_config, extractor=extractor)
-    cal = calibrate(maps.scores, map_config, extractor.name)
+    residual = None
+    if map_config.normalise != "none":
+        residual = residual_scales(renders, reference, extractor, size=map_config.map_size, chunk=map_config.chunk)
+    maps = compute_maps(renders, reference, map_config, extractor=extractor, residual=residual)
+    cal = calibrate(maps.scores, map_config, extractor.name, residual=residual)
     try:
         stored = read_json(path, "heatmap calibration") if path.is_file() else {}
     except DatasetError:  # a damaged file of ours: rewrite it

@@ -122,13 +122,14 @@ def detect(
     pose_config = dataclasses.replace(pose_config, coarse="render")
     cands, calib_cams = _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, log)
     extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
-    t0 = time.perf_counter()
-    det = run_stages(gaussians, queries, cands, pose_config, map_config, key=jax.random.key(seed),
-                     extractor=extractor, background=tuple(background), progress=progress_bars(progress))
-    seconds = time.perf_counter() - t0
     cal = model_calibration(ply, gaussians, calib_cams, _training_images(cams_info, w, background) if cams_info
                             else None, map_config, extractor=extractor, pose_config=pose_config,
-                            background=tuple(background), log=log)
+                            background=tuple(background), log=log)  # before the maps (residual scales)
+    t0 = time.perf_counter()
+    det = run_stages(gaussians, queries, cands, pose_config, map_config, key=jax.random.key(seed),
+                     extractor=extractor, background=tuple(background), progress=progress_bars(progress),
+                     residual=cal.residual)
+    seconds = time.perf_counter() - t0
     names = _names(images)
     write_heatmaps(out / "heatmaps", names, queries, det.renders, det.maps.maps, det.maps.scores, cal,
                    progress=progress_bars(progress))

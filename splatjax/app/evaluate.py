@@ -177,19 +177,19 @@ def evaluate_class(
         save_cameras(model_ply.parent, train)
     true_c2w, test_poses = test.c2w, (None if pose_file is None else str(pose_file))
     extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
+    t0 = time.perf_counter()  # before the maps: a normalised map needs the calibration's residual scales
+    cal = model_calibration(model_ply, gaussians, train.cameras, train.images, map_config, extractor=extractor,
+                            pose_config=pose_config, background=train.background, log=log)
+    seconds["calibration"] = time.perf_counter() - t0
     det = run_stages(gaussians, test.images, candidate_cameras(train.cameras, pose_config), pose_config, map_config,
                      key=jax.random.key(seed), extractor=extractor, candidate_images=train.images,
-                     background=train.background, progress=bars, log=log, parallel=parallel)
+                     background=train.background, progress=bars, log=log, parallel=parallel, residual=cal.residual)
     seconds.update(det.seconds)
     _warn_diverged(cls.name, test.paths, det.poses.diverged, log)
     t0 = time.perf_counter()
     metrics = evaluate_detection(det.maps.scores, det.maps.maps, test.labels, test.masks)
     pose_part, errs = _pose_report(det.poses, true_c2w, test_poses) if true_c2w is not None else (None, None)
     seconds["metrics"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    cal = model_calibration(model_ply, gaussians, train.cameras, train.images, map_config, extractor=extractor,
-                            pose_config=pose_config, background=train.background, log=log)
-    seconds["calibration"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_tables(out_dir, cls, det, cal, errs)

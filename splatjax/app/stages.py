@@ -47,11 +47,13 @@ def run_stages(
     progress: Callable[[str, int, int], object] | None = None,
     log: Callable[[str], object] | None = None,
     parallel: ParallelConfig | None = None,
+    residual=None,
 ) -> Detection:
     """Poses, renders and maps of ``queries`` (see :func:`splatjax.pose.estimate_poses`
     and :func:`splatjax.anomaly.compute_maps`); ``parallel`` shards the fine pose, the
     renders and the (weights-free) maps over local devices; ``polish`` moves every coarse
-    candidate before the fine pose (see :func:`splatjax.pose.estimate_poses`)."""
+    candidate before the fine pose (see :func:`splatjax.pose.estimate_poses`); ``residual``:
+    the model's residual scales for ``map_config.normalise`` (its calibration's ``residual``)."""
     est = estimate_poses(gaussians, queries, candidates, pose_config, key=key, candidate_images=candidate_images,
                          polish=polish, background=background, progress=progress, log=log, parallel=parallel)
     seconds = dict(est.seconds)
@@ -61,6 +63,6 @@ def run_stages(
                                       parallel=parallel))
     seconds["render"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    maps = compute_maps(renders, queries, map_config, extractor=extractor, parallel=parallel)
+    maps = compute_maps(renders, queries, map_config, extractor=extractor, parallel=parallel, residual=residual)
     seconds["maps"] = time.perf_counter() - t0
     return Detection(poses=est, renders=renders, maps=maps, seconds=seconds)
