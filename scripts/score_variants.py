@@ -51,8 +51,10 @@ def _score_name(score: str, k: int) -> str:
 # --------------------------------------------------------------------------- stage 1 (cached)
 
 
-def run_stages_once(data: Path, model: Path, views: int, seed: int) -> dict:
-    """Poses and renders of the test queries and the calibration pairs (see the module doc)."""
+def run_stages_once(data: Path, model: Path, views: int, seed: int, fine_poses: Path | None = None) -> dict:
+    """Poses and renders of the test queries and the calibration pairs (see the module doc).
+    ``fine_poses``: the ``poses.json`` of a ``splatjax evaluate`` run on ``data`` with this
+    model; its fine poses are rendered instead of estimating them again."""
     from splatjax.data import load_mad_class
     from splatjax.gaussians import load_ply
     from splatjax.pose import PoseConfig, candidate_cameras, estimate_poses, index_cameras, render_views
@@ -64,9 +66,14 @@ def run_stages_once(data: Path, model: Path, views: int, seed: int) -> dict:
     g = load_ply(run / "model.ply" if model.is_dir() else model)
     pc = PoseConfig()
     t0 = time.perf_counter()
-    est = estimate_poses(g, cls.test.images, candidate_cameras(cls.train.cameras, pc), pc, key=jax.random.key(seed),
-                         candidate_images=cls.train.images, background=cls.train.background)
-    renders = np.asarray(render_views(g, est.cameras, batch_size=pc.batch_size, background=cls.train.background))
+    if fine_poses is None:
+        est = estimate_poses(g, cls.test.images, candidate_cameras(cls.train.cameras, pc), pc,
+                             key=jax.random.key(seed), candidate_images=cls.train.images,
+                             background=cls.train.background)
+        cams, fine_c2w = est.cameras, est.c2w
+    else:
+        fine_c2w, cams = _evaluated_poses(fine_poses, data, cls)
+    renders = np.asarray(render_views(g, cams, batch_size=pc.batch_size, background=cls.train.background))
     n = int(cls.train.cameras.R.shape[0])
     idx = np.unique(np.round(np.linspace(0, n - 1, min(views, n))).astype(np.int64))
     cal_renders = np.asarray(render_views(g, index_cameras(cls.train.cameras, jnp.asarray(idx)),
@@ -77,9 +84,25 @@ def run_stages_once(data: Path, model: Path, views: int, seed: int) -> dict:
            "cal_images": np.asarray(cls.train.images, np.float32)[idx], "cal_index": idx,
            "stage_seconds": np.float64(time.perf_counter() - t0)}
     if cls.test.c2w is not None:
-        err = pose_errors(est.c2w, cls.test.c2w)
+        err = pose_errors(fine_c2w, cls.test.c2w)
         out["fine_rotation_rad"], out["fine_translation"] = err["rotation_rad"], err["translation"]
     return out
+
+
+def _evaluated_poses(path: Path, data: Path, cls):
+    """(fine c2w [Q, 4, 4], cameras) of the test images of ``cls`` from an evaluate run's
+    ``poses.json`` (keyed by the image path relative to the class folder)."""
+    from splatjax.camera import camera_from_blender, stack_cameras
+
+    fine = json.loads(path.read_text())["fine"]
+    keys = list(cls.test.paths)  # relative, e.g. "test/Burrs/3.png", as poses.json
+    missing = [k for k in keys if k not in fine]
+    if missing:
+        raise SystemExit(f"{path}: no fine pose for {len(missing)} test images, e.g. {missing[0]}")
+    c2w = np.asarray([fine[k] for k in keys], np.float64)
+    cams = stack_cameras([camera_from_blender(c, cls.train.camera_angle_x, cls.train.width, cls.train.height)
+                          for c in c2w])
+    return c2w, cams
 
 
 def oracle_renders(data: Path, model: Path) -> np.ndarray:
@@ -203,6 +226,9 @@ def main(argv=None) -> int:
     ap.add_argument("--shifts", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--calibration-views", type=int, default=MapConfig().calibration_views)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fine-poses", default=None,
+                    help="poses.json of a splatjax evaluate run on --data with --model: render its fine poses "
+                         "instead of estimating them again (stage 1)")
     ap.add_argument("--poses", choices=("estimated", "oracle", "estimated-ok"), default="estimated",
                     help="renders at the estimated poses (all queries), at the true poses, or only the queries "
                          "whose estimated pose is right (0.05 rad, 0.1 units)")
@@ -210,7 +236,8 @@ def main(argv=None) -> int:
     cache = Path(args.cache)
     if not cache.is_file():
         cache.parent.mkdir(parents=True, exist_ok=True)
-        stages = run_stages_once(Path(args.data), Path(args.model), args.calibration_views, args.seed)
+        stages = run_stages_once(Path(args.data), Path(args.model), args.calibration_views, args.seed,
+                                 None if args.fine_poses is None else Path(args.fine_poses))
         np.savez(cache, **stages)
         print(f"stages cached in {cache} ({float(stages['stage_seconds']):.0f} s)", file=sys.stderr)
     c = dict(np.load(cache))

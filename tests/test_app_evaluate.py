@@ -5,6 +5,7 @@ the folder checks (duplicate class names, output inside the dataset)."""
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -152,3 +153,20 @@ def test_a_diverged_query_is_flagged_in_the_csv_the_report_and_a_warning(tmp_pat
             assert int(row["pose_best_step"]) < FAST_POSE.steps  # not the last (thrown-away) iterate
     [warning] = [m for m in messages if "diverged" in m]
     assert "warning" in warning and all(p in warning for p in flagged)
+
+
+def test_a_given_model_is_evaluated_at_its_fit_resolution(tmp_path):
+    """With --model and no --resolution, queries are read at the width the model was fitted
+    at (its config.json), not the data's own 32 px; --resolution still overrides it."""
+    from splatjax.fitting import FitConfig
+
+    model = _fixed_model(tmp_path / "run")
+    (model / "config.json").write_text(json.dumps({"resolution": 16}))
+    quiet = dict(pose_config=replace(FAST_POSE, steps=2), map_config=FAST_MAP, heatmaps=False, progress=False)
+    said = []
+    [r] = evaluate(toy_dataset(), tmp_path / "out", model=model, log=said.append, **quiet)
+    assert r["image_size"] == [16, 16]
+    assert any("the model's fit resolution" in m for m in said)
+    [r] = evaluate(toy_dataset(), tmp_path / "out2", model=model, fit_config=FitConfig(resolution=32),
+                   log=lambda m: None, **quiet)
+    assert r["image_size"] == [32, 32]

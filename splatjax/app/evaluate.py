@@ -45,7 +45,7 @@ from ..anomaly import MapConfig
 from ..anomaly.features import make_feature_extractor
 from ..data import class_folders
 from ..errors import UserError
-from ..files import atomic_write, write_json
+from ..files import atomic_write, read_json, write_json
 from ..fitting import FitConfig
 from ..metrics import evaluate_detection, pose_errors, resize_masks, summarize_pose_errors
 from ..pose import PoseConfig, candidate_cameras
@@ -58,6 +58,26 @@ from .runs import check_out_dir, log_stderr, model_for, progress_bars, save_came
 from .stages import run_stages
 
 __all__ = ["evaluate", "evaluate_class"]
+
+
+def _model_resolution(model, data_path: Path, log) -> int | None:
+    """The image width a given model was fitted at (its run folder's ``config.json``), so
+    that queries are compared at the resolution the model can render; None (the data's
+    own width, capped at 400) for a bare .ply or a run folder without one."""
+    from .runs import resolve_model
+
+    try:
+        ply = resolve_model(model, Path(data_path).name)
+    except UserError:
+        return None
+    cfg = ply.parent / "config.json"
+    if not cfg.is_file():
+        return None
+    width = read_json(cfg).get("resolution")
+    if isinstance(width, int) and width > 0:
+        log(f"[splatjax] images read at {width} px wide, the model's fit resolution (--resolution to override)")
+        return width
+    return None
 
 
 def _test_pose_file(data_path: Path, test_poses) -> Path | None:
@@ -166,6 +186,8 @@ def evaluate_class(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     pose_file = _test_pose_file(data_path, test_poses)
+    if model is not None and fit_config.resolution is None:
+        fit_config = dataclasses.replace(fit_config, resolution=_model_resolution(model, data_path, log))
     cls = load_mad_class(data_path, fit_config.resolution, fit_config.background, upsample=fit_config.upsample,
                          test_poses=pose_file)
     seconds["load"] = time.perf_counter() - t0
