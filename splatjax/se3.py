@@ -123,7 +123,13 @@ def so3_exp(phi: Float[Array, "*b 3"]) -> Float[Array, "*b 3 3"]:
 
 def transform_gaussians(gaussians: Gaussians, A: Float[Array, "3 3"], b: Float[Array, " 3"]) -> Gaussians:
     """Move the object by the rigid motion x -> A x + b: means are mapped and each
-    Gaussian's rotation is composed with A (A must be a rotation)."""
+    Gaussian's rotation is composed with A (A must be a rotation). Degree-0 colour only:
+    view-dependent (SH degree >= 1) colour would need its coefficients rotated, which is
+    not implemented, so such a model is refused (move the camera instead:
+    :func:`transform_camera` is exact for any degree)."""
+    if gaussians.sh_rest is not None and gaussians.sh_rest.shape[-2] > 0:
+        raise ValueError(f"transform_gaussians: the model has SH degree {gaussians.sh_degree} colour, whose "
+                         "coefficients would have to be rotated (not implemented); use transform_camera")
     qa = rotmat_to_quat(A)
     return Gaussians(
         means=gaussians.means @ A.T + b,

@@ -74,6 +74,12 @@ def test_so3_exp_small_and_large_angles():
         np.testing.assert_allclose(R, Rotation.from_rotvec(phi).as_matrix(), atol=1e-6)
 
 
+def test_transform_gaussians_refuses_view_dependent_colour():
+    g = sj.init_random_gaussians(5, key=jax.random.key(0)).with_sh_degree(2)
+    with pytest.raises(ValueError, match="SH degree 2"):
+        se3.transform_gaussians(g, jnp.eye(3), jnp.zeros(3))
+
+
 def test_transform_gaussians_moves_means_and_rotations():
     g = sj.init_random_gaussians(20, key=jax.random.key(0))
     A = se3.so3_exp(jnp.array([0.1, 0.5, -0.3]))
