@@ -55,7 +55,10 @@ class PoseConfig:
     loftr_weights: str | None = field(default=None, metadata={"help": "LoFTR indoor_new checkpoint"})
     keypoints: bool = field(default=True, metadata={
         "help": "move the best retrieval candidates by keypoints + rendered depth + PnP-RANSAC before the fine pose"})
-    keypoint_candidates: int = field(default=3, metadata={
+    # default 8: on lego-AD one rolled query of 50 had all of its 3 best retrieval candidates
+    # wrong (0 PnP inliers each, 1.7-2.8 rad off); its 7th was 0.33 rad off and PnP took it to
+    # 0.004 rad with 74 inliers. A candidate costs one SIFT + PnP (~0.1-0.3 s on the CPU).
+    keypoint_candidates: int = field(default=8, metadata={
         "help": "retrieval candidates per query moved by the keypoint pose (most PnP inliers first)"})
     keypoint_width: int = field(default=200, metadata={"help": "keypoint matching image width in pixels"})
     keypoint_rounds: int = field(default=2, metadata={
