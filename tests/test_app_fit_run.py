@@ -18,7 +18,7 @@ from test_fitting import TOY, toy_views
 
 import splatjax as sj
 from splatjax.app.checkpoint import read_metrics
-from splatjax.app.fit_run import run_fit
+from splatjax.app.fit_run import fit_config_changes, run_fit
 from splatjax.errors import ConfigError, UserError
 from splatjax.fitting import FitConfig
 
@@ -109,6 +109,23 @@ def test_resume_rules(scene, tmp_path):
     # logging and checkpoint cadences may change; a finished fit resumes to itself
     again = run_fit(scene, tmp_path / "run", dataclasses.replace(cfg, log_every=20), resume=True, **quiet)
     assert again["completed"] and again["steps_this_session"] == 0 and again["session"] == 2
+
+
+def test_resume_of_a_run_from_before_a_setting_existed(scene, tmp_path):
+    """A run's config.json written before a FitConfig field was added resumes with that
+    field at its default (which is what the run used), and only then."""
+    quiet = dict(log=lambda m: None)
+    cfg = dataclasses.replace(TOY, iterations=20, checkpoint_every=10)
+    run_fit(scene, tmp_path / "run", cfg, **quiet)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    for new_field in ("sh_degree", "lr_sh_rest_factor"):
+        del record["fit_config"][new_field]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(record))
+    again = run_fit(scene, tmp_path / "run", cfg, resume=True, **quiet)
+    assert again["completed"] and again["session"] == 2
+    with pytest.raises(UserError, match=r"different settings \(sh_degree: 0 -> 1\)"):
+        run_fit(scene, tmp_path / "run", dataclasses.replace(cfg, sh_degree=1), resume=True, **quiet)
+    assert fit_config_changes(record["fit_config"], cfg) == []
 
 
 def test_time_cadence_checkpoints(scene, tmp_path):

@@ -42,6 +42,24 @@ RESUME_FREE_FIELDS = frozenset({"checkpoint_every", "checkpoint_minutes", "val_e
                                 "log_every", "backend"})
 
 
+def fit_config_changes(saved: dict, now: FitConfig) -> list[tuple[str, object, object]]:
+    """(field, saved value, current value) for every setting that differs between a stored
+    ``fit_config`` (JSON, from a run's config.json) and ``now``, apart from the
+    ``RESUME_FREE_FIELDS``. A field missing from the stored config was added to FitConfig
+    after that run was made, so the run used the field's default."""
+    current = json.loads(json.dumps(dataclasses.asdict(now)))  # tuples -> lists, as stored
+    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(FitConfig)
+                                      if f.default is not dataclasses.MISSING}))
+    changes = []
+    for k in sorted(set(saved) | set(current)):
+        if k in RESUME_FREE_FIELDS:
+            continue
+        old = saved.get(k, defaults.get(k))
+        if old != current.get(k):
+            changes.append((k, old, current.get(k)))
+    return changes
+
+
 # ----------------------------------------------------------------------------- data
 def _layout(data: Path) -> str:
     if (data / "transforms.json").is_file() and (data / "train" / "good").is_dir():
@@ -128,12 +146,11 @@ def _run_record(config: FitConfig, train, width: int, result_views) -> dict:
             "image_size": [int(train.height), int(train.width)], "train_views": list(result_views)}
 
 
-def _check_same_settings(run: Path, saved: dict, now: dict) -> None:
-    a, b = saved.get("fit_config", {}), now["fit_config"]
-    diff = sorted(k for k in set(a) | set(b) if k not in RESUME_FREE_FIELDS and a.get(k) != b.get(k))
-    diff += [k for k in ("image_size", "train_views") if saved.get(k) != now[k]]
+def _check_same_settings(run: Path, saved: dict, now: dict, config: FitConfig) -> None:
+    diff = fit_config_changes(saved.get("fit_config", {}), config)
+    diff += [(k, saved.get(k), now[k]) for k in ("image_size", "train_views") if saved.get(k) != now[k]]
     if diff:
-        detail = "; ".join(f"{k}: {a.get(k, saved.get(k))!r} -> {b.get(k, now.get(k))!r}" for k in diff)
+        detail = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diff)
         raise UserError(f"cannot resume {str(run)!r}: it was started with different settings ({detail}); "
                         "use the original settings or another --out")
 
@@ -161,7 +178,7 @@ def _open_run(run: Path, config: FitConfig, train, width: int, resume: bool):
         write_json(run / "config.json", record)
         return ckpt, None, record
     try:
-        _check_same_settings(run, read_json(run / "config.json", "run configuration"), record)
+        _check_same_settings(run, read_json(run / "config.json", "run configuration"), record, config)
         meta = ckpt.metadata()
     except BaseException:
         ckpt.close()

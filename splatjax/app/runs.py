@@ -12,8 +12,6 @@ A run folder (written by ``splatjax fit`` or by ``evaluate`` into ``OUT/model``)
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import sys
 import time
@@ -25,7 +23,7 @@ import numpy as np
 from ..errors import DatasetError, UserError
 from ..files import read_json, write_json
 from ..gaussians import load_ply
-from .fit_run import RESUME_FREE_FIELDS, run_fit
+from .fit_run import fit_config_changes, run_fit
 
 __all__ = [
     "save_cameras",
@@ -147,9 +145,7 @@ def _same_fit(run_dir: Path, config) -> bool:
         saved = read_json(run_dir / "config.json")["fit_config"]
     except (DatasetError, KeyError, TypeError):
         return False
-    now = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as stored
-    same = all(saved.get(k) == v for k, v in now.items() if k not in RESUME_FREE_FIELDS)
-    return same and (run_dir / "model.ply").is_file()
+    return not fit_config_changes(saved, config) and (run_dir / "model.ply").is_file()
 
 
 def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, progress, log):
