@@ -222,14 +222,22 @@ class TorchTapFeatures(FeatureExtractor):
     input_mean: tuple[float, float, float] = IMAGENET_MEAN
     input_std: tuple[float, float, float] = IMAGENET_STD
     rgb_term = True
+    title = ""  # what the features are, for ``description``
 
-    def _setup(self, model, device, batch_size: int) -> None:
+    def _setup(self, model, weights_path, device, batch_size: int) -> None:
         import torch
 
         self.device = torch.device(device) if device is not None else _default_torch_device()
         self.model = model.eval()
         self.model.to(self.device)
         self.batch_size = int(batch_size)
+        self.weights_path = None if weights_path is None else str(weights_path)
+        self.description = f"{self.title}, weights {self.weights_path}, torch device {self.device}"
+
+    @classmethod
+    def from_model(cls, model, device=None, *, batch_size: int = 16):
+        """Wrap an already built network of this architecture (efficientnet_pytorch layout, e.g. in tests)."""
+        return cls(None, device, batch_size=batch_size, model=model)
 
     def _taps_torch(self, x):
         """Tap tensors [N, C, h, w] for a normalised NCHW batch (inside no_grad)."""
@@ -299,6 +307,7 @@ class EfficientNetFeatures(TorchTapFeatures):
     name = "efficientnet-b4"
     tap_blocks = EFFICIENTNET_TAP_BLOCKS
     tap_channels = EFFICIENTNET_TAP_CHANNELS
+    title = f"EfficientNet-b4 ImageNet features (taps after blocks {EFFICIENTNET_TAP_BLOCKS})"
 
     def __init__(self, weights_path, device=None, *, batch_size: int = 16, model=None):
         if model is None:
@@ -306,17 +315,7 @@ class EfficientNetFeatures(TorchTapFeatures):
             if weights_path is None:
                 raise WeightsError(f"No EfficientNet-b4 weights file found. {efficientnet_guidance()}")
             model = load_efficientnet_b4(weights_path)
-        self._setup(model, device, batch_size)
-        self.weights_path = None if weights_path is None else str(weights_path)
-        self.description = (
-            f"EfficientNet-b4 ImageNet features (taps after blocks {EFFICIENTNET_TAP_BLOCKS}), "
-            f"weights {self.weights_path}, torch device {self.device}"
-        )
-
-    @classmethod
-    def from_model(cls, model, device=None, *, batch_size: int = 16) -> "EfficientNetFeatures":
-        """Wrap an already built efficientnet_pytorch EfficientNet-b4 (e.g. in tests)."""
-        return cls(None, device, batch_size=batch_size, model=model)
+        self._setup(model, weights_path, device, batch_size)
 
 
 class Lite0Features(TorchTapFeatures):
@@ -334,22 +333,13 @@ class Lite0Features(TorchTapFeatures):
     name = "efficientnet-lite0"
     tap_blocks = LITE0_TAP_BLOCKS
     tap_channels = LITE0_TAP_CHANNELS
+    title = f"EfficientNet-Lite0 ImageNet features (taps after blocks {LITE0_TAP_BLOCKS}, strides 2, 4, 8, 16)"
 
     def __init__(self, weights_path=None, device=None, *, batch_size: int = 16, model=None):
         if model is None:
             weights_path = find_lite0_weights() if weights_path is None else weights_path
             model = load_efficientnet_lite0(weights_path)
-        self._setup(model, device, batch_size)
-        self.weights_path = None if weights_path is None else str(weights_path)
-        self.description = (
-            f"EfficientNet-Lite0 ImageNet features (taps after blocks {LITE0_TAP_BLOCKS}, strides "
-            f"2, 4, 8, 16), weights {self.weights_path}, torch device {self.device}"
-        )
-
-    @classmethod
-    def from_model(cls, model, device=None, *, batch_size: int = 16) -> "Lite0Features":
-        """Wrap an already built Lite0 network (efficientnet_pytorch layout, e.g. in tests)."""
-        return cls(None, device, batch_size=batch_size, model=model)
+        self._setup(model, weights_path, device, batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("mean", "std"))
