@@ -1,8 +1,10 @@
-"""Shared fixtures: float64 mode, random scenes, the shared lego data location."""
+"""Shared fixtures: float64 mode, random scenes, the shared lego data location; compiled
+programs released after every test module."""
 
 from __future__ import annotations
 
 import contextlib
+import gc
 from pathlib import Path
 
 import jax
@@ -24,6 +26,20 @@ def x64_mode():
     else:
         with ctx(True):
             yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Every XLA:CPU executable keeps about three memory mappings of JIT code until its cache
+    entry goes; the whole suite compiles enough programs to pass the kernel's limit of
+    65,530 mappings per process (vm.max_map_count), and XLA then crashes with a
+    segmentation fault in compilation. Clearing the caches between modules keeps the count
+    at what one module needs (see tests/test_memory_maps.py)."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture
