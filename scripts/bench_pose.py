@@ -19,9 +19,9 @@ the training cameras (compiled once before timing), then the whole pose stage
 (``estimate_poses``, batch = the first ``--batch-sizes``) once per ``--settings`` entry,
 each a comma-separated list of PoseConfig fields (``fine_levels=3,fine_level_steps=25``;
 ``default`` = PoseConfig's defaults). Prints per setting the fine-stage seconds per query
-(wall, compilation subtracted) and the process CPU of the whole pose stage, median / max rotation (rad) and
-translation errors against the true poses, diverged queries, and how many queries kept a
-hypothesis other than the best coarse candidate:
+(wall, compilation subtracted), the process CPU seconds per query of the whole pose stage,
+median / max rotation (rad) and translation errors against the true poses, diverged
+queries, and how many queries kept a hypothesis other than the best coarse candidate:
 
     python scripts/bench_pose.py --model RUN_LEGO --data LEGO --queries 20 --image-size 400 \
         --batch-sizes 4 --settings default fine_levels=3,fine_level_steps=25 hypotheses=2

@@ -42,14 +42,19 @@ RESUME_FREE_FIELDS = frozenset({"checkpoint_every", "checkpoint_minutes", "val_e
                                 "log_every", "backend"})
 
 
+def _as_stored(fields: dict) -> dict:
+    """``fields`` as config.json stores them (tuples become lists)."""
+    return json.loads(json.dumps(fields))
+
+
 def fit_config_changes(saved: dict, now: FitConfig) -> list[tuple[str, object, object]]:
     """(field, saved value, current value) for every setting that differs between a stored
     ``fit_config`` (JSON, from a run's config.json) and ``now``, apart from the
     ``RESUME_FREE_FIELDS``. A field missing from the stored config was added to FitConfig
     after that run was made, so the run used the field's default."""
-    current = json.loads(json.dumps(dataclasses.asdict(now)))  # tuples -> lists, as stored
-    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(FitConfig)
-                                      if f.default is not dataclasses.MISSING}))
+    current = _as_stored(dataclasses.asdict(now))
+    defaults = _as_stored({f.name: f.default for f in dataclasses.fields(FitConfig)
+                           if f.default is not dataclasses.MISSING})
     changes = []
     for k in sorted(set(saved) | set(current)):
         if k in RESUME_FREE_FIELDS:
@@ -142,7 +147,7 @@ class _StopRequest:
 
 # ----------------------------------------------------------------------------- run folder
 def _run_record(config: FitConfig, train, width: int, result_views) -> dict:
-    return {"fit_config": json.loads(json.dumps(dataclasses.asdict(config))), "resolution": width,
+    return {"fit_config": _as_stored(dataclasses.asdict(config)), "resolution": width,
             "image_size": [int(train.height), int(train.width)], "train_views": list(result_views)}
 
 
