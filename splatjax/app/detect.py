@@ -26,6 +26,7 @@ from ..files import atomic_write, write_json
 from ..gaussians import load_ply
 from ..pose import PoseConfig, candidate_cameras, cameras_from_c2w, sphere_cameras
 from .calibration import model_calibration
+from .outdir import check_writable_out
 from .report import verdict, write_heatmaps
 from .runs import CAMERAS_FILE, load_cameras, progress_bars, resolve_model
 from .stages import run_stages
@@ -35,16 +36,26 @@ __all__ = ["detect"]
 DEFAULT_CAMERA_ANGLE_X = 0.6911112070083618  # the NeRF-synthetic / MAD field of view, radians
 
 
-def _read_queries(image_paths, width, background) -> np.ndarray:
-    from ..data.images import read_rgb
+def _read_queries(image_paths, width, background, cams_info=None) -> np.ndarray:
+    """The queries at the model's image shape; refused (one line naming the file) when one
+    has another aspect ratio than the training views or, unless the training views are
+    known to be opaque, is opaque with a border that is not the background (as ``fit``
+    refuses such an image among transparent ones)."""
+    from ..data.images import has_transparency, read_query_images
+    from ..errors import DatasetError
 
     if not image_paths:
         raise UserError("detect: no images given")
-    images = [read_rgb(p, background=background, resolution=width)[0] for p in image_paths]
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-        raise UserError(f"detect: the images have different sizes {sorted(shapes)}; give a resolution")
-    return np.stack(images)
+    expected = (int(cams_info["width"]), int(cams_info["height"])) if cams_info else None
+    peers_transparent = True  # unknown training views: the model is rendered onto the background
+    paths = (cams_info or {}).get("paths")
+    if paths:
+        try:
+            peers_transparent = has_transparency(paths[0])
+        except (DatasetError, OSError):
+            pass
+    return read_query_images(image_paths, background=background, resolution=width, expected_size=expected,
+                             transparent_peers=peers_transparent)
 
 
 def _training_images(cams_info, width, background) -> Callable[[np.ndarray], np.ndarray | None]:
@@ -109,12 +120,13 @@ def detect(
     radius is 3.5 x the model's extent. Images are read at width ``resolution`` (default:
     the training width, else native). Render-and-compare coarse pose (LoFTR needs the
     training images). Returns the ``detections.json`` dict."""
+    check_writable_out(out)
     out = Path(out)
     ply = resolve_model(model)
     gaussians = load_ply(ply)
     cams_info = load_cameras(ply.parent)
     width = resolution or (cams_info["width"] if cams_info else None)
-    queries = _read_queries(images, width, background)
+    queries = _read_queries(images, width, background, cams_info)
     h, w = queries.shape[1:3]
     fov = camera_angle_x or (cams_info["camera_angle_x"] if cams_info else DEFAULT_CAMERA_ANGLE_X)
     if pose_config.coarse == "loftr":

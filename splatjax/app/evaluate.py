@@ -53,6 +53,7 @@ from ..render import resolve_backend
 from ..sharding import ParallelConfig, query_mesh
 from .calibration import model_calibration
 from .distributed import gather_reports, initialize_distributed, parallel_info, run_classes
+from .outdir import check_writable_out
 from .report import format_table, plot_pose_convergence, plot_roc_curves, verdict, write_heatmaps, write_per_image_csv
 from .runs import check_out_dir, log_stderr, model_for, progress_bars, save_cameras
 from .stages import run_stages
@@ -179,6 +180,7 @@ def evaluate_class(
     ``parallel.devices``: local devices the queries are sharded over (None: all)."""
     from ..data import load_mad_class
 
+    check_writable_out(out_dir)
     data_path, out_dir = Path(data_path), Path(out_dir)
     check_out_dir(out_dir, data_path)
     devices = query_mesh(parallel.devices).size  # more than there are: ConfigError before any work
@@ -269,6 +271,7 @@ def evaluate(
     process evaluates its share of the classes (one class: process 0), every process
     returns every class's report, and process 0 writes the summary. Other options: see
     :func:`evaluate_class`."""
+    check_writable_out(out)
     index, _ = initialize_distributed(parallel)
     if isinstance(data_paths, (str, os.PathLike)):
         data_paths = [data_paths]

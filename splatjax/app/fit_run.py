@@ -34,6 +34,7 @@ from ..files import read_json, require_dir, write_json
 from ..fitting import ChunkReport, FitConfig, FitResult, fit, new_state
 from ..gaussians import Gaussians, save_ply
 from .checkpoint import RunCheckpointer, append_metrics, truncate_metrics
+from .outdir import check_writable_out
 
 __all__ = ["run_fit", "summary_line", "exit_status", "load_init_ply"]
 
@@ -275,6 +276,7 @@ def run_fit(
     ``transforms_<val_split>.json`` when present) or a MAD-Sim class folder into the run
     folder ``out`` (see the module docstring); returns the summary also written to
     ``out/info.json`` (``interrupted``: the signal name when a signal ended the session)."""
+    check_writable_out(out)
     data, run = require_dir(Path(data), "dataset folder"), Path(out)
     if run.resolve().is_relative_to(data.resolve()):
         raise UserError(f"the run folder {str(run)!r} must not be inside the dataset folder {str(data)!r}")

@@ -145,7 +145,29 @@ def load_blender(
         paths.append(frame_image_path(root, fr["file_path"], json_path=json_path, index=i))
     check_unique(paths, json_path)
     return posed_views(paths, c2w, fov, background=background, resolution=resolution,
-                       upsample=upsample, workers=workers)[0]
+                       upsample=upsample, workers=workers,
+                       transparent_peers=_transparent_splits(root, json_path))[0]
+
+
+def _transparent_splits(root: Path, json_path: Path) -> str | bool:
+    """Which other splits of the folder (``transforms_*.json``) are transparent, judged by
+    their first image, as the ``transparent_peers`` of the split being loaded: one whose
+    images are flattened onto another colour than the background is then refused, as
+    within one split. Another split that cannot be read is that split's error, not ours."""
+    from .images import has_transparency
+
+    found = []
+    for other in sorted(root.glob("transforms_*.json")):
+        if other.name == json_path.name or not other.is_file():
+            continue
+        try:
+            _, frames = read_transforms(other)
+            first = frame_image_path(root, frames[0].get("file_path", ""), json_path=other, index=0)
+            if has_transparency(first):
+                found.append(other.name)
+        except (DatasetError, OSError):
+            continue
+    return f"the images of {', '.join(found)}" if found else False
 
 
 def check_unique(paths: Sequence[Path], json_path: Path) -> None:
@@ -178,15 +200,18 @@ def posed_views(
     resolution: int | None,
     upsample: bool = False,
     workers: int | None = None,
+    transparent_peers: bool | str = False,
 ) -> tuple[PosedViews, bool]:
     """Read ``paths`` at the width :func:`choose_resolution` picks and wrap them with their
-    poses (arrays made read-only). Also returns whether any image is transparent."""
+    poses (arrays made read-only). Also returns whether any image is transparent.
+    ``transparent_peers``: other images of the dataset are transparent (see
+    :func:`splatjax.data.images.read_images`)."""
     background = check_background(background)
     native_w, _ = image_size(paths[0])
     width = choose_resolution(native_w, resolution, upsample=upsample,
                               what=f"images of {str(Path(paths[0]).parent)!r}")
     images, _, transparent = _read_stack(list(paths), background=background, resolution=width,
-                                         workers=workers)
+                                         workers=workers, transparent_peers=transparent_peers)
     c2w = np.array(c2w, dtype=np.float64)
     images.flags.writeable = False
     c2w.flags.writeable = False

@@ -36,6 +36,8 @@ __all__ = [
     "read_rgb",
     "read_mask",
     "read_images",
+    "read_query_images",
+    "has_transparency",
     "resize_float",
     "write_png",
 ]
@@ -193,7 +195,10 @@ def _border(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]], axis=0)
 
 
-def _load(path: Path, background: Sequence[float], resolution: int | None) -> _Loaded:
+def _load(path: Path, background: Sequence[float], resolution: int | None,
+          size: tuple[int, int] | None = None) -> _Loaded:
+    """Decode, composite onto ``background`` and resize to width ``resolution`` (aspect
+    kept) or, when given, to exactly ``size = (width, height)``."""
     x, fmt = _decode(path)
     native = (x.shape[1], x.shape[0])
     bg = np.asarray(background, np.float32).reshape(1, 1, 3)
@@ -205,7 +210,7 @@ def _load(path: Path, background: Sequence[float], resolution: int | None) -> _L
         x = np.repeat(x, 3, axis=-1)
     ring = _border(x)
     match = float(np.mean(np.abs(ring - bg[0]).max(-1) <= 0.1))
-    x = resize_float(x, target_size(*native, resolution))
+    x = resize_float(x, tuple(size) if size is not None else target_size(*native, resolution))
     return _Loaded(np.ascontiguousarray(x, np.float32), native, transparent, match,
                    tuple(float(v) for v in ring.mean(0)), fmt)
 
@@ -261,9 +266,10 @@ def read_mask(
 
 
 def _check_backgrounds(paths: Sequence[Path], loaded: Sequence[_Loaded], background,
-                       transparent_peers: bool) -> None:
+                       transparent_peers: bool | str) -> None:
     """Refuse an opaque image among transparent ones whose border is not the background
-    (e.g. an RGBA render flattened onto black when saved as JPEG)."""
+    (e.g. an RGBA render flattened onto black when saved as JPEG). ``transparent_peers``:
+    other images (not in ``paths``) are transparent; a string says which."""
     if not (transparent_peers or any(r.transparent for r in loaded)):
         return
     for p, r in zip(paths, loaded):
@@ -273,14 +279,15 @@ def _check_backgrounds(paths: Sequence[Path], loaded: Sequence[_Loaded], backgro
             mean = "(" + ", ".join(f"{v:.2f}" for v in r.border_mean) + ")"
             raise DatasetError(
                 f"image {str(p)!r} ({kind}) has no transparency and its border is {mean}, not the "
-                f"background {tuple(float(b) for b in background)}, while the other images are "
+                f"background {tuple(float(b) for b in background)}, while "
+                f"{transparent_peers if isinstance(transparent_peers, str) else 'the other images'} are "
                 "transparent and get that background; it was probably flattened onto another colour "
                 "(e.g. RGBA saved as JPEG); re-export it with its alpha channel or on the background colour"
             )
 
 
 def _read_stack(paths: Sequence[Path], *, background: Sequence[float], resolution: int | None,
-                workers: int | None = None, transparent_peers: bool = False
+                workers: int | None = None, transparent_peers: bool | str = False
                 ) -> tuple[np.ndarray, list[tuple[int, int]], bool]:
     """:func:`read_images` plus whether any image is transparent."""
     if not paths:
@@ -322,6 +329,53 @@ def read_images(
     images, natives, _ = _read_stack(paths, background=background, resolution=resolution,
                                      workers=workers)
     return images, natives
+
+
+ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still taken as one aspect
+
+
+def read_query_images(
+    paths: Sequence[str | os.PathLike],
+    *,
+    background: Sequence[float],
+    resolution: int | None,
+    expected_size: tuple[int, int] | None = None,
+    transparent_peers: bool = True,
+) -> Float[np.ndarray, "N H W 3"]:
+    """Query images for a fitted model as ``[N, H, W, 3]`` float32, each read at width
+    ``resolution`` (None: the first image's width) with the model's aspect ratio.
+
+    ``expected_size = (width, height)``: the model's training views; every query must have
+    their aspect ratio (within 1 %), and is resized to exactly that shape at width
+    ``resolution``. Without it the first query sets the aspect ratio. A query of another
+    aspect ratio cannot be matched by resizing (the pose and map would be wrong): it is a
+    :class:`DatasetError` naming the file, its size and the expected aspect. An opaque query
+    whose border is not ``background`` is refused as :func:`read_images` refuses it among
+    transparent images (``transparent_peers``: the training views were transparent, or
+    unknown), since the model is rendered onto ``background``."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise DatasetError("no query images given")
+    natives = [image_size(p) for p in paths]  # headers only: refuse before decoding anything
+    ref_path, ref = (None, tuple(expected_size)) if expected_size is not None else (paths[0], natives[0])
+    width = int(resolution) if resolution is not None else (ref[0] if expected_size is not None else natives[0][0])
+    size = (width, max(1, int(round(ref[1] * width / ref[0]))))
+    for p, (w, h) in zip(paths, natives):
+        if abs((w / h) / (ref[0] / ref[1]) - 1.0) > ASPECT_TOLERANCE:
+            source = (f"the model's training views ({ref[0]}x{ref[1]}) have" if ref_path is None
+                      else f"{str(ref_path)!r} ({ref[0]}x{ref[1]}) has")
+            raise DatasetError(
+                f"query image {str(p)!r} is {w}x{h} (aspect {w / h:.3g}) but {source} aspect "
+                f"{ref[0] / ref[1]:.3g}; resizing cannot match them: crop or pad it to a {ref[0]}:{ref[1]} shape")
+    loaded = [_load(p, background, None, size) for p in paths]
+    _check_backgrounds(paths, loaded, background, transparent_peers)
+    return np.stack([r.rgb for r in loaded])
+
+
+def has_transparency(path: str | os.PathLike) -> bool:
+    """Whether an image file has an alpha channel with some pixel below 1."""
+    x, _ = _decode(Path(path))
+    return x.shape[-1] in (2, 4) and bool(np.any(x[..., -1] < 1.0))
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
