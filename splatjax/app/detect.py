@@ -73,8 +73,8 @@ def _say_missing_images(cams_info, ply: Path, log) -> None:
     if cams_info is None or (paths and all(p is not None for p in paths)):
         return
     if not paths:
-        log(f"[splatjax] {ply.parent}: the training images are not recorded and the dataset named in info.json "
-            "was not found; the heatmap scale is the one stored for this model, else calibrated on renders")
+        log(f"[splatjax] {ply.parent}: the training images are not recorded (nor found through the dataset in "
+            "info.json); the heatmap scale is the one stored for this model, else calibrated on renders")
         return
     missing = sum(p is None for p in paths)
     log(f"[splatjax] {ply.parent / CAMERAS_FILE}: {missing} of {len(paths)} training images not found (not at "
