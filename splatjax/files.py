@@ -1,21 +1,25 @@
 """Small file helpers shared by every layer: one atomic write, one JSON reader.
 
 Writes go to a temporary file in the destination folder and are renamed over the target
-(``os.replace``), so an interrupted write never leaves a half-written file behind.
+(``os.replace``), so an interrupted write never leaves a half-written file behind. The
+temporary file is created with mode 0o666 and the kernel applies the process umask (and a
+folder's default ACL), exactly as ``open(path, "w")`` would: files are as readable by
+others as the user's umask says (``tempfile.mkstemp`` would make every file 0600).
 """
 
 from __future__ import annotations
 
 import json
+import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import DatasetError, DatasetNotFoundError
 
-__all__ = ["atomic_write", "write_json", "read_json", "require_file", "require_dir"]
+__all__ = ["atomic_write", "write_json", "read_json", "require_file", "require_dir", "file_sha256"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any] | bytes | str) -> Path:
@@ -23,7 +27,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any] | by
     function that writes into the binary file object it is given. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(write, str):
@@ -42,6 +46,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any] | by
             pass
         raise
     return path
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new file ``.NAME.<random>.tmp`` beside ``path``, opened for writing with mode 0o666
+    less the umask (applied by the kernel, so the umask is never read or changed)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{str(path.parent)!r}: no free temporary file name for {path.name!r}")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's content."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:

@@ -19,6 +19,25 @@ FAST_POSE = PoseConfig(steps=4, batch_size=4, coarse="render", coarse_resolution
 FAST_MAP = MapConfig(features="weights-free", calibration_views=6)
 
 
+def random_run(folder: Path, data: Path | None = None) -> Path:
+    """A run folder without a fit (fast): 300 random Gaussians as ``model.ply``, the toy
+    training views as ``cameras.json`` (paths as ``data``, default :func:`toy_dataset`,
+    is given) and ``info.json`` naming the dataset, as ``evaluate`` leaves them."""
+    import json
+
+    import jax
+
+    from splatjax import init_random_gaussians, save_ply
+    from splatjax.app.runs import save_cameras
+    from splatjax.data import load_mad_train
+
+    data = toy_dataset() if data is None else data
+    save_ply(init_random_gaussians(300, key=jax.random.key(0), extent=0.5), Path(folder) / "model.ply")
+    save_cameras(folder, load_mad_train(data))
+    (Path(folder) / "info.json").write_text(json.dumps({"data": str(Path(data).resolve())}))
+    return Path(folder)
+
+
 @functools.cache
 def toy_dataset() -> Path:
     """The toy object at 32 x 32: 12 training views, 2 test images per type."""

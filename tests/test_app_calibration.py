@@ -1,5 +1,7 @@
 """splatjax.app.calibration: a model's heatmap scale is measured once, stored in its run
-folder, reused, and measured again for another setting or a changed model."""
+folder, reused (also by a copy of the run folder: keyed on the model's content), and
+measured again for another setting, a changed model, an old mtime-keyed entry, or when
+images are found after the moved-render stand-in was stored."""
 
 import json
 import os
@@ -12,7 +14,7 @@ from app_toy import FAST_MAP, FAST_POSE, evaluated_toy
 from splatjax.anomaly.features import WeightsFreeFeatures
 from splatjax.app import calibration
 from splatjax.data import load_mad_train
-from splatjax.gaussians import load_ply
+from splatjax.gaussians import load_ply, save_ply
 
 
 def test_calibration_is_stored_reused_and_refreshed(tmp_path, monkeypatch):
@@ -38,7 +40,11 @@ def test_calibration_is_stored_reused_and_refreshed(tmp_path, monkeypatch):
     stored = json.loads((run / calibration.CALIBRATION_FILE).read_text())
     assert {k.split("/")[2] for k in stored} >= {"sigma4", "sigma2"}  # one entry per setting
     st = os.stat(run / "model.ply")
-    os.utime(run / "model.ply", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "refitted"
+    os.utime(run / "model.ply", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched (copied): same content
+    with monkeypatch.context() as m:
+        m.setattr(calibration, "compute_maps", boom)
+        assert calibration.model_calibration(run / "model.ply", g, train.cameras, None, FAST_MAP, **args) == cal
+    save_ply(replace(g, opacity_logits=g.opacity_logits - 0.01), run / "model.ply")  # "refitted": new content
     with monkeypatch.context() as m:
         m.setattr(calibration, "compute_maps", boom)
         with pytest.raises(AssertionError, match="recomputed"):

@@ -1,15 +1,22 @@
 """The model's heatmap calibration in its run folder (``RUN/map_calibration.json``).
 
-One entry per setting (features, map size, sigma, score, image size), each a
-:class:`splatjax.anomaly.MapCalibration` plus the size and modification time of the
-``model.ply`` it was measured on (a refitted model is calibrated again). Computed lazily
-the first time a model's maps are drawn:
+One entry per setting (features, map size, sigma, score, image size, and what the renders
+were compared with), each a :class:`splatjax.anomaly.MapCalibration` plus the SHA-256 of
+the ``model.ply`` it was measured on: an entry belongs to the model's *content*, so a
+copied run folder (whose file times change) reuses it and a refitted model is calibrated
+again; entries without the hash (older files, keyed on the file's time) are measured
+again. Computed lazily the first time a model's maps are drawn:
 
-- with the training views (``evaluate``; ``detect`` when ``cameras.json`` names readable
-  images): ``MapConfig.calibration_views`` evenly spaced views rendered at their own
+- with the training views (``evaluate``; ``detect`` when ``cameras.json`` names images it
+  can find): ``MapConfig.calibration_views`` evenly spaced views rendered at their own
   poses, maps against the images;
-- without them (a bare .ply): the same views' renders against renders at slightly moved
-  poses (0.005 rad, 0.01 units), a stand-in for the residual pose error (said in the log).
+- without them (a bare .ply, or images not found): the same views' renders against
+  renders at slightly moved poses (0.005 rad, 0.01 units), a stand-in for the residual
+  pose error (said in the log), stored under its own key (``.../moved-renders``).
+
+An image-based entry for the model's content is always preferred (also when the images
+are not found now); the stand-in is used only when there is none, so a later run that
+finds the images measures and stores the image-based one.
 
 With ``MapConfig.normalise`` the same pairs first give the model's residual scales
 (:func:`splatjax.anomaly.residual_scales`), kept in the entry: the calibration must then
@@ -18,7 +25,6 @@ be had *before* the test maps, which are normalised with ``calibration.residual`
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,17 +36,15 @@ from ..anomaly import MapCalibration, MapConfig, calibrate, compute_maps, residu
 from ..anomaly.calibration import calibration_key
 from ..camera import Camera
 from ..errors import DatasetError
-from ..files import read_json, write_json
+from ..files import file_sha256, read_json, write_json
 from ..pose import PoseConfig, index_cameras, moved_camera, render_views
 
-__all__ = ["model_calibration", "CALIBRATION_FILE"]
+__all__ = ["model_calibration", "CALIBRATION_FILE", "MOVED_RENDERS"]
 
 CALIBRATION_FILE = "map_calibration.json"
 
 
-def _fingerprint(ply: Path) -> dict:
-    st = os.stat(ply)
-    return {"model_bytes": int(st.st_size), "model_mtime_ns": int(st.st_mtime_ns)}
+MOVED_RENDERS = "/moved-renders"  # key suffix of the stand-in (renders against renders at moved poses)
 
 
 def _key(features: str, config: MapConfig, cameras: Camera) -> str:
@@ -49,15 +53,15 @@ def _key(features: str, config: MapConfig, cameras: Camera) -> str:
         f"/image{cameras.width}x{cameras.height}"
 
 
-def _stored(path: Path, key: str, ply: Path) -> MapCalibration | None:
+def _stored(path: Path, key: str, digest: str) -> MapCalibration | None:
     if not path.is_file():
         return None
     try:
         entry = read_json(path, "heatmap calibration")[key]
-        if {k: entry[k] for k in ("model_bytes", "model_mtime_ns")} != _fingerprint(ply):
+        if entry.get("model_sha256") != digest:
             return None
         return MapCalibration.from_dict(entry)
-    except (DatasetError, KeyError, TypeError, ValueError):
+    except (DatasetError, KeyError, TypeError, ValueError, AttributeError):
         return None
 
 
@@ -79,25 +83,33 @@ def model_calibration(
     pose_config: PoseConfig = PoseConfig(),
     background=(1.0, 1.0, 1.0),
     log: Callable[[str], object] | None = None,
+    model_sha256: str | None = None,
 ) -> MapCalibration:
     """The calibration of the model ``ply`` for ``map_config``: read from the run folder,
     else measured on the views ``cameras`` (with their ``images``: an array, a function
     of the selected view indices returning their images or None, or None for the
-    perturbed-render stand-in) and stored there."""
+    perturbed-render stand-in) and stored there. ``model_sha256``: the file's hash when
+    the caller has it (else computed)."""
     path = Path(ply).parent / CALIBRATION_FILE
+    digest = model_sha256 or file_sha256(ply)
     key = _key(extractor.name, map_config, cameras)
-    found = _stored(path, key, Path(ply))
+    found = _stored(path, key, digest)
     if found is not None:
         return found
     n = int(cameras.R.shape[0])
     idx = np.unique(np.round(np.linspace(0, n - 1, min(map_config.calibration_views, n))).astype(np.int64))
-    cams = index_cameras(cameras, jnp.asarray(idx))
-    renders = render_views(gaussians, cams, batch_size=pose_config.batch_size, backend=pose_config.backend,
-                           background=background)
     if callable(images):
         images = images(idx)
     elif images is not None:
         images = np.asarray(images)[idx]
+    if images is None:
+        key += MOVED_RENDERS
+        found = _stored(path, key, digest)
+        if found is not None:
+            return found
+    cams = index_cameras(cameras, jnp.asarray(idx))
+    renders = render_views(gaussians, cams, batch_size=pose_config.batch_size, backend=pose_config.backend,
+                           background=background)
     if images is None:
         if log is not None:
             log(f"[splatjax] {ply}: no training images, so the heatmap scale is calibrated on renders at slightly "
@@ -116,6 +128,6 @@ def model_calibration(
     except DatasetError:  # a damaged file of ours: rewrite it
         stored = {}
     stored = stored if isinstance(stored, dict) else {}
-    stored[key] = {**cal.to_dict(), **_fingerprint(Path(ply))}
+    stored[key] = {**cal.to_dict(), "model_sha256": digest}
     write_json(path, stored)
     return cal

@@ -1,11 +1,13 @@
 """``detect``: new images of a fitted object through the stages, one verdict per image.
 
-Writes ``out/detections.json`` (per image: score, verdict, heatmap, final loss,
-whether the fine pose diverged and the step of the kept iterate, camera-to-world pose;
-the threshold and colour scale), ``out/maps.npy`` and
-``out/heatmaps/<name>.png`` on the model's fixed scale (:mod:`splatjax.app.calibration`),
-and says ``<image>: score S, threshold T -> ANOMALOUS/normal`` for every image (plus a
-note for an image whose fine pose diverged).
+Writes ``out/detections.json`` (the model's SHA-256 and settings; per image: absolute
+path, score, verdict, heatmap, final loss, whether the fine pose diverged and the step of
+the kept iterate, camera-to-world pose; the threshold and colour scale), ``out/maps.npy``
+and ``out/heatmaps/<folder>_<name>.png`` on the model's fixed scale
+(:mod:`splatjax.app.calibration`), and says ``<image>: score S, threshold T ->
+ANOMALOUS/normal`` for every image (plus a note for an image whose fine pose diverged).
+Nothing written depends on where the run folder is or on the current folder (no model
+path, no times): a copied model gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from ..anomaly import MapConfig
 from ..anomaly.features import make_feature_extractor
 from ..errors import UserError
-from ..files import atomic_write, write_json
+from ..files import atomic_write, file_sha256, write_json
 from ..gaussians import load_ply
 from ..pose import PoseConfig, candidate_cameras, cameras_from_c2w, sphere_cameras
 from .calibration import model_calibration
@@ -59,13 +61,14 @@ def _read_queries(image_paths, width, background, cams_info=None) -> np.ndarray:
 
 
 def _training_images(cams_info, width, background) -> Callable[[np.ndarray], np.ndarray | None]:
-    """The selected training views' images from the paths in cameras.json, or None when unreadable."""
+    """The selected training views' images from the paths :func:`load_cameras` found, or
+    None when one of them was not found or is unreadable."""
     def load(idx):
         from ..data.images import read_rgb
         from ..errors import DatasetError
 
         paths = cams_info.get("paths") if cams_info else None
-        if not paths:
+        if not paths or any(paths[i] is None for i in idx):
             return None
         try:
             return np.stack([read_rgb(paths[i], background=background, resolution=width)[0] for i in idx])
@@ -73,6 +76,21 @@ def _training_images(cams_info, width, background) -> Callable[[np.ndarray], np.
             return None
 
     return load
+
+
+def _say_missing_images(cams_info, ply: Path, log) -> None:
+    """One log line when the run's training images (for the calibration) are not all found."""
+    paths = cams_info.get("paths") if cams_info else None
+    if cams_info is None or (paths and all(p is not None for p in paths)):
+        return
+    if not paths:
+        log(f"[splatjax] {ply.parent}: the training images are not recorded (nor found through the dataset in "
+            "info.json); the heatmap scale is the one stored for this model, else calibrated on renders")
+        return
+    missing = sum(p is None for p in paths)
+    log(f"[splatjax] {ply.parent / CAMERAS_FILE}: {missing} of {len(paths)} training images not found (not at "
+        "their recorded paths, nor relative to the run folder or the dataset folder in info.json); the heatmap "
+        "scale is the one stored for this model, else calibrated on renders")
 
 
 def _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, log):
@@ -90,9 +108,12 @@ def _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, log):
 
 
 def _names(image_paths) -> list[str]:
+    """Heatmap names ``<folder>_<stem>`` from the images' absolute paths (so the same image
+    gets the same name from any current folder)."""
     names: list[str] = []
     for p in image_paths:
-        stem = Path(p).parent.name + "_" + Path(p).stem
+        p = Path(os.path.abspath(p))
+        stem = p.parent.name + "_" + p.stem
         while stem in names:
             stem += "_"
         names.append(stem)
@@ -124,7 +145,9 @@ def detect(
     out = Path(out)
     ply = resolve_model(model)
     gaussians = load_ply(ply)
+    digest = file_sha256(ply)
     cams_info = load_cameras(ply.parent)
+    _say_missing_images(cams_info, ply, log)
     width = resolution or (cams_info["width"] if cams_info else None)
     queries = _read_queries(images, width, background, cams_info)
     h, w = queries.shape[1:3]
@@ -136,29 +159,29 @@ def detect(
     extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
     cal = model_calibration(ply, gaussians, calib_cams, _training_images(cams_info, w, background) if cams_info
                             else None, map_config, extractor=extractor, pose_config=pose_config,
-                            background=tuple(background), log=log)  # before the maps (residual scales)
+                            background=tuple(background), log=log, model_sha256=digest)  # before the maps
     t0 = time.perf_counter()
     det = run_stages(gaussians, queries, cands, pose_config, map_config, key=jax.random.key(seed),
                      extractor=extractor, background=tuple(background), progress=progress_bars(progress),
                      residual=cal.residual)
-    seconds = time.perf_counter() - t0
+    log(f"[splatjax] detect: poses and maps of {len(queries)} images in {time.perf_counter() - t0:.1f} s")
     names = _names(images)
     write_heatmaps(out / "heatmaps", names, queries, det.renders, det.maps.maps, det.maps.scores, cal,
                    progress=progress_bars(progress))
     atomic_write(out / "maps.npy", lambda f: np.save(f, det.maps.maps.astype(np.float32)))
     result = {
-        "model": str(ply), "features": det.maps.features, "coarse_method": det.poses.method,
-        "fine_steps": int(pose_config.steps), "seconds": seconds, "maps": "maps.npy",
+        "model_sha256": digest, "features": det.maps.features, "coarse_method": det.poses.method,
+        "fine_steps": int(pose_config.steps), "maps": "maps.npy",
         "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
-        "images": [{"path": str(p), "score": float(s), "verdict": verdict(s, cal), "heatmap": f"heatmaps/{n}.png",
-                    "final_loss": float(det.poses.loss[i]), "pose_diverged": bool(det.poses.diverged[i]),
+        "images": [{"path": os.path.abspath(p), "score": float(s), "verdict": verdict(s, cal),
+                    "heatmap": f"heatmaps/{n}.png", "final_loss": float(det.poses.loss[i]), "pose_diverged": bool(det.poses.diverged[i]),
                     "pose_best_step": int(det.poses.best_step[i]), "c2w": det.poses.c2w[i].tolist()}
                    for i, (p, s, n) in enumerate(zip(images, det.maps.scores, names))],
     }
     write_json(out / "detections.json", result)
-    for item in result["images"]:
-        log(f"{item['path']}: score {item['score']:.4g}, threshold {cal.threshold:.4g} -> {item['verdict']}")
+    for given, item in zip(images, result["images"]):
+        log(f"{given}: score {item['score']:.4g}, threshold {cal.threshold:.4g} -> {item['verdict']}")
         if item["pose_diverged"]:
-            log(f"{item['path']}: note: the fine pose diverged (its loss became NaN/inf or grew); the pose is its "
+            log(f"{given}: note: the fine pose diverged (its loss became NaN/inf or grew); the pose is its "
                 f"best iterate (step {item['pose_best_step']}) and the verdict may be unreliable")
     return result

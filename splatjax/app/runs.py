@@ -75,15 +75,63 @@ def check_out_dir(out_dir: Path, data_path: Path) -> None:
 
 def save_cameras(run_dir: str | os.PathLike, views) -> Path:
     """Write ``RUN/cameras.json``: ``{"camera_angle_x", "width", "height", "c2w": [N x 4 x 4]
-    (Blender/OpenGL camera-to-world), "paths": [...]}`` of the training views
-    (:class:`splatjax.data.PosedViews`)."""
+    (Blender/OpenGL camera-to-world), "paths": [...], "paths_from_run": [...]}`` of the
+    training views (:class:`splatjax.data.PosedViews`). ``paths`` are the images' absolute
+    resolved paths (a copied run folder still finds the dataset, from any folder);
+    ``paths_from_run`` the same relative to the run folder (a run moved together with its
+    dataset). See :func:`load_cameras` for how they are read back."""
+    run_dir = Path(run_dir)
+    absolute = [Path(p).resolve() for p in views.paths]
+    here = run_dir.resolve()
     data = {"camera_angle_x": float(views.camera_angle_x), "width": int(views.width), "height": int(views.height),
-            "c2w": np.asarray(views.c2w, np.float64).tolist(), "paths": [str(p) for p in views.paths]}
-    return write_json(Path(run_dir) / CAMERAS_FILE, data, indent=None)
+            "c2w": np.asarray(views.c2w, np.float64).tolist(), "paths": [str(p) for p in absolute],
+            "paths_from_run": [os.path.relpath(p, here) for p in absolute]}
+    return write_json(run_dir / CAMERAS_FILE, data, indent=None)
+
+
+def _recorded_data_dir(run_dir: Path) -> Path | None:
+    """The dataset folder of the fit (``info.json``'s ``data``: absolute, resolved), if recorded."""
+    try:
+        data = read_json(run_dir / "info.json")["data"]
+        return Path(data) if isinstance(data, str) and Path(data).is_absolute() else None
+    except (DatasetError, KeyError, TypeError):
+        return None
+
+
+def _find_image(path: str, from_run: str | None, run_dir: Path, data_dir: Path | None) -> str | None:
+    """The first existing file of: ``path`` (absolute, or relative to the current folder as
+    cameras.json files before relocatable runs wrote it), ``from_run`` under the run folder,
+    then ``path`` re-rooted in the dataset folder (its parts after the dataset folder's
+    name; a relative path also as a whole)."""
+    p = Path(path)
+    candidates = [p]
+    if from_run:
+        candidates.append(run_dir / from_run)
+    if data_dir is not None:
+        parts = [q for q in p.parts if q not in ("..", ".", p.anchor)]
+        candidates += [data_dir.joinpath(*parts[i + 1:]) for i, q in enumerate(parts) if q == data_dir.name]
+        if not p.is_absolute():
+            candidates.append(data_dir / p)
+    for c in candidates:
+        if c.is_file():
+            return str(c)
+    return None
+
+
+def _fit_image_paths(data_dir: Path, json_path: Path, frames: list) -> list:
+    """Training image paths of every frame, found as the fit's loader finds them."""
+    if json_path.name == "transforms.json" and (data_dir / "train" / "good").is_dir():
+        from ..data.mad import _train_image_paths
+
+        return _train_image_paths(data_dir, frames, json_path)
+    from ..data.blender import frame_image_path
+
+    return [frame_image_path(data_dir, fr["file_path"], json_path=json_path, index=i) for i, fr in enumerate(frames)]
 
 
 def _cameras_from_fit(run_dir: Path) -> dict | None:
-    """Training cameras from the dataset named in ``info.json`` and the views in ``config.json``."""
+    """Training cameras (and, when found, image paths) from the dataset named in
+    ``info.json`` and the views in ``config.json``."""
     try:
         info = read_json(run_dir / "info.json")
         config = read_json(run_dir / "config.json")
@@ -97,16 +145,23 @@ def _cameras_from_fit(run_dir: Path) -> dict | None:
         c2w = np.stack([parse_pose(fr, i, json_path) for i, fr in enumerate(frames)])
         idx = np.asarray(config.get("train_views", range(len(c2w))), np.int64)
         h, w = config["image_size"]
-        return {"camera_angle_x": float(fov), "width": int(w), "height": int(h), "c2w": c2w[idx], "paths": None}
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
+    try:
+        paths = [str(p) for p in np.asarray(_fit_image_paths(data_dir, json_path, frames), object)[idx]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        paths = None
+    return {"camera_angle_x": float(fov), "width": int(w), "height": int(h), "c2w": c2w[idx], "paths": paths}
 
 
 def load_cameras(run_dir: str | os.PathLike) -> dict | None:
     """Training cameras of a run folder: ``cameras.json`` (see :func:`save_cameras`), else
     the poses of the training views named in ``config.json`` read from the dataset named in
     ``info.json`` (when it is still there). Returns ``{"camera_angle_x", "width", "height",
-    "c2w", "paths"}`` (paths may be None) or None."""
+    "c2w", "paths"}`` or None. ``paths`` (None when none are recorded) holds, per view, the
+    image found first as: the recorded path (absolute; relative to the current folder in
+    older files), the path relative to the run folder, the path re-rooted in the dataset
+    folder named in ``info.json``; None for an image found nowhere."""
     run_dir = Path(run_dir)
     path = run_dir / CAMERAS_FILE
     if not path.is_file():
@@ -115,12 +170,18 @@ def load_cameras(run_dir: str | os.PathLike) -> dict | None:
     try:
         c2w = np.asarray(data["c2w"], np.float64).reshape(-1, 4, 4)
         paths = data.get("paths")
-        return {"camera_angle_x": float(data["camera_angle_x"]), "width": int(data["width"]),
-                "height": int(data["height"]), "c2w": c2w,
-                "paths": [str(p) for p in paths] if paths and len(paths) == len(c2w) else None}
+        paths = [str(p) for p in paths] if paths and len(paths) == len(c2w) else None
+        from_run = data.get("paths_from_run")
+        from_run = [str(p) for p in from_run] if paths and from_run and len(from_run) == len(paths) else None
+        cams = {"camera_angle_x": float(data["camera_angle_x"]), "width": int(data["width"]),
+                "height": int(data["height"]), "c2w": c2w}
     except (ValueError, KeyError, TypeError) as exc:
         raise DatasetError(f"{str(path)!r}: not a valid cameras file ({exc}); delete it or rewrite it with "
                            "splatjax.app.runs.save_cameras") from exc
+    if paths is not None:
+        data_dir = _recorded_data_dir(run_dir)
+        paths = [_find_image(p, from_run[i] if from_run else None, run_dir, data_dir) for i, p in enumerate(paths)]
+    return {**cams, "paths": paths}
 
 
 def resolve_model(model: str | os.PathLike, class_name: str | None = None) -> Path:
