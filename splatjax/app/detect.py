@@ -4,8 +4,8 @@ Writes ``out/detections.json`` (per image: score, verdict, heatmap, final loss,
 whether the fine pose diverged and the step of the kept iterate, camera-to-world pose;
 the threshold and colour scale), ``out/maps.npy`` and
 ``out/heatmaps/<name>.png`` on the model's fixed scale (:mod:`splatjax.app.calibration`),
-and says ``<image>: score S, threshold T -> ANOMALOUS/normal`` for every image (plus a
-note for an image whose fine pose diverged).
+and says ``<image>: score S, threshold T -> ANOMALOUS/normal`` for every image (through
+``say``, stdout by default; a note for an image whose fine pose diverged goes to ``log``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..gaussians import load_ply
 from ..pose import PoseConfig, candidate_cameras, cameras_from_c2w, sphere_cameras
 from .calibration import model_calibration
 from .report import verdict, write_heatmaps
-from .runs import CAMERAS_FILE, load_cameras, progress_bars, resolve_model
+from .runs import CAMERAS_FILE, load_cameras, log_stderr, progress_bars, resolve_model
 from .stages import run_stages
 
 __all__ = ["detect"]
@@ -100,7 +100,8 @@ def detect(
     background=(1.0, 1.0, 1.0),
     seed: int = 0,
     progress: bool = True,
-    log: Callable[[str], object] = print,
+    log: Callable[[str], object] = log_stderr,
+    say: Callable[[str], object] = print,
 ) -> dict:
     """Anomaly maps, heatmaps, scores and verdicts for new images of a fitted object.
 
@@ -108,7 +109,8 @@ def detect(
     (``cameras.json``); without them, ``max(sphere_views, 200)`` views on a sphere whose
     radius is 3.5 x the model's extent. Images are read at width ``resolution`` (default:
     the training width, else native). Render-and-compare coarse pose (LoFTR needs the
-    training images). Returns the ``detections.json`` dict."""
+    training images). ``say`` gets the verdict lines (stdout by default), ``log`` the
+    messages and notes (stderr by default). Returns the ``detections.json`` dict."""
     out = Path(out)
     ply = resolve_model(model)
     gaussians = load_ply(ply)
@@ -145,7 +147,7 @@ def detect(
     }
     write_json(out / "detections.json", result)
     for item in result["images"]:
-        log(f"{item['path']}: score {item['score']:.4g}, threshold {cal.threshold:.4g} -> {item['verdict']}")
+        say(f"{item['path']}: score {item['score']:.4g}, threshold {cal.threshold:.4g} -> {item['verdict']}")
         if item["pose_diverged"]:
             log(f"{item['path']}: note: the fine pose diverged (its loss became NaN/inf or grew); the pose is its "
                 f"best iterate (step {item['pose_best_step']}) and the verdict may be unreliable")

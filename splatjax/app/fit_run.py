@@ -34,6 +34,7 @@ from ..files import read_json, require_dir, write_json
 from ..fitting import ChunkReport, FitConfig, FitResult, fit, new_state
 from ..gaussians import Gaussians, save_ply
 from .checkpoint import RunCheckpointer, append_metrics, truncate_metrics
+from .logs import log_stderr
 
 __all__ = ["run_fit", "summary_line", "exit_status", "load_init_ply"]
 
@@ -268,7 +269,7 @@ def run_fit(
     config: FitConfig = FitConfig(),
     *,
     resume: bool = False,
-    log: Callable[[str], object] = print,
+    log: Callable[[str], object] = log_stderr,
     val_split: str | None = "val",
 ) -> dict:
     """Fit a Blender/NeRF folder (``transforms_train.json``; validation on
