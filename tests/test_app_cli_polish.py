@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
-from app_toy import FAST_MAP, FAST_POSE, TINY_FIT, evaluated_toy, toy_dataset
+from app_toy import FAST_POSE, evaluated_toy, toy_dataset
 
 import splatjax as sj
-from splatjax.app import cli, logs
+from splatjax.app import cli
+from splatjax.app.runs import progress_bars
 from splatjax.files import read_json
 
 COMMANDS = ("demo", "toy", "fit", "evaluate", "detect")
@@ -63,8 +65,8 @@ def test_help_texts_of_resolution_flags_are_true():
 # ----------------------------------------------------------------------------- progress lines
 def test_progress_on_a_non_terminal_is_plain_lines_at_a_modest_rate(capsys, monkeypatch):
     clock = iter(range(0, 10**6, 1))  # one "second" per update
-    monkeypatch.setattr(logs.time, "monotonic", lambda: float(next(clock)))
-    progress = logs.progress_bars(True)
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
+    progress = progress_bars(True)
     for done in range(1, 201):
         progress("fine pose", done, 200)
     err = capsys.readouterr().err
@@ -72,10 +74,10 @@ def test_progress_on_a_non_terminal_is_plain_lines_at_a_modest_rate(capsys, monk
     lines = err.splitlines()
     assert all(line.startswith("[splatjax] fine pose: ") for line in lines)
     assert lines[-1].startswith("[splatjax] fine pose: 200/200 (100%)")
-    assert "ETA" in lines[1] and "elapsed" in lines[1]
+    assert "ETA" in lines[1] and "elapsed" in lines[1] and "ETA" not in lines[-1]
     # 200 updates, one a second: a line at most every 10 s or 10 %, plus the first and the end
     assert 10 <= len(lines) <= 2 + 200 / 10
-    assert logs.progress_bars(False) is None
+    assert progress_bars(False) is None
 
 
 # ----------------------------------------------------------------------------- one log stream
@@ -83,6 +85,14 @@ def test_progress_on_a_non_terminal_is_plain_lines_at_a_modest_rate(capsys, monk
 def model() -> Path:
     out, _ = evaluated_toy()
     return out / "model"
+
+
+@pytest.fixture
+def fresh_messages(monkeypatch):
+    """Messages said once per process (the feature choice) said again, as in a fresh process."""
+    from splatjax.anomaly import features
+
+    monkeypatch.setattr(features, "_ANNOUNCED", set())
 
 
 def _run(argv, capsys) -> tuple[str, str]:
@@ -93,7 +103,7 @@ def _run(argv, capsys) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("quiet", [True, False])
-def test_detect_says_verdicts_on_stdout_and_logs_on_stderr(quiet, model, tmp_path, capsys):
+def test_detect_says_verdicts_on_stdout_and_logs_on_stderr(quiet, model, tmp_path, capsys, fresh_messages):
     images = [toy_dataset() / "test" / "good" / "0.png", toy_dataset() / "test" / "Burrs" / "0.png"]
     out, err = _run(["detect", "--model", model, *images, "--out", tmp_path / "det", *FAST_FLAGS,
                      *(["--quiet"] if quiet else [])], capsys)
@@ -106,10 +116,11 @@ def test_detect_says_verdicts_on_stdout_and_logs_on_stderr(quiet, model, tmp_pat
         assert err == ""
     else:
         assert "[splatjax] heatmaps: 2/2 (100%)" in err  # progress lines on a non-terminal stderr
+        assert "[splatjax] anomaly features: weights-free" in err
 
 
 @pytest.mark.parametrize("quiet", [True, False])
-def test_evaluate_says_the_table_on_stdout_and_logs_on_stderr(quiet, model, tmp_path, capsys):
+def test_evaluate_says_the_table_on_stdout_and_logs_on_stderr(quiet, model, tmp_path, capsys, fresh_messages):
     out, err = _run(["evaluate", toy_dataset(), "--model", model, "--out", tmp_path / "ev", "--no-heatmaps",
                      *FAST_FLAGS, *(["--quiet"] if quiet else [])], capsys)
     assert "[splatjax" not in out
@@ -136,12 +147,14 @@ def test_fit_logs_to_stderr_and_says_its_summary_on_stdout(quiet, tmp_path, caps
         assert f"[splatjax fit] step {steps}/{steps}" in err
 
 
-def test_demo_prints_its_reports_numbers_and_is_quiet_with_quiet(tmp_path, capsys, monkeypatch):
+def test_demo_prints_its_reports_numbers_and_is_quiet_with_quiet(model, tmp_path, capsys, monkeypatch, fresh_messages):
     from splatjax.app import demo as demo_module
 
-    tiny = functools.partial(demo_module.demo, fit_config=TINY_FIT, pose_config=FAST_POSE,
+    # a small toy object, and the fitted toy model instead of a fit (the demo's own is minutes)
+    tiny = functools.partial(demo_module.demo, pose_config=FAST_POSE,
                              toy={"resolution": 32, "num_train": 12, "num_test_per_type": 2})
     monkeypatch.setattr(demo_module, "demo", tiny)
+    monkeypatch.setattr(demo_module, "evaluate_class", functools.partial(demo_module.evaluate_class, model=model))
     out, err = _run(["demo", "--out", tmp_path / "d", "--features", "weights-free", "--calibration-views", "6",
                      "--quiet"], capsys)
     assert err == ""
@@ -159,3 +172,19 @@ def test_demo_summary_numbers_are_the_reports():
     assert f"time         {sec['total']:.1f} s evaluation in total (fit {sec['fit']:.1f} s)" in text
     assert f"{report['queries_per_second']:.2f} queries/s over {report['num_test_images']} test images" in text
     assert f"image AUROC  {report['image_auroc']:.3f}" in text and f"threshold    {report['threshold']:.4g}" in text
+
+
+def test_quiet_fit_still_says_how_to_resume_after_an_interrupt(tmp_path, capsys, monkeypatch):
+    from splatjax.app import fit_run
+
+    def interrupted(data, out, config, *, resume, log, val_split):
+        log("a log line --quiet silences")
+        return {"steps_this_session": 40, "steps": 40, "iterations": 100, "seconds": 2.0, "steps_per_second": 20.0,
+                "num_gaussians": 600, "final_psnr": 10.0, "completed": False, "interrupted": "SIGINT"}
+
+    monkeypatch.setattr(fit_run, "run_fit", interrupted)
+    assert cli.main(["fit", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--quiet"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out.startswith("40 steps this session (40 of 100)")
+    assert captured.err == (f"splatjax fit: interrupted at step 40; resume with: splatjax fit {tmp_path / 'data'} "
+                            f"--out {tmp_path / 'run'} --resume\n")

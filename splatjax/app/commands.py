@@ -69,6 +69,9 @@ def _run_fit(args) -> int:
     print(summary_line(summary))
     if summary["completed"]:
         print(f"model: {Path(args.out) / 'model.ply'}")
+    elif args.quiet:  # run_fit's resume line went to the silenced log; an interrupt is still said
+        log_stderr(f"splatjax fit: interrupted at step {summary['steps']}; resume with: splatjax fit {args.data} "
+                   f"--out {args.out} --resume")
     return exit_status(summary)
 
 

@@ -20,7 +20,7 @@ PROGRESS_SECONDS = 10.0
 #: ... or when this much more of the stage is done (and always at its end).
 PROGRESS_FRACTION = 0.1
 
-_LINE = "{n_fmt}/{total_fmt} ({percentage:.0f}%), {elapsed} elapsed, ETA {remaining}"
+_LINE = "{n_fmt}/{total_fmt} ({percentage:.0f}%), {elapsed} elapsed"
 
 
 def log_stderr(msg: str) -> None:
@@ -34,7 +34,8 @@ def no_log(msg: str) -> None:
 
 def _progress_lines(write: Callable[[str], object]) -> Callable[[str, int, int], None]:
     """``progress(stage, done, total)`` writing ``[splatjax] STAGE: done/total (p%), elapsed,
-    ETA`` lines; elapsed and rate count from the stage's first report."""
+    ETA`` lines (ETA once a rate is known, not at the end); elapsed time and rate count
+    from the stage's first report."""
     from tqdm import tqdm
 
     stages: dict[str, dict] = {}
@@ -50,7 +51,9 @@ def _progress_lines(write: Callable[[str], object]) -> Callable[[str, int, int],
         due = (s["said_t"] is None or now - s["said_t"] >= PROGRESS_SECONDS
                or (done - s["said_done"]) >= PROGRESS_FRACTION * total)
         if end or due:
-            line = tqdm.format_meter(done, total, now - s["t0"], initial=s["first"], bar_format=_LINE)
+            eta = not end and done > s["first"]  # a rate is known
+            line = tqdm.format_meter(done, total, now - s["t0"], initial=s["first"],
+                                     bar_format=_LINE + (", ETA {remaining}" if eta else ""))
             write(f"[splatjax] {stage}: {line}")
             s["said_t"], s["said_done"] = now, done
         if end:
