@@ -20,7 +20,7 @@ def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
     images = [Path(toy) / "test" / "good" / "0.png", Path(toy) / "test" / "Missing" / "1.png"]
     lines = []
     result = detect(out / "model", images, tmp_path / "det", pose_config=FAST_POSE, map_config=FAST_MAP,
-                    progress=False, log=lines.append)
+                    progress=False, log=lambda m: None, say=lines.append)
     assert [Path(i["path"]) for i in result["images"]] == images
     assert result["threshold"] == pytest.approx(report["threshold"])  # one scale per model, stored in the run
     for item in result["images"]:

@@ -9,6 +9,9 @@ paths, output folders, ``--resume``, ``--quiet``) and turns errors into messages
 - a bad flag value or unknown flag (argparse) prints one line and exits with status 2;
 - Ctrl-C prints one line and exits with status 130;
 - ``--debug`` (before or after the command) shows the full traceback instead.
+
+``splatjax --version`` prints ``splatjax X.Y.Z``. Log and progress lines go to stderr,
+results to stdout, and ``--quiet`` silences the logs (:mod:`splatjax.app.commands`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (flags generated from FitConfig, PoseConfig and MapConfig)."""
+    from .. import __version__
     from . import commands
 
     parser = _OneLineParser(
@@ -47,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pose-agnostic 3D anomaly detection with 3D Gaussian splatting (SplatPose) in JAX.",
     )
     _common(parser)
+    parser.add_argument("--version", action="version", version=f"splatjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     for name, (helptext, add, run) in commands.COMMANDS.items():
         p = sub.add_parser(name, help=helptext, description=helptext)

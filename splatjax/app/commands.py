@@ -1,6 +1,11 @@
 """The commands of the ``splatjax`` command line: for each, its flags (the application's
 own here; the engine's generated from FitConfig, PoseConfig and MapConfig) and the
-application function it runs. :mod:`splatjax.app.cli` turns errors into messages."""
+application function it runs. :mod:`splatjax.app.cli` turns errors into messages.
+
+One log stream: log and progress lines go to stderr (:mod:`splatjax.app.logs`), ``--quiet``
+silences them; stdout gets only each command's results (toy: its paths; fit: the summary
+line and the model path; evaluate: the table and the report path; detect: one verdict line
+per image and the output paths; demo: the headline numbers)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from ..fitting import FitConfig
 from ..pose import PoseConfig
 from ..sharding import ParallelConfig
 from .flags import add_config_flags, config_from_flags
+from .logs import log_stderr, no_log
 
 __all__ = ["COMMANDS"]
 
@@ -19,18 +25,19 @@ _DETECT_POSE = PoseConfig(coarse="render")
 
 
 def _quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true",
+                   help="no log or progress lines on stderr (results still go to stdout, errors to stderr)")
 
 
 def _log(args):
-    return (lambda msg: None) if args.quiet else print
+    return no_log if args.quiet else log_stderr
 
 
 # ----------------------------------------------------------------------------- toy
 def _add_toy(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="demo_out/toy", help="output folder (default: demo_out/toy)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    p.add_argument("--resolution", type=int, default=128, help="image width in pixels (default: 128)")
+    p.add_argument("--out", default="demo_out/toy", metavar="DIR", help="output folder (default: demo_out/toy)")
+    p.add_argument("--seed", type=int, metavar="INT", default=0, help="generator seed (default: 0)")
+    p.add_argument("--resolution", type=int, metavar="INT", default=128, help="image width in pixels (default: 128)")
 
 
 def _run_toy(args) -> int:
@@ -44,8 +51,9 @@ def _run_toy(args) -> int:
 
 # ----------------------------------------------------------------------------- fit
 def _add_fit(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="Blender/NeRF folder (transforms_train.json) or MAD-Sim class folder")
-    p.add_argument("--out", required=True, help="run folder (model.ply, config.json, metrics.jsonl, checkpoints/)")
+    p.add_argument("data", metavar="DATA", help="Blender/NeRF folder (transforms_train.json) or MAD-Sim class folder")
+    p.add_argument("--out", required=True, metavar="RUN",
+                   help="run folder (model.ply, config.json, metrics.jsonl, checkpoints/)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted fit in --out")
     p.add_argument("--no-val", action="store_true", help="do not score the validation split")
     _quiet(p)
@@ -61,15 +69,23 @@ def _run_fit(args) -> int:
     print(summary_line(summary))
     if summary["completed"]:
         print(f"model: {Path(args.out) / 'model.ply'}")
+    elif args.quiet:  # run_fit's resume line went to the silenced log; an interrupt is still said
+        log_stderr(f"splatjax fit: interrupted at step {summary['steps']}; resume with: splatjax fit {args.data} "
+                   f"--out {args.out} --resume")
     return exit_status(summary)
 
 
 # ----------------------------------------------------------------------------- evaluate
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", nargs="+", help="MAD-Sim class folder(s), or a MAD-Sim root folder holding them")
-    p.add_argument("--out", required=True, help="output folder (report.json, per_image.csv, PNGs)")
-    p.add_argument("--model", default=None, help="fitted run folder or .ply (default: fit one first into OUT/model)")
-    p.add_argument("--test-poses", default=None, help="test-pose file (default: DATA/test_poses.json when present)")
+    p.add_argument("data", nargs="+", metavar="DATA",
+                   help="MAD-Sim class folder(s), or a MAD-Sim root folder holding them")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (report.json, per_image.csv, PNGs)")
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="fitted run folder or .ply; several classes: a folder holding CLASS/model.ply or "
+                        "CLASS/model/model.ply (default: fit one first into DIR/model)")
+    p.add_argument("--test-poses", default=None, metavar="PATH",
+                   help="test-pose file; several classes: a folder holding CLASS/test_poses.json (default: "
+                        "DATA/test_poses.json when present)")
     p.add_argument("--no-heatmaps", action="store_true", help="do not write per-image heatmap PNGs")
     _quiet(p)
     add_config_flags(p, PoseConfig, title="pose (coarse retrieval, fine Adam on the SE(3) screw)")
@@ -84,21 +100,24 @@ def _run_evaluate(args) -> int:
     fit_config = config_from_flags(FitConfig, args)
     evaluate(args.data, args.out, model=args.model, test_poses=args.test_poses, fit_config=fit_config,
              pose_config=config_from_flags(PoseConfig, args), map_config=config_from_flags(MapConfig, args),
-             seed=fit_config.seed, heatmaps=not args.no_heatmaps, progress=not args.quiet,
-             parallel=config_from_flags(ParallelConfig, args))
+             seed=fit_config.seed, heatmaps=not args.no_heatmaps, progress=not args.quiet, log=_log(args),
+             parallel=config_from_flags(ParallelConfig, args), say=print)
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0
 
 
 # ----------------------------------------------------------------------------- detect
 def _add_detect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", help="query images")
-    p.add_argument("--model", required=True, help="fitted run folder (model.ply, cameras.json)")
-    p.add_argument("--out", default="detect_out", help="output folder (default: detect_out)")
-    p.add_argument("--resolution", type=int, default=None, help="image width (default: the training width)")
-    p.add_argument("--camera-angle-x", type=float, default=None, help="horizontal field of view in radians "
-                   "(default: the training views')")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fine-pose initialisation (default: 0)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="query images")
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="fitted run folder (model.ply, cameras.json) or a .ply file")
+    p.add_argument("--out", default="detect_out", metavar="DIR", help="output folder (default: detect_out)")
+    p.add_argument("--resolution", type=int, metavar="INT", default=None,
+                   help="image width (default: the training width)")
+    p.add_argument("--camera-angle-x", type=float, metavar="FLOAT", default=None,
+                   help="horizontal field of view in radians (default: the training views')")
+    p.add_argument("--seed", type=int, metavar="INT", default=0,
+                   help="seed of the fine-pose initialisation (default: 0)")
     _quiet(p)
     add_config_flags(p, PoseConfig, title="pose (coarse retrieval, fine Adam on the SE(3) screw)", base=_DETECT_POSE)
     add_config_flags(p, MapConfig, title="anomaly maps and scores")
@@ -109,7 +128,7 @@ def _run_detect(args) -> int:
 
     detect(args.model, args.images, args.out, pose_config=config_from_flags(PoseConfig, args, base=_DETECT_POSE),
            map_config=config_from_flags(MapConfig, args), resolution=args.resolution,
-           camera_angle_x=args.camera_angle_x, seed=args.seed, progress=not args.quiet)
+           camera_angle_x=args.camera_angle_x, seed=args.seed, progress=not args.quiet, log=_log(args))
     print(f"heatmaps: {Path(args.out) / 'heatmaps'}/, details: {Path(args.out) / 'detections.json'}")
     return 0
 
@@ -118,8 +137,8 @@ def _run_detect(args) -> int:
 def _add_demo(p: argparse.ArgumentParser) -> None:
     from .demo import DEMO_MAP
 
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the toy object and the fit (default: 0)")
+    p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default: demo_out)")
+    p.add_argument("--seed", type=int, metavar="INT", default=0, help="seed of the toy object and the fit (default: 0)")
     _quiet(p)
     add_config_flags(p, MapConfig, title="anomaly maps and scores", base=DEMO_MAP)
 
@@ -128,7 +147,7 @@ def _run_demo(args) -> int:
     from .demo import DEMO_MAP, demo
 
     demo(args.out, seed=args.seed, map_config=config_from_flags(MapConfig, args, base=DEMO_MAP),
-         progress=not args.quiet)
+         progress=not args.quiet, log=_log(args))
     return 0
 
 

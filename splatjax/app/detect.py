@@ -8,6 +8,8 @@ and ``out/heatmaps/<folder>_<name>.png`` on the model's fixed scale
 ANOMALOUS/normal`` for every image (plus a note for an image whose fine pose diverged).
 Nothing written depends on where the run folder is or on the current folder (no model
 path, no times): a copied model gives byte-identical files.
+The verdict lines go through ``say`` (stdout by default); a note for an image whose fine
+pose diverged goes to ``log`` (stderr by default).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ..pose import PoseConfig, candidate_cameras, cameras_from_c2w, sphere_camer
 from .calibration import model_calibration
 from .outdir import check_writable_out
 from .report import verdict, write_heatmaps
-from .runs import CAMERAS_FILE, load_cameras, progress_bars, resolve_model
+from .runs import CAMERAS_FILE, load_cameras, log_stderr, progress_bars, resolve_model
 from .stages import run_stages
 
 __all__ = ["detect"]
@@ -132,7 +134,8 @@ def detect(
     background=(1.0, 1.0, 1.0),
     seed: int = 0,
     progress: bool = True,
-    log: Callable[[str], object] = print,
+    log: Callable[[str], object] = log_stderr,
+    say: Callable[[str], object] = print,
 ) -> dict:
     """Anomaly maps, heatmaps, scores and verdicts for new images of a fitted object.
 
@@ -140,7 +143,8 @@ def detect(
     (``cameras.json``); without them, ``max(sphere_views, 200)`` views on a sphere whose
     radius is 3.5 x the model's extent. Images are read at width ``resolution`` (default:
     the training width, else native). Render-and-compare coarse pose (LoFTR needs the
-    training images). Returns the ``detections.json`` dict."""
+    training images). ``say`` gets the verdict lines (stdout by default), ``log`` the
+    messages and notes (stderr by default). Returns the ``detections.json`` dict."""
     check_writable_out(out)
     out = Path(out)
     ply = resolve_model(model)
@@ -180,7 +184,7 @@ def detect(
     }
     write_json(out / "detections.json", result)
     for given, item in zip(images, result["images"]):
-        log(f"{given}: score {item['score']:.4g}, threshold {cal.threshold:.4g} -> {item['verdict']}")
+        say(f"{given}: score {item['score']:.4g}, threshold {cal.threshold:.4g} -> {item['verdict']}")
         if item["pose_diverged"]:
             log(f"{given}: note: the fine pose diverged (its loss became NaN/inf or grew); the pose is its "
                 f"best iterate (step {item['pose_best_step']}) and the verdict may be unreliable")

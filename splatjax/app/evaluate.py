@@ -258,13 +258,15 @@ def evaluate(
     progress: bool = True,
     log: Callable[[str], object] = log_stderr,
     parallel: ParallelConfig = ParallelConfig(),
+    say: Callable[[str], object] = print,
 ) -> list[dict]:
     """Evaluate one class folder (report in ``out``) or several (one folder per class under
     ``out``, plus ``table.md`` and a summary ``report.json`` with per-class rows and the
     mean). Returns the per-class reports. With several classes, ``model`` is a folder
     holding ``<class>/model.ply`` (or ``<class>/model/model.ply``) and ``test_poses`` a
     folder holding ``<class>/test_poses.json``; a class whose ``out/<class>/report.json``
-    exists is read back, not evaluated again (resume).
+    exists is read back, not evaluated again (resume). ``say`` gets the results table
+    (stdout by default), ``log`` the messages (stderr by default).
 
     ``parallel``: devices to shard each class's queries over, and the multi-process job
     to join (:func:`splatjax.app.distributed.initialize_distributed`, done first): each
@@ -304,7 +306,7 @@ def evaluate(
         if index == 0:
             _write_summary(out, reports)
     if index == 0:
-        log(format_table(reports))
+        say(format_table(reports))
     return reports
 
 

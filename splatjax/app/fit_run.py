@@ -35,6 +35,7 @@ from ..fitting import ChunkReport, FitConfig, FitResult, fit, new_state
 from ..gaussians import Gaussians, save_ply
 from .checkpoint import RunCheckpointer, append_metrics, truncate_metrics
 from .outdir import check_writable_out
+from .logs import log_stderr
 
 __all__ = ["run_fit", "summary_line", "exit_status", "load_init_ply"]
 
@@ -269,7 +270,7 @@ def run_fit(
     config: FitConfig = FitConfig(),
     *,
     resume: bool = False,
-    log: Callable[[str], object] = print,
+    log: Callable[[str], object] = log_stderr,
     val_split: str | None = "val",
 ) -> dict:
     """Fit a Blender/NeRF folder (``transforms_train.json``; validation on

@@ -5,7 +5,10 @@ text; the flag is the field name with ``_`` turned into ``-`` (``steps`` -> ``--
 Supported field types: ``int``, ``float``, ``str``, ``bool`` (``--x`` / ``--no-x``),
 ``int | None``, ``float | None``, ``str | None`` (the word ``none`` gives None) and
 fixed-length ``tuple[float, ...]`` (one value per element). ``metadata["choices"]``
-restricts a value. Flags not given on the command line keep the config's defaults; the
+restricts a value; ``metadata["metavar"]`` names it in ``--help`` (default: ``INT`` /
+``FLOAT``, and for strings ``FILE``, ``DIR``, ``PATH`` or ``HOST:PORT`` by the end of the
+field name, else ``TEXT``). The help shows the default once: ``(default: X)`` is appended
+unless the help text already says its default. Flags not given on the command line keep the config's defaults; the
 config's own ``__post_init__`` validates the result and raises
 :class:`splatjax.errors.ConfigError`, which the command line prints as one line naming
 the flag.
@@ -56,6 +59,19 @@ def _describe_default(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+#: Metavars of string fields by the end of their name (a path or an address, not "STR").
+_STR_METAVARS = (("_weights", "FILE"), ("_ply", "FILE"), ("_file", "FILE"), ("_dir", "DIR"), ("_path", "PATH"),
+                 ("_address", "HOST:PORT"))
+
+
+def _metavar(f: dataclasses.Field, kind: type) -> str:
+    if "metavar" in f.metadata:
+        return f.metadata["metavar"]
+    if kind is not str:
+        return kind.__name__.upper()
+    return next((m for suffix, m in _STR_METAVARS if f.name.endswith(suffix)), "TEXT")
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None,
                      exclude: tuple[str, ...] = (), base: Any = None) -> argparse._ArgumentGroup:
     """Add one flag per help-carrying field of config class ``cls`` to ``parser`` (in a
@@ -70,7 +86,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, title: str |
         if f.name in exclude or flag in parser._option_string_actions:
             continue  # a flag already added by another config is shared by both
         default = getattr(defaults, f.name)
-        helptext = f"{f.metadata['help']} (default: {_describe_default(default)})"
+        helptext = f.metadata["help"]
+        if "(default" not in helptext:  # a help text may describe its default itself
+            helptext += f" (default: {_describe_default(default)})"
         kind, optional = _unwrap_optional(hints[f.name])
         kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=helptext)
         if "choices" in f.metadata:
@@ -82,7 +100,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, title: str |
             group.add_argument(flag, type=elem, nargs=len(default), metavar=f.name.upper()[:1], **kw)
         elif kind in (int, float, str):
             group.add_argument(flag, type=_scalar_parser(kind, optional, f.name),
-                               metavar=kind.__name__.upper() if "choices" not in kw else None, **kw)
+                               metavar=_metavar(f, kind) if "choices" not in kw else None, **kw)
         else:
             raise TypeError(f"{cls.__name__}.{f.name}: type {kind!r} cannot be a command-line flag")
     return group

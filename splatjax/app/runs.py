@@ -13,9 +13,7 @@ A run folder (written by ``splatjax fit`` or by ``evaluate`` into ``OUT/model``)
 from __future__ import annotations
 
 import os
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from ..errors import DatasetError, UserError
 from ..files import read_json, write_json
 from ..gaussians import load_ply
 from .fit_run import fit_config_changes, run_fit
+from .logs import log_stderr, progress_bars  # noqa: F401 (re-exported)
 
 __all__ = [
     "save_cameras",
@@ -36,34 +35,6 @@ __all__ = [
 ]
 
 CAMERAS_FILE = "cameras.json"
-
-
-def log_stderr(msg: str) -> None:
-    """The default ``log`` of the application: one line to stderr."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-def progress_bars(enabled: bool = True) -> Callable[[str, int, int], None] | None:
-    """A ``progress(stage, done, total)`` callback drawing one tqdm bar per stage on
-    stderr (None when disabled)."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    bars: dict[str, object] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None or bar.total != total or done < bar.n:
-            if bar is not None:
-                bar.close()
-            bar = bars[stage] = tqdm(total=total, desc=stage, leave=False, file=sys.stderr)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-            del bars[stage]
-
-    return progress
 
 
 def check_out_dir(out_dir: Path, data_path: Path) -> None:

@@ -16,6 +16,7 @@ from ..errors import ConfigError
 __all__ = ["FitConfig"]
 
 _BACKENDS = ("auto", "reference", "cpu", "cuda")
+_INIT_EXTENT = 1.3  # half-width of the random initialisation's cube
 
 
 def _f(default, help: str, **extra):
@@ -37,11 +38,13 @@ class FitConfig:
     iterations: int = _f(30_000, "optimisation steps; the densification and opacity-reset schedule and the "
                                  "position learning-rate decay scale with it (30000 = the paper's schedule)")
     resolution: int | None = _f(None, "image width in pixels (default: the data's own width, capped at 400)")
-    upsample: bool = _f(False, "allow --resolution above the data's own width (otherwise it is capped there)")
+    upsample: bool = _f(False, "allow a --resolution above the data's own width (otherwise such a --resolution is "
+                               "refused)")
     background: tuple[float, ...] = _f((1.0, 1.0, 1.0), "background colour R G B in [0, 1]")
     # initialisation
-    init_points: int = _f(100_000, "random initial points in the cube [-init_extent, init_extent]^3")
-    init_extent: float = 1.3
+    init_points: int = _f(100_000, f"random initial points, uniform in the cube [-{_INIT_EXTENT}, {_INIT_EXTENT}]^3 "
+                                   "(FitConfig.init_extent; not used with --init-ply)")
+    init_extent: float = _INIT_EXTENT
     init_opacity: float = 0.1
     init_ply: str | None = _f(None, "start from this point cloud (x y z [red green blue]) or 3DGS PLY")
     # optimiser (Adam per parameter group)
