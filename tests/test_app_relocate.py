@@ -39,8 +39,9 @@ def umask(mask: int):
         os.umask(old)
 
 
-def _detect_cli(model, queries, out) -> None:
-    assert cli.main(["detect", "--model", str(model), *map(str, queries), "--out", str(out), *FAST_FLAGS]) == 0
+def _detect_cli(model, queries, out, *, quiet: bool = True) -> None:
+    flags = FAST_FLAGS if quiet else [f for f in FAST_FLAGS if f != "--quiet"]
+    assert cli.main(["detect", "--model", str(model), *map(str, queries), "--out", str(out), *flags]) == 0
 
 
 def _outputs(out: Path) -> dict[str, bytes]:
@@ -93,8 +94,9 @@ def test_missing_training_images_are_said_and_never_mixed_with_found_ones(tmp_pa
 
     def run_detect(name):
         capsys.readouterr()
-        _detect_cli(run, query, tmp_path / name)
-        lines = capsys.readouterr().out.splitlines()
+        _detect_cli(run, query, tmp_path / name, quiet=False)
+        said = capsys.readouterr()
+        lines = (said.out + said.err).splitlines()
         return json.loads((tmp_path / name / "detections.json").read_text())["threshold"], lines
 
     (tmp_path / "data").rename(tmp_path / "away")

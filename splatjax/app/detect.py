@@ -52,10 +52,10 @@ def _read_queries(image_paths, width, background, cams_info=None) -> np.ndarray:
         raise UserError("detect: no images given")
     expected = (int(cams_info["width"]), int(cams_info["height"])) if cams_info else None
     peers_transparent = True  # unknown training views: the model is rendered onto the background
-    paths = (cams_info or {}).get("paths")
-    if paths:
+    found = [q for q in (cams_info or {}).get("paths") or () if q is not None]
+    if found:
         try:
-            peers_transparent = has_transparency(paths[0])
+            peers_transparent = has_transparency(found[0])
         except (DatasetError, OSError):
             pass
     return read_query_images(image_paths, background=background, resolution=width, expected_size=expected,
