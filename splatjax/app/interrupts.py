@@ -85,8 +85,8 @@ def run_in_worker(fn: Callable[[], Any], worker: Worker, *, slice_s: float = 0.2
             box["error"] = e
 
     thread = threading.Thread(target=target, name="splatjax-worker", daemon=True)
-    thread.start()
     try:
+        thread.start()
         while thread.is_alive():
             thread.join(slice_s)
     except BaseException as e:
