@@ -24,7 +24,11 @@ renders and the weights-free maps of a class are sharded over the local devices;
 processes joined with ``jax.distributed`` split the classes between them
 (:func:`splatjax.app.distributed.run_classes`), every process gets every class's report and
 process 0 writes ``table.md`` and the summary. A class whose ``out/<class>/report.json``
-exists is not evaluated again (resume per class). Each class report has a ``parallel``
+exists is not evaluated again (resume per class). Within a class, the queries go through
+the stages in batches of ``batch_size`` x devices, each persisted under ``OUT/.partial/``
+(:data:`PARTIAL`, removed once the class report is written); SIGINT / SIGTERM stop at
+once (:mod:`splatjax.app.interrupts`) and ``resume=True`` skips the finished batches, to
+the results of an uninterrupted run. Each class report has a ``parallel``
 entry: devices, processes, and queries per second per process and per device over the
 sharded stages (fine pose, render, maps).
 """
