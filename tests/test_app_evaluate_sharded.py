@@ -26,7 +26,7 @@ FLAGS = ["--steps", "3", "--batch-size", "4", "--coarse", "render", "--coarse-re
          "--no-heatmaps", "--quiet"]
 
 # In a child with 4 forced CPU devices: the real command line, once per device setting, with
-# a spy on run_stages that keeps the poses, renders and maps it produced.
+# a spy on run_stages that keeps the poses, renders and maps it produced (per batch).
 SHARDED_SCRIPT = r"""
 import json, sys
 import jax, numpy as np
@@ -39,10 +39,13 @@ real, seen = ev.run_stages, []
 ev.run_stages = lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
 for name, extra in (("d1", ["--devices", "1"]), ("d4", ["--devices", "4"]),
                     ("d3", ["--devices", "3", "--per-device-batch", "2"])):
+    start = len(seen)
     assert main(["evaluate", toy, "--model", model, "--out", f"{out}/{name}", *flags, *extra]) == 0
-    det = seen[-1]
-    np.savez(f"{out}/{name}.npz", R=np.asarray(det.poses.cameras.R), t=np.asarray(det.poses.cameras.t),
-             traces=det.poses.loss_traces, renders=det.renders, maps=det.maps.maps, scores=det.maps.scores)
+    dets = seen[start:]  # evaluate runs the stages once per batch of queries
+    cat = lambda f: np.concatenate([np.asarray(f(d)) for d in dets])
+    np.savez(f"{out}/{name}.npz", R=cat(lambda d: d.poses.cameras.R), t=cat(lambda d: d.poses.cameras.t),
+             traces=cat(lambda d: d.poses.loss_traces), renders=cat(lambda d: d.renders),
+             maps=cat(lambda d: d.maps.maps), scores=cat(lambda d: d.maps.scores))
 print("DONE")
 """
 

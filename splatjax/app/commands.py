@@ -10,6 +10,9 @@ per image and the output paths; demo: the headline numbers)."""
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import sys
 from pathlib import Path
 
 from ..anomaly import MapConfig
@@ -87,6 +90,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
                    help="test-pose file; several classes: a folder holding CLASS/test_poses.json (default: "
                         "DATA/test_poses.json when present)")
     p.add_argument("--no-heatmaps", action="store_true", help="do not write per-image heatmap PNGs")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted evaluation in --out (its fit and "
+                   "its finished query batches)")
     _quiet(p)
     add_config_flags(p, PoseConfig, title="pose (coarse retrieval, fine Adam on the SE(3) screw)")
     add_config_flags(p, MapConfig, title="anomaly maps and scores")
@@ -94,14 +99,33 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, ParallelConfig, title="devices and processes")
 
 
+def _resume_command(args) -> str:
+    """The command line that resumes this evaluation: this process's own arguments when it
+    is the ``evaluate`` command line, else the data, --out and --model, plus --resume."""
+    argv = sys.argv[1:]
+    if "evaluate" not in argv:
+        argv = ["evaluate", *args.data, "--out", args.out] + (["--model", args.model] if args.model else [])
+    return shlex.join(["splatjax", *argv] + ([] if "--resume" in argv else ["--resume"]))
+
+
 def _run_evaluate(args) -> int:
     from .evaluate import evaluate
+    from .interrupts import Interrupted
 
     fit_config = config_from_flags(FitConfig, args)
-    evaluate(args.data, args.out, model=args.model, test_poses=args.test_poses, fit_config=fit_config,
-             pose_config=config_from_flags(PoseConfig, args), map_config=config_from_flags(MapConfig, args),
-             seed=fit_config.seed, heatmaps=not args.no_heatmaps, progress=not args.quiet, log=_log(args),
-             parallel=config_from_flags(ParallelConfig, args), say=print)
+    try:
+        evaluate(args.data, args.out, model=args.model, test_poses=args.test_poses, fit_config=fit_config,
+                 pose_config=config_from_flags(PoseConfig, args), map_config=config_from_flags(MapConfig, args),
+                 seed=fit_config.seed, heatmaps=not args.no_heatmaps, progress=not args.quiet, log=_log(args),
+                 parallel=config_from_flags(ParallelConfig, args), resume=args.resume, say=print)
+    except Interrupted as stop:
+        sys.stderr.write(f"splatjax evaluate: stopped by {stop.signal_name}; finished work is kept in {args.out}; "
+                         f"resume with: {_resume_command(args)}\n")
+        # the finished work is on disk (atomic writes); a compiled call may still run in a worker
+        # thread, and the interpreter's shutdown would wait for it or abort under it: end here
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stop.status)
     print(f"report: {Path(args.out) / 'report.json'}")
     return 0
 

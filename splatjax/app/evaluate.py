@@ -24,7 +24,11 @@ renders and the weights-free maps of a class are sharded over the local devices;
 processes joined with ``jax.distributed`` split the classes between them
 (:func:`splatjax.app.distributed.run_classes`), every process gets every class's report and
 process 0 writes ``table.md`` and the summary. A class whose ``out/<class>/report.json``
-exists is not evaluated again (resume per class). Each class report has a ``parallel``
+exists is not evaluated again (resume per class). Within a class, the queries go through
+the stages in batches of ``batch_size`` x devices, each persisted under ``OUT/.partial/``
+(:data:`PARTIAL`, removed once the class report is written); SIGINT / SIGTERM stop at
+once (:mod:`splatjax.app.interrupts`) and ``resume=True`` skips the finished batches, to
+the results of an uninterrupted run. Each class report has a ``parallel``
 entry: devices, processes, and queries per second per process and per device over the
 sharded stages (fine pose, render, maps).
 """
@@ -34,14 +38,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from ..anomaly import MapConfig
+from ..anomaly import MapConfig, Maps
 from ..anomaly.features import make_feature_extractor
 from ..data import class_folders
 from ..errors import UserError
@@ -54,11 +60,15 @@ from ..sharding import ParallelConfig, query_mesh
 from .calibration import model_calibration
 from .distributed import gather_reports, initialize_distributed, parallel_info, run_classes
 from .outdir import check_writable_out
+from .interrupts import StopSignals, Worker, run_in_worker
 from .report import format_table, plot_pose_convergence, plot_roc_curves, verdict, write_heatmaps, write_per_image_csv
 from .runs import check_out_dir, log_stderr, model_for, progress_bars, save_cameras
 from .stages import run_stages
 
-__all__ = ["evaluate", "evaluate_class"]
+__all__ = ["evaluate", "evaluate_class", "PARTIAL"]
+
+#: Per-class folder of the finished query batches of an unfinished evaluation.
+PARTIAL = ".partial"
 
 
 def _model_resolution(model, data_path: Path, log) -> int | None:
@@ -157,6 +167,133 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed) -> 
     }
 
 
+def _check_unfinished(out_dir: Path, resume: bool) -> None:
+    """UserError when ``out_dir`` holds an interrupted evaluation and ``resume`` is off."""
+    if not resume and (out_dir / PARTIAL).is_dir():
+        raise UserError(f"{out_dir / PARTIAL}: holds an interrupted evaluation; pass --resume to continue it, or "
+                        "delete that folder to start again")
+
+
+class _Partial:
+    """``OUT/.partial``: ``settings.json`` and one ``queries_<start>_<end>.npz`` per finished
+    batch of queries (atomic writes), read back by a resumed run."""
+
+    ARRAYS = ("coarse_index", "coarse_score", "coarse_c2w", "c2w", "loss_traces", "loss", "best_step", "diverged",
+              "chosen")
+
+    def __init__(self, folder: Path, settings: dict):
+        self.folder = folder
+        settings = json.loads(json.dumps(settings, default=str))
+        path = folder / "settings.json"
+        if path.is_file():
+            saved = read_json(path, "settings of an interrupted evaluation")
+            diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+            if diff:
+                raise UserError(f"cannot resume {folder}: it was started with other settings ({', '.join(diff)}); "
+                                "use the original settings, or delete that folder to start again")
+        else:
+            write_json(path, settings)
+
+    def done(self) -> list[tuple[int, int, Path]]:
+        out = []
+        for f in sorted(self.folder.glob("queries_*.npz")):
+            parts = f.stem.split("_")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                out.append((int(parts[1]), int(parts[2]), f))
+        return out
+
+    def save(self, start: int, end: int, det) -> None:
+        est = det.poses
+        arrays = {k: np.asarray(getattr(est, k)) for k in self.ARRAYS}
+        arrays.update(renders=np.asarray(det.renders, np.float32), maps=det.maps.maps, scores=det.maps.scores,
+                      meta=np.asarray(json.dumps({"method": est.method, "features": det.maps.features,
+                                                  "seconds": det.seconds})))
+        atomic_write(self.folder / f"queries_{start:06d}_{end:06d}.npz", lambda f: np.savez_compressed(f, **arrays))
+
+    def load(self, q: int):
+        """The detection of all ``q`` queries from the batch files (every query once)."""
+        parts, seconds, meta = [], {}, {}
+        for start, end, f in self.done():
+            with np.load(f, allow_pickle=False) as z:
+                parts.append((start, {k: z[k] for k in z.files if k != "meta"}))
+                meta = json.loads(str(z["meta"]))
+            for k, v in meta["seconds"].items():
+                seconds[k] = seconds.get(k, 0.0) + float(v)
+        parts.sort(key=lambda p: p[0])
+        cat = {k: np.concatenate([a[k] for _, a in parts]) for k in parts[0][1]}
+        if len(cat["scores"]) != q:
+            raise UserError(f"{self.folder}: its batches do not cover the {q} queries once; delete that folder to "
+                            "start again")
+        poses = types.SimpleNamespace(**{k: cat[k] for k in self.ARRAYS}, method=meta["method"])
+        return types.SimpleNamespace(poses=poses, renders=cat["renders"], seconds=seconds,
+                                     maps=Maps(maps=cat["maps"], scores=cat["scores"], features=meta["features"]))
+
+
+def _todo(q: int, done: list[tuple[int, int, Path]], size: int) -> list[tuple[int, int]]:
+    """The query ranges still to run: every maximal run of queries no batch file covers,
+    cut into batches of ``size`` from its start."""
+    covered = np.zeros(q, bool)
+    for start, end, _ in done:
+        covered[start:end] = True
+    out, i = [], 0
+    while i < q:
+        if covered[i]:
+            i += 1
+            continue
+        j = i
+        while j < q and not covered[j] and j - i < size:
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
+def _settings(cls, model_ply: Path, pose_config, map_config, seed: int) -> dict:
+    """What a resumed evaluation must share with the interrupted one (the batch size and
+    the devices may change: a query's result does not depend on them, float rounding aside)."""
+    st = model_ply.stat()
+    pose = dataclasses.asdict(pose_config)
+    pose.pop("batch_size")
+    return {"queries": list(cls.test.paths), "image_size": [cls.train.width, cls.train.height],
+            "model": [str(model_ply.resolve()), st.st_size, st.st_mtime_ns], "pose_config": pose,
+            "map_config": dataclasses.asdict(map_config), "seed": int(seed)}
+
+
+def _detect_batches(out_dir, cls, gaussians, model_ply, cal, extractor, pose_config, map_config, seed, *, parallel,
+                    devices, worker, bars, log, on_batch):
+    """The stages over the queries in batches of ``batch_size`` x devices, each batch
+    persisted in ``out_dir/.partial`` as it finishes; batches found there are skipped.
+    Query i's fine-pose keys are those of the whole run (``split(key(seed), Q * K)``), so
+    the results do not depend on where a run was interrupted."""
+    test, train = cls.test, cls.train
+    store = _Partial(out_dir / PARTIAL, _settings(cls, model_ply, pose_config, map_config, seed))
+    q, k = len(test), pose_config.hypotheses
+    done = store.done()
+    if done:
+        n = sum(e - s for s, e, _ in done)
+        log(f"[splatjax] {cls.name}: resuming, {n} of {q} queries done earlier (kept in {store.folder})")
+    keys = jax.random.split(jax.random.key(seed), q * k)
+    cands = candidate_cameras(train.cameras, pose_config)
+    todo = _todo(q, done, pose_config.batch_size * devices)
+    finished = q - sum(e - s for s, e in todo)
+    for n_batch, (s, e) in enumerate(todo):
+        def one(s=s, e=e, first=n_batch == 0):
+            det = run_stages(gaussians, test.images[s:e], cands, pose_config, map_config, key=keys[s * k:e * k],
+                             extractor=extractor, candidate_images=train.images, background=train.background,
+                             log=log if first else None, parallel=parallel, residual=cal.residual)
+            with worker.lock:
+                if not worker.cancelled:
+                    store.save(s, e, det)
+
+        run_in_worker(one, worker)
+        finished += e - s
+        if bars is not None:
+            bars("queries", finished, q)
+        if on_batch is not None:
+            on_batch(cls.name, finished, q)
+    return store.load(q)
+
+
 def evaluate_class(
     data_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -171,18 +308,26 @@ def evaluate_class(
     progress: bool = True,
     log: Callable[[str], object] = log_stderr,
     parallel: ParallelConfig = ParallelConfig(),
+    resume: bool = False,
+    on_batch: Callable[[str, int, int], object] | None = None,
 ) -> dict:
     """Evaluate one MAD-Sim class folder (see the module docstring); returns the report
     dict that is also written to ``out_dir/report.json``. ``model``: run folder (or .ply)
     of a fitted model; None fits one first into ``out_dir/model`` with ``fit_config``
     (images read at ``fit_config.resolution``). ``test_poses``: test-pose file; None uses
     ``<data>/test_poses.json`` when present. ``seed`` keys the screw initialisations.
-    ``parallel.devices``: local devices the queries are sharded over (None: all)."""
+    ``parallel.devices``: local devices the queries are sharded over (None: all).
+    ``resume``: continue an interrupted evaluation (its fit, its finished batches in
+    ``out_dir/.partial``); without it such a folder is refused. ``on_batch(class, done,
+    total)`` is called after each batch is persisted (raising there stops the run).
+    SIGINT / SIGTERM (main thread) raise :class:`splatjax.app.interrupts.Interrupted`
+    at once, the finished batches kept."""
     from ..data import load_mad_class
 
     check_writable_out(out_dir)
     data_path, out_dir = Path(data_path), Path(out_dir)
     check_out_dir(out_dir, data_path)
+    _check_unfinished(out_dir, resume)
     devices = query_mesh(parallel.devices).size  # more than there are: ConfigError before any work
     bars = progress_bars(progress)
     seconds: dict[str, float] = {}
@@ -190,39 +335,46 @@ def evaluate_class(
     pose_file = _test_pose_file(data_path, test_poses)
     if model is not None and fit_config.resolution is None:
         fit_config = dataclasses.replace(fit_config, resolution=_model_resolution(model, data_path, log))
-    cls = load_mad_class(data_path, fit_config.resolution, fit_config.background, upsample=fit_config.upsample,
-                         test_poses=pose_file)
-    seconds["load"] = time.perf_counter() - t0
-    train, test = cls.train, cls.test
-    log(f"[splatjax] {cls.name}: {len(train)} training views, {len(test)} test images at {train.width}x{train.height}")
-    gaussians, model_ply, seconds["fit"], fit_info = model_for(
-        data_path, out_dir, model=model, fit_config=fit_config, class_name=cls.name, progress=progress, log=log)
-    if model is None:
-        save_cameras(model_ply.parent, train)
-    true_c2w, test_poses = test.c2w, (None if pose_file is None else str(pose_file))
-    extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
-    t0 = time.perf_counter()  # before the maps: a normalised map needs the calibration's residual scales
-    cal = model_calibration(model_ply, gaussians, train.cameras, train.images, map_config, extractor=extractor,
-                            pose_config=pose_config, background=train.background, log=log)
-    seconds["calibration"] = time.perf_counter() - t0
-    det = run_stages(gaussians, test.images, candidate_cameras(train.cameras, pose_config), pose_config, map_config,
-                     key=jax.random.key(seed), extractor=extractor, candidate_images=train.images,
-                     background=train.background, progress=bars, log=log, parallel=parallel, residual=cal.residual)
-    seconds.update(det.seconds)
-    _warn_diverged(cls.name, test.paths, det.poses.diverged, log)
-    t0 = time.perf_counter()
-    metrics = evaluate_detection(det.maps.scores, det.maps.maps, test.labels, test.masks)
-    pose_part, errs = _pose_report(det.poses, true_c2w, test_poses) if true_c2w is not None else (None, None)
-    seconds["metrics"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_tables(out_dir, cls, det, cal, errs)
-    _write_pictures(out_dir, cls, det, cal, errs, heatmaps=heatmaps, progress=bars)
-    seconds["write"] = time.perf_counter() - t0
-    report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed)
-    if pose_part is not None:
-        report["pose"] = pose_part
-    return _finish_report(out_dir, report, seconds, len(test), fit_info, heatmaps, devices)
+    with StopSignals():
+        cls = load_mad_class(data_path, fit_config.resolution, fit_config.background, upsample=fit_config.upsample,
+                             test_poses=pose_file)
+        seconds["load"] = time.perf_counter() - t0
+        train, test = cls.train, cls.test
+        log(f"[splatjax] {cls.name}: {len(train)} training views, {len(test)} test images at "
+            f"{train.width}x{train.height}")
+        gaussians, model_ply, seconds["fit"], fit_info = model_for(
+            data_path, out_dir, model=model, fit_config=fit_config, class_name=cls.name, progress=progress, log=log,
+            resume=resume, train=train)
+        if model is None:
+            save_cameras(model_ply.parent, train)
+        true_c2w, test_poses = test.c2w, (None if pose_file is None else str(pose_file))
+        extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
+        worker = Worker()
+        t0 = time.perf_counter()  # before the maps: a normalised map needs the calibration's residual scales
+        cal = run_in_worker(lambda: model_calibration(
+            model_ply, gaussians, train.cameras, train.images, map_config, extractor=extractor,
+            pose_config=pose_config, background=train.background, log=log), worker)
+        seconds["calibration"] = time.perf_counter() - t0
+        det = _detect_batches(out_dir, cls, gaussians, model_ply, cal, extractor, pose_config, map_config, seed,
+                              parallel=parallel, devices=devices, worker=worker, bars=bars, log=log,
+                              on_batch=on_batch)
+        seconds.update(det.seconds)
+        _warn_diverged(cls.name, test.paths, det.poses.diverged, log)
+        t0 = time.perf_counter()
+        metrics = evaluate_detection(det.maps.scores, det.maps.maps, test.labels, test.masks)
+        pose_part, errs = _pose_report(det.poses, true_c2w, test_poses) if true_c2w is not None else (None, None)
+        seconds["metrics"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_tables(out_dir, cls, det, cal, errs)
+        _write_pictures(out_dir, cls, det, cal, errs, heatmaps=heatmaps, progress=bars)
+        seconds["write"] = time.perf_counter() - t0
+        report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed)
+        if pose_part is not None:
+            report["pose"] = pose_part
+        report = _finish_report(out_dir, report, seconds, len(test), fit_info, heatmaps, devices)
+        shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
+    return report
 
 
 def _finish_report(out_dir: Path, report: dict, seconds: dict, m: int, fit_info, heatmaps: bool,
@@ -259,6 +411,8 @@ def evaluate(
     log: Callable[[str], object] = log_stderr,
     parallel: ParallelConfig = ParallelConfig(),
     say: Callable[[str], object] = print,
+    resume: bool = False,
+    on_batch: Callable[[str, int, int], object] | None = None,
 ) -> list[dict]:
     """Evaluate one class folder (report in ``out``) or several (one folder per class under
     ``out``, plus ``table.md`` and a summary ``report.json`` with per-class rows and the
@@ -272,7 +426,8 @@ def evaluate(
     to join (:func:`splatjax.app.distributed.initialize_distributed`, done first): each
     process evaluates its share of the classes (one class: process 0), every process
     returns every class's report, and process 0 writes the summary. Other options: see
-    :func:`evaluate_class`."""
+    :func:`evaluate_class` (``resume``, ``on_batch``: there; an interrupted class folder
+    anywhere under ``out`` is refused before any work unless ``resume``)."""
     check_writable_out(out)
     index, _ = initialize_distributed(parallel)
     if isinstance(data_paths, (str, os.PathLike)):
@@ -282,15 +437,16 @@ def evaluate(
     classes = class_folders(data_paths)  # refuses two classes of one name
     out = Path(out)
     kwargs = dict(model=model, fit_config=fit_config, pose_config=pose_config, map_config=map_config, seed=seed,
-                  heatmaps=heatmaps, progress=progress, log=log, parallel=parallel)
+                  heatmaps=heatmaps, progress=progress, log=log, parallel=parallel, resume=resume, on_batch=on_batch)
     if len(classes) == 1:
         name, path = classes[0]
         mine = {name: evaluate_class(path, out, test_poses=test_poses, **kwargs)} if index == 0 else {}
         reports = list(gather_reports(mine).values())
     else:
         paths = dict(classes)
-        for path in paths.values():
+        for name, path in paths.items():
             check_out_dir(out, path)
+            _check_unfinished(out / name, resume)
 
         def one_class(name: str) -> dict:
             tp = None if test_poses is None else Path(test_poses) / name / "test_poses.json"

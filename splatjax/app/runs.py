@@ -12,6 +12,7 @@ A run folder (written by ``splatjax fit`` or by ``evaluate`` into ``OUT/model``)
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -180,25 +181,79 @@ def _same_fit(run_dir: Path, config) -> bool:
     return not fit_config_changes(saved, config) and (run_dir / "model.ply").is_file()
 
 
-def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, progress, log):
+def _checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the newest checkpoint of an unfinished fit in ``run_dir`` (None: none)."""
+    ckpts = run_dir / "checkpoints"
+    steps = [int(d.name) for d in ckpts.iterdir() if d.name.isdigit()] if ckpts.is_dir() else []
+    return max(steps) if steps and not (run_dir / "model.ply").is_file() else None
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
+
+
+def _fit_estimate(run_dir: Path, fit_config, train, resume_step: int | None, log) -> None:
+    """Log one line: how long the fit will take and that ``--model`` skips it. A fresh fit
+    is timed by a warm-up of two chunks (the second chunk's steps/s, compilation excluded
+    and kept for the fit); a resumed one by the rate of its last metrics record."""
+    from ..fitting import fit
+    from .interrupts import Worker, run_in_worker
+
+    todo = fit_config.iterations - (resume_step or 0)
+    how, rate = None, None
+    if resume_step is not None:
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                   if line.strip()] if (run_dir / "metrics.jsonl").is_file() else []
+        rates = [r["steps_per_second"] for r in records if r.get("steps_per_second")]
+        if rates:
+            rate, how = float(rates[-1]), "the rate of its last logged steps"
+    elif train is not None and fit_config.iterations > 2 * fit_config.chunk_steps:
+        chunks = []
+        res = run_in_worker(lambda: fit(train, fit_config, callback=lambda rep: chunks.append(rep) or
+                                        len(chunks) >= 2), Worker())
+        rate = res.steady_steps_per_second
+        how = (f"the {rate:.1f} steps/s of a warm-up of two {fit_config.chunk_steps}-step chunks, the second "
+               "timed; later steps run slower as densification grows the model")
+    start = f"resuming the fit at step {resume_step}: " if resume_step is not None else "fitting: "
+    if rate and np.isfinite(rate) and rate > 0:
+        eta = f"{todo} steps, about {_minutes(todo / rate)} (estimated from {how})"
+    else:
+        eta = f"{todo} steps (no time estimate)"
+    log(f"[splatjax] {start}{eta}; pass --model RUN (a fitted run folder) to skip the fit")
+
+
+def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, progress, log, resume=False,
+              train=None):
     """(gaussians, model.ply path, fit seconds, fit info or None): the given model, or a
     fit of ``data_path`` into ``out_dir/model`` (reused when a completed fit with the same
-    settings is already there)."""
+    settings is already there; an interrupted one is continued with ``resume``, else
+    refused). Before fitting, one log line estimates its duration (``train``: the training
+    views, for the warm-up that times it). A fit stopped by a signal raises
+    :class:`splatjax.app.interrupts.Interrupted` (its checkpoint is written)."""
+    from .interrupts import Interrupted
+
     if model is not None:
         ply = resolve_model(model, class_name)
         return load_ply(ply), ply, 0.0, None
     run_dir = out_dir / "model"
+    step = _checkpoint_step(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if _same_fit(run_dir, fit_config):
             log(f"[splatjax] reusing the model fitted earlier with the same settings: {run_dir / 'model.ply'} "
                 "(delete that folder to fit again)")
             return load_ply(run_dir / "model.ply"), run_dir / "model.ply", 0.0, None
-        raise UserError(f"{run_dir}: holds another (or an unfinished) fit with different settings; delete the "
-                        "folder, choose another output folder, or pass it as the model")
+        if step is not None and not resume:
+            raise UserError(f"{run_dir}: holds an interrupted fit; pass --resume to continue it (same settings), "
+                            "or delete the folder to fit again")
+        if step is None:
+            raise UserError(f"{run_dir}: holds another (or an unfinished) fit with different settings; delete the "
+                            "folder, choose another output folder, or pass it as the model")
+    resume = step is not None
+    _fit_estimate(run_dir, fit_config, train, step, log)
     log(f"[splatjax] fitting {data_path} ({fit_config.iterations} iterations) into {run_dir}")
     t0 = time.perf_counter()
-    info = run_fit(data_path, run_dir, fit_config, log=log if progress else (lambda msg: None))
+    info = run_fit(data_path, run_dir, fit_config, resume=resume, log=log if progress else (lambda msg: None))
     if not info["completed"]:
-        raise KeyboardInterrupt  # run_fit has written the checkpoint and said how to resume
+        raise Interrupted(info.get("interrupted") or "SIGINT")  # run_fit has written the checkpoint
     gaussians = load_ply(run_dir / "model.ply")
     return gaussians, run_dir / "model.ply", time.perf_counter() - t0, info

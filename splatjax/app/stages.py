@@ -53,7 +53,9 @@ def run_stages(
     and :func:`splatjax.anomaly.compute_maps`); ``parallel`` shards the fine pose, the
     renders and the (weights-free) maps over local devices; ``polish`` moves every coarse
     candidate before the fine pose (see :func:`splatjax.pose.estimate_poses`); ``residual``:
-    the model's residual scales for ``map_config.normalise`` (its calibration's ``residual``)."""
+    the model's residual scales for ``map_config.normalise`` (its calibration's ``residual``).
+    ``key``: one key, or the Q * K per-hypothesis keys (a slice of the whole run's, so that
+    queries run in batches get the numbers of one run; ``evaluate`` does so)."""
     est = estimate_poses(gaussians, queries, candidates, pose_config, key=key, candidate_images=candidate_images,
                          polish=polish, background=background, progress=progress, log=log, parallel=parallel)
     seconds = dict(est.seconds)

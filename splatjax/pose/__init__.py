@@ -216,7 +216,8 @@ def estimate_poses(
     ``config.keypoint_candidates`` best retrieval candidates are polished and the K with the
     most PnP inliers refined). Hypothesis j of query i is refined with the screw initialisation of
     ``jax.random.split(key, Q * K)[i * K + j]`` (K = 1: exactly :func:`refine_poses` from
-    the best candidate). ``progress(stage, done, total)`` reports chunks; ``log`` says
+    the best candidate); ``key`` may also be those Q * K keys themselves, so that queries
+    estimated in slices get the keys of the whole. ``progress(stage, done, total)`` reports chunks; ``log`` says
     which coarse method "auto" chose; ``parallel`` shards the fine pose over local
     devices (see :func:`refine_poses`)."""
     queries = jnp.asarray(queries, jnp.float32)

@@ -44,7 +44,7 @@ from .cameras import as_batch, num_cameras
 from .config import PoseConfig
 
 __all__ = ["fine_lr_schedule", "init_screw", "screw_motion", "moved_camera", "refine_pose", "refine_poses",
-           "refine_poses_detailed", "Refinement", "fine_level_plan"]
+           "refine_poses_detailed", "Refinement", "fine_level_plan", "query_keys"]
 
 Progress = Callable[[str, int, int], object]
 GROWTH_TOLERANCE = 0.01  # a refinement "grew" (diverged) when its last loss exceeds the first by more than 1 %
@@ -250,6 +250,18 @@ class Refinement(NamedTuple):
     diverged: Bool[Array, " B"]
 
 
+def query_keys(key: jax.Array, b: int) -> jax.Array:
+    """B per-query keys: ``key`` itself when it already holds B keys (typed [B] or raw
+    [B, 2]), else ``jax.random.split(key, b)`` (whose i-th key does not depend on b)."""
+    key = jnp.asarray(key)
+    batched = key.ndim == (1 if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else 2)
+    if not batched:
+        return jax.random.split(key, b)
+    if key.shape[0] != b:
+        raise ValueError(f"refine_poses: {key.shape[0]} keys for {b} queries")
+    return key
+
+
 def refine_pose(
     gaussians: Gaussians,
     camera: Camera,
@@ -304,7 +316,9 @@ def refine_poses_detailed(
     last chunk padded to full size). Query i uses the screw initialisation of
     ``jax.random.split(key, B)[i]``, so the result equals :func:`refine_pose` called with
     that key (up to float rounding); queries do not affect each other (a diverging one
-    included). ``progress(stage, done, total)`` is called after each chunk. Returns a
+    included). ``key`` may also be B keys, one per query (e.g. a slice of
+    ``jax.random.split(key, N)`` for queries taken from N: the same numbers as in the
+    whole). ``progress(stage, done, total)`` is called after each chunk. Returns a
     :class:`Refinement`.
 
     ``parallel``: shard every chunk over ``parallel.devices`` local devices (None: one
@@ -318,7 +332,7 @@ def refine_poses_detailed(
     if num_cameras(cams) != b:
         raise ValueError(f"refine_poses: {num_cameras(cams)} cameras for {b} queries")
     _check_query(queries, cams, "refine_poses")
-    params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std))(jax.random.split(key, b))
+    params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std))(query_keys(key, b))
     static = _static(config, background)
     mesh = None if parallel is None else query_mesh(parallel.devices)
     per = int(config.batch_size if parallel is None or parallel.per_device_batch is None
