@@ -132,9 +132,7 @@ def test_fuzz_png_in_a_dataset(base, data):
 
 
 # ----------------------------------------------------------------------------- run-folder files
-@pytest.mark.xfail(strict=False, reason="splatjax/app/runs.py load_cameras (not this helper's file) accepts NaN "
-                   "poses, negative sizes and no cameras, and 'width': Infinity raises OverflowError")
-@FUZZ_KNOWN_BAD
+@FUZZ
 @given(data=st.data())
 def test_fuzz_cameras_json(base, data):
     from splatjax.app.runs import load_cameras, save_cameras

@@ -126,6 +126,13 @@ def _cameras_from_fit(run_dir: Path) -> dict | None:
     return {"camera_angle_x": float(fov), "width": int(w), "height": int(h), "c2w": c2w[idx], "paths": paths}
 
 
+def _size(value, name: str) -> int:
+    """A positive whole pixel count from JSON (ValueError otherwise; 200.0 is accepted)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() or value <= 0:
+        raise ValueError(f"{name} {value!r} is not a positive whole number of pixels")
+    return int(value)
+
+
 def load_cameras(run_dir: str | os.PathLike) -> dict | None:
     """Training cameras of a run folder: ``cameras.json`` (see :func:`save_cameras`), else
     the poses of the training views named in ``config.json`` read from the dataset named in
@@ -145,9 +152,13 @@ def load_cameras(run_dir: str | os.PathLike) -> dict | None:
         paths = [str(p) for p in paths] if paths and len(paths) == len(c2w) else None
         from_run = data.get("paths_from_run")
         from_run = [str(p) for p in from_run] if paths and from_run and len(from_run) == len(paths) else None
-        cams = {"camera_angle_x": float(data["camera_angle_x"]), "width": int(data["width"]),
-                "height": int(data["height"]), "c2w": c2w}
-    except (ValueError, KeyError, TypeError) as exc:
+        cams = {"camera_angle_x": float(data["camera_angle_x"]), "width": _size(data["width"], "width"),
+                "height": _size(data["height"], "height"), "c2w": c2w}
+        if not 0.0 < cams["camera_angle_x"] < np.pi:
+            raise ValueError(f"camera_angle_x {cams['camera_angle_x']!r} is not an angle in (0, pi) radians")
+        if len(c2w) == 0 or not np.all(np.isfinite(c2w)):
+            raise ValueError("c2w needs at least one finite 4 x 4 pose")
+    except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as exc:
         raise DatasetError(f"{str(path)!r}: not a valid cameras file ({exc}); delete it or rewrite it with "
                            "splatjax.app.runs.save_cameras") from exc
     if paths is not None:
