@@ -129,7 +129,7 @@ def test_evaluate_says_the_table_on_stdout_and_logs_on_stderr(quiet, model, tmp_
     if quiet:
         assert err == ""
     else:
-        assert "training views" in err and "[splatjax] fine pose" in err
+        assert "training views" in err and "[splatjax] queries: 8/8 (100%)" in err
 
 
 @pytest.mark.parametrize("quiet", [True, False])
