@@ -225,3 +225,31 @@ def test_finishing_a_run_without_its_model_writes_strict_json(scene, tmp_path):
     assert "train PSNR n/a dB" in fit_run.summary_line(summary)
     for r in read_metrics(run / "metrics.jsonl"):
         assert all(v is None or np.isfinite(v) for v in r.values() if isinstance(v, float))
+
+
+def test_resume_after_the_data_moved_or_from_an_older_run(scene, tmp_path, monkeypatch):
+    """A run whose config.json lacks the data folder (older version), or whose data moved,
+    resumes with DATA given; the folder given is stored for the next resume."""
+    import shutil
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(scene, data)
+    sessions = _Sessions(monkeypatch)
+    sessions.stop_at = 20
+    fit_run.run_fit(data, run, GROW, **QUIET)
+    record = json.loads((run / "config.json").read_text())
+    assert record["data"] == str(data.resolve()) and record["val_split"] == "val"
+    del record["data"]
+    (run / "config.json").write_text(json.dumps(record))
+    with pytest.raises(fit_run.UserError, match="does not record the dataset folder.*splatjax fit DATA --out"):
+        fit_run.run_fit(None, run, resume=True, **QUIET)
+    sessions.stop_at = 40
+    assert fit_run.run_fit(data, run, resume=True, **QUIET)["steps"] == 40
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    with pytest.raises(fit_run.UserError, match="data"):
+        fit_run.run_fit(None, run, resume=True, **QUIET)
+    sessions.stop_at = None
+    assert fit_run.run_fit(moved, run, resume=True, **QUIET)["completed"]
+    assert json.loads((run / "config.json").read_text())["data"] == str(moved.resolve())
+    _assert_same_as_uninterrupted(scene, run, "grow", sessions)

@@ -219,8 +219,11 @@ def _open_run(run: Path, config: FitConfig, data: Path, val_split: str | None, t
         write_json(run / "config.json", record)
         return ckpt, None, record
     try:
-        _check_same_settings(run, _read_record(run), record, config)
+        saved = _read_record(run)
+        _check_same_settings(run, saved, record, config)
         meta = ckpt.metadata()
+        if saved.get("data") != record["data"]:  # the data folder moved (or an older run): remember it
+            write_json(run / "config.json", {**saved, "data": record["data"]})
     except BaseException:
         ckpt.close()
         raise
