@@ -253,3 +253,17 @@ def test_resume_after_the_data_moved_or_from_an_older_run(scene, tmp_path, monke
     assert fit_run.run_fit(moved, run, resume=True, **QUIET)["completed"]
     assert json.loads((run / "config.json").read_text())["data"] == str(moved.resolve())
     _assert_same_as_uninterrupted(scene, run, "grow", sessions)
+
+
+def test_stop_at_ends_a_session_like_an_interrupt(scene, tmp_path):
+    """run_fit(stop_at=...) (used by scripts/check_resume.py) checkpoints and ends the
+    session without changing the schedule; the resumed fit equals the uninterrupted one."""
+    run, lines = tmp_path / "run", []
+    summary = fit_run.run_fit(scene, run, GROW, stop_at=30, log=lines.append)
+    assert not summary["completed"] and summary["stopped_at"] == 30 and summary["interrupted"] is None
+    assert fit_run.exit_status(summary) == 0 and summary["iterations"] == GROW.iterations
+    assert lines[-1] == f"stopped (stop_at) at step 30; checkpoint written; resume with: splatjax fit {run} --resume"
+    with pytest.MonkeyPatch.context() as mp:
+        sessions = _Sessions(mp)
+        assert fit_run.run_fit(None, run, resume=True, **QUIET)["completed"]
+    _assert_same_as_uninterrupted(scene, run, "grow", sessions)
