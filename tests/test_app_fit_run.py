@@ -106,9 +106,9 @@ def test_resume_rules(scene, tmp_path):
     with pytest.raises(UserError, match=r"different settings \(iterations: 20 -> 30; percent_dense"):
         run_fit(scene, tmp_path / "run", dataclasses.replace(cfg, iterations=30, percent_dense=0.02), resume=True,
                 **quiet)
-    # logging and checkpoint cadences may change; a finished fit resumes to itself
+    # logging and checkpoint cadences may change; resuming a finished fit changes nothing
     again = run_fit(scene, tmp_path / "run", dataclasses.replace(cfg, log_every=20), resume=True, **quiet)
-    assert again["completed"] and again["steps_this_session"] == 0 and again["session"] == 2
+    assert again["completed"] and again["already_complete"] and again["session"] == 1
 
 
 def test_resume_of_a_run_from_before_a_setting_existed(scene, tmp_path):
@@ -122,7 +122,7 @@ def test_resume_of_a_run_from_before_a_setting_existed(scene, tmp_path):
         del record["fit_config"][new_field]
     (tmp_path / "run" / "config.json").write_text(json.dumps(record))
     again = run_fit(scene, tmp_path / "run", cfg, resume=True, **quiet)
-    assert again["completed"] and again["session"] == 2
+    assert again["completed"] and again["already_complete"]
     with pytest.raises(UserError, match=r"different settings \(sh_degree: 0 -> 1\)"):
         run_fit(scene, tmp_path / "run", dataclasses.replace(cfg, sh_degree=1), resume=True, **quiet)
     assert fit_config_changes(record["fit_config"], cfg) == []
@@ -156,7 +156,7 @@ def test_sigint_writes_checkpoint_and_resume_matches_uninterrupted(scene, tmp_pa
     stops = [line for line in out if line.startswith("interrupted at step")]
     assert len(stops) == 1 and "Traceback" not in text and "KeyboardInterrupt" not in text, text
     step = int(stops[0].split()[3].rstrip(";"))
-    assert 100 <= step < 600 and stops[0].strip().endswith(f"resume with: splatjax fit {scene} --out {run} --resume")
+    assert 100 <= step < 600 and stops[0].strip().endswith(f"resume with: splatjax fit {run} --resume")
     assert json.loads((run / "info.json").read_text())["interrupted"] == "SIGINT"
 
     resumed = run_fit(scene, run, cfg, resume=True, log=lambda m: None)

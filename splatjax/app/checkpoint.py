@@ -29,9 +29,29 @@ from ..files import atomic_write
 __all__ = [
     "RunCheckpointer",
     "append_metrics",
+    "json_safe",
     "read_metrics",
     "truncate_metrics",
 ]
+
+
+def _shape_dtype(x: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an array or a ``jax.ShapeDtypeStruct`` (abstract template leaf)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return tuple(x.shape), np.dtype(x.dtype)
+    return tuple(np.shape(x)), np.asarray(x).dtype
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` (JSON-able containers and scalars) with every non-finite float (NaN,
+    infinity) replaced by None, so it serialises to strict JSON (``null``)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 def _leaf_paths(tree: Any) -> tuple[list[str], list[Any], Any]:
@@ -94,7 +114,7 @@ class RunCheckpointer:
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict, int]:
         """Restore the checkpoint at ``step`` (default: newest) into the structure of
-        ``template``. Returns (tree of numpy arrays, metadata, step). Raises
+        ``template`` (arrays or ``jax.ShapeDtypeStruct`` leaves). Returns (tree of numpy arrays, metadata, step). Raises
         ``FileNotFoundError`` when there is no checkpoint and ``ValueError`` when the saved
         structure, shapes or dtypes differ from the template."""
         ocp = self._ocp
@@ -103,7 +123,7 @@ class RunCheckpointer:
         if step is None:
             raise FileNotFoundError(f"{self.directory}: no checkpoint to resume from")
         paths, leaves, treedef = _leaf_paths(template)
-        target = {f"{i:06d}": np.zeros(np.shape(x), np.asarray(x).dtype) for i, x in enumerate(leaves)}
+        specs = [_shape_dtype(x) for x in leaves]
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         if list(meta["leaf_paths"]) != paths:
             raise ValueError(
@@ -111,7 +131,7 @@ class RunCheckpointer:
                 f"({len(meta['leaf_paths'])} saved leaves vs {len(paths)}); was it written by another "
                 "version or configuration?"
             )
-        abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in target.items()}
+        abstract = {f"{i:06d}": jax.ShapeDtypeStruct(*spec) for i, spec in enumerate(specs)}
         try:
             arrays = self._manager.restore(
                 step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract))
@@ -119,12 +139,11 @@ class RunCheckpointer:
         except Exception as exc:  # orbax raises several types on shape/dtype mismatch
             raise ValueError(f"{self.directory}/{step}: cannot restore checkpoint ({exc})") from exc
         out = []
-        for i, (path, ref) in enumerate(zip(paths, leaves)):
+        for i, (path, (shape, dtype)) in enumerate(zip(paths, specs)):
             arr = np.asarray(arrays[f"{i:06d}"])
-            if arr.shape != np.shape(ref) or arr.dtype != np.asarray(ref).dtype:
+            if arr.shape != shape or arr.dtype != dtype:
                 raise ValueError(
-                    f"{self.directory}/{step}: leaf {path} has shape {arr.shape} {arr.dtype}, "
-                    f"expected {np.shape(ref)} {np.asarray(ref).dtype}"
+                    f"{self.directory}/{step}: leaf {path} has shape {arr.shape} {arr.dtype}, expected {shape} {dtype}"
                 )
             out.append(arr)
         return jax.tree_util.tree_unflatten(treedef, out), dict(meta["metadata"]), int(step)
@@ -139,9 +158,9 @@ class RunCheckpointer:
 
 # ----------------------------------------------------------------------------- metrics log
 def append_metrics(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line to a metrics log."""
+    """Append one JSON line to a metrics log (non-finite numbers as ``null``)."""
     with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(json.dumps(json_safe(record), sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

@@ -54,27 +54,44 @@ def _run_toy(args) -> int:
 
 # ----------------------------------------------------------------------------- fit
 def _add_fit(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", metavar="DATA", help="Blender/NeRF folder (transforms_train.json) or MAD-Sim class folder")
-    p.add_argument("--out", required=True, metavar="RUN",
-                   help="run folder (model.ply, config.json, metrics.jsonl, checkpoints/)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted fit in --out")
-    p.add_argument("--no-val", action="store_true", help="do not score the validation split")
+    p.add_argument("data", nargs="?", default=None, metavar="DATA",
+                   help="Blender/NeRF folder (transforms_train.json) or MAD-Sim class folder; with --resume and no "
+                        "--out: the run folder (`splatjax fit RUN --resume`)")
+    p.add_argument("--out", default=None, metavar="RUN", help="run folder (model.ply, config.json, metrics.jsonl, checkpoints/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the fit in the run folder with its stored settings and data folder")
+    p.add_argument("--no-val", action="store_true", default=None,
+                   help="do not score the validation split (default with --resume: as the run was started)")
     _quiet(p)
     add_config_flags(p, FitConfig, title="fit settings (defaults: the INRIA 3DGS / SplatPose schedule)")
 
 
 def _run_fit(args) -> int:
-    from .fit_run import exit_status, run_fit, summary_line
+    from ..errors import UserError
+    from .fit_run import exit_status, resume_command, run_fit, stored_settings, summary_line
 
-    config = config_from_flags(FitConfig, args)
-    summary = run_fit(args.data, args.out, config, resume=args.resume, log=_log(args),
-                      val_split=None if args.no_val else "val")
+    data, out = args.data, args.out
+    if out is None and not args.resume:
+        raise UserError("--out RUN is required: the run folder (splatjax fit DATA --out RUN)")
+    if out is None:
+        if data is None:
+            raise UserError("give the run folder to resume: splatjax fit RUN --resume")
+        data, out = None, data
+    if args.resume:  # the stored settings, with the flags given replacing them (differences are refused)
+        _, stored, stored_val = stored_settings(out)
+        config = config_from_flags(FitConfig, args, base=stored)
+        val_split = None if args.no_val else stored_val
+    else:
+        if data is None:
+            raise UserError("DATA is required: the dataset folder (splatjax fit DATA --out RUN)")
+        config = config_from_flags(FitConfig, args)
+        val_split = None if args.no_val else "val"
+    summary = run_fit(data, out, config, resume=args.resume, log=_log(args), val_split=val_split)
     print(summary_line(summary))
-    if summary["completed"]:
-        print(f"model: {Path(args.out) / 'model.ply'}")
-    elif args.quiet:  # run_fit's resume line went to the silenced log; an interrupt is still said
-        log_stderr(f"splatjax fit: interrupted at step {summary['steps']}; resume with: splatjax fit {args.data} "
-                   f"--out {args.out} --resume")
+    if summary["completed"] and not summary.get("already_complete"):
+        print(f"model: {Path(out) / 'model.ply'}")
+    elif not summary["completed"] and args.quiet:  # run_fit's resume line went to the silenced log
+        log_stderr(f"splatjax fit: interrupted at step {summary['steps']}; resume with: {resume_command(out)}")
     return exit_status(summary)
 
 

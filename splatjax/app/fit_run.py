@@ -8,9 +8,13 @@ interrupt), ``info.json`` (the summary of the latest session) and, once complete
 ``model.ply`` (the INRIA 3DGS PLY).
 
 Interrupts: SIGINT (Ctrl-C) and SIGTERM let the current chunk finish, write a checkpoint
-and end the session with one line saying how to resume (a second Ctrl-C aborts at once).
-``--resume`` continues from the newest checkpoint to the same result as an uninterrupted
-fit; it is an error when there is nothing to resume or the settings differ.
+and end the session with one line giving the command that resumes it (a second Ctrl-C
+aborts at once). Resuming (``splatjax fit RUN --resume``) continues from the newest
+checkpoint with the settings and data folder stored in ``config.json`` (each checkpoint's
+metadata also holds them, with its buffer capacity) to the same result as an uninterrupted
+fit; it is an error when there is nothing to resume or when given settings differ from the
+stored ones (apart from ``RESUME_FREE_FIELDS``). Resuming a complete run changes nothing.
+Files written are strict JSON: non-finite numbers become ``null``.
 
 Resolution: by default the data's own image width, capped at the paper's 400 px; a larger
 ``resolution`` than the data's is refused (ConfigError) unless ``upsample`` is set.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import signal
 import threading
 import time
@@ -31,13 +36,13 @@ import numpy as np
 
 from ..errors import DatasetError, DatasetNotFoundError, UserError
 from ..files import read_json, require_dir, write_json
-from ..fitting import ChunkReport, FitConfig, FitResult, fit, new_state
+from ..fitting import ChunkReport, FitConfig, FitResult, fit, resize_floor, state_template
 from ..gaussians import Gaussians, save_ply
-from .checkpoint import RunCheckpointer, append_metrics, truncate_metrics
-from .outdir import check_writable_out
+from .checkpoint import RunCheckpointer, append_metrics, json_safe, truncate_metrics
 from .logs import log_stderr
+from .outdir import check_writable_out
 
-__all__ = ["run_fit", "summary_line", "exit_status", "load_init_ply"]
+__all__ = ["run_fit", "stored_settings", "resume_command", "summary_line", "exit_status", "load_init_ply"]
 
 #: FitConfig fields that may differ between an interrupted fit and its resumption.
 RESUME_FREE_FIELDS = frozenset({"checkpoint_every", "checkpoint_minutes", "val_every", "val_views",
@@ -148,14 +153,45 @@ class _StopRequest:
 
 
 # ----------------------------------------------------------------------------- run folder
-def _run_record(config: FitConfig, train, width: int, result_views) -> dict:
-    return {"fit_config": _as_stored(dataclasses.asdict(config)), "resolution": width,
-            "image_size": [int(train.height), int(train.width)], "train_views": list(result_views)}
+def _run_record(config: FitConfig, data: Path, val_split: str | None, train, width: int, views) -> dict:
+    return {"fit_config": _as_stored(dataclasses.asdict(config)), "data": str(data.resolve()),
+            "val_split": val_split, "resolution": width, "image_size": [int(train.height), int(train.width)],
+            "train_views": list(views)}
 
 
-def _check_same_settings(run: Path, saved: dict, now: dict, config: FitConfig) -> None:
+def _read_record(run: Path) -> dict:
+    return read_json(run / "config.json", "run configuration")
+
+
+def stored_settings(run: str | os.PathLike) -> tuple[Path | None, FitConfig, str | None]:
+    """(data folder or None for runs made before it was stored, FitConfig, validation
+    split) that the fit in run folder ``run`` was started with, from its ``config.json``;
+    fields missing there (added to FitConfig later) take their defaults."""
+    run = Path(run)
+    _check_run_folder(run, resume=True)
+    record = _read_record(run)
+    fields = {f.name for f in dataclasses.fields(FitConfig)}
+    stored = record.get("fit_config")
+    unknown = sorted(set(stored) - fields) if isinstance(stored, dict) else None
+    if unknown is None or unknown:
+        raise UserError(f"{str(run / 'config.json')!r}: fit_config is not a FitConfig of this version"
+                        + (f" (unknown fields {', '.join(unknown)})" if unknown else ""))
+    config = FitConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    data = record.get("data")
+    return (Path(data) if data else None), config, record.get("val_split", "val")
+
+
+def resume_command(run: str | os.PathLike) -> str:
+    """The shell command that resumes the fit in ``run`` (its settings and data are stored)."""
+    return f"splatjax fit {shlex.quote(str(run))} --resume"
+
+
+def _check_same_settings(run: Path, saved: dict, now: dict | None, config: FitConfig) -> None:
+    """Refuse to resume with settings (FitConfig, and with ``now`` the image size and
+    training views) other than the stored run record ``saved``."""
     diff = fit_config_changes(saved.get("fit_config", {}), config)
-    diff += [(k, saved.get(k), now[k]) for k in ("image_size", "train_views") if saved.get(k) != now[k]]
+    if now is not None:
+        diff += [(k, saved.get(k), now[k]) for k in ("image_size", "train_views") if saved.get(k) != now[k]]
     if diff:
         detail = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diff)
         raise UserError(f"cannot resume {str(run)!r}: it was started with different settings ({detail}); "
@@ -172,12 +208,12 @@ def _check_run_folder(run: Path, resume: bool) -> None:
         raise UserError(f"{str(run)!r} holds an earlier fit; pass --resume to continue it or choose another --out")
 
 
-def _open_run(run: Path, config: FitConfig, train, width: int, resume: bool):
+def _open_run(run: Path, config: FitConfig, data: Path, val_split: str | None, train, width: int, resume: bool):
     """(checkpointer, restored checkpoint metadata or None, run record)."""
     from ..fitting import train_view_indices
 
     views = train_view_indices(len(train), config.train_fraction, config.seed)
-    record = _run_record(config, train, width, [int(i) for i in views])
+    record = _run_record(config, data, val_split, train, width, [int(i) for i in views])
     _check_run_folder(run, resume)
     ckpt = RunCheckpointer(run / "checkpoints")
     if not resume:
@@ -185,29 +221,34 @@ def _open_run(run: Path, config: FitConfig, train, width: int, resume: bool):
         write_json(run / "config.json", record)
         return ckpt, None, record
     try:
-        _check_same_settings(run, read_json(run / "config.json", "run configuration"), record, config)
+        saved = _read_record(run)
+        _check_same_settings(run, saved, record, config)
         meta = ckpt.metadata()
+        if saved.get("data") != record["data"]:  # the data folder moved (or an older run): remember it
+            write_json(run / "config.json", {**saved, "data": record["data"]})
     except BaseException:
         ckpt.close()
         raise
     return ckpt, meta, record
 
 
-def _restore(ckpt: RunCheckpointer, meta: dict, train, config: FitConfig):
-    """(training state, step) of the newest checkpoint."""
+def _restore(ckpt: RunCheckpointer, meta: dict, config: FitConfig):
+    """(training state, step) of the newest checkpoint, whose metadata gives its buffer
+    capacity (the buffer grows and shrinks during a fit)."""
     import jax
     import jax.numpy as jnp
 
-    template = new_state(train, config, capacity=int(meta["capacity"]))
-    tree, _, step = ckpt.restore({"state": template})
+    tree, _, step = ckpt.restore({"state": state_template(config, int(meta["capacity"]))})
     return jax.tree_util.tree_map(jnp.asarray, tree["state"]), step
 
 
 class _Session:
     """The per-chunk side of a fit session: metrics, checkpoints, progress, stop requests."""
 
-    def __init__(self, run: Path, ckpt, config: FitConfig, meta: dict | None, stop: _StopRequest, log):
-        self.run, self.ckpt, self.config, self.stop, self.log = run, ckpt, config, stop, log
+    def __init__(self, run: Path, ckpt, config: FitConfig, record: dict, meta: dict | None, stop: _StopRequest,
+                 log, stop_at: int | None = None):
+        self.run, self.ckpt, self.config, self.record, self.stop, self.log = run, ckpt, config, record, stop, log
+        self.stop_at, self.stopped_at = stop_at, None
         self.session = 1 + int((meta or {}).get("sessions", 0))
         self.seconds_before = float((meta or {}).get("seconds_total", 0.0))
         self.t0 = self.last_ckpt_time = time.perf_counter()
@@ -220,19 +261,25 @@ class _Session:
             append_metrics(self.run / "metrics.jsonl", {**rep.record, "session": self.session})
             self._progress(rep)
         c = self.config
-        due = (rep.completed or self.stop.signal_name is not None
+        if self.stop_at is not None and rep.step >= self.stop_at and not rep.completed:
+            self.stopped_at = rep.step
+        stop = self.stop.signal_name is not None or self.stopped_at is not None
+        due = (rep.completed or stop
                or rep.step // c.checkpoint_every > self.prev_step // c.checkpoint_every
                or time.perf_counter() - self.last_ckpt_time >= 60.0 * c.checkpoint_minutes)
         self.prev_step = rep.step
         if due:
             self.save(rep)
-        return self.stop.signal_name is not None
+        return stop
 
     def save(self, rep: ChunkReport) -> None:
         import jax.numpy as jnp
 
-        meta = {"step": rep.step, "capacity": rep.state.capacity, "num_gaussians": int(jnp.sum(rep.state.active)),
-                "sessions": self.session, "seconds_total": self.seconds_total()}
+        # everything a restore needs: the buffer capacity (it grows and shrinks), the
+        # shrink floor, and the run record (settings, data folder, views)
+        meta = {"step": rep.step, "capacity": rep.state.capacity, "floor": resize_floor(self.config),
+                "num_gaussians": int(jnp.sum(rep.state.active)), "sessions": self.session,
+                "seconds_total": self.seconds_total(), "run": self.record}
         self.ckpt.save(rep.step, {"state": rep.state}, meta)
         self.last_ckpt_time = time.perf_counter()
 
@@ -251,49 +298,84 @@ class _Session:
 
 
 def _summary(result: FitResult, session: _Session, data: Path, width: int) -> dict:
-    return {
+    return json_safe({
         "data": str(data.resolve()), "resolution": width, "steps": result.steps, "iterations": session.config.iterations,
         "steps_this_session": result.steps_run, "session": session.session, "completed": result.completed,
         "interrupted": session.stop.signal_name if not result.completed else None,
+        "stopped_at": session.stopped_at if not result.completed else None,
         "seconds": result.seconds, "seconds_total": session.seconds_total(),
         "steps_per_second": result.steps_run / result.seconds if result.seconds > 0 else float("nan"),
         "steady_steps_per_second": result.steady_steps_per_second, "num_gaussians": result.num_gaussians,
         "capacity": result.state.capacity, "final_loss": result.final_loss, "final_psnr": result.final_psnr,
         "val_psnr": result.val_psnr, "val_ssim": result.val_ssim, "backend": result.backend,
         "extent": result.extent, "events": list(result.events),
-    }
+    })
+
+
+def _already_complete(run: Path, config: FitConfig) -> dict | None:
+    """The stored summary (``already_complete`` added) when the fit in ``run`` is done:
+    its newest checkpoint is at the last step and model.ply and info.json are written."""
+    if not ((run / "model.ply").is_file() and (run / "info.json").is_file()):
+        return None
+    with RunCheckpointer(run / "checkpoints") as ckpt:
+        step = ckpt.latest_step()
+    if step is None or step < config.iterations:
+        return None
+    return {**read_json(run / "info.json", "run summary"), "already_complete": True, "run": str(run)}
 
 
 def run_fit(
-    data: str | os.PathLike,
+    data: str | os.PathLike | None,
     out: str | os.PathLike,
-    config: FitConfig = FitConfig(),
+    config: FitConfig | None = None,
     *,
     resume: bool = False,
     log: Callable[[str], object] = log_stderr,
     val_split: str | None = "val",
+    stop_at: int | None = None,
 ) -> dict:
     """Fit a Blender/NeRF folder (``transforms_train.json``; validation on
     ``transforms_<val_split>.json`` when present) or a MAD-Sim class folder into the run
     folder ``out`` (see the module docstring); returns the summary also written to
-    ``out/info.json`` (``interrupted``: the signal name when a signal ended the session)."""
+    ``out/info.json`` (``interrupted``: the signal name when a signal ended the session).
+
+    config: default ``FitConfig()``, or with ``resume`` the stored settings. data: with
+    ``resume`` None means the stored data folder. Resuming a complete run returns its
+    stored summary with ``already_complete`` set and writes nothing. stop_at: end the
+    session like an interrupt (checkpoint, resumable, exit status 0) after the chunk that
+    reaches this step; the schedule still follows ``config.iterations``."""
     check_writable_out(out)
-    data, run = require_dir(Path(data), "dataset folder"), Path(out)
+    run = Path(out)
+    _check_run_folder(run, resume)  # before the (slow) loading; checked again when opening
+    if resume:
+        stored_data, stored_config, _ = stored_settings(run)
+        config = stored_config if config is None else config
+        _check_same_settings(run, _read_record(run), None, config)
+        if data is None and stored_data is None:
+            raise UserError(f"{str(run / 'config.json')!r} does not record the dataset folder (a run from an older "
+                            f"version); give it: splatjax fit DATA --out {shlex.quote(str(run))} --resume")
+        data = stored_data if data is None else data
+        done = _already_complete(run, config)
+        if done is not None:
+            return done
+    config = FitConfig() if config is None else config
+    if data is None:
+        raise UserError("a new fit needs the dataset folder: splatjax fit DATA --out RUN")
+    data = require_dir(Path(data), "dataset folder")
     if run.resolve().is_relative_to(data.resolve()):
         raise UserError(f"the run folder {str(run)!r} must not be inside the dataset folder {str(data)!r}")
-    _check_run_folder(run, resume)  # before the (slow) loading; checked again when opening
     train, val, width = _load(data, config, val_split, log)
     init = load_init_ply(config.init_ply) if config.init_ply else None
     run.mkdir(parents=True, exist_ok=True)
-    ckpt, meta, _ = _open_run(run, config, train, width, resume)
+    ckpt, meta, record = _open_run(run, config, data, val_split, train, width, resume)
     try:
         state = None
         if meta is not None:
-            state, step = _restore(ckpt, meta, train, config)
+            state, step = _restore(ckpt, meta, config)
             truncate_metrics(run / "metrics.jsonl", step)
             log(f"[splatjax fit] resuming {run} from step {step}")
         with _StopRequest() as stop:
-            session = _Session(run, ckpt, config, meta, stop, log)
+            session = _Session(run, ckpt, config, record, meta, stop, log, stop_at)
             result = fit(train, config, val=val, init=init, state=state, callback=session)
     finally:
         ckpt.close()
@@ -302,16 +384,23 @@ def run_fit(
     if result.completed:
         save_ply(result.gaussians, run / "model.ply")
     else:
-        log(f"interrupted at step {result.steps}; checkpoint written; resume with: "
-            f"splatjax fit {data} --out {run} --resume")
+        how = "interrupted" if session.stopped_at is None else "stopped (stop_at)"
+        log(f"{how} at step {result.steps}; checkpoint written; resume with: {resume_command(run)}")
     return summary
 
 
 def summary_line(summary: dict) -> str:
     """One line for the end of a session."""
+    if summary.get("already_complete"):
+        return (f"{summary['run']}: the fit is already complete ({summary['steps']} of {summary['iterations']} "
+                "steps); nothing to do")
+
+    def num(v, fmt: str) -> str:
+        return "n/a" if v is None else format(v, fmt)
+
     line = (f"{summary['steps_this_session']} steps this session ({summary['steps']} of {summary['iterations']}) "
-            f"in {summary['seconds']:.1f} s ({summary['steps_per_second']:.1f} steps/s), "
-            f"{summary['num_gaussians']:,} Gaussians, train PSNR {summary['final_psnr']:.2f} dB")
+            f"in {summary['seconds']:.1f} s ({num(summary['steps_per_second'], '.1f')} steps/s), "
+            f"{summary['num_gaussians']:,} Gaussians, train PSNR {num(summary['final_psnr'], '.2f')} dB")
     if summary.get("val_psnr") is not None:
         line += f", val PSNR {summary['val_psnr']:.2f} dB, SSIM {summary['val_ssim']:.4f}"
     return line

@@ -52,7 +52,9 @@ __all__ = [
     "schedule_for",
     "strategy_for",
     "initial_capacity",
+    "resize_floor",
     "new_state",
+    "state_template",
     "make_optimizer",
     "scene_extent",
     "train_view_indices",
@@ -87,6 +89,12 @@ def initial_capacity(num_gaussians: int, config: FitConfig) -> int:
     if config.capacity is not None:
         return max(config.capacity, num_gaussians)
     return max(MIN_CAPACITY, _pow2(num_gaussians))
+
+
+def resize_floor(config: FitConfig) -> int:
+    """The smallest buffer a shrink after pruning may leave: ``config.capacity`` or
+    :data:`MIN_CAPACITY` (growing rounds up to at least this, too)."""
+    return MIN_CAPACITY if config.capacity is None else config.capacity
 
 
 def train_view_indices(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -184,10 +192,18 @@ def _initial_gaussians(init, config: FitConfig, key) -> Gaussians:
 
 def new_state(scene: PosedViews, config: FitConfig = FitConfig(), *, key: jax.Array | None = None,
               init: Gaussians | Float[np.ndarray, "M _"] | None = None, capacity: int | None = None) -> TrainState:
-    """The step-0 training state :func:`fit` starts from (``capacity`` slots; default
-    :func:`initial_capacity`). With ``init=None`` and a capacity it is also the template
-    for restoring a saved state of that capacity."""
+    """The step-0 training state :func:`fit` starts from (``capacity`` slots, at least the
+    initial count; default :func:`initial_capacity`). To restore a saved state use
+    :func:`state_template`."""
     return _fresh_state(_setup(scene, config, key, None), init, capacity)
+
+
+def state_template(config: FitConfig, capacity: int) -> TrainState:
+    """The structure, shapes and dtypes (``jax.ShapeDtypeStruct`` leaves, nothing
+    allocated) of a training state of ``config`` with a ``capacity``-slot buffer: the
+    template for restoring a saved state, whatever resizes it went through."""
+    one = init_random_gaussians(1, key=jax.random.PRNGKey(0), sh_degree=config.sh_degree)
+    return jax.eval_shape(lambda g: _train.init_state(g, config, 1.0, int(capacity)), one)
 
 
 def _fresh_state(s: _Setup, init, capacity: int | None) -> TrainState:
@@ -285,7 +301,7 @@ def fit(
     s = _setup(scene, config, key, val)
     if state is None:
         state = _fresh_state(s, init, None)
-    floor = MIN_CAPACITY if config.capacity is None else config.capacity
+    floor = resize_floor(config)
     step = start = int(state.step)
     total = config.iterations
     history, events = [], []
