@@ -24,9 +24,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from ..errors import DatasetError
 from ..files import atomic_write
 
 __all__ = [
+    "DamagedCheckpointError",
     "RunCheckpointer",
     "append_metrics",
     "json_safe",
@@ -52,6 +54,11 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (float, np.floating)):
         return float(obj) if np.isfinite(obj) else None
     return obj
+
+
+class DamagedCheckpointError(DatasetError, ValueError):
+    """A checkpoint that cannot be read back (damaged files, another structure, shape or
+    dtype): one line naming its folder. A ``ValueError`` too, as it was before."""
 
 
 def _leaf_paths(tree: Any) -> tuple[list[str], list[Any], Any]:
@@ -109,14 +116,32 @@ class RunCheckpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{self.directory}: no checkpoint to resume from")
-        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        return dict(meta["metadata"])
+        return dict(self._meta(step)["metadata"])
+
+    def _damaged(self, step: int, detail: object) -> "DamagedCheckpointError":
+        first = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
+        return DamagedCheckpointError(
+            f"{self.directory}/{step}: damaged or unreadable checkpoint ({first}); delete that step folder to resume "
+            "from an older one, or start the fit again")
+
+    def _meta(self, step: int) -> dict:
+        """The JSON item of the checkpoint at ``step``, checked for its keys."""
+        ocp = self._ocp
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            if not (isinstance(meta, dict) and isinstance(meta.get("leaf_paths"), list)
+                    and isinstance(meta.get("metadata"), dict)):
+                raise ValueError("its meta item lacks leaf_paths / metadata")
+        except Exception as exc:  # orbax / json raise several types on damaged files
+            raise self._damaged(step, exc) from exc
+        return meta
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict, int]:
         """Restore the checkpoint at ``step`` (default: newest) into the structure of
         ``template`` (arrays or ``jax.ShapeDtypeStruct`` leaves). Returns (tree of numpy arrays, metadata, step). Raises
-        ``FileNotFoundError`` when there is no checkpoint and ``ValueError`` when the saved
-        structure, shapes or dtypes differ from the template."""
+        ``FileNotFoundError`` when there is no checkpoint and :class:`DamagedCheckpointError`
+        (a ValueError) when its files are damaged or the saved structure, shapes or dtypes
+        differ from the template."""
         ocp = self._ocp
         if step is None:
             step = self.latest_step()
@@ -124,25 +149,26 @@ class RunCheckpointer:
             raise FileNotFoundError(f"{self.directory}: no checkpoint to resume from")
         paths, leaves, treedef = _leaf_paths(template)
         specs = [_shape_dtype(x) for x in leaves]
-        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        if list(meta["leaf_paths"]) != paths:
-            raise ValueError(
-                f"{self.directory}/{step}: checkpoint structure differs from the current training state "
-                f"({len(meta['leaf_paths'])} saved leaves vs {len(paths)}); was it written by another "
-                "version or configuration?"
-            )
+        meta = self._meta(step)
+        saved = [str(p) for p in meta["leaf_paths"]]
+        if saved != paths:
+            where = (f"{len(saved)} saved leaves vs {len(paths)}" if len(saved) != len(paths) else
+                     next(f"saved leaf {a} where {b} is expected" for a, b in zip(saved, paths) if a != b))
+            raise DamagedCheckpointError(
+                f"{self.directory}/{step}: checkpoint structure differs from the current training state ({where}); "
+                "was it written by another version or configuration?")
         abstract = {f"{i:06d}": jax.ShapeDtypeStruct(*spec) for i, spec in enumerate(specs)}
         try:
             arrays = self._manager.restore(
                 step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract))
             )["arrays"]
-        except Exception as exc:  # orbax raises several types on shape/dtype mismatch
-            raise ValueError(f"{self.directory}/{step}: cannot restore checkpoint ({exc})") from exc
+        except Exception as exc:  # orbax raises several types on damaged files and shape/dtype mismatch
+            raise self._damaged(step, exc) from exc
         out = []
         for i, (path, (shape, dtype)) in enumerate(zip(paths, specs)):
             arr = np.asarray(arrays[f"{i:06d}"])
             if arr.shape != shape or arr.dtype != dtype:
-                raise ValueError(
+                raise DamagedCheckpointError(
                     f"{self.directory}/{step}: leaf {path} has shape {arr.shape} {arr.dtype}, expected {shape} {dtype}"
                 )
             out.append(arr)

@@ -38,7 +38,7 @@ from ..errors import DatasetError, DatasetNotFoundError, UserError
 from ..files import read_json, require_dir, write_json
 from ..fitting import ChunkReport, FitConfig, FitResult, fit, resize_floor, state_template
 from ..gaussians import Gaussians, save_ply
-from .checkpoint import RunCheckpointer, append_metrics, json_safe, truncate_metrics
+from .checkpoint import DamagedCheckpointError, RunCheckpointer, append_metrics, json_safe, truncate_metrics
 from .logs import log_stderr
 from .outdir import check_writable_out
 
@@ -238,7 +238,15 @@ def _restore(ckpt: RunCheckpointer, meta: dict, config: FitConfig):
     import jax
     import jax.numpy as jnp
 
-    tree, _, step = ckpt.restore({"state": state_template(config, int(meta["capacity"]))})
+    try:
+        capacity = int(meta["capacity"])
+        if capacity <= 0:
+            raise ValueError(f"capacity {capacity}")
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise DamagedCheckpointError(f"{ckpt.directory}/{ckpt.latest_step()}: damaged checkpoint metadata (no valid "
+                                     f"buffer capacity: {exc}); delete that step folder to resume from an older one, "
+                                     "or start the fit again") from exc
+    tree, _, step = ckpt.restore({"state": state_template(config, capacity)})
     return jax.tree_util.tree_map(jnp.asarray, tree["state"]), step
 
 
