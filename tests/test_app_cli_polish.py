@@ -177,7 +177,7 @@ def test_demo_summary_numbers_are_the_reports():
 def test_quiet_fit_still_says_how_to_resume_after_an_interrupt(tmp_path, capsys, monkeypatch):
     from splatjax.app import fit_run
 
-    def interrupted(data, out, config, *, resume, log, val_split):
+    def interrupted(data, out, config, *, resume, log, val_split, stop_at=None):
         log("a log line --quiet silences")
         return {"steps_this_session": 40, "steps": 40, "iterations": 100, "seconds": 2.0, "steps_per_second": 20.0,
                 "num_gaussians": 600, "final_psnr": 10.0, "completed": False, "interrupted": "SIGINT"}
@@ -186,5 +186,4 @@ def test_quiet_fit_still_says_how_to_resume_after_an_interrupt(tmp_path, capsys,
     assert cli.main(["fit", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--quiet"]) == 130
     captured = capsys.readouterr()
     assert captured.out.startswith("40 steps this session (40 of 100)")
-    assert captured.err == (f"splatjax fit: interrupted at step 40; resume with: splatjax fit {tmp_path / 'data'} "
-                            f"--out {tmp_path / 'run'} --resume\n")
+    assert captured.err == f"splatjax fit: interrupted at step 40; resume with: splatjax fit {tmp_path / 'run'} --resume\n"

@@ -166,7 +166,8 @@ def test_cli_resume_from_the_run_folder_and_the_printed_command(scene, tmp_path,
     sessions = _Sessions(monkeypatch)
     sessions.stop_at = 100
     assert main(["fit", str(scene), "--out", str(run), *CLI_FLAGS]) == 130
-    out = capsys.readouterr().out
+    said = capsys.readouterr()
+    out = said.out + said.err
     line = [x for x in out.splitlines() if x.startswith("interrupted at step 100;")]
     assert len(line) == 1, out
     argv = shlex.split(line[0].split("resume with: ", 1)[1])
@@ -174,7 +175,8 @@ def test_cli_resume_from_the_run_folder_and_the_printed_command(scene, tmp_path,
 
     sessions.stop_at = 200  # the printed command, as printed
     assert main(argv[1:]) == 130
-    assert "interrupted at step 200;" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "interrupted at step 200;" in said.out + said.err
     with pytest.MonkeyPatch.context() as mp:  # the settings must be the run's
         mp.chdir(tmp_path)
         assert main(["fit", "run", "--resume", "--iterations", "400"]) == 2

@@ -7,7 +7,8 @@ paths, output folders, ``--resume``, ``--quiet``) and turns errors into messages
 - a :class:`~splatjax.errors.UserError` (bad data, bad option, missing weights) prints one
   line ``splatjax <command>: error: <message>`` and exits with status 2;
 - a bad flag value or unknown flag (argparse) prints one line and exits with status 2;
-- Ctrl-C prints one line and exits with status 130;
+- SIGINT (Ctrl-C) and SIGTERM print one line and exit with status 130 / 143 (``fit`` and
+  ``evaluate`` first keep their finished work and say how to ``--resume``);
 - ``--debug`` (before or after the command) shows the full traceback instead.
 
 ``splatjax --version`` prints ``splatjax X.Y.Z``. Log and progress lines go to stderr,
@@ -68,23 +69,28 @@ def _message(err: UserError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 2 user error, 130 / 143
+    interrupted by SIGINT / SIGTERM)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     args = build_parser().parse_args(argv)
     prog = f"splatjax {args.command}"
+    from .interrupts import StopSignals
+
     try:
-        return int(args.func(args) or 0)
+        with StopSignals():  # SIGINT (even when ignored at start) and SIGTERM end the command cleanly
+            return int(args.func(args) or 0)
     except UserError as err:
         if debug:
             raise
         sys.stderr.write(f"{prog}: error: {_message(err)}\n")
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if debug:
             raise
-        sys.stderr.write(f"{prog}: interrupted\n")
-        return EXIT_INTERRUPTED
+        name = getattr(stop, "signal_name", "SIGINT")
+        sys.stderr.write(f"{prog}: interrupted ({name})\n")
+        return getattr(stop, "status", EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ def _add_fit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="RUN", help="run folder (model.ply, config.json, metrics.jsonl, checkpoints/)")
     p.add_argument("--resume", action="store_true",
                    help="continue the fit in the run folder with its stored settings and data folder")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="end this session after the chunk that reaches STEP, as an interrupt does (checkpoint "
+                        "written, exit 0, continue with --resume); the schedule stays that of --iterations")
     p.add_argument("--no-val", action="store_true", default=None,
                    help="do not score the validation split (default with --resume: as the run was started)")
     _quiet(p)
@@ -67,7 +70,7 @@ def _add_fit(p: argparse.ArgumentParser) -> None:
 
 
 def _run_fit(args) -> int:
-    from ..errors import UserError
+    from ..errors import ConfigError, UserError
     from .fit_run import exit_status, resume_command, run_fit, stored_settings, summary_line
 
     data, out = args.data, args.out
@@ -86,12 +89,16 @@ def _run_fit(args) -> int:
             raise UserError("DATA is required: the dataset folder (splatjax fit DATA --out RUN)")
         config = config_from_flags(FitConfig, args)
         val_split = None if args.no_val else "val"
-    summary = run_fit(data, out, config, resume=args.resume, log=_log(args), val_split=val_split)
+    if args.stop_at is not None and args.stop_at <= 0:
+        raise ConfigError("stop_at", f"must be a positive step (got {args.stop_at})")
+    summary = run_fit(data, out, config, resume=args.resume, log=_log(args), val_split=val_split,
+                      stop_at=args.stop_at)
     print(summary_line(summary))
     if summary["completed"] and not summary.get("already_complete"):
         print(f"model: {Path(out) / 'model.ply'}")
     elif not summary["completed"] and args.quiet:  # run_fit's resume line went to the silenced log
-        log_stderr(f"splatjax fit: interrupted at step {summary['steps']}; resume with: {resume_command(out)}")
+        how = "interrupted" if summary.get("interrupted") else "stopped (--stop-at)"
+        log_stderr(f"splatjax fit: {how} at step {summary['steps']}; resume with: {resume_command(out)}")
     return exit_status(summary)
 
 

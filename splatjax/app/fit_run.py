@@ -198,12 +198,18 @@ def _check_same_settings(run: Path, saved: dict, now: dict | None, config: FitCo
                         "use the original settings or another --out")
 
 
+def _has_checkpoint(run: Path) -> bool:
+    return (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
+
+
 def _check_run_folder(run: Path, resume: bool) -> None:
-    """--resume needs a checkpoint in ``run``; a fresh fit needs a folder without one."""
-    has_ckpt = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
-    if resume and not has_ckpt:
-        raise UserError(f"nothing to resume in {str(run)!r}: no checkpoint there; run without --resume to start "
-                        "a new fit")
+    """--resume needs a fit started in ``run`` (its config.json; a fit stopped before its
+    first checkpoint starts again from step 0); a fresh fit needs a folder without a
+    checkpoint."""
+    has_ckpt = _has_checkpoint(run)
+    if resume and not has_ckpt and not (run / "config.json").is_file():
+        raise UserError(f"nothing to resume in {str(run)!r}: no fit was started there (no config.json, no "
+                        "checkpoint); run without --resume to start a new fit")
     if not resume and has_ckpt:
         raise UserError(f"{str(run)!r} holds an earlier fit; pass --resume to continue it or choose another --out")
 
@@ -223,7 +229,9 @@ def _open_run(run: Path, config: FitConfig, data: Path, val_split: str | None, t
     try:
         saved = _read_record(run)
         _check_same_settings(run, saved, record, config)
-        meta = ckpt.metadata()
+        meta = ckpt.metadata() if _has_checkpoint(run) else None
+        if meta is None:  # stopped before its first checkpoint: nothing to keep, start again
+            (run / "metrics.jsonl").unlink(missing_ok=True)
         if saved.get("data") != record["data"]:  # the data folder moved (or an older run): remember it
             write_json(run / "config.json", {**saved, "data": record["data"]})
     except BaseException:
@@ -382,6 +390,8 @@ def run_fit(
             state, step = _restore(ckpt, meta, config)
             truncate_metrics(run / "metrics.jsonl", step)
             log(f"[splatjax fit] resuming {run} from step {step}")
+        elif resume:
+            log(f"[splatjax fit] {run}: stopped before its first checkpoint; starting again from step 0")
         with _StopRequest() as stop:
             session = _Session(run, ckpt, config, record, meta, stop, log, stop_at)
             result = fit(train, config, val=val, init=init, state=state, callback=session)

@@ -256,10 +256,13 @@ def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, 
         if step is not None and not resume:
             raise UserError(f"{run_dir}: holds an interrupted fit; pass --resume to continue it (same settings), "
                             "or delete the folder to fit again")
-        if step is None:
+        started = (run_dir / "config.json").is_file()  # stopped before its first checkpoint
+        if step is None and not (resume and started):
             raise UserError(f"{run_dir}: holds another (or an unfinished) fit with different settings; delete the "
                             "folder, choose another output folder, or pass it as the model")
-    resume = step is not None
+        resume = resume and (step is not None or started)
+    else:
+        resume = False
     _fit_estimate(run_dir, fit_config, train, step, log)
     log(f"[splatjax] fitting {data_path} ({fit_config.iterations} iterations) into {run_dir}")
     t0 = time.perf_counter()
