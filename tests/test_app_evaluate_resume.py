@@ -14,10 +14,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import jax.numpy as jnp
-import numpy as np
 import pytest
 from app_toy import FAST_MAP, FAST_POSE, TINY_FIT, toy_dataset
+from test_app_evaluate import _fixed_model
 
 from splatjax.app.evaluate import evaluate
 from splatjax.errors import UserError
@@ -25,25 +24,6 @@ from splatjax.errors import UserError
 PARTIAL = ".partial"  # splatjax.app.evaluate.PARTIAL, spelled out so that the tests run (and fail) on older code
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "threshold", "heatmap_scale", "pose", "pose_diverged")
-
-
-def _fixed_model(run: Path) -> Path:
-    """A seeded blob of Gaussians (no fit) in a run folder with the toy's cameras."""
-    from splatjax.app.runs import save_cameras
-    from splatjax.data import load_mad_train
-    from splatjax.gaussians import Gaussians, rgb_to_sh0, save_ply
-
-    rng = np.random.default_rng(5)
-    n = 300
-    g = Gaussians(means=jnp.asarray(rng.uniform(-0.6, 0.6, (n, 3)), jnp.float32),
-                  log_scales=jnp.full((n, 3), np.log(0.08), jnp.float32),
-                  quats=jnp.tile(jnp.asarray([1.0, 0.0, 0.0, 0.0], jnp.float32), (n, 1)),
-                  opacity_logits=jnp.full((n,), 1.5, jnp.float32),
-                  sh0=rgb_to_sh0(jnp.asarray(rng.uniform(0.1, 0.9, (n, 3)), jnp.float32)))
-    run.mkdir(parents=True)
-    save_ply(g, run / "model.ply")
-    save_cameras(run, load_mad_train(toy_dataset(), None))
-    return run
 
 
 def _rows(out: Path) -> list[dict]:

@@ -7,7 +7,6 @@ mode."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from app_toy import random_run, toy_dataset
+from test_files_mode import umask
 
 from splatjax.app import cli
 from splatjax.app.calibration import CALIBRATION_FILE
@@ -27,16 +27,6 @@ MOVED_RENDERS = "/moved-renders"  # key suffix of the stand-in calibration in ma
 FAST_FLAGS = ["--features", "weights-free", "--calibration-views", "6", "--steps", "4", "--batch-size", "4",
               "--coarse", "render", "--coarse-resolution", "16", "--inplane-rotations", "0", "--no-keypoints",
               "--quiet"]
-
-
-@contextlib.contextmanager
-def umask(mask: int):
-    """The process umask set to ``mask`` for the block."""
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def _detect_cli(model, queries, out, *, quiet: bool = True) -> None:

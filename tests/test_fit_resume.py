@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_app_fit_run import _write_blender
-from test_fitting import TOY, toy_views
+from test_app_fit_run import scene  # noqa: F401 (the toy Blender scene fixture)
+from test_fitting import TOY
 
 from splatjax.app import fit_run
 from splatjax.app.checkpoint import read_metrics
@@ -35,13 +35,6 @@ CONFIGS = {"grow": GROW, "shrink": SHRINK}
 QUIET = dict(log=lambda m: None)
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    views = toy_views()
-    root = tmp_path_factory.mktemp("data") / "scene"
-    _write_blender(root, views, "train")
-    _write_blender(root, views.subset([0, 3]), "val")
-    return root
 
 
 class _Sessions:

@@ -27,7 +27,6 @@ import json
 import os
 import shlex
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from ..files import read_json, require_dir, write_json
 from ..fitting import ChunkReport, FitConfig, FitResult, fit, resize_floor, state_template
 from ..gaussians import Gaussians, save_ply
 from .checkpoint import DamagedCheckpointError, RunCheckpointer, append_metrics, json_safe, truncate_metrics
+from .interrupts import Interrupted, StopSignals
 from .logs import log_stderr
 from .outdir import check_writable_out
 
@@ -126,30 +126,20 @@ def load_init_ply(path: str | os.PathLike) -> Gaussians | np.ndarray:
 
 
 # ----------------------------------------------------------------------------- interrupts
-class _StopRequest:
+class _StopRequest(StopSignals):
     """While active (main thread only), SIGINT / SIGTERM set ``signal_name`` instead of
-    raising; a second signal raises ``KeyboardInterrupt`` at once."""
+    raising, so the fit ends its chunk and checkpoints; a second signal raises
+    :class:`~splatjax.app.interrupts.Interrupted` at once."""
 
     def __init__(self):
+        super().__init__()
         self.signal_name: str | None = None
-        self._old: dict = {}
 
     def _handle(self, signum, frame):
         if self.signal_name is not None:
             self.__exit__()
-            raise KeyboardInterrupt
+            raise Interrupted(signal.Signals(signum).name)
         self.signal_name = signal.Signals(signum).name
-
-    def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
 
 
 # ----------------------------------------------------------------------------- run folder

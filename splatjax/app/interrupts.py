@@ -44,8 +44,8 @@ class StopSignals:
     def __init__(self):
         self._old: dict = {}
 
-    @staticmethod
-    def _handle(signum, frame):
+    def _handle(self, signum, frame):
+        """Raise :class:`Interrupted` (subclasses may record the request instead)."""
         raise Interrupted(signal.Signals(signum).name)
 
     def __enter__(self) -> StopSignals:
