@@ -118,6 +118,7 @@ def test_resume_after_the_buffer_shrank_below_the_initial_points(scene, tmp_path
     _assert_same_as_uninterrupted(scene, tmp_path / "run", "shrink", sessions)
 
 
+@pytest.mark.slow  # the property test below also interrupts growing fits; this one passes on older code too
 def test_resume_after_growth_and_densification(scene, tmp_path):
     """Ended after the first grow + densification (step 10) and after the second grow, a
     densification and an opacity reset (step 30)."""

@@ -161,14 +161,16 @@ def _calibration_entry() -> tuple[str, dict]:
 def test_fuzz_map_calibration_json(base, data):
     """A damaged calibration is ours to recompute: read as missing (None), never a crash;
     a value read back is a usable scale."""
-    from splatjax.app.calibration import _fingerprint, _stored
+    from splatjax.app.calibration import _stored
+    from splatjax.files import file_sha256
 
     with tempfile.TemporaryDirectory() as tmp:
         run = _copy(base["ply"], tmp).parent
         key, entry = _calibration_entry()
-        text = data.draw(damaged_json({key: {**entry, **_fingerprint(run / "model.ply")}}))
+        digest = file_sha256(run / "model.ply")
+        text = data.draw(damaged_json({key: {**entry, "model_sha256": digest}}))
         path = run / "map_calibration.json"
-        cal = _checked(run, lambda _: path.write_text(text), lambda: _stored(path, key, run / "model.ply"),
+        cal = _checked(run, lambda _: path.write_text(text), lambda: _stored(path, key, digest),
                        "map_calibration.json")
         if cal is not None:
             assert np.isfinite(cal.threshold) and cal.vmin < cal.vmax
