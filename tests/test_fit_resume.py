@@ -263,3 +263,41 @@ def test_stop_at_ends_a_session_like_an_interrupt(scene, tmp_path):
         sessions = _Sessions(mp)
         assert fit_run.run_fit(None, run, resume=True, **QUIET)["completed"]
     _assert_same_as_uninterrupted(scene, run, "grow", sessions)
+
+
+def test_resume_of_a_fit_stopped_before_its_first_checkpoint_starts_again(scene, tmp_path):
+    """A signal before the first checkpoint leaves config.json and no checkpoint: --resume
+    (from the run folder alone) starts the fit again from step 0 with the stored settings
+    and reaches the uninterrupted result; a folder where no fit started is still refused."""
+    run = tmp_path / "run"
+
+    def stopped_at_once(*args, **kwargs):
+        raise KeyboardInterrupt  # as SIGINT in the first chunk's compilation, before any checkpoint
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fit_run, "fit", stopped_at_once)
+        with pytest.raises(KeyboardInterrupt):
+            fit_run.run_fit(scene, run, GROW, **QUIET)
+    assert (run / "config.json").is_file() and not any((run / "checkpoints").iterdir())
+    lines = []
+    with pytest.MonkeyPatch.context() as mp:
+        sessions = _Sessions(mp)
+        assert fit_run.run_fit(None, run, resume=True, log=lines.append)["completed"]
+    assert any("stopped before its first checkpoint; starting again from step 0" in m for m in lines)
+    _assert_same_as_uninterrupted(scene, run, "grow", sessions)
+    with pytest.raises(fit_run.UserError, match="no fit was started there"):
+        fit_run.run_fit(None, tmp_path / "empty", resume=True, **QUIET)
+
+
+def test_cli_stop_at_ends_the_session_and_resume_finishes(scene, tmp_path, capsys):
+    """`splatjax fit --stop-at STEP`: exit 0 at STEP with a checkpoint and the resume
+    command; `fit RUN --resume` then finishes; a non-positive step is refused."""
+    run = tmp_path / "run"
+    assert main(["fit", str(scene), "--out", str(run), *CLI_FLAGS, "--stop-at", "100"]) == 0
+    info = _strict_json(run / "info.json")
+    assert info["steps"] == 100 and not info["completed"] and info["iterations"] == 300
+    assert f"resume with: splatjax fit {run} --resume" in capsys.readouterr().err
+    assert main(["fit", str(run), "--resume"]) == 0
+    assert _strict_json(run / "info.json")["completed"]
+    assert main(["fit", str(scene), "--out", str(tmp_path / "other"), "--stop-at", "0"]) == 2
+    assert "--stop-at" in capsys.readouterr().err
