@@ -36,8 +36,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "splatjax.app.cli"]
-#: report.json entries that measure time (they differ between any two runs)
-TIMING_KEYS = {"seconds", "queries_per_second", "seconds_per_query_without_coarse", "parallel", "fit"}
+#: report.json entries that measure time or name the run's own folder (they differ between any
+#: two runs; the model itself is compared by its bytes)
+TIMING_KEYS = {"seconds", "queries_per_second", "seconds_per_query_without_coarse", "parallel", "fit", "model"}
 
 
 def _session(argv: list[str], *, at: float | None, sig: signal.Signals | None) -> dict:
@@ -106,6 +107,9 @@ def _compare_evaluate(a: Path, b: Path) -> list[str]:
     for name in ("per_image.csv", "poses.json"):
         if (a / name).read_bytes() != (b / name).read_bytes():
             bad.append(f"{name} differs")
+    if (a / "model" / "model.ply").is_file() and \
+            (a / "model" / "model.ply").read_bytes() != (b / "model" / "model.ply").read_bytes():
+        bad.append("model/model.ply differs")  # the fit evaluate made (no --model)
     pngs = sorted(p.relative_to(a) for p in (a / "heatmaps").glob("*.png")) if (a / "heatmaps").is_dir() else []
     bad += [f"{p} differs" for p in pngs if (a / p).read_bytes() != (b / p).read_bytes()]
     print(f"evaluate: report.json, per_image.csv, poses.json and {len(pngs)} heatmaps compared; image AUROC "
@@ -122,10 +126,15 @@ def main(argv=None) -> int:
     ap.add_argument("--stop-at", type=int, default=1000, help="fit: the step both runs stop at (default 1000)")
     ap.add_argument("--signals", type=int, default=3, help="signals sent to the interrupted run (default 3)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("flags", nargs=argparse.REMAINDER, help="-- then more flags for the command")
-    a = ap.parse_args(argv)
-    flags = [f for f in a.flags if f != "--"]
+    ap.add_argument("--compare-only", action="store_true", help="only compare DIR/straight and DIR/interrupted")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags = argv[argv.index("--") + 1:] if "--" in argv else []  # after --: more flags for the command
+    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     straight, interrupted = a.out / "straight", a.out / "interrupted"
+    if a.compare_only:
+        bad = (_compare_fit if a.command == "fit" else _compare_evaluate)(straight, interrupted)
+        print("\n".join(f"DIFFERS: {b}" for b in bad) or "the same")
+        return 1 if bad else 0
     for d in (straight, interrupted):
         if d.exists():
             raise SystemExit(f"{d} exists; give a new --out")
@@ -149,8 +158,7 @@ def main(argv=None) -> int:
         s = _session(argv_now, at=at, sig=sig)
         sessions.append(s)
         lat = "" if s["stop_latency"] is None else f", stopped {s['stop_latency']:.2f} s after the signal"
-        print(f"session {i + 1}: {s['signal'] or 'no signal'}"
-              + ("" if at is None else f" at {at:.1f} s") + f" -> exit {s['status']} after {s['seconds']:.1f} s{lat}")
+        print(f"session {i + 1}: " + (f"{s['signal']} at {at:.1f} s" if s["signal"] else "no signal") + f" -> exit {s['status']} after {s['seconds']:.1f} s{lat}")
         if s["status"] == 0 and (s["signal"] is None or s["resume"] is None):
             break  # finished (the signal, if any, came after the end)
         if s["status"] not in (130, 143) and not (s["status"] == 0 and a.command == "fit"):
