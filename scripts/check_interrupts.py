@@ -6,10 +6,12 @@
 Runs the real command line (``python -m splatjax.app.cli``) in subprocesses:
 
 1. once uninterrupted, timed (``DIR/straight``);
-2. again into ``DIR/interrupted``, sending SIGINT and SIGTERM in turn at moments drawn
-   uniformly over the uninterrupted run's duration (seeded), each time restarting with the
-   command the previous session printed after ``resume with:``, until a session ends
-   normally.
+2. again into ``DIR/interrupted``: ``--signals`` sessions each get SIGINT or SIGTERM (in
+   turn) at a moment drawn uniformly from the first 1/``--signals`` of the uninterrupted
+   run's duration (seeded; start-up included, so a signal may land before anything was
+   saved), each restarted with the command the previous session printed after ``resume
+   with:`` (or the first command plus ``--resume`` when it had no time to say one); then a
+   session without a signal runs to the end.
 
 ``fit`` stops both runs at ``--stop-at`` (``splatjax fit --stop-at``: a session end that
 keeps the 30k schedule, so the default fit is checked without running its hour) and
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's splatjax for the comparisons, as the subprocesses get
 CLI = [sys.executable, "-m", "splatjax.app.cli"]
 #: report.json entries that measure time or name the run's own folder (they differ between any
 #: two runs; the model itself is compared by its bytes)
@@ -153,7 +156,7 @@ def main(argv=None) -> int:
     rng = random.Random(a.seed)
     argv_now, sessions = first(interrupted), []
     for i in range(a.signals + 50):
-        at = rng.uniform(0.5, ref["seconds"]) if i < a.signals else None
+        at = rng.uniform(0.5, ref["seconds"] / a.signals) if i < a.signals else None
         sig = (signal.SIGINT, signal.SIGTERM)[i % 2]
         s = _session(argv_now, at=at, sig=sig)
         sessions.append(s)

@@ -301,3 +301,17 @@ def test_cli_stop_at_ends_the_session_and_resume_finishes(scene, tmp_path, capsy
     assert _strict_json(run / "info.json")["completed"]
     assert main(["fit", str(scene), "--out", str(tmp_path / "other"), "--stop-at", "0"]) == 2
     assert "--stop-at" in capsys.readouterr().err
+
+
+def test_resume_with_a_stop_at_already_reached_runs_nothing(scene, tmp_path):
+    """`--resume --stop-at S` on a run whose checkpoint is at or past S ends at once
+    (exit 0), changing no file, instead of running one more chunk."""
+    run = tmp_path / "run"
+    fit_run.run_fit(scene, run, GROW, stop_at=30, **QUIET)
+    files = {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    lines = []
+    summary = fit_run.run_fit(None, run, resume=True, stop_at=30, log=lines.append)
+    assert summary["steps"] == 30 and summary["steps_this_session"] == 0 and fit_run.exit_status(summary) == 0
+    assert lines == [f"[splatjax fit] {run} is at step 30, not before --stop-at 30: nothing to do"]
+    assert {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == files
+    assert "0 steps this session (30 of" in fit_run.summary_line(summary)

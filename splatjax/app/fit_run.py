@@ -330,6 +330,21 @@ def _already_complete(run: Path, config: FitConfig) -> dict | None:
     return {**read_json(run / "info.json", "run summary"), "already_complete": True, "run": str(run)}
 
 
+def _reached_stop(run: Path, config: FitConfig, stop_at: int | None) -> dict | None:
+    """A session summary that runs nothing (``stopped_at`` set, exit 0) when the newest
+    checkpoint of ``run`` is already at or past ``stop_at``."""
+    if stop_at is None or not _has_checkpoint(run):
+        return None
+    with RunCheckpointer(run / "checkpoints") as ckpt:
+        step = ckpt.latest_step()
+        if step is None or step < stop_at:
+            return None
+        meta = ckpt.metadata()
+    return {"steps": int(step), "iterations": config.iterations, "steps_this_session": 0, "seconds": 0.0,
+            "steps_per_second": None, "num_gaussians": int(meta.get("num_gaussians", 0)), "final_psnr": None,
+            "completed": False, "interrupted": None, "stopped_at": int(step), "run": str(run)}
+
+
 def run_fit(
     data: str | os.PathLike | None,
     out: str | os.PathLike,
@@ -364,6 +379,10 @@ def run_fit(
         done = _already_complete(run, config)
         if done is not None:
             return done
+        reached = _reached_stop(run, config, stop_at)
+        if reached is not None:
+            log(f"[splatjax fit] {run} is at step {reached['steps']}, not before --stop-at {stop_at}: nothing to do")
+            return reached
     config = FitConfig() if config is None else config
     if data is None:
         raise UserError("a new fit needs the dataset folder: splatjax fit DATA --out RUN")
