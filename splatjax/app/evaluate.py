@@ -51,7 +51,7 @@ from ..anomaly import MapConfig, Maps
 from ..anomaly.features import make_feature_extractor
 from ..data import class_folders
 from ..errors import UserError
-from ..files import atomic_write, read_json, write_json
+from ..files import atomic_write, file_sha256, read_json, write_json
 from ..fitting import FitConfig
 from ..metrics import evaluate_detection, pose_errors, resize_masks, summarize_pose_errors
 from ..pose import PoseConfig, candidate_cameras
@@ -248,25 +248,25 @@ def _todo(q: int, done: list[tuple[int, int, Path]], size: int) -> list[tuple[in
     return out
 
 
-def _settings(cls, model_ply: Path, pose_config, map_config, seed: int) -> dict:
-    """What a resumed evaluation must share with the interrupted one (the batch size and
-    the devices may change: a query's result does not depend on them, float rounding aside)."""
-    st = model_ply.stat()
+def _settings(cls, model_sha256: str, pose_config, map_config, seed: int) -> dict:
+    """What a resumed evaluation must share with the interrupted one: the model by its
+    content, as its calibration is keyed (the batch size and the devices may change: a
+    query's result does not depend on them, float rounding aside)."""
     pose = dataclasses.asdict(pose_config)
     pose.pop("batch_size")
     return {"queries": list(cls.test.paths), "image_size": [cls.train.width, cls.train.height],
-            "model": [str(model_ply.resolve()), st.st_size, st.st_mtime_ns], "pose_config": pose,
+            "model_sha256": model_sha256, "pose_config": pose,
             "map_config": dataclasses.asdict(map_config), "seed": int(seed)}
 
 
-def _detect_batches(out_dir, cls, gaussians, model_ply, cal, extractor, pose_config, map_config, seed, *, parallel,
+def _detect_batches(out_dir, cls, gaussians, model_sha256, cal, extractor, pose_config, map_config, seed, *, parallel,
                     devices, worker, bars, log, on_batch):
     """The stages over the queries in batches of ``batch_size`` x devices, each batch
     persisted in ``out_dir/.partial`` as it finishes; batches found there are skipped.
     Query i's fine-pose keys are those of the whole run (``split(key(seed), Q * K)``), so
     the results do not depend on where a run was interrupted."""
     test, train = cls.test, cls.train
-    store = _Partial(out_dir / PARTIAL, _settings(cls, model_ply, pose_config, map_config, seed))
+    store = _Partial(out_dir / PARTIAL, _settings(cls, model_sha256, pose_config, map_config, seed))
     q, k = len(test), pose_config.hypotheses
     done = store.done()
     if done:
@@ -351,11 +351,12 @@ def evaluate_class(
         extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
         worker = Worker()
         t0 = time.perf_counter()  # before the maps: a normalised map needs the calibration's residual scales
+        digest = file_sha256(model_ply)  # keys the calibration and the finished batches
         cal = run_in_worker(lambda: model_calibration(
             model_ply, gaussians, train.cameras, train.images, map_config, extractor=extractor,
-            pose_config=pose_config, background=train.background, log=log), worker)
+            pose_config=pose_config, background=train.background, log=log, model_sha256=digest), worker)
         seconds["calibration"] = time.perf_counter() - t0
-        det = _detect_batches(out_dir, cls, gaussians, model_ply, cal, extractor, pose_config, map_config, seed,
+        det = _detect_batches(out_dir, cls, gaussians, digest, cal, extractor, pose_config, map_config, seed,
                               parallel=parallel, devices=devices, worker=worker, bars=bars, log=log,
                               on_batch=on_batch)
         seconds.update(det.seconds)

@@ -12,7 +12,6 @@ A run folder (written by ``splatjax fit`` or by ``evaluate`` into ``OUT/model``)
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from ..errors import DatasetError, UserError
 from ..files import read_json, write_json
 from ..gaussians import load_ply
+from .checkpoint import read_metrics
 from .fit_run import fit_config_changes, run_fit
 from .logs import log_stderr, progress_bars  # noqa: F401 (re-exported)
 
@@ -213,8 +213,7 @@ def _fit_estimate(run_dir: Path, fit_config, train, resume_step: int | None, log
     todo = fit_config.iterations - (resume_step or 0)
     how, rate = None, None
     if resume_step is not None:
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-                   if line.strip()] if (run_dir / "metrics.jsonl").is_file() else []
+        records = read_metrics(run_dir / "metrics.jsonl")  # a torn last line (the interrupt) is skipped
         rates = [r["steps_per_second"] for r in records if r.get("steps_per_second")]
         if rates:
             rate, how = float(rates[-1]), "the rate of its last logged steps"
