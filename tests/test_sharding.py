@@ -113,7 +113,7 @@ def refine(g, c, q, k):
 base_cams, base_traces = pose.refine_poses(g, starts, queries, cfg12, key=jax.random.key(7))
 hlo = jax.jit(lambda *a: shard_over_queries(refine, *a, in_axes=(None, 0, 0, 0), mesh=query_mesh(4))).lower(
     g, starts, queries, keys).as_text()
-out = {"ffi_in_hlo": "splatjax_render_fwd" in hlo and "splatjax_render_bwd" in hlo, "runs": []}
+out = {"ffi_in_hlo": "splatjax_render_fwd_cpu" in hlo and "splatjax_render_bwd_cpu" in hlo, "runs": []}
 for devices, per in ((2, None), (4, None)):
     cfg = ParallelConfig(devices=devices, per_device_batch=per)
     rgb = shard_over_queries(render_all, g, cams, in_axes=(None, 0), config=cfg)

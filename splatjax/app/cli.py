@@ -78,7 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .interrupts import StopSignals
 
     try:
-        with StopSignals():  # SIGINT (even when ignored at start) and SIGTERM end the command cleanly
+        from ..render import placement
+
+        # SIGINT (even when ignored at start) and SIGTERM end the command cleanly; `--backend
+        # cpu` on a GPU machine runs every program on the CPU device
+        with StopSignals(), placement(getattr(args, "backend", "auto")):
             return int(args.func(args) or 0)
     except UserError as err:
         if debug:

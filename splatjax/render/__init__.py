@@ -16,6 +16,8 @@ intersections per Gaussian-camera pair and the error on overflow says how to rai
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -27,7 +29,7 @@ from . import ffi
 from .ffi import DEFAULT_CAPACITY, KernelCapacity
 from .reference import rasterize_reference
 
-__all__ = ["render", "rasterize", "resolve_backend", "available_backends", "BACKENDS", "KernelCapacity"]
+__all__ = ["render", "rasterize", "resolve_backend", "available_backends", "placement", "BACKENDS", "KernelCapacity"]
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "cuda-emu")
 _TEST_ONLY = ("cuda-emu",)  # resolvable by name, never picked by "auto", not listed as available
@@ -72,6 +74,19 @@ def resolve_backend(backend: str) -> str:
             "nvcc at build time), or use backend='reference'.",
         )
     return backend
+
+
+def placement(backend: str):
+    """The context programs using ``backend`` run in: ``jax.default_device`` of the CPU
+    for the CPU kernel on a machine whose default device is a GPU (so that jitted
+    programs are compiled for the CPU, where its FFI target is registered), else no change.
+    An unknown or unavailable backend changes nothing here (it fails where it is used)."""
+    try:
+        concrete = resolve_backend(backend)
+    except ConfigError:
+        return contextlib.nullcontext()
+    device = ffi.kernel_device(concrete) if concrete in ffi.PLATFORMS else None
+    return contextlib.nullcontext() if device is None else jax.default_device(device)
 
 
 def rasterize(

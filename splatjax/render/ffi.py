@@ -46,6 +46,7 @@ distribution.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -62,16 +63,26 @@ from jaxtyping import Array, Float
 
 from ..errors import ConfigError
 
-__all__ = ["KernelCapacity", "DEFAULT_CAPACITY", "PLATFORMS", "available_platforms", "rasterize_ffi", "kernel_library"]
+__all__ = ["KernelCapacity", "DEFAULT_CAPACITY", "PLATFORMS", "available_platforms", "rasterize_ffi", "kernel_library",
+           "target_names", "kernel_device"]
 
 _LIBS = {"cpu": "libsplatjax_cpu.so", "cuda": "libsplatjax_cuda.so", "cuda-emu": "libsplatjax_cuda_emu.so"}
 _SYMBOLS = {"cpu": ("SplatjaxRenderFwdCpu", "SplatjaxRenderBwdCpu"),
             "cuda": ("SplatjaxRenderFwdCuda", "SplatjaxRenderBwdCuda"),
             "cuda-emu": ("SplatjaxRenderFwdCudaEmu", "SplatjaxRenderBwdCudaEmu")}
 _XLA_PLATFORM = {"cpu": "cpu", "cuda": "CUDA", "cuda-emu": "cpu"}
-_TARGETS = {"cpu": ("splatjax_render_fwd", "splatjax_render_bwd"),
-            "cuda": ("splatjax_render_fwd", "splatjax_render_bwd"),
-            "cuda-emu": ("splatjax_render_fwd_cuda_emu", "splatjax_render_bwd_cuda_emu")}
+
+
+def target_names(platform: str) -> tuple[str, str]:
+    """The FFI target names (forward, backward) of ``platform``'s handlers. Every platform
+    has its own names: a program compiled for one platform can never resolve a call meant
+    for another platform's handler (which has another result signature), it fails to
+    compile instead ("no registered implementation")."""
+    suffix = platform.replace("-", "_")
+    return f"splatjax_render_fwd_{suffix}", f"splatjax_render_bwd_{suffix}"
+
+
+_TARGETS = {p: target_names(p) for p in _LIBS}
 
 #: Kernel platforms: the two real ones and the CUDA emulation (tests only).
 PLATFORMS = ("cpu", "cuda", "cuda-emu")
@@ -479,6 +490,35 @@ def _render_bwd(platform, width, height, capacity, antialiased, residuals, cts):
 _render.defvjp(_render_fwd, _render_bwd, symbolic_zeros=True)
 
 
+# ----------------------------------------------------------------------------- placement
+def kernel_device(platform: str) -> jax.Device | None:
+    """The device a ``platform`` kernel must run on when JAX's default device is of
+    another platform (the CPU kernel on a GPU machine: the CPU device), else None."""
+    if _XLA_PLATFORM[platform] != "cpu" or jax.default_backend() == "cpu":
+        return None
+    chosen = jax.config.jax_default_device  # a Device, a platform name or None
+    if chosen is not None and getattr(chosen, "platform", chosen) == "cpu":
+        return None  # already inside jax.default_device(<a CPU device>)
+    return jax.devices("cpu")[0]
+
+
+def _default_device(platform: str):
+    device = kernel_device(platform)
+    return contextlib.nullcontext() if device is None else jax.default_device(device)
+
+
+def _placed(platform: str, arrays):
+    """``arrays`` moved to :func:`kernel_device` when there is one (eagerly, and under
+    ``grad`` / ``vmap``: the move is differentiable, the cotangents go back to where the
+    inputs were). Inside ``jit`` the compiled program's own placement decides: run it
+    under ``jax.default_device(kernel_device(platform))`` (the application does) or a
+    CPU-backend call in a GPU program fails to compile, naming the CPU target."""
+    device = kernel_device(platform)
+    if device is None:
+        return arrays
+    return tuple(jax.device_put(a, device) for a in arrays)
+
+
 # ----------------------------------------------------------------------------- entry point
 def rasterize_ffi(
     means: Float[Array, "N 3"],
@@ -533,7 +573,9 @@ def rasterize_ffi(
         raise ValueError(f"colors must be [N, 3] or [C, N, 3] with N={n}, C={C}; got {cols.shape}")
     cols = cols[None] if cols.ndim == 2 else cols
     gauss = [jnp.asarray(x, f32) for x in (means, scales, quats, opacities)]
-    rgb, alpha = _render(platform, int(width), int(height), capacity, bool(antialiased), *gauss, cols, offset, *cams)
+    arrays = _placed(platform, (*gauss, cols, offset, *cams))
+    with _default_device(platform):
+        rgb, alpha = _render(platform, int(width), int(height), capacity, bool(antialiased), *arrays)
     if single:
         rgb, alpha = rgb[0], alpha[0]
     return rgb.astype(dtype), alpha.astype(dtype)
