@@ -1,0 +1,188 @@
+"""Where the time goes: the fine pose's step taken apart, and a fit's wall time split into
+compiled training, compilation and the work between chunks. Runs on whatever device JAX
+picks (CPU here, the GPU in scripts/gpu_check.sh) and prints one JSON object (also
+written to ``--json``).
+
+Fine pose (``--model`` .ply or run folder, ``--data`` a Blender folder whose val views are
+the queries, at ``--image-size``, in batches of ``--batch``), milliseconds per batch, each
+part compiled before timing and timed as the median of ``--repeats`` runs:
+
+- ``render``: the forward render of the batch's cameras (one kernel launch);
+- ``render_grad``: forward + pose-only backward of a plain sum of the renders;
+- ``loss_grad``: the photometric loss (L1 + SSIM) and its gradient on given images;
+- ``step``: one whole refinement step (render, loss, backward, Adam, best-iterate tracking);
+- ``scan_per_step``: the compiled refinement of ``--steps`` steps, per step.
+
+``scan_per_step - step`` is the loop's own cost; ``step - render_grad - loss_grad`` the
+optimiser and bookkeeping. The optimised HLO of the refinement is counted for
+``conditional`` and ``while`` instructions (each is a device-to-host round trip per
+execution on a GPU), custom calls and fusions.
+
+Fit (``--fit-steps`` > 0, first): the plain ``splatjax fit DATA --resolution R --iterations
+S`` into ``--fit-out``; compilations are counted and timed through ``jax.monitoring``. Its
+model is the fine pose's when ``--model`` is not given.
+
+    python scripts/profile_stages.py --data LEGO --fit-steps 600 --fit-out /tmp/prof_fit \
+        --image-size 200 --batch 8 --json prof.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import splatjax as sj  # noqa: E402
+from splatjax import pose  # noqa: E402
+from splatjax.losses import photometric_loss  # noqa: E402
+from splatjax.render import render  # noqa: E402
+
+
+class Compiles:
+    """Counts and times JAX's compilations (backend compile events) while alive."""
+
+    def __init__(self):
+        self.events = collections.Counter()
+        self.seconds = collections.Counter()
+        jax.monitoring.register_event_duration_secs_listener(self._on)
+
+    def _on(self, name, secs, **kw):
+        if name.startswith("/jax/"):
+            self.events[name] += 1
+            self.seconds[name] += secs
+
+    def snapshot(self):
+        backend = [k for k in self.events if "backend_compile" in k]
+        trace = [k for k in self.events if k.endswith("jaxpr_trace_duration")]
+        lower = [k for k in self.events if k.endswith("jaxpr_to_mlir_module_duration")]
+        total = lambda keys: round(sum(self.seconds[k] for k in keys), 3)  # noqa: E731
+        return {"compilations": sum(self.events[k] for k in backend), "compile_seconds": total(backend),
+                "trace_seconds": total(trace), "lower_seconds": total(lower)}
+
+
+def _median_ms(fn, args, repeats):
+    jax.block_until_ready(fn(*args))  # compile + warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * float(np.median(times))
+
+
+def _hlo_counts(text: str) -> dict:
+    ops = collections.Counter(re.findall(r" (conditional|while|custom-call|fusion)\(", text))
+    targets = collections.Counter(re.findall(r'custom_call_target="([^"]+)"', text))
+    return {"conditional": ops["conditional"], "while": ops["while"], "custom-call": ops["custom-call"],
+            "fusion": ops["fusion"], "custom_call_targets": dict(targets)}
+
+
+def fine_pose_breakdown(args) -> dict:
+    from splatjax.app.runs import resolve_model
+    from splatjax.data import load_blender
+    from splatjax.pose import fine
+
+    g = sj.load_ply(resolve_model(args.model))
+    val = load_blender(Path(args.data), "val", args.image_size)
+    idx = np.arange(args.batch) % len(val)
+    queries = jnp.asarray(val.images[idx])
+    cams = jax.tree_util.tree_map(lambda x: x[idx], val.cameras)
+    config = pose.PoseConfig(steps=args.steps, backend=args.backend)
+    static = fine._static(config, val.background)
+    bg = jnp.asarray(val.background, jnp.float32)
+    params0 = jax.vmap(lambda k: pose.init_screw(key=k, std=config.init_std))(jax.random.split(jax.random.key(0), args.batch))
+
+    def rend(cam, p):
+        return render(g, pose.moved_camera(cam, p), background=bg, backend=args.backend)[0]
+
+    f_render = jax.jit(jax.vmap(rend))
+    f_render_grad = jax.jit(jax.vmap(jax.grad(lambda p, cam: jnp.sum(rend(cam, p)))))
+    f_loss_grad = jax.jit(jax.vmap(jax.value_and_grad(lambda a, b: photometric_loss(a, b))))
+    renders = f_render(cams, params0)
+    one_step = functools.partial(fine._refine_batch_jit, **{**static, "steps": 1})
+    all_steps = functools.partial(fine._refine_batch_jit, **static)
+    r = args.repeats
+    out = {
+        "gaussians": int(g.num), "batch": args.batch, "image": [val.width, val.height], "steps": args.steps,
+        "render_ms": _median_ms(f_render, (cams, params0), r),
+        "render_grad_ms": _median_ms(f_render_grad, (params0, cams), r),
+        "loss_grad_ms": _median_ms(f_loss_grad, (renders, queries), r),
+        "step_ms": _median_ms(one_step, (g, cams, queries, params0), r),
+        "scan_ms": _median_ms(all_steps, (g, cams, queries, params0), max(1, r // 3)),
+    }
+    out["scan_per_step_ms"] = out["scan_ms"] / args.steps
+    out["per_query_s"] = out["scan_ms"] / 1000.0 / args.batch
+    text = fine._refine_batch_jit.lower(g, cams, queries, params0, **static).compile().as_text()
+    out["hlo"] = _hlo_counts(text)
+    return out
+
+
+def fit_breakdown(args, compiles: Compiles) -> dict:
+    """The plain ``splatjax fit DATA --resolution R --iterations S`` (the application's
+    run_fit, run folder ``--fit-out``), with its compilations counted."""
+    from splatjax.app.fit_run import run_fit
+    from splatjax.fitting import FitConfig
+
+    before = compiles.snapshot()
+    t0 = time.perf_counter()
+    info = run_fit(args.data, args.fit_out, FitConfig(iterations=args.fit_steps, resolution=args.fit_resolution),
+                   log=lambda line: None)
+    wall = time.perf_counter() - t0
+    after = compiles.snapshot()
+    records = [json.loads(x) for x in (Path(args.fit_out) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rates = [r["steps_per_second"] for r in records if r.get("steps_per_second")]
+    return {"steps": args.fit_steps, "resolution": args.fit_resolution, "wall_s": round(wall, 2),
+            "fit_seconds": info.get("seconds"), "gaussians": info.get("num_gaussians"),
+            "val_psnr": info.get("val_psnr"), "capacities": sorted({r["capacity"] for r in records if "capacity" in r}),
+            "steady_steps_per_s": round(float(np.median(rates)), 1) if rates else None,
+            "compilations": after["compilations"] - before["compilations"],
+            **{k: round(after[k] - before[k], 2) for k in after if k != "compilations"}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="run folder or .ply (fine-pose breakdown)")
+    ap.add_argument("--data", required=True, help="Blender folder (val views = queries; train views for the fit)")
+    ap.add_argument("--image-size", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=175)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--fit-steps", type=int, default=0)
+    ap.add_argument("--fit-resolution", type=int, default=200)
+    ap.add_argument("--fit-out", default="runs/profile_fit", help="run folder of the fit (its model is then profiled "
+                    "when --model is not given)")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    compiles = Compiles()
+    res = {"device": str(jax.devices()[0]), "jax": jax.__version__, "machine": platform.machine(),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if args.fit_steps > 0:
+        res["fit"] = fit_breakdown(args, compiles)
+        args.model = args.model or args.fit_out
+    if args.model:
+        before = compiles.snapshot()
+        res["fine_pose"] = fine_pose_breakdown(args)
+        after = compiles.snapshot()
+        res["fine_pose"].update({k: round(after[k] - before[k], 3) for k in after})
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
