@@ -107,7 +107,7 @@ if wanted bench && [ -n "${GSPLAT_PID:-}" ]; then
   timeout $((300 * LIMIT_SCALE)) tail --pid="$GSPLAT_PID" -f /dev/null
   tail -n 3 "$WORK/logs/gsplat.log" | cut -c1-300 | sed 's/^/     /' | tee -a "$SUMMARY"
 fi
-run_step bench 240 "$PY scripts/bench_render.py --sizes 100000 300000 1000000 --cameras 1 64 --repeats 5 --no-write"
+run_step bench 240 "$PY scripts/bench_render.py --backends cuda --sizes 100000 300000 1000000 --cameras 1 64 --repeats 5 --no-write"
 
 if [ -n "$LEGO" ]; then
   run_step profile 240 "$PY scripts/profile_stages.py --data $LEGO --fit-steps 3000 --fit-resolution 200 --fit-out $WORK/lego200 \

@@ -17,6 +17,7 @@ from scenes import look_at_c2w, random_scene
 import splatjax as sj
 from splatjax.data.types import PosedViews
 from splatjax.fitting import FitConfig, fit, make_optimizer, scene_extent, train_view_indices
+from splatjax.errors import ConfigError
 from splatjax.fitting import train as train_mod
 
 # One small schedule shared by the tests, so compilations are reused between them:
@@ -118,6 +119,45 @@ def test_fit_grows_the_buffer_and_recompiles_only_at_growth(views, caplog):
     assert densify[2]["densify"]["pruned"] > 0  # opacity reset at 20, pruned at 30
     assert result.num_gaussians == counts[-1] and result.state.capacity >= counts[-1]
     assert result.steps == 60 and result.completed and np.isfinite(result.final_loss)
+
+
+def test_roomy_buffer_grows_with_headroom_and_never_shrinks(views):
+    """buffer="roomy" (the GPU default): every growth leaves room for twice the demand, no
+    shrink, so no more distinct buffer sizes (= compilations of the training chunk) than the
+    compact policy; both fits see the same schedule of densifications."""
+    from splatjax.fitting import buffer_is_roomy
+
+    assert buffer_is_roomy(TOY, "cuda") and not buffer_is_roomy(TOY, "cpu") and not buffer_is_roomy(TOY, "reference")
+    assert buffer_is_roomy(dataclasses.replace(TOY, buffer="roomy"), "cpu")
+    assert not buffer_is_roomy(dataclasses.replace(TOY, buffer="compact"), "cuda")
+    runs = {b: fit(views, dataclasses.replace(TOY, buffer=b)) for b in ("compact", "roomy")}
+    sizes = {}
+    for b, result in runs.items():
+        caps = [64] + [e["resize"] for e in result.events if "resize" in e]
+        sizes[b] = caps
+        assert [e["step"] for e in result.events if "densify" in e] == [10, 20, 30, 40]
+    roomy = [e for e in runs["roomy"].events if "resize" in e]
+    assert roomy and all(e["resize"] >= 2 * e["needed"] for e in roomy)
+    assert all(a < b for a, b in zip(sizes["roomy"], sizes["roomy"][1:]))  # only grows
+    assert len(set(sizes["roomy"])) <= len(set(sizes["compact"]))
+    with pytest.raises(ConfigError):
+        dataclasses.replace(TOY, buffer="huge")
+
+
+def test_unguarded_chunk_equals_the_guarded_one(views):
+    """A chunk compiled without the per-step iteration test (a GPU round trip per step)
+    computes the same state and losses when it ends before ``iterations``."""
+    cfg = train_mod.compiled_config(TOY)
+    images, cams = jnp.asarray(views.images), views.cameras
+    outs = []
+    for guarded in (True, False):
+        s = train_mod.init_state(random_scene(4, 24), TOY, 1.0, 32)
+        s, losses, psnrs = train_mod.train_chunk(s, images, cams, jax.random.PRNGKey(1), jnp.int32(1000), 1000,
+                                                 config=cfg, extent=1.0, guarded=guarded)
+        outs.append((s.params.means, s.step, losses, psnrs))
+    for a, b in zip(*outs):  # the same up to float rounding (the two programs fuse differently)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    assert int(outs[0][1]) == TOY.chunk_steps and np.all(np.isfinite(np.asarray(outs[0][2])))
 
 
 def test_fit_learns_and_validates(views):

@@ -58,6 +58,7 @@ __all__ = [
     "make_optimizer",
     "scene_extent",
     "train_view_indices",
+    "buffer_is_roomy",
 ]
 
 _INIT_STREAM = 0
@@ -155,6 +156,14 @@ class _Setup:
     val: tuple | None
     val_subset: np.ndarray | None
     train_views: tuple[int, ...]
+    roomy: bool  # the buffer policy: grow with headroom and never shrink (each new size recompiles)
+
+
+def buffer_is_roomy(config: FitConfig, backend: str) -> bool:
+    """Whether a fit of ``config`` on the concrete ``backend`` resizes its buffer the
+    "roomy" way: on a GPU the inactive slots cost next to nothing while every new buffer
+    size recompiles the training programs; on the CPU every slot is projected each step."""
+    return config.buffer == "roomy" or (config.buffer == "auto" and backend == "cuda")
 
 
 def _setup(scene: PosedViews, config: FitConfig, key, val: PosedViews | None) -> _Setup:
@@ -173,7 +182,8 @@ def _setup(scene: PosedViews, config: FitConfig, key, val: PosedViews | None) ->
     return _Setup(config=config, compiled=_train.compiled_config(config), strategy=strategy_for(config),
                   extent=scene_extent(views.c2w) if len(views) > 1 else 1.0, key=key,
                   images=jnp.asarray(views.images, jnp.float32), cameras=views.cameras, val=val_data,
-                  val_subset=subset, train_views=tuple(int(i) for i in idx))
+                  val_subset=subset, train_views=tuple(int(i) for i in idx),
+                  roomy=buffer_is_roomy(config, config.backend))
 
 
 def _initial_gaussians(init, config: FitConfig, key) -> Gaussians:
@@ -217,7 +227,7 @@ def _resize_for_densify(state: TrainState, s: _Setup, size_prune, floor: int):
     need = int(_train.densify_demand(state, size_prune, strategy=s.strategy, extent=s.extent))
     if need <= state.capacity:
         return state, None
-    cap = max(_pow2(need), floor)
+    cap = max(_pow2(need * (2 if s.roomy else 1)), floor)
     return _train.resize_state(state, cap, s.compiled, s.extent), {"resize": cap, "needed": need}
 
 
@@ -236,7 +246,7 @@ def _apply_events(state: TrainState, s: _Setup, step: int, floor: int) -> tuple[
         c = {f: int(v) for f, v in jax.device_get({f: getattr(counts, f) for f in _COUNT_FIELDS}).items()}
         events.append({"step": step, "densify": c})
         target = max(floor, _pow2(2 * c["active"]))
-        if 4 * c["active"] <= state.capacity and target < state.capacity:
+        if not s.roomy and 4 * c["active"] <= state.capacity and target < state.capacity:
             state = _train.resize_state(state, target, s.compiled, s.extent)
             events.append({"step": step, "resize": target})
     if reset:
@@ -313,7 +323,8 @@ def fit(
         tc = time.perf_counter()
         state, losses, psnrs = _train.train_chunk(state, s.images, s.cameras, s.key, jnp.int32(total),
                                                   jnp.int32(s.strategy.schedule.sh_degree_every),
-                                                  config=s.compiled, extent=s.extent)
+                                                  config=s.compiled, extent=s.extent,
+                                                  guarded=step + config.chunk_steps > total)
         prev, step = step, min(step + config.chunk_steps, total)
         losses, psnrs = np.asarray(losses), np.asarray(psnrs)  # the one sync per chunk
         dt = time.perf_counter() - tc

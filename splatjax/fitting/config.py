@@ -16,6 +16,7 @@ from ..errors import ConfigError
 __all__ = ["FitConfig"]
 
 _BACKENDS = ("auto", "reference", "cpu", "cuda")
+BUFFER_POLICIES = ("auto", "compact", "roomy")
 _INIT_EXTENT = 1.3  # half-width of the random initialisation's cube
 
 
@@ -71,6 +72,9 @@ class FitConfig:
     opacity_reset_every: int | None = _f(None, "opacity reset cadence (default: 3000 at 30k steps, scaled)")
     opacity_reset_value: float = 0.01
     capacity: int | None = _f(None, "initial Gaussian buffer size (default: automatic; it grows as needed)")
+    buffer: str = _f("auto", "buffer resizing: 'compact' (grow to the next power of two, shrink after heavy "
+                     "pruning), 'roomy' (grow to twice that, never shrink: fewer recompilations), 'auto' (roomy "
+                     "on a GPU, compact on the CPU)", choices=BUFFER_POLICIES)
     # execution
     chunk_steps: int = 100
     checkpoint_every: int = _f(5000, "checkpoint every this many steps (also on interrupts)")
@@ -114,6 +118,8 @@ class FitConfig:
             bad("init_opacity", "must be in (0, 1)")
         if self.backend not in _BACKENDS:
             bad("backend", f"must be one of {', '.join(_BACKENDS)}")
+        if self.buffer not in BUFFER_POLICIES:
+            bad("buffer", f"must be one of {', '.join(BUFFER_POLICIES)}")
         bg = tuple(float(b) for b in self.background)
         if len(bg) != 3 or not all(0.0 <= b <= 1.0 for b in bg):
             bad("background", "must be 3 numbers in [0, 1]")

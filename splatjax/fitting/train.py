@@ -132,18 +132,22 @@ def compiled_config(config: FitConfig) -> FitConfig:
     compilations."""
     d = FitConfig()
     unused = ("iterations", "resolution", "upsample", "init_points", "init_extent", "init_opacity", "init_ply", "capacity",
-              "checkpoint_every", "checkpoint_minutes", "seed", "train_fraction", "val_every", "val_views",
+              "buffer", "checkpoint_every", "checkpoint_minutes", "seed", "train_fraction", "val_every", "val_views",
               "log_every", "densify_from", "densify_until", "opacity_reset_every", "densify_grad_threshold",
               "percent_dense", "prune_opacity", "prune_screen_size", "prune_world_size", "opacity_reset_value")
     return dataclasses.replace(config, **{k: getattr(d, k) for k in unused})
 
 
-@partial(jax.jit, static_argnames=("config", "extent"), donate_argnames=("state",))
+@partial(jax.jit, static_argnames=("config", "extent", "guarded"), donate_argnames=("state",))
 def train_chunk(state: TrainState, images: Float[Array, "V H W 3"], cameras, key, iterations: Int[Array, ""],
-                sh_degree_every: Int[Array, ""] | int = 1000, *, config: FitConfig, extent: float):
+                sh_degree_every: Int[Array, ""] | int = 1000, *, config: FitConfig, extent: float,
+                guarded: bool = True):
     """``config.chunk_steps`` optimisation steps on one shuffled view each (steps past
     ``iterations``, a traced scalar, are no-ops). Returns the new state and per-step (loss, PSNR) (NaN for
-    no-op steps). The view of step s is entry s % V of a permutation drawn from (key, s // V).
+    no-op steps). ``guarded=False`` (static) leaves out the per-step test against
+    ``iterations`` (a conditional, hence a device-to-host round trip per step on a GPU): for
+    chunks the caller knows end at or before ``iterations``; the results are the same (up to float rounding).
+    The view of step s is entry s % V of a permutation drawn from (key, s // V).
     Step s (counted from 1) renders SH degree min(config.sh_degree, s // sh_degree_every)."""
     n_views = images.shape[0]
     opt = make_optimizer(config, extent, iterations)
@@ -182,6 +186,8 @@ def train_chunk(state: TrainState, images: Float[Array, "V H W 3"], cameras, key
         return state, (nan, nan)
 
     def body(state, _):
+        if not guarded:
+            return step(state)
         return jax.lax.cond(state.step < iterations, step, skip, state)
 
     state, (losses, psnrs) = jax.lax.scan(body, state, None, length=config.chunk_steps)
