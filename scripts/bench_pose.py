@@ -199,6 +199,7 @@ def accuracy_table(args) -> int:
         e0, e1 = pose_errors(est.coarse_c2w, true_c2w), pose_errors(est.c2w, true_c2w)
         fine = est.seconds["fine"] + est.seconds["polish"]
         row = {"setting": text, "fine_s_per_query": (fine - sum(compiles)) / len(qidx),
+               "stage_s_per_query": {k: v / len(qidx) for k, v in est.seconds.items()},
                "compile_s": sum(compiles), "stage_cpu_s_per_query_incl_compile": cpu / len(qidx),
                "rot_median": float(np.median(e1["rotation_rad"])), "rot_max": float(np.max(e1["rotation_rad"])),
                "trans_median": float(np.median(e1["translation"])), "trans_max": float(np.max(e1["translation"])),
@@ -211,6 +212,8 @@ def accuracy_table(args) -> int:
               f"{row['rot_median']:.4f} max {row['rot_max']:.4f} rad | translation median {row['trans_median']:.4f} "
               f"max {row['trans_max']:.4f} | diverged {row['diverged']} | other hypothesis kept "
               f"{row['other_hypothesis']}", flush=True)
+        print("  seconds per query by stage (compilation included): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in row["stage_s_per_query"].items()), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"image": [val.width, val.height], "queries": qidx.tolist(),
                                                "num_gaussians": int(g.num), "rows": rows}, indent=1))

@@ -13,6 +13,9 @@ part compiled before timing and timed as the median of ``--repeats`` runs:
 - ``step``: one whole refinement step (render, loss, backward, Adam, best-iterate tracking);
 - ``scan_per_step``: the compiled refinement of ``--steps`` steps, per step.
 
+``--sweep-batches`` / ``--sweep-sizes``: the refinement's cost per query against the batch
+size and the image size (cost against work).
+
 ``scan_per_step - step`` is the loop's own cost; ``step - render_grad - loss_grad`` the
 optimiser and bookkeeping. The optimised HLO of the refinement is counted for
 ``conditional`` and ``while`` instructions (each is a device-to-host round trip per
@@ -129,6 +132,32 @@ def fine_pose_breakdown(args) -> dict:
     return out
 
 
+def fine_pose_sweep(args) -> list[dict]:
+    """Cost against work: the compiled refinement (``--steps`` steps) per query, for each
+    batch size of ``--sweep-batches`` at ``--image-size`` and each image size of
+    ``--sweep-sizes`` at ``--batch`` (compilation excluded: one warm-up run each)."""
+    from splatjax.app.runs import resolve_model
+    from splatjax.data import load_blender
+    from splatjax.pose import fine
+
+    g = sj.load_ply(resolve_model(args.model))
+    config = pose.PoseConfig(steps=args.steps, backend=args.backend)
+    cases = [(b, args.image_size) for b in args.sweep_batches] + [(args.batch, w) for w in args.sweep_sizes]
+    rows = []
+    for batch, width in cases:
+        val = load_blender(Path(args.data), "val", width)
+        idx = np.arange(batch) % len(val)
+        queries = jnp.asarray(val.images[idx])
+        cams = jax.tree_util.tree_map(lambda x: x[idx], val.cameras)
+        params0 = jax.vmap(lambda k: pose.init_screw(key=k, std=config.init_std))(jax.random.split(jax.random.key(0), batch))
+        run = functools.partial(fine._refine_batch_jit, **fine._static(config, val.background))
+        ms = _median_ms(run, (g, cams, queries, params0), 1)
+        rows.append({"batch": batch, "image": width, "steps": args.steps, "ms_per_step": round(ms / args.steps, 3),
+                     "s_per_query": round(ms / 1000.0 / batch, 4)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def fit_breakdown(args, compiles: Compiles) -> dict:
     """The plain ``splatjax fit DATA --resolution R --iterations S`` (the application's
     run_fit, run folder ``--fit-out``), with its compilations counted."""
@@ -163,6 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-resolution", type=int, default=200)
     ap.add_argument("--fit-out", default="runs/profile_fit", help="run folder of the fit (its model is then profiled "
                     "when --model is not given)")
+    ap.add_argument("--sweep-batches", type=int, nargs="*", default=[], help="fine-pose cost per batch size")
+    ap.add_argument("--sweep-sizes", type=int, nargs="*", default=[], help="fine-pose cost per image width")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -177,6 +208,8 @@ def main(argv=None) -> int:
         res["fine_pose"] = fine_pose_breakdown(args)
         after = compiles.snapshot()
         res["fine_pose"].update({k: round(after[k] - before[k], 3) for k in after})
+        if args.sweep_batches or args.sweep_sizes:
+            res["fine_pose_sweep"] = fine_pose_sweep(args)
     text = json.dumps(res, indent=1)
     print(text)
     if args.json:
