@@ -151,6 +151,34 @@ def write_colmap(sparse: Path, cameras, images, points=None, colors=None, *, bin
     return sparse
 
 
+def make_colmap(root: Path, *, binary: bool, sparse="sparse/0", cameras=None, n_points=40) -> dict:
+    """A tiny COLMAP folder: three 16x12 RGBA images (half transparent), two cameras,
+    random rotations, ``n_points`` coloured points in [-1, 1]^3, the model in ``sparse``.
+    Image ids are not in name order. Returns what was written."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(7)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    names = ["c.png", "a.png", "b.png"]
+    for k, name in enumerate(names):
+        a = rng.integers(0, 256, (12, 16, 4)).astype(np.uint8)
+        a[:, :8, 3] = 0 if k else 128
+        a[:, 8:, 3] = 255
+        Image.fromarray(a, "RGBA").save(root / "images" / name)
+    cameras = cameras or [(3, "PINHOLE", 16, 12, [20.0, 22.0, 7.5, 6.25]),
+                          (5, "SIMPLE_PINHOLE", 16, 12, [18.0, 8.0, 6.0])]
+    rots = Rotation.random(3, random_state=3)
+    images = []
+    for k, name in enumerate(names):
+        x, y, z, w = rots[k].as_quat()
+        images.append((k + 1, [w, x, y, z], [0.1 * k, -0.2, 3.0 + k], cameras[k % len(cameras)][0], name))
+    pts = rng.uniform(-1, 1, (n_points, 3))
+    cols = rng.integers(0, 256, (n_points, 3))
+    write_colmap(root / sparse, cameras, images, pts, cols, binary=binary)
+    return {"images": images, "cameras": {c[0]: c for c in cameras}, "points": pts, "colors": cols,
+            "rots": rots}
+
+
 def tree_state(root: Path) -> dict:
     """Every path under ``root`` with (is folder, mtime ns, size, bytes of files)."""
     return {str(p.relative_to(root)): (p.is_dir(), p.stat().st_mtime_ns, p.stat().st_size,

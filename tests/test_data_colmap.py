@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_builders import colmap_pose, find_lego, make_blender, make_mad, raises, write_colmap
+from dataset_builders import colmap_pose, find_lego, make_blender, make_colmap, make_mad, raises, write_colmap
 from PIL import Image
 
 from splatjax.data import (
@@ -27,39 +27,12 @@ from splatjax.data.colmap import read_model
 BG = (0.2, 0.4, 0.6)
 
 
-def _synthetic(root: Path, *, binary: bool, sparse="sparse/0", cameras=None, n_points=40) -> dict:
-    """A tiny COLMAP scene: three 16x12 RGBA images (half transparent), two cameras,
-    random poses looking at the origin, ``n_points`` coloured points. Image ids are not in
-    name order."""
-    rng = np.random.default_rng(7)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    names = ["c.png", "a.png", "b.png"]
-    for k, name in enumerate(names):
-        a = rng.integers(0, 256, (12, 16, 4)).astype(np.uint8)
-        a[:, :8, 3] = 0 if k else 128
-        a[:, 8:, 3] = 255
-        Image.fromarray(a, "RGBA").save(root / "images" / name)
-    cameras = cameras or [(3, "PINHOLE", 16, 12, [20.0, 22.0, 7.5, 6.25]), (5, "SIMPLE_PINHOLE", 16, 12, [18.0, 8.0, 6.0])]
-    from scipy.spatial.transform import Rotation
-
-    rots = Rotation.random(3, random_state=3)
-    images = []
-    for k, name in enumerate(names):
-        x, y, z, w = rots[k].as_quat()
-        images.append((k + 1, [w, x, y, z], [0.1 * k, -0.2, 3.0 + k], cameras[k % len(cameras)][0], name))
-    pts = rng.uniform(-1, 1, (n_points, 3))
-    cols = rng.integers(0, 256, (n_points, 3))
-    write_colmap(root / sparse, cameras, images, pts, cols, binary=binary)
-    return {"images": images, "cameras": {c[0]: c for c in cameras}, "points": pts, "colors": cols,
-            "rots": rots}
-
-
 def test_text_and_binary_models_load_the_same_views(tmp_path):
     """No shared data: both forms, in sparse/0 and in sparse/, give identical views; the
     cameras are COLMAP's (R, t, intrinsics scaled to the loaded size); views are ordered by
     name; alpha is composited on the background; points come through with rgb in [0, 1]."""
-    truth = _synthetic(tmp_path / "txt", binary=False)
-    _synthetic(tmp_path / "bin", binary=True, sparse="sparse")
+    truth = make_colmap(tmp_path / "txt", binary=False)
+    make_colmap(tmp_path / "bin", binary=True, sparse="sparse")
     a = load_colmap(tmp_path / "txt", 8, BG)
     b = load_colmap(tmp_path / "bin", 8, BG)
     for x, y in ((a.train.images, b.train.images), (a.train.c2w, b.train.c2w),
@@ -87,7 +60,7 @@ def test_text_and_binary_models_load_the_same_views(tmp_path):
 
 
 def test_registry_picks_one_format(tmp_path):
-    _synthetic(tmp_path / "colmap", binary=False)
+    make_colmap(tmp_path / "colmap", binary=False)
     make_blender(tmp_path / "blender")
     make_mad(tmp_path / "mad")
     for name in ("colmap", "blender", "mad"):
@@ -103,15 +76,15 @@ def test_registry_picks_one_format(tmp_path):
 @pytest.mark.parametrize("binary", [False, True])
 def test_distortion_and_other_models(tmp_path, binary):
     cams = [(1, "SIMPLE_RADIAL", 16, 12, [18.0, 8.0, 6.0, 0.01])]
-    _synthetic(tmp_path / "d", binary=binary, cameras=cams)
+    make_colmap(tmp_path / "d", binary=binary, cameras=cams)
     ext = "bin" if binary else "txt"
     msg = raises(DatasetError, lambda: load_colmap(tmp_path / "d", 8), f"cameras.{ext}", "camera 1",
                  "image_undistorter")
     assert "\n" not in msg
-    _synthetic(tmp_path / "f", binary=binary, cameras=[(2, "OPENCV_FISHEYE", 16, 12, [18.0] * 4 + [0.1] * 4)])
+    make_colmap(tmp_path / "f", binary=binary, cameras=[(2, "OPENCV_FISHEYE", 16, 12, [18.0] * 4 + [0.1] * 4)])
     raises(DatasetError, lambda: load_colmap(tmp_path / "f", 8), f"cameras.{ext}", "camera 2", "OPENCV_FISHEYE")
     # radial models without distortion are pinhole cameras
-    _synthetic(tmp_path / "z", binary=binary, cameras=[(1, "RADIAL", 16, 12, [18.0, 8.0, 6.0, 0.0, 0.0])])
+    make_colmap(tmp_path / "z", binary=binary, cameras=[(1, "RADIAL", 16, 12, [18.0, 8.0, 6.0, 0.0, 0.0])])
     cam = load_colmap(tmp_path / "z", 16).train.camera(0)
     assert (float(cam.fx), float(cam.fy), float(cam.cx), float(cam.cy)) == (18.0, 18.0, 8.0, 6.0)
 
@@ -131,23 +104,24 @@ def _cut(path: Path, n: int) -> None:
     (lambda p: p.write_text(p.read_text().replace("c.png", "c.png\n1 2", 1)), "images.txt"),
     (lambda p: p.write_text(p.read_text() + "7 0.1 nan-ish 3 4 5\n"), "points3D.txt"),
     (lambda p: p.write_bytes(b"\xff\xfe\x00garbage"), "images.txt"),
-])
+], ids=["cut-cameras", "cut-images", "cut-points", "trailing-bytes", "bad-model-id", "empty-points",
+        "bad-camera-line", "bad-points2d-line", "bad-point-line", "not-utf8"])
 def test_damaged_files_name_the_file(tmp_path, damage, file):
-    _synthetic(tmp_path, binary=file.endswith(".bin"))
+    make_colmap(tmp_path, binary=file.endswith(".bin"))
     damage(tmp_path / "sparse" / "0" / file)
     msg = raises(DatasetError, lambda: load_colmap(tmp_path), file)
     assert "\n" not in msg
 
 
 def test_inconsistent_models_are_refused(tmp_path):
-    truth = _synthetic(tmp_path / "a", binary=False)
+    truth = make_colmap(tmp_path / "a", binary=False)
     (tmp_path / "a" / "images" / "b.png").unlink()
     raises(DatasetNotFoundError, lambda: load_colmap(tmp_path / "a"), "images.txt", "b.png")
     imgs = [(iid, q, t, 9, name) for iid, q, t, _, name in truth["images"]]
-    _synthetic(tmp_path / "b", binary=True)
+    make_colmap(tmp_path / "b", binary=True)
     write_colmap(tmp_path / "b" / "sparse" / "0", list(truth["cameras"].values()), imgs, binary=True)
     raises(DatasetError, lambda: load_colmap(tmp_path / "b"), "images.bin", "camera 9")
-    _synthetic(tmp_path / "c", binary=False, cameras=[(1, "PINHOLE", 32, 24, [20.0, 22.0, 16.0, 12.0])])
+    make_colmap(tmp_path / "c", binary=False, cameras=[(1, "PINHOLE", 32, 24, [20.0, 22.0, 16.0, 12.0])])
     raises(DatasetError, lambda: load_colmap(tmp_path / "c"), "cameras.txt", "camera 1 is 32x24", "16x12")
     (tmp_path / "d" / "sparse").mkdir(parents=True)
     (tmp_path / "d" / "sparse" / "cameras.txt").write_text("")

@@ -125,6 +125,12 @@ def _text_records(path: Path):
     return [(n, line.split()) for n, line in enumerate(text.splitlines(), 1)]
 
 
+def _finite(values) -> bool:
+    """All finite, also as float32 (what the cameras and the fit use)."""
+    with np.errstate(over="ignore"):
+        return bool(np.all(np.isfinite(np.asarray(values, np.float64).astype(np.float32))))
+
+
 def _bad_line(path: Path, n: int, what: str) -> DatasetError:
     return DatasetError(f"{str(path)!r} line {n}: {what}")
 
@@ -137,7 +143,7 @@ def _camera(path: Path, where: str, cam_id: int, model: str, width: int, height:
                            f"expected {_PARAMS_OF[model]}")
     if not (0 < width < 1 << 20 and 0 < height < 1 << 20):
         raise DatasetError(f"{str(path)!r}{where}: camera {cam_id} has image size {width}x{height}")
-    if not all(math.isfinite(p) for p in params):
+    if not _finite(params):
         raise DatasetError(f"{str(path)!r}{where}: camera {cam_id} has non-finite parameters")
     return ColmapCamera(cam_id, model, int(width), int(height), tuple(float(p) for p in params))
 
@@ -158,7 +164,7 @@ def _read_cameras_text(path: Path) -> dict[int, ColmapCamera]:
 
 def _image(path: Path, where: str, img_id: int, q, t, cam_id: int, name: str) -> ColmapImage:
     q, t = tuple(float(v) for v in q), tuple(float(v) for v in t)
-    if not all(math.isfinite(v) for v in q + t) or math.hypot(*q) < 1e-8:
+    if not _finite(q + t) or math.hypot(*q) < 1e-8:
         raise DatasetError(f"{str(path)!r}{where}: image {img_id} has an invalid pose (quaternion {q}, "
                            f"translation {t})")
     if not name:
@@ -200,7 +206,7 @@ def _read_points_text(path: Path) -> np.ndarray:
 
 
 def _points(path: Path, a: np.ndarray) -> np.ndarray:
-    if not np.all(np.isfinite(a[:, :3])):
+    if not _finite(a[:, :3]):
         raise DatasetError(f"{str(path)!r}: some points have non-finite coordinates")
     if a.size and (a[:, 3:].min() < 0 or a[:, 3:].max() > 255):
         raise DatasetError(f"{str(path)!r}: point colours must be integers in 0..255")
