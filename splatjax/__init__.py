@@ -32,7 +32,15 @@ from .app.detect import detect
 from .app.evaluate import evaluate
 from .app.fit_run import run_fit
 from .camera import Camera, blender_c2w_from_camera, camera_from_blender, look_at_c2w, stack_cameras
-from .data import class_folders, load_blender, load_mad_class, load_test_poses, make_toy_dataset
+from .data import (
+    class_folders,
+    detect_format,
+    load_blender,
+    load_colmap,
+    load_mad_class,
+    load_test_poses,
+    make_toy_dataset,
+)
 from .errors import ConfigError, DatasetError, UserError, WeightsError
 from .fitting import FitConfig, FitResult, fit
 from .gaussians import Gaussians, init_random_gaussians, load_ply, save_ply
@@ -85,6 +93,7 @@ __all__ = [
     "data",
     "demo",
     "detect",
+    "detect_format",
     "estimate_poses",
     "evaluate",
     "evaluate_detection",
@@ -97,6 +106,7 @@ __all__ = [
     "image_scores",
     "init_random_gaussians",
     "load_blender",
+    "load_colmap",
     "load_efficientnet_b4",
     "load_efficientnet_lite0",
     "load_loftr",

@@ -86,6 +86,99 @@ def make_blender(root: Path, *, split="train", n=3, size=(8, 8), file_paths=None
     return root
 
 
+# COLMAP model ids and parameter counts (COLMAP's src/colmap/sensor/models.h)
+COLMAP_MODELS = {"SIMPLE_PINHOLE": (0, 3), "PINHOLE": (1, 4), "SIMPLE_RADIAL": (2, 4), "RADIAL": (3, 5),
+                 "OPENCV": (4, 8), "OPENCV_FISHEYE": (5, 8)}
+
+
+def colmap_pose(c2w_blender) -> tuple[list, list]:
+    """COLMAP (qvec w x y z, tvec) world-to-camera of a Blender/OpenGL camera-to-world
+    (scipy's quaternion, an implementation independent of the loader's)."""
+    from scipy.spatial.transform import Rotation
+
+    w2c = np.linalg.inv(np.asarray(c2w_blender, np.float64) @ np.diag([1.0, -1.0, -1.0, 1.0]))
+    x, y, z, w = Rotation.from_matrix(w2c[:3, :3]).as_quat()
+    return [w, x, y, z], w2c[:3, 3].tolist()
+
+
+def write_colmap(sparse: Path, cameras, images, points=None, colors=None, *, binary: bool) -> Path:
+    """Write a COLMAP sparse model into ``sparse``: ``cameras`` = [(id, model, width,
+    height, params)], ``images`` = [(id, qvec, tvec, camera_id, name)], ``points`` [M, 3]
+    with ``colors`` [M, 3] uint8 (None: no points3D file). Each image gets two 2D points
+    and each point a track of two observations, as in real models (the loader skips them)."""
+    import struct
+
+    sparse.mkdir(parents=True, exist_ok=True)
+    pts = [] if points is None else list(zip(np.asarray(points, float), np.asarray(colors, int)))
+    n2d = 2
+    if binary:
+        with open(sparse / "cameras.bin", "wb") as f:
+            f.write(struct.pack("<Q", len(cameras)))
+            for cid, model, w, h, params in cameras:
+                f.write(struct.pack("<iiQQ", cid, COLMAP_MODELS[model][0], w, h))
+                f.write(struct.pack(f"<{len(params)}d", *params))
+        with open(sparse / "images.bin", "wb") as f:
+            f.write(struct.pack("<Q", len(images)))
+            for iid, q, t, cid, name in images:
+                f.write(struct.pack("<i4d3di", iid, *q, *t, cid) + name.encode() + b"\0")
+                f.write(struct.pack("<Q", n2d))
+                for k in range(n2d):
+                    f.write(struct.pack("<ddq", 1.5 * k, 2.5, k if k < len(pts) else -1))
+        if points is not None:
+            with open(sparse / "points3D.bin", "wb") as f:
+                f.write(struct.pack("<Q", len(pts)))
+                for k, (xyz, rgb) in enumerate(pts):
+                    f.write(struct.pack("<Q3d3BdQ", k + 1, *xyz, *rgb, 0.5, 2))
+                    f.write(struct.pack("<iiii", images[0][0], 0, images[-1][0], 1))
+        return sparse
+    lines = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
+    lines += [" ".join([str(cid), model, str(w), str(h)] + [repr(float(p)) for p in params])
+              for cid, model, w, h, params in cameras]
+    (sparse / "cameras.txt").write_text("\n".join(lines) + "\n")
+    lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+             "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
+    for iid, q, t, cid, name in images:
+        lines.append(" ".join([str(iid)] + [repr(float(v)) for v in (*q, *t)] + [str(cid), name]))
+        lines.append(" ".join(f"{1.5 * k} 2.5 {k if k < len(pts) else -1}" for k in range(n2d)))
+    (sparse / "images.txt").write_text("\n".join(lines) + "\n")
+    if points is not None:
+        lines = ["# 3D point list with one line of data per point:",
+                 "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
+        lines += [" ".join([str(k + 1)] + [repr(float(v)) for v in xyz] + [str(int(c)) for c in rgb]
+                           + ["0.5", str(images[0][0]), "0", str(images[-1][0]), "1"])
+                  for k, (xyz, rgb) in enumerate(pts)]
+        (sparse / "points3D.txt").write_text("\n".join(lines) + "\n")
+    return sparse
+
+
+def make_colmap(root: Path, *, binary: bool, sparse="sparse/0", cameras=None, n_points=40) -> dict:
+    """A tiny COLMAP folder: three 16x12 RGBA images (half transparent), two cameras,
+    random rotations, ``n_points`` coloured points in [-1, 1]^3, the model in ``sparse``.
+    Image ids are not in name order. Returns what was written."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(7)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    names = ["c.png", "a.png", "b.png"]
+    for k, name in enumerate(names):
+        a = rng.integers(0, 256, (12, 16, 4)).astype(np.uint8)
+        a[:, :8, 3] = 0 if k else 128
+        a[:, 8:, 3] = 255
+        Image.fromarray(a, "RGBA").save(root / "images" / name)
+    cameras = cameras or [(3, "PINHOLE", 16, 12, [20.0, 22.0, 7.5, 6.25]),
+                          (5, "SIMPLE_PINHOLE", 16, 12, [18.0, 8.0, 6.0])]
+    rots = Rotation.random(3, random_state=3)
+    images = []
+    for k, name in enumerate(names):
+        x, y, z, w = rots[k].as_quat()
+        images.append((k + 1, [w, x, y, z], [0.1 * k, -0.2, 3.0 + k], cameras[k % len(cameras)][0], name))
+    pts = rng.uniform(-1, 1, (n_points, 3))
+    cols = rng.integers(0, 256, (n_points, 3))
+    write_colmap(root / sparse, cameras, images, pts, cols, binary=binary)
+    return {"images": images, "cameras": {c[0]: c for c in cameras}, "points": pts, "colors": cols,
+            "rots": rots}
+
+
 def tree_state(root: Path) -> dict:
     """Every path under ``root`` with (is folder, mtime ns, size, bytes of files)."""
     return {str(p.relative_to(root)): (p.is_dir(), p.stat().st_mtime_ns, p.stat().st_size,

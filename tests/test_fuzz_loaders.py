@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis) of every file reader (issue 19, item 6): damaged
-transforms.json (Blender, MAD-Sim), test_poses.json, PLY models, PNG images, cameras.json and
+transforms.json (Blender, MAD-Sim), COLMAP sparse models (text and binary), test_poses.json, PLY models, PNG images, cameras.json and
 map_calibration.json either load or fail with one line naming the file, and are never
 modified. Bounded, derandomised examples; CPU only."""
 
@@ -13,13 +13,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from dataset_builders import make_blender, make_mad
+from dataset_builders import make_blender, make_colmap, make_mad
 from fuzzing import FUZZ, FUZZ_KNOWN_BAD, damaged_bytes, damaged_json, tree_hash, works_or_one_line_error
 from hypothesis import given
 from hypothesis import strategies as st
 
 import splatjax as sj
-from splatjax.data import load_blender, load_mad_class
+from splatjax.data import load_blender, load_colmap, load_mad_class
 from splatjax.data.images import read_mask, read_rgb
 
 
@@ -30,7 +30,10 @@ def base(tmp_path_factory) -> dict:
     blender = make_blender(root / "blender", n=3)
     mad = make_mad(root / "mad", n_train=3, n_test={"good": 1, "Burrs": 1}, test_poses=True)
     sj.save_ply(sj.init_random_gaussians(12, key=jax.random.key(0), sh_degree=1), root / "model.ply")
-    return {"blender": blender, "mad": mad, "ply": root / "model.ply"}
+    make_colmap(root / "colmap_txt", binary=False)
+    make_colmap(root / "colmap_bin", binary=True)
+    return {"blender": blender, "mad": mad, "ply": root / "model.ply", "colmap_txt": root / "colmap_txt",
+            "colmap_bin": root / "colmap_bin"}
 
 
 def _copy(src: Path, tmp: str) -> Path:
@@ -75,6 +78,22 @@ def test_fuzz_mad_transforms(base, data):
         cls = _checked(root, lambda r: (r / "transforms.json").write_text(text), lambda: load_mad_class(root), root)
         if cls is not None:
             assert len(cls.train) == 3 and np.all(np.isfinite(cls.train.c2w))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_colmap_model(base, data):
+    form = data.draw(st.sampled_from(["txt", "bin"]))
+    name = data.draw(st.sampled_from(["cameras", "images", "points3D"])) + "." + form
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _copy(base[f"colmap_{form}"], tmp)
+        target = root / "sparse" / "0" / name
+        raw = data.draw(damaged_bytes(target.read_bytes()))
+        got = _checked(root, lambda r: target.write_bytes(raw), lambda: load_colmap(root, 8), root)
+        if got is not None:
+            v = got.train
+            assert v.images.shape[1:] == (6, 8, 3) and np.all(np.isfinite(v.c2w)) and np.all(v.intrinsics > 0)
+            assert got.points is None or np.all(np.isfinite(got.points))
 
 
 @FUZZ

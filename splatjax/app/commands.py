@@ -55,7 +55,7 @@ def _run_toy(args) -> int:
 # ----------------------------------------------------------------------------- fit
 def _add_fit(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", default=None, metavar="DATA",
-                   help="Blender/NeRF folder (transforms_train.json) or MAD-Sim class folder; with --resume and no "
+                   help="dataset folder: Blender/NeRF (transforms_train.json), MAD-Sim class or COLMAP (sparse/0/ + images/); with --resume and no "
                         "--out: the run folder (`splatjax fit RUN --resume`)")
     p.add_argument("--out", default=None, metavar="RUN", help="run folder (model.ply, config.json, metrics.jsonl, checkpoints/)")
     p.add_argument("--resume", action="store_true",
@@ -202,7 +202,7 @@ def _run_demo(args) -> int:
 COMMANDS = {
     "demo": ("the toy object end to end: generate, fit, evaluate, print the numbers", _add_demo, _run_demo),
     "toy": ("generate the built-in toy object (MAD-Sim layout) and a preview image", _add_toy, _run_toy),
-    "fit": ("fit the defect-free 3DGS model to a Blender/NeRF or MAD-Sim class folder", _add_fit, _run_fit),
+    "fit": ("fit the defect-free 3DGS model to a Blender/NeRF, MAD-Sim class or COLMAP folder", _add_fit, _run_fit),
     "evaluate": ("pose-agnostic evaluation of MAD-Sim class folder(s): poses, maps, metrics, reports",
                  _add_evaluate, _run_evaluate),
     "detect": ("anomaly maps, scores and verdicts for new images of a fitted object", _add_detect, _run_detect),

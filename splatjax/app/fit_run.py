@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError, DatasetNotFoundError, UserError
+from ..errors import DatasetError, UserError
 from ..files import read_json, require_dir, write_json
 from ..fitting import ChunkReport, FitConfig, FitResult, fit, resize_floor, state_template
 from ..gaussians import Gaussians, save_ply
@@ -73,31 +73,30 @@ def fit_config_changes(saved: dict, now: FitConfig) -> list[tuple[str, object, o
 
 
 # ----------------------------------------------------------------------------- data
-def _layout(data: Path) -> str:
-    if (data / "transforms.json").is_file() and (data / "train" / "good").is_dir():
-        return "mad"
-    if (data / "transforms_train.json").is_file():
-        return "blender"
-    raise DatasetNotFoundError(
-        f"{str(data)!r} is neither a Blender/NeRF folder (transforms_train.json) nor a MAD-Sim class "
-        "folder (transforms.json + train/good/)")
-
-
-def _load(data: Path, config: FitConfig, val_split: str | None, log):
-    """(train views, val views or None, width used). The loaders apply the resolution
+def _load(data: Path, config: FitConfig, val_split: str | None):
+    """(dataset format, :class:`~splatjax.data.FitData`) of the folder ``data``, read by
+    the format :func:`splatjax.data.detect_format` finds. The loaders apply the resolution
     policy (:func:`splatjax.data.choose_resolution`): the data's own width capped at 400
     by default, an explicit width above the data's is a ConfigError unless ``upsample``."""
-    from ..data import load_blender, load_mad_train
+    from ..data import detect_format
 
-    kw = dict(upsample=config.upsample)
-    if _layout(data) == "mad":
-        train = load_mad_train(data, config.resolution, config.background, **kw)
-        return train, None, train.width
-    train = load_blender(data, "train", config.resolution, config.background, **kw)
-    val = None
-    if val_split and (data / f"transforms_{val_split}.json").is_file():
-        val = load_blender(data, val_split, train.width, config.background, **kw)
-    return train, val, train.width
+    fmt = detect_format(data)
+    return fmt, fmt.load_fit_data(data, config.resolution, config.background, upsample=config.upsample,
+                                  val_split=val_split)
+
+
+def _initial_points(config: FitConfig, points, log) -> tuple[object, dict]:
+    """(the ``init`` of :func:`~splatjax.fitting.fit`, its description for info.json):
+    ``config.init_ply`` when set, else the dataset's points (COLMAP points3D), else None
+    (random points)."""
+    if config.init_ply:
+        init = load_init_ply(config.init_ply)
+        return init, {"source": "init_ply", "path": str(config.init_ply), "points": int(
+            init.num if isinstance(init, Gaussians) else len(init))}
+    if points is not None:
+        log(f"[splatjax fit] starting from the dataset's {len(points):,} points")
+        return points, {"source": "dataset", "points": int(len(points))}
+    return None, {"source": "random", "points": config.init_points}
 
 
 def load_init_ply(path: str | os.PathLike) -> Gaussians | np.ndarray:
@@ -355,9 +354,10 @@ def run_fit(
     val_split: str | None = "val",
     stop_at: int | None = None,
 ) -> dict:
-    """Fit a Blender/NeRF folder (``transforms_train.json``; validation on
-    ``transforms_<val_split>.json`` when present) or a MAD-Sim class folder into the run
-    folder ``out`` (see the module docstring); returns the summary also written to
+    """Fit a dataset folder of any registered format (:func:`splatjax.data.detect_format`:
+    Blender/NeRF with validation on ``transforms_<val_split>.json`` when present, MAD-Sim
+    class, COLMAP, whose points3D are the initial Gaussians unless ``config.init_ply``) into
+    the run folder ``out`` (see the module docstring); returns the summary also written to
     ``out/info.json`` (``interrupted``: the signal name when a signal ended the session).
 
     config: default ``FitConfig()``, or with ``resume`` the stored settings. data: with
@@ -389,8 +389,9 @@ def run_fit(
     data = require_dir(Path(data), "dataset folder")
     if run.resolve().is_relative_to(data.resolve()):
         raise UserError(f"the run folder {str(run)!r} must not be inside the dataset folder {str(data)!r}")
-    train, val, width = _load(data, config, val_split, log)
-    init = load_init_ply(config.init_ply) if config.init_ply else None
+    fmt, loaded = _load(data, config, val_split)
+    train, val, width = loaded.train, loaded.val, loaded.train.width
+    init, init_info = _initial_points(config, loaded.points, log)
     run.mkdir(parents=True, exist_ok=True)
     ckpt, meta, record = _open_run(run, config, data, val_split, train, width, resume)
     try:
@@ -406,7 +407,7 @@ def run_fit(
             result = fit(train, config, val=val, init=init, state=state, callback=session)
     finally:
         ckpt.close()
-    summary = _summary(result, session, data, width)
+    summary = {**_summary(result, session, data, width), "format": fmt.name, "init": init_info}
     write_json(run / "info.json", summary)
     if result.completed:
         save_ply(result.gaussians, run / "model.ply")

@@ -1,4 +1,5 @@
-"""Dataset loaders (Blender/NeRF, MAD-Sim) and the built-in toy dataset generator.
+"""Dataset loaders (Blender/NeRF, MAD-Sim, COLMAP), the format registry
+(:mod:`.formats`: which loader reads a folder) and the built-in toy dataset generator.
 
 All loaders are read-only and return the containers of :mod:`splatjax.data.types`;
 bad input raises :class:`~splatjax.errors.DatasetError` (a ``ValueError``; the "not
@@ -9,6 +10,8 @@ width capped at the paper's 400 px, and never upsampled unless ``upsample=True``
 
 from ..errors import DatasetError, DatasetNotFoundError
 from .blender import load_blender
+from .colmap import load_colmap
+from .formats import FORMATS, DatasetFormat, detect_format, register_format
 from .images import choose_resolution, read_mask, read_rgb
 from .mad import class_folders, load_mad_class, load_mad_test, load_mad_train, load_test_poses
 from .roll import roll_view
@@ -20,11 +23,14 @@ from .toy import (
     render_toy,
     write_toy_preview,
 )
-from .types import MADClass, PosedViews, TestSet
+from .types import FitData, MADClass, PosedViews, TestSet
 
 __all__ = [
     "DatasetError",
+    "DatasetFormat",
     "DatasetNotFoundError",
+    "FORMATS",
+    "FitData",
     "MADClass",
     "PosedViews",
     "TOY_DEFECT_TYPES",
@@ -32,7 +38,9 @@ __all__ = [
     "ToyScene",
     "choose_resolution",
     "class_folders",
+    "detect_format",
     "load_blender",
+    "load_colmap",
     "load_mad_class",
     "load_mad_test",
     "load_mad_train",
@@ -41,6 +49,7 @@ __all__ = [
     "make_toy_scene",
     "read_mask",
     "read_rgb",
+    "register_format",
     "render_toy",
     "roll_view",
     "write_toy_preview",

@@ -20,9 +20,9 @@ from jaxtyping import Float
 from ..errors import ConfigError, DatasetError, DatasetNotFoundError
 from ..files import read_json, require_dir
 from .images import IMAGE_SUFFIXES, _read_stack, choose_resolution, image_size
-from .types import PosedViews
+from .types import FitData, PosedViews
 
-__all__ = ["load_blender", "read_transforms", "parse_pose"]
+__all__ = ["load_blender", "read_transforms", "parse_pose", "detect", "load_fit_data"]
 
 
 def read_transforms(json_path: str | os.PathLike) -> tuple[float, list[dict[str, Any]]]:
@@ -147,6 +147,28 @@ def load_blender(
     return posed_views(paths, c2w, fov, background=background, resolution=resolution,
                        upsample=upsample, workers=workers,
                        transparent_peers=_transparent_splits(root, json_path))[0]
+
+
+def detect(path: Path) -> bool:
+    """A Blender/NeRF folder: ``transforms_train.json`` is there."""
+    return (Path(path) / "transforms_train.json").is_file()
+
+
+def load_fit_data(
+    path: str | os.PathLike,
+    resolution: int | None = None,
+    background: Sequence[float] = (1.0, 1.0, 1.0),
+    *,
+    upsample: bool = False,
+    val_split: str | None = "val",
+) -> FitData:
+    """The ``train`` split, and ``transforms_<val_split>.json`` at the same width as the
+    validation views when present (no initial points)."""
+    train = load_blender(path, "train", resolution, background, upsample=upsample)
+    val = None
+    if val_split and (Path(path) / f"transforms_{val_split}.json").is_file():
+        val = load_blender(path, val_split, train.width, background, upsample=upsample)
+    return FitData(train=train, val=val)
 
 
 def _transparent_splits(root: Path, json_path: Path) -> str | bool:

@@ -46,9 +46,10 @@ from .blender import (
     read_transforms,
 )
 from .images import IMAGE_SUFFIXES, _read_stack, choose_resolution, image_size, read_mask
-from .types import MADClass, PosedViews, TestSet
+from .types import FitData, MADClass, PosedViews, TestSet
 
-__all__ = ["load_mad_class", "load_mad_train", "load_mad_test", "load_test_poses", "class_folders"]
+__all__ = ["load_mad_class", "load_mad_train", "load_mad_test", "load_test_poses", "class_folders", "detect",
+           "load_fit_data"]
 
 MAD_CLASSES = (
     "01Gorilla", "02Unicorn", "03Mallard", "04Turtle", "05Whale", "06Bird", "07Owl",
@@ -130,6 +131,25 @@ def load_mad_train(
     (``resolution``/``upsample`` as :func:`splatjax.data.load_blender`)."""
     root = require_dir(Path(path), "MAD class folder")
     return _load_train(root, resolution, background, upsample, workers)[0]
+
+
+def detect(path: Path) -> bool:
+    """A MAD-Sim class folder: ``transforms.json`` and ``train/good/`` are there."""
+    path = Path(path)
+    return (path / "transforms.json").is_file() and (path / "train" / "good").is_dir()
+
+
+def load_fit_data(
+    path: str | os.PathLike,
+    resolution: int | None = None,
+    background: Sequence[float] = (1.0, 1.0, 1.0),
+    *,
+    upsample: bool = False,
+    val_split: str | None = "val",
+) -> FitData:
+    """The defect-free training views of a class (no validation views, no initial
+    points; ``val_split`` is ignored)."""
+    return FitData(train=load_mad_train(path, resolution, background, upsample=upsample))
 
 
 # ----------------------------------------------------------------------------- test

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..camera import Camera, camera_from_blender, stack_cameras
 
-__all__ = ["PosedViews", "TestSet", "MADClass"]
+__all__ = ["PosedViews", "FitData", "TestSet", "MADClass"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,9 +17,13 @@ class PosedViews:
     """Posed images of one object.
 
     images: [N, H, W, 3] float32 in [0, 1], RGBA already composited on ``background``.
-    c2w: [N, 4, 4] float64 camera-to-world exactly as in the file (Blender/OpenGL axes).
-    camera_angle_x: horizontal field of view in radians.
+    c2w: [N, 4, 4] float64 camera-to-world in Blender/OpenGL axes (exactly as in the file
+    for Blender/MAD-Sim; converted from COLMAP's world-to-camera).
+    camera_angle_x: horizontal field of view in radians (of the first view when
+    ``intrinsics`` is given).
     paths: the image file of each view.
+    intrinsics: None (square pixels, principal point at the centre, focal length from
+    ``camera_angle_x``) or [N, 4] float64 (fx, fy, cx, cy) in pixels of the loaded images.
     """
 
     images: np.ndarray
@@ -27,6 +31,7 @@ class PosedViews:
     camera_angle_x: float
     paths: tuple[str, ...]
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    intrinsics: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -41,7 +46,11 @@ class PosedViews:
 
     def camera(self, i: int) -> Camera:
         """OpenCV camera of view i, intrinsics for the loaded resolution."""
-        return camera_from_blender(self.c2w[i], self.camera_angle_x, self.width, self.height)
+        cam = camera_from_blender(self.c2w[i], self.camera_angle_x, self.width, self.height)
+        if self.intrinsics is None:
+            return cam
+        fx, fy, cx, cy = (jnp.asarray(v, cam.fx.dtype) for v in self.intrinsics[i])
+        return Camera(R=cam.R, t=cam.t, fx=fx, fy=fy, cx=cx, cy=cy, width=cam.width, height=cam.height)
 
     @property
     def cameras(self) -> Camera:
@@ -53,10 +62,21 @@ class PosedViews:
         return dataclasses.replace(
             self, images=self.images[index], c2w=self.c2w[index],
             paths=tuple(np.asarray(self.paths, dtype=object)[index].tolist()),
+            intrinsics=None if self.intrinsics is None else self.intrinsics[index],
         )
 
     def images_jax(self) -> jnp.ndarray:
         return jnp.asarray(self.images)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitData:
+    """What a dataset format gives a fit: the training views, optional validation views
+    and an optional initial point cloud ``points`` [M, 6] float32 (xyz, rgb in [0, 1])."""
+
+    train: PosedViews
+    val: PosedViews | None = None
+    points: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
