@@ -115,7 +115,7 @@ if [ -n "$LEGO" ]; then
   run_step fit 400 "$CLI fit $LEGO --out $WORK/lego400_30k --iterations 30000 --quiet; cat $WORK/lego400_30k/info.json"
   run_step pose 180 "$PY scripts/bench_pose.py --model $WORK/lego200/model.ply --data $LEGO --queries ${POSE_QUERIES:-32} --image-size 200 \
     --batch-sizes 32 --json $OUT/bench_pose.json"
-  run_step evaluate 300 "$PY scripts/lego_ad.py build $WORK/lego_ad --source $LEGO && \
+  run_step evaluate "${EVAL_LIMIT:-300}" "$PY scripts/lego_ad.py build $WORK/lego_ad --source $LEGO && \
     $CLI evaluate $WORK/lego_ad/LegoAD --model $WORK/lego200 --out $WORK/eval_lego_ad --no-heatmaps && \
     cp $WORK/eval_lego_ad/report.json $OUT/evaluate_report.json"
 else
@@ -127,7 +127,7 @@ if wanted bench && [ -n "${GSPLAT_PID:-}" ]; then
   timeout "${GSPLAT_WAIT:-300}" tail --pid="$GSPLAT_PID" -f /dev/null
   tail -n 3 "$WORK/logs/gsplat.log" | cut -c1-300 | sed 's/^/     /' | tee -a "$SUMMARY"
 fi
-run_step bench 240 "$PY scripts/bench_render.py --backends cuda --sizes 100000 300000 1000000 --cameras 1 64 --repeats 5 --no-write"
+run_step bench "${BENCH_LIMIT:-240}" "$PY scripts/bench_render.py --backends cuda --sizes 100000 300000 1000000 --cameras 1 64 --repeats 5 --no-write"
 
 TESTS=${TESTS:-tests}
 run_step tests "${TESTS_LIMIT:-600}" "$PY -m pytest -q -p no:cacheprovider -n $TEST_WORKERS --dist loadfile --maxfail=40 $TESTS"
@@ -135,7 +135,7 @@ run_step tests "${TESTS_LIMIT:-600}" "$PY -m pytest -q -p no:cacheprovider -n $T
 if wanted collect; then
   find "$WORK" -name model.ply -path "*lego400_30k*" -exec sh -c 'gzip -1 -c "$1" >"$2/model.ply.gz"' _ {} "$OUT" \;
   tar -czf "$OUT/results.tar.gz" --exclude='*.ply' --exclude='checkpoints' --exclude='*.png' --exclude='LegoAD' \
-    --exclude='LegoPose' -C "$WORK" . 2>/dev/null
+    --exclude='LegoPose' --exclude='.partial' --exclude='*.npz' -C "$WORK" . 2>/dev/null
   ls -l "$OUT" | tee -a "$SUMMARY"
 fi
 echo "results in $OUT" | tee -a "$SUMMARY"
