@@ -159,7 +159,7 @@ def make_extractor(kind: str):
     if kind == "lite0-random":
         import torch
 
-        from splatjax.anomaly.weights import build_efficientnet_lite0
+        from splatjax.nets.weights import build_efficientnet_lite0
 
         torch.manual_seed(0)
         ext = Lite0Features.from_model(build_efficientnet_lite0().eval())

@@ -19,7 +19,7 @@ from .anomaly.features import (
     WeightsFreeFeatures,
     make_feature_extractor,
 )
-from .anomaly.weights import (
+from .nets.weights import (
     find_efficientnet_weights,
     find_lite0_weights,
     find_loftr_weights,

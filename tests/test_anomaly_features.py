@@ -18,7 +18,8 @@ from efficientnet_pytorch import EfficientNet  # noqa: E402,F401
 from torch_nets import effnet, effnet_file, lite0_net, no_hub, no_lite0  # noqa: E402,F401
 
 from splatjax.anomaly.config import MapConfig  # noqa: E402
-from splatjax.anomaly.weights import EFFICIENTNET_ENV, LITE0_PACKAGE, WeightsError, find_lite0_weights  # noqa: E402
+from splatjax.nets import jax_to_torch, torch_to_jax  # noqa: E402
+from splatjax.nets.weights import EFFICIENTNET_ENV, LITE0_PACKAGE, WeightsError, find_lite0_weights  # noqa: E402
 from splatjax.anomaly import features as F  # noqa: E402
 from splatjax.errors import ConfigError  # noqa: E402
 
@@ -62,15 +63,15 @@ def test_efficientnet_tap_shapes_and_reference_forward(effnet):
 
 def test_dlpack_round_trip_is_zero_copy_on_cpu():
     x = jax.random.uniform(jax.random.key(4), (2, 8, 8, 3))
-    t = F.jax_to_torch(x)
+    t = jax_to_torch(x)
     assert t.data_ptr() == x.unsafe_buffer_pointer()
     np.testing.assert_array_equal(t.numpy(), np.asarray(x))
     y = torch.arange(2 * 64 * 3, dtype=torch.float32).reshape(2, 64, 3) * 0.5
-    j = F.torch_to_jax(y)
+    j = torch_to_jax(y)
     assert j.unsafe_buffer_pointer() == y.data_ptr()
     np.testing.assert_array_equal(np.asarray(j), y.numpy())
     # a non-contiguous view comes back with the right values
-    np.testing.assert_array_equal(np.asarray(F.torch_to_jax(y.permute(2, 0, 1))), y.permute(2, 0, 1).numpy())
+    np.testing.assert_array_equal(np.asarray(torch_to_jax(y.permute(2, 0, 1))), y.permute(2, 0, 1).numpy())
 
 
 def test_make_feature_extractor_choices(no_hub, no_lite0, effnet_file, monkeypatch):

@@ -1,4 +1,4 @@
-"""splatjax.anomaly.weights: finding and loading the EfficientNet-b4, EfficientNet-Lite0 and LoFTR
+"""splatjax.nets.weights: finding and loading the EfficientNet-b4, EfficientNet-Lite0 and LoFTR
 weights, and the clear errors for missing, wrong or damaged files."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from kornia.feature import LoFTR  # noqa: E402,F401
 
 from torch_nets import effnet, effnet_file, lite0_file, lite0_net, loftr_file, loftr_net, no_hub, no_lite0  # noqa: E402,F401
 
-from splatjax.anomaly.weights import (  # noqa: E402
+from splatjax.nets.weights import (  # noqa: E402
     EFFICIENTNET_B4_FILENAME,
     EFFICIENTNET_ENV,
     LITE0_FILENAME,

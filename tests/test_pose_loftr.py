@@ -12,7 +12,7 @@ kornia = pytest.importorskip("kornia")
 
 from kornia.feature import LoFTR  # noqa: E402
 
-from splatjax.anomaly.weights import loftr_indoor_new_config  # noqa: E402
+from splatjax.nets.weights import loftr_indoor_new_config  # noqa: E402
 from splatjax.pose.loftr import loftr_match_counts  # noqa: E402
 
 

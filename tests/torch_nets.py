@@ -14,7 +14,7 @@ pytest.importorskip("kornia")
 from efficientnet_pytorch import EfficientNet  # noqa: E402
 from kornia.feature import LoFTR  # noqa: E402
 
-from splatjax.anomaly.weights import (  # noqa: E402
+from splatjax.nets.weights import (  # noqa: E402
     EFFICIENTNET_ENV,
     LITE0_PACKAGE,
     LOFTR_ENV,

