@@ -15,7 +15,7 @@ from ..errors import ConfigError
 
 __all__ = ["FitConfig"]
 
-_BACKENDS = ("auto", "reference", "cpu", "cuda")
+from ..render.backends import USER_BACKENDS as _BACKENDS
 BUFFER_POLICIES = ("auto", "compact", "roomy")
 _INIT_EXTENT = 1.3  # half-width of the random initialisation's cube
 

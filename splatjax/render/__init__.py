@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import ffi
+from .backends import USER_BACKENDS
 from .ffi import DEFAULT_CAPACITY, KernelCapacity
 from .reference import rasterize_reference
 from .api import (
@@ -21,5 +22,6 @@ __all__ = [
     "available_backends",
     "placement",
     "BACKENDS",
+    "USER_BACKENDS",
     "KernelCapacity",
 ]

@@ -26,13 +26,12 @@ from ..camera import Camera
 from ..errors import ConfigError
 from ..gaussians import Gaussians
 from . import ffi
+from .backends import BACKENDS, TEST_ONLY
 from .ffi import DEFAULT_CAPACITY, KernelCapacity
 from .reference import rasterize_reference
 
 __all__ = ["BACKENDS", "available_backends", "resolve_backend", "placement", "rasterize", "render"]
 
-BACKENDS = ("auto", "reference", "cpu", "cuda", "cuda-emu")
-_TEST_ONLY = ("cuda-emu",)  # resolvable by name, never picked by "auto", not listed as available
 
 
 def available_backends() -> list[str]:
@@ -42,7 +41,7 @@ def available_backends() -> list[str]:
 
 
 def _available(backend: str) -> bool:
-    if backend in _TEST_ONLY:
+    if backend in TEST_ONLY:
         return backend in ffi.available_platforms(include_emulation=True)
     return backend in available_backends()
 
