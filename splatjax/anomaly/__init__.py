@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .calibration import MapCalibration, ResidualScales, calibrate
 from .config import MapConfig
+from .extractors import FeatureSpec, feature_names, get_feature_spec, register_feature_extractor
 from .features import (
     IMAGENET_STD,
     FeatureExtractor,
@@ -28,6 +29,10 @@ from .maps import (
 
 __all__ = [
     "MapConfig",
+    "FeatureSpec",
+    "feature_names",
+    "get_feature_spec",
+    "register_feature_extractor",
     "Maps",
     "MapCalibration",
     "ResidualScales",

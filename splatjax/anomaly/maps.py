@@ -47,7 +47,6 @@ from .config import MapConfig
 from .features import (
     IMAGENET_STD,
     FeatureExtractor,
-    TorchTapFeatures,
     WeightsFreeFeatures,
     make_feature_extractor,
     shift_min_sq,
@@ -89,12 +88,7 @@ def _terms(r: Array, q: Array, extractor: FeatureExtractor) -> list[_Term]:
     if extractor.rgb_term:
         inv = 1.0 / jnp.asarray(IMAGENET_STD, jnp.float32)
         out.append(("rgb", r * inv, q * inv))
-    if isinstance(extractor, TorchTapFeatures):
-        fr, fq = extractor.features(r, size=None), extractor.features(q, size=None)
-        out += [(f"level{i}", a, b) for i, (a, b) in enumerate(zip(fr, fq))]
-    else:
-        out += [(f"level{i}", d[..., None], None) for i, d in enumerate(extractor.levels(r, q))]
-    return out
+    return out + extractor.terms(r, q)
 
 
 @functools.partial(jax.jit, static_argnames=("radius",))

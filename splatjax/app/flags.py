@@ -92,7 +92,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, title: str |
         kind, optional = _unwrap_optional(hints[f.name])
         kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=helptext)
         if "choices" in f.metadata:
-            kw["choices"] = tuple(f.metadata["choices"])
+            choices = f.metadata["choices"]  # a tuple, or a function giving the names registered now
+            kw["choices"] = tuple(choices() if callable(choices) else choices)
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif typing.get_origin(kind) is tuple:
