@@ -33,6 +33,6 @@ if [ -z "${CUDACXX:-}" ] && ! command -v nvcc >/dev/null 2>&1; then
     if [ -x "$d/nvcc" ]; then export PATH="$d:$PATH"; break; fi
   done
 fi
-python -m pip install -q ".[torch,dev]"
+python -m pip install -q ".[torch,dev,synth]"
 python -c "import splatjax; print('splatjax', splatjax.__version__, 'backends:', splatjax.available_backends())"
 echo "$HASH" > "$STAMP"

@@ -39,6 +39,8 @@ from .data import (
     load_colmap,
     load_mad_class,
     load_test_poses,
+    SynthConfig,
+    make_synth_dataset,
     make_toy_dataset,
 )
 from .errors import ConfigError, DatasetError, UserError, WeightsError
@@ -77,6 +79,7 @@ __all__ = [
     "ParallelConfig",
     "PoseConfig",
     "PoseEstimate",
+    "SynthConfig",
     "UserError",
     "WeightsError",
     "WeightsFreeFeatures",
@@ -115,6 +118,7 @@ __all__ = [
     "load_test_poses",
     "look_at_c2w",
     "make_feature_extractor",
+    "make_synth_dataset",
     "make_toy_dataset",
     "metrics",
     "pixel_auroc",

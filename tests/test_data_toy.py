@@ -20,6 +20,7 @@ from splatjax.data import (
     render_toy,
     write_toy_preview,
 )
+from splatjax.data import madwrite
 from splatjax.data import toy as toy_mod
 
 SMALL = dict(seed=3, resolution=48, num_train=10, num_test_per_type=2)
@@ -187,7 +188,7 @@ def test_reuse_replace_refuse_and_atomic(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(toy_mod, "write_png", boom)
+    monkeypatch.setattr(madwrite, "write_png", boom)  # the layout writer shared with synth
     with pytest.raises(KeyboardInterrupt):
         make_toy_dataset(tmp_path / "interrupted", **params)
     assert not (tmp_path / "interrupted").exists()

@@ -1,4 +1,4 @@
-"""The ``splatjax`` command line: ``demo | toy | fit | evaluate | detect``.
+"""The ``splatjax`` command line: ``demo | toy | synth | fit | evaluate | detect``.
 
 Flags of the engine's options are generated from the config dataclasses
 (:mod:`splatjax.app.flags`); this module adds only what belongs to the application (data

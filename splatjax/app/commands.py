@@ -3,7 +3,7 @@ own here; the engine's generated from FitConfig, PoseConfig and MapConfig) and t
 application function it runs. :mod:`splatjax.app.cli` turns errors into messages.
 
 One log stream: log and progress lines go to stderr (:mod:`splatjax.app.logs`), ``--quiet``
-silences them; stdout gets only each command's results (toy: its paths; fit: the summary
+silences them; stdout gets only each command's results (toy, synth: their paths; fit: the summary
 line and the model path; evaluate: the table and the report path; detect: one verdict line
 per image and the output paths; demo: the headline numbers)."""
 
@@ -49,6 +49,31 @@ def _run_toy(args) -> int:
     root = make_toy_dataset(args.out, seed=args.seed, resolution=args.resolution)
     preview = write_toy_preview(root, root.parent / f"{root.name}_preview.png")
     print(f"toy dataset: {root}\npreview:     {preview}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- synth
+def _add_synth(p: argparse.ArgumentParser) -> None:
+    from ..data.synth import SynthConfig
+
+    p.add_argument("mesh", metavar="MESH", help="the object: an OBJ or PLY mesh (read only)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the new MAD-Sim class folder (must not exist or be empty)")
+    _quiet(p)
+    add_config_flags(p, SynthConfig, title="benchmark class settings")
+
+
+def _run_synth(args) -> int:
+    from ..data.synth import SynthConfig, make_synth_dataset
+    from ..errors import UserError
+    from .logs import progress_bars
+    from .outdir import check_writable_out
+
+    out = check_writable_out(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {str(out)!r} exists and is not empty; choose a new folder")
+    config = config_from_flags(SynthConfig, args)
+    root = make_synth_dataset(args.mesh, out, config, log=_log(args), progress=progress_bars(not args.quiet))
+    print(f"class folder: {root}\nmanifest:     {root / 'synth.json'}")
     return 0
 
 
@@ -202,6 +227,8 @@ def _run_demo(args) -> int:
 COMMANDS = {
     "demo": ("the toy object end to end: generate, fit, evaluate, print the numbers", _add_demo, _run_demo),
     "toy": ("generate the built-in toy object (MAD-Sim layout) and a preview image", _add_toy, _run_toy),
+    "synth": ("render a mesh into a MAD-Sim class folder with 3D defects and exact masks (needs Mitsuba 3)",
+              _add_synth, _run_synth),
     "fit": ("fit the defect-free 3DGS model to a Blender/NeRF, MAD-Sim class or COLMAP folder", _add_fit, _run_fit),
     "evaluate": ("pose-agnostic evaluation of MAD-Sim class folder(s): poses, maps, metrics, reports",
                  _add_evaluate, _run_evaluate),

@@ -1,5 +1,6 @@
 """Dataset loaders (Blender/NeRF, MAD-Sim, COLMAP), the format registry
-(:mod:`.formats`: which loader reads a folder) and the built-in toy dataset generator.
+(:mod:`.formats`: which loader reads a folder), the built-in toy dataset generator and the
+mesh benchmark generator (:mod:`.synth`, needs Mitsuba 3 only when it renders).
 
 All loaders are read-only and return the containers of :mod:`splatjax.data.types`;
 bad input raises :class:`~splatjax.errors.DatasetError` (a ``ValueError``; the "not
@@ -15,6 +16,7 @@ from .formats import FORMATS, DatasetFormat, detect_format, register_format
 from .images import choose_resolution, read_mask, read_rgb
 from .mad import class_folders, load_mad_class, load_mad_test, load_mad_train, load_test_poses
 from .roll import roll_view
+from .synth import SYNTH_DEFECT_TYPES, SynthConfig, make_synth_dataset
 from .toy import (
     TOY_DEFECT_TYPES,
     ToyScene,
@@ -33,6 +35,8 @@ __all__ = [
     "FitData",
     "MADClass",
     "PosedViews",
+    "SYNTH_DEFECT_TYPES",
+    "SynthConfig",
     "TOY_DEFECT_TYPES",
     "TestSet",
     "ToyScene",
@@ -45,6 +49,7 @@ __all__ = [
     "load_mad_test",
     "load_mad_train",
     "load_test_poses",
+    "make_synth_dataset",
     "make_toy_dataset",
     "make_toy_scene",
     "read_mask",

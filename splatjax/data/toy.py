@@ -35,8 +35,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -46,7 +44,7 @@ from jaxtyping import Bool, Float
 from ..camera import look_at_c2w
 from ..errors import ConfigError, DatasetError
 from ..files import atomic_write, read_json, write_json
-from .images import write_png
+from .madwrite import MadWriter, write_staged
 
 __all__ = [
     "ToyScene",
@@ -584,22 +582,7 @@ def make_toy_dataset(
             if meta.get("format") == _FORMAT and meta.get("params") == params:
                 return out
             replace_old = True
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        _generate(tmp, **params)
-        if replace_old:
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "d")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            if out.exists():
-                out.rmdir()
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_staged(out, lambda tmp: _generate(tmp, **params), replace=replace_old)
     return out
 
 
@@ -608,24 +591,16 @@ def _generate(root: Path, *, seed, resolution, num_train, num_test_per_type, sup
     scene = make_toy_scene(seed)
     fov, res, ss = camera_angle_x, resolution, supersample
     # training views
-    (root / "train" / "good").mkdir(parents=True)
+    writer = MadWriter(root, fov)
     poses = training_poses(num_train, seed=seed)
-    frames = []
-    for i, c2w in enumerate(poses):
-        r = raycast_toy(scene, c2w, fov, res, supersample=ss)
-        write_png(root / "train" / "good" / f"{i}.png", r.straight_rgba())
-        frames.append({"file_path": f"train/good/{i}.png", "transform_matrix": c2w.tolist()})
-    write_json(root / "transforms.json", {"camera_angle_x": fov, "frames": frames}, indent=1)
+    for c2w in poses:
+        writer.train(raycast_toy(scene, c2w, fov, res, supersample=ss).straight_rgba(), c2w)
     # test views
     train_dirs = poses[:, :3, 3] / np.linalg.norm(poses[:, :3, 3], axis=1, keepdims=True)
-    test_poses = {}
     defects = {}
     min_px = min_defect_fraction * res * res
     for ti, kind in enumerate(("good",) + TOY_DEFECT_TYPES):
         rng = np.random.default_rng([int(seed), 2, ti])
-        (root / "test" / kind).mkdir(parents=True)
-        if kind != "good":
-            (root / "ground_truth" / kind).mkdir(parents=True)
         for n in range(num_test_per_type):
             for _attempt in range(200):
                 c2w = _random_test_pose(rng, train_dirs)
@@ -645,13 +620,10 @@ def _generate(root: Path, *, seed, resolution, num_train, num_test_per_type, sup
                     break
             else:
                 raise RuntimeError(f"could not place a visible {kind} defect (seed {seed})")
-            rel = f"test/{kind}/{n}.png"
-            write_png(root / rel, img.straight_rgba())
+            rel = writer.test(kind, n, img.straight_rgba(), c2w, mask)
             if mask is not None:
-                write_png(root / "ground_truth" / kind / f"{n}_mask.png", mask)
                 defects[rel] = {"mask_pixels": int(mask.sum())}
-            test_poses[rel] = c2w.tolist()
-    write_json(root / "test_poses.json", {"camera_angle_x": fov, "poses": test_poses}, indent=1)
+    writer.finish()
     meta = {"generator": __name__, "format": _FORMAT,
             "params": _params(seed, resolution, num_train, num_test_per_type, supersample,
                               min_defect_fraction, camera_angle_x),
