@@ -72,22 +72,22 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> 
     return atomic_write(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
-def require_dir(path: str | os.PathLike, what: str) -> Path:
-    """``path`` if it is a folder, else a :class:`DatasetNotFoundError` naming it."""
+def _require(path: str | os.PathLike, what: str, is_kind, noun: str) -> Path:
     path = Path(path)
-    if not path.is_dir():
-        state = "is not a folder" if path.exists() else "does not exist"
+    if not is_kind(path):
+        state = f"is not a {noun}" if path.exists() else "does not exist"
         raise DatasetNotFoundError(f"{what} {str(path)!r} {state}")
     return path
+
+
+def require_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path`` if it is a folder, else a :class:`DatasetNotFoundError` naming it."""
+    return _require(path, what, Path.is_dir, "folder")
 
 
 def require_file(path: str | os.PathLike, what: str) -> Path:
     """``path`` if it is a file, else a :class:`DatasetNotFoundError` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        state = "is not a file" if path.exists() else "does not exist"
-        raise DatasetNotFoundError(f"{what} {str(path)!r} {state}")
-    return path
+    return _require(path, what, Path.is_file, "file")
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:

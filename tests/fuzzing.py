@@ -99,3 +99,20 @@ def works_or_one_line_error(fn, *names) -> object:
         assert msg.strip() and "\n" not in msg.strip(), f"message is not one line: {msg!r}"
         assert any(str(n) in msg for n in names), f"message names none of {names}: {msg!r}"
         return None
+
+
+class WorkStarted(Exception):
+    """Raised by a patched first step of a command's real work: its input checks passed
+    (or came too late)."""
+
+
+def _refuse_work(*args, **kwargs):
+    raise WorkStarted
+
+
+def refuse_work(monkeypatch, *targets: tuple[str, str]) -> None:
+    """Patch each (module name, attribute) of ``targets`` to raise :class:`WorkStarted`."""
+    import importlib
+
+    for module, name in targets:
+        monkeypatch.setattr(importlib.import_module(module), name, _refuse_work)

@@ -14,7 +14,7 @@ import jax
 import pytest
 from app_toy import toy_dataset
 from dataset_builders import make_blender
-from fuzzing import FUZZ, FUZZ_FEW, damaged_bytes, damaged_json, tree_hash
+from fuzzing import FUZZ, FUZZ_FEW, WorkStarted, damaged_bytes, damaged_json, refuse_work, tree_hash
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,23 +22,10 @@ import splatjax as sj
 from splatjax.app import cli
 
 
-class WorkStarted(Exception):
-    """The input checks passed and the real work began (patched in)."""
-
-
-def _refuse_work(*args, **kwargs):
-    raise WorkStarted
-
-
 @pytest.fixture
 def no_work(monkeypatch):
-    import splatjax.app.detect as det_mod
-    import splatjax.app.evaluate as eval_mod
-    import splatjax.app.fit_run as fit_mod
-
-    monkeypatch.setattr(det_mod, "make_feature_extractor", _refuse_work)
-    monkeypatch.setattr(eval_mod, "make_feature_extractor", _refuse_work)
-    monkeypatch.setattr(fit_mod, "fit", _refuse_work)
+    refuse_work(monkeypatch, ("splatjax.app.detect", "make_feature_extractor"),
+                ("splatjax.app.evaluate", "make_feature_extractor"), ("splatjax.app.fit_run", "fit"))
 
 
 @pytest.fixture(scope="module")

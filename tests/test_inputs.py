@@ -18,29 +18,17 @@ from PIL import Image
 
 import splatjax as sj
 from splatjax.app import cli
+from fuzzing import WorkStarted, refuse_work  # noqa: E402
 from splatjax.app.detect import detect
 from splatjax.data import load_blender
 from splatjax.errors import DatasetError, UserError
 
 
-class WorkStarted(Exception):
-    """Raised by a patched first step of the real work: the input checks came too late."""
-
-
-def _refuse_work(*args, **kwargs):
-    raise WorkStarted
-
-
 @pytest.fixture
 def no_work(monkeypatch):
     """The commands' first slow steps raise WorkStarted."""
-    import splatjax.app.detect as det_mod
-    import splatjax.data as data_mod
-    import splatjax.app.fit_run as fit_mod
-
-    monkeypatch.setattr(det_mod, "make_feature_extractor", _refuse_work)
-    monkeypatch.setattr(data_mod, "load_mad_class", _refuse_work)
-    monkeypatch.setattr(fit_mod, "fit", _refuse_work)
+    refuse_work(monkeypatch, ("splatjax.app.detect", "make_feature_extractor"), ("splatjax.data", "load_mad_class"),
+                ("splatjax.app.fit_run", "fit"))
 
 
 @pytest.fixture(scope="module")

@@ -78,11 +78,12 @@ def _load(data: Path, config: FitConfig, val_split: str | None):
     the format :func:`splatjax.data.detect_format` finds. The loaders apply the resolution
     policy (:func:`splatjax.data.choose_resolution`): the data's own width capped at 400
     by default, an explicit width above the data's is a ConfigError unless ``upsample``."""
-    from ..data import detect_format
+    from ..data import LoadOptions, detect_format
 
     fmt = detect_format(data)
-    return fmt, fmt.load_fit_data(data, config.resolution, config.background, upsample=config.upsample,
-                                  val_split=val_split)
+    options = LoadOptions(resolution=config.resolution, background=tuple(config.background), upsample=config.upsample,
+                          val_split=val_split)
+    return fmt, fmt.load_fit_data(data, options)
 
 
 def _initial_points(config: FitConfig, points, log) -> tuple[object, dict]:

@@ -25,7 +25,7 @@ from .toy import (
     render_toy,
     write_toy_preview,
 )
-from .types import FitData, MADClass, PosedViews, TestSet
+from .types import FitData, LoadOptions, MADClass, PosedViews, TestSet
 
 __all__ = [
     "DatasetError",
@@ -33,6 +33,7 @@ __all__ = [
     "DatasetNotFoundError",
     "FORMATS",
     "FitData",
+    "LoadOptions",
     "MADClass",
     "PosedViews",
     "SYNTH_DEFECT_TYPES",

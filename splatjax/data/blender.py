@@ -20,7 +20,7 @@ from jaxtyping import Float
 from ..errors import ConfigError, DatasetError, DatasetNotFoundError
 from ..files import read_json, require_dir
 from .images import IMAGE_SUFFIXES, _read_stack, choose_resolution, image_size
-from .types import FitData, PosedViews
+from .types import FitData, LoadOptions, PosedViews
 
 __all__ = ["load_blender", "read_transforms", "parse_pose", "detect", "load_fit_data"]
 
@@ -154,20 +154,14 @@ def detect(path: Path) -> bool:
     return (Path(path) / "transforms_train.json").is_file()
 
 
-def load_fit_data(
-    path: str | os.PathLike,
-    resolution: int | None = None,
-    background: Sequence[float] = (1.0, 1.0, 1.0),
-    *,
-    upsample: bool = False,
-    val_split: str | None = "val",
-) -> FitData:
+def load_fit_data(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> FitData:
     """The ``train`` split, and ``transforms_<val_split>.json`` at the same width as the
     validation views when present (no initial points)."""
-    train = load_blender(path, "train", resolution, background, upsample=upsample)
+    o = options
+    train = load_blender(path, "train", o.resolution, o.background, upsample=o.upsample)
     val = None
-    if val_split and (Path(path) / f"transforms_{val_split}.json").is_file():
-        val = load_blender(path, val_split, train.width, background, upsample=upsample)
+    if o.val_split and (Path(path) / f"transforms_{o.val_split}.json").is_file():
+        val = load_blender(path, o.val_split, train.width, o.background, upsample=o.upsample)
     return FitData(train=train, val=val)
 
 

@@ -49,7 +49,7 @@ from ..errors import DatasetError, DatasetNotFoundError
 from ..files import require_dir
 from .blender import check_unique, posed_views
 from .images import image_size
-from .types import FitData
+from .types import FitData, LoadOptions
 
 __all__ = ["CAMERA_MODELS", "ColmapCamera", "ColmapImage", "ColmapModel", "detect", "find_sparse",
            "read_model", "load_colmap", "load_fit_data", "qvec_to_rotation"]
@@ -403,13 +403,6 @@ def load_colmap(
     return FitData(train=views, points=model.points if len(model.points) else None)
 
 
-def load_fit_data(
-    path: str | os.PathLike,
-    resolution: int | None = None,
-    background: Sequence[float] = (1.0, 1.0, 1.0),
-    *,
-    upsample: bool = False,
-    val_split: str | None = "val",
-) -> FitData:
-    """:func:`load_colmap` for a fit (no validation views: ``val_split`` is ignored)."""
-    return load_colmap(path, resolution, background, upsample=upsample)
+def load_fit_data(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> FitData:
+    """:func:`load_colmap` for a fit (no validation views: ``options.val_split`` is ignored)."""
+    return load_colmap(path, options.resolution, options.background, upsample=options.upsample)

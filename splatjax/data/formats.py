@@ -2,8 +2,7 @@
 
 Each format is a module of :mod:`splatjax.data` with ``detect(path) -> bool`` (does this
 folder look like one of mine? cheap: file names only) and ``load_fit_data(path,
-resolution=None, background=(1, 1, 1), *, upsample=False, val_split="val") ->``
-:class:`~splatjax.data.types.FitData` (training views, optional validation views and
+options: LoadOptions) ->`` :class:`~splatjax.data.types.FitData` (training views, optional validation views and
 initial points, with the resolution policy of :func:`~splatjax.data.choose_resolution`).
 Adding a format takes its module and one :class:`DatasetFormat` entry in ``_BUILT_IN``
 (or, from outside the package, :func:`register_format`); ``splatjax fit`` asks

@@ -46,7 +46,7 @@ from .blender import (
     read_transforms,
 )
 from .images import IMAGE_SUFFIXES, _read_stack, choose_resolution, image_size, read_mask
-from .types import FitData, MADClass, PosedViews, TestSet
+from .types import FitData, LoadOptions, MADClass, PosedViews, TestSet
 
 __all__ = ["load_mad_class", "load_mad_train", "load_mad_test", "load_test_poses", "class_folders", "detect",
            "load_fit_data"]
@@ -139,17 +139,10 @@ def detect(path: Path) -> bool:
     return (path / "transforms.json").is_file() and (path / "train" / "good").is_dir()
 
 
-def load_fit_data(
-    path: str | os.PathLike,
-    resolution: int | None = None,
-    background: Sequence[float] = (1.0, 1.0, 1.0),
-    *,
-    upsample: bool = False,
-    val_split: str | None = "val",
-) -> FitData:
+def load_fit_data(path: str | os.PathLike, options: LoadOptions = LoadOptions()) -> FitData:
     """The defect-free training views of a class (no validation views, no initial
-    points; ``val_split`` is ignored)."""
-    return FitData(train=load_mad_train(path, resolution, background, upsample=upsample))
+    points; ``options.val_split`` is ignored)."""
+    return FitData(train=load_mad_train(path, options.resolution, options.background, upsample=options.upsample))
 
 
 # ----------------------------------------------------------------------------- test

@@ -70,6 +70,19 @@ class PosedViews:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoadOptions:
+    """How a format's ``load_fit_data`` reads a folder: the width to load at (None: the
+    data's own, capped at 400 px; see :func:`splatjax.data.choose_resolution`), the
+    background RGB in [0, 1] transparent images are composited on, whether a width above
+    the data's is allowed, and the validation split (Blender folders)."""
+
+    resolution: int | None = None
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    upsample: bool = False
+    val_split: str | None = "val"
+
+
+@dataclasses.dataclass(frozen=True)
 class FitData:
     """What a dataset format gives a fit: the training views, optional validation views
     and an optional initial point cloud ``points`` [M, 6] float32 (xyz, rgb in [0, 1])."""
