@@ -223,17 +223,11 @@ def _maps_chunk(renders: Array, queries: Array, extractor: FeatureExtractor, siz
 
 
 def anomaly_map(
-    render: Float[ArrayLike, "H W 3"],
-    query: Float[ArrayLike, "H W 3"],
-    extractor: FeatureExtractor,
-    *,
-    size: int = MAP_SIZE,
-    sigma: float = MAP_SIGMA,
+    render: Float[ArrayLike, "H W 3"], query: Float[ArrayLike, "H W 3"], extractor: FeatureExtractor, **options
 ) -> Float[Array, "S S"]:
-    """Anomaly map [size, size] of one render/query pair (see :func:`anomaly_maps`)."""
-    return anomaly_maps(
-        jnp.asarray(render)[None], jnp.asarray(query)[None], extractor, size=size, sigma=sigma
-    )[0]
+    """Anomaly map [size, size] of one render/query pair; ``options`` (``size``,
+    ``sigma``, ...) and their defaults are those of :func:`anomaly_maps`."""
+    return anomaly_maps(jnp.asarray(render)[None], jnp.asarray(query)[None], extractor, **options)[0]
 
 
 def image_scores(maps: Float[ArrayLike, "B S S"], score: str = "max", k: int = 100) -> Float[Array, " B"]:

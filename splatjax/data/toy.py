@@ -427,19 +427,13 @@ def raycast_toy(
 
 
 def render_toy(
-    scene: ToyScene,
-    c2w: Float[np.ndarray, "4 4"],
-    camera_angle_x: float,
-    width: int,
-    height: int | None = None,
-    *,
-    supersample: int = 2,
-    background: Sequence[float] = (1.0, 1.0, 1.0),
+    scene: ToyScene, c2w: Float[np.ndarray, "4 4"], camera_angle_x: float, width: int, height: int | None = None,
+    **options,
 ) -> tuple[Float[np.ndarray, "H W 3"], Float[np.ndarray, "H W"]]:
     """``(rgb, alpha)``: the toy object seen from ``c2w``, composited on ``background``
-    (float32 in [0, 1]). See :func:`raycast_toy`."""
-    r = raycast_toy(scene, c2w, camera_angle_x, width, height, supersample=supersample,
-                    background=background)
+    (float32 in [0, 1]); ``options`` (``supersample``, ``background``) and their defaults
+    are those of :func:`raycast_toy`."""
+    r = raycast_toy(scene, c2w, camera_angle_x, width, height, **options)
     return r.rgb, r.alpha
 
 
