@@ -67,6 +67,8 @@ MASK_EPS = 1e-6  # keeps the weighted means finite when the model leaves the ima
 
 
 def _weighted_mean(x, w):
+    """sum(w x) / sum(w) with ``w`` broadcast to ``x`` (a weight per pixel, every channel)."""
+    w = jnp.broadcast_to(w, x.shape)
     return jnp.sum(x * w) / (jnp.sum(w) + MASK_EPS)
 
 
