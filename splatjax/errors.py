@@ -27,19 +27,21 @@ class ConfigError(UserError, ValueError):
     """An option has a value it cannot take.
 
     ``option`` is the config field name (``"steps"``); the command line shows it as the
-    flag (``--steps``), the library as ``Config.field``.
+    flag (``--steps``, or ``flag`` when the field's flag is named otherwise), the library
+    as ``Config.field``.
     """
 
-    def __init__(self, option: str, message: str, *, owner: str | None = None):
+    def __init__(self, option: str, message: str, *, owner: str | None = None, flag: str | None = None):
         self.option = option
         self.owner = owner
+        self._flag = flag
         self.detail = message
         where = f"{owner}.{option}" if owner else option
         super().__init__(f"{where}: {message}")
 
     @property
     def flag(self) -> str:
-        return "--" + self.option.replace("_", "-")
+        return self._flag or "--" + self.option.replace("_", "-")
 
 
 class WeightsError(UserError, RuntimeError):

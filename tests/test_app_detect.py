@@ -32,6 +32,7 @@ def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
     assert json.loads((tmp_path / "det" / "detections.json").read_text())["images"][1]["verdict"] in (
         "ANOMALOUS", "normal")
     assert np.load(tmp_path / "det" / "maps.npy").shape == (2, 224, 224)
+    assert result["pose_objective"] == "photometric"
 
 
 def test_detect_notes_a_diverged_pose(tmp_path):

@@ -44,7 +44,7 @@ def test_evaluate_writes_report_csv_and_pictures():
     assert {"path", "label", "defect_type", "score", "verdict", "fine_translation", "fine_rotation_rad",
             "pose_diverged", "pose_best_step", "pose_hypothesis"} <= set(rows[0])
     assert on_disk["pose_diverged"]["count"] == sum(int(r["pose_diverged"]) for r in rows)
-    assert on_disk["hypotheses"] == 1 and on_disk["fine_levels"] == 1
+    assert on_disk["hypotheses"] == 1 and on_disk["fine_levels"] == 1 and on_disk["pose_objective"] == "photometric"
     assert {r["defect_type"] for r in rows} == {"good", "Burrs", "Missing", "Stains"}
     for r in rows:
         assert r["verdict"] == ("ANOMALOUS" if float(r["score"]) > on_disk["threshold"] else "normal")

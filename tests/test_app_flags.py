@@ -66,3 +66,15 @@ def test_validation_is_the_configs_own():
     with pytest.raises(ConfigError) as e:
         config_from_flags(DemoConfig, _parse(["--steps", "-3"], DemoConfig))
     assert e.value.flag == "--steps" and "got -3" in str(e.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenamedConfig:
+    objective: str = dataclasses.field(default="a", metadata={"help": "objective", "flag": "--pose-objective"})
+
+
+def test_a_field_may_name_its_flag():
+    assert config_from_flags(RenamedConfig, _parse(["--pose-objective", "b"], RenamedConfig)).objective == "b"
+    with pytest.raises(SystemExit):
+        _parse(["--objective", "b"], RenamedConfig)
+    assert ConfigError("objective", "bad", owner="RenamedConfig", flag="--pose-objective").flag == "--pose-objective"

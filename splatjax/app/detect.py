@@ -175,7 +175,7 @@ def detect(
     atomic_write(out / "maps.npy", lambda f: np.save(f, det.maps.maps.astype(np.float32)))
     result = {
         "model_sha256": digest, "features": det.maps.features, "coarse_method": det.poses.method,
-        "fine_steps": int(pose_config.steps), "maps": "maps.npy",
+        "fine_steps": int(pose_config.steps), "pose_objective": pose_config.objective, "maps": "maps.npy",
         "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
         "images": [{"path": os.path.abspath(p), "score": float(s), "verdict": verdict(s, cal),
                     "heatmap": f"heatmaps/{n}.png", "final_loss": float(det.poses.loss[i]), "pose_diverged": bool(det.poses.diverged[i]),

@@ -160,7 +160,7 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed) -> 
         "features": det.maps.features, "coarse_method": det.poses.method, "fine_steps": int(pose_config.steps),
         "exact_exp": bool(pose_config.exact_exp), "batch_size": int(pose_config.batch_size),
         "hypotheses": int(pose_config.hypotheses), "fine_levels": int(pose_config.fine_levels),
-        "fine_level_steps": int(pose_config.fine_level_steps),
+        "fine_level_steps": int(pose_config.fine_level_steps), "pose_objective": pose_config.objective,
         "pose_diverged": {"count": int(det.poses.diverged.sum()),
                           "paths": [p for p, d in zip(cls.test.paths, det.poses.diverged) if d]},
         "render_backend": resolve_backend(pose_config.backend), "seed": int(seed),

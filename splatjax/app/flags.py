@@ -1,7 +1,8 @@
 """Command-line flags generated from frozen config dataclasses, in one place.
 
 A config field becomes a flag when its ``dataclasses.field`` metadata has a ``"help"``
-text; the flag is the field name with ``_`` turned into ``-`` (``steps`` -> ``--steps``).
+text; the flag is the field name with ``_`` turned into ``-`` (``steps`` -> ``--steps``), or
+``metadata["flag"]`` when given (``objective`` -> ``--pose-objective``).
 Supported field types: ``int``, ``float``, ``str``, ``bool`` (``--x`` / ``--no-x``),
 ``int | None``, ``float | None``, ``str | None`` (the word ``none`` gives None) and
 fixed-length ``tuple[float, ...]`` (one value per element). ``metadata["choices"]``
@@ -22,7 +23,7 @@ import types
 import typing
 from typing import Any, TypeVar
 
-__all__ = ["add_config_flags", "config_from_flags", "flag_fields"]
+__all__ = ["add_config_flags", "config_from_flags", "flag_fields", "flag_name"]
 
 C = TypeVar("C")
 _NONE_WORDS = ("none", "null")
@@ -31,6 +32,12 @@ _NONE_WORDS = ("none", "null")
 def flag_fields(cls: type) -> list[dataclasses.Field]:
     """The fields of config class ``cls`` that are command-line flags (those with help)."""
     return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    """The command-line flag of config field ``f``: ``metadata["flag"]`` or ``--`` + its
+    name with ``_`` turned into ``-``."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -82,7 +89,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, title: str |
     defaults = cls() if base is None else base
     group = parser.add_argument_group(title or f"{cls.__name__} options")
     for f in flag_fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_name(f)
         if f.name in exclude or flag in parser._option_string_actions:
             continue  # a flag already added by another config is shared by both
         default = getattr(defaults, f.name)

@@ -7,7 +7,8 @@ model at the estimated cameras. The parts: :mod:`.coarse` (render-and-compare an
 retrieval, the top-K candidates of each query), :mod:`.fine` (screw parameters, Adam,
 vmapped chunks, best iterate, divergence, coarse-to-fine levels), :mod:`.cameras`
 (camera batches, camera-to-world, sphere and in-plane candidates), :mod:`.keypoints`
-(SIFT + rendered depth + PnP-RANSAC polish of the coarse candidates), :mod:`.config`.
+(SIFT + rendered depth + PnP-RANSAC polish of the coarse candidates), :mod:`.objectives`
+(the fine pose's loss as a value: built-ins and a registry), :mod:`.config`.
 
 Poses returned to users are camera-to-world 4 x 4 in the Blender/OpenGL convention
 (:func:`camera_to_c2w`), the convention of ``transforms.json`` data.
@@ -39,6 +40,16 @@ from .cameras import (
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
+from .objectives import (
+    OBJECTIVES,
+    Objective,
+    PoseRender,
+    charbonnier,
+    get_objective,
+    masked_photometric,
+    photometric,
+    register_objective,
+)
 from .keypoints import KeypointConfig, keypoint_pose, keypoint_poses, render_depth
 from .fine import (
     Refinement,
@@ -60,6 +71,14 @@ __all__ = [
     "render_depth",
     "PoseConfig",
     "PoseEstimate",
+    "PoseRender",
+    "Objective",
+    "OBJECTIVES",
+    "photometric",
+    "masked_photometric",
+    "charbonnier",
+    "register_objective",
+    "get_objective",
     "estimate_poses",
     "candidate_cameras",
     "render_views",
@@ -201,6 +220,7 @@ def estimate_poses(
     progress: Progress | None = None,
     log: Callable[[str], object] | None = None,
     parallel: ParallelConfig | None = None,
+    objective: str | Objective | None = None,
 ) -> PoseEstimate:
     """The pose stage: coarse pose (the ``config.hypotheses`` = K best candidates of every
     query), then the optional ``polish`` of every candidate, then the fine pose of all
@@ -219,7 +239,8 @@ def estimate_poses(
     the best candidate); ``key`` may also be those Q * K keys themselves, so that queries
     estimated in slices get the keys of the whole. ``progress(stage, done, total)`` reports chunks; ``log`` says
     which coarse method "auto" chose; ``parallel`` shards the fine pose over local
-    devices (see :func:`refine_poses`)."""
+    devices (see :func:`refine_poses`); ``objective`` replaces ``config.objective`` (a
+    function or a registered name, see :mod:`.objectives`), the loss hypotheses are chosen by."""
     queries = jnp.asarray(queries, jnp.float32)
     q, k = queries.shape[0], config.hypotheses
     if polish is None and config.keypoints:
@@ -239,7 +260,7 @@ def estimate_poses(
     t2 = time.perf_counter()
     targets = queries if k == 1 else jnp.repeat(queries, k, axis=0)
     ref = refine_poses_detailed(gaussians, starts, targets, config, key=key, background=background,
-                                progress=progress, parallel=parallel)
+                                progress=progress, parallel=parallel, objective=objective)
     losses, chosen, flat = _choose(ref, q, k)
     pick = jnp.asarray(flat)
     cams, coarse_cams = index_cameras(ref.cameras, pick), index_cameras(starts, pick)

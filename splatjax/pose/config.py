@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import field
 
 from ..errors import ConfigError
+from .objectives import get_objective
 
 __all__ = ["PoseConfig"]
 
@@ -41,7 +42,9 @@ class PoseConfig:
     weights); the ``hypotheses`` with the most PnP inliers go on to the fine pose.
     ``fine_levels`` > 1: coarse-to-fine steps, the first ``fine_levels - 1`` levels of
     ``fine_level_steps`` steps each at 1/2^(levels-1), ..., 1/2 of the query width (taken
-    out of ``steps``), the rest at full resolution.
+    out of ``steps``), the rest at full resolution. ``objective``: the fine pose's loss, a
+    name registered in :mod:`splatjax.pose.objectives` (flag ``--pose-objective``;
+    register a name before constructing the config that uses it).
     """
 
     coarse: str = field(default="auto", metadata={
@@ -73,6 +76,10 @@ class PoseConfig:
                 "of the width first)"})
     fine_level_steps: int = field(default=25, metadata={
         "help": "fine pose steps at each reduced-resolution level (taken out of --steps)"})
+    objective: str = field(default="photometric", metadata={
+        "help": "fine pose objective, a registered name: photometric (SplatPose's 0.8 L1 + 0.2 (1 - SSIM)), "
+                "masked_photometric (weighted by the render's alpha), charbonnier (robust L1), or one added "
+                "with splatjax.pose.register_objective", "flag": "--pose-objective", "metavar": "NAME"})
     batch_size: int = field(default=16, metadata={"help": "queries refined at once under vmap"})
     exact_exp: bool = field(default=False, metadata={
         "help": "corrected SE(3) exponential instead of the reference's unnormalised screw map"})
@@ -107,4 +114,5 @@ class PoseConfig:
         _check(isinstance(self.keypoint_width, int) and not isinstance(self.keypoint_width, bool)
                and self.keypoint_width >= 16, "keypoint_width", f"must be an integer >= 16 (got {self.keypoint_width!r})")
         _check(isinstance(self.keypoints, bool), "keypoints", f"must be True or False (got {self.keypoints!r})")
+        get_objective(self.objective)  # a one-line ConfigError naming the registered objectives
         _check(isinstance(self.exact_exp, bool), "exact_exp", f"must be True or False (got {self.exact_exp!r})")

@@ -7,7 +7,8 @@ Gaussian rotations with R^-1; with degree-0 colour this is the same as rendering
 untouched Gaussians from the moved camera :func:`splatjax.se3.transform_camera`
 (camera, R^T, t). Adam (0.9, 0.999), learning rate 1e-3 for the first step then
 0.01 * 0.8^(s / 100) for step s >= 1 (:func:`fine_lr_schedule`), k = 175 steps, no early
-stop, loss 0.8 L1 + 0.2 (1 - SSIM) on the full image. Steps run in ``lax.scan``; queries
+stop, loss 0.8 L1 + 0.2 (1 - SSIM) on the full image (the default objective; any
+objective of :mod:`splatjax.pose.objectives` may replace it). Steps run in ``lax.scan``; queries
 are refined in fixed-size chunks under ``jax.vmap`` (the last chunk is padded, so one
 compilation serves every chunk). With several local devices (:class:`ParallelConfig`) each
 chunk is split evenly over them by :func:`splatjax.sharding.shard_over_queries`; one
@@ -36,12 +37,12 @@ from jaxtyping import Array, Bool, Float, Int
 from .. import se3
 from ..camera import Camera
 from ..gaussians import Gaussians
-from ..losses import photometric_loss
 from ..image import resize
 from ..render import render
 from ..sharding import ParallelConfig, query_mesh, shard_over_queries
 from .cameras import as_batch, num_cameras
 from .config import PoseConfig
+from .objectives import Objective, PoseRender, resolve_objective
 
 __all__ = ["fine_lr_schedule", "init_screw", "screw_motion", "moved_camera", "refine_pose", "refine_poses",
            "refine_poses_detailed", "Refinement", "fine_level_plan", "query_keys"]
@@ -91,13 +92,16 @@ def _optimizer(lr_first: float = 1e-3, lr: float = 0.01, lr_decay: float = 0.8):
     return optax.adam(schedule, b1=0.9, b2=0.999)
 
 
-def _static(config: PoseConfig, background) -> dict:
+def _static(config: PoseConfig, background, objective: str | Objective | None = None) -> dict:
     """The compiled refinement's static arguments (fields that do not change the compiled
-    program are left out, so configs differing only in them share compilations)."""
+    program are left out, so configs differing only in them share compilations). The
+    objective (``None``: ``config.objective``) is one of them: a function, hashed by
+    identity."""
     return dict(steps=int(config.steps), exact_exp=bool(config.exact_exp), backend=config.backend,
                 background=tuple(float(x) for x in background),
                 lrs=(float(config.lr_first), float(config.lr), float(config.lr_decay)),
-                levels=(int(config.fine_levels), int(config.fine_level_steps)))
+                levels=(int(config.fine_levels), int(config.fine_level_steps)),
+                objective=resolve_objective(objective, config.objective))
 
 
 def fine_level_plan(width: int, height: int, steps: int, levels: int = 1,
@@ -145,17 +149,19 @@ def _level_scan(loss_fn, opt, carry, first: int, n: int, track: bool):
     return jax.lax.scan(step, carry, jnp.arange(first, first + n, dtype=jnp.int32))
 
 
-def _refine_core(gaussians, camera, query, params0, *, steps, exact_exp, backend, background, lrs, levels):
-    """One query's refinement: (best camera, losses before each step [steps], loss of the
-    best iterate at full resolution, its step, diverged)."""
+def _refine_core(gaussians, camera, query, params0, *, steps, exact_exp, backend, background, lrs, levels,
+                 objective):
+    """One query's refinement: (best camera, ``objective`` before each step [steps], its
+    value at the best iterate at full resolution, its step, diverged)."""
     opt = _optimizer(*lrs)
     query = jnp.asarray(query, gaussians.means.dtype)
+    bg = jnp.asarray(background, query.dtype)
 
     def loss_at(cam, target):
         def loss_fn(params):
-            rgb, _ = render(gaussians, moved_camera(cam, params, exact_exp=exact_exp),
-                            background=background, backend=backend)
-            return photometric_loss(rgb, target)
+            moved = moved_camera(cam, params, exact_exp=exact_exp)
+            rgb, alpha = render(gaussians, moved, background=background, backend=backend)
+            return objective(PoseRender(rgb=rgb, alpha=alpha, camera=moved, background=bg), target)
         return loss_fn
 
     full_loss = loss_at(camera, query)
@@ -185,7 +191,7 @@ def _refine_core(gaussians, camera, query, params0, *, steps, exact_exp, backend
     return moved_camera(camera, best, exact_exp=exact_exp), trace, best_loss, best_step, diverged
 
 
-_STATIC = ("steps", "exact_exp", "backend", "background", "lrs", "levels")
+_STATIC = ("steps", "exact_exp", "backend", "background", "lrs", "levels", "objective")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -270,17 +276,20 @@ def refine_pose(
     *,
     key: jax.Array,
     background=(1.0, 1.0, 1.0),
+    objective: str | Objective | None = None,
 ) -> tuple[Camera, Float[Array, " k"]]:
     """Refine one query's pose from the starting ``camera`` (SplatPose fine pose; the
     fine-pose fields of ``config``: steps, learning rates, exact_exp, init_std, backend,
-    fine_levels, fine_level_steps).
+    fine_levels, fine_level_steps, objective). ``objective``: a function
+    ``objective(render, query) -> loss`` or a registered name
+    (:mod:`splatjax.pose.objectives`); None: ``config.objective``.
 
     Returns the refined camera, the best iterate (see :class:`Refinement`; it sees the
     untouched model as the query shows it; use :func:`splatjax.pose.camera_to_c2w` for a
     Blender camera-to-world), and the loss before each step [k]."""
     _check_query(query, camera, "refine_pose")
     params0 = init_screw(key=key, std=config.init_std)
-    cam, trace, *_ = _refine_one_jit(gaussians, camera, query, params0, **_static(config, background))
+    cam, trace, *_ = _refine_one_jit(gaussians, camera, query, params0, **_static(config, background, objective))
     return cam, trace
 
 
@@ -294,10 +303,11 @@ def refine_poses(
     background=(1.0, 1.0, 1.0),
     progress: Progress | None = None,
     parallel: ParallelConfig | None = None,
+    objective: str | Objective | None = None,
 ) -> tuple[Camera, Float[Array, "B k"]]:
     """:func:`refine_poses_detailed` reduced to (refined cameras, loss traces [B, k])."""
     ref = refine_poses_detailed(gaussians, cameras, queries, config, key=key, background=background,
-                                progress=progress, parallel=parallel)
+                                progress=progress, parallel=parallel, objective=objective)
     return ref.cameras, ref.traces
 
 
@@ -311,6 +321,7 @@ def refine_poses_detailed(
     background=(1.0, 1.0, 1.0),
     progress: Progress | None = None,
     parallel: ParallelConfig | None = None,
+    objective: str | Objective | None = None,
 ) -> Refinement:
     """Refine B queries: ``jax.vmap`` over chunks of ``config.batch_size`` queries (the
     last chunk padded to full size). Query i uses the screw initialisation of
@@ -325,7 +336,13 @@ def refine_poses_detailed(
     device, as ``ParallelConfig(devices=1)``); a chunk then holds
     ``parallel.per_device_batch`` (default ``config.batch_size``) queries per device, at
     most an equal share of the B queries. A query's result does not depend on the device
-    count (float rounding aside); one device gives exactly the unsharded numbers."""
+    count (float rounding aside); one device gives exactly the unsharded numbers.
+
+    ``objective``: what is minimised, ``objective(render, query) -> loss`` (a
+    :class:`~splatjax.pose.objectives.PoseRender` of one query and its image; vmapped and
+    compiled once per function object, so reuse one function rather than a new ``lambda``
+    per call) or a registered name; None: ``config.objective`` (default "photometric",
+    SplatPose's loss). The traces, losses, best iterate and divergence use it."""
     cams = as_batch(cameras)
     queries = jnp.asarray(queries)
     b = queries.shape[0]
@@ -333,7 +350,7 @@ def refine_poses_detailed(
         raise ValueError(f"refine_poses: {num_cameras(cams)} cameras for {b} queries")
     _check_query(queries, cams, "refine_poses")
     params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std))(query_keys(key, b))
-    static = _static(config, background)
+    static = _static(config, background, objective)
     mesh = None if parallel is None else query_mesh(parallel.devices)
     per = int(config.batch_size if parallel is None or parallel.per_device_batch is None
               else parallel.per_device_batch)
