@@ -1,34 +1,7 @@
-"""Pose estimation for query images of a fitted object: coarse retrieval, then SplatPose's
-gradient refinement, batched; and renders at the estimated poses.
-
-The stage is :func:`estimate_poses` (gaussians, queries, candidate cameras,
-:class:`PoseConfig`, ``key``) -> :class:`PoseEstimate`; :func:`render_views` renders the
-model at the estimated cameras. The parts: :mod:`.coarse` (render-and-compare and LoFTR
-retrieval, the top-K candidates of each query), :mod:`.fine` (screw parameters, Adam,
-vmapped chunks, best iterate, divergence, coarse-to-fine levels), :mod:`.cameras`
-(camera batches, camera-to-world, sphere and in-plane candidates), :mod:`.keypoints`
-(SIFT + rendered depth + PnP-RANSAC polish of the coarse candidates), :mod:`.objectives`
-(the fine pose's loss as a value: built-ins and a registry), :mod:`.config`.
-
-Poses returned to users are camera-to-world 4 x 4 in the Blender/OpenGL convention
-(:func:`camera_to_c2w`), the convention of ``transforms.json`` data.
-"""
+"""Pose estimation (SplatPose's pose stage): coarse retrieval (:mod:`.coarse`), the keypoint polish (:mod:`.keypoints`), the fine pose (:mod:`.fine`) with its objectives (:mod:`.objectives`), and the whole stage (:mod:`.estimate`, :func:`estimate_poses`)."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import time
-from collections.abc import Callable
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jaxtyping import Array, Float
-
-from ..camera import Camera
-from ..gaussians import Gaussians
-from ..sharding import ParallelConfig
 from .cameras import (
     as_batch,
     camera_to_c2w,
@@ -61,6 +34,14 @@ from .fine import (
     refine_poses,
     refine_poses_detailed,
     screw_motion,
+)
+from .estimate import (
+    Progress,
+    Polish,
+    PoseEstimate,
+    candidate_cameras,
+    keypoint_polish,
+    estimate_poses,
 )
 
 __all__ = [
@@ -100,177 +81,3 @@ __all__ = [
     "sphere_cameras",
     "inplane_rotations",
 ]
-
-Progress = Callable[[str, int, int], object]
-Polish = Callable[..., tuple[Camera, object]]
-
-
-@dataclasses.dataclass(frozen=True)
-class PoseEstimate:
-    """Coarse and fine poses of Q queries, K = ``config.hypotheses`` hypotheses each.
-
-    Of the kept (chosen) hypothesis: coarse_index: index into the candidates;
-    coarse_score: its distance (render) or match count (loftr); coarse_cameras / cameras:
-    stacked starting (after the optional polish) / refined cameras; coarse_c2w / c2w:
-    Blender camera-to-world [Q, 4, 4]; loss_traces [Q, k]: the loss before each step;
-    loss [Q]: the full-resolution loss of the returned iterate; best_step [Q]: its number
-    of steps (0 = the start, k = the last); diverged [Q]: the refinement's loss became
-    NaN/inf or grew (the pose is still its best iterate). Of every hypothesis:
-    hypothesis_index / hypothesis_score [Q, K] (best coarse first), hypothesis_losses
-    [Q, K] (inf: no finite loss); chosen [Q]: the kept column (lowest loss); inliers [Q]:
-    the kept hypothesis's keypoint PnP inliers (0: the keypoint pose fell back to the
-    retrieval candidate; -1: no polish).
-    method: "render" or "loftr"; seconds: {"coarse": s, "polish": s, "fine": s}.
-    """
-
-    coarse_index: np.ndarray
-    coarse_score: np.ndarray
-    coarse_cameras: Camera
-    cameras: Camera
-    coarse_c2w: np.ndarray
-    c2w: np.ndarray
-    loss_traces: np.ndarray
-    method: str
-    seconds: dict
-    loss: np.ndarray
-    best_step: np.ndarray
-    diverged: np.ndarray
-    hypothesis_index: np.ndarray
-    hypothesis_score: np.ndarray
-    hypothesis_losses: np.ndarray
-    chosen: np.ndarray
-    inliers: np.ndarray | None = None
-
-
-def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
-    """The coarse-pose candidates: the training cameras plus ``config.sphere_views``
-    cameras on a Fibonacci sphere (radius: the median distance of the training camera
-    centres from the origin; field of view and size of the first training camera)."""
-    cams = as_batch(training_cameras)
-    if not config.sphere_views:
-        return cams
-    radius = float(np.median(np.linalg.norm(np.asarray(cams.center, np.float64), axis=-1)))
-    fov = 2.0 * math.atan(0.5 * cams.width / float(np.asarray(cams.fx).reshape(-1)[0]))
-    extra, _ = sphere_cameras(config.sphere_views, radius, fov, cams.width, cams.height)
-    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), cams, extra)
-
-
-def _coarse(gaussians, queries, cands, config, k, *, candidate_images, loftr_matcher, background, progress, log):
-    """(method, candidate cameras searched, index [Q, k], score [Q, k]): the k best."""
-    method = resolve_coarse(config.coarse, config.loftr_weights, log=log) if loftr_matcher is None else (
-        "loftr" if config.coarse in ("auto", "loftr") else config.coarse)
-    if method == "loftr":
-        if candidate_images is None:
-            raise ValueError("estimate_poses: LoFTR coarse pose needs candidate_images (the training images)")
-        n_train = candidate_images.shape[0]
-        idx, score = coarse_pose_loftr(queries, candidate_images, matcher=loftr_matcher,
-                                       weights=config.loftr_weights, progress=progress, top_k=k)
-        return method, index_cameras(cands, slice(0, n_train)), idx, score
-    if config.inplane_rotations:
-        cands = inplane_rotations(cands, np.concatenate([[0.0], inplane_angles(config.inplane_rotations)]))
-    idx, score = coarse_pose_render(gaussians, cands, queries, resolution=config.coarse_resolution,
-                                    backend=config.backend, background=background, progress=progress, top_k=k)
-    return method, cands, idx, score
-
-
-def keypoint_polish(config: PoseConfig, *, background=(1.0, 1.0, 1.0), progress: Progress | None = None) -> Polish:
-    """The polish of ``config.keypoints``: :func:`keypoint_poses` with the matching width
-    and rounds of ``config`` (the other :class:`KeypointConfig` options at their defaults)."""
-    kc = KeypointConfig(width=config.keypoint_width, rounds=config.keypoint_rounds)
-
-    def polish(gaussians, queries, cameras, k, _config):
-        return keypoint_poses(gaussians, queries, cameras, k, kc, backend=config.backend, background=background,
-                              progress=progress)
-
-    return polish
-
-
-def _polish_and_pick(polish, gaussians, queries, starts, idx, score, k, config):
-    """Polish the [Q * kr] query-major ``starts`` and keep, per query, the ``k`` with the
-    most inliers (retrieval order on ties). Returns (starts [Q * k], idx, score, inliers
-    [Q, k])."""
-    q, kr = idx.shape
-    starts, inliers = polish(gaussians, queries, starts, kr, config)
-    inliers = np.asarray(inliers, np.int64).reshape(q, kr)
-    order = np.argsort(-inliers, axis=1, kind="stable")[:, :k]
-    flat = (np.arange(q)[:, None] * kr + order).reshape(-1)
-    pick = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
-    return index_cameras(starts, jnp.asarray(flat)), pick(idx), pick(score), pick(inliers)
-
-
-def _choose(ref: Refinement, q: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hypothesis losses [Q, K], chosen column [Q], flat index of the chosen [Q]) of a
-    query-major refinement of Q * K hypotheses; the lowest loss wins (the first on ties)."""
-    losses = np.asarray(ref.loss, np.float64).reshape(q, k)  # inf, never NaN, when no loss was finite
-    chosen = np.argmin(losses, axis=1)
-    return losses, chosen, np.arange(q) * k + chosen
-
-
-def estimate_poses(
-    gaussians: Gaussians,
-    queries: Float[Array, "Q H W 3"],
-    candidates: Camera,
-    config: PoseConfig = PoseConfig(),
-    *,
-    key: jax.Array,
-    candidate_images: Float[Array, "C H W 3"] | None = None,
-    loftr_matcher=None,
-    polish: Polish | None = None,
-    background=(1.0, 1.0, 1.0),
-    progress: Progress | None = None,
-    log: Callable[[str], object] | None = None,
-    parallel: ParallelConfig | None = None,
-    objective: str | Objective | None = None,
-) -> PoseEstimate:
-    """The pose stage: coarse pose (the ``config.hypotheses`` = K best candidates of every
-    query), then the optional ``polish`` of every candidate, then the fine pose of all
-    Q * K hypotheses in one batched run; each query keeps the hypothesis of lowest loss.
-
-    ``candidates``: stacked cameras at the query resolution, e.g.
-    :func:`candidate_cameras` of the training cameras; for LoFTR the first C of them
-    must be the cameras of ``candidate_images`` (the training images).
-    Render-and-compare adds ``config.inplane_rotations`` rolls of every candidate.
-    ``polish(gaussians, queries [Q], cameras [Q*K query-major], K, config) -> (cameras
-    [Q*K], inliers [Q*K])`` moves each coarse candidate before the fine pose (e.g. a
-    keypoint pose); None: :func:`keypoint_polish` when ``config.keypoints`` (then the
-    ``config.keypoint_candidates`` best retrieval candidates are polished and the K with the
-    most PnP inliers refined). Hypothesis j of query i is refined with the screw initialisation of
-    ``jax.random.split(key, Q * K)[i * K + j]`` (K = 1: exactly :func:`refine_poses` from
-    the best candidate); ``key`` may also be those Q * K keys themselves, so that queries
-    estimated in slices get the keys of the whole. ``progress(stage, done, total)`` reports chunks; ``log`` says
-    which coarse method "auto" chose; ``parallel`` shards the fine pose over local
-    devices (see :func:`refine_poses`); ``objective`` replaces ``config.objective`` (a
-    function or a registered name, see :mod:`.objectives`), the loss hypotheses are chosen by."""
-    queries = jnp.asarray(queries, jnp.float32)
-    q, k = queries.shape[0], config.hypotheses
-    if polish is None and config.keypoints:
-        polish = keypoint_polish(config, background=background, progress=progress)
-    kr = max(k, config.keypoint_candidates) if polish is not None else k
-    t0 = time.perf_counter()
-    method, cands, idx, score = _coarse(gaussians, queries, as_batch(candidates), config, kr,
-                                        candidate_images=candidate_images, loftr_matcher=loftr_matcher,
-                                        background=background, progress=progress, log=log)
-    starts = index_cameras(cands, jnp.asarray(idx.reshape(-1)))  # [Q * kr], query-major
-    jax.block_until_ready(starts.R)
-    t1 = time.perf_counter()
-    inliers = np.full((q, k), -1, np.int64)
-    if polish is not None:
-        starts, idx, score, inliers = _polish_and_pick(polish, gaussians, queries, starts, idx, score, k, config)
-        jax.block_until_ready(starts.R)
-    t2 = time.perf_counter()
-    targets = queries if k == 1 else jnp.repeat(queries, k, axis=0)
-    ref = refine_poses_detailed(gaussians, starts, targets, config, key=key, background=background,
-                                progress=progress, parallel=parallel, objective=objective)
-    losses, chosen, flat = _choose(ref, q, k)
-    pick = jnp.asarray(flat)
-    cams, coarse_cams = index_cameras(ref.cameras, pick), index_cameras(starts, pick)
-    rows = np.arange(q)
-    t3 = time.perf_counter()
-    return PoseEstimate(
-        coarse_index=idx[rows, chosen], coarse_score=score[rows, chosen], coarse_cameras=coarse_cams,
-        cameras=cams, coarse_c2w=camera_to_c2w(coarse_cams), c2w=camera_to_c2w(cams),
-        loss_traces=np.asarray(ref.traces)[flat], method=method,
-        seconds={"coarse": t1 - t0, "polish": t2 - t1, "fine": t3 - t2},
-        loss=losses[rows, chosen], best_step=np.asarray(ref.best_step)[flat],
-        diverged=np.asarray(ref.diverged)[flat], hypothesis_index=idx, hypothesis_score=score,
-        hypothesis_losses=losses, chosen=chosen, inliers=inliers[rows, chosen])

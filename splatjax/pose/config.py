@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import field
 
 from ..errors import ConfigError
+from ..render.backends import USER_BACKENDS
 from .objectives import get_objective
 
 __all__ = ["PoseConfig"]
@@ -88,13 +89,13 @@ class PoseConfig:
     lr_decay: float = field(default=0.8, metadata={"help": "fine pose learning-rate decay per 100 steps"})
     init_std: float = 1e-6  # standard deviation of the screw initialisation (reference)
     backend: str = field(default="auto", metadata={
-        "help": "render backend", "choices": ("auto", "reference", "cpu", "cuda")})
+        "help": "render backend", "choices": USER_BACKENDS})
 
     def __post_init__(self):
         _check(self.coarse in ("auto", "render", "loftr"), "coarse",
                f"must be 'auto', 'render' or 'loftr' (got {self.coarse!r})")
-        _check(self.backend in ("auto", "reference", "cpu", "cuda"), "backend",
-               f"must be 'auto', 'reference', 'cpu' or 'cuda' (got {self.backend!r})")
+        _check(self.backend in USER_BACKENDS, "backend",
+               f"must be one of {', '.join(USER_BACKENDS)} (got {self.backend!r})")
         for name in ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
                      "keypoint_candidates", "keypoint_rounds"):
             v = getattr(self, name)
