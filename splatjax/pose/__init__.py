@@ -20,6 +20,7 @@ from .objectives import (
     charbonnier,
     get_objective,
     masked_photometric,
+    objective_names,
     photometric,
     register_objective,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "charbonnier",
     "register_objective",
     "get_objective",
+    "objective_names",
     "estimate_poses",
     "candidate_cameras",
     "render_views",
