@@ -1,4 +1,4 @@
-"""MapConfig: every option of the anomaly-map stage (REFERENCE.md "Anomaly map and score").
+"""MapConfig: every option of the anomaly-map stage (SplatPose's anomaly map and image score).
 
 Fields with ``metadata["help"]`` become command-line flags (``--map-size`` for
 ``map_size``); the defaults are the paper's (224 x 224 maps, sigma 4, score = max, no

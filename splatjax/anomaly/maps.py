@@ -1,4 +1,4 @@
-"""Anomaly maps and image scores from a render and a query (REFERENCE.md "Anomaly map").
+"""Anomaly maps and image scores from a render and a query (SplatPose's anomaly map, after PAD).
 
 With EfficientNet features (the reference): both images resized to S x S (S = 224), then
 
@@ -7,7 +7,7 @@ With EfficientNet features (the reference): both images resized to S x S (S = 22
 
 smoothed with a Gaussian of sigma 4 px (scipy's kernel and "reflect" border); the image
 score is the maximum of the map. With the weights-free extractor the map is the sum of
-its upsampled levels (no RGB term, see :class:`splatjax.features.WeightsFreeFeatures`),
+its upsampled levels (no RGB term, see :class:`splatjax.anomaly.features.WeightsFreeFeatures`),
 smoothed and scored the same way: same output contract, different (documented) values.
 
 Options beyond the paper (:class:`MapConfig`; their defaults give the formula above

@@ -26,7 +26,7 @@ def _f(default, help: str, **extra):
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
-    """Fitting settings; defaults are the INRIA 3DGS / SplatPose ones (see REFERENCE.md).
+    """Fitting settings; defaults are the INRIA 3DGS / SplatPose ones (Kerbl et al. 2023, whose schedule SplatPose uses).
 
     The mean learning rate is multiplied by the scene extent (1.1 x the largest distance
     of a camera centre from their mean) and decays exponentially from ``lr_means`` to

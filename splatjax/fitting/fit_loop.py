@@ -1,6 +1,6 @@
 """3D Gaussian splatting fitting: the defect-free model of an object from posed views.
 
-Faithful to the INRIA 3DGS defaults (see REFERENCE.md): one shuffled view per step, Adam
+Faithful to the INRIA 3DGS defaults (Kerbl et al. 2023): one shuffled view per step, Adam
 per parameter group, the exponential position learning-rate decay, 0.8 L1 + 0.2 (1 - SSIM),
 clone / split / prune every 100 steps and opacity resets on the schedule of
 :mod:`splatjax.fitting.schedule` (the paper's at 30k steps, scaled for other lengths).

@@ -1,4 +1,4 @@
-"""Coarse pose: pick a starting camera per query (REFERENCE.md "Coarse pose").
+"""Coarse pose: pick a starting camera per query (SplatPose's coarse pose).
 
 - :func:`coarse_pose_render`: render-and-compare retrieval. The model is rendered once
   from every candidate camera (training poses, optionally extra poses on a sphere and

@@ -1,7 +1,7 @@
 """PoseConfig: every option of the pose stage (coarse retrieval and fine refinement).
 
 Fields with ``metadata["help"]`` become command-line flags (``--coarse-resolution`` for
-``coarse_resolution``); the defaults are the reference's (REFERENCE.md "Fine pose").
+``coarse_resolution``); the defaults are the reference's (SplatPose's fine pose).
 """
 
 from __future__ import annotations

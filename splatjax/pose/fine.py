@@ -1,4 +1,4 @@
-"""Fine pose, SplatPose's core (REFERENCE.md "Fine pose"), batched.
+"""Fine pose, SplatPose's core (the paper's section on pose estimation), batched.
 
 Keep the camera at the coarse pose and move the object by the screw (w, v, theta), each
 entry initialised from N(0, init_std^2) (reference: 1e-6). The reference moves the

@@ -1,4 +1,4 @@
-"""LoFTR match counting for coarse pose retrieval (REFERENCE.md "Coarse pose").
+"""LoFTR match counting for coarse pose retrieval (SplatPose's coarse pose).
 
 The reference matches a query against every training image with kornia's LoFTR
 ("indoor_new" weights, coarse threshold 0.2), both 400 x 400 grayscale in [0, 1], and

@@ -230,7 +230,7 @@ def _fwd_call(platform, width, height, antialiased, cap, list_len, args):
     """One forward launch at capacity `cap`: (rgb, alpha, tfinal, ncontrib, needed, res) with
     res = (sorted ids [list_len], tile ranges [C * tiles, 2]) on CUDA (the ids are only
     written when list_len >= cap) and () on the CPU."""
-    C = args[6].shape[0]
+    C = args[_R].shape[0]
     f32, i32 = jnp.float32, jnp.int32
     shapes = [
         jax.ShapeDtypeStruct((C, height, width, 3), f32),
@@ -251,12 +251,12 @@ def _bwd_call(platform, width, height, antialiased, cap, grads, args, img, neede
     """One backward launch at capacity `cap` (CUDA: on the forward's lists `res` when
     `reuse`, else binning again); `grads` = (gaussian_grads, color_grads). Returns the 9
     gradients and the intersection count."""
-    N, C = args[0].shape[0], args[6].shape[0]
+    N, C = args[0].shape[0], args[_R].shape[0]
     f32 = jnp.float32
     shapes = (
         jax.ShapeDtypeStruct((N, 3), f32), jax.ShapeDtypeStruct((N, 3), f32), jax.ShapeDtypeStruct((N, 4), f32),
-        jax.ShapeDtypeStruct((N,), f32), jax.ShapeDtypeStruct(args[4].shape, f32),
-        jax.ShapeDtypeStruct(args[5].shape, f32),
+        jax.ShapeDtypeStruct((N,), f32), jax.ShapeDtypeStruct(args[_COLORS].shape, f32),
+        jax.ShapeDtypeStruct(args[_OFFSET].shape, f32),
         jax.ShapeDtypeStruct((C, 3, 3), f32), jax.ShapeDtypeStruct((C, 3), f32), jax.ShapeDtypeStruct((C, 4), f32),
         jax.ShapeDtypeStruct((1,), jnp.int32),
     )
@@ -304,7 +304,14 @@ def _guard_overflow(values, needed, largest):
 _GEOM = range(4)  # the Gaussians' geometry and opacity: shared by every camera of a launch
 _COLORS = 4
 _OFFSET = 5
-_CAMS = range(6, 10)
+_R = 6  # the first camera argument (its leading axis counts the cameras)
+_CAMS = slice(6, 10)  # R, t, intrinsics, background
+_INPUTS = slice(0, 10)  # every forward input
+# the backward's arguments: the forward inputs, then the forward's image residuals (tfinal,
+# ncontrib) and the cotangents (rgb, alpha), the intersection count, and the lists (CUDA)
+_IMG = slice(10, 14)
+_NEEDED = 14
+_RES = slice(15, None)
 
 
 def _n_res(platform):
@@ -317,7 +324,7 @@ def _no_lists(nres):
 
 
 def _forward_unbatched(platform, width, height, capacity, antialiased, args):
-    levels = _levels(platform, args[0].shape[0], args[6].shape[0], width, height, capacity)
+    levels = _levels(platform, args[0].shape[0], args[_R].shape[0], width, height, capacity)
     call = functools.partial(_fwd_call, platform, width, height, antialiased)
     first = call(levels[0], levels[0], args)
     needed = first[4]
@@ -333,7 +340,7 @@ def _forward_unbatched(platform, width, height, capacity, antialiased, args):
 
 
 def _backward_unbatched(platform, width, height, grads, capacity, reuse, antialiased, args, img, needed, res):
-    levels = _levels(platform, args[0].shape[0], args[6].shape[0], width, height, capacity)
+    levels = _levels(platform, args[0].shape[0], args[_R].shape[0], width, height, capacity)
     call = functools.partial(_bwd_call, platform, width, height, antialiased)
     # the first level walks the forward's lists when they are valid for this launch
     branches = [functools.partial(call, cap, grads, args, img, needed, res, reuse and k == 0)
@@ -358,11 +365,12 @@ def _fold_per_camera(x, batched, axis_size, C, expand=False):
 def _camera_batched_args(axis_size, in_batched, args, expand_colors=False):
     """Fold a vmapped camera axis B into the kernel's camera axis: [B, C, ...] -> [B*C, ...]
     (per-camera colours and offsets too; shared ones stay shared unless `expand_colors`)."""
-    C = next(a.shape[1] for a, b in zip(args[6:], in_batched[6:]) if b) if any(in_batched[6:]) else args[6].shape[0]
+    cams, cams_batched = args[_CAMS], in_batched[_CAMS]
+    C = next(a.shape[1] for a, b in zip(cams, cams_batched) if b) if any(cams_batched) else args[_R].shape[0]
     out = list(args[:4])
     out.append(_fold_per_camera(args[_COLORS], in_batched[_COLORS], axis_size, C, expand_colors))
     out.append(_fold_per_camera(args[_OFFSET], in_batched[_OFFSET], axis_size, C))
-    for a, b in zip(args[6:], in_batched[6:]):
+    for a, b in zip(cams, cams_batched):
         a = a if b else jnp.broadcast_to(a[None], (axis_size,) + a.shape)
         out.append(a.reshape((axis_size * a.shape[1],) + a.shape[2:]))
     return out, C
@@ -405,22 +413,22 @@ def _backward_prim(platform: str, width: int, height: int, grads: tuple[bool, bo
 
     @custom_vmap
     def bwd(*args):
-        inputs, (tf, nc, g_rgb, g_alpha, needed), res = args[:10], args[10:15], args[15:]
+        inputs, (tf, nc, g_rgb, g_alpha), needed, res = args[_INPUTS], args[_IMG], args[_NEEDED], args[_RES]
         return _backward_unbatched(platform, width, height, grads, capacity, reuse, antialiased, inputs,
                                    (tf, nc, g_rgb, g_alpha), needed, res)
 
     @bwd.def_vmap
     def rule(axis_size, in_batched, *args):
         ib = in_batched
-        if gaussian_grads or any(ib[i] for i in _GEOM) or ib[_OFFSET] or ib[14]:
+        if gaussian_grads or any(ib[i] for i in _GEOM) or ib[_OFFSET] or ib[_NEEDED]:
             # per-element Gaussian cotangents are needed: one launch per mapped element. Each
             # element's launch matches a forward launch only when the forward also ran per
             # element (its lists are batched); otherwise the elements bin again.
-            per_elem_reuse = reuse and nres > 0 and all(ib[15:]) and ib[14]
+            per_elem_reuse = reuse and nres > 0 and all(ib[_RES]) and ib[_NEEDED]
             prim = _backward_prim(platform, width, height, grads, capacity, per_elem_reuse, antialiased)
-            mapped = _broadcast(args[:15], ib[:15], axis_size)
+            mapped = _broadcast(args[:_NEEDED + 1], ib[:_NEEDED + 1], axis_size)
             if per_elem_reuse:
-                out = jax.lax.map(lambda xs: prim(*xs), mapped + list(args[15:]))
+                out = jax.lax.map(lambda xs: prim(*xs), mapped + list(args[_RES]))
             else:  # the lists are not read
                 out = jax.lax.map(lambda xs: prim(*xs, *_no_lists(nres)), mapped)
             return tuple(out), (True,) * 9
@@ -430,13 +438,13 @@ def _backward_prim(platform: str, width: int, height: int, grads: tuple[bool, bo
         # geometry shared and not differentiated: fold the mapped cameras into one launch. It
         # matches the forward's launch when the forward was folded the same way (a camera
         # input or the colours batched).
-        inputs, img_in, needed, res = args[:10], args[10:14], args[14], args[15:]
-        folded_like_forward = (any(ib[6:10]) or ib[_COLORS]) and not any(ib[15:])
+        inputs, img_in, needed, res = args[_INPUTS], args[_IMG], args[_NEEDED], args[_RES]
+        folded_like_forward = (any(ib[_CAMS]) or ib[_COLORS]) and not any(ib[_RES])
         prim = _backward_prim(platform, width, height, grads, capacity, reuse and folded_like_forward, antialiased)
         # colour cotangents are per element: shared colours get one row per folded camera
-        flat, C = _camera_batched_args(axis_size, ib[:10], inputs, expand_colors=color_grads)
+        flat, C = _camera_batched_args(axis_size, ib[_INPUTS], inputs, expand_colors=color_grads)
         img = []
-        for a, b in zip(img_in, ib[10:14]):
+        for a, b in zip(img_in, ib[_IMG]):
             a = a if b else jnp.broadcast_to(a[None], (axis_size,) + a.shape)
             img.append(a.reshape((axis_size * C,) + a.shape[2:]))
         out = prim(*flat, *img, needed, *res)
