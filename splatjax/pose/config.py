@@ -59,17 +59,14 @@ class PoseConfig:
     loftr_weights: str | None = field(default=None, metadata={"help": "LoFTR indoor_new checkpoint"})
     keypoints: bool = field(default=True, metadata={
         "help": "move the best retrieval candidates by keypoints + rendered depth + PnP-RANSAC before the fine pose"})
-    # default 8: on lego-AD one rolled query of 50 had all of its 3 best retrieval candidates
-    # wrong (0 PnP inliers each, 1.7-2.8 rad off); its 7th was 0.33 rad off and PnP took it to
-    # 0.004 rad with 74 inliers. A candidate costs one SIFT + PnP (~0.1-0.3 s on the CPU).
+    # default 8: see BENCHMARKS.md, lego-AD pose (a rolled query whose 3 best candidates were all wrong)
     keypoint_candidates: int = field(default=8, metadata={
         "help": "retrieval candidates per query moved by the keypoint pose (most PnP inliers first)"})
     keypoint_width: int = field(default=200, metadata={"help": "keypoint matching image width in pixels"})
     keypoint_rounds: int = field(default=2, metadata={
         "help": "keypoint PnP rounds (each later round re-renders at the previous round's pose)"})
     steps: int = field(default=FINE_STEPS, metadata={"help": "fine pose steps k"})
-    # default 1: on lego (lego200_6k, 20 val queries at 200 px) every query converged from its best
-    # coarse candidate (max rotation error 0.0032 rad), so more hypotheses can only add fine-pose cost
+    # default 1: more hypotheses only add fine-pose cost where the best candidate converges (BENCHMARKS.md)
     hypotheses: int = field(default=1, metadata={
         "help": "coarse candidates per query refined at once; the one with the lowest final loss is kept"})
     fine_levels: int = field(default=1, metadata={
