@@ -126,6 +126,19 @@ def _maps_and_masks(anomaly_maps, masks, where: str) -> tuple[np.ndarray, np.nda
     return maps, m
 
 
+def _regions(masks: np.ndarray) -> tuple[np.ndarray, int]:
+    """(region id per pixel [N, H, W] int32: 0 normal, 1.. the 8-connected components of
+    every image's mask numbered across images; the number of regions)."""
+    structure = np.ones((3, 3), dtype=bool)
+    region = np.zeros(masks.shape, dtype=np.int32)
+    n_regions = 0
+    for i in range(masks.shape[0]):
+        n = scipy.ndimage.label(masks[i], structure=structure, output=region[i])
+        region[i][region[i] > 0] += n_regions
+        n_regions += n
+    return region, n_regions
+
+
 def pro_curve(
     anomaly_maps: Float[ArrayLike, "N H W"], masks: Bool[ArrayLike, "N H W"]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -143,13 +156,7 @@ def pro_curve(
     O(P log P) for P pixels, not O(thresholds x pixels).
     """
     maps, m = _maps_and_masks(anomaly_maps, masks, "pro_curve")
-    structure = np.ones((3, 3), dtype=bool)
-    region = np.zeros(m.shape, dtype=np.int32)  # 0 = normal, 1.. = global region id
-    n_regions = 0
-    for i in range(m.shape[0]):
-        n = scipy.ndimage.label(m[i], structure=structure, output=region[i])
-        region[i][region[i] > 0] += n_regions
-        n_regions += n
+    region, n_regions = _regions(m)
     del m
     scores, region = maps.ravel(), region.ravel()
     sizes = np.bincount(region, minlength=n_regions + 1)

@@ -396,6 +396,16 @@ def _lite0_available() -> tuple[bool, str | None]:
     return True, None
 
 
+def _registered(spec, weights, device, log) -> FeatureExtractor:
+    """The extractor of a registered :class:`~splatjax.anomaly.extractors.FeatureSpec`."""
+    ext = spec.factory(weights=weights, device=device)
+    if not isinstance(ext, FeatureExtractor):
+        raise ConfigError("features", f"the factory of {spec.name!r} returned {type(ext).__name__}, not a "
+                          "FeatureExtractor", owner="MapConfig")
+    _announce_once(f"[splatjax] anomaly features: {spec.name}: {spec.description} (registered).", log)
+    return ext
+
+
 def make_feature_extractor(
     kind: str = "auto",
     weights: str | os.PathLike | None = None,
@@ -421,13 +431,7 @@ def make_feature_extractor(
     norm = kind.lower().replace("_", "-")
     norm = aliases.get(norm, norm)
     if norm not in ("auto", *BUILTIN):  # a user's registered extractor (or a ConfigError naming the choices)
-        spec = get_feature_spec(kind)
-        ext = spec.factory(weights=weights, device=device)
-        if not isinstance(ext, FeatureExtractor):
-            raise ConfigError("features", f"the factory of {kind!r} returned {type(ext).__name__}, not a "
-                              "FeatureExtractor", owner="MapConfig")
-        _announce_once(f"[splatjax] anomaly features: {spec.name}: {spec.description} (registered).", log)
-        return ext
+        return _registered(get_feature_spec(kind), weights, device, log)
     kind = norm
     if kind == "weights-free":
         ext = WeightsFreeFeatures()

@@ -122,6 +122,21 @@ def _names(image_paths) -> list[str]:
     return names
 
 
+def _detections(digest: str, det, pose_config, cal, images, names) -> dict:
+    """The ``detections.json`` record: the model's SHA-256, the settings that shaped the
+    verdicts, and per image its score, verdict, heatmap, pose and pose diagnostics."""
+    return {
+        "model_sha256": digest, "features": det.maps.features, "coarse_method": det.poses.method,
+        "fine_steps": int(pose_config.steps), "pose_objective": pose_config.objective, "maps": "maps.npy",
+        "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
+        "images": [{"path": os.path.abspath(p), "score": float(s), "verdict": verdict(s, cal),
+                    "heatmap": f"heatmaps/{n}.png", "final_loss": float(det.poses.loss[i]),
+                    "pose_diverged": bool(det.poses.diverged[i]), "pose_best_step": int(det.poses.best_step[i]),
+                    "c2w": det.poses.c2w[i].tolist()}
+                   for i, (p, s, n) in enumerate(zip(images, det.maps.scores, names))],
+    }
+
+
 def detect(
     model: str | os.PathLike,
     images: Sequence[str | os.PathLike],
@@ -173,15 +188,7 @@ def detect(
     write_heatmaps(out / "heatmaps", names, queries, det.renders, det.maps.maps, det.maps.scores, cal,
                    progress=progress_bars(progress))
     atomic_write(out / "maps.npy", lambda f: np.save(f, det.maps.maps.astype(np.float32)))
-    result = {
-        "model_sha256": digest, "features": det.maps.features, "coarse_method": det.poses.method,
-        "fine_steps": int(pose_config.steps), "pose_objective": pose_config.objective, "maps": "maps.npy",
-        "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
-        "images": [{"path": os.path.abspath(p), "score": float(s), "verdict": verdict(s, cal),
-                    "heatmap": f"heatmaps/{n}.png", "final_loss": float(det.poses.loss[i]), "pose_diverged": bool(det.poses.diverged[i]),
-                    "pose_best_step": int(det.poses.best_step[i]), "c2w": det.poses.c2w[i].tolist()}
-                   for i, (p, s, n) in enumerate(zip(images, det.maps.scores, names))],
-    }
+    result = _detections(digest, det, pose_config, cal, images, names)
     write_json(out / "detections.json", result)
     for given, item in zip(images, result["images"]):
         say(f"{given}: score {item['score']:.4g}, threshold {cal.threshold:.4g} -> {item['verdict']}")

@@ -294,6 +294,34 @@ def _detect_batches(out_dir, cls, gaussians, model_sha256, cal, extractor, pose_
     return store.load(q)
 
 
+def _check_before_work(data_path: Path, out_dir: Path, resume: bool, parallel: ParallelConfig) -> int:
+    """The checks of an evaluation that need no loading (the output folder, an unfinished
+    evaluation there, the devices asked for); returns the device count."""
+    check_writable_out(out_dir)
+    check_out_dir(out_dir, data_path)
+    _check_unfinished(out_dir, resume)
+    return query_mesh(parallel.devices).size  # more than there are: ConfigError before any work
+
+
+def _load_class(data_path: Path, fit_config: FitConfig, pose_file, log):
+    from ..data import load_mad_class
+
+    cls = load_mad_class(data_path, fit_config.resolution, fit_config.background, upsample=fit_config.upsample,
+                         test_poses=pose_file)
+    log(f"[splatjax] {cls.name}: {len(cls.train)} training views, {len(cls.test)} test images at "
+        f"{cls.train.width}x{cls.train.height}")
+    return cls
+
+
+def _calibration(model_ply: Path, gaussians, train, extractor, pose_config, map_config, worker, log):
+    """(the model's SHA-256, its map calibration), measured in ``worker`` (interruptible)."""
+    digest = file_sha256(model_ply)  # keys the calibration and the finished batches
+    cal = run_in_worker(lambda: model_calibration(
+        model_ply, gaussians, train.cameras, train.images, map_config, extractor=extractor,
+        pose_config=pose_config, background=train.background, log=log, model_sha256=digest), worker)
+    return digest, cal
+
+
 def evaluate_class(
     data_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -322,13 +350,8 @@ def evaluate_class(
     total)`` is called after each batch is persisted (raising there stops the run).
     SIGINT / SIGTERM (main thread) raise :class:`splatjax.app.interrupts.Interrupted`
     at once, the finished batches kept."""
-    from ..data import load_mad_class
-
-    check_writable_out(out_dir)
     data_path, out_dir = Path(data_path), Path(out_dir)
-    check_out_dir(out_dir, data_path)
-    _check_unfinished(out_dir, resume)
-    devices = query_mesh(parallel.devices).size  # more than there are: ConfigError before any work
+    devices = _check_before_work(data_path, out_dir, resume, parallel)
     bars = progress_bars(progress)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -336,45 +359,48 @@ def evaluate_class(
     if model is not None and fit_config.resolution is None:
         fit_config = dataclasses.replace(fit_config, resolution=_model_resolution(model, data_path, log))
     with StopSignals():
-        cls = load_mad_class(data_path, fit_config.resolution, fit_config.background, upsample=fit_config.upsample,
-                             test_poses=pose_file)
+        cls = _load_class(data_path, fit_config, pose_file, log)
         seconds["load"] = time.perf_counter() - t0
         train, test = cls.train, cls.test
-        log(f"[splatjax] {cls.name}: {len(train)} training views, {len(test)} test images at "
-            f"{train.width}x{train.height}")
         gaussians, model_ply, seconds["fit"], fit_info = model_for(
             data_path, out_dir, model=model, fit_config=fit_config, class_name=cls.name, progress=progress, log=log,
             resume=resume, train=train)
         if model is None:
             save_cameras(model_ply.parent, train)
-        true_c2w, test_poses = test.c2w, (None if pose_file is None else str(pose_file))
-        extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
-        worker = Worker()
+        extractor, worker = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log), Worker()
         t0 = time.perf_counter()  # before the maps: a normalised map needs the calibration's residual scales
-        digest = file_sha256(model_ply)  # keys the calibration and the finished batches
-        cal = run_in_worker(lambda: model_calibration(
-            model_ply, gaussians, train.cameras, train.images, map_config, extractor=extractor,
-            pose_config=pose_config, background=train.background, log=log, model_sha256=digest), worker)
+        digest, cal = _calibration(model_ply, gaussians, train, extractor, pose_config, map_config, worker, log)
         seconds["calibration"] = time.perf_counter() - t0
         det = _detect_batches(out_dir, cls, gaussians, digest, cal, extractor, pose_config, map_config, seed,
                               parallel=parallel, devices=devices, worker=worker, bars=bars, log=log,
                               on_batch=on_batch)
         seconds.update(det.seconds)
         _warn_diverged(cls.name, test.paths, det.poses.diverged, log)
-        t0 = time.perf_counter()
-        metrics = evaluate_detection(det.maps.scores, det.maps.maps, test.labels, test.masks)
-        pose_part, errs = _pose_report(det.poses, true_c2w, test_poses) if true_c2w is not None else (None, None)
-        seconds["metrics"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _write_tables(out_dir, cls, det, cal, errs)
-        _write_pictures(out_dir, cls, det, cal, errs, heatmaps=heatmaps, progress=bars)
-        seconds["write"] = time.perf_counter() - t0
-        report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed)
-        if pose_part is not None:
-            report["pose"] = pose_part
+        report = _score_and_write(out_dir, cls, det, cal, (data_path, model_ply, pose_config, seed, pose_file),
+                                  seconds, heatmaps=heatmaps, bars=bars)
         report = _finish_report(out_dir, report, seconds, len(test), fit_info, heatmaps, devices)
         shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
+    return report
+
+
+def _score_and_write(out_dir: Path, cls, det, cal, settings: tuple, seconds: dict, *, heatmaps: bool, bars) -> dict:
+    """The detection metrics and pose errors of a finished class, its tables and pictures
+    written into ``out_dir``; returns its report (``seconds`` gets "metrics", "write").
+    ``settings``: (data path, model .ply, PoseConfig, seed, test-pose file or None)."""
+    data_path, model_ply, pose_config, seed, pose_file = settings
+    test, test_poses = cls.test, (None if pose_file is None else str(pose_file))
+    t0 = time.perf_counter()
+    metrics = evaluate_detection(det.maps.scores, det.maps.maps, test.labels, test.masks)
+    pose_part, errs = _pose_report(det.poses, test.c2w, test_poses) if test.c2w is not None else (None, None)
+    seconds["metrics"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_tables(out_dir, cls, det, cal, errs)
+    _write_pictures(out_dir, cls, det, cal, errs, heatmaps=heatmaps, progress=bars)
+    seconds["write"] = time.perf_counter() - t0
+    report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed)
+    if pose_part is not None:
+        report["pose"] = pose_part
     return report
 
 
@@ -444,27 +470,32 @@ def evaluate(
         mine = {name: evaluate_class(path, out, test_poses=test_poses, **kwargs)} if index == 0 else {}
         reports = list(gather_reports(mine).values())
     else:
-        paths = dict(classes)
-        for name, path in paths.items():
-            check_out_dir(out, path)
-            _check_unfinished(out / name, resume)
-
-        def one_class(name: str) -> dict:
-            tp = None if test_poses is None else Path(test_poses) / name / "test_poses.json"
-            return evaluate_class(paths[name], out / name, test_poses=tp if tp and tp.is_file() else None, **kwargs)
-
-        def said(name: str, state: str) -> None:
-            if state == "resumed":
-                log(f"[splatjax] {name}: {out / name / 'report.json'} exists, not evaluated again (resume; delete "
-                    "it to evaluate the class again)")
-
-        by_name = run_classes(list(paths), one_class, out, on_class=said)
-        reports = [by_name[name] for name in paths]
+        reports = _evaluate_classes(dict(classes), out, test_poses, kwargs, resume=resume, log=log)
         if index == 0:
             _write_summary(out, reports)
     if index == 0:
         say(format_table(reports))
     return reports
+
+
+def _evaluate_classes(paths: dict, out: Path, test_poses, kwargs: dict, *, resume: bool, log) -> list[dict]:
+    """Several classes, one folder each under ``out`` (shared between processes by
+    :func:`run_classes`); a class whose report exists is read back."""
+    for name, path in paths.items():
+        check_out_dir(out, path)
+        _check_unfinished(out / name, resume)
+
+    def one_class(name: str) -> dict:
+        tp = None if test_poses is None else Path(test_poses) / name / "test_poses.json"
+        return evaluate_class(paths[name], out / name, test_poses=tp if tp and tp.is_file() else None, **kwargs)
+
+    def said(name: str, state: str) -> None:
+        if state == "resumed":
+            log(f"[splatjax] {name}: {out / name / 'report.json'} exists, not evaluated again (resume; delete "
+                "it to evaluate the class again)")
+
+    by_name = run_classes(list(paths), one_class, out, on_class=said)
+    return [by_name[name] for name in paths]
 
 
 def _write_summary(out: Path, reports: list[dict]) -> None:

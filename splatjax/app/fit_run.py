@@ -345,6 +345,26 @@ def _reached_stop(run: Path, config: FitConfig, stop_at: int | None) -> dict | N
             "completed": False, "interrupted": None, "stopped_at": int(step), "run": str(run)}
 
 
+def _resumed_settings(run: Path, data, config: FitConfig | None, stop_at: int | None, log):
+    """(data folder, config, None) of a run to resume (the stored ones where not given;
+    other settings than the stored ones are refused), or (.., .., its summary) when there
+    is nothing to do: the run is complete, or already at or past ``stop_at``."""
+    stored_data, stored_config, _ = stored_settings(run)
+    config = stored_config if config is None else config
+    _check_same_settings(run, _read_record(run), None, config)
+    if data is None and stored_data is None:
+        raise UserError(f"{str(run / 'config.json')!r} does not record the dataset folder (a run from an older "
+                        f"version); give it: splatjax fit DATA --out {shlex.quote(str(run))} --resume")
+    data = stored_data if data is None else data
+    done = _already_complete(run, config)
+    if done is not None:
+        return data, config, done
+    reached = _reached_stop(run, config, stop_at)
+    if reached is not None:
+        log(f"[splatjax fit] {run} is at step {reached['steps']}, not before --stop-at {stop_at}: nothing to do")
+    return data, config, reached
+
+
 def run_fit(
     data: str | os.PathLike | None,
     out: str | os.PathLike,
@@ -370,20 +390,9 @@ def run_fit(
     run = Path(out)
     _check_run_folder(run, resume)  # before the (slow) loading; checked again when opening
     if resume:
-        stored_data, stored_config, _ = stored_settings(run)
-        config = stored_config if config is None else config
-        _check_same_settings(run, _read_record(run), None, config)
-        if data is None and stored_data is None:
-            raise UserError(f"{str(run / 'config.json')!r} does not record the dataset folder (a run from an older "
-                            f"version); give it: splatjax fit DATA --out {shlex.quote(str(run))} --resume")
-        data = stored_data if data is None else data
-        done = _already_complete(run, config)
-        if done is not None:
-            return done
-        reached = _reached_stop(run, config, stop_at)
-        if reached is not None:
-            log(f"[splatjax fit] {run} is at step {reached['steps']}, not before --stop-at {stop_at}: nothing to do")
-            return reached
+        data, config, finished = _resumed_settings(run, data, config, stop_at, log)
+        if finished is not None:
+            return finished
     config = FitConfig() if config is None else config
     if data is None:
         raise UserError("a new fit needs the dataset folder: splatjax fit DATA --out RUN")

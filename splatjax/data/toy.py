@@ -354,6 +354,32 @@ def _shade(normal: np.ndarray) -> np.ndarray:
     return _AMBIENT + lam
 
 
+def _pixel_window(cam: np.ndarray, f: float, cx: float, cy: float, H: int, W: int):
+    """Rows and columns (r0, r1, c0, c1) a primitive's box corners ``cam`` [8, 3] (OpenGL
+    camera coordinates) can cover; all rows and columns when a corner is behind the camera;
+    None when the box is wholly behind the camera or off the image."""
+    zc = -cam[:, 2]
+    if np.all(zc <= 1e-6):
+        return None
+    if np.any(zc <= 1e-6):
+        return 0, H, 0, W
+    us, vs = cx + f * cam[:, 0] / zc, cy - f * cam[:, 1] / zc
+    c0, c1 = max(0, int(math.floor(us.min() - 0.5))), min(W, int(math.ceil(us.max() + 0.5)))
+    r0, r1 = max(0, int(math.floor(vs.min() - 0.5))), min(H, int(math.ceil(vs.max() + 0.5)))
+    return None if c0 >= c1 or r0 >= r1 else (r0, r1, c0, c1)
+
+
+def _paint_stains(scene: ToyScene, albedo: np.ndarray, hit: np.ndarray, part: np.ndarray,
+                  points: np.ndarray) -> np.ndarray:
+    """Paint each stain (a ball on one part) into ``albedo`` in place; the stained pixels."""
+    stained = np.zeros(hit.shape, bool)
+    for (sx, sy, sz, sr), sp, sc in zip(scene.stains, scene.stain_part, scene.stain_color):
+        inside = hit & (part == sp) & (np.sum((points - [sx, sy, sz]) ** 2, -1) < sr * sr)
+        albedo[inside] = sc
+        stained |= inside
+    return stained
+
+
 def raycast_toy(
     scene: ToyScene,
     c2w: Float[np.ndarray, "4 4"],
@@ -385,20 +411,10 @@ def raycast_toy(
     normal = np.zeros((H, W, 3))
     corners_sel = np.array([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], bool)
     for k in range(len(scene)):
-        corners = np.where(corners_sel, scene.hi[k], scene.lo[k])
-        cam = (corners - o) @ R  # OpenGL camera coordinates
-        zc = -cam[:, 2]
-        if np.all(zc <= 1e-6):
+        window = _pixel_window((np.where(corners_sel, scene.hi[k], scene.lo[k]) - o) @ R, f, cx, cy, H, W)
+        if window is None:
             continue
-        if np.any(zc <= 1e-6):
-            r0, r1, c0, c1 = 0, H, 0, W
-        else:
-            us = cx + f * cam[:, 0] / zc
-            vs = cy - f * cam[:, 1] / zc
-            c0, c1 = max(0, int(math.floor(us.min() - 0.5))), min(W, int(math.ceil(us.max() + 0.5)))
-            r0, r1 = max(0, int(math.floor(vs.min() - 0.5))), min(H, int(math.ceil(vs.max() + 0.5)))
-            if c0 >= c1 or r0 >= r1:
-                continue
+        r0, r1, c0, c1 = window
         d = dirs[r0:r1, c0:c1]
         hits = _box_hits if scene.kind[k] == 0 else _cylinder_hits
         t, n = hits(o, d, scene.lo[k], scene.hi[k])
@@ -410,13 +426,7 @@ def raycast_toy(
     hit = prim >= 0
     part = np.where(hit, scene.part[np.maximum(prim, 0)], -1)
     albedo = np.where(hit[..., None], scene.color[np.maximum(prim, 0)], 0.0)
-    stained = np.zeros((H, W), bool)
-    if len(scene.stains):
-        pts = o + np.where(hit, depth, 0.0)[..., None] * dirs
-        for (sx, sy, sz, sr), sp, sc in zip(scene.stains, scene.stain_part, scene.stain_color):
-            inside = hit & (part == sp) & (np.sum((pts - [sx, sy, sz]) ** 2, -1) < sr * sr)
-            albedo[inside] = sc
-            stained |= inside
+    stained = _paint_stains(scene, albedo, hit, part, o + np.where(hit, depth, 0.0)[..., None] * dirs)
     color = np.clip(albedo * _shade(normal)[..., None], 0.0, 1.0) * hit[..., None]
     alpha = hit.reshape(height, s, width, s).mean(axis=(1, 3))
     prem = color.reshape(height, s, width, s, 3).mean(axis=(1, 3))

@@ -182,6 +182,19 @@ def densify_demand(
     return jnp.sum(active & ~sel.prune_old) + jnp.sum(sel.cost)
 
 
+def _split_children(params: Gaussians, key: jax.Array) -> list[Gaussians]:
+    """The SPLIT_CHILDREN children of every row: means sampled from the parent Gaussian,
+    scales divided by SPLIT_SCALE_DIVISOR, everything else copied."""
+    cap, dtype = params.means.shape[0], params.means.dtype
+    rot = quat_to_rotmat(params.unit_quats)
+    noise = jax.random.normal(key, (SPLIT_CHILDREN, cap, 3), dtype) * params.scales[None]
+    child_means = params.means[None] + jnp.einsum("nij,cnj->cni", rot, noise)
+    child_log_scales = params.log_scales - jnp.log(jnp.asarray(SPLIT_SCALE_DIVISOR, dtype))
+    return [Gaussians(means=child_means[i], log_scales=child_log_scales, quats=params.quats,
+                      opacity_logits=params.opacity_logits, sh0=params.sh0, sh_rest=params.sh_rest)
+            for i in range(SPLIT_CHILDREN)]
+
+
 def densify_and_prune(
     params: Gaussians,
     active: Bool[Array, " N"],
@@ -221,17 +234,7 @@ def densify_and_prune(
     clone, split = sel.clone & accepted, sel.split & accepted
     keep_old = active & ~sel.prune_old & ~split
 
-    # Split children: means sampled from the parent Gaussian, scales divided by 1.6.
-    rot = quat_to_rotmat(params.unit_quats)
-    noise = jax.random.normal(key, (SPLIT_CHILDREN, cap, 3), dtype) * params.scales[None]
-    child_means = params.means[None] + jnp.einsum("nij,cnj->cni", rot, noise)
-    child_log_scales = params.log_scales - jnp.log(jnp.asarray(SPLIT_SCALE_DIVISOR, dtype))
-
-    def child(i):
-        return Gaussians(means=child_means[i], log_scales=child_log_scales, quats=params.quats,
-                         opacity_logits=params.opacity_logits, sh0=params.sh0, sh_rest=params.sh_rest)
-
-    sources = [params, params, child(0), child(1)]
+    sources = [params, params, *_split_children(params, key)]
     flags = jnp.concatenate([keep_old, clone, split, split])
     dest = jnp.where(flags, jnp.cumsum(flags) - 1, cap)  # cap = dropped by the scatter
     total = jnp.sum(flags)

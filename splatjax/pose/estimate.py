@@ -205,16 +205,23 @@ def estimate_poses(
     targets = queries if k == 1 else jnp.repeat(queries, k, axis=0)
     ref = refine_poses_detailed(gaussians, starts, targets, config, key=key, background=background,
                                 progress=progress, parallel=parallel, objective=objective)
+    jax.block_until_ready(ref.cameras.R)
+    seconds = {"coarse": t1 - t0, "polish": t2 - t1, "fine": time.perf_counter() - t2}
+    return _estimate(ref, starts, idx, score, inliers, method, seconds)
+
+
+def _estimate(ref, starts, idx, score, inliers, method, seconds) -> PoseEstimate:
+    """The :class:`PoseEstimate` of the refined hypotheses ``ref`` (query-major, K per
+    query): each query keeps the hypothesis of lowest loss."""
+    q, k = idx.shape
     losses, chosen, flat = _choose(ref, q, k)
     pick = jnp.asarray(flat)
     cams, coarse_cams = index_cameras(ref.cameras, pick), index_cameras(starts, pick)
     rows = np.arange(q)
-    t3 = time.perf_counter()
     return PoseEstimate(
         coarse_index=idx[rows, chosen], coarse_score=score[rows, chosen], coarse_cameras=coarse_cams,
         cameras=cams, coarse_c2w=camera_to_c2w(coarse_cams), c2w=camera_to_c2w(cams),
-        loss_traces=np.asarray(ref.traces)[flat], method=method,
-        seconds={"coarse": t1 - t0, "polish": t2 - t1, "fine": t3 - t2},
+        loss_traces=np.asarray(ref.traces)[flat], method=method, seconds=seconds,
         loss=losses[rows, chosen], best_step=np.asarray(ref.best_step)[flat],
         diverged=np.asarray(ref.diverged)[flat], hypothesis_index=idx, hypothesis_score=score,
         hypothesis_losses=losses, chosen=chosen, inliers=inliers[rows, chosen])
