@@ -29,7 +29,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from .errors import ConfigError
 
-__all__ = ["ParallelConfig", "query_mesh", "shard_over_queries", "padded_batch"]
+__all__ = ["ParallelConfig", "query_mesh", "shard_over_queries", "padded_batch", "ceil_div", "map_padded_chunks"]
 
 #: Name of the mesh axis the queries are sharded over.
 QUERY_AXIS = "queries"
@@ -120,15 +120,40 @@ def query_mesh(devices: int | None = None) -> Mesh:
     return Mesh(np.array(local[:n]), (QUERY_AXIS,))
 
 
+def ceil_div(a: int, b: int) -> int:
+    """The integer ceil(a / b) for b > 0."""
+    return -(-int(a) // int(b))
+
+
+def map_padded_chunks(run: Callable, n: int, size: int, args: tuple, in_axes=0, *,
+                      progress: Callable[[str, int, int], object] | None = None, stage: str = ""):
+    """``run`` over consecutive chunks of ``size`` rows of the arguments with a leading
+    axis of ``n`` rows (``in_axes`` 0; None: passed whole to every call), the last chunk
+    padded with copies of the last row, so that every call has one shape (one compiled
+    program); the outputs' rows for the ``n`` inputs, concatenated in order (pytrees too).
+    ``progress(stage, done, total)`` after each chunk. The one padded-batch loop of the
+    pose, render and map stages and of :func:`shard_over_queries`."""
+    axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+    n_chunks = ceil_div(n, size)
+    outs = []
+    for c in range(n_chunks):
+        idx = np.minimum(np.arange(c * size, (c + 1) * size), n - 1)
+        chunk = [jax.tree_util.tree_map(lambda x: x[idx], a) if ax == 0 else a for a, ax in zip(args, axes)]
+        outs.append(jax.tree_util.tree_map(lambda x: x[: min(size, n - c * size)], run(*chunk)))
+        if progress is not None:
+            progress(stage, c + 1, n_chunks)
+    return outs[0] if n_chunks == 1 else jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
+
+
 def padded_batch(n_queries: int, n_devices: int, per_device_batch: int | None = None) -> tuple[int, int]:
     """(per-device batch, number of launches) for ``n_queries`` over ``n_devices``: every
     launch holds ``per_device_batch * n_devices`` queries (the last one padded), None
     meaning one launch with ``ceil(n_queries / n_devices)`` queries per device."""
     if n_queries < 1 or n_devices < 1:
         raise ValueError(f"need at least one query and one device (got {n_queries}, {n_devices})")
-    per = -(-n_queries // n_devices) if per_device_batch is None else min(int(per_device_batch),
-                                                                         -(-n_queries // n_devices))
-    return per, -(-n_queries // (per * n_devices))
+    per = ceil_div(n_queries, n_devices)
+    per = per if per_device_batch is None else min(int(per_device_batch), per)
+    return per, ceil_div(n_queries, per * n_devices)
 
 
 def _shard_map(fn, mesh, in_specs, out_specs):
@@ -183,14 +208,5 @@ def shard_over_queries(
         raise ValueError(f"shard_over_queries: in_axes must be 0 or None per argument, got {in_axes!r} "
                          f"for {len(args)} arguments")
     b = _batch_size(args, axes)
-    per, launches = padded_batch(b, mesh.size, config.per_device_batch)
-    run = _sharded(fn, mesh, axes)
-    size = per * mesh.size
-    outs = []
-    for k in range(launches):
-        idx = np.minimum(np.arange(k * size, (k + 1) * size), b - 1)  # pad with the last query
-        chunk = [jax.tree_util.tree_map(lambda x: x[idx], a) if ax == 0 else a for a, ax in zip(args, axes)]
-        outs.append(run(*chunk))
-    if launches == 1:
-        return jax.tree_util.tree_map(lambda x: x[:b], outs[0])
-    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:b], *outs)
+    per, _ = padded_batch(b, mesh.size, config.per_device_batch)
+    return map_padded_chunks(_sharded(fn, mesh, axes), b, per * mesh.size, args, axes)

@@ -41,7 +41,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ..image import gaussian_filter, resize
-from ..sharding import ParallelConfig, query_mesh, shard_over_queries
+from ..sharding import ParallelConfig, ceil_div, map_padded_chunks, query_mesh, shard_over_queries
 from .calibration import ResidualScales
 from .config import MapConfig
 from .features import (
@@ -194,17 +194,9 @@ def anomaly_maps(
             f"got {renders.shape} and {queries.shape}"
         )
     b = renders.shape[0]
-    chunk = max(1, min(int(chunk), b))
-    out = []
-    for start in range(0, b, chunk):
-        r = renders[start : start + chunk]
-        q = queries[start : start + chunk]
-        n = r.shape[0]
-        if n < chunk:  # pad with copies of the last pair; dropped below
-            r = jnp.concatenate([r, jnp.repeat(r[-1:], chunk - n, axis=0)])
-            q = jnp.concatenate([q, jnp.repeat(q[-1:], chunk - n, axis=0)])
-        out.append(_maps_chunk(r, q, extractor, size, sigma, weights, shift_radius)[:n])
-    return out[0] if len(out) == 1 else jnp.concatenate(out, axis=0)
+    run = functools.partial(_maps_chunk, extractor=extractor, size=size, sigma=sigma, weights=weights,
+                            shift_radius=shift_radius)
+    return map_padded_chunks(run, b, max(1, min(int(chunk), b)), (renders, queries))
 
 
 def _maps_chunk(renders: Array, queries: Array, extractor: FeatureExtractor, size: int, sigma: float,
@@ -327,14 +319,12 @@ def _sharded_maps(renders: Array, queries: Array, extractor: WeightsFreeFeatures
     b = renders.shape[0]
     fn = _maps_fn(extractor.scales, extractor.radius, extractor.ssim_weight, int(config.map_size),
                   float(config.map_sigma), weights)
-    size = min(int(per), -(-b // mesh.size)) * mesh.size
     one_launch = ParallelConfig(devices=mesh.size)
-    out = []
-    for start in range(0, b, size):
-        idx = np.minimum(np.arange(start, start + size), b - 1)
-        maps = shard_over_queries(fn, renders[idx], queries[idx], in_axes=(0, 0), mesh=mesh, config=one_launch)
-        out.append(maps[: min(size, b - start)])
-    return out[0] if len(out) == 1 else jnp.concatenate(out, axis=0)
+
+    def launch(r, q):
+        return shard_over_queries(fn, r, q, in_axes=(0, 0), mesh=mesh, config=one_launch)
+
+    return map_padded_chunks(launch, b, min(int(per), ceil_div(b, mesh.size)) * mesh.size, (renders, queries))
 
 
 def overlay_heatmap(

@@ -22,8 +22,8 @@ from ..camera import Camera
 from ..gaussians import Gaussians
 from ..image import grey, resize, resize_to_width
 from ..render import render
-from ..sharding import ParallelConfig, query_mesh, shard_over_queries
-from .cameras import as_batch, index_cameras, num_cameras
+from ..sharding import ParallelConfig, ceil_div, map_padded_chunks, query_mesh, shard_over_queries
+from .cameras import as_batch, num_cameras
 
 __all__ = ["render_views", "coarse_pose_render", "coarse_pose_loftr", "resolve_coarse"]
 
@@ -65,15 +65,8 @@ def render_views(
         def fn(c):
             return shard_over_queries(stack, gaussians, c, in_axes=(None, 0), mesh=mesh, config=one_launch)
 
-        size = min(per, -(-n // mesh.size)) * mesh.size
-    outs = []
-    n_chunks = -(-n // size)
-    for c in range(n_chunks):
-        idx = np.minimum(np.arange(c * size, (c + 1) * size), n - 1)
-        outs.append(fn(index_cameras(cams, idx))[: min(size, n - c * size)])
-        if progress is not None:
-            progress(stage, c + 1, n_chunks)
-    return jnp.concatenate(outs)
+        size = min(per, ceil_div(n, mesh.size)) * mesh.size
+    return map_padded_chunks(fn, n, size, (cams,), progress=progress, stage=stage)
 
 
 @functools.lru_cache(maxsize=16)

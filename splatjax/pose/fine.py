@@ -30,7 +30,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, Int
 
@@ -39,7 +38,7 @@ from ..camera import Camera
 from ..gaussians import Gaussians
 from ..image import resize
 from ..render import render
-from ..sharding import ParallelConfig, query_mesh, shard_over_queries
+from ..sharding import ParallelConfig, ceil_div, map_padded_chunks, query_mesh, shard_over_queries
 from .cameras import as_batch, num_cameras
 from .config import PoseConfig
 from .objectives import Objective, PoseRender, resolve_objective
@@ -212,23 +211,6 @@ def _refine_batch_fn(static_items: tuple) -> Callable:
     return jax.vmap(functools.partial(_refine_core, **dict(static_items)), in_axes=(None, 0, 0, 0))
 
 
-def _chunked(run, b: int, size: int, args: tuple, progress: Progress | None, stage: str):
-    """``run`` over consecutive chunks of ``size`` queries of the query-axis ``args``
-    (the last chunk padded with copies of the last query, so every call has one shape);
-    returns the outputs for the ``b`` queries concatenated."""
-    n_chunks = -(-b // size)
-    outs = []
-    for c in range(n_chunks):
-        idx = np.minimum(np.arange(c * size, (c + 1) * size), b - 1)
-        out = run(*(jax.tree_util.tree_map(lambda x: x[idx], a) for a in args))
-        outs.append(jax.tree_util.tree_map(lambda x: x[: min(size, b - c * size)], out))
-        if progress is not None:
-            progress(stage, c + 1, n_chunks)
-    if n_chunks == 1:
-        return outs[0]
-    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
-
-
 def _check_query(query, camera: Camera, where: str):
     shape = tuple(query.shape[-3:])
     if shape != (camera.height, camera.width, 3):
@@ -356,12 +338,12 @@ def refine_poses_detailed(
               else parallel.per_device_batch)
     if mesh is None or mesh.size == 1:
         run = functools.partial(_refine_batch_jit, gaussians, **static)
-        return Refinement(*_chunked(run, b, min(per, b), (cams, queries, params0), progress, "fine pose"))
+        return Refinement(*map_padded_chunks(run, b, min(per, b), (cams, queries, params0), progress=progress, stage="fine pose"))
     fn = _refine_batch_fn(tuple(sorted(static.items())))
     shard = ParallelConfig(devices=mesh.size)  # one launch per chunk: the chunk is a multiple of the devices
-    size = min(per, -(-b // mesh.size)) * mesh.size
+    size = min(per, ceil_div(b, mesh.size)) * mesh.size
 
     def run(c, q, p):
         return shard_over_queries(fn, gaussians, c, q, p, in_axes=(None, 0, 0, 0), mesh=mesh, config=shard)
 
-    return Refinement(*_chunked(run, b, size, (cams, queries, params0), progress, "fine pose"))
+    return Refinement(*map_padded_chunks(run, b, size, (cams, queries, params0), progress=progress, stage="fine pose"))

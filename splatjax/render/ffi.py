@@ -197,7 +197,7 @@ _INT32_MAX = 2**31 - 1
 
 
 def _levels(platform: str, n: int, cams: int, width: int, height: int, capacity: KernelCapacity) -> tuple[int, ...]:
-    ntiles = -(-width // 16) * -(-height // 16)
+    ntiles = _tiles(width, height)
     per = n * (cams if platform in _CUDA_FAMILY else 1)
     most = max(1, per * ntiles)
     base = max(capacity.min, 1 << max(0, math.ceil(math.log2(max(1, capacity.per_gaussian * per)))))
