@@ -28,20 +28,12 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from .errors import ConfigError
+from .validation import require, require_ints
 
 __all__ = ["ParallelConfig", "query_mesh", "shard_over_queries", "padded_batch", "ceil_div", "map_padded_chunks"]
 
 #: Name of the mesh axis the queries are sharded over.
 QUERY_AXIS = "queries"
-
-
-def _positive_or_none(owner: str, name: str, value: Any, minimum: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(name, f"must be an integer or None (got {value!r})", owner=owner)
-    if value < minimum:
-        raise ConfigError(name, f"must be >= {minimum} (got {value})", owner=owner)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,15 +70,12 @@ class ParallelConfig:
 
     def __post_init__(self):
         owner = type(self).__name__
-        _positive_or_none(owner, "devices", self.devices, 1)
-        _positive_or_none(owner, "per_device_batch", self.per_device_batch, 1)
-        _positive_or_none(owner, "num_processes", self.num_processes, 1)
-        _positive_or_none(owner, "process_id", self.process_id, 0)
-        _positive_or_none(owner, "initialization_timeout", self.initialization_timeout, 1)
-        if self.coordinator_address is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}|\[[0-9a-fA-F:.]+\]:\d{1,5}",
-                                                                     self.coordinator_address):
-            raise ConfigError("coordinator_address", f"must be host:port (got {self.coordinator_address!r})",
-                              owner=owner)
+        require_ints(self, ("devices", "per_device_batch", "num_processes", "initialization_timeout"), 1,
+                     allow_none=True)
+        require_ints(self, ("process_id",), 0, allow_none=True)
+        address = self.coordinator_address
+        require(address is None or re.fullmatch(r"[^\s:]+:\d{1,5}|\[[0-9a-fA-F:.]+\]:\d{1,5}", address) is not None,
+                self, "coordinator_address", "host:port")
         explicit = {"coordinator_address": self.coordinator_address, "num_processes": self.num_processes,
                     "process_id": self.process_id}
         given = [k for k, v in explicit.items() if v is not None]

@@ -10,18 +10,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import field
 
-from ..errors import ConfigError
+from ..validation import is_int, is_number, require, require_choice, require_ints, require_positive
 from .extractors import feature_names
 
 __all__ = ["MapConfig"]
 
 SCORES = ("max", "p99", "topk")
 NORMALISE = ("none", "level", "channel")
-
-
-def _check(cond: bool, option: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(option, message, owner="MapConfig")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,18 +57,10 @@ class MapConfig:
     chunk: int = 16  # render/query pairs per compiled map computation
 
     def __post_init__(self):
-        _check(self.features in feature_names(), "features",
-               f"must be one of {', '.join(feature_names())} (got {self.features!r})")
-        _check(self.score in SCORES, "score", f"must be one of {', '.join(SCORES)} (got {self.score!r})")
-        _check(self.normalise in NORMALISE, "normalise",
-               f"must be one of {', '.join(NORMALISE)} (got {self.normalise!r})")
-        _check(isinstance(self.shift_radius, int) and not isinstance(self.shift_radius, bool)
-               and 0 <= self.shift_radius <= 8, "shift_radius", f"must be an integer in 0..8 (got {self.shift_radius!r})")
-        for name in ("map_size", "calibration_views", "chunk", "score_k"):
-            v = getattr(self, name)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name,
-                   f"must be an integer >= 1 (got {v!r})")
-        _check(isinstance(self.map_sigma, (int, float)) and self.map_sigma >= 0, "map_sigma",
-               f"must be >= 0 (got {self.map_sigma!r})")
-        _check(isinstance(self.threshold_factor, (int, float)) and self.threshold_factor > 0, "threshold_factor",
-               f"must be > 0 (got {self.threshold_factor!r})")
+        require_choice(self, "features", feature_names())
+        require_choice(self, "score", SCORES)
+        require_choice(self, "normalise", NORMALISE)
+        require(is_int(self.shift_radius) and 0 <= self.shift_radius <= 8, self, "shift_radius", "an integer in 0..8")
+        require_ints(self, ("map_size", "calibration_views", "chunk", "score_k"), 1)
+        require(is_number(self.map_sigma) and self.map_sigma >= 0, self, "map_sigma", ">= 0")
+        require_positive(self, ("threshold_factor",))

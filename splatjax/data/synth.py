@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..camera import look_at_c2w
-from ..errors import ConfigError, DatasetError, DatasetNotFoundError, UserError
+from ..validation import require, require_choice, require_ints
+from ..errors import DatasetError, DatasetNotFoundError, UserError
 from ..files import file_sha256, write_json
 from .madwrite import MadWriter, write_staged
 from .roll import roll_pose
@@ -106,27 +106,17 @@ class SynthConfig:
     threads: int = _field(0, "render threads (0: all cores)")
 
     def __post_init__(self):
-        def bad(name, what):
-            raise ConfigError(name, f"must be {what} (got {getattr(self, name)!r})", owner="SynthConfig")
-
         for name, low in (("train_views", 1), ("test_good", 0), ("test_per_type", 0), ("resolution", 16),
                           ("spp", 1), ("threads", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                bad(name, f"an integer >= {low}")
-        if self.material not in MATERIALS:
-            bad("material", "one of " + ", ".join(MATERIALS))
-        if self.up_axis not in ("x", "y", "z"):
-            bad("up_axis", "x, y or z")
+            require_ints(self, (name,), low)
+        require_choice(self, "material", MATERIALS)
+        require_choice(self, "up_axis", ("x", "y", "z"))
         lo, hi = self.defect_fraction
-        if not 0.0 < lo <= hi < 0.5:
-            bad("defect_fraction", "two fractions 0 < LO <= HI < 0.5")
-        if not 0.0 < self.mask_threshold < 1.0:
-            bad("mask_threshold", "in (0, 1)")
-        if not 0.0 < self.max_edge <= 2.0:
-            bad("max_edge", "in (0, 2]")
-        if not 0.0 < self.camera_angle_x < 2 * math.asin(1.0 / _RADIUS[0]) * 1.6:
-            bad("camera_angle_x", "a positive angle in radians small enough to fill the view with the object")
+        require(0.0 < lo <= hi < 0.5, self, "defect_fraction", "two fractions 0 < LO <= HI < 0.5")
+        require(0.0 < self.mask_threshold < 1.0, self, "mask_threshold", "in (0, 1)")
+        require(0.0 < self.max_edge <= 2.0, self, "max_edge", "in (0, 2]")
+        require(0.0 < self.camera_angle_x < 2 * math.asin(1.0 / _RADIUS[0]) * 1.6, self, "camera_angle_x",
+                "a positive angle in radians small enough to fill the view with the object")
 
 
 # ----------------------------------------------------------------------------- Mitsuba

@@ -9,9 +9,8 @@ the INRIA 3DGS ones).
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
-from ..errors import ConfigError
+from ..validation import is_int, is_number, require, require_choice, require_ints, require_positive
 
 __all__ = ["FitConfig"]
 
@@ -87,42 +86,20 @@ class FitConfig:
     log_every: int = _f(100, "append a metrics.jsonl record every this many steps")
 
     def __post_init__(self):
-        def bad(name, msg):
-            raise ConfigError(name, f"{msg} (got {getattr(self, name)!r})", owner="FitConfig")
-
-        for name in ("iterations", "init_points", "densify_every", "chunk_steps", "checkpoint_every",
-                     "val_every", "log_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                bad(name, "must be an integer >= 1")
-        for name in ("resolution", "capacity", "val_views", "opacity_reset_every"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                bad(name, "must be >= 1 or None")
-        for name in ("densify_from", "densify_until"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                bad(name, "must be >= 0 or None")
-        for name in ("lr_means", "lr_means_final", "lr_colors", "lr_opacity", "lr_scales", "lr_quats",
-                     "adam_eps", "init_extent", "checkpoint_minutes", "percent_dense"):
-            if not getattr(self, name) > 0:
-                bad(name, "must be > 0")
-        if isinstance(self.sh_degree, bool) or not isinstance(self.sh_degree, numbers.Integral) \
-                or not 0 <= self.sh_degree <= 3:
-            bad("sh_degree", "must be an integer in 0..3")
-        if not self.lr_sh_rest_factor > 0:
-            bad("lr_sh_rest_factor", "must be > 0")
-        if not 0.0 < self.train_fraction <= 1.0:
-            bad("train_fraction", "must be in (0, 1]")
-        if not 0.0 <= self.ssim_weight <= 1.0:
-            bad("ssim_weight", "must be in [0, 1]")
-        if not 0.0 < self.init_opacity < 1.0:
-            bad("init_opacity", "must be in (0, 1)")
-        if self.backend not in _BACKENDS:
-            bad("backend", f"must be one of {', '.join(_BACKENDS)}")
-        if self.buffer not in BUFFER_POLICIES:
-            bad("buffer", f"must be one of {', '.join(BUFFER_POLICIES)}")
+        require_ints(self, ("iterations", "init_points", "densify_every", "chunk_steps", "checkpoint_every",
+                            "val_every", "log_every"), 1)
+        require_ints(self, ("resolution", "capacity", "val_views", "opacity_reset_every"), 1, allow_none=True)
+        require_ints(self, ("densify_from", "densify_until"), 0, allow_none=True)
+        require_positive(self, ("lr_means", "lr_means_final", "lr_colors", "lr_opacity", "lr_scales", "lr_quats",
+                                "adam_eps", "init_extent", "checkpoint_minutes", "percent_dense", "lr_sh_rest_factor"))
+        require(is_int(self.sh_degree) and 0 <= self.sh_degree <= 3, self, "sh_degree", "an integer in 0..3")
+        require(is_number(self.train_fraction) and 0.0 < self.train_fraction <= 1.0, self, "train_fraction", "in (0, 1]")
+        require(is_number(self.ssim_weight) and 0.0 <= self.ssim_weight <= 1.0, self, "ssim_weight", "in [0, 1]")
+        require(is_number(self.init_opacity) and 0.0 < self.init_opacity < 1.0, self, "init_opacity", "in (0, 1)")
+        require_choice(self, "backend", _BACKENDS)
+        require_choice(self, "buffer", BUFFER_POLICIES)
         bg = tuple(float(b) for b in self.background)
-        if len(bg) != 3 or not all(0.0 <= b <= 1.0 for b in bg):
-            bad("background", "must be 3 numbers in [0, 1]")
+        require(len(bg) == 3 and all(0.0 <= b <= 1.0 for b in bg), self, "background", "3 numbers in [0, 1]")
         object.__setattr__(self, "background", bg)
         self._check_chunks()
 
@@ -130,6 +107,5 @@ class FitConfig:
         c = self.chunk_steps
         for name in ("densify_every", "opacity_reset_every", "densify_from"):
             v = getattr(self, name)
-            if v is not None and v % c:
-                raise ConfigError(name, f"must be a multiple of chunk_steps={c} (got {v}): densification and "
-                                  "opacity resets happen between compiled chunks", owner="FitConfig")
+            require(v is None or v % c == 0, self, name, f"a multiple of chunk_steps={c}, since densification "
+                    "and opacity resets happen between compiled chunks")

@@ -22,6 +22,7 @@ from ..camera import Camera
 from ..gaussians import Gaussians
 from ..image import grey, resize, resize_to_width
 from ..render import render
+from .config import COARSE_METHODS
 from ..sharding import ParallelConfig, ceil_div, map_padded_chunks, query_mesh, shard_over_queries
 from .cameras import as_batch, num_cameras
 
@@ -185,8 +186,8 @@ def coarse_pose_loftr(
 def resolve_coarse(coarse: str, loftr_weights: str | None = None, *, log: Callable[[str], object] | None = None) -> str:
     """"render" | "loftr" | "auto" -> the method used; "auto" is LoFTR when its weights
     are found, else render-and-compare (said through ``log`` when given)."""
-    if coarse not in ("render", "loftr", "auto"):
-        raise ValueError(f"coarse must be 'render', 'loftr' or 'auto', got {coarse!r}")
+    if coarse not in COARSE_METHODS:
+        raise ValueError(f"coarse must be one of {', '.join(COARSE_METHODS)}, got {coarse!r}")
     if coarse != "auto":
         return coarse
     from ..nets.weights import find_loftr_weights, loftr_guidance

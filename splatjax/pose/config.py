@@ -9,19 +9,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import field
 
-from ..errors import ConfigError
+from ..validation import is_int, require, require_bools, require_choice, require_ints, require_positive
 from ..render.backends import USER_BACKENDS
 from .objectives import get_objective
 
 __all__ = ["PoseConfig"]
 
 FINE_STEPS = 175
+COARSE_METHODS = ("auto", "render", "loftr")
 MAX_FINE_LEVELS = 4  # the coarsest level at 1/8 of the width
-
-
-def _check(cond: bool, option: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(option, message, owner="PoseConfig")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +46,7 @@ class PoseConfig:
 
     coarse: str = field(default="auto", metadata={
         "help": "coarse pose: LoFTR retrieval, render-and-compare, or auto (LoFTR when its weights are found)",
-        "choices": ("auto", "render", "loftr")})
+        "choices": COARSE_METHODS})
     coarse_resolution: int = field(default=64, metadata={"help": "render-and-compare image width in pixels"})
     # default 8: rolled queries (MAD's test views have arbitrary rolls) find a rolled candidate
     inplane_rotations: int = field(default=8, metadata={
@@ -89,28 +85,17 @@ class PoseConfig:
         "help": "render backend", "choices": USER_BACKENDS})
 
     def __post_init__(self):
-        _check(self.coarse in ("auto", "render", "loftr"), "coarse",
-               f"must be 'auto', 'render' or 'loftr' (got {self.coarse!r})")
-        _check(self.backend in USER_BACKENDS, "backend",
-               f"must be one of {', '.join(USER_BACKENDS)} (got {self.backend!r})")
-        for name in ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
-                     "keypoint_candidates", "keypoint_rounds"):
-            v = getattr(self, name)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, f"must be an integer >= 1 (got {v!r})")
-        for name in ("inplane_rotations", "sphere_views"):
-            v = getattr(self, name)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, name, f"must be an integer >= 0 (got {v!r})")
-        for name in ("lr_first", "lr", "lr_decay", "init_std"):
-            v = getattr(self, name)
-            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, name, f"must be > 0 (got {v!r})")
-        _check(self.fine_levels <= MAX_FINE_LEVELS, "fine_levels",
-               f"must be <= {MAX_FINE_LEVELS} (got {self.fine_levels!r})")
-        _check(self.fine_levels == 1 or self.steps > (self.fine_levels - 1) * self.fine_level_steps, "steps",
-               f"must exceed fine_levels - 1 = {self.fine_levels - 1} reduced levels x fine_level_steps "
-               f"{self.fine_level_steps} (got {self.steps!r}), so that full-resolution steps remain")
-        _check(self.lr_decay <= 1.0, "lr_decay", f"must be <= 1 (got {self.lr_decay!r})")
-        _check(isinstance(self.keypoint_width, int) and not isinstance(self.keypoint_width, bool)
-               and self.keypoint_width >= 16, "keypoint_width", f"must be an integer >= 16 (got {self.keypoint_width!r})")
-        _check(isinstance(self.keypoints, bool), "keypoints", f"must be True or False (got {self.keypoints!r})")
+        require_choice(self, "coarse", COARSE_METHODS)
+        require_choice(self, "backend", USER_BACKENDS)
+        require_ints(self, ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
+                            "keypoint_candidates", "keypoint_rounds"), 1)
+        require_ints(self, ("inplane_rotations", "sphere_views"), 0)
+        require_positive(self, ("lr_first", "lr", "lr_decay", "init_std"))
+        require(self.fine_levels <= MAX_FINE_LEVELS, self, "fine_levels", f"<= {MAX_FINE_LEVELS}")
+        require(self.fine_levels == 1 or self.steps > (self.fine_levels - 1) * self.fine_level_steps, self, "steps",
+                f"more than fine_levels - 1 = {self.fine_levels - 1} reduced levels x fine_level_steps "
+                f"{self.fine_level_steps}, so that full-resolution steps remain")
+        require(self.lr_decay <= 1.0, self, "lr_decay", "<= 1")
+        require(is_int(self.keypoint_width) and self.keypoint_width >= 16, self, "keypoint_width", "an integer >= 16")
+        require_bools(self, ("keypoints", "exact_exp"))
         get_objective(self.objective)  # a one-line ConfigError naming the registered objectives
-        _check(isinstance(self.exact_exp, bool), "exact_exp", f"must be True or False (got {self.exact_exp!r})")

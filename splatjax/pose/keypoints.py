@@ -36,7 +36,7 @@ from jaxtyping import Array, Float, Int
 from scipy.ndimage import map_coordinates
 
 from ..camera import Camera
-from ..errors import ConfigError
+from ..validation import is_int, is_number, require, require_bools, require_ints
 from ..gaussians import Gaussians
 from ..image import resize
 from ..render import rasterize, render
@@ -54,19 +54,6 @@ def _cv2():
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("the keypoint coarse pose needs OpenCV: pip install opencv-python-headless") from e
     return cv2
-
-
-def _check(cond: bool, option: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(option, message, owner="KeypointConfig")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,21 +80,16 @@ class KeypointConfig:
         "help": "keypoint PnP rounds; each later round starts from the previous round's pose"})
 
     def __post_init__(self):
-        for name in ("features", "iterations", "rounds"):
-            v = getattr(self, name)
-            _check(_is_int(v) and v >= 1, name, f"must be an integer >= 1 (got {v!r})")
-        _check(_is_int(self.min_inliers) and self.min_inliers >= 4, "min_inliers",
-               f"must be an integer >= 4, the fewest points PnP can use (got {self.min_inliers!r})")
-        _check(self.width is None or (_is_int(self.width) and self.width >= 16), "width",
-               f"must be None or an integer >= 16 (got {self.width!r})")
-        _check(_is_num(self.ratio) and 0 < self.ratio <= 1, "ratio", f"must be in (0, 1] (got {self.ratio!r})")
-        _check(_is_num(self.ransac_threshold) and self.ransac_threshold > 0, "ransac_threshold",
-               f"must be > 0 pixels (got {self.ransac_threshold!r})")
-        _check(_is_num(self.confidence) and 0 < self.confidence < 1, "confidence",
-               f"must be in (0, 1) (got {self.confidence!r})")
-        _check(_is_num(self.min_alpha) and 0 < self.min_alpha < 1, "min_alpha",
-               f"must be in (0, 1) (got {self.min_alpha!r})")
-        _check(isinstance(self.refine, bool), "refine", f"must be True or False (got {self.refine!r})")
+        require_ints(self, ("features", "iterations", "rounds"), 1)
+        require(is_int(self.min_inliers) and self.min_inliers >= 4, self, "min_inliers",
+                "an integer >= 4, the fewest points PnP can use")
+        require(self.width is None or (is_int(self.width) and self.width >= 16), self, "width",
+                "None or an integer >= 16")
+        require(is_number(self.ratio) and 0 < self.ratio <= 1, self, "ratio", "in (0, 1]")
+        require(is_number(self.ransac_threshold) and self.ransac_threshold > 0, self, "ransac_threshold", "> 0 pixels")
+        require(is_number(self.confidence) and 0 < self.confidence < 1, self, "confidence", "in (0, 1)")
+        require(is_number(self.min_alpha) and 0 < self.min_alpha < 1, self, "min_alpha", "in (0, 1)")
+        require_bools(self, ("refine",))
 
 
 def render_depth(

@@ -62,6 +62,7 @@ from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
 from ..errors import ConfigError
+from ..validation import require_ints
 
 __all__ = ["KernelCapacity", "DEFAULT_CAPACITY", "PLATFORMS", "available_platforms", "rasterize_ffi", "kernel_library",
            "target_names", "kernel_device"]
@@ -108,12 +109,8 @@ class KernelCapacity:
     levels: int = 6
 
     def __post_init__(self):
-        checks = (("min", self.min >= 1, "at least 1"), ("per_gaussian", self.per_gaussian >= 0, "at least 0"),
-                  ("growth", self.growth >= 2, "at least 2"), ("levels", self.levels >= 1, "at least 1"))
-        for name, ok, what in checks:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not ok:
-                raise ConfigError("capacity", f"KernelCapacity.{name} must be an integer {what}, got {value!r}")
+        for name, low in (("min", 1), ("per_gaussian", 0), ("growth", 2), ("levels", 1)):
+            require_ints(self, (name,), low, report_as="capacity")
 
 
 DEFAULT_CAPACITY = KernelCapacity()
