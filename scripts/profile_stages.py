@@ -92,20 +92,26 @@ def _hlo_counts(text: str) -> dict:
             "fusion": ops["fusion"], "custom_call_targets": dict(targets)}
 
 
+def _query_batch(args, batch: int, width: int):
+    """(val views at ``width``, queries [batch], their true cameras, screw starts, PoseConfig):
+    val views repeated to fill the batch."""
+    from splatjax.data import load_blender
+
+    val = load_blender(Path(args.data), "val", width)
+    idx = np.arange(batch) % len(val)
+    config = pose.PoseConfig(steps=args.steps, backend=args.backend)
+    params0 = jax.vmap(lambda k: pose.init_screw(key=k, std=config.init_std))(jax.random.split(jax.random.key(0), batch))
+    return val, jnp.asarray(val.images[idx]), jax.tree_util.tree_map(lambda x: x[idx], val.cameras), params0, config
+
+
 def fine_pose_breakdown(args) -> dict:
     from splatjax.app.runs import resolve_model
-    from splatjax.data import load_blender
     from splatjax.pose import fine
 
     g = sj.load_ply(resolve_model(args.model))
-    val = load_blender(Path(args.data), "val", args.image_size)
-    idx = np.arange(args.batch) % len(val)
-    queries = jnp.asarray(val.images[idx])
-    cams = jax.tree_util.tree_map(lambda x: x[idx], val.cameras)
-    config = pose.PoseConfig(steps=args.steps, backend=args.backend)
+    val, queries, cams, params0, config = _query_batch(args, args.batch, args.image_size)
     static = fine._static(config, val.background)
     bg = jnp.asarray(val.background, jnp.float32)
-    params0 = jax.vmap(lambda k: pose.init_screw(key=k, std=config.init_std))(jax.random.split(jax.random.key(0), args.batch))
 
     def rend(cam, p):
         return render(g, pose.moved_camera(cam, p), background=bg, backend=args.backend)[0]
@@ -137,19 +143,13 @@ def fine_pose_sweep(args) -> list[dict]:
     batch size of ``--sweep-batches`` at ``--image-size`` and each image size of
     ``--sweep-sizes`` at ``--batch`` (compilation excluded: one warm-up run each)."""
     from splatjax.app.runs import resolve_model
-    from splatjax.data import load_blender
     from splatjax.pose import fine
 
     g = sj.load_ply(resolve_model(args.model))
-    config = pose.PoseConfig(steps=args.steps, backend=args.backend)
     cases = [(b, args.image_size) for b in args.sweep_batches] + [(args.batch, w) for w in args.sweep_sizes]
     rows = []
     for batch, width in cases:
-        val = load_blender(Path(args.data), "val", width)
-        idx = np.arange(batch) % len(val)
-        queries = jnp.asarray(val.images[idx])
-        cams = jax.tree_util.tree_map(lambda x: x[idx], val.cameras)
-        params0 = jax.vmap(lambda k: pose.init_screw(key=k, std=config.init_std))(jax.random.split(jax.random.key(0), batch))
+        val, queries, cams, params0, config = _query_batch(args, batch, width)
         run = functools.partial(fine._refine_batch_jit, **fine._static(config, val.background))
         ms = _median_ms(run, (g, cams, queries, params0), 1)
         rows.append({"batch": batch, "image": width, "steps": args.steps, "ms_per_step": round(ms / args.steps, 3),

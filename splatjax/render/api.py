@@ -33,7 +33,6 @@ from .reference import rasterize_reference
 __all__ = ["BACKENDS", "available_backends", "resolve_backend", "placement", "rasterize", "render"]
 
 
-
 def available_backends() -> list[str]:
     """Backends that can run here: always "reference", plus each FFI kernel that was built
     and whose platform has a device (the test-only "cuda-emu" is not listed)."""
@@ -84,8 +83,7 @@ def placement(backend: str):
         concrete = resolve_backend(backend)
     except ConfigError:
         return contextlib.nullcontext()
-    device = ffi.kernel_device(concrete) if concrete in ffi.PLATFORMS else None
-    return contextlib.nullcontext() if device is None else jax.default_device(device)
+    return ffi.device_context(concrete) if concrete in ffi.PLATFORMS else contextlib.nullcontext()
 
 
 def rasterize(

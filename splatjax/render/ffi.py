@@ -65,7 +65,7 @@ from ..errors import ConfigError
 from ..validation import require_ints
 
 __all__ = ["KernelCapacity", "DEFAULT_CAPACITY", "PLATFORMS", "available_platforms", "rasterize_ffi", "kernel_library",
-           "target_names", "kernel_device"]
+           "target_names", "kernel_device", "device_context"]
 
 _LIBS = {"cpu": "libsplatjax_cpu.so", "cuda": "libsplatjax_cuda.so", "cuda-emu": "libsplatjax_cuda_emu.so"}
 _SYMBOLS = {"cpu": ("SplatjaxRenderFwdCpu", "SplatjaxRenderBwdCpu"),
@@ -507,7 +507,9 @@ def kernel_device(platform: str) -> jax.Device | None:
     return jax.devices("cpu")[0]
 
 
-def _default_device(platform: str):
+def device_context(platform: str):
+    """``jax.default_device(kernel_device(platform))`` when there is such a device, else a
+    context that changes nothing."""
     device = kernel_device(platform)
     return contextlib.nullcontext() if device is None else jax.default_device(device)
 
@@ -579,7 +581,7 @@ def rasterize_ffi(
     cols = cols[None] if cols.ndim == 2 else cols
     gauss = [jnp.asarray(x, f32) for x in (means, scales, quats, opacities)]
     arrays = _placed(platform, (*gauss, cols, offset, *cams))
-    with _default_device(platform):
+    with device_context(platform):
         rgb, alpha = _render(platform, int(width), int(height), capacity, bool(antialiased), *arrays)
     if single:
         rgb, alpha = rgb[0], alpha[0]
