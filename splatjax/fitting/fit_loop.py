@@ -11,8 +11,10 @@ stop the fit); :mod:`splatjax.app.fit_run` builds run folders, resuming and inte
 
 Static shapes: the Gaussians live in a buffer with an active mask; the compiled training
 chunk (a ``lax.scan`` over ``chunk_steps`` steps) recompiles only when the buffer is
-resized: it starts at the smallest power of two holding the initial points, doubles (or
-more) when a densification needs more slots, and halves when pruning leaves it 3/4 empty.
+resized: it starts at the smallest power of two holding the initial points; with
+``FitConfig.buffer`` "compact" (the CPU's default) it grows to the power of two a
+densification needs and halves when pruning leaves it 3/4 empty, with "roomy" (a GPU's
+default) it grows to twice that and never shrinks.
 
 Determinism: all randomness derives from the key and the step, so a fit continued from a
 saved state reproduces the uninterrupted one. Steps count from 1 as in 3DGS.
