@@ -133,13 +133,14 @@ def _child_evaluate(args) -> dict:
 
     from splatjax.anomaly import MapConfig
     from splatjax.app.evaluate import evaluate
+    from splatjax.context import QUIET
     from splatjax.pose import PoseConfig
     from splatjax.sharding import ParallelConfig
 
     root = Path(args.workdir)
     kw = dict(model=root / "model", pose_config=PoseConfig(steps=args.steps, coarse="render"),
-              map_config=MapConfig(features="weights-free"), heatmaps=False, progress=False,
-              log=lambda m: None, parallel=ParallelConfig(devices=args.child))
+              map_config=MapConfig(features="weights-free"), heatmaps=False, context=QUIET,
+              parallel=ParallelConfig(devices=args.child))
     t0 = time.perf_counter()
     evaluate(root / "toy", root / f"out_{args.child}_warm", **kw)
     first = time.perf_counter() - t0

@@ -53,6 +53,7 @@ def _metrics(run: Path) -> dict[int, dict]:
 
 def main(argv=None) -> int:
     from splatjax.app.fit_run import run_fit
+    from splatjax.context import QUIET
     from splatjax.fitting import FitConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="check_resume_"))
     out.mkdir(parents=True, exist_ok=True)
     full, parts = out / "uninterrupted", out / "interrupted"
-    quiet = dict(log=lambda m: None, val_split=None)  # validation does not touch the training state
+    quiet = dict(context=QUIET, val_split=None)  # validation does not touch the training state
     print(f"data {args.data}, resolution {args.resolution}, iterations {config.iterations} (schedule), "
           f"compare at step {args.steps}, interrupts {args.interrupts}, runs in {out}")
 

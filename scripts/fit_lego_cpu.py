@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     import splatjax
     from splatjax.files import write_json
     from splatjax.app.fit_run import run_fit
+    from splatjax.context import Context
     from splatjax.fitting import FitConfig
 
     over = {k: v for k, v in dict(init_points=args.init_points, capacity=args.capacity).items() if v is not None}
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     print(f"backends available: {splatjax.available_backends()}; jax devices: {jax.devices()}")
     t0 = time.perf_counter()
     log = (lambda m: None) if args.quiet else print
-    info = run_fit(args.data, args.out, cfg, resume=args.resume, log=log)
+    info = run_fit(args.data, args.out, cfg, resume=args.resume, context=Context(log=log))
     wall = time.perf_counter() - t0
     summary = {
         "schedule": "full" if args.full else "plain" if args.plain else "reduced",

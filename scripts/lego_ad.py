@@ -436,8 +436,11 @@ def result_line(name: str, row: dict) -> str:
     return " | ".join(parts)
 
 
-def run(data: str | os.PathLike, model: str, out: str | os.PathLike, extra: list[str]) -> dict:
-    """``splatjax evaluate`` on one class folder, then the result row (module docstring)."""
+def run(data: str | os.PathLike, model: str, out: str | os.PathLike, extra: list[str], *,
+        rolled: set[str] | None = None, results: Path | None = None, **labels) -> dict:
+    """``splatjax evaluate`` on one class folder, then the result row (module docstring),
+    appended to ``results`` (default OUT/../lego_ad_results.jsonl). ``rolled``: the rolled
+    query paths (default: from the lego-AD build manifest); ``labels`` are added to the row."""
     from splatjax.app.cli import main as cli_main
 
     data, out = Path(data), Path(out)
@@ -457,14 +460,15 @@ def run(data: str | os.PathLike, model: str, out: str | os.PathLike, extra: list
                        *(["--", *extra] if extra else [])],
            "evaluate_argv": ["splatjax", *argv], "variant_flags": extra,
            **{k: report.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "num_test_images",
-                                         "num_defective", "features", "coarse_method", "fine_steps",
-                                         "render_backend", "image_size")},
-           "pose": pose_summary(rows, _rolled_paths(data)),
+                                         "num_defective", "features", "coarse_method", "render_backend",
+                                         "image_size")},
+           "fine_steps": (report.get("pose_config") or {}).get("steps", report.get("fine_steps")),
+           "pose": pose_summary(rows, _rolled_paths(data) if rolled is None else rolled),
            "seconds_per_query": {"total": report["seconds"]["total"] / m,
                                  **{k: v / m for k, v in report["seconds"].items() if k != "total"}},
-           "seconds": report["seconds"], "wall_s": wall}
+           "seconds": report["seconds"], "wall_s": wall, **labels}
     print(result_line(report["class"], row), flush=True)
-    with open(out.resolve().parent / RESULTS, "a") as f:
+    with open(results or out.resolve().parent / RESULTS, "a") as f:
         f.write(json.dumps(row) + "\n")
     return row
 

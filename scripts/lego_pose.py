@@ -82,12 +82,12 @@ def main(argv=None) -> int:
     print(f"model {ply}: {g.num} Gaussians; {len(qidx)} val queries at {val.width}x{val.height}; "
           f"{len(train)} training cameras as coarse candidates", flush=True)
 
-    from splatjax.app.runs import log_stderr, progress_bars
+    from splatjax.app.logs import console_context
 
     config = pose.PoseConfig(coarse=args.coarse, coarse_resolution=args.coarse_resolution, steps=args.steps,
                              batch_size=args.batch_size, exact_exp=args.exact_exp, backend=args.backend)
     est = pose.estimate_poses(g, queries, train.cameras, config, key=jax.random.key(args.seed),
-                              candidate_images=train.images, progress=progress_bars(), log=log_stderr)
+                              candidate_images=train.images, context=console_context())
     e0 = pose_errors(est.coarse_c2w, true_c2w)
     e1 = pose_errors(est.c2w, true_c2w)
     better = (e1["rotation_rad"] < e0["rotation_rad"]) & (e1["translation"] < e0["translation"])

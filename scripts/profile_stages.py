@@ -162,12 +162,13 @@ def fit_breakdown(args, compiles: Compiles) -> dict:
     """The plain ``splatjax fit DATA --resolution R --iterations S`` (the application's
     run_fit, run folder ``--fit-out``), with its compilations counted."""
     from splatjax.app.fit_run import run_fit
+    from splatjax.context import QUIET
     from splatjax.fitting import FitConfig
 
     before = compiles.snapshot()
     t0 = time.perf_counter()
     info = run_fit(args.data, args.fit_out, FitConfig(iterations=args.fit_steps, resolution=args.fit_resolution),
-                   log=lambda line: None)
+                   context=QUIET)
     wall = time.perf_counter() - t0
     after = compiles.snapshot()
     records = [json.loads(x) for x in (Path(args.fit_out) / "metrics.jsonl").read_text().splitlines() if x.strip()]

@@ -64,12 +64,11 @@ def run_stages_once(data: Path, model: Path, views: int, seed: int, fine_poses: 
     tp = data / "test_poses.json"
     cls = load_mad_class(data, resolution, test_poses=tp if tp.is_file() else None)
     g = load_ply(run / "model.ply" if model.is_dir() else model)
-    pc = PoseConfig()
+    pc = PoseConfig(background=cls.train.background)
     t0 = time.perf_counter()
     if fine_poses is None:
         est = estimate_poses(g, cls.test.images, candidate_cameras(cls.train.cameras, pc), pc,
-                             key=jax.random.key(seed), candidate_images=cls.train.images,
-                             background=cls.train.background)
+                             key=jax.random.key(seed), candidate_images=cls.train.images)
         cams, fine_c2w = est.cameras, est.c2w
     else:
         fine_c2w, cams = _evaluated_poses(fine_poses, data, cls)

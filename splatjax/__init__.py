@@ -31,6 +31,7 @@ from .app.demo import demo
 from .app.detect import detect
 from .app.evaluate import evaluate
 from .app.fit_run import run_fit
+from .context import QUIET, Context
 from .camera import Camera, blender_c2w_from_camera, camera_from_blender, look_at_c2w, stack_cameras
 from .data import (
     class_folders,
@@ -65,6 +66,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Camera",
     "ConfigError",
+    "Context",
     "DatasetError",
     "DetectionMetrics",
     "EfficientNetFeatures",
@@ -79,6 +81,7 @@ __all__ = [
     "ParallelConfig",
     "PoseConfig",
     "PoseEstimate",
+    "QUIET",
     "SynthConfig",
     "UserError",
     "WeightsError",

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+from .context import QUIET, Context
 from .errors import ConfigError
 from .validation import require, require_ints
 
@@ -115,12 +116,12 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def map_padded_chunks(run: Callable, n: int, size: int, args: tuple, in_axes=0, *,
-                      progress: Callable[[str, int, int], object] | None = None, stage: str = ""):
+                      context: Context = QUIET, stage: str = ""):
     """``run`` over consecutive chunks of ``size`` rows of the arguments with a leading
     axis of ``n`` rows (``in_axes`` 0; None: passed whole to every call), the last chunk
     padded with copies of the last row, so that every call has one shape (one compiled
     program); the outputs' rows for the ``n`` inputs, concatenated in order (pytrees too).
-    ``progress(stage, done, total)`` after each chunk. The one padded-batch loop of the
+    ``context.tick(stage, done, total)`` after each chunk. The one padded-batch loop of the
     pose, render and map stages and of :func:`shard_over_queries`."""
     axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
     n_chunks = ceil_div(n, size)
@@ -129,8 +130,7 @@ def map_padded_chunks(run: Callable, n: int, size: int, args: tuple, in_axes=0, 
         idx = np.minimum(np.arange(c * size, (c + 1) * size), n - 1)
         chunk = [jax.tree_util.tree_map(lambda x: x[idx], a) if ax == 0 else a for a, ax in zip(args, axes)]
         outs.append(jax.tree_util.tree_map(lambda x: x[: min(size, n - c * size)], run(*chunk)))
-        if progress is not None:
-            progress(stage, c + 1, n_chunks)
+        context.tick(stage, c + 1, n_chunks)
     return outs[0] if n_chunks == 1 else jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
 
 

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 
 from .errors import ConfigError
 
-__all__ = ["require", "is_int", "is_number", "require_ints", "require_positive", "require_choice", "require_bools"]
+__all__ = ["require", "is_int", "is_number", "require_ints", "require_positive", "require_choice", "require_bools",
+           "require_color"]
 
 
 def is_int(value) -> bool:
@@ -60,3 +61,14 @@ def require_bools(config, names: Iterable[str]) -> None:
     """Each field of ``names`` True or False."""
     for name in names:
         require(isinstance(getattr(config, name), bool), config, name, "True or False")
+
+
+def require_color(config, name: str) -> None:
+    """Field ``name`` three numbers in [0, 1] (an RGB colour), stored as a tuple of floats
+    (so the config stays hashable)."""
+    try:
+        rgb = tuple(float(c) for c in getattr(config, name))
+    except (TypeError, ValueError):
+        rgb = ()
+    require(len(rgb) == 3 and all(0.0 <= c <= 1.0 for c in rgb), config, name, "3 numbers in [0, 1]")
+    object.__setattr__(config, name, rgb)

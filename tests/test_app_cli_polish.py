@@ -15,7 +15,7 @@ from app_toy import FAST_POSE, evaluated_toy, toy_dataset
 
 import splatjax as sj
 from splatjax.app import cli
-from splatjax.app.runs import progress_bars
+from splatjax.app.logs import progress_bars
 from splatjax.files import read_json
 
 COMMANDS = ("demo", "toy", "fit", "evaluate", "detect")
@@ -177,8 +177,8 @@ def test_demo_summary_numbers_are_the_reports():
 def test_quiet_fit_still_says_how_to_resume_after_an_interrupt(tmp_path, capsys, monkeypatch):
     from splatjax.app import fit_run
 
-    def interrupted(data, out, config, *, resume, log, val_split, stop_at=None):
-        log("a log line --quiet silences")
+    def interrupted(data, out, config, *, resume, context, val_split, stop_at=None):
+        context.say("a log line --quiet silences")
         return {"steps_this_session": 40, "steps": 40, "iterations": 100, "seconds": 2.0, "steps_per_second": 20.0,
                 "num_gaussians": 600, "final_psnr": 10.0, "completed": False, "interrupted": "SIGINT"}
 

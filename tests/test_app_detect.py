@@ -12,6 +12,7 @@ from app_toy import FAST_MAP, FAST_POSE, evaluated_toy, toy_dataset
 from splatjax.app.detect import detect
 from splatjax.app.runs import load_cameras
 from splatjax.errors import UserError
+from splatjax.context import QUIET, Context
 
 
 def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
@@ -20,7 +21,7 @@ def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
     images = [Path(toy) / "test" / "good" / "0.png", Path(toy) / "test" / "Missing" / "1.png"]
     lines = []
     result = detect(out / "model", images, tmp_path / "det", pose_config=FAST_POSE, map_config=FAST_MAP,
-                    progress=False, log=lambda m: None, say=lines.append)
+                    context=QUIET, say=lines.append)
     assert [Path(i["path"]) for i in result["images"]] == images
     assert result["threshold"] == pytest.approx(report["threshold"])  # one scale per model, stored in the run
     for item in result["images"]:
@@ -32,7 +33,7 @@ def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
     assert json.loads((tmp_path / "det" / "detections.json").read_text())["images"][1]["verdict"] in (
         "ANOMALOUS", "normal")
     assert np.load(tmp_path / "det" / "maps.npy").shape == (2, 224, 224)
-    assert result["pose_objective"] == "photometric"
+    assert result["pose_config"]["objective"] == "photometric"
 
 
 def test_detect_notes_a_diverged_pose(tmp_path):
@@ -41,13 +42,13 @@ def test_detect_notes_a_diverged_pose(tmp_path):
     out, _ = evaluated_toy()
     lines = []
     result = detect(out / "model", [Path(toy_dataset()) / "test" / "good" / "1.png"], tmp_path / "det",
-                    pose_config=replace(FAST_POSE, lr=30.0, lr_first=30.0), map_config=FAST_MAP, progress=False,
-                    log=lines.append)
+                    pose_config=replace(FAST_POSE, lr=30.0, lr_first=30.0), map_config=FAST_MAP,
+                    context=Context(log=lines.append))
     [item] = result["images"]
     assert item["pose_diverged"] is True and 0 <= item["pose_best_step"] < FAST_POSE.steps
     assert any(line.startswith(f"{item['path']}: note: the fine pose diverged") for line in lines)
     calm = detect(out / "model", [Path(toy_dataset()) / "test" / "good" / "1.png"], tmp_path / "det2",
-                  pose_config=FAST_POSE, map_config=FAST_MAP, progress=False, log=lines.append)
+                  pose_config=FAST_POSE, map_config=FAST_MAP, context=Context(log=lines.append))
     assert calm["images"][0]["pose_diverged"] is False
 
 
@@ -58,8 +59,7 @@ def test_detect_without_training_cameras_uses_a_sphere(tmp_path):
     assert load_cameras(tmp_path / "bare") is None
     messages = []
     result = detect(tmp_path / "bare" / "model.ply", [Path(toy_dataset()) / "test" / "Burrs" / "0.png"],
-                    tmp_path / "det", pose_config=FAST_POSE, map_config=FAST_MAP, progress=False,
-                    log=messages.append)
+                    tmp_path / "det", pose_config=FAST_POSE, map_config=FAST_MAP, context=Context(log=messages.append))
     assert any("sphere" in m for m in messages)
     assert any("moved poses" in m for m in messages)  # calibrated without training images
     assert np.isfinite(result["images"][0]["score"]) and result["threshold"] > 0
@@ -69,7 +69,6 @@ def test_detect_without_training_cameras_uses_a_sphere(tmp_path):
 def test_detect_input_errors_are_user_errors(tmp_path):
     out, _ = evaluated_toy()
     with pytest.raises(UserError, match="no images"):
-        detect(out / "model", [], tmp_path / "det", progress=False, log=lambda m: None)
+        detect(out / "model", [], tmp_path / "det", context=QUIET)
     with pytest.raises(UserError, match="no fitted model"):
-        detect(tmp_path, [Path(toy_dataset()) / "test" / "good" / "0.png"], tmp_path / "det", progress=False,
-               log=lambda m: None)
+        detect(tmp_path, [Path(toy_dataset()) / "test" / "good" / "0.png"], tmp_path / "det", context=QUIET)

@@ -17,6 +17,7 @@ from splatjax.app.evaluate import evaluate
 from splatjax.app.runs import load_cameras, save_cameras
 from splatjax.errors import UserError
 from splatjax.gaussians import Gaussians, rgb_to_sh0, save_ply
+from splatjax.context import QUIET, Context
 
 
 def test_evaluate_writes_report_csv_and_pictures():
@@ -25,7 +26,7 @@ def test_evaluate_writes_report_csv_and_pictures():
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     for key in ("image_auroc", "pixel_auroc", "aupro", "seconds", "queries_per_second", "pose", "features",
-                "coarse_method", "fine_steps", "threshold", "heatmap_scale"):
+                "coarse_method", "pose_config", "threshold", "heatmap_scale"):
         assert key in on_disk, key
     for stage in ("load", "fit", "coarse", "fine", "render", "maps", "metrics", "calibration", "write"):
         assert on_disk["seconds"][stage] >= 0.0
@@ -35,7 +36,7 @@ def test_evaluate_writes_report_csv_and_pictures():
     for stage in ("coarse", "fine"):
         for k in ("translation", "rotation_rad", "rotation_half_rad"):
             assert set(on_disk["pose"][stage][k]) == {"median", "mean"}
-    assert on_disk["fine_steps"] == 4 and on_disk["coarse_method"] == "render"
+    assert on_disk["pose_config"]["steps"] == 4 and on_disk["coarse_method"] == "render"
     assert on_disk["features"] == "weights-free"
     assert on_disk["heatmap_scale"] == [0.0, pytest.approx(2 * on_disk["threshold"])]
     with open(out / "per_image.csv") as f:
@@ -44,7 +45,9 @@ def test_evaluate_writes_report_csv_and_pictures():
     assert {"path", "label", "defect_type", "score", "verdict", "fine_translation", "fine_rotation_rad",
             "pose_diverged", "pose_best_step", "pose_hypothesis"} <= set(rows[0])
     assert on_disk["pose_diverged"]["count"] == sum(int(r["pose_diverged"]) for r in rows)
-    assert on_disk["hypotheses"] == 1 and on_disk["fine_levels"] == 1 and on_disk["pose_objective"] == "photometric"
+    pose = on_disk["pose_config"]  # the PoseConfig whole, under its own field names
+    assert pose["hypotheses"] == 1 and pose["fine_levels"] == 1 and pose["objective"] == "photometric"
+    assert pose["keypoint"]["width"] == 200 and pose["background"] == [1.0, 1.0, 1.0]
     assert {r["defect_type"] for r in rows} == {"good", "Burrs", "Missing", "Stains"}
     for r in rows:
         assert r["verdict"] == ("ANOMALOUS" if float(r["score"]) > on_disk["threshold"] else "normal")
@@ -88,7 +91,7 @@ def test_exact_seeded_results(tmp_path, backend):
     model = _fixed_model(tmp_path / "run")
     pose_config = replace(FAST_POSE, backend=backend, steps=3)
     [r] = evaluate(toy_dataset(), tmp_path / "out", model=model, pose_config=pose_config, map_config=FAST_MAP,
-                   seed=3, heatmaps=False, progress=False, log=lambda m: None)
+                   seed=3, heatmaps=False, context=QUIET)
     with open(tmp_path / "out" / "per_image.csv") as f:
         scores = [float(row["score"]) for row in csv.DictReader(f)]
     np.testing.assert_allclose(scores, [4.34063, 4.03616, 4.69988, 4.91677, 4.12301, 4.68688, 4.41633, 4.38607],
@@ -105,7 +108,7 @@ def test_several_classes_give_a_table(tmp_path):
         shutil.copytree(toy_dataset(), tmp_path / "data" / name)
         classes.append(tmp_path / "data" / name)
     reports = evaluate(classes, tmp_path / "res", model=out / "model", pose_config=FAST_POSE, map_config=FAST_MAP,
-                       heatmaps=False, progress=False, log=lambda m: None)
+                       heatmaps=False, context=QUIET)
     assert [r["class"] for r in reports] == ["01Toy", "02Toy"]
     summary = json.loads((tmp_path / "res" / "report.json").read_text())
     assert summary["classes"] == ["01Toy", "02Toy"]
@@ -122,7 +125,7 @@ def test_two_class_folders_with_one_name_are_refused(tmp_path):
     for folder in (a, b):
         shutil.copytree(toy_dataset(), folder)
     with pytest.raises(UserError, match="01Gorilla") as err:
-        evaluate([a, b], tmp_path / "out", progress=False, log=lambda m: None)
+        evaluate([a, b], tmp_path / "out", context=QUIET)
     assert str(a) in str(err.value) and str(b) in str(err.value)
     assert not (tmp_path / "out").exists()
 
@@ -130,7 +133,7 @@ def test_two_class_folders_with_one_name_are_refused(tmp_path):
 def test_output_inside_the_dataset_is_refused(tmp_path):
     toy = toy_dataset()
     with pytest.raises(UserError, match="inside the"):
-        evaluate(toy, Path(toy) / "out", model=tmp_path, progress=False, log=lambda m: None)
+        evaluate(toy, Path(toy) / "out", model=tmp_path, context=QUIET)
 
 
 def test_a_diverged_query_is_flagged_in_the_csv_the_report_and_a_warning(tmp_path):
@@ -141,7 +144,7 @@ def test_a_diverged_query_is_flagged_in_the_csv_the_report_and_a_warning(tmp_pat
     model = _fixed_model(tmp_path / "run")
     messages = []
     [r] = evaluate(toy_dataset(), tmp_path / "out", model=model, pose_config=replace(FAST_POSE, lr=30.0, lr_first=30.0),
-                   map_config=FAST_MAP, seed=3, heatmaps=False, progress=False, log=messages.append)
+                   map_config=FAST_MAP, seed=3, heatmaps=False, context=Context(log=messages.append))
     with open(tmp_path / "out" / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
     flagged = [row["path"] for row in rows if row["pose_diverged"] == "1"]
@@ -162,11 +165,11 @@ def test_a_given_model_is_evaluated_at_its_fit_resolution(tmp_path):
 
     model = _fixed_model(tmp_path / "run")
     (model / "config.json").write_text(json.dumps({"resolution": 16}))
-    quiet = dict(pose_config=replace(FAST_POSE, steps=2), map_config=FAST_MAP, heatmaps=False, progress=False)
+    quiet = dict(pose_config=replace(FAST_POSE, steps=2), map_config=FAST_MAP, heatmaps=False)
     said = []
-    [r] = evaluate(toy_dataset(), tmp_path / "out", model=model, log=said.append, **quiet)
+    [r] = evaluate(toy_dataset(), tmp_path / "out", model=model, context=Context(log=said.append), **quiet)
     assert r["image_size"] == [16, 16]
     assert any("the model's fit resolution" in m for m in said)
     [r] = evaluate(toy_dataset(), tmp_path / "out2", model=model, fit_config=FitConfig(resolution=32),
-                   log=lambda m: None, **quiet)
+                   context=QUIET, **quiet)
     assert r["image_size"] == [32, 32]

@@ -20,6 +20,7 @@ from test_app_evaluate import _fixed_model
 
 from splatjax.app.evaluate import evaluate
 from splatjax.errors import UserError
+from splatjax.context import QUIET, Context
 
 PARTIAL = ".partial"  # splatjax.app.evaluate.PARTIAL, spelled out so that the tests run (and fail) on older code
 
@@ -42,7 +43,7 @@ class _Stop(Exception):
 def test_resume_after_a_stop_between_batches_gives_the_uninterrupted_results(tmp_path):
     model = _fixed_model(tmp_path / "run")
     kw = dict(model=model, pose_config=replace(FAST_POSE, batch_size=2, steps=3), map_config=FAST_MAP, seed=3,
-              heatmaps=False, progress=False, log=lambda m: None)
+              heatmaps=False, context=QUIET)
     [whole] = evaluate(toy_dataset(), tmp_path / "whole", **kw)
 
     def stop_after_two(name, done, total):  # 8 queries, batches of 2: stop after the second of four
@@ -59,7 +60,7 @@ def test_resume_after_a_stop_between_batches_gives_the_uninterrupted_results(tmp
     with pytest.raises(UserError, match="other settings"):
         evaluate(toy_dataset(), tmp_path / "cut", resume=True, **{**kw, "seed": 4})
     said = []
-    [resumed] = evaluate(toy_dataset(), tmp_path / "cut", resume=True, **{**kw, "log": said.append})
+    [resumed] = evaluate(toy_dataset(), tmp_path / "cut", resume=True, **{**kw, "context": Context(log=said.append)})
     assert any("4 of 8 queries done earlier" in m for m in said)
     assert not (tmp_path / "cut" / PARTIAL).exists()
     for k in METRICS:
@@ -116,8 +117,9 @@ def test_a_fit_less_evaluate_interrupted_in_its_fit_resumes_it(tmp_path):
     # SIGTERM while run_fit fits (sent at its first progress line): the chunk ends, a checkpoint
     # is written and evaluate raises Interrupted (143); --resume continues the fit and completes
     fit = replace(TINY_FIT, capacity=8192)  # no buffer resize in these few steps
-    kw = dict(fit_config=fit, pose_config=FAST_POSE, map_config=FAST_MAP, heatmaps=False, progress=True)
+    kw = dict(fit_config=fit, pose_config=FAST_POSE, map_config=FAST_MAP, heatmaps=False)
     said, sent = [], []
+    ticks = lambda *a: None  # noqa: E731  (progress on: the fit's lines are progress, logged only with it)
 
     def log(msg):
         said.append(msg)
@@ -127,15 +129,15 @@ def test_a_fit_less_evaluate_interrupted_in_its_fit_resumes_it(tmp_path):
 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt) as stop:  # splatjax.app.interrupts.Interrupted
-        evaluate(toy_dataset(), out, log=log, **kw)
+        evaluate(toy_dataset(), out, context=Context(log=log, progress=ticks), **kw)
     assert type(stop.value).__name__ == "Interrupted" and stop.value.status == 143
     assert not (out / "model" / "model.ply").exists() and any((out / "model" / "checkpoints").iterdir())
     [estimate] = [m for m in said if "--model RUN" in m]
     assert "60 steps" in estimate and "warm-up" in estimate
     with pytest.raises(UserError, match="--resume"):
-        evaluate(toy_dataset(), out, log=lambda m: None, **kw)
+        evaluate(toy_dataset(), out, context=QUIET, **kw)
     said.clear()
-    [r] = evaluate(toy_dataset(), out, resume=True, log=said.append, **kw)
+    [r] = evaluate(toy_dataset(), out, resume=True, context=Context(log=said.append, progress=ticks), **kw)
     assert any(m.startswith("[splatjax] resuming the fit at step") and "--model RUN" in m for m in said)
     info = json.loads((out / "model" / "info.json").read_text())
     assert info["completed"] and info["session"] == 2 and info["steps"] == 60

@@ -17,6 +17,7 @@ from test_app_evaluate import _fixed_model
 from test_sharding import ROOT, subprocess_env
 
 from splatjax import available_backends
+from splatjax.context import QUIET
 
 pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="the CPU rasterizer kernel is not built")
 
@@ -92,6 +93,7 @@ def test_evaluate_on_four_forced_devices_equals_one_device(tmp_path):
 WORKER = r"""
 import json, sys
 from splatjax.app.evaluate import evaluate
+from splatjax.context import QUIET
 from splatjax.sharding import ParallelConfig
 from app_toy import FAST_MAP, FAST_POSE
 from dataclasses import replace
@@ -100,8 +102,8 @@ port, pid, classes, model, out = sys.argv[1], int(sys.argv[2]), sys.argv[3:5], s
 parallel = ParallelConfig(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid,
                           initialization_timeout=90)
 reports = evaluate(classes, out, model=model, pose_config=replace(FAST_POSE, steps=3),
-                   map_config=replace(FAST_MAP, map_size=64), seed=3, heatmaps=False, progress=False,
-                   log=lambda m: None, parallel=parallel)
+                   map_config=replace(FAST_MAP, map_size=64), seed=3, heatmaps=False, context=QUIET,
+                   parallel=parallel)
 import jax
 print("RESULT " + json.dumps({"index": jax.process_index(), "reports": reports}), flush=True)
 jax.distributed.shutdown()
@@ -129,8 +131,7 @@ def test_two_processes_evaluate_a_class_each_and_gather_the_single_process_repor
         _fixed_model(models / name)
     outs = run_workers(WORKER, lambda i: (i, *classes, models, tmp_path / "multi"), subprocess_env())
     single = evaluate(classes, tmp_path / "single", model=models, pose_config=replace(FAST_POSE, steps=3),
-                      map_config=replace(FAST_MAP, map_size=64), seed=3, heatmaps=False, progress=False,
-                      log=lambda m: None)
+                      map_config=replace(FAST_MAP, map_size=64), seed=3, heatmaps=False, context=QUIET)
     assert [o["index"] for o in outs] == [0, 1]
     for o in outs:  # every process returns both classes' reports, equal to one process's
         assert [r["class"] for r in o["reports"]] == ["01Toy", "02Toy"]

@@ -21,6 +21,7 @@ from splatjax.app.checkpoint import read_metrics
 from splatjax.app.fit_run import fit_config_changes, run_fit
 from splatjax.errors import ConfigError, UserError
 from splatjax.fitting import FitConfig
+from splatjax.context import QUIET, Context
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,7 @@ def scene(tmp_path_factory):
 
 def test_run_folder_files(scene, tmp_path):
     run, lines = tmp_path / "run", []
-    summary = run_fit(scene, run, TOY, log=lines.append)
+    summary = run_fit(scene, run, TOY, context=Context(log=lines.append))
     assert summary["completed"] and summary["steps_this_session"] == 60 and summary["session"] == 1
     g = sj.load_ply(run / "model.ply")
     assert g.num == summary["num_gaussians"] and json.loads((run / "info.json").read_text()) == json.loads(
@@ -71,9 +72,9 @@ def test_resolution_follows_the_data(scene, tmp_path):
     lines = []
     cfg = dataclasses.replace(TOY, iterations=10, resolution=48)
     with pytest.raises(ConfigError, match="would upsample 24 px"):
-        run_fit(scene, tmp_path / "a", cfg, log=lines.append)
+        run_fit(scene, tmp_path / "a", cfg, context=Context(log=lines.append))
     assert not (tmp_path / "a").exists()
-    run_fit(scene, tmp_path / "b", dataclasses.replace(cfg, upsample=True), log=lines.append)
+    run_fit(scene, tmp_path / "b", dataclasses.replace(cfg, upsample=True), context=Context(log=lines.append))
     assert json.loads((tmp_path / "b" / "config.json").read_text())["image_size"] == [48, 48]
 
 
@@ -88,12 +89,12 @@ def test_mad_class_folder(tmp_path):
         Image.fromarray(np.round(img * 255).astype(np.uint8)).save(data / "train" / "good" / f"{i}.png")
         frames.append({"file_path": f"train/good/{i}.png", "transform_matrix": m.tolist()})
     (data / "transforms.json").write_text(json.dumps({"camera_angle_x": views.camera_angle_x, "frames": frames}))
-    summary = run_fit(data, tmp_path / "run", dataclasses.replace(TOY, iterations=20), log=lambda m: None)
+    summary = run_fit(data, tmp_path / "run", dataclasses.replace(TOY, iterations=20), context=QUIET)
     assert summary["completed"] and summary["val_psnr"] is None and (tmp_path / "run" / "model.ply").is_file()
 
 
 def test_resume_rules(scene, tmp_path):
-    quiet = dict(log=lambda m: None)
+    quiet = dict(context=QUIET)
     with pytest.raises(UserError, match="nothing to resume"):
         run_fit(scene, tmp_path / "missing", TOY, resume=True, **quiet)
     (tmp_path / "empty").mkdir()
@@ -114,7 +115,7 @@ def test_resume_rules(scene, tmp_path):
 def test_resume_of_a_run_from_before_a_setting_existed(scene, tmp_path):
     """A run's config.json written before a FitConfig field was added resumes with that
     field at its default (which is what the run used), and only then."""
-    quiet = dict(log=lambda m: None)
+    quiet = dict(context=QUIET)
     cfg = dataclasses.replace(TOY, iterations=20, checkpoint_every=10)
     run_fit(scene, tmp_path / "run", cfg, **quiet)
     record = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -130,7 +131,7 @@ def test_resume_of_a_run_from_before_a_setting_existed(scene, tmp_path):
 
 def test_time_cadence_checkpoints(scene, tmp_path):
     cfg = dataclasses.replace(TOY, iterations=30, densify_until=0, checkpoint_every=10**6, checkpoint_minutes=1e-9)
-    run_fit(scene, tmp_path / "run", cfg, log=lambda m: None)
+    run_fit(scene, tmp_path / "run", cfg, context=QUIET)
     steps = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [20, 30]  # every chunk (the newest two are kept)
 
@@ -159,14 +160,14 @@ def test_sigint_writes_checkpoint_and_resume_matches_uninterrupted(scene, tmp_pa
     assert 100 <= step < 600 and stops[0].strip().endswith(f"resume with: splatjax fit {run} --resume")
     assert json.loads((run / "info.json").read_text())["interrupted"] == "SIGINT"
 
-    resumed = run_fit(scene, run, cfg, resume=True, log=lambda m: None)
+    resumed = run_fit(scene, run, cfg, resume=True, context=QUIET)
     assert resumed["completed"] and resumed["steps_this_session"] == 600 - step and resumed["session"] == 2
     records = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in records] == list(range(100, 601, 100))  # appended, none lost or doubled
     assert {r["session"] for r in records if r["step"] <= step} == {1}
     assert {r["session"] for r in records if r["step"] > step} == {2}
 
-    run_fit(scene, tmp_path / "full", cfg, log=lambda m: None)
+    run_fit(scene, tmp_path / "full", cfg, context=QUIET)
     a, b = sj.load_ply(run / "model.ply"), sj.load_ply(tmp_path / "full" / "model.ply")
     assert a.num == b.num
     for name in ("means", "log_scales", "quats", "opacity_logits", "sh0"):

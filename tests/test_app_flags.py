@@ -78,3 +78,38 @@ def test_a_field_may_name_its_flag():
     with pytest.raises(SystemExit):
         _parse(["--objective", "b"], RenamedConfig)
     assert ConfigError("objective", "bad", owner="RenamedConfig", flag="--pose-objective").flag == "--pose-objective"
+
+
+@dataclasses.dataclass(frozen=True)
+class OuterConfig:
+    inner: DemoConfig = dataclasses.field(default=DemoConfig(), metadata={"help": "inner", "prefix": "inner_"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed"})
+
+
+def test_a_nested_config_gets_prefixed_flags_and_is_rebuilt_whole():
+    args = _parse(["--inner-steps", "5", "--no-inner-exact", "--seed", "2"], OuterConfig)
+    cfg = config_from_flags(OuterConfig, args)
+    assert cfg == OuterConfig(inner=DemoConfig(steps=5), seed=2)
+    assert config_from_flags(OuterConfig, _parse([], OuterConfig)) == OuterConfig()
+    base = OuterConfig(inner=DemoConfig(mode="fast"))  # flags replace fields of the base's nested config
+    assert config_from_flags(OuterConfig, _parse(["--inner-steps", "4"], OuterConfig), base=base).inner == \
+        DemoConfig(mode="fast", steps=4)
+    with pytest.raises(SystemExit):
+        _parse(["--steps", "4"], OuterConfig)  # only the prefixed name exists
+
+
+def test_a_nested_configs_error_names_its_prefixed_flag():
+    with pytest.raises(ConfigError) as err:
+        config_from_flags(OuterConfig, _parse(["--inner-steps", "0"], OuterConfig))
+    assert err.value.flag == "--inner-steps" and "DemoConfig.steps" in str(err.value)
+
+
+def test_pose_config_keypoint_flags_set_its_keypoint_config():
+    from splatjax.pose import KeypointConfig, PoseConfig
+
+    args = _parse(["--keypoint-width", "120", "--keypoint-rounds", "3", "--keypoint-features", "500"], PoseConfig)
+    cfg = config_from_flags(PoseConfig, args)
+    assert cfg.keypoint == KeypointConfig(width=120, rounds=3, features=500)
+    with pytest.raises(ConfigError) as err:
+        config_from_flags(PoseConfig, _parse(["--keypoint-width", "8"], PoseConfig))
+    assert err.value.flag == "--keypoint-width"

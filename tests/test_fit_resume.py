@@ -23,6 +23,7 @@ from test_fitting import TOY
 from splatjax.app import fit_run
 from splatjax.app.checkpoint import read_metrics
 from splatjax.app.cli import main
+from splatjax.context import QUIET, Context
 
 # TOY grows its buffer 64 -> 128 -> 256 (steps 10, 20) -> 512 (40) and densifies at 10..40.
 GROW = TOY
@@ -32,7 +33,7 @@ GROW = TOY
 SHRINK = dataclasses.replace(TOY, init_points=300, capacity=32, opacity_reset_every=1000, prune_opacity=0.095,
                              densify_grad_threshold=1.0)
 CONFIGS = {"grow": GROW, "shrink": SHRINK}
-QUIET = dict(log=lambda m: None)
+QUIET = dict(context=QUIET)
 
 
 
@@ -255,7 +256,7 @@ def test_stop_at_ends_a_session_like_an_interrupt(scene, tmp_path):
     """run_fit(stop_at=...) (used by scripts/check_resume.py) checkpoints and ends the
     session without changing the schedule; the resumed fit equals the uninterrupted one."""
     run, lines = tmp_path / "run", []
-    summary = fit_run.run_fit(scene, run, GROW, stop_at=30, log=lines.append)
+    summary = fit_run.run_fit(scene, run, GROW, stop_at=30, context=Context(log=lines.append))
     assert not summary["completed"] and summary["stopped_at"] == 30 and summary["interrupted"] is None
     assert fit_run.exit_status(summary) == 0 and summary["iterations"] == GROW.iterations
     assert lines[-1] == f"stopped (stop_at) at step 30; checkpoint written; resume with: splatjax fit {run} --resume"
@@ -282,7 +283,7 @@ def test_resume_of_a_fit_stopped_before_its_first_checkpoint_starts_again(scene,
     lines = []
     with pytest.MonkeyPatch.context() as mp:
         sessions = _Sessions(mp)
-        assert fit_run.run_fit(None, run, resume=True, log=lines.append)["completed"]
+        assert fit_run.run_fit(None, run, resume=True, context=Context(log=lines.append))["completed"]
     assert any("stopped before its first checkpoint; starting again from step 0" in m for m in lines)
     _assert_same_as_uninterrupted(scene, run, "grow", sessions)
     with pytest.raises(fit_run.UserError, match="no fit was started there"):
@@ -310,7 +311,7 @@ def test_resume_with_a_stop_at_already_reached_runs_nothing(scene, tmp_path):
     fit_run.run_fit(scene, run, GROW, stop_at=30, **QUIET)
     files = {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
     lines = []
-    summary = fit_run.run_fit(None, run, resume=True, stop_at=30, log=lines.append)
+    summary = fit_run.run_fit(None, run, resume=True, stop_at=30, context=Context(log=lines.append))
     assert summary["steps"] == 30 and summary["steps_this_session"] == 0 and fit_run.exit_status(summary) == 0
     assert lines == [f"[splatjax fit] {run} is at step 30, not before --stop-at 30: nothing to do"]
     assert {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == files

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import splatjax as sj
 from splatjax.app import cli
+from splatjax.context import QUIET
 
 
 @pytest.fixture
@@ -140,7 +141,7 @@ def fitted(tmp_path_factory) -> Path:
 
     run = tmp_path_factory.mktemp("ckpt") / "run"
     args = cli.build_parser().parse_args(["fit", str(toy_dataset()), "--out", str(run), *FIT_FLAGS])
-    summary = run_fit(toy_dataset(), run, config_from_flags(sj.FitConfig, args), stop_at=100, log=lambda m: None)
+    summary = run_fit(toy_dataset(), run, config_from_flags(sj.FitConfig, args), stop_at=100, context=QUIET)
     assert not summary["completed"] and summary["steps"] == 100
     return run
 

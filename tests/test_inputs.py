@@ -22,6 +22,7 @@ from fuzzing import WorkStarted, refuse_work  # noqa: E402
 from splatjax.app.detect import detect
 from splatjax.data import load_blender
 from splatjax.errors import DatasetError, UserError
+from splatjax.context import QUIET
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def test_detect_refuses_a_query_of_another_aspect_ratio(tmp_path, run_dir, no_wo
     Image.fromarray(np.full((150, 200, 4), 255, np.uint8)).save(query)  # 200 x 150 for a 32 x 32 model
     before = query.read_bytes()
     with pytest.raises(UserError) as info:
-        detect(run_dir, [query], tmp_path / "det", progress=False, log=lambda m: None)
+        detect(run_dir, [query], tmp_path / "det", context=QUIET)
     msg = str(info.value)
     assert "\n" not in msg and str(query) in msg and "200x150" in msg and "32x32" in msg, msg
     status, lines = _cli(["detect", "--model", run_dir, query, "--out", tmp_path / "det2", "--quiet"], capsys)
@@ -140,14 +141,14 @@ def test_detect_accepts_a_query_of_the_models_aspect_at_another_size(tmp_path, r
     query = tmp_path / "big.png"
     Image.open(toy_dataset() / "test" / "good" / "0.png").resize((64, 64)).save(query)
     with pytest.raises(WorkStarted):  # passed the checks
-        detect(run_dir, [query], tmp_path / "det", progress=False, log=lambda m: None)
+        detect(run_dir, [query], tmp_path / "det", context=QUIET)
 
 
 def test_detect_refuses_a_query_flattened_on_black_as_fit_does(tmp_path, run_dir, no_work):
     src = toy_dataset() / "test" / "good" / "0.png"
     black = _flatten(src, tmp_path / "on_black.png")
     with pytest.raises(DatasetError) as info:
-        detect(run_dir, [src, black], tmp_path / "det", progress=False, log=lambda m: None)
+        detect(run_dir, [src, black], tmp_path / "det", context=QUIET)
     assert str(black) in str(info.value) and "\n" not in str(info.value)
     # the same rule as the loaders apply to an image among transparent ones
     from splatjax.data.images import _read_stack
@@ -156,7 +157,7 @@ def test_detect_refuses_a_query_flattened_on_black_as_fit_does(tmp_path, run_dir
         _read_stack([src, black], background=(1.0, 1.0, 1.0), resolution=None)
     white = _flatten(src, tmp_path / "on_white.png", (255, 255, 255))
     with pytest.raises(WorkStarted):  # transparent, or flattened on the background: accepted
-        detect(run_dir, [src, white], tmp_path / "det", progress=False, log=lambda m: None)
+        detect(run_dir, [src, white], tmp_path / "det", context=QUIET)
 
 
 def test_detect_without_cameras_names_the_query_of_another_aspect(tmp_path, run_dir, no_work):
@@ -167,12 +168,12 @@ def test_detect_without_cameras_names_the_query_of_another_aspect(tmp_path, run_
     Image.fromarray(np.full((32, 32, 4), 0, np.uint8)).save(a)
     Image.fromarray(np.full((24, 32, 4), 0, np.uint8)).save(b)
     with pytest.raises(UserError) as info:
-        detect(bare / "model.ply", [a, b], tmp_path / "det", progress=False, log=lambda m: None)
+        detect(bare / "model.ply", [a, b], tmp_path / "det", context=QUIET)
     msg = str(info.value)
     assert str(b) in msg and "32x24" in msg and "resolution" not in msg, msg
     Image.fromarray(np.full((64, 64, 4), 0, np.uint8)).save(b)  # same aspect, other size: one shape
     with pytest.raises(WorkStarted):
-        detect(bare / "model.ply", [a, b], tmp_path / "det", progress=False, log=lambda m: None)
+        detect(bare / "model.ply", [a, b], tmp_path / "det", context=QUIET)
 
 
 # ----------------------------------------------------------------------------- Blender splits

@@ -12,6 +12,7 @@ from splatjax.errors import ConfigError
 from splatjax.gaussians import rgb_to_sh0
 from splatjax.metrics import pose_errors
 from splatjax.pose.cameras import camera_to_c2w, index_cameras, inplane_rotations
+from splatjax.context import Context
 from splatjax.pose.keypoints import KeypointConfig, keypoint_pose, keypoint_poses, render_depth
 
 RES = 160
@@ -108,7 +109,7 @@ def test_keypoint_poses_is_query_major(cube):
     cams = stack_cameras([candidate, other, candidate, other])  # k = 2 per query
     seen = []
     est, inl = keypoint_poses(g, queries, cams, 2, KeypointConfig(width=RES, rounds=2),
-                              progress=lambda stage, i, n: seen.append((i, n)))
+                              context=Context(progress=lambda stage, i, n: seen.append((i, n))))
     assert inl.shape == (4,) and inl[0] >= 50 and inl[2] == 0 and inl[3] == 0
     assert errors(index_cameras(est, 0), truth)[1] < 5e-3
     np.testing.assert_array_equal(np.asarray(est.R[3]), np.asarray(other.R))

@@ -28,12 +28,13 @@ from __future__ import annotations
 import abc
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ..context import QUIET, Context
 from ..errors import ConfigError
 from ..image import grey, resize, ssim_map
 from ..nets.interop import jax_to_torch, torch_to_jax
@@ -366,10 +367,11 @@ class WeightsFreeFeatures(FeatureExtractor):
 _ANNOUNCED: set[str] = set()
 
 
-def _announce_once(message: str, log: Callable[[str], object] | None) -> None:
-    if log is not None and message not in _ANNOUNCED:
+def _announce_once(message: str, context: Context) -> None:
+    """Say ``message`` through ``context`` the first time this process makes that choice."""
+    if context.log is not None and message not in _ANNOUNCED:
         _ANNOUNCED.add(message)
-        log(message)
+        context.say(message)
 
 
 def _b4_weights(weights) -> tuple[object, str | None]:
@@ -396,21 +398,21 @@ def _lite0_available() -> tuple[bool, str | None]:
     return True, None
 
 
-def _registered(spec, weights, device, log) -> FeatureExtractor:
+def _registered(spec, weights, device, context) -> FeatureExtractor:
     """The extractor of a registered :class:`~splatjax.anomaly.extractors.FeatureSpec`."""
     ext = spec.factory(weights=weights, device=device)
     if not isinstance(ext, FeatureExtractor):
         raise ConfigError("features", f"the factory of {spec.name!r} returned {type(ext).__name__}, not a "
                           "FeatureExtractor", owner="MapConfig")
-    _announce_once(f"[splatjax] anomaly features: {spec.name}: {spec.description} (registered).", log)
+    _announce_once(f"[splatjax] anomaly features: {spec.name}: {spec.description} (registered).", context)
     return ext
 
 
 def make_feature_extractor(
     kind: str = "auto",
     weights: str | os.PathLike | None = None,
-    log: Callable[[str], object] | None = None,
     *,
+    context: Context = QUIET,
     device=None,
 ) -> FeatureExtractor:
     """The feature extractor for anomaly maps.
@@ -422,7 +424,7 @@ def make_feature_extractor(
     "weights-free", or the name of an extractor registered with
     :func:`splatjax.anomaly.register_feature_extractor`; a kind that cannot be had raises
     :class:`WeightsError` with guidance, an unknown name :class:`ConfigError`.
-    The choice is said once per process through ``log`` (default None: silent).
+    The choice is said once per process through ``context`` (default: silent).
     """
     from .extractors import BUILTIN, get_feature_spec
 
@@ -431,18 +433,18 @@ def make_feature_extractor(
     norm = kind.lower().replace("_", "-")
     norm = aliases.get(norm, norm)
     if norm not in ("auto", *BUILTIN):  # a user's registered extractor (or a ConfigError naming the choices)
-        return _registered(get_feature_spec(kind), weights, device, log)
+        return _registered(get_feature_spec(kind), weights, device, context)
     kind = norm
     if kind == "weights-free":
         ext = WeightsFreeFeatures()
-        _announce_once(f"[splatjax] anomaly features: {ext.description} (requested).", log)
+        _announce_once(f"[splatjax] anomaly features: {ext.description} (requested).", context)
         return ext
     b4_reason = lite0_reason = None
     if kind in ("auto", "efficientnet"):
         path, b4_reason = _b4_weights(weights)
         if path is not None:
             ext = EfficientNetFeatures(path, device)
-            _announce_once(f"[splatjax] anomaly features: {ext.description}.", log)
+            _announce_once(f"[splatjax] anomaly features: {ext.description}.", context)
             return ext
         if kind == "efficientnet":
             raise WeightsError(f"EfficientNet features requested but {b4_reason}. {efficientnet_guidance()}")
@@ -450,7 +452,7 @@ def make_feature_extractor(
     if ok:
         ext = Lite0Features(device=device)
         why = "requested" if kind == "lite0" else f"not the paper's EfficientNet-b4, because {b4_reason}"
-        _announce_once(f"[splatjax] anomaly features: {ext.description} ({why}).", log)
+        _announce_once(f"[splatjax] anomaly features: {ext.description} ({why}).", context)
         return ext
     if kind == "lite0":
         raise WeightsError(f"EfficientNet-Lite0 features requested but {lite0_reason}. {lite0_guidance()}")
@@ -459,6 +461,6 @@ def make_feature_extractor(
         f"[splatjax] anomaly features: WEIGHTS-FREE comparison, not the paper's EfficientNet-b4 "
         f"features, because {b4_reason} and {lite0_reason}. Maps use {ext.description}. For "
         f"pretrained features: {lite0_guidance()} For the reference features: {efficientnet_guidance()}",
-        log,
+        context,
     )
     return ext

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from ..context import QUIET, Context
 from ..image import gaussian_filter, resize
 from ..sharding import ParallelConfig, ceil_div, map_padded_chunks, query_mesh, shard_over_queries
 from .calibration import ResidualScales
@@ -255,21 +256,21 @@ def compute_maps(
     config: MapConfig = MapConfig(),
     *,
     extractor: FeatureExtractor | None = None,
-    log: Callable[[str], object] | None = None,
+    context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     residual: ResidualScales | None = None,
 ) -> Maps:
     """The map stage: anomaly maps and image scores of render/query pairs (images in
     [0, 1], any equal H x W) with the options of ``config``. ``extractor``: a built
     feature extractor (else made from ``config.features`` / ``config.efficientnet_weights``;
-    the choice is said once through ``log``). ``parallel``: with the weights-free
+    the choice is said once through ``context``). ``parallel``: with the weights-free
     (pure JAX) features, shard the pairs over ``parallel.devices`` local devices,
     ``parallel.per_device_batch`` (default ``config.chunk``) pairs per device per launch;
     torch features (EfficientNet) and one device run unsharded. ``residual``: the
     model's residual scales (:func:`residual_scales`, kept in its calibration), required
     when ``config.normalise`` is not "none"."""
     if extractor is None:
-        extractor = make_feature_extractor(config.features, config.efficientnet_weights, log=log)
+        extractor = make_feature_extractor(config.features, config.efficientnet_weights, context=context)
     weights = _normalise_weights(config, residual, extractor)
     mesh = None if parallel is None else query_mesh(parallel.devices)
     if mesh is None or mesh.size == 1 or not isinstance(extractor, WeightsFreeFeatures):

@@ -35,6 +35,7 @@ import numpy as np
 from ..anomaly import MapCalibration, MapConfig, calibrate, compute_maps, residual_scales
 from ..anomaly.calibration import calibration_key
 from ..camera import Camera
+from ..context import QUIET, Context
 from ..errors import DatasetError
 from ..files import file_sha256, read_json, write_json
 from ..pose import PoseConfig, index_cameras, moved_camera, render_views
@@ -81,14 +82,14 @@ def model_calibration(
     *,
     extractor,
     pose_config: PoseConfig = PoseConfig(),
-    background=(1.0, 1.0, 1.0),
-    log: Callable[[str], object] | None = None,
+    context: Context = QUIET,
     model_sha256: str | None = None,
 ) -> MapCalibration:
     """The calibration of the model ``ply`` for ``map_config``: read from the run folder,
     else measured on the views ``cameras`` (with their ``images``: an array, a function
     of the selected view indices returning their images or None, or None for the
-    perturbed-render stand-in) and stored there. ``model_sha256``: the file's hash when
+    perturbed-render stand-in) and stored there; renders with ``pose_config.backend`` over
+    ``pose_config.background``. ``model_sha256``: the file's hash when
     the caller has it (else computed)."""
     path = Path(ply).parent / CALIBRATION_FILE
     digest = model_sha256 or file_sha256(ply)
@@ -109,13 +110,12 @@ def model_calibration(
             return found
     cams = index_cameras(cameras, jnp.asarray(idx))
     renders = render_views(gaussians, cams, batch_size=pose_config.batch_size, backend=pose_config.backend,
-                           background=background)
+                           background=pose_config.background)
     if images is None:
-        if log is not None:
-            log(f"[splatjax] {ply}: no training images, so the heatmap scale is calibrated on renders at slightly "
-                "moved poses instead")
+        context.say(f"[splatjax] {ply}: no training images, so the heatmap scale is calibrated on renders at "
+                    "slightly moved poses instead")
         reference = render_views(gaussians, _perturbed(cams), batch_size=pose_config.batch_size,
-                                 backend=pose_config.backend, background=background)
+                                 backend=pose_config.backend, background=pose_config.background)
     else:
         reference = jnp.asarray(images)
     residual = None

@@ -20,7 +20,7 @@ from ..fitting import FitConfig
 from ..pose import PoseConfig
 from ..sharding import ParallelConfig
 from .flags import add_config_flags, config_from_flags
-from .logs import log_stderr, no_log
+from .logs import console_context, log_stderr
 
 __all__ = ["COMMANDS"]
 
@@ -32,8 +32,8 @@ def _quiet(p: argparse.ArgumentParser) -> None:
                    help="no log or progress lines on stderr (results still go to stdout, errors to stderr)")
 
 
-def _log(args):
-    return no_log if args.quiet else log_stderr
+def _context(args):
+    return console_context(quiet=args.quiet)
 
 
 # ----------------------------------------------------------------------------- toy
@@ -65,14 +65,13 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
 def _run_synth(args) -> int:
     from ..data.synth import SynthConfig, make_synth_dataset
     from ..errors import UserError
-    from .logs import progress_bars
     from .outdir import check_writable_out
 
     out = check_writable_out(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {str(out)!r} exists and is not empty; choose a new folder")
     config = config_from_flags(SynthConfig, args)
-    root = make_synth_dataset(args.mesh, out, config, log=_log(args), progress=progress_bars(not args.quiet))
+    root = make_synth_dataset(args.mesh, out, config, context=_context(args))
     print(f"class folder: {root}\nmanifest:     {root / 'synth.json'}")
     return 0
 
@@ -116,7 +115,7 @@ def _run_fit(args) -> int:
         val_split = None if args.no_val else "val"
     if args.stop_at is not None and args.stop_at <= 0:
         raise ConfigError("stop_at", f"must be a positive step (got {args.stop_at})")
-    summary = run_fit(data, out, config, resume=args.resume, log=_log(args), val_split=val_split,
+    summary = run_fit(data, out, config, resume=args.resume, context=_context(args), val_split=val_split,
                       stop_at=args.stop_at)
     print(summary_line(summary))
     if summary["completed"] and not summary.get("already_complete"):
@@ -165,7 +164,7 @@ def _run_evaluate(args) -> int:
     try:
         evaluate(args.data, args.out, model=args.model, test_poses=args.test_poses, fit_config=fit_config,
                  pose_config=config_from_flags(PoseConfig, args), map_config=config_from_flags(MapConfig, args),
-                 seed=fit_config.seed, heatmaps=not args.no_heatmaps, progress=not args.quiet, log=_log(args),
+                 seed=fit_config.seed, heatmaps=not args.no_heatmaps, context=_context(args),
                  parallel=config_from_flags(ParallelConfig, args), resume=args.resume, say=print)
     except Interrupted as stop:
         sys.stderr.write(f"splatjax evaluate: stopped by {stop.signal_name}; finished work is kept in {args.out}; "
@@ -201,7 +200,7 @@ def _run_detect(args) -> int:
 
     detect(args.model, args.images, args.out, pose_config=config_from_flags(PoseConfig, args, base=_DETECT_POSE),
            map_config=config_from_flags(MapConfig, args), resolution=args.resolution,
-           camera_angle_x=args.camera_angle_x, seed=args.seed, progress=not args.quiet, log=_log(args))
+           camera_angle_x=args.camera_angle_x, seed=args.seed, context=_context(args))
     print(f"heatmaps: {Path(args.out) / 'heatmaps'}/, details: {Path(args.out) / 'detections.json'}")
     return 0
 
@@ -220,7 +219,7 @@ def _run_demo(args) -> int:
     from .demo import DEMO_MAP, demo
 
     demo(args.out, seed=args.seed, map_config=config_from_flags(MapConfig, args, base=DEMO_MAP),
-         progress=not args.quiet, log=_log(args))
+         context=_context(args))
     return 0
 
 

@@ -13,7 +13,8 @@ from ..files import read_json
 from ..fitting import FitConfig
 from ..pose import PoseConfig
 from .evaluate import evaluate_class
-from .runs import log_stderr
+from .logs import console_context
+from ..context import Context
 
 __all__ = ["demo", "summary_text", "DEMO_TOY", "DEMO_FIT", "DEMO_POSE", "DEMO_MAP"]
 
@@ -71,8 +72,7 @@ def demo(
     pose_config: PoseConfig = DEMO_POSE,
     map_config: MapConfig = DEMO_MAP,
     toy: dict | None = None,
-    progress: bool = True,
-    log: Callable[[str], object] = log_stderr,
+    context: Context | None = None,
     say: Callable[[str], object] = print,
 ) -> dict:
     """The toy object end to end: generate it (``out/toy``, :data:`DEMO_TOY` updated by
@@ -80,19 +80,20 @@ def demo(
     evaluate with ``map_config`` (default features "auto": EfficientNet-Lite0 when
     ``splatjax[torch]`` is installed, else weights-free; ``out/eval``) and ``say`` the
     headline numbers (:func:`summary_text`; stdout by default; progress and messages go to
-    ``log``, stderr by default). Returns the evaluation report (plus ``demo_seconds``: the
+    ``context``, stderr by default). Returns the evaluation report (plus ``demo_seconds``: the
     whole demo, toy generation included)."""
     from ..data import make_toy_dataset, write_toy_preview
 
     out = Path(out)
+    context = console_context() if context is None else context
     t_start = time.perf_counter()
-    log(f"[splatjax demo] 1/3 generating the toy object into {out / 'toy'}")
+    context.say(f"[splatjax demo] 1/3 generating the toy object into {out / 'toy'}")
     data = make_toy_dataset(out / "toy", seed=seed, **{**DEMO_TOY, **(toy or {})})
     preview = write_toy_preview(data, out / "toy_preview.png")
     fit_config = dataclasses.replace(fit_config, seed=seed)
-    log(f"[splatjax demo] 2/3 fitting {fit_config.iterations} steps, then 3/3 evaluating")
+    context.say(f"[splatjax demo] 2/3 fitting {fit_config.iterations} steps, then 3/3 evaluating")
     report = evaluate_class(data, out / "eval", fit_config=fit_config, pose_config=pose_config,
-                            map_config=map_config, seed=seed, progress=progress, log=log)
+                            map_config=map_config, seed=seed, context=context)
     report = read_json(out / "eval" / "report.json")  # the printed numbers are the report's
     say(summary_text(report, out, preview))
     report["demo_seconds"] = time.perf_counter() - t_start

@@ -9,7 +9,7 @@ ANOMALOUS/normal`` for every image (plus a note for an image whose fine pose div
 Nothing written depends on where the run folder is or on the current folder (no model
 path, no times): a copied model gives byte-identical files.
 The verdict lines go through ``say`` (stdout by default); a note for an image whose fine
-pose diverged goes to ``log`` (stderr by default).
+pose diverged goes to the context's log (stderr by default).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 
 from ..anomaly import MapConfig
 from ..anomaly.features import make_feature_extractor
+from ..context import Context
 from ..errors import UserError
 from ..files import atomic_write, file_sha256, write_json
 from ..gaussians import load_ply
@@ -32,7 +33,8 @@ from ..pose import PoseConfig, candidate_cameras, cameras_from_c2w, sphere_camer
 from .calibration import model_calibration
 from .outdir import check_writable_out
 from .report import verdict, write_heatmaps
-from .runs import CAMERAS_FILE, load_cameras, log_stderr, progress_bars, resolve_model
+from .logs import console_context
+from .runs import CAMERAS_FILE, load_cameras, resolve_model
 from .stages import run_stages
 
 __all__ = ["detect"]
@@ -80,22 +82,22 @@ def _training_images(cams_info, width, background) -> Callable[[np.ndarray], np.
     return load
 
 
-def _say_missing_images(cams_info, ply: Path, log) -> None:
+def _say_missing_images(cams_info, ply: Path, context: Context) -> None:
     """One log line when the run's training images (for the calibration) are not all found."""
     paths = cams_info.get("paths") if cams_info else None
     if cams_info is None or (paths and all(p is not None for p in paths)):
         return
     if not paths:
-        log(f"[splatjax] {ply.parent}: the training images are not recorded (nor found through the dataset in "
+        context.say(f"[splatjax] {ply.parent}: the training images are not recorded (nor found through the dataset in "
             "info.json); the heatmap scale is the one stored for this model, else calibrated on renders")
         return
     missing = sum(p is None for p in paths)
-    log(f"[splatjax] {ply.parent / CAMERAS_FILE}: {missing} of {len(paths)} training images not found (not at "
+    context.say(f"[splatjax] {ply.parent / CAMERAS_FILE}: {missing} of {len(paths)} training images not found (not at "
         "their recorded paths, nor relative to the run folder or the dataset folder in info.json); the heatmap "
         "scale is the one stored for this model, else calibrated on renders")
 
 
-def _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, log):
+def _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, context: Context):
     """(coarse candidates, training cameras or the sphere views for the calibration)."""
     if cams_info is not None:
         train = cameras_from_c2w(cams_info["c2w"], fov, w, h)
@@ -103,7 +105,7 @@ def _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, log):
     means = np.asarray(gaussians.means)
     extent = float(np.percentile(np.linalg.norm(means - np.median(means, 0), axis=1), 95))
     n = max(pose_config.sphere_views, 200)
-    log(f"[splatjax] {ply.parent}: no training cameras ({CAMERAS_FILE}); coarse pose candidates are "
+    context.say(f"[splatjax] {ply.parent}: no training cameras ({CAMERAS_FILE}); coarse pose candidates are "
         f"{n} views on a sphere of radius {3.5 * extent:.2f}")
     cands, _ = sphere_cameras(n, 3.5 * extent, fov, w, h, target=np.median(means, 0))
     return cands, cands
@@ -127,7 +129,7 @@ def _detections(digest: str, det, pose_config, cal, images, names) -> dict:
     verdicts, and per image its score, verdict, heatmap, pose and pose diagnostics."""
     return {
         "model_sha256": digest, "features": det.maps.features, "coarse_method": det.poses.method,
-        "fine_steps": int(pose_config.steps), "pose_objective": pose_config.objective, "maps": "maps.npy",
+        "pose_config": dataclasses.asdict(pose_config), "maps": "maps.npy",
         "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
         "images": [{"path": os.path.abspath(p), "score": float(s), "verdict": verdict(s, cal),
                     "heatmap": f"heatmaps/{n}.png", "final_loss": float(det.poses.loss[i]),
@@ -146,10 +148,8 @@ def detect(
     map_config: MapConfig = MapConfig(),
     resolution: int | None = None,
     camera_angle_x: float | None = None,
-    background=(1.0, 1.0, 1.0),
     seed: int = 0,
-    progress: bool = True,
-    log: Callable[[str], object] = log_stderr,
+    context: Context | None = None,
     say: Callable[[str], object] = print,
 ) -> dict:
     """Anomaly maps, heatmaps, scores and verdicts for new images of a fitted object.
@@ -158,41 +158,44 @@ def detect(
     (``cameras.json``); without them, ``max(sphere_views, 200)`` views on a sphere whose
     radius is 3.5 x the model's extent. Images are read at width ``resolution`` (default:
     the training width, else native). Render-and-compare coarse pose (LoFTR needs the
-    training images). ``say`` gets the verdict lines (stdout by default), ``log`` the
-    messages and notes (stderr by default). Returns the ``detections.json`` dict."""
+    training images). Images are composited on, and the model rendered over,
+    ``pose_config.background``. ``say`` gets the verdict lines (stdout by default),
+    ``context`` the messages, notes and progress (None: stderr). Returns the
+    ``detections.json`` dict."""
     check_writable_out(out)
+    context = console_context() if context is None else context
+    background = pose_config.background
     out = Path(out)
     ply = resolve_model(model)
     gaussians = load_ply(ply)
     digest = file_sha256(ply)
     cams_info = load_cameras(ply.parent)
-    _say_missing_images(cams_info, ply, log)
+    _say_missing_images(cams_info, ply, context)
     width = resolution or (cams_info["width"] if cams_info else None)
     queries = _read_queries(images, width, background, cams_info)
     h, w = queries.shape[1:3]
     fov = camera_angle_x or (cams_info["camera_angle_x"] if cams_info else DEFAULT_CAMERA_ANGLE_X)
     if pose_config.coarse == "loftr":
-        log("[splatjax] detect: LoFTR needs the training images; using render-and-compare coarse pose")
+        context.say("[splatjax] detect: LoFTR needs the training images; using render-and-compare coarse pose")
     pose_config = dataclasses.replace(pose_config, coarse="render")
-    cands, calib_cams = _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, log)
-    extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log)
+    cands, calib_cams = _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, context)
+    extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, context=context)
     cal = model_calibration(ply, gaussians, calib_cams, _training_images(cams_info, w, background) if cams_info
                             else None, map_config, extractor=extractor, pose_config=pose_config,
-                            background=tuple(background), log=log, model_sha256=digest)  # before the maps
+                            context=context, model_sha256=digest)  # before the maps
     t0 = time.perf_counter()
     det = run_stages(gaussians, queries, cands, pose_config, map_config, key=jax.random.key(seed),
-                     extractor=extractor, background=tuple(background), progress=progress_bars(progress),
-                     residual=cal.residual)
-    log(f"[splatjax] detect: poses and maps of {len(queries)} images in {time.perf_counter() - t0:.1f} s")
+                     extractor=extractor, context=context, residual=cal.residual)
+    context.say(f"[splatjax] detect: poses and maps of {len(queries)} images in {time.perf_counter() - t0:.1f} s")
     names = _names(images)
     write_heatmaps(out / "heatmaps", names, queries, det.renders, det.maps.maps, det.maps.scores, cal,
-                   progress=progress_bars(progress))
+                   context=context)
     atomic_write(out / "maps.npy", lambda f: np.save(f, det.maps.maps.astype(np.float32)))
     result = _detections(digest, det, pose_config, cal, images, names)
     write_json(out / "detections.json", result)
     for given, item in zip(images, result["images"]):
         say(f"{given}: score {item['score']:.4g}, threshold {cal.threshold:.4g} -> {item['verdict']}")
         if item["pose_diverged"]:
-            log(f"{given}: note: the fine pose diverged (its loss became NaN/inf or grew); the pose is its "
+            context.say(f"{given}: note: the fine pose diverged (its loss became NaN/inf or grew); the pose is its "
                 f"best iterate (step {item['pose_best_step']}) and the verdict may be unreliable")
     return result

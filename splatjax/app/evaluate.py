@@ -7,7 +7,7 @@ coarse and the fine poses. Output folder::
 
     report.json        metrics, per-stage seconds, queries per second, settings, pose errors,
                        ``pose_diverged`` (count and paths of queries whose fine pose diverged;
-                       also said as a warning through ``log``, stderr by default)
+                       also said as a warning through the context, stderr by default)
     per_image.csv      path, label, defect type, score, verdict, coarse index, final loss (of the kept
                        iterate), pose_diverged (0/1), pose_best_step, pose_hypothesis, pose errors
     heatmaps/<type>_<n>.png   query | render | anomaly map on the model's fixed scale
@@ -50,6 +50,7 @@ import numpy as np
 from ..anomaly import MapConfig, Maps
 from ..anomaly.features import make_feature_extractor
 from ..data import class_folders
+from ..context import Context
 from ..errors import UserError
 from ..files import atomic_write, file_sha256, read_json, write_json
 from ..fitting import FitConfig
@@ -62,7 +63,8 @@ from .distributed import gather_reports, initialize_distributed, parallel_info, 
 from .outdir import check_writable_out
 from .interrupts import StopSignals, Worker, run_in_worker
 from .report import format_table, plot_pose_convergence, plot_roc_curves, verdict, write_heatmaps, write_per_image_csv
-from .runs import check_out_dir, log_stderr, model_for, progress_bars, save_cameras
+from .logs import console_context
+from .runs import check_out_dir, model_for, save_cameras
 from .stages import run_stages
 
 __all__ = ["evaluate", "evaluate_class", "PARTIAL"]
@@ -71,7 +73,7 @@ __all__ = ["evaluate", "evaluate_class", "PARTIAL"]
 PARTIAL = ".partial"
 
 
-def _model_resolution(model, data_path: Path, log) -> int | None:
+def _model_resolution(model, data_path: Path, context: Context) -> int | None:
     """The image width a given model was fitted at (its run folder's ``config.json``), so
     that queries are compared at the resolution the model can render; None (the data's
     own width, capped at 400) for a bare .ply or a run folder without one."""
@@ -86,7 +88,7 @@ def _model_resolution(model, data_path: Path, log) -> int | None:
         return None
     width = read_json(cfg).get("resolution")
     if isinstance(width, int) and width > 0:
-        log(f"[splatjax] images read at {width} px wide, the model's fit resolution (--resolution to override)")
+        context.say(f"[splatjax] images read at {width} px wide, the model's fit resolution (--resolution to override)")
         return width
     return None
 
@@ -106,11 +108,11 @@ def _pose_report(est, true_c2w, test_poses) -> tuple[dict, tuple]:
              "fine_better_fraction": float(better.mean()), "test_poses": test_poses}, (e_coarse, e_fine))
 
 
-def _warn_diverged(name: str, paths, diverged, log) -> None:
+def _warn_diverged(name: str, paths, diverged, context: Context) -> None:
     """One warning line naming the queries whose fine pose diverged (none: silent)."""
     bad = [p for p, d in zip(paths, diverged) if d]
     if bad:
-        log(f"[splatjax] {name}: warning: the fine pose diverged for {len(bad)} of {len(paths)} queries (loss "
+        context.say(f"[splatjax] {name}: warning: the fine pose diverged for {len(bad)} of {len(paths)} queries (loss "
             f"became NaN/inf or grew; each keeps its best iterate, its score may be unreliable): {', '.join(bad)}")
 
 
@@ -135,7 +137,7 @@ def _write_tables(out_dir: Path, cls, det, cal, errs) -> None:
         "fine": {p: est.c2w[i].tolist() for i, p in enumerate(test.paths)}}, indent=None)
 
 
-def _write_pictures(out_dir: Path, cls, det, cal, errs, *, heatmaps: bool, progress) -> None:
+def _write_pictures(out_dir: Path, cls, det, cal, errs, *, heatmaps: bool, context: Context) -> None:
     test = cls.test
     labels = np.asarray(test.labels).astype(bool)
     masks = resize_masks(test.masks, det.maps.maps.shape[-1])
@@ -146,7 +148,7 @@ def _write_pictures(out_dir: Path, cls, det, cal, errs, *, heatmaps: bool, progr
     if heatmaps:
         names = [f"{t}_{Path(p).stem}" for p, t in zip(test.paths, test.defect_types)]
         write_heatmaps(out_dir / "heatmaps", names, test.images, det.renders, det.maps.maps, det.maps.scores, cal,
-                       masks=test.masks, progress=progress)
+                       masks=test.masks, context=context)
 
 
 def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed) -> dict:
@@ -157,10 +159,8 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed) -> 
         "image_size": [cls.train.width, cls.train.height],
         **dataclasses.asdict(metrics),
         "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
-        "features": det.maps.features, "coarse_method": det.poses.method, "fine_steps": int(pose_config.steps),
-        "exact_exp": bool(pose_config.exact_exp), "batch_size": int(pose_config.batch_size),
-        "hypotheses": int(pose_config.hypotheses), "fine_levels": int(pose_config.fine_levels),
-        "fine_level_steps": int(pose_config.fine_level_steps), "pose_objective": pose_config.objective,
+        "features": det.maps.features, "coarse_method": det.poses.method,
+        "pose_config": dataclasses.asdict(pose_config),
         "pose_diverged": {"count": int(det.poses.diverged.sum()),
                           "paths": [p for p, d in zip(cls.test.paths, det.poses.diverged) if d]},
         "render_backend": resolve_backend(pose_config.backend), "seed": int(seed),
@@ -260,7 +260,7 @@ def _settings(cls, model_sha256: str, pose_config, map_config, seed: int) -> dic
 
 
 def _detect_batches(out_dir, cls, gaussians, model_sha256, cal, extractor, pose_config, map_config, seed, *, parallel,
-                    devices, worker, bars, log, on_batch):
+                    devices, worker, context: Context, on_batch):
     """The stages over the queries in batches of ``batch_size`` x devices, each batch
     persisted in ``out_dir/.partial`` as it finishes; batches found there are skipped.
     Query i's fine-pose keys are those of the whole run (``split(key(seed), Q * K)``), so
@@ -271,7 +271,7 @@ def _detect_batches(out_dir, cls, gaussians, model_sha256, cal, extractor, pose_
     done = store.done()
     if done:
         n = sum(e - s for s, e, _ in done)
-        log(f"[splatjax] {cls.name}: resuming, {n} of {q} queries done earlier (kept in {store.folder})")
+        context.say(f"[splatjax] {cls.name}: resuming, {n} of {q} queries done earlier (kept in {store.folder})")
     keys = jax.random.split(jax.random.key(seed), q * k)
     cands = candidate_cameras(train.cameras, pose_config)
     todo = _todo(q, done, pose_config.batch_size * devices)
@@ -279,16 +279,16 @@ def _detect_batches(out_dir, cls, gaussians, model_sha256, cal, extractor, pose_
     for n_batch, (s, e) in enumerate(todo):
         def one(s=s, e=e, first=n_batch == 0):
             det = run_stages(gaussians, test.images[s:e], cands, pose_config, map_config, key=keys[s * k:e * k],
-                             extractor=extractor, candidate_images=train.images, background=train.background,
-                             log=log if first else None, parallel=parallel, residual=cal.residual)
+                             extractor=extractor, candidate_images=train.images,
+                             context=Context(log=context.log if first else None), parallel=parallel,
+                             residual=cal.residual)
             with worker.lock:
                 if not worker.cancelled:
                     store.save(s, e, det)
 
         run_in_worker(one, worker)
         finished += e - s
-        if bars is not None:
-            bars("queries", finished, q)
+        context.tick("queries", finished, q)
         if on_batch is not None:
             on_batch(cls.name, finished, q)
     return store.load(q)
@@ -303,22 +303,22 @@ def _check_before_work(data_path: Path, out_dir: Path, resume: bool, parallel: P
     return query_mesh(parallel.devices).size  # more than there are: ConfigError before any work
 
 
-def _load_class(data_path: Path, fit_config: FitConfig, pose_file, log):
+def _load_class(data_path: Path, fit_config: FitConfig, pose_file, context: Context):
     from ..data import load_mad_class
 
     cls = load_mad_class(data_path, fit_config.resolution, fit_config.background, upsample=fit_config.upsample,
                          test_poses=pose_file)
-    log(f"[splatjax] {cls.name}: {len(cls.train)} training views, {len(cls.test)} test images at "
+    context.say(f"[splatjax] {cls.name}: {len(cls.train)} training views, {len(cls.test)} test images at "
         f"{cls.train.width}x{cls.train.height}")
     return cls
 
 
-def _calibration(model_ply: Path, gaussians, train, extractor, pose_config, map_config, worker, log):
+def _calibration(model_ply: Path, gaussians, train, extractor, pose_config, map_config, worker, context: Context):
     """(the model's SHA-256, its map calibration), measured in ``worker`` (interruptible)."""
     digest = file_sha256(model_ply)  # keys the calibration and the finished batches
     cal = run_in_worker(lambda: model_calibration(
         model_ply, gaussians, train.cameras, train.images, map_config, extractor=extractor,
-        pose_config=pose_config, background=train.background, log=log, model_sha256=digest), worker)
+        pose_config=pose_config, context=context, model_sha256=digest), worker)
     return digest, cal
 
 
@@ -333,8 +333,7 @@ def evaluate_class(
     map_config: MapConfig = MapConfig(),
     seed: int = 0,
     heatmaps: bool = True,
-    progress: bool = True,
-    log: Callable[[str], object] = log_stderr,
+    context: Context | None = None,
     parallel: ParallelConfig = ParallelConfig(),
     resume: bool = False,
     on_batch: Callable[[str, int, int], object] | None = None,
@@ -347,43 +346,46 @@ def evaluate_class(
     ``parallel.devices``: local devices the queries are sharded over (None: all).
     ``resume``: continue an interrupted evaluation (its fit, its finished batches in
     ``out_dir/.partial``); without it such a folder is refused. ``on_batch(class, done,
-    total)`` is called after each batch is persisted (raising there stops the run).
-    SIGINT / SIGTERM (main thread) raise :class:`splatjax.app.interrupts.Interrupted`
-    at once, the finished batches kept."""
+    total)`` is called after each batch is persisted (raising there stops the run);
+    ``context`` gets messages and progress (None: stderr). SIGINT / SIGTERM (main thread)
+    raise :class:`splatjax.app.interrupts.Interrupted` at once, the finished batches kept."""
     data_path, out_dir = Path(data_path), Path(out_dir)
     devices = _check_before_work(data_path, out_dir, resume, parallel)
-    bars = progress_bars(progress)
+    context = console_context() if context is None else context
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     pose_file = _test_pose_file(data_path, test_poses)
     if model is not None and fit_config.resolution is None:
-        fit_config = dataclasses.replace(fit_config, resolution=_model_resolution(model, data_path, log))
+        fit_config = dataclasses.replace(fit_config, resolution=_model_resolution(model, data_path, context))
     with StopSignals():
-        cls = _load_class(data_path, fit_config, pose_file, log)
+        cls = _load_class(data_path, fit_config, pose_file, context)
         seconds["load"] = time.perf_counter() - t0
         train, test = cls.train, cls.test
+        pose_config = dataclasses.replace(pose_config, background=train.background)  # the model's background
         gaussians, model_ply, seconds["fit"], fit_info = model_for(
-            data_path, out_dir, model=model, fit_config=fit_config, class_name=cls.name, progress=progress, log=log,
+            data_path, out_dir, model=model, fit_config=fit_config, class_name=cls.name, context=context,
             resume=resume, train=train)
         if model is None:
             save_cameras(model_ply.parent, train)
-        extractor, worker = make_feature_extractor(map_config.features, map_config.efficientnet_weights, log=log), Worker()
+        extractor, worker = make_feature_extractor(map_config.features, map_config.efficientnet_weights,
+                                                   context=context), Worker()
         t0 = time.perf_counter()  # before the maps: a normalised map needs the calibration's residual scales
-        digest, cal = _calibration(model_ply, gaussians, train, extractor, pose_config, map_config, worker, log)
+        digest, cal = _calibration(model_ply, gaussians, train, extractor, pose_config, map_config, worker, context)
         seconds["calibration"] = time.perf_counter() - t0
         det = _detect_batches(out_dir, cls, gaussians, digest, cal, extractor, pose_config, map_config, seed,
-                              parallel=parallel, devices=devices, worker=worker, bars=bars, log=log,
+                              parallel=parallel, devices=devices, worker=worker, context=context,
                               on_batch=on_batch)
         seconds.update(det.seconds)
-        _warn_diverged(cls.name, test.paths, det.poses.diverged, log)
+        _warn_diverged(cls.name, test.paths, det.poses.diverged, context)
         report = _score_and_write(out_dir, cls, det, cal, (data_path, model_ply, pose_config, seed, pose_file),
-                                  seconds, heatmaps=heatmaps, bars=bars)
+                                  seconds, heatmaps=heatmaps, context=context)
         report = _finish_report(out_dir, report, seconds, len(test), fit_info, heatmaps, devices)
         shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
     return report
 
 
-def _score_and_write(out_dir: Path, cls, det, cal, settings: tuple, seconds: dict, *, heatmaps: bool, bars) -> dict:
+def _score_and_write(out_dir: Path, cls, det, cal, settings: tuple, seconds: dict, *, heatmaps: bool,
+                     context: Context) -> dict:
     """The detection metrics and pose errors of a finished class, its tables and pictures
     written into ``out_dir``; returns its report (``seconds`` gets "metrics", "write").
     ``settings``: (data path, model .ply, PoseConfig, seed, test-pose file or None)."""
@@ -396,7 +398,7 @@ def _score_and_write(out_dir: Path, cls, det, cal, settings: tuple, seconds: dic
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_tables(out_dir, cls, det, cal, errs)
-    _write_pictures(out_dir, cls, det, cal, errs, heatmaps=heatmaps, progress=bars)
+    _write_pictures(out_dir, cls, det, cal, errs, heatmaps=heatmaps, context=context)
     seconds["write"] = time.perf_counter() - t0
     report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed)
     if pose_part is not None:
@@ -434,8 +436,7 @@ def evaluate(
     map_config: MapConfig = MapConfig(),
     seed: int = 0,
     heatmaps: bool = True,
-    progress: bool = True,
-    log: Callable[[str], object] = log_stderr,
+    context: Context | None = None,
     parallel: ParallelConfig = ParallelConfig(),
     say: Callable[[str], object] = print,
     resume: bool = False,
@@ -447,7 +448,7 @@ def evaluate(
     holding ``<class>/model.ply`` (or ``<class>/model/model.ply``) and ``test_poses`` a
     folder holding ``<class>/test_poses.json``; a class whose ``out/<class>/report.json``
     exists is read back, not evaluated again (resume). ``say`` gets the results table
-    (stdout by default), ``log`` the messages (stderr by default).
+    (stdout by default), ``context`` the messages and progress (None: stderr).
 
     ``parallel``: devices to shard each class's queries over, and the multi-process job
     to join (:func:`splatjax.app.distributed.initialize_distributed`, done first): each
@@ -463,14 +464,15 @@ def evaluate(
         raise UserError("evaluate: no class folder given")
     classes = class_folders(data_paths)  # refuses two classes of one name
     out = Path(out)
+    context = console_context() if context is None else context
     kwargs = dict(model=model, fit_config=fit_config, pose_config=pose_config, map_config=map_config, seed=seed,
-                  heatmaps=heatmaps, progress=progress, log=log, parallel=parallel, resume=resume, on_batch=on_batch)
+                  heatmaps=heatmaps, context=context, parallel=parallel, resume=resume, on_batch=on_batch)
     if len(classes) == 1:
         name, path = classes[0]
         mine = {name: evaluate_class(path, out, test_poses=test_poses, **kwargs)} if index == 0 else {}
         reports = list(gather_reports(mine).values())
     else:
-        reports = _evaluate_classes(dict(classes), out, test_poses, kwargs, resume=resume, log=log)
+        reports = _evaluate_classes(dict(classes), out, test_poses, kwargs, resume=resume, context=context)
         if index == 0:
             _write_summary(out, reports)
     if index == 0:
@@ -478,7 +480,8 @@ def evaluate(
     return reports
 
 
-def _evaluate_classes(paths: dict, out: Path, test_poses, kwargs: dict, *, resume: bool, log) -> list[dict]:
+def _evaluate_classes(paths: dict, out: Path, test_poses, kwargs: dict, *, resume: bool,
+                      context: Context) -> list[dict]:
     """Several classes, one folder each under ``out`` (shared between processes by
     :func:`run_classes`); a class whose report exists is read back."""
     for name, path in paths.items():
@@ -491,7 +494,7 @@ def _evaluate_classes(paths: dict, out: Path, test_poses, kwargs: dict, *, resum
 
     def said(name: str, state: str) -> None:
         if state == "resumed":
-            log(f"[splatjax] {name}: {out / name / 'report.json'} exists, not evaluated again (resume; delete "
+            context.say(f"[splatjax] {name}: {out / name / 'report.json'} exists, not evaluated again (resume; delete "
                 "it to evaluate the class again)")
 
     by_name = run_classes(list(paths), one_class, out, on_class=said)

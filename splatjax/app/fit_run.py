@@ -28,18 +28,18 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ..context import Context
 from ..errors import DatasetError, UserError
 from ..files import read_json, require_dir, write_json
 from ..fitting import ChunkReport, FitConfig, FitResult, fit, resize_floor, state_template
 from ..gaussians import Gaussians, save_ply
 from .checkpoint import DamagedCheckpointError, RunCheckpointer, append_metrics, json_safe, truncate_metrics
 from .interrupts import Interrupted, StopSignals
-from .logs import log_stderr
+from .logs import console_context
 from .outdir import check_writable_out
 
 __all__ = ["run_fit", "stored_settings", "resume_command", "summary_line", "exit_status", "load_init_ply"]
@@ -86,7 +86,7 @@ def _load(data: Path, config: FitConfig, val_split: str | None):
     return fmt, fmt.load_fit_data(data, options)
 
 
-def _initial_points(config: FitConfig, points, log) -> tuple[object, dict]:
+def _initial_points(config: FitConfig, points, context: Context) -> tuple[object, dict]:
     """(the ``init`` of :func:`~splatjax.fitting.fit`, its description for info.json):
     ``config.init_ply`` when set, else the dataset's points (COLMAP points3D), else None
     (random points)."""
@@ -95,7 +95,7 @@ def _initial_points(config: FitConfig, points, log) -> tuple[object, dict]:
         return init, {"source": "init_ply", "path": str(config.init_ply), "points": int(
             init.num if isinstance(init, Gaussians) else len(init))}
     if points is not None:
-        log(f"[splatjax fit] starting from the dataset's {len(points):,} points")
+        context.say(f"[splatjax fit] starting from the dataset's {len(points):,} points")
         return points, {"source": "dataset", "points": int(len(points))}
     return None, {"source": "random", "points": config.init_points}
 
@@ -252,8 +252,9 @@ class _Session:
     """The per-chunk side of a fit session: metrics, checkpoints, progress, stop requests."""
 
     def __init__(self, run: Path, ckpt, config: FitConfig, record: dict, meta: dict | None, stop: _StopRequest,
-                 log, stop_at: int | None = None):
-        self.run, self.ckpt, self.config, self.record, self.stop, self.log = run, ckpt, config, record, stop, log
+                 context: Context, stop_at: int | None = None):
+        self.run, self.ckpt, self.config, self.record, self.stop = run, ckpt, config, record, stop
+        self.context = context
         self.stop_at, self.stopped_at = stop_at, None
         self.session = 1 + int((meta or {}).get("sessions", 0))
         self.seconds_before = float((meta or {}).get("seconds_total", 0.0))
@@ -300,7 +301,7 @@ class _Session:
                 f"{r['num_gaussians']:,} Gaussians  {r['steps_per_second']:.1f} steps/s")
         if "val_psnr" in r:
             line += f"  val PSNR {r['val_psnr']:.2f} dB"
-        self.log(line)
+        self.context.say(line)
 
 
 def _summary(result: FitResult, session: _Session, data: Path, width: int) -> dict:
@@ -345,7 +346,7 @@ def _reached_stop(run: Path, config: FitConfig, stop_at: int | None) -> dict | N
             "completed": False, "interrupted": None, "stopped_at": int(step), "run": str(run)}
 
 
-def _resumed_settings(run: Path, data, config: FitConfig | None, stop_at: int | None, log):
+def _resumed_settings(run: Path, data, config: FitConfig | None, stop_at: int | None, context: Context):
     """(data folder, config, None) of a run to resume (the stored ones where not given;
     other settings than the stored ones are refused), or (.., .., its summary) when there
     is nothing to do: the run is complete, or already at or past ``stop_at``."""
@@ -361,7 +362,7 @@ def _resumed_settings(run: Path, data, config: FitConfig | None, stop_at: int | 
         return data, config, done
     reached = _reached_stop(run, config, stop_at)
     if reached is not None:
-        log(f"[splatjax fit] {run} is at step {reached['steps']}, not before --stop-at {stop_at}: nothing to do")
+        context.say(f"[splatjax fit] {run} is at step {reached['steps']}, not before --stop-at {stop_at}: nothing to do")
     return data, config, reached
 
 
@@ -371,7 +372,7 @@ def run_fit(
     config: FitConfig | None = None,
     *,
     resume: bool = False,
-    log: Callable[[str], object] = log_stderr,
+    context: Context | None = None,
     val_split: str | None = "val",
     stop_at: int | None = None,
 ) -> dict:
@@ -381,16 +382,17 @@ def run_fit(
     the run folder ``out`` (see the module docstring); returns the summary also written to
     ``out/info.json`` (``interrupted``: the signal name when a signal ended the session).
 
-    config: default ``FitConfig()``, or with ``resume`` the stored settings. data: with
-    ``resume`` None means the stored data folder. Resuming a complete run returns its
-    stored summary with ``already_complete`` set and writes nothing. stop_at: end the
-    session like an interrupt (checkpoint, resumable, exit status 0) after the chunk that
-    reaches this step; the schedule still follows ``config.iterations``."""
+    config: default ``FitConfig()``, with ``resume`` the stored settings. data: with ``resume``
+    None means the stored data folder. Resuming a complete run returns its stored summary
+    with ``already_complete`` set and writes nothing. stop_at: end the session like an
+    interrupt (checkpoint, resumable, exit status 0) after the chunk that reaches this step
+    (the schedule follows ``config.iterations``). context: log and progress (None: stderr)."""
     check_writable_out(out)
+    context = console_context() if context is None else context
     run = Path(out)
     _check_run_folder(run, resume)  # before the (slow) loading; checked again when opening
     if resume:
-        data, config, finished = _resumed_settings(run, data, config, stop_at, log)
+        data, config, finished = _resumed_settings(run, data, config, stop_at, context)
         if finished is not None:
             return finished
     config = FitConfig() if config is None else config
@@ -401,7 +403,7 @@ def run_fit(
         raise UserError(f"the run folder {str(run)!r} must not be inside the dataset folder {str(data)!r}")
     fmt, loaded = _load(data, config, val_split)
     train, val, width = loaded.train, loaded.val, loaded.train.width
-    init, init_info = _initial_points(config, loaded.points, log)
+    init, init_info = _initial_points(config, loaded.points, context)
     run.mkdir(parents=True, exist_ok=True)
     ckpt, meta, record = _open_run(run, config, data, val_split, train, width, resume)
     try:
@@ -409,11 +411,11 @@ def run_fit(
         if meta is not None:
             state, step = _restore(ckpt, meta, config)
             truncate_metrics(run / "metrics.jsonl", step)
-            log(f"[splatjax fit] resuming {run} from step {step}")
+            context.say(f"[splatjax fit] resuming {run} from step {step}")
         elif resume:
-            log(f"[splatjax fit] {run}: stopped before its first checkpoint; starting again from step 0")
+            context.say(f"[splatjax fit] {run}: stopped before its first checkpoint; starting again from step 0")
         with _StopRequest() as stop:
-            session = _Session(run, ckpt, config, record, meta, stop, log, stop_at)
+            session = _Session(run, ckpt, config, record, meta, stop, context, stop_at)
             result = fit(train, config, val=val, init=init, state=state, callback=session)
     finally:
         ckpt.close()
@@ -423,7 +425,7 @@ def run_fit(
         save_ply(result.gaussians, run / "model.ply")
     else:
         how = "interrupted" if session.stopped_at is None else "stopped (stop_at)"
-        log(f"{how} at step {result.steps}; checkpoint written; resume with: {resume_command(run)}")
+        context.say(f"{how} at step {result.steps}; checkpoint written; resume with: {resume_command(run)}")
     return summary
 
 

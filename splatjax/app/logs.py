@@ -1,7 +1,8 @@
 """The application's one log stream: log lines and progress go to stderr, results to stdout.
 
-``log_stderr`` is the default ``log`` of every application function (``run_fit``,
-``evaluate``, ``detect``, ``demo``); ``no_log`` is the ``--quiet`` one. ``progress_bars``
+:func:`console_context` is the default :class:`~splatjax.context.Context` of every
+application function (``run_fit``, ``evaluate``, ``detect``, ``demo``): ``log_stderr`` for
+messages and ``progress_bars``; with ``quiet`` (``--quiet``) it says nothing. ``progress_bars``
 draws tqdm bars when stderr is a terminal and writes plain progress lines otherwise (a
 log file, a pipe, a batch job), at most one per stage every ``PROGRESS_SECONDS`` or every
 ``PROGRESS_FRACTION`` of the work, plus the end.
@@ -13,7 +14,9 @@ import sys
 import time
 from collections.abc import Callable
 
-__all__ = ["log_stderr", "no_log", "progress_bars", "PROGRESS_SECONDS", "PROGRESS_FRACTION"]
+from ..context import QUIET, Context
+
+__all__ = ["console_context", "log_stderr", "no_log", "progress_bars", "PROGRESS_SECONDS", "PROGRESS_FRACTION"]
 
 #: On a non-terminal stderr, a progress line at most this often (seconds) ...
 PROGRESS_SECONDS = 10.0
@@ -93,3 +96,9 @@ def _is_terminal(stream) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def console_context(quiet: bool = False) -> Context:
+    """The application's context: messages (:func:`log_stderr`) and progress
+    (:func:`progress_bars`) on stderr; ``quiet``: neither (:data:`~splatjax.context.QUIET`)."""
+    return QUIET if quiet else Context(log=log_stderr, progress=progress_bars(True))

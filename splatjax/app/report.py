@@ -15,13 +15,14 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from jaxtyping import Float
 
 from ..anomaly import MapCalibration
+from ..context import QUIET, Context
 from ..files import atomic_write
 from ..metrics import resize_masks
 
@@ -184,7 +185,7 @@ def write_heatmaps(
     calibration: MapCalibration,
     *,
     masks: np.ndarray | None = None,
-    progress: Callable[[str, int, int], object] | None = None,
+    context: Context = QUIET,
 ) -> list[Path]:
     """Write ``folder/<name>.png`` (:func:`heatmap_panel`) for every image; returns the paths."""
     folder = Path(folder)
@@ -193,8 +194,7 @@ def write_heatmaps(
         png = heatmap_panel(queries[i], renders[i], maps[i], float(scores[i]), calibration, name=name,
                             mask=None if masks is None else masks[i])
         paths.append(atomic_write(folder / f"{name}.png", png))
-        if progress is not None:
-            progress("heatmaps", i + 1, len(names))
+        context.tick("heatmaps", i + 1, len(names))
     return paths
 
 

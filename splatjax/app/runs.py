@@ -23,7 +23,7 @@ from ..files import read_json, write_json
 from ..gaussians import load_ply
 from .checkpoint import read_metrics
 from .fit_run import fit_config_changes, run_fit
-from .logs import log_stderr, progress_bars  # noqa: F401 (re-exported)
+from ..context import QUIET, Context
 
 __all__ = [
     "save_cameras",
@@ -31,8 +31,6 @@ __all__ = [
     "resolve_model",
     "model_for",
     "check_out_dir",
-    "progress_bars",
-    "log_stderr",
 ]
 
 CAMERAS_FILE = "cameras.json"
@@ -203,7 +201,7 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
 
 
-def _fit_estimate(run_dir: Path, fit_config, train, resume_step: int | None, log) -> None:
+def _fit_estimate(run_dir: Path, fit_config, train, resume_step: int | None, context: Context) -> None:
     """Log one line: how long the fit will take and that ``--model`` skips it. A fresh fit
     is timed by a warm-up of two chunks (the second chunk's steps/s, compilation excluded
     and kept for the fit); a resumed one by the rate of its last metrics record."""
@@ -229,10 +227,10 @@ def _fit_estimate(run_dir: Path, fit_config, train, resume_step: int | None, log
         eta = f"{todo} steps, about {_minutes(todo / rate)} (estimated from {how})"
     else:
         eta = f"{todo} steps (no time estimate)"
-    log(f"[splatjax] {start}{eta}; pass --model RUN (a fitted run folder) to skip the fit")
+    context.say(f"[splatjax] {start}{eta}; pass --model RUN (a fitted run folder) to skip the fit")
 
 
-def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, progress, log, resume=False,
+def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, context: Context, resume=False,
               train=None):
     """(gaussians, model.ply path, fit seconds, fit info or None): the given model, or a
     fit of ``data_path`` into ``out_dir/model`` (reused when a completed fit with the same
@@ -249,7 +247,7 @@ def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, 
     step = _checkpoint_step(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if _same_fit(run_dir, fit_config):
-            log(f"[splatjax] reusing the model fitted earlier with the same settings: {run_dir / 'model.ply'} "
+            context.say(f"[splatjax] reusing the model fitted earlier with the same settings: {run_dir / 'model.ply'} "
                 "(delete that folder to fit again)")
             return load_ply(run_dir / "model.ply"), run_dir / "model.ply", 0.0, None
         if step is not None and not resume:
@@ -262,10 +260,11 @@ def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, 
         resume = resume and (step is not None or started)
     else:
         resume = False
-    _fit_estimate(run_dir, fit_config, train, step, log)
-    log(f"[splatjax] fitting {data_path} ({fit_config.iterations} iterations) into {run_dir}")
+    _fit_estimate(run_dir, fit_config, train, step, context)
+    context.say(f"[splatjax] fitting {data_path} ({fit_config.iterations} iterations) into {run_dir}")
     t0 = time.perf_counter()
-    info = run_fit(data_path, run_dir, fit_config, resume=resume, log=log if progress else (lambda msg: None))
+    info = run_fit(data_path, run_dir, fit_config, resume=resume,
+                   context=context if context.progress is not None else QUIET)  # its lines are progress
     if not info["completed"]:
         raise Interrupted(info.get("interrupted") or "SIGINT")  # run_fit has written the checkpoint
     gaussians = load_ply(run_dir / "model.ply")

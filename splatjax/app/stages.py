@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -13,6 +12,7 @@ from jaxtyping import Array, Float
 
 from ..anomaly import MapConfig, Maps, compute_maps
 from ..camera import Camera
+from ..context import QUIET, Context
 from ..gaussians import Gaussians
 from ..pose import PoseConfig, PoseEstimate, estimate_poses, render_views
 from ..sharding import ParallelConfig
@@ -43,26 +43,25 @@ def run_stages(
     extractor,
     candidate_images: np.ndarray | None = None,
     polish=None,
-    background=(1.0, 1.0, 1.0),
-    progress: Callable[[str, int, int], object] | None = None,
-    log: Callable[[str], object] | None = None,
+    context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     residual=None,
 ) -> Detection:
     """Poses, renders and maps of ``queries`` (see :func:`splatjax.pose.estimate_poses`
-    and :func:`splatjax.anomaly.compute_maps`); ``parallel`` shards the fine pose, the
+    and :func:`splatjax.anomaly.compute_maps`; the renders over ``pose_config.background``);
+    ``context`` gets progress and messages; ``parallel`` shards the fine pose, the
     renders and the (weights-free) maps over local devices; ``polish`` moves every coarse
     candidate before the fine pose (see :func:`splatjax.pose.estimate_poses`); ``residual``:
     the model's residual scales for ``map_config.normalise`` (its calibration's ``residual``).
     ``key``: one key, or the Q * K per-hypothesis keys (a slice of the whole run's, so that
     queries run in batches get the numbers of one run; ``evaluate`` does so)."""
     est = estimate_poses(gaussians, queries, candidates, pose_config, key=key, candidate_images=candidate_images,
-                         polish=polish, background=background, progress=progress, log=log, parallel=parallel)
+                         polish=polish, context=context, parallel=parallel)
     seconds = dict(est.seconds)
     t0 = time.perf_counter()
     renders = np.asarray(render_views(gaussians, est.cameras, batch_size=pose_config.batch_size,
-                                      backend=pose_config.backend, background=background, progress=progress,
-                                      parallel=parallel))
+                                      backend=pose_config.backend, background=pose_config.background,
+                                      context=context, parallel=parallel))
     seconds["render"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     maps = compute_maps(renders, queries, map_config, extractor=extractor, parallel=parallel, residual=residual)

@@ -42,11 +42,11 @@ import colorsys
 import dataclasses
 import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ..context import QUIET, Context
 from ..validation import require, require_choice, require_ints
 from ..errors import DatasetError, DatasetNotFoundError, UserError
 from ..files import file_sha256, write_json
@@ -530,15 +530,14 @@ def _test_plan(config, train_dirs) -> list[dict]:
 
 
 def _generate(root: Path, mesh_path: Path, obj: SynthObject, config: SynthConfig, mesh_info: dict,
-              log, progress) -> None:
+              context: Context) -> None:
     mi = _mitsuba(config.threads)
     writer = MadWriter(root, config.camera_angle_x)
     good_scene = _scene(mi, obj, None)
     poses = training_poses(config.train_views, seed=config.seed, radius=_RADIUS, z_range=(-0.85, 0.95))
     for i, c2w in enumerate(poses):
         writer.train(_render(mi, good_scene, c2w, config, _seed(config, 4, i))[0], c2w)
-        if progress:
-            progress("synth train views", i + 1, len(poses))
+        context.tick("synth train views", i + 1, len(poses))
     train_dirs = poses[:, :3, 3] / np.linalg.norm(poses[:, :3, 3], axis=1, keepdims=True)
     plan = _test_plan(config, train_dirs)
     defects = {}
@@ -552,17 +551,16 @@ def _generate(root: Path, mesh_path: Path, obj: SynthObject, config: SynthConfig
                                                 good, alpha, rng)
             rel = writer.test(q["kind"], q["n"], img, q["c2w"], mask)
             defects[rel] = {"seed": q["seed"], "roll_deg": q["roll_deg"], **record}
-        if progress:
-            progress("synth test views", k + 1, len(plan))
+        context.tick("synth test views", k + 1, len(plan))
     writer.finish()
     noise_pose = plan[0]["c2w"] if plan else poses[0]
     noise = measure_noise(obj, noise_pose, config, seeds=(_seed(config, 6, 0), _seed(config, 6, 1)))
     fr = [d["mask_fraction"] for d in defects.values()]
     contrast = [d["contrast_median"] for d in defects.values()]
-    log(f"synth: render noise at {config.spp} spp: p99 {noise['p99']:.3f}, max {noise['max']:.3f} "
-        f"(mask threshold {config.mask_threshold})"
-        + (f"; defects: {min(fr):.2%}-{max(fr):.2%} of the object's pixels, median contrast "
-           f"{float(np.median(contrast)):.3f}" if fr else ""))
+    context.say(f"synth: render noise at {config.spp} spp: p99 {noise['p99']:.3f}, max {noise['max']:.3f} "
+                f"(mask threshold {config.mask_threshold})"
+                + (f"; defects: {min(fr):.2%}-{max(fr):.2%} of the object's pixels, median contrast "
+                   f"{float(np.median(contrast)):.3f}" if fr else ""))
     manifest = {
         "generator": __name__, "format": _FORMAT, "config": dataclasses.asdict(config),
         "mesh": {"path": str(mesh_path), **mesh_info, "refined_vertices": int(len(obj.vertices)),
@@ -588,8 +586,7 @@ def make_synth_dataset(
     out: str | os.PathLike,
     config: SynthConfig = SynthConfig(),
     *,
-    log: Callable[[str], object] = lambda msg: None,
-    progress: Callable[[str, int, int], object] | None = None,
+    context: Context = QUIET,
 ) -> Path:
     """Render ``mesh`` into a new MAD-Sim class folder ``out`` (see the module docstring):
     ``train/good/``, ``transforms.json``, ``test/<type>/``, ``ground_truth/<type>/``,
@@ -603,7 +600,7 @@ def make_synth_dataset(
     vertices, faces = load_mesh(mesh, config.up_axis)
     info = {"sha256": file_sha256(mesh), "vertices": int(len(vertices)), "faces": int(len(faces))}
     obj = make_object(vertices, faces, config)
-    log(f"synth: {mesh.name}: {len(faces)} faces, refined to {len(obj.faces)}; "
-        f"{config.train_views} training and {config.test_good + 3 * config.test_per_type} test views "
-        f"at {config.resolution} px, {config.spp} spp")
-    return write_staged(out, lambda tmp: _generate(tmp, mesh, obj, config, info, log, progress))
+    context.say(f"synth: {mesh.name}: {len(faces)} faces, refined to {len(obj.faces)}; "
+                f"{config.train_views} training and {config.test_good + 3 * config.test_per_type} test views "
+                f"at {config.resolution} px, {config.spp} spp")
+    return write_staged(out, lambda tmp: _generate(tmp, mesh, obj, config, info, context))

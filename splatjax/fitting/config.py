@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..validation import is_int, is_number, require, require_choice, require_ints, require_positive
+from ..validation import is_int, is_number, require, require_choice, require_color, require_ints, require_positive
 
 __all__ = ["FitConfig"]
 
@@ -98,9 +98,7 @@ class FitConfig:
         require(is_number(self.init_opacity) and 0.0 < self.init_opacity < 1.0, self, "init_opacity", "in (0, 1)")
         require_choice(self, "backend", _BACKENDS)
         require_choice(self, "buffer", BUFFER_POLICIES)
-        bg = tuple(float(b) for b in self.background)
-        require(len(bg) == 3 and all(0.0 <= b <= 1.0 for b in bg), self, "background", "3 numbers in [0, 1]")
-        object.__setattr__(self, "background", bg)
+        require_color(self, "background")
         self._check_chunks()
 
     def _check_chunks(self):

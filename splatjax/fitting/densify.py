@@ -158,15 +158,15 @@ def _select(params: Gaussians, active, stats: DensityStats, rule: "DensifyRule",
     """3DGS candidate selection: which Gaussians are cloned, split and pruned."""
     grads = jnp.where(stats.denom > 0, stats.grad_accum / jnp.maximum(stats.denom, 1.0), 0.0)
     max_scale = jnp.exp(jnp.max(params.log_scales, axis=-1))
-    low_opacity = params.opacity_logits < _logit(rule.min_opacity)
+    low_opacity = params.opacity_logits < _logit(rule.prune_opacity)
     size_prune = jnp.asarray(size_prune)
-    world_big = max_scale > rule.max_world_size * extent
-    screen_big = stats.max_radii > rule.max_screen_size
+    world_big = max_scale > rule.prune_world_size * extent
+    screen_big = stats.max_radii > rule.prune_screen_size
     prune_old = active & (low_opacity | (size_prune & (world_big | screen_big)))
-    cand = active & (grads >= rule.grad_threshold) & ~low_opacity
+    cand = active & (grads >= rule.densify_grad_threshold) & ~low_opacity
     small = max_scale <= rule.percent_dense * extent
     clone = cand & small
-    split = cand & ~small & ~(size_prune & (max_scale / SPLIT_SCALE_DIVISOR > rule.max_world_size * extent))
+    split = cand & ~small & ~(size_prune & (max_scale / SPLIT_SCALE_DIVISOR > rule.prune_world_size * extent))
     # a split re-uses its parent's slot unless the parent is pruned anyway
     cost = jnp.where(clone, 1, jnp.where(split, 2 - (~prune_old).astype(jnp.int32), 0))
     return _Selection(clone=clone, split=split, prune_old=prune_old, cand=clone | split, grads=grads, cost=cost)
@@ -208,10 +208,10 @@ def densify_and_prune(
     """One 3DGS ``densify_and_prune`` on the static buffer, compacting it.
 
     Candidates: active Gaussians whose mean screen-space (NDC) gradient is >=
-    ``rule.grad_threshold``. Small ones (max scale <= percent_dense x extent) are cloned;
+    ``rule.densify_grad_threshold``. Small ones (max scale <= percent_dense x extent) are cloned;
     large ones are split into 2 Gaussians sampled from the parent (scale / 1.6), replacing
-    it. Pruned: opacity < ``rule.min_opacity``; when ``size_prune``, also screen radius >
-    ``max_screen_size`` px or max scale > ``max_world_size`` x extent. If the buffer cannot
+    it. Pruned: opacity < ``rule.prune_opacity``; when ``size_prune``, also screen radius >
+    ``prune_screen_size`` px or max scale > ``prune_world_size`` x extent. If the buffer cannot
     hold every candidate (the caller grows it first, see :func:`densify_demand`), the
     largest gradients win and ``counts.dropped`` says how many were left out.
 
@@ -274,14 +274,16 @@ def resize_gaussians(params: Gaussians, capacity: int) -> Gaussians:
 
 @dataclasses.dataclass(frozen=True)
 class DensifyRule:
-    """The thresholds of adaptive density control (3DGS defaults); hashable."""
+    """The thresholds of adaptive density control (3DGS defaults); hashable. Each field is
+    the :class:`~splatjax.fitting.FitConfig` field of the same name (see its docs), so a
+    config's rule is :func:`splatjax.fitting.fit_loop.strategy_for`'s projection by name."""
 
-    grad_threshold: float = 2e-4
+    densify_grad_threshold: float = 2e-4
     percent_dense: float = 0.01
-    min_opacity: float = 0.005
-    max_screen_size: float = 20.0
-    max_world_size: float = 0.1
-    reset_value: float = 0.01
+    prune_opacity: float = 0.005
+    prune_screen_size: float = 20.0
+    prune_world_size: float = 0.1
+    opacity_reset_value: float = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,7 +307,7 @@ class DensifyStrategy:
         return densify_and_prune(params, active, stats, self.rule, key=key, extent=extent, size_prune=size_prune)
 
     def reset(self, params: Gaussians, active) -> Gaussians:
-        return reset_opacity(params, active, value=self.rule.reset_value)
+        return reset_opacity(params, active, value=self.rule.opacity_reset_value)
 
 
 def reset_opacity(params: Gaussians, active: Bool[Array, " N"], *, value: float = 0.01) -> Gaussians:

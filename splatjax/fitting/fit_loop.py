@@ -55,9 +55,7 @@ def schedule_for(config: FitConfig) -> FitSchedule:
 
 def strategy_for(config: FitConfig) -> DensifyStrategy:
     """The density-control strategy (thresholds + schedule) of ``config``."""
-    rule = DensifyRule(grad_threshold=config.densify_grad_threshold, percent_dense=config.percent_dense,
-                       min_opacity=config.prune_opacity, max_screen_size=config.prune_screen_size,
-                       max_world_size=config.prune_world_size, reset_value=config.opacity_reset_value)
+    rule = DensifyRule(**{f.name: getattr(config, f.name) for f in dataclasses.fields(DensifyRule)})
     return DensifyStrategy(rule=rule, schedule=schedule_for(config))
 
 

@@ -37,7 +37,6 @@ from .fine import (
     screw_motion,
 )
 from .estimate import (
-    Progress,
     Polish,
     PoseEstimate,
     candidate_cameras,

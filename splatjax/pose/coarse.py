@@ -19,6 +19,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ..camera import Camera
+from ..context import QUIET, Context
 from ..gaussians import Gaussians
 from ..image import grey, resize, resize_to_width
 from ..render import render
@@ -27,8 +28,6 @@ from ..sharding import ParallelConfig, ceil_div, map_padded_chunks, query_mesh, 
 from .cameras import as_batch, num_cameras
 
 __all__ = ["render_views", "coarse_pose_render", "coarse_pose_loftr", "resolve_coarse"]
-
-Progress = Callable[[str, int, int], object]
 
 
 def render_views(
@@ -39,7 +38,7 @@ def render_views(
     batch_size: int = 32,
     backend: str = "auto",
     background=(1.0, 1.0, 1.0),
-    progress: Progress | None = None,
+    context: Context = QUIET,
     stage: str = "render",
     parallel: ParallelConfig | None = None,
 ) -> Float[Array, "C h w 3"]:
@@ -67,7 +66,7 @@ def render_views(
             return shard_over_queries(stack, gaussians, c, in_axes=(None, 0), mesh=mesh, config=one_launch)
 
         size = min(per, ceil_div(n, mesh.size)) * mesh.size
-    return map_padded_chunks(fn, n, size, (cams,), progress=progress, stage=stage)
+    return map_padded_chunks(fn, n, size, (cams,), context=context, stage=stage)
 
 
 @functools.lru_cache(maxsize=16)
@@ -96,7 +95,7 @@ def coarse_pose_render(
     batch_size: int = 32,
     backend: str = "auto",
     background=(1.0, 1.0, 1.0),
-    progress: Progress | None = None,
+    context: Context = QUIET,
     top_k: int | None = None,
 ) -> tuple[Int[np.ndarray, "Q *K"], Float[np.ndarray, "Q *K"]]:
     """Render-and-compare retrieval. Candidates are rendered from ``gaussians`` at width
@@ -109,7 +108,7 @@ def coarse_pose_render(
         if gaussians is None:
             raise ValueError("coarse_pose_render: give gaussians or candidate_images")
         cand = render_views(gaussians, candidate_cameras, width=resolution, batch_size=batch_size,
-                            backend=backend, background=background, progress=progress, stage="render candidates")
+                            backend=backend, background=background, context=context, stage="render candidates")
     else:
         cand = resize_to_width(candidate_images, resolution)
         if cand.shape[0] != num_cameras(as_batch(candidate_cameras)):
@@ -150,7 +149,7 @@ def coarse_pose_loftr(
     matcher=None,
     weights: str | None = None,
     size: int = 400,
-    progress: Progress | None = None,
+    context: Context = QUIET,
     top_k: int | None = None,
 ) -> tuple[Int[np.ndarray, "Q *K"], Float[np.ndarray, "Q *K"]]:
     """The reference's coarse pose: LoFTR ("indoor_new") matches between each query and
@@ -177,15 +176,14 @@ def coarse_pose_loftr(
         order = np.argsort(-counts, kind="stable")[:k]
         best.append(order)
         count.append(counts[order])
-        if progress is not None:
-            progress("LoFTR coarse pose", i + 1, qg.shape[0])
+        context.tick("LoFTR coarse pose", i + 1, qg.shape[0])
     best, count = np.asarray(best, np.int64).reshape(-1, k), np.asarray(count, np.float64).reshape(-1, k)
     return (best[:, 0], count[:, 0]) if top_k is None else (best, count)
 
 
-def resolve_coarse(coarse: str, loftr_weights: str | None = None, *, log: Callable[[str], object] | None = None) -> str:
+def resolve_coarse(coarse: str, loftr_weights: str | None = None, *, context: Context = QUIET) -> str:
     """"render" | "loftr" | "auto" -> the method used; "auto" is LoFTR when its weights
-    are found, else render-and-compare (said through ``log`` when given)."""
+    are found, else render-and-compare (said through ``context``)."""
     if coarse not in COARSE_METHODS:
         raise ValueError(f"coarse must be one of {', '.join(COARSE_METHODS)}, got {coarse!r}")
     if coarse != "auto":
@@ -194,7 +192,6 @@ def resolve_coarse(coarse: str, loftr_weights: str | None = None, *, log: Callab
 
     if find_loftr_weights(loftr_weights):  # a given path that does not exist raises
         return "loftr"
-    if log is not None:
-        log("[splatjax] coarse pose: no LoFTR weights found, so the reference's LoFTR retrieval is replaced by "
-            f"render-and-compare retrieval (renders of the model at the training poses). {loftr_guidance()}")
+    context.say("[splatjax] coarse pose: no LoFTR weights found, so the reference's LoFTR retrieval is replaced by "
+                f"render-and-compare retrieval (renders of the model at the training poses). {loftr_guidance()}")
     return "render"

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import field
 
-from ..validation import is_int, require, require_bools, require_choice, require_ints, require_positive
+from ..validation import require, require_bools, require_choice, require_color, require_ints, require_positive
 from ..render.backends import USER_BACKENDS
+from .keypoints import KeypointConfig
 from .objectives import get_objective
 
 __all__ = ["PoseConfig"]
@@ -36,7 +37,10 @@ class PoseConfig:
     ``keypoints``: before the fine pose, the ``keypoint_candidates`` best retrieval candidates
     of every query are each moved by SIFT matches against a render at the candidate, lifted
     to 3D by the rendered depth, and PnP-RANSAC (:mod:`splatjax.pose.keypoints`, OpenCV; no
-    weights); the ``hypotheses`` with the most PnP inliers go on to the fine pose.
+    weights) with the options ``keypoint`` (a :class:`KeypointConfig`, flags
+    ``--keypoint-width`` etc.); the ``hypotheses`` with the most PnP inliers go on to the
+    fine pose. ``background``: the colour the model is rendered over (the background it
+    was fitted on, RGB in [0, 1]; the application sets it from the fit, it is no flag).
     ``fine_levels`` > 1: coarse-to-fine steps, the first ``fine_levels - 1`` levels of
     ``fine_level_steps`` steps each at 1/2^(levels-1), ..., 1/2 of the query width (taken
     out of ``steps``), the rest at full resolution. ``objective``: the fine pose's loss, a
@@ -58,9 +62,8 @@ class PoseConfig:
     # default 8: see BENCHMARKS.md, lego-AD pose (a rolled query whose 3 best candidates were all wrong)
     keypoint_candidates: int = field(default=8, metadata={
         "help": "retrieval candidates per query moved by the keypoint pose (most PnP inliers first)"})
-    keypoint_width: int = field(default=200, metadata={"help": "keypoint matching image width in pixels"})
-    keypoint_rounds: int = field(default=2, metadata={
-        "help": "keypoint PnP rounds (each later round re-renders at the previous round's pose)"})
+    keypoint: KeypointConfig = field(default=KeypointConfig(), metadata={
+        "help": "keypoint pose options", "prefix": "keypoint_"})
     steps: int = field(default=FINE_STEPS, metadata={"help": "fine pose steps k"})
     # default 1: more hypotheses only add fine-pose cost where the best candidate converges (BENCHMARKS.md)
     hypotheses: int = field(default=1, metadata={
@@ -83,12 +86,13 @@ class PoseConfig:
     init_std: float = 1e-6  # standard deviation of the screw initialisation (reference)
     backend: str = field(default="auto", metadata={
         "help": "render backend", "choices": USER_BACKENDS})
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self):
         require_choice(self, "coarse", COARSE_METHODS)
         require_choice(self, "backend", USER_BACKENDS)
         require_ints(self, ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
-                            "keypoint_candidates", "keypoint_rounds"), 1)
+                            "keypoint_candidates"), 1)
         require_ints(self, ("inplane_rotations", "sphere_views"), 0)
         require_positive(self, ("lr_first", "lr", "lr_decay", "init_std"))
         require(self.fine_levels <= MAX_FINE_LEVELS, self, "fine_levels", f"<= {MAX_FINE_LEVELS}")
@@ -96,6 +100,7 @@ class PoseConfig:
                 f"more than fine_levels - 1 = {self.fine_levels - 1} reduced levels x fine_level_steps "
                 f"{self.fine_level_steps}, so that full-resolution steps remain")
         require(self.lr_decay <= 1.0, self, "lr_decay", "<= 1")
-        require(is_int(self.keypoint_width) and self.keypoint_width >= 16, self, "keypoint_width", "an integer >= 16")
+        require(isinstance(self.keypoint, KeypointConfig), self, "keypoint", "a KeypointConfig")
+        require_color(self, "background")
         require_bools(self, ("keypoints", "exact_exp"))
         get_objective(self.objective)  # a one-line ConfigError naming the registered objectives

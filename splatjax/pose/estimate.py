@@ -27,6 +27,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ..camera import Camera
+from ..context import QUIET, Context
 from ..gaussians import Gaussians
 from ..sharding import ParallelConfig
 from .cameras import (
@@ -40,12 +41,11 @@ from .cameras import (
 from .coarse import coarse_pose_loftr, coarse_pose_render, resolve_coarse
 from .config import PoseConfig
 from .objectives import Objective
-from .keypoints import KeypointConfig, keypoint_poses
+from .keypoints import keypoint_poses
 from .fine import Refinement, refine_poses_detailed
 
-__all__ = ["Progress", "Polish", "PoseEstimate", "candidate_cameras", "keypoint_polish", "estimate_poses"]
+__all__ = ["Polish", "PoseEstimate", "candidate_cameras", "keypoint_polish", "estimate_poses"]
 
-Progress = Callable[[str, int, int], object]
 Polish = Callable[..., tuple[Camera, object]]
 
 
@@ -99,32 +99,32 @@ def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), cams, extra)
 
 
-def _coarse(gaussians, queries, cands, config, k, *, candidate_images, loftr_matcher, background, progress, log):
+def _coarse(gaussians, queries, cands, config, k, *, candidate_images, loftr_matcher, context):
     """(method, candidate cameras searched, index [Q, k], score [Q, k]): the k best."""
-    method = resolve_coarse(config.coarse, config.loftr_weights, log=log) if loftr_matcher is None else (
+    method = resolve_coarse(config.coarse, config.loftr_weights, context=context) if loftr_matcher is None else (
         "loftr" if config.coarse in ("auto", "loftr") else config.coarse)
     if method == "loftr":
         if candidate_images is None:
             raise ValueError("estimate_poses: LoFTR coarse pose needs candidate_images (the training images)")
         n_train = candidate_images.shape[0]
         idx, score = coarse_pose_loftr(queries, candidate_images, matcher=loftr_matcher,
-                                       weights=config.loftr_weights, progress=progress, top_k=k)
+                                       weights=config.loftr_weights, context=context, top_k=k)
         return method, index_cameras(cands, slice(0, n_train)), idx, score
     if config.inplane_rotations:
         cands = inplane_rotations(cands, np.concatenate([[0.0], inplane_angles(config.inplane_rotations)]))
     idx, score = coarse_pose_render(gaussians, cands, queries, resolution=config.coarse_resolution,
-                                    backend=config.backend, background=background, progress=progress, top_k=k)
+                                    backend=config.backend, background=config.background, context=context,
+                                    top_k=k)
     return method, cands, idx, score
 
 
-def keypoint_polish(config: PoseConfig, *, background=(1.0, 1.0, 1.0), progress: Progress | None = None) -> Polish:
-    """The polish of ``config.keypoints``: :func:`keypoint_poses` with the matching width
-    and rounds of ``config`` (the other :class:`KeypointConfig` options at their defaults)."""
-    kc = KeypointConfig(width=config.keypoint_width, rounds=config.keypoint_rounds)
+def keypoint_polish(config: PoseConfig, *, context: Context = QUIET) -> Polish:
+    """The polish of ``config.keypoints``: :func:`keypoint_poses` with ``config.keypoint``,
+    rendering with ``config.backend`` over ``config.background``."""
 
     def polish(gaussians, queries, cameras, k, _config):
-        return keypoint_poses(gaussians, queries, cameras, k, kc, backend=config.backend, background=background,
-                              progress=progress)
+        return keypoint_poses(gaussians, queries, cameras, k, config.keypoint, backend=config.backend,
+                              background=config.background, context=context)
 
     return polish
 
@@ -160,9 +160,7 @@ def estimate_poses(
     candidate_images: Float[Array, "C H W 3"] | None = None,
     loftr_matcher=None,
     polish: Polish | None = None,
-    background=(1.0, 1.0, 1.0),
-    progress: Progress | None = None,
-    log: Callable[[str], object] | None = None,
+    context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     objective: str | Objective | None = None,
 ) -> PoseEstimate:
@@ -181,19 +179,19 @@ def estimate_poses(
     most PnP inliers refined). Hypothesis j of query i is refined with the screw initialisation of
     ``jax.random.split(key, Q * K)[i * K + j]`` (K = 1: exactly :func:`refine_poses` from
     the best candidate); ``key`` may also be those Q * K keys themselves, so that queries
-    estimated in slices get the keys of the whole. ``progress(stage, done, total)`` reports chunks; ``log`` says
+    estimated in slices get the keys of the whole. ``context`` gets progress (chunks) and
     which coarse method "auto" chose; ``parallel`` shards the fine pose over local
     devices (see :func:`refine_poses`); ``objective`` replaces ``config.objective`` (a
     function or a registered name, see :mod:`.objectives`), the loss hypotheses are chosen by."""
     queries = jnp.asarray(queries, jnp.float32)
     q, k = queries.shape[0], config.hypotheses
     if polish is None and config.keypoints:
-        polish = keypoint_polish(config, background=background, progress=progress)
+        polish = keypoint_polish(config, context=context)
     kr = max(k, config.keypoint_candidates) if polish is not None else k
     t0 = time.perf_counter()
     method, cands, idx, score = _coarse(gaussians, queries, as_batch(candidates), config, kr,
                                         candidate_images=candidate_images, loftr_matcher=loftr_matcher,
-                                        background=background, progress=progress, log=log)
+                                        context=context)
     starts = index_cameras(cands, jnp.asarray(idx.reshape(-1)))  # [Q * kr], query-major
     jax.block_until_ready(starts.R)
     t1 = time.perf_counter()
@@ -203,8 +201,8 @@ def estimate_poses(
         jax.block_until_ready(starts.R)
     t2 = time.perf_counter()
     targets = queries if k == 1 else jnp.repeat(queries, k, axis=0)
-    ref = refine_poses_detailed(gaussians, starts, targets, config, key=key, background=background,
-                                progress=progress, parallel=parallel, objective=objective)
+    ref = refine_poses_detailed(gaussians, starts, targets, config, key=key, context=context, parallel=parallel,
+                                objective=objective)
     jax.block_until_ready(ref.cameras.R)
     seconds = {"coarse": t1 - t0, "polish": t2 - t1, "fine": time.perf_counter() - t2}
     return _estimate(ref, starts, idx, score, inliers, method, seconds)

@@ -35,6 +35,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .. import se3
 from ..camera import Camera
+from ..context import QUIET, Context
 from ..gaussians import Gaussians
 from ..image import resize
 from ..render import render
@@ -44,9 +45,8 @@ from .config import PoseConfig
 from .objectives import Objective, PoseRender, resolve_objective
 
 __all__ = ["fine_lr_schedule", "init_screw", "screw_motion", "moved_camera", "refine_pose", "refine_poses",
-           "refine_poses_detailed", "Refinement", "fine_level_plan", "query_keys"]
+           "refine_poses_detailed", "Refinement", "fine_level_plan", "query_keys", "compiled_config"]
 
-Progress = Callable[[str, int, int], object]
 GROWTH_TOLERANCE = 0.01  # a refinement "grew" (diverged) when its last loss exceeds the first by more than 1 %
 
 
@@ -91,16 +91,22 @@ def _optimizer(lr_first: float = 1e-3, lr: float = 0.01, lr_decay: float = 0.8):
     return optax.adam(schedule, b1=0.9, b2=0.999)
 
 
-def _static(config: PoseConfig, background, objective: str | Objective | None = None) -> dict:
-    """The compiled refinement's static arguments (fields that do not change the compiled
-    program are left out, so configs differing only in them share compilations). The
-    objective (``None``: ``config.objective``) is one of them: a function, hashed by
-    identity."""
-    return dict(steps=int(config.steps), exact_exp=bool(config.exact_exp), backend=config.backend,
-                background=tuple(float(x) for x in background),
-                lrs=(float(config.lr_first), float(config.lr), float(config.lr_decay)),
-                levels=(int(config.fine_levels), int(config.fine_level_steps)),
-                objective=resolve_objective(objective, config.objective))
+#: The :class:`PoseConfig` fields the compiled refinement reads.
+COMPILED_FIELDS = ("steps", "exact_exp", "backend", "background", "lr_first", "lr", "lr_decay", "fine_levels",
+                   "fine_level_steps")
+
+
+def compiled_config(config: PoseConfig) -> PoseConfig:
+    """``config`` with only :data:`COMPILED_FIELDS` kept (the rest at their defaults): the
+    static argument of the compiled refinement, so that configs differing elsewhere (batch
+    size, coarse options, ...) share one compilation."""
+    return PoseConfig(**{name: getattr(config, name) for name in COMPILED_FIELDS})
+
+
+def _static(config: PoseConfig, objective: str | Objective | None = None) -> dict:
+    """The compiled refinement's static arguments: the :func:`compiled_config` and the
+    objective (``None``: ``config.objective``; a function, hashed by identity)."""
+    return dict(config=compiled_config(config), objective=resolve_objective(objective, config.objective))
 
 
 def fine_level_plan(width: int, height: int, steps: int, levels: int = 1,
@@ -148,11 +154,12 @@ def _level_scan(loss_fn, opt, carry, first: int, n: int, track: bool):
     return jax.lax.scan(step, carry, jnp.arange(first, first + n, dtype=jnp.int32))
 
 
-def _refine_core(gaussians, camera, query, params0, *, steps, exact_exp, backend, background, lrs, levels,
-                 objective):
-    """One query's refinement: (best camera, ``objective`` before each step [steps], its
-    value at the best iterate at full resolution, its step, diverged)."""
-    opt = _optimizer(*lrs)
+def _refine_core(gaussians, camera, query, params0, *, config: PoseConfig, objective):
+    """One query's refinement with the fine-pose fields of ``config``: (best camera,
+    ``objective`` before each step [steps], its value at the best iterate at full
+    resolution, its step, diverged)."""
+    steps, exact_exp, backend, background = config.steps, config.exact_exp, config.backend, config.background
+    opt = _optimizer(config.lr_first, config.lr, config.lr_decay)
     query = jnp.asarray(query, gaussians.means.dtype)
     bg = jnp.asarray(background, query.dtype)
 
@@ -164,7 +171,7 @@ def _refine_core(gaussians, camera, query, params0, *, steps, exact_exp, backend
         return loss_fn
 
     full_loss = loss_at(camera, query)
-    plan = fine_level_plan(camera.width, camera.height, steps, *levels)
+    plan = fine_level_plan(camera.width, camera.height, steps, config.fine_levels, config.fine_level_steps)
     inf, zero = jnp.asarray(jnp.inf, query.dtype), jnp.zeros((), jnp.int32)
     carry = (params0, opt.init(params0), params0, inf, zero, jnp.zeros((), bool))
     first_loss, traces, done = None, [], 0
@@ -190,7 +197,7 @@ def _refine_core(gaussians, camera, query, params0, *, steps, exact_exp, backend
     return moved_camera(camera, best, exact_exp=exact_exp), trace, best_loss, best_step, diverged
 
 
-_STATIC = ("steps", "exact_exp", "backend", "background", "lrs", "levels", "objective")
+_STATIC = ("config", "objective")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -205,10 +212,10 @@ def _refine_batch_jit(gaussians, cameras, queries, params0, **static):
 
 
 @functools.lru_cache(maxsize=32)
-def _refine_batch_fn(static_items: tuple) -> Callable:
-    """The vmapped refinement of one static configuration, one function object per
-    configuration so that the sharded program is compiled once and reused."""
-    return jax.vmap(functools.partial(_refine_core, **dict(static_items)), in_axes=(None, 0, 0, 0))
+def _refine_batch_fn(config: PoseConfig, objective: Objective) -> Callable:
+    """The vmapped refinement of one compiled config and objective, one function object
+    per pair so that the sharded program is compiled once and reused."""
+    return jax.vmap(functools.partial(_refine_core, config=config, objective=objective), in_axes=(None, 0, 0, 0))
 
 
 def _check_query(query, camera: Camera, where: str):
@@ -257,12 +264,11 @@ def refine_pose(
     config: PoseConfig = PoseConfig(),
     *,
     key: jax.Array,
-    background=(1.0, 1.0, 1.0),
     objective: str | Objective | None = None,
 ) -> tuple[Camera, Float[Array, " k"]]:
     """Refine one query's pose from the starting ``camera`` (SplatPose fine pose; the
     fine-pose fields of ``config``: steps, learning rates, exact_exp, init_std, backend,
-    fine_levels, fine_level_steps, objective). ``objective``: a function
+    fine_levels, fine_level_steps, objective, background). ``objective``: a function
     ``objective(render, query) -> loss`` or a registered name
     (:mod:`splatjax.pose.objectives`); None: ``config.objective``.
 
@@ -271,7 +277,7 @@ def refine_pose(
     Blender camera-to-world), and the loss before each step [k]."""
     _check_query(query, camera, "refine_pose")
     params0 = init_screw(key=key, std=config.init_std)
-    cam, trace, *_ = _refine_one_jit(gaussians, camera, query, params0, **_static(config, background, objective))
+    cam, trace, *_ = _refine_one_jit(gaussians, camera, query, params0, **_static(config, objective))
     return cam, trace
 
 
@@ -282,14 +288,13 @@ def refine_poses(
     config: PoseConfig = PoseConfig(),
     *,
     key: jax.Array,
-    background=(1.0, 1.0, 1.0),
-    progress: Progress | None = None,
+    context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     objective: str | Objective | None = None,
 ) -> tuple[Camera, Float[Array, "B k"]]:
     """:func:`refine_poses_detailed` reduced to (refined cameras, loss traces [B, k])."""
-    ref = refine_poses_detailed(gaussians, cameras, queries, config, key=key, background=background,
-                                progress=progress, parallel=parallel, objective=objective)
+    ref = refine_poses_detailed(gaussians, cameras, queries, config, key=key, context=context, parallel=parallel,
+                                objective=objective)
     return ref.cameras, ref.traces
 
 
@@ -300,8 +305,7 @@ def refine_poses_detailed(
     config: PoseConfig = PoseConfig(),
     *,
     key: jax.Array,
-    background=(1.0, 1.0, 1.0),
-    progress: Progress | None = None,
+    context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     objective: str | Objective | None = None,
 ) -> Refinement:
@@ -311,7 +315,7 @@ def refine_poses_detailed(
     that key (up to float rounding); queries do not affect each other (a diverging one
     included). ``key`` may also be B keys, one per query (e.g. a slice of
     ``jax.random.split(key, N)`` for queries taken from N: the same numbers as in the
-    whole). ``progress(stage, done, total)`` is called after each chunk. Returns a
+    whole). ``context.tick(stage, done, total)`` is called after each chunk. Returns a
     :class:`Refinement`.
 
     ``parallel``: shard every chunk over ``parallel.devices`` local devices (None: one
@@ -332,18 +336,19 @@ def refine_poses_detailed(
         raise ValueError(f"refine_poses: {num_cameras(cams)} cameras for {b} queries")
     _check_query(queries, cams, "refine_poses")
     params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std))(query_keys(key, b))
-    static = _static(config, background, objective)
+    static = _static(config, objective)
     mesh = None if parallel is None else query_mesh(parallel.devices)
     per = int(config.batch_size if parallel is None or parallel.per_device_batch is None
               else parallel.per_device_batch)
     if mesh is None or mesh.size == 1:
         run = functools.partial(_refine_batch_jit, gaussians, **static)
-        return Refinement(*map_padded_chunks(run, b, min(per, b), (cams, queries, params0), progress=progress, stage="fine pose"))
-    fn = _refine_batch_fn(tuple(sorted(static.items())))
+        return Refinement(*map_padded_chunks(run, b, min(per, b), (cams, queries, params0), context=context,
+                                             stage="fine pose"))
+    fn = _refine_batch_fn(static["config"], static["objective"])
     shard = ParallelConfig(devices=mesh.size)  # one launch per chunk: the chunk is a multiple of the devices
     size = min(per, ceil_div(b, mesh.size)) * mesh.size
 
     def run(c, q, p):
         return shard_over_queries(fn, gaussians, c, q, p, in_axes=(None, 0, 0, 0), mesh=mesh, config=shard)
 
-    return Refinement(*map_padded_chunks(run, b, size, (cams, queries, params0), progress=progress, stage="fine pose"))
+    return Refinement(*map_padded_chunks(run, b, size, (cams, queries, params0), context=context, stage="fine pose"))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
 from dataclasses import field
 
 import jax
@@ -36,6 +35,7 @@ from jaxtyping import Array, Float, Int
 from scipy.ndimage import map_coordinates
 
 from ..camera import Camera
+from ..context import QUIET, Context
 from ..validation import is_int, is_number, require, require_bools, require_ints
 from ..gaussians import Gaussians
 from ..image import resize
@@ -43,8 +43,6 @@ from ..render import rasterize, render
 from .cameras import as_batch, index_cameras, num_cameras
 
 __all__ = ["KeypointConfig", "render_depth", "keypoint_pose", "keypoint_poses", "match_size"]
-
-Progress = Callable[[str, int, int], object]
 
 
 def _cv2():
@@ -268,7 +266,7 @@ def keypoint_poses(
     *,
     backend: str = "auto",
     background=(1.0, 1.0, 1.0),
-    progress: Progress | None = None,
+    context: Context = QUIET,
 ) -> tuple[Camera, Int[np.ndarray, " QK"]]:
     """:func:`keypoint_pose` for ``k`` candidates per query, one after the other (OpenCV
     runs on the CPU). ``cameras``: stacked [Q * k], query-major (the k candidates of query
@@ -283,6 +281,5 @@ def keypoint_poses(
         cam, inliers[i] = keypoint_pose(gaussians, queries[i // k], index_cameras(cams, i), config,
                                         backend=backend, background=background)
         out.append(cam)
-        if progress is not None:
-            progress("keypoint pose", i + 1, n)
+        context.tick("keypoint pose", i + 1, n)
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *out), inliers

@@ -1,0 +1,170 @@
+"""The dev benchmark: six physically based classes rendered with ``splatjax synth`` from
+classic meshes, plus lego-AD, fitted and evaluated with the plain commands and defaults.
+
+  python scripts/dev_bench.py build OUT --meshes MESH_DIR [--objects NAME ...]
+  python scripts/dev_bench.py run OUT [--objects NAME ...] [--iterations 3000] [-- evaluate flags]
+  python scripts/dev_bench.py table OUT
+
+build
+  Renders each object of :data:`OBJECTS` (mesh file, material, seed) into ``OUT/data/<name>/``
+  with the default :class:`splatjax.data.synth.SynthConfig` (100 training views, 12 good and
+  3 x 12 defective queries, 200 px, 256 spp) and writes nothing else. Objects whose folder
+  exists are skipped, so an interrupted build goes on where it stopped (the class being
+  rendered is staged in a hidden sibling and lost, never half written). The meshes folder
+  is only read. ``woody`` and ``alligator`` of the classic set are flat (zero thickness) and
+  are not used.
+
+run
+  For each object: ``splatjax fit OUT/data/<name> --out OUT/models/<name> --iterations N``
+  (skipped when the model exists), then ``splatjax evaluate`` with its defaults into
+  ``OUT/eval/<name>`` (the flags after ``--`` are passed on), one JSON row per object
+  appended to ``OUT/results.jsonl`` (image / pixel AUROC, AUPRO, pose errors overall and
+  rolled / unrolled apart, seconds per query). lego-AD is run with ``--lego CLASS --lego-model
+  RUN`` (a LegoAD folder of ``scripts/lego_ad.py build`` and its fitted run).
+
+table
+  Prints the MAD-Sim Table 1 layout from the newest row of each object in ``results.jsonl``:
+  the tuning objects and the held-out ones apart, with their means.
+
+Tuning and held-out halves: defaults are chosen on :data:`TUNING` only; :data:`HELD_OUT` is
+run to report, never to choose. One material of each kind is in each half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lego_ad  # noqa: E402  (the one evaluate runner and pose summary)
+
+# name: (mesh file, material, seed)
+OBJECTS = {
+    "bunny": ("stanford-bunny.obj", "plastic", 1),
+    "cow": ("cow.obj", "two-tone", 2),
+    "teapot": ("teapot.obj", "glossy", 3),
+    "fandisk": ("fandisk.obj", "plastic", 4),
+    "suzanne": ("suzanne.obj", "two-tone", 5),
+    "beetle": ("beetle.obj", "glossy", 6),
+}
+TUNING = ("bunny", "cow", "teapot")
+HELD_OUT = ("fandisk", "suzanne", "beetle")
+RESULTS = "results.jsonl"
+
+
+def build(out: Path, meshes: Path, names: list[str]) -> None:
+    from splatjax.app.logs import progress_bars
+    from splatjax.data.synth import SynthConfig, make_synth_dataset
+
+    for name in names:
+        target = out / "data" / name
+        if target.exists():
+            print(f"{name}: {target} exists, skipped", flush=True)
+            continue
+        mesh, material, seed = OBJECTS[name]
+        t0 = time.perf_counter()
+        make_synth_dataset(meshes / mesh, target, SynthConfig(material=material, seed=seed), log=print,
+                           progress=progress_bars(True))
+        print(f"{name}: rendered in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _rolled(data: Path) -> set[str]:
+    manifest = json.loads((data / "synth.json").read_text())
+    return {q["path"] for q in manifest["test"] if q["roll_deg"]}
+
+
+def fit(data: Path, model: Path, iterations: int) -> None:
+    from splatjax.app.cli import main as cli_main
+
+    if (model / "model.ply").is_file():
+        return
+    rc = cli_main(["fit", str(data), "--out", str(model), "--iterations", str(iterations)])
+    if rc != 0:
+        raise SystemExit(rc)
+
+
+def run(out: Path, names: list[str], iterations: int, extra: list[str], lego: tuple[str, str] | None) -> None:
+    jobs = [(name, out / "data" / name, out / "models" / name) for name in names]
+    if lego:
+        jobs.append(("lego-AD", Path(lego[0]), Path(lego[1])))
+    for name, data, model in jobs:
+        fit(data, model, iterations)
+        split = "tuning" if name in TUNING else "held-out" if name in HELD_OUT else "lego"
+        lego_ad.run(data, str(model), out / "eval" / name, extra, results=out / RESULTS, object=name, split=split,
+                    rolled=_rolled(data) if (data / "synth.json").is_file() else None)
+
+
+def _cell(x, digits=3):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def table(out: Path) -> str:
+    """The Table 1 layout (newest row per object)."""
+    rows = {}
+    for line in (out / RESULTS).read_text().splitlines():
+        r = json.loads(line)
+        if "object" in r:
+            rows[r["object"]] = r
+    head = ("| object | split | image AUROC | pixel AUROC | AUPRO | fine rot median / max (rad) | "
+            "rolled median / max | s/query |\n|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for split in ("tuning", "held-out", "lego"):
+        group = [r for r in rows.values() if r["split"] == split]
+        for r in group:
+            pose = (r.get("pose") or {})
+            fine = pose.get("all", {}).get("fine_rotation_rad", {})
+            rolled = pose.get("rolled", {}).get("fine_rotation_rad", {})
+            lines.append(f"| {r['object']} | {split} | {_cell(r['image_auroc'])} | {_cell(r['pixel_auroc'])} | "
+                         f"{_cell(r['aupro'])} | {_cell(fine.get('median'), 4)} / {_cell(fine.get('max'), 4)} | "
+                         f"{_cell(rolled.get('median'), 4)} / {_cell(rolled.get('max'), 4)} | "
+                         f"{r['seconds_per_query']['total']:.2f} |")
+        if len(group) > 1:
+            mean = {k: float(np.mean([r[k] for r in group])) for k in ("image_auroc", "pixel_auroc", "aupro")}
+            lines.append(f"| **mean** | {split} | {_cell(mean['image_auroc'])} | {_cell(mean['pixel_auroc'])} | "
+                         f"{_cell(mean['aupro'])} | | | |")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dev_bench.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="render the classes into OUT/data/")
+    b.add_argument("out")
+    b.add_argument("--meshes", required=True, help="folder with the classic meshes (read only)")
+    r = sub.add_parser("run", help="fit and evaluate every class; rows into OUT/results.jsonl")
+    r.add_argument("out")
+    r.add_argument("--iterations", type=int, default=3000, help="fit iterations (default 3000)")
+    r.add_argument("--lego", nargs=2, metavar=("CLASS", "RUN"), help="also run lego-AD: its class folder and model")
+    for p in (b, r):
+        p.add_argument("--objects", nargs="+", choices=sorted(OBJECTS), default=list(OBJECTS),
+                       help="objects to do (default: all six)")
+    t = sub.add_parser("table", help="print the per-object table")
+    t.add_argument("out")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        k = argv.index("--")
+        argv, extra = argv[:k], argv[k + 1:]
+    args = parser().parse_args(argv)
+    out = Path(args.out)
+    if args.command == "build":
+        build(out, Path(args.meshes), args.objects)
+    elif args.command == "run":
+        run(out, args.objects, args.iterations, extra, tuple(args.lego) if args.lego else None)
+    else:
+        print(table(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
