@@ -366,6 +366,16 @@ def _resumed_settings(run: Path, data, config: FitConfig | None, stop_at: int | 
     return data, config, reached
 
 
+def _data_folder(data, run: Path) -> Path:
+    """The dataset folder of a new fit: given, a folder, and not holding the run folder."""
+    if data is None:
+        raise UserError("a new fit needs the dataset folder: splatjax fit DATA --out RUN")
+    data = require_dir(Path(data), "dataset folder")
+    if run.resolve().is_relative_to(data.resolve()):
+        raise UserError(f"the run folder {str(run)!r} must not be inside the dataset folder {str(data)!r}")
+    return data
+
+
 def run_fit(
     data: str | os.PathLike | None,
     out: str | os.PathLike,
@@ -396,11 +406,7 @@ def run_fit(
         if finished is not None:
             return finished
     config = FitConfig() if config is None else config
-    if data is None:
-        raise UserError("a new fit needs the dataset folder: splatjax fit DATA --out RUN")
-    data = require_dir(Path(data), "dataset folder")
-    if run.resolve().is_relative_to(data.resolve()):
-        raise UserError(f"the run folder {str(run)!r} must not be inside the dataset folder {str(data)!r}")
+    data = _data_folder(data, run)
     fmt, loaded = _load(data, config, val_split)
     train, val, width = loaded.train, loaded.val, loaded.train.width
     init, init_info = _initial_points(config, loaded.points, context)
