@@ -89,8 +89,19 @@ def test_mad_class_folder(tmp_path):
         Image.fromarray(np.round(img * 255).astype(np.uint8)).save(data / "train" / "good" / f"{i}.png")
         frames.append({"file_path": f"train/good/{i}.png", "transform_matrix": m.tolist()})
     (data / "transforms.json").write_text(json.dumps({"camera_angle_x": views.camera_angle_x, "frames": frames}))
-    summary = run_fit(data, tmp_path / "run", dataclasses.replace(TOY, iterations=20), context=QUIET)
-    assert summary["completed"] and summary["val_psnr"] is None and (tmp_path / "run" / "model.ply").is_file()
+    n = len(views)
+    summary = run_fit(data, tmp_path / "run", dataclasses.replace(TOY, iterations=20, holdout_views=3), context=QUIET)
+    assert summary["completed"] and (tmp_path / "run" / "model.ply").is_file()
+    # no validation split in a MAD folder: 3 views evenly spread are held out and scored
+    held = [f"train/good/{i}.png" for i in np.round(np.linspace(0, n - 1, 5)[1:-1]).astype(int)]
+    assert [str(Path(p).relative_to(data)) for p in summary["val_views"]] == held
+    assert np.isfinite(summary["val_psnr"]) and 0.0 < summary["val_ssim"] <= 1.0
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert len(record["train_views"]) == n - 3
+    off = run_fit(data, tmp_path / "off", dataclasses.replace(TOY, iterations=20), context=QUIET, val_split=None)
+    assert off["val_psnr"] is None and off["val_views"] is None  # --no-val: every view is fitted
+    with pytest.raises(ConfigError, match="holdout_views"):
+        run_fit(data, tmp_path / "all", dataclasses.replace(TOY, holdout_views=n), context=QUIET)
 
 
 def test_resume_rules(scene, tmp_path):
@@ -172,3 +183,10 @@ def test_sigint_writes_checkpoint_and_resume_matches_uninterrupted(scene, tmp_pa
     assert a.num == b.num
     for name in ("means", "log_scales", "quats", "opacity_logits", "sh0"):
         np.testing.assert_allclose(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)), rtol=1e-6, atol=1e-7)
+
+
+def test_runs_made_before_holdout_views_existed_held_none_out():
+    saved = json.loads(json.dumps(dataclasses.asdict(FitConfig())))
+    del saved["holdout_views"]  # a config.json written before the field was added
+    assert fit_config_changes(saved, FitConfig(holdout_views=0)) == []
+    assert [c[0] for c in fit_config_changes(saved, FitConfig())] == ["holdout_views"]

@@ -54,14 +54,20 @@ def _as_stored(fields: dict) -> dict:
     return json.loads(json.dumps(fields))
 
 
+#: Fields added to FitConfig after runs were made whose default then differs from the
+#: behaviour of those runs: a stored config without the field had this value.
+LEGACY_VALUES = {"holdout_views": 0}
+
+
 def fit_config_changes(saved: dict, now: FitConfig) -> list[tuple[str, object, object]]:
     """(field, saved value, current value) for every setting that differs between a stored
     ``fit_config`` (JSON, from a run's config.json) and ``now``, apart from the
     ``RESUME_FREE_FIELDS``. A field missing from the stored config was added to FitConfig
-    after that run was made, so the run used the field's default."""
+    after that run was made, so the run used the field's default (or its
+    :data:`LEGACY_VALUES` entry)."""
     current = _as_stored(dataclasses.asdict(now))
-    defaults = _as_stored({f.name: f.default for f in dataclasses.fields(FitConfig)
-                           if f.default is not dataclasses.MISSING})
+    defaults = _as_stored({**{f.name: f.default for f in dataclasses.fields(FitConfig)
+                              if f.default is not dataclasses.MISSING}, **LEGACY_VALUES})
     changes = []
     for k in sorted(set(saved) | set(current)):
         if k in RESUME_FREE_FIELDS:
@@ -77,13 +83,17 @@ def _load(data: Path, config: FitConfig, val_split: str | None):
     """(dataset format, :class:`~splatjax.data.FitData`) of the folder ``data``, read by
     the format :func:`splatjax.data.detect_format` finds. The loaders apply the resolution
     policy (:func:`splatjax.data.choose_resolution`): the data's own width capped at 400
-    by default, an explicit width above the data's is a ConfigError unless ``upsample``."""
+    by default, an explicit width above the data's is a ConfigError unless ``upsample``.
+    Without a validation split in the data, ``config.holdout_views`` training views are
+    held out as the validation views (:meth:`~splatjax.data.FitData.holding_out`), unless
+    validation is off (``val_split`` None, ``--no-val``)."""
     from ..data import LoadOptions, detect_format
 
     fmt = detect_format(data)
     options = LoadOptions(resolution=config.resolution, background=tuple(config.background), upsample=config.upsample,
                           val_split=val_split)
-    return fmt, fmt.load_fit_data(data, options)
+    loaded = fmt.load_fit_data(data, options)
+    return fmt, loaded if val_split is None else loaded.holding_out(config.holdout_views)
 
 
 def _initial_points(config: FitConfig, points, context: Context) -> tuple[object, dict]:
@@ -156,7 +166,8 @@ def _read_record(run: Path) -> dict:
 def stored_settings(run: str | os.PathLike) -> tuple[Path | None, FitConfig, str | None]:
     """(data folder or None for runs made before it was stored, FitConfig, validation
     split) that the fit in run folder ``run`` was started with, from its ``config.json``;
-    fields missing there (added to FitConfig later) take their defaults."""
+    fields missing there (added to FitConfig later) take their defaults, or the
+    :data:`LEGACY_VALUES` that such runs had."""
     run = Path(run)
     _check_run_folder(run, resume=True)
     record = _read_record(run)
@@ -166,7 +177,7 @@ def stored_settings(run: str | os.PathLike) -> tuple[Path | None, FitConfig, str
     if unknown is None or unknown:
         raise UserError(f"{str(run / 'config.json')!r}: fit_config is not a FitConfig of this version"
                         + (f" (unknown fields {', '.join(unknown)})" if unknown else ""))
-    config = FitConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    config = FitConfig(**{**LEGACY_VALUES, **{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}})
     data = record.get("data")
     return (Path(data) if data else None), config, record.get("val_split", "val")
 
@@ -425,7 +436,8 @@ def run_fit(
             result = fit(train, config, val=val, init=init, state=state, callback=session)
     finally:
         ckpt.close()
-    summary = {**_summary(result, session, data, width), "format": fmt.name, "init": init_info}
+    summary = {**_summary(result, session, data, width), "format": fmt.name, "init": init_info,
+               "val_views": None if val is None else list(val.paths)}
     write_json(run / "info.json", summary)
     if result.completed:
         save_ply(result.gaussians, run / "model.ply")

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..camera import Camera, camera_from_blender, stack_cameras
+from ..errors import ConfigError
 
 __all__ = ["PosedViews", "FitData", "TestSet", "MADClass"]
 
@@ -90,6 +91,20 @@ class FitData:
     train: PosedViews
     val: PosedViews | None = None
     points: np.ndarray | None = None
+
+    def holding_out(self, k: int) -> "FitData":
+        """Without a validation split, ``k`` training views moved to ``val``, evenly spread
+        (indices ``round(linspace(0, N - 1, k + 2))[1:-1]``, deterministic); unchanged when
+        ``val`` exists or ``k`` is 0. At least one view stays in training."""
+        n = len(self.train)
+        if self.val is not None or k <= 0:
+            return self
+        if k >= n:
+            raise ConfigError("holdout_views", f"must be fewer than the {n} training views (got {k})",
+                              owner="FitConfig")
+        held = np.unique(np.round(np.linspace(0, n - 1, k + 2)[1:-1]).astype(np.int64))
+        rest = np.setdiff1d(np.arange(n), held)
+        return dataclasses.replace(self, train=self.train.subset(rest), val=self.train.subset(held))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,6 +80,8 @@ class FitConfig:
     checkpoint_minutes: float = _f(10.0, "checkpoint at least this often (wall-clock minutes)")
     seed: int = _f(0, "random seed (initial points, view order, splits, train-fraction subset)")
     train_fraction: float = _f(1.0, "fit a seeded subset of this fraction of the training views")
+    holdout_views: int = _f(8, "views held out of the fit and scored (val PSNR / SSIM) when the data has no "
+                               "validation split (MAD-Sim, COLMAP), evenly spread over the views; 0: none")
     backend: str = _f("auto", "render backend", choices=_BACKENDS)
     val_every: int = _f(5000, "score the validation views every this many steps (and at the end)")
     val_views: int | None = _f(None, "views scored by the intermediate validations (default: all)")
@@ -89,6 +91,7 @@ class FitConfig:
         require_ints(self, ("iterations", "init_points", "densify_every", "chunk_steps", "checkpoint_every",
                             "val_every", "log_every"), 1)
         require_ints(self, ("resolution", "capacity", "val_views", "opacity_reset_every"), 1, allow_none=True)
+        require_ints(self, ("holdout_views",), 0)
         require_ints(self, ("densify_from", "densify_until"), 0, allow_none=True)
         require_positive(self, ("lr_means", "lr_means_final", "lr_colors", "lr_opacity", "lr_scales", "lr_quats",
                                 "adam_eps", "init_extent", "checkpoint_minutes", "percent_dense", "lr_sh_rest_factor"))

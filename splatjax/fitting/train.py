@@ -132,8 +132,8 @@ def compiled_config(config: FitConfig) -> FitConfig:
     compilations."""
     d = FitConfig()
     unused = ("iterations", "resolution", "upsample", "init_points", "init_extent", "init_opacity", "init_ply", "capacity",
-              "buffer", "checkpoint_every", "checkpoint_minutes", "seed", "train_fraction", "val_every", "val_views",
-              "log_every", "densify_from", "densify_until", "opacity_reset_every", "densify_grad_threshold",
+              "buffer", "checkpoint_every", "checkpoint_minutes", "seed", "train_fraction", "holdout_views", "val_every",
+              "val_views", "log_every", "densify_from", "densify_until", "opacity_reset_every", "densify_grad_threshold",
               "percent_dense", "prune_opacity", "prune_screen_size", "prune_world_size", "opacity_reset_value")
     return dataclasses.replace(config, **{k: getattr(d, k) for k in unused})
 
