@@ -58,7 +58,7 @@ RESULTS = "results.jsonl"
 
 
 def build(out: Path, meshes: Path, names: list[str]) -> None:
-    from splatjax.app.logs import progress_bars
+    from splatjax.app.logs import console_context
     from splatjax.data.synth import SynthConfig, make_synth_dataset
 
     for name in names:
@@ -68,8 +68,7 @@ def build(out: Path, meshes: Path, names: list[str]) -> None:
             continue
         mesh, material, seed = OBJECTS[name]
         t0 = time.perf_counter()
-        make_synth_dataset(meshes / mesh, target, SynthConfig(material=material, seed=seed), log=print,
-                           progress=progress_bars(True))
+        make_synth_dataset(meshes / mesh, target, SynthConfig(material=material, seed=seed), context=console_context())
         print(f"{name}: rendered in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -150,11 +149,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = []
-    if "--" in argv:
-        k = argv.index("--")
-        argv, extra = argv[:k], argv[k + 1:]
+    argv, extra = lego_ad.split_extra(argv)
     args = parser().parse_args(argv)
     out = Path(args.out)
     if args.command == "build":

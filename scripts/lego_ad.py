@@ -498,12 +498,17 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def split_extra(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """(this script's arguments, the ``splatjax evaluate`` flags after ``--``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = []
-    if "--" in argv:
-        k = argv.index("--")
-        argv, extra = argv[:k], argv[k + 1:]
+    if "--" not in argv:
+        return argv, []
+    k = argv.index("--")
+    return argv[:k], argv[k + 1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv, extra = split_extra(argv)
     args = parser().parse_args(argv)
     if args.command == "build":
         if extra:

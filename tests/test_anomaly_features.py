@@ -29,6 +29,22 @@ def _images(key, b=2, h=224, w=224):
     return jax.random.uniform(key, (b, h, w, 3), jnp.float32)
 
 
+
+def _torch_taps(net, images, n_blocks: int, total_blocks: int, tap_blocks) -> list[np.ndarray]:
+    """The reference taps [B, h, w, c]: the torch network's stem and first ``n_blocks``
+    blocks (each given the drop-connect rate of block i of ``total_blocks``, as the
+    network's own forward does) on ImageNet-normalised ``images`` [B, 224, 224, 3]."""
+    mean, std = np.asarray(F.IMAGENET_MEAN), np.asarray(F.IMAGENET_STD)
+    t = torch.from_numpy(((np.asarray(images) - mean) / std).astype(np.float32)).permute(0, 3, 1, 2)
+    ref = []
+    with torch.no_grad():
+        h = net._swish(net._bn0(net._conv_stem(t)))
+        for i, block in enumerate(net._blocks[:n_blocks]):
+            h = block(h, drop_connect_rate=net._global_params.drop_connect_rate * i / total_blocks)
+            if i in tap_blocks:
+                ref.append(h.permute(0, 2, 3, 1).numpy())
+    return ref
+
 def test_efficientnet_tap_shapes_and_reference_forward(effnet):
     ext = F.EfficientNetFeatures.from_model(effnet, "cpu", batch_size=2)
     x = _images(jax.random.key(1), b=3, h=200, w=160)  # resized to 224 x 224 inside
@@ -38,15 +54,7 @@ def test_efficientnet_tap_shapes_and_reference_forward(effnet):
     assert tuple(t.shape[-1] for t in taps) == F.EFFICIENTNET_TAP_CHANNELS
     # same as running efficientnet_pytorch's own blocks on the normalised, resized batch
     xr = jax.image.resize(x, (3, 224, 224, 3), "linear")
-    mean, std = np.asarray(F.IMAGENET_MEAN), np.asarray(F.IMAGENET_STD)
-    t = torch.from_numpy(((np.asarray(xr) - mean) / std).astype(np.float32)).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        h = effnet._swish(effnet._bn0(effnet._conv_stem(t)))
-        ref = []
-        for i, block in enumerate(effnet._blocks[:22]):
-            h = block(h, drop_connect_rate=effnet._global_params.drop_connect_rate * i / 32)
-            if i in F.EFFICIENTNET_TAP_BLOCKS:
-                ref.append(h.permute(0, 2, 3, 1).numpy())
+    ref = _torch_taps(effnet, xr, 22, 32, F.EFFICIENTNET_TAP_BLOCKS)
     for a, b in zip(taps, ref):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-4, atol=1e-4)
     # levels: channel-summed squared tap differences, one per tap (3 pairs in 2 passes)
@@ -138,15 +146,7 @@ def test_lite0_taps_strides_and_levels(lite0_net):
         assert nxt in ([2], 2, [2, 2]), (i, nxt)
     # same as running the blocks directly on the ImageNet-normalised, resized batch
     xr = np.asarray(jax.image.resize(x, (3, 224, 224, 3), "linear"))
-    mean, std = np.asarray(F.IMAGENET_MEAN), np.asarray(F.IMAGENET_STD)
-    t = torch.from_numpy(((xr - mean) / std).astype(np.float32)).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        h = lite0_net._swish(lite0_net._bn0(lite0_net._conv_stem(t)))
-        ref = []
-        for i, block in enumerate(lite0_net._blocks[:11]):
-            h = block(h, drop_connect_rate=lite0_net._global_params.drop_connect_rate * i / 16)
-            if i in F.LITE0_TAP_BLOCKS:
-                ref.append(h.permute(0, 2, 3, 1).numpy())
+    ref = _torch_taps(lite0_net, xr, 11, 16, F.LITE0_TAP_BLOCKS)
     for a, b in zip(taps, ref):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-4, atol=1e-4)
     levels = ext.levels(jnp.asarray(xr), jnp.asarray(xr[::-1]))
