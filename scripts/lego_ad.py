@@ -75,7 +75,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from splatjax.data.roll import fits_inscribed_circle, roll_image, roll_pose
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's splatjax
+from splatjax.data.roll import fits_inscribed_circle, roll_image, roll_pose  # noqa: E402
 
 
 
