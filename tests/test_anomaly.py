@@ -452,3 +452,21 @@ def test_calibration_round_trip_keeps_residual_scales_and_old_keys():
     for bad in (dict(normalise="pca"), dict(shift_radius=-1), dict(score_k=0), dict(score="top")):
         with pytest.raises(ConfigError):
             MapConfig(**bad)
+
+
+def test_heldout_threshold_is_the_log_normal_quantile_and_matches_the_empirical_one_on_many_scores():
+    from splatjax.anomaly import MapCalibration, MapConfig, calibrate, heldout_threshold, with_heldout
+
+    rng = np.random.default_rng(0)
+    scores = np.exp(rng.normal(1.0, 0.4, 200_000))
+    t = heldout_threshold(scores, 0.05)
+    assert t == pytest.approx(np.quantile(scores, 0.95), rel=0.01)  # the slow, obvious twin
+    assert t == pytest.approx(np.exp(1.0 + 1.6448536 * 0.4), rel=0.01)
+    few = scores[:24]
+    logs = np.log(few)
+    assert heldout_threshold(few, 0.1) == pytest.approx(np.exp(logs.mean() + 1.2815516 * logs.std(ddof=1)))
+    with pytest.raises(ValueError):
+        heldout_threshold([2.0], 0.05)
+    cal = with_heldout(calibrate([1.0, 2.0], MapConfig(), "weights-free"), few, MapConfig(false_positive_rate=0.1))
+    assert cal.rule == "held-out" and cal.heldout_queries == 24 and cal.vmax == pytest.approx(2 * cal.threshold)
+    assert MapCalibration.from_dict(cal.to_dict()) == cal and cal.describe() == "10 % FPR"

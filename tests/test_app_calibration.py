@@ -25,7 +25,9 @@ def test_calibration_is_stored_reused_and_refreshed(tmp_path, monkeypatch):
     g = load_ply(run / "model.ply")
     args = dict(extractor=WeightsFreeFeatures(), pose_config=FAST_POSE)
     cal = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, **args)
-    assert cal.threshold == pytest.approx(report["threshold"])  # the same as evaluate stored
+    entries = json.loads((run / calibration.CALIBRATION_FILE).read_text())
+    [base] = [v for k, v in entries.items() if "/held-out-" not in k]
+    assert cal.rule == "train-max" and cal.threshold == pytest.approx(base["threshold"])  # as evaluate stored it
     assert cal.views == FAST_MAP.calibration_views and cal.vmax == pytest.approx(2 * cal.threshold)
 
     def boom(*a, **k):
@@ -86,3 +88,36 @@ def test_normalised_calibration_stores_the_residual_scales(tmp_path, monkeypatch
         again = calibration.model_calibration(run / "model.ply", g, train.cameras, None, config, extractor=ext,
                                               pose_config=FAST_POSE)
     assert again == cal
+
+
+def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pipeline(tmp_path):
+    """evaluate's fit held views out (info.json val_views); its threshold comes from their
+    scores (and rolled copies) as queries, looked for among the other training cameras."""
+    from splatjax.anomaly import heldout_threshold, with_heldout
+
+    out, report = evaluated_toy()
+    run = out / "model"
+    val = json.loads((run / "info.json").read_text())["val_views"]
+    rule = report["threshold_rule"]
+    assert rule["rule"] == "held-out" and rule["target_false_positive_rate"] == FAST_MAP.false_positive_rate
+    assert rule["heldout_queries"] == len(val) * (1 + FAST_MAP.calibration_rolls)
+    assert set(report["verdicts"]) == {"false_positive_rate", "recall", "flagged"}
+    train = load_mad_train(json.loads((run / "info.json").read_text())["data"], None)
+    g = load_ply(run / "model.ply")
+    held = calibration.heldout_views(run / "model.ply", train.paths, train.images, train.cameras, FAST_POSE)
+    assert len(held.images) == len(val) and held.candidates.R.shape[0] == len(train) - len(val)
+    ext = WeightsFreeFeatures()
+    scores = calibration.heldout_scores(g, held, FAST_POSE, FAST_MAP, extractor=ext)
+    base = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
+                                         replace(FAST_MAP, threshold_rule="train-max"), extractor=ext,
+                                         pose_config=FAST_POSE)
+    assert with_heldout(base, scores, FAST_MAP).threshold == pytest.approx(report["threshold"], rel=1e-5)
+    again = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, extractor=ext,
+                                          pose_config=FAST_POSE, heldout=held)  # stored: read back
+    assert again.rule == "held-out" and again.threshold == pytest.approx(report["threshold"])
+    assert again.describe() == "5 % FPR" and again.vmax == pytest.approx(2 * again.threshold)
+    with pytest.raises(Exception, match="held out"):
+        calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
+                                      replace(FAST_MAP, threshold_rule="held-out"), extractor=ext,
+                                      pose_config=FAST_POSE)
+    assert heldout_threshold([1.0, 1.0 + 1e-9], 0.05) == pytest.approx(1.0)

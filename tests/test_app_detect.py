@@ -27,7 +27,8 @@ def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
     for item in result["images"]:
         assert np.isfinite(item["score"])
         assert item["verdict"] == ("ANOMALOUS" if item["score"] > result["threshold"] else "normal")
-        line = f"{item['path']}: score {item['score']:.4g}, threshold {result['threshold']:.4g} -> {item['verdict']}"
+        line = (f"{item['path']}: score {item['score']:.4g}, threshold {result['threshold']:.4g} "
+                f"({result['threshold_rule']}) -> {item['verdict']}")
         assert line in lines
         assert (tmp_path / "det" / item["heatmap"]).is_file()
     assert json.loads((tmp_path / "det" / "detections.json").read_text())["images"][1]["verdict"] in (

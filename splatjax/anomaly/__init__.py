@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .calibration import MapCalibration, ResidualScales, calibrate
+from .calibration import MapCalibration, ResidualScales, calibrate, heldout_threshold, with_heldout
 from .config import MapConfig
 from .extractors import FeatureSpec, feature_names, get_feature_spec, register_feature_extractor
 from .features import (
@@ -36,6 +36,8 @@ __all__ = [
     "Maps",
     "MapCalibration",
     "ResidualScales",
+    "heldout_threshold",
+    "with_heldout",
     "compute_maps",
     "residual_scales",
     "term_maps",

@@ -27,7 +27,7 @@ from jaxtyping import ArrayLike, Float
 
 from .config import MapConfig
 
-__all__ = ["MapCalibration", "ResidualScales", "calibrate", "calibration_key"]
+__all__ = ["MapCalibration", "ResidualScales", "calibrate", "calibration_key", "heldout_threshold", "with_heldout"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +106,18 @@ class MapCalibration:
     score_k: int = 100
     normalise: str = "none"
     shift_radius: int = 0
+    rule: str = "train-max"
+    false_positive_rate: float = 0.0  # the rate the held-out threshold targets (0: rule train-max)
+    heldout_queries: int = 0
+    heldout_score_median: float = 0.0
+    heldout_score_max: float = 0.0
     residual: ResidualScales | None = None
+
+    def describe(self) -> str:
+        """How the threshold was set, for a verdict line: "5 % FPR" or "1.5 x training max"."""
+        if self.rule == "held-out":
+            return f"{100 * self.false_positive_rate:g} % FPR"
+        return f"{self.threshold / self.train_score_max:g} x training max" if self.train_score_max > 0 else "training"
 
     def key(self) -> str:
         """What the scale depends on: features, map size, sigma, score and its options."""
@@ -144,6 +155,30 @@ def calibration_key(features: str, map_size: int, map_sigma: float, score: str, 
     if shift_radius:
         key += f"/shift{int(shift_radius)}"
     return key
+
+
+def heldout_threshold(scores: Float[ArrayLike, " M"], false_positive_rate: float) -> float:
+    """The score above which a share ``false_positive_rate`` of defect-free queries falls,
+    from M >= 2 of their scores: the quantile of a log-normal fitted to them (mean and
+    sample standard deviation of log scores). A parametric fit, not the empirical quantile,
+    because M is a few dozen: the 95th percentile of 32 scores is their second largest."""
+    from scipy.stats import norm
+
+    s = np.asarray(scores, np.float64).ravel()
+    if s.size < 2 or not (np.isfinite(s).all() and (s > 0).all()):
+        raise ValueError(f"heldout_threshold: need at least two finite positive scores, got {s[:5]}")
+    logs = np.log(s)
+    return float(np.exp(logs.mean() + norm.ppf(1.0 - false_positive_rate) * logs.std(ddof=1)))
+
+
+def with_heldout(cal: MapCalibration, scores: Float[ArrayLike, " M"], config: MapConfig) -> MapCalibration:
+    """``cal`` with the held-out rule's threshold (:func:`heldout_threshold` of the scores of
+    M held-out queries at ``config.false_positive_rate``) and colour range 0 .. 2 x it."""
+    s = np.asarray(scores, np.float64).ravel()
+    t = heldout_threshold(s, config.false_positive_rate)
+    return dataclasses.replace(cal, threshold=t, vmax=2.0 * t, rule="held-out",
+                               false_positive_rate=float(config.false_positive_rate), heldout_queries=int(s.size),
+                               heldout_score_median=float(np.median(s)), heldout_score_max=float(s.max()))
 
 
 def calibrate(train_scores: Float[ArrayLike, " N"], config: MapConfig, features: str,

@@ -17,6 +17,7 @@ __all__ = ["MapConfig"]
 
 SCORES = ("max", "p99", "topk")
 NORMALISE = ("none", "level", "channel")
+THRESHOLD_RULES = ("auto", "held-out", "train-max")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +31,12 @@ class MapConfig:
     :func:`splatjax.anomaly.register_feature_extractor`.
     ``calibration_views``: training views (evenly spaced) whose maps at their own poses
     fix a model's colour scale and threshold; ``threshold_factor`` x the largest of their
-    scores is the threshold, and the colour bar runs from 0 to twice the threshold.
+    scores is the threshold ("train-max"), and the colour bar runs from 0 to twice the
+    threshold. ``threshold_rule`` "held-out" (what "auto" picks when the model has views
+    held out of its fit): the held-out views and ``calibration_rolls`` rolled copies of
+    each go through the whole pipeline (coarse and fine pose from the training cameras,
+    render, maps) like queries; a log-normal fitted to their scores gives the threshold
+    at ``false_positive_rate`` (:func:`splatjax.anomaly.heldout_threshold`).
     """
 
     features: str = field(default="auto", metadata={
@@ -54,6 +60,14 @@ class MapConfig:
         "help": "training views used to calibrate a model's heatmap scale and threshold"})
     threshold_factor: float = field(default=1.5, metadata={
         "help": "threshold = this factor x the largest image score of the calibration views"})
+    threshold_rule: str = field(default="auto", metadata={
+        "help": "how the verdict threshold is set: from the views held out of the fit run through the whole "
+                "pipeline at --false-positive-rate (held-out), from training views at their own poses "
+                "(train-max), or held-out when the model has such views (auto)", "choices": THRESHOLD_RULES})
+    false_positive_rate: float = field(default=0.05, metadata={
+        "help": "the share of defect-free queries the held-out threshold calls anomalous"})
+    calibration_rolls: int = field(default=3, metadata={
+        "help": "rolled copies (evenly spaced in-plane angles) of each held-out view in the held-out calibration"})
     chunk: int = 16  # render/query pairs per compiled map computation
 
     def __post_init__(self):
@@ -64,3 +78,7 @@ class MapConfig:
         require_ints(self, ("map_size", "calibration_views", "chunk", "score_k"), 1)
         require(is_number(self.map_sigma) and self.map_sigma >= 0, self, "map_sigma", ">= 0")
         require_positive(self, ("threshold_factor",))
+        require_choice(self, "threshold_rule", THRESHOLD_RULES)
+        require(is_number(self.false_positive_rate) and 0.0 < self.false_positive_rate < 0.5, self,
+                "false_positive_rate", "in (0, 0.5)")
+        require_ints(self, ("calibration_rolls",), 0)

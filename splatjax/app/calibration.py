@@ -18,6 +18,14 @@ An image-based entry for the model's content is always preferred (also when the 
 are not found now); the stand-in is used only when there is none, so a later run that
 finds the images measures and stores the image-based one.
 
+The threshold (``MapConfig.threshold_rule``): "train-max" keeps the entry above
+(``threshold_factor`` x the largest training-view score). "held-out" (and "auto" when
+the model has views held out of its fit, :class:`HeldOut`) runs those views and
+``calibration_rolls`` rolled copies of each through the whole pipeline as queries (coarse
+pose among the other training cameras, keypoint polish, fine pose, render, maps) and sets
+the threshold at ``false_positive_rate`` of their scores
+(:func:`splatjax.anomaly.with_heldout`); stored under the key + ``/held-out-...``.
+
 With ``MapConfig.normalise`` the same pairs first give the model's residual scales
 (:func:`splatjax.anomaly.residual_scales`), kept in the entry: the calibration must then
 be had *before* the test maps, which are normalised with ``calibration.residual``.
@@ -25,6 +33,8 @@ be had *before* the test maps, which are normalised with ``calibration.residual`
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,15 +42,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..anomaly import MapCalibration, MapConfig, calibrate, compute_maps, residual_scales
+from ..anomaly import MapCalibration, MapConfig, calibrate, compute_maps, residual_scales, with_heldout
 from ..anomaly.calibration import calibration_key
 from ..camera import Camera
 from ..context import QUIET, Context
-from ..errors import DatasetError
+from ..data.roll import roll_image
+from ..errors import DatasetError, UserError
 from ..files import file_sha256, read_json, write_json
-from ..pose import PoseConfig, index_cameras, moved_camera, render_views
+from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, render_views
 
-__all__ = ["model_calibration", "CALIBRATION_FILE", "MOVED_RENDERS"]
+__all__ = ["model_calibration", "heldout_scores", "heldout_views", "HeldOut", "CALIBRATION_FILE", "MOVED_RENDERS"]
 
 CALIBRATION_FILE = "map_calibration.json"
 
@@ -73,6 +84,79 @@ def _perturbed(cameras: Camera) -> Camera:
     return jax.vmap(lambda c: moved_camera(c, params, exact_exp=True))(cameras)
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """Views held out of a model's fit: their images [K, H, W, 3] (composited on the
+    model's background) and the coarse-pose candidates to look for them among (cameras
+    without theirs) with those candidates' images (None: render-and-compare only)."""
+
+    images: np.ndarray
+    candidates: Camera
+    candidate_images: np.ndarray | None = None
+
+
+def heldout_views(ply: Path, paths, images: np.ndarray, cameras: Camera, pose_config: PoseConfig,
+                  candidates: Camera | None = None) -> HeldOut | None:
+    """The views among ``paths`` (with their ``images`` and ``cameras``) that the fit of
+    model ``ply`` held out (its run's ``info.json`` ``val_views``, matched by real path),
+    looked for among the others' cameras (:func:`~splatjax.pose.candidate_cameras`), or
+    among ``candidates`` when given (then without candidate images); None when none of
+    ``paths`` was held out, or the run has no such record."""
+    info = Path(ply).parent / "info.json"
+    try:
+        val = read_json(info, "fit summary").get("val_views") if info.is_file() else None
+    except (DatasetError, AttributeError):
+        val = None
+    held = {os.path.realpath(p) for p in (val or []) if isinstance(p, str)}
+    idx = [i for i, p in enumerate(paths) if p is not None and os.path.realpath(p) in held]
+    if not idx:
+        return None
+    if candidates is not None:
+        return HeldOut(images=np.asarray(images)[idx], candidates=candidates)
+    rest = np.setdiff1d(np.arange(len(paths)), idx)
+    others = index_cameras(cameras, jnp.asarray(rest))
+    return HeldOut(images=np.asarray(images)[idx], candidates=candidate_cameras(others, pose_config),
+                   candidate_images=np.asarray(images)[rest])
+
+
+def _rolled(images: np.ndarray, angle: float, background) -> np.ndarray:
+    """RGB images rolled in-plane by ``angle`` radians; the corners the roll uncovers get
+    the background (the object must lie inside the inscribed circle to lose nothing)."""
+    rgba = np.concatenate([images, np.ones(images.shape[:-1] + (1,), images.dtype)], axis=-1)
+    out = np.stack([roll_image(x, angle) for x in rgba])
+    a = out[..., 3:]
+    return (out[..., :3] + (1.0 - a) * np.asarray(background, np.float32)).astype(np.float32)
+
+
+def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_config: MapConfig, *, extractor,
+                   residual=None, context: Context = QUIET) -> np.ndarray:
+    """Image scores [K * (1 + rolls)] of the held-out views and ``map_config.calibration_rolls``
+    copies of each rolled by 2 pi j / (rolls + 1), run through the whole pipeline as
+    queries with ``pose_config`` (fine-pose key 0)."""
+    from .stages import run_stages
+
+    rolls = map_config.calibration_rolls
+    queries = np.concatenate([heldout.images] + [_rolled(heldout.images, 2 * np.pi * j / (rolls + 1),
+                                                         pose_config.background) for j in range(1, rolls + 1)])
+    context.say(f"[splatjax] calibrating the threshold on {len(heldout.images)} views held out of the fit and "
+                f"{rolls} rolled copies of each ({len(queries)} queries through the whole pipeline)")
+    det = run_stages(gaussians, queries, heldout.candidates, pose_config, map_config, key=jax.random.key(0),
+                     extractor=extractor, candidate_images=heldout.candidate_images, residual=residual,
+                     context=context)
+    return np.asarray(det.maps.scores, np.float64)
+
+
+def _store(path: Path, key: str, cal: MapCalibration, digest: str) -> MapCalibration:
+    try:
+        stored = read_json(path, "heatmap calibration") if path.is_file() else {}
+    except DatasetError:  # a damaged file of ours: rewrite it
+        stored = {}
+    stored = stored if isinstance(stored, dict) else {}
+    stored[key] = {**cal.to_dict(), "model_sha256": digest}
+    write_json(path, stored)
+    return cal
+
+
 def model_calibration(
     ply: Path,
     gaussians,
@@ -82,6 +166,7 @@ def model_calibration(
     *,
     extractor,
     pose_config: PoseConfig = PoseConfig(),
+    heldout: HeldOut | None = None,
     context: Context = QUIET,
     model_sha256: str | None = None,
 ) -> MapCalibration:
@@ -89,10 +174,31 @@ def model_calibration(
     else measured on the views ``cameras`` (with their ``images``: an array, a function
     of the selected view indices returning their images or None, or None for the
     perturbed-render stand-in) and stored there; renders with ``pose_config.backend`` over
-    ``pose_config.background``. ``model_sha256``: the file's hash when
-    the caller has it (else computed)."""
-    path = Path(ply).parent / CALIBRATION_FILE
-    digest = model_sha256 or file_sha256(ply)
+    ``pose_config.background``. The threshold by ``map_config.threshold_rule`` (module
+    docstring; ``heldout``: the views held out of the fit). ``model_sha256``: the file's
+    hash when the caller has it (else computed)."""
+    rule = map_config.threshold_rule
+    if rule == "held-out" and heldout is None:
+        raise UserError(f"{ply}: --threshold-rule held-out needs views held out of the model's fit (info.json "
+                        "val_views from the class's training folder); this model has none: use train-max or auto")
+    path, digest = Path(ply).parent / CALIBRATION_FILE, model_sha256 or file_sha256(ply)
+    base = _train_calibration(path, digest, gaussians, cameras, images, map_config, extractor=extractor,
+                              pose_config=pose_config, context=context)
+    if rule == "train-max" or heldout is None:
+        return base
+    key = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
+           f"-rolls{map_config.calibration_rolls}-views{len(heldout.images)}")
+    found = _stored(path, key, digest)
+    if found is not None:
+        return found
+    scores = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor,
+                            residual=base.residual, context=context)
+    return _store(path, key, with_heldout(base, scores, map_config), digest)
+
+
+def _train_calibration(path: Path, digest: str, gaussians, cameras: Camera, images, map_config: MapConfig, *,
+                       extractor, pose_config: PoseConfig, context: Context) -> MapCalibration:
+    """The training-view calibration (threshold rule train-max) of :func:`model_calibration`."""
     key = _key(extractor.name, map_config, cameras)
     found = _stored(path, key, digest)
     if found is not None:
@@ -112,7 +218,7 @@ def model_calibration(
     renders = render_views(gaussians, cams, batch_size=pose_config.batch_size, backend=pose_config.backend,
                            background=pose_config.background)
     if images is None:
-        context.say(f"[splatjax] {ply}: no training images, so the heatmap scale is calibrated on renders at "
+        context.say(f"[splatjax] {path.parent}: no training images, so the heatmap scale is calibrated on renders at "
                     "slightly moved poses instead")
         reference = render_views(gaussians, _perturbed(cams), batch_size=pose_config.batch_size,
                                  backend=pose_config.backend, background=pose_config.background)
@@ -122,12 +228,4 @@ def model_calibration(
     if map_config.normalise != "none":
         residual = residual_scales(renders, reference, extractor, size=map_config.map_size, chunk=map_config.chunk)
     maps = compute_maps(renders, reference, map_config, extractor=extractor, residual=residual)
-    cal = calibrate(maps.scores, map_config, extractor.name, residual=residual)
-    try:
-        stored = read_json(path, "heatmap calibration") if path.is_file() else {}
-    except DatasetError:  # a damaged file of ours: rewrite it
-        stored = {}
-    stored = stored if isinstance(stored, dict) else {}
-    stored[key] = {**cal.to_dict(), "model_sha256": digest}
-    write_json(path, stored)
-    return cal
+    return _store(path, key, calibrate(maps.scores, map_config, extractor.name, residual=residual), digest)

@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..files import atomic_write, file_sha256, write_json
 from ..gaussians import load_ply
 from ..pose import PoseConfig, candidate_cameras, cameras_from_c2w, sphere_cameras
-from .calibration import model_calibration
+from .calibration import HeldOut, model_calibration
 from .outdir import check_writable_out
 from .report import verdict, write_heatmaps
 from .logs import console_context
@@ -111,6 +111,28 @@ def _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, context: Cont
     return cands, cands
 
 
+def _heldout(ply: Path, cams_info, fov: float, w: int, h: int, cands, background, pose_config) -> HeldOut | None:
+    """The views the model's fit held out (``info.json`` ``val_views``) that can be read,
+    looked for among the candidates without their own cameras; None when there are none."""
+    from ..data.images import read_rgb
+    from ..errors import DatasetError
+    from ..files import read_json
+
+    try:
+        val = read_json(ply.parent / "info.json", "fit summary").get("val_views") or []
+        images = np.stack([read_rgb(p, background=background, resolution=w)[0] for p in val])
+    except (DatasetError, OSError, AttributeError, TypeError, ValueError):
+        return None  # no record, or an image gone: the train-max threshold is used
+    if images.shape[1:3] != (h, w):
+        return None
+    paths = cams_info.get("paths") if cams_info else None
+    if paths:
+        held = {os.path.realpath(p) for p in val}
+        keep = [i for i, p in enumerate(paths) if p is None or os.path.realpath(p) not in held]
+        cands = candidate_cameras(cameras_from_c2w(np.asarray(cams_info["c2w"])[keep], fov, w, h), pose_config)
+    return HeldOut(images=images, candidates=cands)
+
+
 def _names(image_paths) -> list[str]:
     """Heatmap names ``<folder>_<stem>`` from the images' absolute paths (so the same image
     gets the same name from any current folder)."""
@@ -130,8 +152,9 @@ def _detections(digest: str, det, pose_config, cal, images, names) -> dict:
     return {
         "model_sha256": digest, "features": det.maps.features, "coarse_method": det.poses.method,
         "pose_config": dataclasses.asdict(pose_config), "maps": "maps.npy",
-        "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
-        "images": [{"path": os.path.abspath(p), "score": float(s), "verdict": verdict(s, cal),
+        "threshold": cal.threshold, "threshold_rule": cal.describe(), "heatmap_scale": [cal.vmin, cal.vmax],
+        "images": [{"path": os.path.abspath(p), "score": float(s), "score_over_threshold": float(s) / cal.threshold,
+                    "verdict": verdict(s, cal),
                     "heatmap": f"heatmaps/{n}.png", "final_loss": float(det.poses.loss[i]),
                     "pose_diverged": bool(det.poses.diverged[i]), "pose_best_step": int(det.poses.best_step[i]),
                     "c2w": det.poses.c2w[i].tolist()}
@@ -180,8 +203,9 @@ def detect(
     pose_config = dataclasses.replace(pose_config, coarse="render")
     cands, calib_cams = _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, context)
     extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, context=context)
+    heldout = _heldout(ply, cams_info, fov, w, h, cands, background, pose_config)
     cal = model_calibration(ply, gaussians, calib_cams, _training_images(cams_info, w, background) if cams_info
-                            else None, map_config, extractor=extractor, pose_config=pose_config,
+                            else None, map_config, extractor=extractor, pose_config=pose_config, heldout=heldout,
                             context=context, model_sha256=digest)  # before the maps
     t0 = time.perf_counter()
     det = run_stages(gaussians, queries, cands, pose_config, map_config, key=jax.random.key(seed),
@@ -194,7 +218,8 @@ def detect(
     result = _detections(digest, det, pose_config, cal, images, names)
     write_json(out / "detections.json", result)
     for given, item in zip(images, result["images"]):
-        say(f"{given}: score {item['score']:.4g}, threshold {cal.threshold:.4g} -> {item['verdict']}")
+        say(f"{given}: score {item['score']:.4g}, threshold {cal.threshold:.4g} ({cal.describe()}) -> "
+            f"{item['verdict']}")
         if item["pose_diverged"]:
             context.say(f"{given}: note: the fine pose diverged (its loss became NaN/inf or grew); the pose is its "
                 f"best iterate (step {item['pose_best_step']}) and the verdict may be unreliable")

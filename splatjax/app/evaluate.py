@@ -58,7 +58,7 @@ from ..metrics import evaluate_detection, pose_errors, resize_masks, summarize_p
 from ..pose import PoseConfig, candidate_cameras
 from ..render import resolve_backend
 from ..sharding import ParallelConfig, query_mesh
-from .calibration import model_calibration
+from .calibration import heldout_views, model_calibration
 from .distributed import gather_reports, initialize_distributed, parallel_info, run_classes
 from .outdir import check_writable_out
 from .interrupts import StopSignals, Worker, run_in_worker
@@ -120,6 +120,7 @@ def _write_tables(out_dir: Path, cls, det, cal, errs) -> None:
     test, est = cls.test, det.poses
     cols = {"path": list(test.paths), "label": [int(x) for x in test.labels], "defect_type": list(test.defect_types),
             "score": [float(s) for s in det.maps.scores],
+            "score_over_threshold": [float(s) / cal.threshold for s in det.maps.scores],  # comparable across models
             "verdict": [verdict(s, cal) for s in det.maps.scores],
             "coarse_index": [int(i) for i in est.coarse_index], "coarse_score": [float(s) for s in est.coarse_score],
             "final_loss": [float(x) for x in est.loss], "pose_diverged": [int(x) for x in est.diverged],
@@ -151,6 +152,14 @@ def _write_pictures(out_dir: Path, cls, det, cal, errs, *, heatmaps: bool, conte
                        masks=test.masks, context=context)
 
 
+def _verdict_rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """The verdicts' false-positive rate on the good queries and recall on the defective ones."""
+    flagged = scores > threshold
+    return {"false_positive_rate": float(flagged[~labels].mean()) if (~labels).any() else None,
+            "recall": float(flagged[labels].mean()) if labels.any() else None,
+            "flagged": int(flagged.sum())}
+
+
 def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed) -> dict:
     labels = np.asarray(cls.test.labels).astype(bool)
     return {
@@ -159,6 +168,9 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed) -> 
         "image_size": [cls.train.width, cls.train.height],
         **dataclasses.asdict(metrics),
         "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
+        "threshold_rule": {"rule": cal.rule, "describe": cal.describe(), "heldout_queries": cal.heldout_queries,
+                           "target_false_positive_rate": cal.false_positive_rate if cal.rule == "held-out" else None},
+        "verdicts": _verdict_rates(np.asarray(det.maps.scores), labels, cal.threshold),
         "features": det.maps.features, "coarse_method": det.poses.method,
         "pose_config": dataclasses.asdict(pose_config),
         "pose_diverged": {"count": int(det.poses.diverged.sum()),
@@ -316,9 +328,10 @@ def _load_class(data_path: Path, fit_config: FitConfig, pose_file, context: Cont
 def _calibration(model_ply: Path, gaussians, train, extractor, pose_config, map_config, worker, context: Context):
     """(the model's SHA-256, its map calibration), measured in ``worker`` (interruptible)."""
     digest = file_sha256(model_ply)  # keys the calibration and the finished batches
+    heldout = heldout_views(model_ply, train.paths, train.images, train.cameras, pose_config)
     cal = run_in_worker(lambda: model_calibration(
         model_ply, gaussians, train.cameras, train.images, map_config, extractor=extractor,
-        pose_config=pose_config, context=context, model_sha256=digest), worker)
+        pose_config=pose_config, heldout=heldout, context=context, model_sha256=digest), worker)
     return digest, cal
 
 
