@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..camera import Camera, camera_from_blender, stack_cameras
-from ..errors import ConfigError
 
 __all__ = ["PosedViews", "FitData", "TestSet", "MADClass"]
 
@@ -93,15 +92,14 @@ class FitData:
     points: np.ndarray | None = None
 
     def holding_out(self, k: int) -> "FitData":
-        """Without a validation split, ``k`` training views moved to ``val``, evenly spread
-        (indices ``round(linspace(0, N - 1, k + 2))[1:-1]``, deterministic); unchanged when
-        ``val`` exists or ``k`` is 0. At least one view stays in training."""
+        """Without a validation split, ``min(k, N // 8)`` of the N training views moved to
+        ``val``, evenly spread (indices ``round(linspace(0, N - 1, k + 2))[1:-1]``,
+        deterministic): at most an eighth, so a small set keeps its views for the fit.
+        Unchanged when ``val`` exists or no view is to be held out."""
         n = len(self.train)
+        k = min(int(k), n // 8)
         if self.val is not None or k <= 0:
             return self
-        if k >= n:
-            raise ConfigError("holdout_views", f"must be fewer than the {n} training views (got {k})",
-                              owner="FitConfig")
         held = np.unique(np.round(np.linspace(0, n - 1, k + 2)[1:-1]).astype(np.int64))
         rest = np.setdiff1d(np.arange(n), held)
         return dataclasses.replace(self, train=self.train.subset(rest), val=self.train.subset(held))

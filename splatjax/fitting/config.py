@@ -81,7 +81,8 @@ class FitConfig:
     seed: int = _f(0, "random seed (initial points, view order, splits, train-fraction subset)")
     train_fraction: float = _f(1.0, "fit a seeded subset of this fraction of the training views")
     holdout_views: int = _f(8, "views held out of the fit and scored (val PSNR / SSIM) when the data has no "
-                               "validation split (MAD-Sim, COLMAP), evenly spread over the views; 0: none")
+                               "validation split (MAD-Sim, COLMAP), evenly spread, at most an eighth of the views; "
+                               "0: none")
     backend: str = _f("auto", "render backend", choices=_BACKENDS)
     val_every: int = _f(5000, "score the validation views every this many steps (and at the end)")
     val_views: int | None = _f(None, "views scored by the intermediate validations (default: all)")
