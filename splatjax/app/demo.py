@@ -32,6 +32,18 @@ def _fmt(x, digits=3):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _threshold_source(report: dict) -> str:
+    rule = report.get("threshold_rule") or {}
+    if rule.get("rule") == "held-out":
+        return f"{rule['describe']} on {rule['heldout_queries']} held-out views and their rolled copies"
+    return "1.5 x the largest training-view score"
+
+
+def _verdict_line(v: dict) -> str:
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.0f} %"  # noqa: E731
+    return f"{pct(v.get('false_positive_rate'))} of good images flagged, {pct(v.get('recall'))} of defective ones"
+
+
 def summary_text(report: dict, out: Path, preview: Path) -> str:
     """The demo's printed headline numbers, every one read from the evaluation ``report``
     (``out/eval/report.json``): metrics, median pose errors, threshold, and the times
@@ -51,8 +63,8 @@ def summary_text(report: dict, out: Path, preview: Path) -> str:
     qps = report["queries_per_second"]
     ev = out / "eval"
     lines += [
-        f"  threshold    {report['threshold']:.4g} (heatmap scale 0 to {report['heatmap_scale'][1]:.4g}, "
-        f"calibrated on the training views)",
+        f"  threshold    {report['threshold']:.4g} ({_threshold_source(report)}; heatmap scale 0 to "
+        f"{report['heatmap_scale'][1]:.4g}); verdicts: {_verdict_line(report.get('verdicts') or {})}",
         f"  time         {sec['total']:.1f} s evaluation in total ({fit}); inference "
         f"{'n/a' if qps is None else format(qps, '.2f')} queries/s over {report['num_test_images']} test images "
         "(coarse + fine pose, render, maps)",
