@@ -57,3 +57,13 @@ def evaluated_toy() -> tuple[Path, dict]:
     [report] = evaluate(toy_dataset(), out, fit_config=TINY_FIT, pose_config=FAST_POSE, map_config=FAST_MAP,
                         context=QUIET)
     return out, report
+
+
+def verdict_line(item: dict, result: dict) -> str:
+    """The line ``detect`` says for one item of its ``detections.json`` result."""
+    head = (f"{item['path']}: score {item['score']:.4g}, threshold {result['threshold']:.4g} "
+            f"({result['threshold_rule']}) -> ")
+    if item["pose_trusted"]:
+        return head + item["verdict"]
+    return head + (f"POSE NOT FOUND (the render at the estimated pose covers the object's silhouette with IoU "
+                   f"{item['silhouette_iou']:.2f} < {result['pose_config']['min_silhouette_iou']:g})")

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from app_toy import FAST_POSE, evaluated_toy, toy_dataset
+from app_toy import FAST_POSE, evaluated_toy, toy_dataset, verdict_line
 
 import splatjax as sj
 from splatjax.app import cli
@@ -108,8 +108,7 @@ def test_detect_says_verdicts_on_stdout_and_logs_on_stderr(quiet, model, tmp_pat
     out, err = _run(["detect", "--model", model, *images, "--out", tmp_path / "det", *FAST_FLAGS,
                      *(["--quiet"] if quiet else [])], capsys)
     result = read_json(tmp_path / "det" / "detections.json")
-    verdicts = [f"{i['path']}: score {i['score']:.4g}, threshold {result['threshold']:.4g} "
-                f"({result['threshold_rule']}) -> {i['verdict']}" for i in result["images"]]
+    verdicts = [verdict_line(i, result) for i in result["images"]]
     assert out.splitlines() == [*verdicts, f"heatmaps: {tmp_path / 'det' / 'heatmaps'}/, "
                                            f"details: {tmp_path / 'det' / 'detections.json'}"]
     if quiet:

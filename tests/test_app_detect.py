@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_toy import FAST_MAP, FAST_POSE, evaluated_toy, toy_dataset
+from app_toy import FAST_MAP, FAST_POSE, evaluated_toy, toy_dataset, verdict_line
 
 from splatjax.app.detect import detect
 from splatjax.app.runs import load_cameras
@@ -26,13 +26,13 @@ def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
     assert result["threshold"] == pytest.approx(report["threshold"])  # one scale per model, stored in the run
     for item in result["images"]:
         assert np.isfinite(item["score"])
-        assert item["verdict"] == ("ANOMALOUS" if item["score"] > result["threshold"] else "normal")
-        line = (f"{item['path']}: score {item['score']:.4g}, threshold {result['threshold']:.4g} "
-                f"({result['threshold_rule']}) -> {item['verdict']}")
-        assert line in lines
+        expected = "ANOMALOUS" if item["score"] > result["threshold"] else "normal"
+        assert item["verdict"] == (expected if item["pose_trusted"] else "pose not found")
+        assert item["pose_trusted"] == (item["silhouette_iou"] >= FAST_POSE.min_silhouette_iou)
+        assert verdict_line(item, result) in lines
         assert (tmp_path / "det" / item["heatmap"]).is_file()
     assert json.loads((tmp_path / "det" / "detections.json").read_text())["images"][1]["verdict"] in (
-        "ANOMALOUS", "normal")
+        "ANOMALOUS", "normal", "pose not found")
     assert np.load(tmp_path / "det" / "maps.npy").shape == (2, 224, 224)
     assert result["pose_config"]["objective"] == "photometric"
 

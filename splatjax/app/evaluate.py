@@ -65,7 +65,7 @@ from .interrupts import StopSignals, Worker, run_in_worker
 from .report import format_table, plot_pose_convergence, plot_roc_curves, verdict, write_heatmaps, write_per_image_csv
 from .logs import console_context
 from .runs import check_out_dir, model_for, save_cameras
-from .stages import run_stages
+from .stages import pose_trust, run_stages
 
 __all__ = ["evaluate", "evaluate_class", "PARTIAL"]
 
@@ -116,12 +116,14 @@ def _warn_diverged(name: str, paths, diverged, context: Context) -> None:
             f"became NaN/inf or grew; each keeps its best iterate, its score may be unreliable): {', '.join(bad)}")
 
 
-def _write_tables(out_dir: Path, cls, det, cal, errs) -> None:
+def _write_tables(out_dir: Path, cls, det, cal, errs, trust) -> None:
     test, est = cls.test, det.poses
+    iou, trusted = trust
     cols = {"path": list(test.paths), "label": [int(x) for x in test.labels], "defect_type": list(test.defect_types),
             "score": [float(s) for s in det.maps.scores],
             "score_over_threshold": [float(s) / cal.threshold for s in det.maps.scores],  # comparable across models
-            "verdict": [verdict(s, cal) for s in det.maps.scores],
+            "verdict": [verdict(s, cal, t) for s, t in zip(det.maps.scores, trusted)],
+            "silhouette_iou": [float(x) for x in iou], "pose_trusted": [int(x) for x in trusted],
             "coarse_index": [int(i) for i in est.coarse_index], "coarse_score": [float(s) for s in est.coarse_score],
             "final_loss": [float(x) for x in est.loss], "pose_diverged": [int(x) for x in est.diverged],
             "pose_best_step": [int(x) for x in est.best_step], "pose_hypothesis": [int(x) for x in est.chosen]}
@@ -138,7 +140,7 @@ def _write_tables(out_dir: Path, cls, det, cal, errs) -> None:
         "fine": {p: est.c2w[i].tolist() for i, p in enumerate(test.paths)}}, indent=None)
 
 
-def _write_pictures(out_dir: Path, cls, det, cal, errs, *, heatmaps: bool, context: Context) -> None:
+def _write_pictures(out_dir: Path, cls, det, cal, errs, trusted, *, heatmaps: bool, context: Context) -> None:
     test = cls.test
     labels = np.asarray(test.labels).astype(bool)
     masks = resize_masks(test.masks, det.maps.maps.shape[-1])
@@ -149,18 +151,20 @@ def _write_pictures(out_dir: Path, cls, det, cal, errs, *, heatmaps: bool, conte
     if heatmaps:
         names = [f"{t}_{Path(p).stem}" for p, t in zip(test.paths, test.defect_types)]
         write_heatmaps(out_dir / "heatmaps", names, test.images, det.renders, det.maps.maps, det.maps.scores, cal,
-                       masks=test.masks, context=context)
+                       masks=test.masks, trusted=trusted, context=context)
 
 
-def _verdict_rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
-    """The verdicts' false-positive rate on the good queries and recall on the defective ones."""
-    flagged = scores > threshold
+def _verdict_rates(scores: np.ndarray, labels: np.ndarray, threshold: float, trusted: np.ndarray) -> dict:
+    """The verdicts' rates: ANOMALOUS among the good queries (false positives) and among
+    the defective ones (recall), and how many of each got "pose not found"."""
+    flagged = (scores > threshold) & trusted
     return {"false_positive_rate": float(flagged[~labels].mean()) if (~labels).any() else None,
             "recall": float(flagged[labels].mean()) if labels.any() else None,
-            "flagged": int(flagged.sum())}
+            "flagged": int(flagged.sum()),
+            "pose_not_found": {"good": int((~trusted & ~labels).sum()), "defective": int((~trusted & labels).sum())}}
 
 
-def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed) -> dict:
+def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, trusted) -> dict:
     labels = np.asarray(cls.test.labels).astype(bool)
     return {
         "class": cls.name, "data": str(data_path.resolve()), "model": str(model_ply),
@@ -170,7 +174,10 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed) -> 
         "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
         "threshold_rule": {"rule": cal.rule, "describe": cal.describe(), "heldout_queries": cal.heldout_queries,
                            "target_false_positive_rate": cal.false_positive_rate if cal.rule == "held-out" else None},
-        "verdicts": _verdict_rates(np.asarray(det.maps.scores), labels, cal.threshold),
+        "verdicts": _verdict_rates(np.asarray(det.maps.scores), labels, cal.threshold, trusted),
+        "pose_untrusted": {"count": int((~trusted).sum()),
+                           "paths": [p for p, t in zip(cls.test.paths, trusted) if not t],
+                           "rule": f"silhouette IoU < {pose_config.min_silhouette_iou:g}"},
         "features": det.maps.features, "coarse_method": det.poses.method,
         "pose_config": dataclasses.asdict(pose_config),
         "pose_diverged": {"count": int(det.poses.diverged.sum()),
@@ -410,10 +417,11 @@ def _score_and_write(out_dir: Path, cls, det, cal, settings: tuple, seconds: dic
     seconds["metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_tables(out_dir, cls, det, cal, errs)
-    _write_pictures(out_dir, cls, det, cal, errs, heatmaps=heatmaps, context=context)
+    trust = pose_trust(det.renders, test.images, pose_config)
+    _write_tables(out_dir, cls, det, cal, errs, trust)
+    _write_pictures(out_dir, cls, det, cal, errs, trust[1], heatmaps=heatmaps, context=context)
     seconds["write"] = time.perf_counter() - t0
-    report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed)
+    report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, trust[1])
     if pose_part is not None:
         report["pose"] = pose_part
     return report

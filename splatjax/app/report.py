@@ -124,8 +124,15 @@ def plot_pose_convergence(
     _save_figure(fig, path, title)
 
 
-def verdict(score: float, calibration: MapCalibration) -> str:
-    """"ANOMALOUS" when ``score`` exceeds the calibrated threshold, else "normal"."""
+POSE_NOT_FOUND = "pose not found"
+
+
+def verdict(score: float, calibration: MapCalibration, trusted: bool = True) -> str:
+    """"ANOMALOUS" when ``score`` exceeds the calibrated threshold, else "normal"; "pose not
+    found" when the pose is not ``trusted`` (:mod:`splatjax.pose.trust`): a map built on the
+    wrong view says nothing about the part."""
+    if not trusted:
+        return POSE_NOT_FOUND
     return "ANOMALOUS" if float(score) > calibration.threshold else "normal"
 
 
@@ -138,6 +145,7 @@ def heatmap_panel(
     *,
     name: str = "",
     mask: np.ndarray | None = None,
+    trusted: bool = True,
 ) -> bytes:
     """PNG bytes of one image's panel: query | render | anomaly map (jet, on the fixed
     scale ``[calibration.vmin, calibration.vmax]``, ground-truth ``mask`` outlined in
@@ -168,7 +176,7 @@ def heatmap_panel(
     bar.ax.axhline(calibration.threshold, color="black", lw=1, ls="--")
     bar.ax.tick_params(labelsize=8)
     fig.suptitle(f"{name}  score {score:.4g}, threshold {calibration.threshold:.4g} -> "
-                 f"{verdict(score, calibration)}", fontsize=10, y=1.0 - 0.15 / fh, va="top")
+                 f"{verdict(score, calibration, trusted)}", fontsize=10, y=1.0 - 0.15 / fh, va="top")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
@@ -185,14 +193,17 @@ def write_heatmaps(
     calibration: MapCalibration,
     *,
     masks: np.ndarray | None = None,
+    trusted: np.ndarray | None = None,
     context: Context = QUIET,
 ) -> list[Path]:
-    """Write ``folder/<name>.png`` (:func:`heatmap_panel`) for every image; returns the paths."""
+    """Write ``folder/<name>.png`` (:func:`heatmap_panel`) for every image (``trusted``: per
+    image, whether its pose is; None: all); returns the paths."""
     folder = Path(folder)
     paths = []
     for i, name in enumerate(names):
         png = heatmap_panel(queries[i], renders[i], maps[i], float(scores[i]), calibration, name=name,
-                            mask=None if masks is None else masks[i])
+                            mask=None if masks is None else masks[i],
+                            trusted=True if trusted is None else bool(trusted[i]))
         paths.append(atomic_write(folder / f"{name}.png", png))
         context.tick("heatmaps", i + 1, len(names))
     return paths

@@ -14,10 +14,10 @@ from ..anomaly import MapConfig, Maps, compute_maps
 from ..camera import Camera
 from ..context import QUIET, Context
 from ..gaussians import Gaussians
-from ..pose import PoseConfig, PoseEstimate, estimate_poses, render_views
+from ..pose import PoseConfig, PoseEstimate, estimate_poses, render_views, silhouette_iou
 from ..sharding import ParallelConfig
 
-__all__ = ["Detection", "run_stages"]
+__all__ = ["Detection", "run_stages", "pose_trust"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,3 +67,11 @@ def run_stages(
     maps = compute_maps(renders, queries, map_config, extractor=extractor, parallel=parallel, residual=residual)
     seconds["maps"] = time.perf_counter() - t0
     return Detection(poses=est, renders=renders, maps=maps, seconds=seconds)
+
+
+def pose_trust(renders: np.ndarray, queries: np.ndarray, pose_config: PoseConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(silhouette IoU [Q], trusted [Q] bool) of the renders at the fine poses against the
+    queries (:func:`splatjax.pose.silhouette_iou` over ``pose_config.background``): a pose
+    is trusted when the IoU is at least ``pose_config.min_silhouette_iou``."""
+    iou = silhouette_iou(np.asarray(renders), np.asarray(queries), pose_config.background)
+    return iou, iou >= pose_config.min_silhouette_iou

@@ -13,6 +13,7 @@ from .cameras import (
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
+from .trust import foreground, silhouette_iou
 from .objectives import (
     OBJECTIVES,
     Objective,
@@ -51,6 +52,8 @@ __all__ = [
     "keypoint_polish",
     "render_depth",
     "PoseConfig",
+    "foreground",
+    "silhouette_iou",
     "PoseEstimate",
     "PoseRender",
     "Objective",

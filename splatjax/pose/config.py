@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import field
 
-from ..validation import require, require_bools, require_choice, require_color, require_ints, require_positive
+from ..validation import is_number, require, require_bools, require_choice, require_color, require_ints, require_positive
 from ..render.backends import USER_BACKENDS
 from .keypoints import KeypointConfig
 from .objectives import get_objective
@@ -41,6 +41,8 @@ class PoseConfig:
     ``--keypoint-width`` etc.); the ``hypotheses`` with the most PnP inliers go on to the
     fine pose. ``background``: the colour the model is rendered over (the background it
     was fitted on, RGB in [0, 1]; the application sets it from the fit, it is no flag).
+    ``min_silhouette_iou``: the trust rule of :mod:`splatjax.pose.trust` (the value chosen
+    on the tuning objects bunny, the toy and lego-AD; see BENCHMARKS.md).
     ``fine_levels`` > 1: coarse-to-fine steps, the first ``fine_levels - 1`` levels of
     ``fine_level_steps`` steps each at 1/2^(levels-1), ..., 1/2 of the query width (taken
     out of ``steps``), the rest at full resolution. ``objective``: the fine pose's loss, a
@@ -87,6 +89,9 @@ class PoseConfig:
     backend: str = field(default="auto", metadata={
         "help": "render backend", "choices": USER_BACKENDS})
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    min_silhouette_iou: float = field(default=0.85, metadata={
+        "help": "a fine pose whose render overlaps the query's silhouette less (IoU of their non-background "
+                "pixels) is not trusted: its verdict is 'pose not found' (0: trust every pose)"})
 
     def __post_init__(self):
         require_choice(self, "coarse", COARSE_METHODS)
@@ -102,5 +107,7 @@ class PoseConfig:
         require(self.lr_decay <= 1.0, self, "lr_decay", "<= 1")
         require(isinstance(self.keypoint, KeypointConfig), self, "keypoint", "a KeypointConfig")
         require_color(self, "background")
+        require(is_number(self.min_silhouette_iou) and 0.0 <= self.min_silhouette_iou <= 1.0, self,
+                "min_silhouette_iou", "in [0, 1]")
         require_bools(self, ("keypoints", "exact_exp"))
         get_objective(self.objective)  # a one-line ConfigError naming the registered objectives

@@ -1,0 +1,39 @@
+"""The pose trust rule (splatjax.pose.trust): silhouette IoU of render and query."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from splatjax.pose import PoseConfig, foreground, silhouette_iou
+
+WHITE = (1.0, 1.0, 1.0)
+
+
+def _square(top: int, left: int, size: int = 10, n: int = 32, colour=(0.2, 0.4, 0.6)) -> np.ndarray:
+    img = np.ones((n, n, 3), np.float32)
+    img[top:top + size, left:left + size] = colour
+    return img
+
+
+def test_silhouette_iou_counts_overlap_of_the_non_background_pixels():
+    a, b = _square(5, 5), _square(5, 10)  # 10 x 10 squares, shifted by 5: 50 shared of 150
+    iou = silhouette_iou(np.stack([a, a, b, _square(20, 20)]), np.stack([a, b, a, _square(0, 0)]), WHITE)
+    np.testing.assert_allclose(iou, [1.0, 1 / 3, 1 / 3, 0.0])
+    blank = np.ones((1, 8, 8, 3), np.float32)
+    assert silhouette_iou(blank, blank, WHITE)[0] == 1.0  # nothing in either: nothing contradicts the pose
+
+
+def test_foreground_uses_the_background_and_tolerance():
+    img = np.full((2, 2, 3), 0.98, np.float32)
+    img[0, 0] = (0.0, 0.0, 0.0)
+    assert foreground(img, WHITE).tolist() == [[True, False], [False, False]]  # 0.02 off white: background
+    assert foreground(img, WHITE, tol=0.01).all()
+    assert not foreground(np.zeros((2, 2, 3)), (0.0, 0.0, 0.0)).any()  # black background
+
+
+def test_shapes_must_match_and_the_rule_is_validated():
+    with pytest.raises(ValueError, match="differ in shape"):
+        silhouette_iou(np.ones((1, 4, 4, 3)), np.ones((1, 4, 5, 3)), WHITE)
+    with pytest.raises(Exception, match="min_silhouette_iou"):
+        PoseConfig(min_silhouette_iou=1.5)
