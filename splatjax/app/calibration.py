@@ -130,10 +130,13 @@ def _rolled(images: np.ndarray, angle: float, background) -> np.ndarray:
 
 def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_config: MapConfig, *, extractor,
                    residual=None, context: Context = QUIET) -> np.ndarray:
-    """Image scores [K * (1 + rolls)] of the held-out views and ``map_config.calibration_rolls``
-    copies of each rolled by 2 pi j / (rolls + 1), run through the whole pipeline as
-    queries with ``pose_config`` (fine-pose key 0)."""
-    from .stages import run_stages
+    """Image scores of the held-out views and ``map_config.calibration_rolls`` copies of each
+    rolled by 2 pi j / (rolls + 1), run through the whole pipeline as queries with
+    ``pose_config`` (fine-pose key 0): of those whose pose is trusted
+    (:func:`~splatjax.app.stages.pose_trust`; a query whose pose is not gets "pose not
+    found", not a score verdict, so its score must not set the threshold), or of all when
+    fewer than two are."""
+    from .stages import pose_trust, run_stages
 
     rolls = map_config.calibration_rolls
     queries = np.concatenate([heldout.images] + [_rolled(heldout.images, 2 * np.pi * j / (rolls + 1),
@@ -143,7 +146,12 @@ def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_con
     det = run_stages(gaussians, queries, heldout.candidates, pose_config, map_config, key=jax.random.key(0),
                      extractor=extractor, candidate_images=heldout.candidate_images, residual=residual,
                      context=context)
-    return np.asarray(det.maps.scores, np.float64)
+    scores = np.asarray(det.maps.scores, np.float64)
+    _, trusted = pose_trust(det.renders, queries, pose_config)
+    if (~trusted).any():
+        context.say(f"[splatjax] {int((~trusted).sum())} of the {len(queries)} held-out queries found no trusted pose "
+                    "and do not count for the threshold")
+    return scores[trusted] if trusted.sum() >= 2 else scores
 
 
 def _store(path: Path, key: str, cal: MapCalibration, digest: str) -> MapCalibration:
@@ -187,7 +195,7 @@ def model_calibration(
     if rule == "train-max" or heldout is None:
         return base
     key = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
-           f"-rolls{map_config.calibration_rolls}-views{len(heldout.images)}")
+           f"-rolls{map_config.calibration_rolls}-views{len(heldout.images)}-iou{pose_config.min_silhouette_iou:g}")
     found = _stored(path, key, digest)
     if found is not None:
         return found
