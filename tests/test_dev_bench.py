@@ -1,0 +1,52 @@
+"""scripts/dev_bench.py: the dev benchmark's object table, its halves and its Table 1."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "dev_bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("dev_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_six_objects_split_into_halves_with_one_material_each(bench):
+    assert set(bench.TUNING) | set(bench.HELD_OUT) == set(bench.OBJECTS) and len(bench.OBJECTS) == 6
+    assert not set(bench.TUNING) & set(bench.HELD_OUT)
+    for half in (bench.TUNING, bench.HELD_OUT):
+        assert sorted(bench.OBJECTS[o][1] for o in half) == ["glossy", "plastic", "two-tone"]
+    assert len({seed for _, _, seed in bench.OBJECTS.values()}) == 6
+
+
+def _row(obj, split, auroc, rot):
+    return {"object": obj, "split": split, "image_auroc": auroc, "pixel_auroc": 0.99, "aupro": 0.9,
+            "pose": {"all": {"fine_rotation_rad": {"median": rot, "max": 2 * rot}},
+                     "rolled": {"fine_rotation_rad": {"median": rot, "max": 3 * rot}}},
+            "seconds_per_query": {"total": 4.0}}
+
+
+def test_table_keeps_the_newest_row_per_object_and_means_each_half(bench, tmp_path):
+    rows = [_row("bunny", "tuning", 0.5, 0.001), _row("bunny", "tuning", 0.78, 0.0017),
+            _row("cow", "tuning", 0.9, 0.002), _row("fandisk", "held-out", 0.8, 0.003), {"class": "no object"}]
+    (tmp_path / bench.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = bench.table(tmp_path).splitlines()
+    assert lines[0].startswith("| object | split | image AUROC")
+    body = lines[2:]
+    assert body[0].startswith("| bunny | tuning | 0.780 | 0.990 | 0.900 | 0.0017 / 0.0034 | 0.0017 / 0.0051 | 4.00")
+    assert body[2] == "| **mean** | tuning | 0.840 | 0.990 | 0.900 | | | |"
+    assert body[3].startswith("| fandisk | held-out | 0.800") and len(body) == 4  # one held-out object: no mean
+
+
+def test_rolled_queries_come_from_the_synth_manifest(bench, tmp_path):
+    (tmp_path / "synth.json").write_text(json.dumps({"test": [{"path": "test/good/0.png", "roll_deg": 0.0},
+                                                              {"path": "test/Burrs/1.png", "roll_deg": -37.5}]}))
+    assert bench._rolled(tmp_path) == {"test/Burrs/1.png"}
