@@ -3,7 +3,6 @@ MAD-Sim classes with exact masks and true poses; the run step's result row."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,23 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dataset_builders import tree_state
+from script_modules import load_script
 from PIL import Image
 
 from splatjax.camera import look_at_c2w
 from splatjax.data import load_mad_class
 from splatjax.data.roll import roll_image, roll_pose
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "lego_ad.py"
 SIZE, N_TRAIN, N_VAL = 32, 3, 6
 SMALL = ["--good", "2", "--defects", "1", "--pose-views", "2"]
 
 
 @pytest.fixture(scope="module")
 def lego_ad():
-    spec = importlib.util.spec_from_file_location("lego_ad", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("lego_ad")
 
 
 def textured_disc(rng) -> np.ndarray:
