@@ -79,7 +79,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from splatjax.data.roll import fits_inscribed_circle, roll_image, roll_pose  # noqa: E402
 
 
-
 def _default_source() -> Path:
     """``shared/data/nerf_synthetic_lego_400`` in the first folder above this script that
     has it (a worktree sits deeper than the main checkout)."""

@@ -29,7 +29,6 @@ def _images(key, b=2, h=224, w=224):
     return jax.random.uniform(key, (b, h, w, 3), jnp.float32)
 
 
-
 def _torch_taps(net, images, n_blocks: int, total_blocks: int, tap_blocks) -> list[np.ndarray]:
     """The reference taps [B, h, w, c]: the torch network's stem and first ``n_blocks``
     blocks (each given the drop-connect rate of block i of ``total_blocks``, as the
@@ -44,6 +43,7 @@ def _torch_taps(net, images, n_blocks: int, total_blocks: int, tap_blocks) -> li
             if i in tap_blocks:
                 ref.append(h.permute(0, 2, 3, 1).numpy())
     return ref
+
 
 def test_efficientnet_tap_shapes_and_reference_forward(effnet):
     ext = F.EfficientNetFeatures.from_model(effnet, "cpu", batch_size=2)

@@ -33,9 +33,7 @@ GROW = TOY
 SHRINK = dataclasses.replace(TOY, init_points=300, capacity=32, opacity_reset_every=1000, prune_opacity=0.095,
                              densify_grad_threshold=1.0)
 CONFIGS = {"grow": GROW, "shrink": SHRINK}
-QUIET = dict(context=QUIET)
-
-
+SILENT = dict(context=QUIET)  # run_fit's keyword: no log lines
 
 
 class _Sessions:
@@ -73,7 +71,7 @@ def _fit_in_sessions(scene, run: Path, config, stops) -> _Sessions:
         sessions = _Sessions(mp)
         for i, stop in enumerate([*stops, None]):
             sessions.stop_at = stop
-            summary = fit_run.run_fit(scene, run, config, resume=i > 0, **QUIET)
+            summary = fit_run.run_fit(scene, run, config, resume=i > 0, **SILENT)
             assert summary["completed"] == (stop is None) and summary["steps"] == (stop or config.iterations)
     return sessions
 
@@ -211,10 +209,10 @@ def test_finishing_a_run_without_its_model_writes_strict_json(scene, tmp_path):
     while writing it) is finished by --resume: the model is written again, identical, and
     info.json has no NaN although the session ran no step."""
     run = tmp_path / "run"
-    fit_run.run_fit(scene, run, GROW, **QUIET)
+    fit_run.run_fit(scene, run, GROW, **SILENT)
     ply = (run / "model.ply").read_bytes()
     (run / "model.ply").unlink()
-    summary = fit_run.run_fit(scene, run, GROW, resume=True, **QUIET)
+    summary = fit_run.run_fit(scene, run, GROW, resume=True, **SILENT)
     assert summary["steps_this_session"] == 0 and summary["final_psnr"] is None
     assert (run / "model.ply").read_bytes() == ply
     info = _strict_json(run / "info.json")
@@ -233,21 +231,21 @@ def test_resume_after_the_data_moved_or_from_an_older_run(scene, tmp_path, monke
     shutil.copytree(scene, data)
     sessions = _Sessions(monkeypatch)
     sessions.stop_at = 20
-    fit_run.run_fit(data, run, GROW, **QUIET)
+    fit_run.run_fit(data, run, GROW, **SILENT)
     record = json.loads((run / "config.json").read_text())
     assert record["data"] == str(data.resolve()) and record["val_split"] == "val"
     del record["data"]
     (run / "config.json").write_text(json.dumps(record))
     with pytest.raises(fit_run.UserError, match="does not record the dataset folder.*splatjax fit DATA --out"):
-        fit_run.run_fit(None, run, resume=True, **QUIET)
+        fit_run.run_fit(None, run, resume=True, **SILENT)
     sessions.stop_at = 40
-    assert fit_run.run_fit(data, run, resume=True, **QUIET)["steps"] == 40
+    assert fit_run.run_fit(data, run, resume=True, **SILENT)["steps"] == 40
     moved = tmp_path / "moved"
     data.rename(moved)
     with pytest.raises(fit_run.UserError, match="data"):
-        fit_run.run_fit(None, run, resume=True, **QUIET)
+        fit_run.run_fit(None, run, resume=True, **SILENT)
     sessions.stop_at = None
-    assert fit_run.run_fit(moved, run, resume=True, **QUIET)["completed"]
+    assert fit_run.run_fit(moved, run, resume=True, **SILENT)["completed"]
     assert json.loads((run / "config.json").read_text())["data"] == str(moved.resolve())
     _assert_same_as_uninterrupted(scene, run, "grow", sessions)
 
@@ -262,7 +260,7 @@ def test_stop_at_ends_a_session_like_an_interrupt(scene, tmp_path):
     assert lines[-1] == f"stopped (stop_at) at step 30; checkpoint written; resume with: splatjax fit {run} --resume"
     with pytest.MonkeyPatch.context() as mp:
         sessions = _Sessions(mp)
-        assert fit_run.run_fit(None, run, resume=True, **QUIET)["completed"]
+        assert fit_run.run_fit(None, run, resume=True, **SILENT)["completed"]
     _assert_same_as_uninterrupted(scene, run, "grow", sessions)
 
 
@@ -278,7 +276,7 @@ def test_resume_of_a_fit_stopped_before_its_first_checkpoint_starts_again(scene,
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fit_run, "fit", stopped_at_once)
         with pytest.raises(KeyboardInterrupt):
-            fit_run.run_fit(scene, run, GROW, **QUIET)
+            fit_run.run_fit(scene, run, GROW, **SILENT)
     assert (run / "config.json").is_file() and not any((run / "checkpoints").iterdir())
     lines = []
     with pytest.MonkeyPatch.context() as mp:
@@ -287,7 +285,7 @@ def test_resume_of_a_fit_stopped_before_its_first_checkpoint_starts_again(scene,
     assert any("stopped before its first checkpoint; starting again from step 0" in m for m in lines)
     _assert_same_as_uninterrupted(scene, run, "grow", sessions)
     with pytest.raises(fit_run.UserError, match="no fit was started there"):
-        fit_run.run_fit(None, tmp_path / "empty", resume=True, **QUIET)
+        fit_run.run_fit(None, tmp_path / "empty", resume=True, **SILENT)
 
 
 def test_cli_stop_at_ends_the_session_and_resume_finishes(scene, tmp_path, capsys):
@@ -308,7 +306,7 @@ def test_resume_with_a_stop_at_already_reached_runs_nothing(scene, tmp_path):
     """`--resume --stop-at S` on a run whose checkpoint is at or past S ends at once
     (exit 0), changing no file, instead of running one more chunk."""
     run = tmp_path / "run"
-    fit_run.run_fit(scene, run, GROW, stop_at=30, **QUIET)
+    fit_run.run_fit(scene, run, GROW, stop_at=30, **SILENT)
     files = {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
     lines = []
     summary = fit_run.run_fit(None, run, resume=True, stop_at=30, context=Context(log=lines.append))

@@ -112,8 +112,9 @@ def _warn_diverged(name: str, paths, diverged, context: Context) -> None:
     """One warning line naming the queries whose fine pose diverged (none: silent)."""
     bad = [p for p, d in zip(paths, diverged) if d]
     if bad:
-        context.say(f"[splatjax] {name}: warning: the fine pose diverged for {len(bad)} of {len(paths)} queries (loss "
-            f"became NaN/inf or grew; each keeps its best iterate, its score may be unreliable): {', '.join(bad)}")
+        context.say(f"[splatjax] {name}: warning: the fine pose diverged for {len(bad)} of {len(paths)} queries "
+                    f"(loss became NaN/inf or grew; each keeps its best iterate, its score may be unreliable): "
+                    f"{', '.join(bad)}")
 
 
 def _write_tables(out_dir: Path, cls, det, cal, errs, trust) -> None:
@@ -328,7 +329,7 @@ def _load_class(data_path: Path, fit_config: FitConfig, pose_file, context: Cont
     cls = load_mad_class(data_path, fit_config.resolution, fit_config.background, upsample=fit_config.upsample,
                          test_poses=pose_file)
     context.say(f"[splatjax] {cls.name}: {len(cls.train)} training views, {len(cls.test)} test images at "
-        f"{cls.train.width}x{cls.train.height}")
+                f"{cls.train.width}x{cls.train.height}")
     return cls
 
 
@@ -516,7 +517,7 @@ def _evaluate_classes(paths: dict, out: Path, test_poses, kwargs: dict, *, resum
     def said(name: str, state: str) -> None:
         if state == "resumed":
             context.say(f"[splatjax] {name}: {out / name / 'report.json'} exists, not evaluated again (resume; delete "
-                "it to evaluate the class again)")
+                        "it to evaluate the class again)")
 
     by_name = run_classes(list(paths), one_class, out, on_class=said)
     return [by_name[name] for name in paths]

@@ -30,7 +30,6 @@ __all__ = ["heatmap_panel", "write_heatmaps", "verdict", "plot_roc_curves", "plo
            "write_per_image_csv", "format_table"]
 
 
-
 def _save_figure(fig, path: str | os.PathLike, title: str | None = None) -> None:
     """Title (optional), tight layout, write the PNG at 100 dpi, and free the figure."""
     if title:

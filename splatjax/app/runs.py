@@ -179,8 +179,6 @@ def resolve_model(model: str | os.PathLike, class_name: str | None = None) -> Pa
                        "give a run folder written by `splatjax fit` or a 3DGS .ply file")
 
 
-
-
 def _same_fit(run_dir: Path, config) -> bool:
     """Whether ``run_dir`` holds a completed fit (model.ply) made with ``config``."""
     try:
@@ -248,7 +246,7 @@ def model_for(data_path: Path, out_dir: Path, *, model, fit_config, class_name, 
     if run_dir.exists() and any(run_dir.iterdir()):
         if _same_fit(run_dir, fit_config):
             context.say(f"[splatjax] reusing the model fitted earlier with the same settings: {run_dir / 'model.ply'} "
-                "(delete that folder to fit again)")
+                        "(delete that folder to fit again)")
             return load_ply(run_dir / "model.ply"), run_dir / "model.ply", 0.0, None
         if step is not None and not resume:
             raise UserError(f"{run_dir}: holds an interrupted fit; pass --resume to continue it (same settings), "

@@ -77,7 +77,7 @@ _RADIUS = (3.0, 3.3)   # camera distance (the object fits in the inscribed circl
 _MAX_FACES = 400_000   # refinement stops before exceeding this
 _FORMAT = 1
 _ENV = 0.45
-_LIGHTS = ((( -0.35, -0.45, -0.82), 2.2), ((0.75, 0.45, -0.35), 0.7))   # (direction of travel, irradiance)
+_LIGHTS = (((-0.35, -0.45, -0.82), 2.2), ((0.75, 0.45, -0.35), 0.7))   # (direction of travel, irradiance)
 _ROUGHNESS = {"plastic": 0.25, "two-tone": 0.25, "glossy": 0.05}
 
 
