@@ -51,7 +51,7 @@ from ..errors import DatasetError, UserError
 from ..files import file_sha256, read_json, write_json
 from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, render_views
 
-__all__ = ["model_calibration", "heldout_scores", "heldout_views", "HeldOut", "CALIBRATION_FILE", "MOVED_RENDERS"]
+__all__ = ["model_calibration", "heldout_scores", "heldout_views", "heldout_paths", "held_out_among", "HeldOut", "CALIBRATION_FILE", "MOVED_RENDERS"]
 
 CALIBRATION_FILE = "map_calibration.json"
 
@@ -95,24 +95,31 @@ class HeldOut:
     candidate_images: np.ndarray | None = None
 
 
-def heldout_views(ply: Path, paths, images: np.ndarray, cameras: Camera, pose_config: PoseConfig,
-                  candidates: Camera | None = None) -> HeldOut | None:
-    """The views among ``paths`` (with their ``images`` and ``cameras``) that the fit of
-    model ``ply`` held out (its run's ``info.json`` ``val_views``, matched by real path),
-    looked for among the others' cameras (:func:`~splatjax.pose.candidate_cameras`), or
-    among ``candidates`` when given (then without candidate images); None when none of
-    ``paths`` was held out, or the run has no such record."""
+def heldout_paths(ply: Path) -> list[str]:
+    """The image files the fit of model ``ply`` held out (its run's ``info.json``
+    ``val_views``); empty when the run has no such record or it cannot be read."""
     info = Path(ply).parent / "info.json"
     try:
         val = read_json(info, "fit summary").get("val_views") if info.is_file() else None
     except (DatasetError, AttributeError):
         val = None
-    held = {os.path.realpath(p) for p in (val or []) if isinstance(p, str)}
-    idx = [i for i, p in enumerate(paths) if p is not None and os.path.realpath(p) in held]
+    return [p for p in val if isinstance(p, str)] if isinstance(val, list) else []
+
+
+def held_out_among(held: list[str], paths) -> list[int]:
+    """Indices of ``paths`` (None entries allowed) that are among the files ``held``, by real path."""
+    real = {os.path.realpath(p) for p in held}
+    return [i for i, p in enumerate(paths) if p is not None and os.path.realpath(p) in real]
+
+
+def heldout_views(ply: Path, paths, images: np.ndarray, cameras: Camera, pose_config: PoseConfig) -> HeldOut | None:
+    """The views among ``paths`` (with their ``images`` and ``cameras``) that the fit of
+    model ``ply`` held out (:func:`heldout_paths`), looked for among the others' cameras
+    (:func:`~splatjax.pose.candidate_cameras`) with their images; None when none of
+    ``paths`` was held out, or the run has no such record."""
+    idx = held_out_among(heldout_paths(ply), paths)
     if not idx:
         return None
-    if candidates is not None:
-        return HeldOut(images=np.asarray(images)[idx], candidates=candidates)
     rest = np.setdiff1d(np.arange(len(paths)), idx)
     others = index_cameras(cameras, jnp.asarray(rest))
     return HeldOut(images=np.asarray(images)[idx], candidates=candidate_cameras(others, pose_config),

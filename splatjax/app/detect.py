@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..files import atomic_write, file_sha256, write_json
 from ..gaussians import load_ply
 from ..pose import PoseConfig, candidate_cameras, cameras_from_c2w, sphere_cameras
-from .calibration import HeldOut, model_calibration
+from .calibration import HeldOut, held_out_among, heldout_paths, model_calibration
 from .outdir import check_writable_out
 from .report import verdict, write_heatmaps
 from .logs import console_context
@@ -89,12 +89,12 @@ def _say_missing_images(cams_info, ply: Path, context: Context) -> None:
         return
     if not paths:
         context.say(f"[splatjax] {ply.parent}: the training images are not recorded (nor found through the dataset in "
-            "info.json); the heatmap scale is the one stored for this model, else calibrated on renders")
+                    "info.json); the heatmap scale is the one stored for this model, else calibrated on renders")
         return
     missing = sum(p is None for p in paths)
     context.say(f"[splatjax] {ply.parent / CAMERAS_FILE}: {missing} of {len(paths)} training images not found (not at "
-        "their recorded paths, nor relative to the run folder or the dataset folder in info.json); the heatmap "
-        "scale is the one stored for this model, else calibrated on renders")
+                "their recorded paths, nor relative to the run folder or the dataset folder in info.json); the heatmap "
+                "scale is the one stored for this model, else calibrated on renders")
 
 
 def _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, context: Context):
@@ -106,7 +106,7 @@ def _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, context: Cont
     extent = float(np.percentile(np.linalg.norm(means - np.median(means, 0), axis=1), 95))
     n = max(pose_config.sphere_views, 200)
     context.say(f"[splatjax] {ply.parent}: no training cameras ({CAMERAS_FILE}); coarse pose candidates are "
-        f"{n} views on a sphere of radius {3.5 * extent:.2f}")
+                f"{n} views on a sphere of radius {3.5 * extent:.2f}")
     cands, _ = sphere_cameras(n, 3.5 * extent, fov, w, h, target=np.median(means, 0))
     return cands, cands
 
@@ -116,19 +116,17 @@ def _heldout(ply: Path, cams_info, fov: float, w: int, h: int, cands, background
     looked for among the candidates without their own cameras; None when there are none."""
     from ..data.images import read_rgb
     from ..errors import DatasetError
-    from ..files import read_json
 
+    val = heldout_paths(ply)
     try:
-        val = read_json(ply.parent / "info.json", "fit summary").get("val_views") or []
         images = np.stack([read_rgb(p, background=background, resolution=w)[0] for p in val])
-    except (DatasetError, OSError, AttributeError, TypeError, ValueError):
-        return None  # no record, or an image gone: the train-max threshold is used
+    except (DatasetError, OSError, ValueError):
+        return None  # no record (nothing to stack), or an image gone: the train-max threshold is used
     if images.shape[1:3] != (h, w):
         return None
     paths = cams_info.get("paths") if cams_info else None
     if paths:
-        held = {os.path.realpath(p) for p in val}
-        keep = [i for i, p in enumerate(paths) if p is None or os.path.realpath(p) not in held]
+        keep = np.setdiff1d(np.arange(len(paths)), held_out_among(val, paths))
         cands = candidate_cameras(cameras_from_c2w(np.asarray(cams_info["c2w"])[keep], fov, w, h), pose_config)
     return HeldOut(images=images, candidates=cands)
 
@@ -175,7 +173,7 @@ def _say_verdicts(images, result: dict, cal, pose_config: PoseConfig, say, conte
             f"{item['verdict'].upper() if not item['pose_trusted'] else item['verdict']}{why}")
         if item["pose_diverged"]:
             context.say(f"{given}: note: the fine pose diverged (its loss became NaN/inf or grew); the pose is its "
-                f"best iterate (step {item['pose_best_step']}) and the verdict may be unreliable")
+                        f"best iterate (step {item['pose_best_step']}) and the verdict may be unreliable")
 
 
 def detect(
