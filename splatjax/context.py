@@ -38,10 +38,6 @@ class Context:
         if self.progress is not None:
             self.progress(stage, done, total)
 
-    def without_progress(self) -> "Context":
-        """The same log, no progress reports (for inner work whose caller reports)."""
-        return dataclasses.replace(self, progress=None)
-
 
 #: The context that reports nothing.
 QUIET = Context()
