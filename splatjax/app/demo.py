@@ -35,7 +35,8 @@ def _fmt(x, digits=3):
 def _threshold_source(report: dict) -> str:
     rule = report.get("threshold_rule") or {}
     if rule.get("rule") == "held-out":
-        return f"{rule['describe']} on {rule['heldout_queries']} held-out queries (views held out of the fit, rolled copies)"
+        return (f"{rule['describe']} on {rule['heldout_queries']} held-out queries (views held out of the fit, "
+                "rolled copies)")
     return "1.5 x the largest training-view score"
 
 
