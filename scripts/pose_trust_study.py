@@ -86,7 +86,7 @@ def heldout(args) -> None:
     truth = np.concatenate([np.stack([roll_pose(m, a) if a else m for m in cls.train.c2w[idx]]) for a in angles])
     det = run_stages(g, queries, held.candidates, pc, mc, key=jax.random.key(0), extractor=ext,
                      candidate_images=held.candidate_images, residual=base.residual)
-    iou, _ = pose_trust(det.renders, queries, pc)
+    iou = pose_trust(det.renders, queries, pc).iou
     rot = pose_errors(det.poses.c2w, truth)["rotation_rad"]
     scores = np.asarray(det.maps.scores)
     for k in np.argsort(-scores):

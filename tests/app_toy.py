@@ -65,5 +65,4 @@ def verdict_line(item: dict, result: dict) -> str:
             f"({result['threshold_rule']}) -> ")
     if item["pose_trusted"]:
         return head + item["verdict"]
-    return head + (f"POSE NOT FOUND (the render at the estimated pose covers the object's silhouette with IoU "
-                   f"{item['silhouette_iou']:.2f} < {result['pose_config']['min_silhouette_iou']:g})")
+    return head + f"POSE NOT FOUND ({item['pose_untrusted_reason']})"

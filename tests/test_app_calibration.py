@@ -8,6 +8,7 @@ import os
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from app_toy import FAST_MAP, FAST_POSE, evaluated_toy
 
@@ -108,7 +109,8 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
     held = calibration.heldout_views(run / "model.ply", train.paths, train.images, train.cameras, FAST_POSE)
     assert len(held.images) == len(val) and held.candidates.R.shape[0] == len(train) - len(val)
     ext = WeightsFreeFeatures()
-    scores = calibration.heldout_scores(g, held, FAST_POSE, FAST_MAP, extractor=ext)
+    scores, losses = calibration.heldout_scores(g, held, FAST_POSE, FAST_MAP, extractor=ext)
+    assert losses.shape == scores.shape and np.all(losses > 0)
     base = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
                                          replace(FAST_MAP, threshold_rule="train-max"), extractor=ext,
                                          pose_config=FAST_POSE)
@@ -116,6 +118,7 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
     again = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, extractor=ext,
                                           pose_config=FAST_POSE, heldout=held)  # stored: read back
     assert again.rule == "held-out" and again.threshold == pytest.approx(report["threshold"])
+    assert again.heldout_pose_loss == pytest.approx(float(np.median(losses)), rel=1e-5)  # the loss rule's reference
     assert again.describe() == "5 % FPR" and again.vmax == pytest.approx(2 * again.threshold)
     with pytest.raises(Exception, match="held out"):
         calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,

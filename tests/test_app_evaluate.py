@@ -49,13 +49,15 @@ def test_evaluate_writes_report_csv_and_pictures():
     assert pose["hypotheses"] == 1 and pose["fine_levels"] == 1 and pose["objective"] == "photometric"
     assert pose["keypoint"]["width"] == 200 and pose["background"] == [1.0, 1.0, 1.0]
     assert {r["defect_type"] for r in rows} == {"good", "Burrs", "Missing", "Stains"}
-    for r in rows:  # an untrusted pose (silhouette IoU under the rule) gets no normal/anomalous call
-        trusted = float(r["silhouette_iou"]) >= pose["min_silhouette_iou"]
+    for r in rows:  # an untrusted pose (silhouette IoU or loss ratio outside the rule) gets no normal/anomalous call
+        trusted = (float(r["silhouette_iou"]) >= pose["min_silhouette_iou"]
+                   and not float(r["pose_loss_ratio"]) > pose["max_loss_ratio"])
         assert r["pose_trusted"] == str(int(trusted)) and 0.0 <= float(r["silhouette_iou"]) <= 1.0
+        assert (r["pose_untrusted_reason"] == "") == trusted
         expected = "ANOMALOUS" if float(r["score"]) > on_disk["threshold"] else "normal"
         assert r["verdict"] == (expected if trusted else "pose not found")
     assert on_disk["pose_untrusted"]["count"] == sum(r["pose_trusted"] == "0" for r in rows)
-    assert on_disk["pose_untrusted"]["rule"] == "silhouette IoU < 0.85"
+    assert on_disk["pose_untrusted"]["rule"].startswith("silhouette IoU < 0.85")
     for png in ("roc.png", "pose_convergence.png", "heatmaps/good_0.png", "heatmaps/Stains_1.png"):
         assert (out / png).is_file() and (out / png).stat().st_size > 0, png
     poses = json.loads((out / "poses.json").read_text())

@@ -269,7 +269,7 @@ def test_one_hypothesis_is_the_plain_path(scene):
     g, cams, _, _ = scene
     _, queries = _queries_near(g, cams, [1, 7, 4], 30)
     config = PoseConfig(coarse="render", coarse_resolution=16, steps=12, batch_size=2, backend="reference",
-                        inplane_rotations=0, keypoints=False)
+                        inplane_rotations=0, keypoints=False, screen_steps=0)
     est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0))
     idx, score = pose.coarse_pose_render(g, cams, queries, resolution=16, backend="reference")
     start = pose.index_cameras(cams, jnp.asarray(idx))
@@ -299,7 +299,7 @@ def test_hypotheses_keep_the_lowest_loss_and_polish_moves_the_starts(scene):
         return stack_cameras(moved), np.zeros(seen["n"])
 
     config = PoseConfig(coarse="render", coarse_resolution=16, steps=20, batch_size=4, hypotheses=2,
-                        inplane_rotations=0, keypoint_candidates=2,
+                        inplane_rotations=0, keypoint_candidates=2, screen_steps=0,
                         backend="reference")
     est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(1), polish=polish)
     assert seen == {"n": 4, "k": 2, "q": 2}
@@ -437,7 +437,7 @@ def test_polish_keeps_the_candidates_with_most_inliers(scene):
         return starts, np.array([5, 9, 9, 0, 0, 2])  # query 0: 1 and 2 tie above 0; query 1: 2 first
 
     config = PoseConfig(coarse="render", coarse_resolution=16, steps=5, batch_size=4, inplane_rotations=0,
-                        hypotheses=2, keypoint_candidates=3)
+                        hypotheses=2, keypoint_candidates=3, screen_steps=0)
     est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0), polish=polish)
     assert seen == {"k": 3, "n": 6}
     r = np.asarray(pose.coarse_pose_render(g, cams, queries, resolution=16, top_k=3)[0])

@@ -1,11 +1,12 @@
-"""The pose trust rule (splatjax.pose.trust): silhouette IoU of render and query."""
+"""The pose trust rule (splatjax.pose.trust): silhouette IoU of render and query, and the
+final loss against the held-out reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from splatjax.pose import PoseConfig, foreground, silhouette_iou
+from splatjax.pose import PoseConfig, foreground, silhouette_iou, trust_poses
 
 WHITE = (1.0, 1.0, 1.0)
 
@@ -37,3 +38,20 @@ def test_shapes_must_match_and_the_rule_is_validated():
         silhouette_iou(np.ones((1, 4, 4, 3)), np.ones((1, 4, 5, 3)), WHITE)
     with pytest.raises(Exception, match="min_silhouette_iou"):
         PoseConfig(min_silhouette_iou=1.5)
+
+
+def test_trust_combines_silhouette_and_loss_and_says_why():
+    a, b = _square(5, 5), _square(5, 10)
+    renders, queries = np.stack([a, a, b, a]), np.stack([a, a, a, a])
+    losses = np.array([0.010, 0.030, 0.010, np.inf])
+    t = trust_poses(renders, queries, losses, WHITE, min_iou=0.85, max_loss_ratio=2.5, reference_loss=0.01)
+    np.testing.assert_allclose(t.loss_ratio, [1.0, 3.0, 1.0, np.inf])
+    assert t.trusted.tolist() == [True, False, False, False]
+    assert t.reasons[0] == "" and "3.0 x" in t.reasons[1] and "IoU 0.33 < 0.85" in t.reasons[2]
+    assert "loss" in t.reasons[3]  # no finite loss: not trusted
+    # without a reference (or with the rule off) only the silhouette counts; the ratio is NaN
+    for kw in (dict(reference_loss=0.0), dict(max_loss_ratio=0.0, reference_loss=0.01)):
+        t = trust_poses(renders, queries, losses, WHITE, min_iou=0.85, **{"max_loss_ratio": 2.5, **kw})
+        assert t.trusted.tolist() == [True, True, False, True] and np.isnan(t.loss_ratio).all()
+    with pytest.raises(Exception, match="max_loss_ratio"):
+        PoseConfig(max_loss_ratio=-1.0)

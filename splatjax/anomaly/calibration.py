@@ -111,6 +111,7 @@ class MapCalibration:
     heldout_queries: int = 0
     heldout_score_median: float = 0.0
     heldout_score_max: float = 0.0
+    heldout_pose_loss: float = 0.0  # median final fine-pose loss of the held-out queries (0: not measured)
     residual: ResidualScales | None = None
 
     def describe(self) -> str:
@@ -171,14 +172,19 @@ def heldout_threshold(scores: Float[ArrayLike, " M"], false_positive_rate: float
     return float(np.exp(logs.mean() + norm.ppf(1.0 - false_positive_rate) * logs.std(ddof=1)))
 
 
-def with_heldout(cal: MapCalibration, scores: Float[ArrayLike, " M"], config: MapConfig) -> MapCalibration:
+def with_heldout(cal: MapCalibration, scores: Float[ArrayLike, " M"], config: MapConfig,
+                 pose_losses: Float[ArrayLike, " M"] | None = None) -> MapCalibration:
     """``cal`` with the held-out rule's threshold (:func:`heldout_threshold` of the scores of
-    M held-out queries at ``config.false_positive_rate``) and colour range 0 .. 2 x it."""
+    M held-out queries at ``config.false_positive_rate``) and colour range 0 .. 2 x it;
+    ``pose_losses``: those queries' final fine-pose losses (their median is kept as the
+    reference of the pose trust rule, :func:`splatjax.pose.trust_poses`)."""
     s = np.asarray(scores, np.float64).ravel()
     t = heldout_threshold(s, config.false_positive_rate)
+    loss = 0.0 if pose_losses is None else float(np.median(np.asarray(pose_losses, np.float64)))
     return dataclasses.replace(cal, threshold=t, vmax=2.0 * t, rule="held-out",
                                false_positive_rate=float(config.false_positive_rate), heldout_queries=int(s.size),
-                               heldout_score_median=float(np.median(s)), heldout_score_max=float(s.max()))
+                               heldout_score_median=float(np.median(s)), heldout_score_max=float(s.max()),
+                               heldout_pose_loss=loss if np.isfinite(loss) else 0.0)
 
 
 def calibrate(train_scores: Float[ArrayLike, " N"], config: MapConfig, features: str,

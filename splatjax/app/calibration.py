@@ -34,6 +34,8 @@ be had *before* the test maps, which are normalised with ``calibration.residual`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -136,13 +138,14 @@ def _rolled(images: np.ndarray, angle: float, background) -> np.ndarray:
 
 
 def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_config: MapConfig, *, extractor,
-                   residual=None, context: Context = QUIET) -> np.ndarray:
+                   residual=None, context: Context = QUIET) -> tuple[np.ndarray, np.ndarray]:
     """Image scores of the held-out views and ``map_config.calibration_rolls`` copies of each
     rolled by 2 pi j / (rolls + 1), run through the whole pipeline as queries with
     ``pose_config`` (fine-pose key 0): of those whose pose is trusted
     (:func:`~splatjax.app.stages.pose_trust`; a query whose pose is not gets "pose not
     found", not a score verdict, so its score must not set the threshold), or of all when
-    fewer than two are."""
+    fewer than two are. Returns (scores, final fine-pose losses) of those queries; the
+    silhouette alone decides here (the loss rule's reference is what is being measured)."""
     from .stages import pose_trust, run_stages
 
     rolls = map_config.calibration_rolls
@@ -153,12 +156,20 @@ def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_con
     det = run_stages(gaussians, queries, heldout.candidates, pose_config, map_config, key=jax.random.key(0),
                      extractor=extractor, candidate_images=heldout.candidate_images, residual=residual,
                      context=context)
-    scores = np.asarray(det.maps.scores, np.float64)
-    _, trusted = pose_trust(det.renders, queries, pose_config)
+    scores, losses = np.asarray(det.maps.scores, np.float64), np.asarray(det.poses.loss, np.float64)
+    trusted = pose_trust(det.renders, queries, pose_config).trusted
     if (~trusted).any():
         context.say(f"[splatjax] {int((~trusted).sum())} of the {len(queries)} held-out queries found no trusted pose "
                     "and do not count for the threshold")
-    return scores[trusted] if trusted.sum() >= 2 else scores
+    keep = trusted if trusted.sum() >= 2 else np.ones_like(trusted)
+    return scores[keep], losses[keep]
+
+
+def _pose_digest(pose_config: PoseConfig) -> str:
+    """12 hex digits naming every pose setting the held-out queries were posed with (a
+    calibration measured with other pose settings is measured again)."""
+    text = json.dumps(dataclasses.asdict(pose_config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _store(path: Path, key: str, cal: MapCalibration, digest: str) -> MapCalibration:
@@ -202,13 +213,13 @@ def model_calibration(
     if rule == "train-max" or heldout is None:
         return base
     key = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
-           f"-rolls{map_config.calibration_rolls}-views{len(heldout.images)}-iou{pose_config.min_silhouette_iou:g}")
+           f"-rolls{map_config.calibration_rolls}-views{len(heldout.images)}-pose{_pose_digest(pose_config)}")
     found = _stored(path, key, digest)
     if found is not None:
         return found
-    scores = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor,
-                            residual=base.residual, context=context)
-    return _store(path, key, with_heldout(base, scores, map_config), digest)
+    scores, losses = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor,
+                                    residual=base.residual, context=context)
+    return _store(path, key, with_heldout(base, scores, map_config, losses), digest)
 
 
 def _train_calibration(path: Path, digest: str, gaussians, cameras: Camera, images, map_config: MapConfig, *,

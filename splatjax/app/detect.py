@@ -147,14 +147,15 @@ def _names(image_paths) -> list[str]:
 def _detections(digest: str, det, pose_config, cal, images, names, trust) -> dict:
     """The ``detections.json`` record: the model's SHA-256, the settings that shaped the
     verdicts, and per image its score, verdict, heatmap, pose and pose diagnostics."""
-    iou, trusted = trust
+    iou, trusted = trust.iou, trust.trusted
     return {
         "model_sha256": digest, "features": det.maps.features, "coarse_method": det.poses.method,
         "pose_config": dataclasses.asdict(pose_config), "maps": "maps.npy",
         "threshold": cal.threshold, "threshold_rule": cal.describe(), "heatmap_scale": [cal.vmin, cal.vmax],
         "images": [{"path": os.path.abspath(p), "score": float(s), "score_over_threshold": float(s) / cal.threshold,
                     "verdict": verdict(s, cal, trusted[i]), "silhouette_iou": float(iou[i]),
-                    "pose_trusted": bool(trusted[i]),
+                    "pose_trusted": bool(trusted[i]), "pose_loss_ratio": float(trust.loss_ratio[i]),
+                    "pose_untrusted_reason": trust.reasons[i],
                     "heatmap": f"heatmaps/{n}.png", "final_loss": float(det.poses.loss[i]),
                     "pose_diverged": bool(det.poses.diverged[i]), "pose_best_step": int(det.poses.best_step[i]),
                     "c2w": det.poses.c2w[i].tolist()}
@@ -162,13 +163,11 @@ def _detections(digest: str, det, pose_config, cal, images, names, trust) -> dic
     }
 
 
-def _say_verdicts(images, result: dict, cal, pose_config: PoseConfig, say, context: Context) -> None:
+def _say_verdicts(images, result: dict, cal, say, context: Context) -> None:
     """One verdict line per image through ``say``, with why a pose is not trusted; a note
     through ``context`` for a pose that diverged."""
     for given, item in zip(images, result["images"]):
-        why = "" if item["pose_trusted"] else (f" (the render at the estimated pose covers the object's silhouette "
-                                               f"with IoU {item['silhouette_iou']:.2f} < "
-                                               f"{pose_config.min_silhouette_iou:g})")
+        why = "" if item["pose_trusted"] else f" ({item['pose_untrusted_reason']})"
         say(f"{given}: score {item['score']:.4g}, threshold {cal.threshold:.4g} ({cal.describe()}) -> "
             f"{item['verdict'].upper() if not item['pose_trusted'] else item['verdict']}{why}")
         if item["pose_diverged"]:
@@ -225,11 +224,11 @@ def detect(
     det = run_stages(gaussians, queries, cands, pose_config, map_config, key=jax.random.key(seed),
                      extractor=extractor, context=context, residual=cal.residual)
     context.say(f"[splatjax] detect: poses and maps of {len(queries)} images in {time.perf_counter() - t0:.1f} s")
-    names, trust = _names(images), pose_trust(det.renders, queries, pose_config)
+    names, trust = _names(images), pose_trust(det.renders, queries, pose_config, det.poses.loss, cal.heldout_pose_loss)
     write_heatmaps(out / "heatmaps", names, queries, det.renders, det.maps.maps, det.maps.scores, cal,
-                   trusted=trust[1], context=context)
+                   trusted=trust.trusted, context=context)
     atomic_write(out / "maps.npy", lambda f: np.save(f, det.maps.maps.astype(np.float32)))
     result = _detections(digest, det, pose_config, cal, images, names, trust)
     write_json(out / "detections.json", result)
-    _say_verdicts(images, result, cal, pose_config, say, context)
+    _say_verdicts(images, result, cal, say, context)
     return result

@@ -119,12 +119,13 @@ def _warn_diverged(name: str, paths, diverged, context: Context) -> None:
 
 def _write_tables(out_dir: Path, cls, det, cal, errs, trust) -> None:
     test, est = cls.test, det.poses
-    iou, trusted = trust
+    iou, trusted = trust.iou, trust.trusted
     cols = {"path": list(test.paths), "label": [int(x) for x in test.labels], "defect_type": list(test.defect_types),
             "score": [float(s) for s in det.maps.scores],
             "score_over_threshold": [float(s) / cal.threshold for s in det.maps.scores],  # comparable across models
             "verdict": [verdict(s, cal, t) for s, t in zip(det.maps.scores, trusted)],
-            "silhouette_iou": [float(x) for x in iou], "pose_trusted": [int(x) for x in trusted],
+            "silhouette_iou": [float(x) for x in iou], "pose_loss_ratio": [float(x) for x in trust.loss_ratio],
+            "pose_trusted": [int(x) for x in trusted], "pose_untrusted_reason": list(trust.reasons),
             "coarse_index": [int(i) for i in est.coarse_index], "coarse_score": [float(s) for s in est.coarse_score],
             "final_loss": [float(x) for x in est.loss], "pose_diverged": [int(x) for x in est.diverged],
             "pose_best_step": [int(x) for x in est.best_step], "pose_hypothesis": [int(x) for x in est.chosen]}
@@ -165,8 +166,8 @@ def _verdict_rates(scores: np.ndarray, labels: np.ndarray, threshold: float, tru
             "pose_not_found": {"good": int((~trusted & ~labels).sum()), "defective": int((~trusted & labels).sum())}}
 
 
-def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, trusted) -> dict:
-    labels = np.asarray(cls.test.labels).astype(bool)
+def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, trust) -> dict:
+    labels, trusted = np.asarray(cls.test.labels).astype(bool), trust.trusted
     return {
         "class": cls.name, "data": str(data_path.resolve()), "model": str(model_ply),
         "num_test_images": len(cls.test), "num_defective": int(labels.sum()), "num_train_views": len(cls.train),
@@ -178,13 +179,23 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, tru
         "verdicts": _verdict_rates(np.asarray(det.maps.scores), labels, cal.threshold, trusted),
         "pose_untrusted": {"count": int((~trusted).sum()),
                            "paths": [p for p, t in zip(cls.test.paths, trusted) if not t],
-                           "rule": f"silhouette IoU < {pose_config.min_silhouette_iou:g}"},
+                           "reasons": {p: r for p, r in zip(cls.test.paths, trust.reasons) if r},
+                           "rule": _trust_rule(pose_config, cal)},
         "features": det.maps.features, "coarse_method": det.poses.method,
         "pose_config": dataclasses.asdict(pose_config),
         "pose_diverged": {"count": int(det.poses.diverged.sum()),
                           "paths": [p for p, d in zip(cls.test.paths, det.poses.diverged) if d]},
         "render_backend": resolve_backend(pose_config.backend), "seed": int(seed),
     }
+
+
+def _trust_rule(pose_config: PoseConfig, cal) -> str:
+    """The pose trust rule in words, as applied with calibration ``cal``."""
+    rule = f"silhouette IoU < {pose_config.min_silhouette_iou:g}"
+    if pose_config.max_loss_ratio > 0 and cal.heldout_pose_loss > 0:
+        rule += (f", or final loss > {pose_config.max_loss_ratio:g} x the held-out views' median "
+                 f"{cal.heldout_pose_loss:.4g}")
+    return rule
 
 
 def _check_unfinished(out_dir: Path, resume: bool) -> None:
@@ -418,11 +429,11 @@ def _score_and_write(out_dir: Path, cls, det, cal, settings: tuple, seconds: dic
     seconds["metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    trust = pose_trust(det.renders, test.images, pose_config)
+    trust = pose_trust(det.renders, test.images, pose_config, det.poses.loss, cal.heldout_pose_loss)
     _write_tables(out_dir, cls, det, cal, errs, trust)
-    _write_pictures(out_dir, cls, det, cal, errs, trust[1], heatmaps=heatmaps, context=context)
+    _write_pictures(out_dir, cls, det, cal, errs, trust.trusted, heatmaps=heatmaps, context=context)
     seconds["write"] = time.perf_counter() - t0
-    report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, trust[1])
+    report = _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, trust)
     if pose_part is not None:
         report["pose"] = pose_part
     return report
@@ -430,13 +441,13 @@ def _score_and_write(out_dir: Path, cls, det, cal, settings: tuple, seconds: dic
 
 def _finish_report(out_dir: Path, report: dict, seconds: dict, m: int, fit_info, heatmaps: bool,
                    devices: int) -> dict:
-    infer = seconds["coarse"] + seconds.get("polish", 0.0) + seconds["fine"] + seconds["render"] + seconds["maps"]
-    report["parallel"] = {**parallel_info(devices, m, seconds["fine"] + seconds["render"] + seconds["maps"]),
-                          "stages": ["fine", "render", "maps"]}
+    sharded = seconds.get("screen", 0.0) + seconds["fine"] + seconds["render"] + seconds["maps"]
+    infer = seconds["coarse"] + seconds.get("polish", 0.0) + sharded
+    report["parallel"] = {**parallel_info(devices, m, sharded), "stages": ["screen", "fine", "render", "maps"]}
     seconds["total"] = float(sum(seconds.values()))
     report["seconds"] = seconds
     report["queries_per_second"] = m / infer if infer > 0 else None
-    report["seconds_per_query_without_coarse"] = (seconds["fine"] + seconds["render"] + seconds["maps"]) / m
+    report["seconds_per_query_without_coarse"] = sharded / m
     if fit_info is not None:
         report["fit"] = {k: fit_info.get(k) for k in ("steps", "num_gaussians", "seconds", "final_psnr", "backend")}
     report["files"] = {"report": "report.json", "per_image": "per_image.csv", "roc": "roc.png",

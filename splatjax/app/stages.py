@@ -14,7 +14,7 @@ from ..anomaly import MapConfig, Maps, compute_maps
 from ..camera import Camera
 from ..context import QUIET, Context
 from ..gaussians import Gaussians
-from ..pose import PoseConfig, PoseEstimate, estimate_poses, render_views, silhouette_iou
+from ..pose import PoseConfig, PoseEstimate, PoseTrust, estimate_poses, render_views, trust_poses
 from ..sharding import ParallelConfig
 
 __all__ = ["Detection", "run_stages", "pose_trust"]
@@ -24,7 +24,7 @@ __all__ = ["Detection", "run_stages", "pose_trust"]
 class Detection:
     """What the stages give for Q queries: ``poses`` (:class:`splatjax.pose.PoseEstimate`),
     ``renders`` [Q, H, W, 3] at the fine poses, ``maps`` (:class:`splatjax.anomaly.Maps`)
-    and ``seconds`` per stage ("coarse", "polish", "fine", "render", "maps")."""
+    and ``seconds`` per stage ("coarse", "polish", "screen", "fine", "render", "maps")."""
 
     poses: PoseEstimate
     renders: np.ndarray
@@ -69,9 +69,13 @@ def run_stages(
     return Detection(poses=est, renders=renders, maps=maps, seconds=seconds)
 
 
-def pose_trust(renders: np.ndarray, queries: np.ndarray, pose_config: PoseConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(silhouette IoU [Q], trusted [Q] bool) of the renders at the fine poses against the
-    queries (:func:`splatjax.pose.silhouette_iou` over ``pose_config.background``): a pose
-    is trusted when the IoU is at least ``pose_config.min_silhouette_iou``."""
-    iou = silhouette_iou(np.asarray(renders), np.asarray(queries), pose_config.background)
-    return iou, iou >= pose_config.min_silhouette_iou
+def pose_trust(renders: np.ndarray, queries: np.ndarray, pose_config: PoseConfig, losses: np.ndarray | None = None,
+               reference_loss: float = 0.0) -> PoseTrust:
+    """:func:`splatjax.pose.trust_poses` of the renders at the fine poses against the queries
+    over ``pose_config.background``, with ``pose_config.min_silhouette_iou`` and
+    ``pose_config.max_loss_ratio`` (the loss rule needs the fine poses' ``losses`` and the
+    calibration's ``reference_loss``, its ``heldout_pose_loss``; without them only the
+    silhouette counts)."""
+    return trust_poses(np.asarray(renders), np.asarray(queries), losses, pose_config.background,
+                       min_iou=pose_config.min_silhouette_iou, max_loss_ratio=pose_config.max_loss_ratio,
+                       reference_loss=reference_loss)

@@ -13,7 +13,7 @@ from .cameras import (
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
-from .trust import foreground, silhouette_iou
+from .trust import PoseTrust, foreground, silhouette_iou, trust_poses
 from .objectives import (
     OBJECTIVES,
     Objective,
@@ -37,6 +37,7 @@ from .fine import (
     refine_poses_detailed,
     screw_motion,
 )
+from .screen import screen_config, screen_hypotheses
 from .estimate import (
     Polish,
     PoseEstimate,
@@ -54,6 +55,8 @@ __all__ = [
     "PoseConfig",
     "foreground",
     "silhouette_iou",
+    "PoseTrust",
+    "trust_poses",
     "PoseEstimate",
     "PoseRender",
     "Objective",
@@ -71,6 +74,8 @@ __all__ = [
     "refine_poses",
     "refine_poses_detailed",
     "Refinement",
+    "screen_config",
+    "screen_hypotheses",
     "fine_level_plan",
     "coarse_pose_render",
     "coarse_pose_loftr",

@@ -39,10 +39,17 @@ class PoseConfig:
     to 3D by the rendered depth, and PnP-RANSAC (:mod:`splatjax.pose.keypoints`, OpenCV; no
     weights) with the options ``keypoint`` (a :class:`KeypointConfig`, flags
     ``--keypoint-width`` etc.); the ``hypotheses`` with the most PnP inliers go on to the
-    fine pose. ``background``: the colour the model is rendered over (the background it
+    fine pose. Screening (:mod:`splatjax.pose.screen`; on when ``screen_steps`` > 0 and
+    ``screen_candidates`` > ``hypotheses``): the ``screen_candidates`` best candidates (most
+    inliers first, retrieval order on ties) are each refined ``screen_steps`` steps at width
+    ``screen_resolution`` with rate ``screen_lr``, and the ``hypotheses`` of lowest screened
+    loss go on, from their screened poses, to the fine pose's ``steps``. ``background``: the
+    colour the model is rendered over (the background it
     was fitted on, RGB in [0, 1]; the application sets it from the fit, it is no flag).
     ``min_silhouette_iou``: the trust rule of :mod:`splatjax.pose.trust` (the value chosen
-    on the tuning objects bunny, the toy and lego-AD; see BENCHMARKS.md).
+    on the tuning objects bunny, the toy and lego-AD; see BENCHMARKS.md) and
+    ``max_loss_ratio`` (the final loss against the held-out views' median, chosen on bunny,
+    cow and teapot).
     ``fine_levels`` > 1: coarse-to-fine steps, the first ``fine_levels - 1`` levels of
     ``fine_level_steps`` steps each at 1/2^(levels-1), ..., 1/2 of the query width (taken
     out of ``steps``), the rest at full resolution. ``objective``: the fine pose's loss, a
@@ -67,6 +74,13 @@ class PoseConfig:
     keypoint: KeypointConfig = field(default=KeypointConfig(), metadata={
         "help": "keypoint pose options", "prefix": "keypoint_"})
     steps: int = field(default=FINE_STEPS, metadata={"help": "fine pose steps k"})
+    # default 8 x 30 steps at 64 px, rate 0.03: chosen on bunny, cow and teapot (BENCHMARKS.md, pose screening)
+    screen_candidates: int = field(default=8, metadata={
+        "help": "retrieval (after the keypoint polish) candidates per query screened by a short low-resolution "
+                "refinement; the lowest screened losses go on to the fine pose (1: no screening)"})
+    screen_steps: int = field(default=30, metadata={"help": "refinement steps of the screening (0: no screening)"})
+    screen_resolution: int = field(default=64, metadata={"help": "screening image width in pixels"})
+    screen_lr: float = field(default=0.03, metadata={"help": "screening learning rate after the first step"})
     # default 1: more hypotheses only add fine-pose cost where the best candidate converges (BENCHMARKS.md)
     hypotheses: int = field(default=1, metadata={
         "help": "coarse candidates per query refined at once; the one with the lowest final loss is kept"})
@@ -92,14 +106,17 @@ class PoseConfig:
     min_silhouette_iou: float = field(default=0.85, metadata={
         "help": "a fine pose whose render overlaps the query's silhouette less (IoU of their non-background "
                 "pixels) is not trusted: its verdict is 'pose not found' (0: trust every pose)"})
+    max_loss_ratio: float = field(default=2.5, metadata={
+        "help": "a fine pose whose final loss exceeds this multiple of the median loss of views held out of the fit "
+                "(posed likewise; measured in the model's calibration) is not trusted (0: no loss rule)"})
 
     def __post_init__(self):
         require_choice(self, "coarse", COARSE_METHODS)
         require_choice(self, "backend", USER_BACKENDS)
         require_ints(self, ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
-                            "keypoint_candidates"), 1)
-        require_ints(self, ("inplane_rotations", "sphere_views"), 0)
-        require_positive(self, ("lr_first", "lr", "lr_decay", "init_std"))
+                            "keypoint_candidates", "screen_candidates", "screen_resolution"), 1)
+        require_ints(self, ("inplane_rotations", "sphere_views", "screen_steps"), 0)
+        require_positive(self, ("lr_first", "lr", "lr_decay", "init_std", "screen_lr"))
         require(self.fine_levels <= MAX_FINE_LEVELS, self, "fine_levels", f"<= {MAX_FINE_LEVELS}")
         require(self.fine_levels == 1 or self.steps > (self.fine_levels - 1) * self.fine_level_steps, self, "steps",
                 f"more than fine_levels - 1 = {self.fine_levels - 1} reduced levels x fine_level_steps "
@@ -109,5 +126,6 @@ class PoseConfig:
         require_color(self, "background")
         require(is_number(self.min_silhouette_iou) and 0.0 <= self.min_silhouette_iou <= 1.0, self,
                 "min_silhouette_iou", "in [0, 1]")
+        require(is_number(self.max_loss_ratio) and self.max_loss_ratio >= 0.0, self, "max_loss_ratio", ">= 0")
         require_bools(self, ("keypoints", "exact_exp"))
         get_objective(self.objective)  # a one-line ConfigError naming the registered objectives

@@ -42,7 +42,8 @@ from .coarse import coarse_pose_loftr, coarse_pose_render, resolve_coarse
 from .config import PoseConfig
 from .objectives import Objective
 from .keypoints import keypoint_poses
-from .fine import Refinement, refine_poses_detailed
+from .fine import Refinement, query_keys, refine_poses_detailed
+from .screen import screen_hypotheses
 
 __all__ = ["Polish", "PoseEstimate", "candidate_cameras", "keypoint_polish", "estimate_poses"]
 
@@ -63,8 +64,9 @@ class PoseEstimate:
     hypothesis_index / hypothesis_score [Q, K] (best coarse first), hypothesis_losses
     [Q, K] (inf: no finite loss); chosen [Q]: the kept column (lowest loss); inliers [Q]:
     the kept hypothesis's keypoint PnP inliers (0: the keypoint pose fell back to the
-    retrieval candidate; -1: no polish).
-    method: "render" or "loftr"; seconds: {"coarse": s, "polish": s, "fine": s}.
+    retrieval candidate; -1: no polish); screen_losses [Q, n]: the screening losses of the n
+    screened candidates, most inliers first (None: no screening; see :mod:`.screen`).
+    method: "render" or "loftr"; seconds: {"coarse": s, "polish": s, "screen": s, "fine": s}.
     """
 
     coarse_index: np.ndarray
@@ -84,6 +86,7 @@ class PoseEstimate:
     hypothesis_losses: np.ndarray
     chosen: np.ndarray
     inliers: np.ndarray | None = None
+    screen_losses: np.ndarray | None = None
 
 
 def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
@@ -129,6 +132,14 @@ def keypoint_polish(config: PoseConfig, *, context: Context = QUIET) -> Polish:
     return polish
 
 
+def _keep(order, starts, *columns):
+    """Per query the columns ``order`` [Q, k] of the [Q * n] query-major ``starts`` and of
+    each [Q, n] array of ``columns``: (starts [Q * k], *columns [Q, k])."""
+    q, n = columns[0].shape
+    flat = (np.arange(q)[:, None] * n + order).reshape(-1)
+    return (index_cameras(starts, jnp.asarray(flat)),) + tuple(np.take_along_axis(a, order, axis=1) for a in columns)
+
+
 def _polish_and_pick(polish, gaussians, queries, starts, idx, score, k, config):
     """Polish the [Q * kr] query-major ``starts`` and keep, per query, the ``k`` with the
     most inliers (retrieval order on ties). Returns (starts [Q * k], idx, score, inliers
@@ -136,10 +147,15 @@ def _polish_and_pick(polish, gaussians, queries, starts, idx, score, k, config):
     q, kr = idx.shape
     starts, inliers = polish(gaussians, queries, starts, kr, config)
     inliers = np.asarray(inliers, np.int64).reshape(q, kr)
-    order = np.argsort(-inliers, axis=1, kind="stable")[:, :k]
-    flat = (np.arange(q)[:, None] * kr + order).reshape(-1)
-    pick = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
-    return index_cameras(starts, jnp.asarray(flat)), pick(idx), pick(score), pick(inliers)
+    return _keep(np.argsort(-inliers, axis=1, kind="stable")[:, :k], starts, idx, score, inliers)
+
+
+def _screen_keys(key: jax.Array, q: int, k: int, n: int) -> jax.Array:
+    """Q * n screening keys, query-major, each query's from its first per-hypothesis key
+    (of ``query_keys(key, Q * k)``), so that queries estimated in slices get the keys of
+    the whole."""
+    first = query_keys(key, q * k)[::k]
+    return jax.vmap(lambda kk: jax.random.split(jax.random.fold_in(kk, 1), n))(first).reshape(-1)
 
 
 def _choose(ref: Refinement, q: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -176,7 +192,11 @@ def estimate_poses(
     [Q*K], inliers [Q*K])`` moves each coarse candidate before the fine pose (e.g. a
     keypoint pose); None: :func:`keypoint_polish` when ``config.keypoints`` (then the
     ``config.keypoint_candidates`` best retrieval candidates are polished and the K with the
-    most PnP inliers refined). Hypothesis j of query i is refined with the screw initialisation of
+    most PnP inliers refined). Screening (``config.screen_steps`` > 0 and
+    ``config.screen_candidates`` = n > K): the n candidates with the most inliers (retrieval
+    order without a polish) are refined briefly at low resolution (:func:`screen_hypotheses`,
+    keys from each query's first key) and the K of lowest screened loss go on to the fine pose
+    from their screened poses. Hypothesis j of query i is refined with the screw initialisation of
     ``jax.random.split(key, Q * K)[i * K + j]`` (K = 1: exactly :func:`refine_poses` from
     the best candidate); ``key`` may also be those Q * K keys themselves, so that queries
     estimated in slices get the keys of the whole. ``context`` gets progress (chunks) and
@@ -187,7 +207,9 @@ def estimate_poses(
     q, k = queries.shape[0], config.hypotheses
     if polish is None and config.keypoints:
         polish = keypoint_polish(config, context=context)
-    kr = max(k, config.keypoint_candidates) if polish is not None else k
+    screening = config.screen_steps > 0 and config.screen_candidates > k
+    n = config.screen_candidates if screening else k  # the candidates past the polish
+    kr = max(n, config.keypoint_candidates) if polish is not None else n
     t0 = time.perf_counter()
     method, cands, idx, score = _coarse(gaussians, queries, as_batch(candidates), config, kr,
                                         candidate_images=candidate_images, loftr_matcher=loftr_matcher,
@@ -195,20 +217,30 @@ def estimate_poses(
     starts = index_cameras(cands, jnp.asarray(idx.reshape(-1)))  # [Q * kr], query-major
     jax.block_until_ready(starts.R)
     t1 = time.perf_counter()
-    inliers = np.full((q, k), -1, np.int64)
+    inliers = np.full((q, n), -1, np.int64)
     if polish is not None:
-        starts, idx, score, inliers = _polish_and_pick(polish, gaussians, queries, starts, idx, score, k, config)
+        starts, idx, score, inliers = _polish_and_pick(polish, gaussians, queries, starts, idx, score, n, config)
         jax.block_until_ready(starts.R)
     t2 = time.perf_counter()
+    fine_starts, screen_losses = starts, None
+    if screening:
+        screened, screen_losses = screen_hypotheses(gaussians, starts, queries, n, config,
+                                                    key=_screen_keys(key, q, k, n), context=context,
+                                                    parallel=parallel, objective=objective)
+        order = np.argsort(screen_losses, axis=1, kind="stable")[:, :k]  # inf (no finite loss) sorts last
+        fine_starts = _keep(order, screened, idx)[0]
+        starts, idx, score, inliers = _keep(order, starts, idx, score, inliers)
+        jax.block_until_ready(fine_starts.R)
+    t3 = time.perf_counter()
     targets = queries if k == 1 else jnp.repeat(queries, k, axis=0)
-    ref = refine_poses_detailed(gaussians, starts, targets, config, key=key, context=context, parallel=parallel,
+    ref = refine_poses_detailed(gaussians, fine_starts, targets, config, key=key, context=context, parallel=parallel,
                                 objective=objective)
     jax.block_until_ready(ref.cameras.R)
-    seconds = {"coarse": t1 - t0, "polish": t2 - t1, "fine": time.perf_counter() - t2}
-    return _estimate(ref, starts, idx, score, inliers, method, seconds)
+    seconds = {"coarse": t1 - t0, "polish": t2 - t1, "screen": t3 - t2, "fine": time.perf_counter() - t3}
+    return _estimate(ref, starts, idx, score, inliers, method, seconds, screen_losses)
 
 
-def _estimate(ref, starts, idx, score, inliers, method, seconds) -> PoseEstimate:
+def _estimate(ref, starts, idx, score, inliers, method, seconds, screen_losses=None) -> PoseEstimate:
     """The :class:`PoseEstimate` of the refined hypotheses ``ref`` (query-major, K per
     query): each query keeps the hypothesis of lowest loss."""
     q, k = idx.shape
@@ -222,4 +254,4 @@ def _estimate(ref, starts, idx, score, inliers, method, seconds) -> PoseEstimate
         loss_traces=np.asarray(ref.traces)[flat], method=method, seconds=seconds,
         loss=losses[rows, chosen], best_step=np.asarray(ref.best_step)[flat],
         diverged=np.asarray(ref.diverged)[flat], hypothesis_index=idx, hypothesis_score=score,
-        hypothesis_losses=losses, chosen=chosen, inliers=inliers[rows, chosen])
+        hypothesis_losses=losses, chosen=chosen, inliers=inliers[rows, chosen], screen_losses=screen_losses)

@@ -1,5 +1,5 @@
 """Whether a fine pose can be trusted: the silhouette of the render at the pose against the
-query's.
+query's, and the fine pose's final loss against the model's reference loss.
 
 A refinement that converged in a wrong basin (a rolled or near-symmetric view matched
 upside down) keeps a finite, non-growing loss, so :class:`~splatjax.pose.fine.Refinement`
@@ -8,14 +8,22 @@ query. A defect changes few of the object's pixels (a stain none, a burr or a ho
 per cent), a wrong pose many. Both images are reduced to the same mask, the pixels whose
 colour differs from the background by more than ``tol`` in some channel (so a part in the
 background's colour is missed alike in both), and compared by intersection over union.
+
+A near-symmetric part matched in a flipped pose can keep its silhouette (a teapot turned
+about its axis); its photometric loss stays several times that of a converged pose. The
+reference is the median final loss of views held out of the fit, posed by the same pipeline
+(measured in the model's calibration): a converged pose of a good part lands near it, a
+defect raises it a little (a few per cent of the object's pixels), a wrong basin a lot.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from jaxtyping import Bool, Float
 
-__all__ = ["foreground", "silhouette_iou"]
+__all__ = ["foreground", "silhouette_iou", "PoseTrust", "trust_poses"]
 
 
 def foreground(images: Float[np.ndarray, "*B H W 3"], background, tol: float = 0.03) -> Bool[np.ndarray, "*B H W"]:
@@ -34,3 +42,36 @@ def silhouette_iou(renders: Float[np.ndarray, "B H W 3"], queries: Float[np.ndar
     inter = (a & b).reshape(len(a), -1).sum(1)
     union = (a | b).reshape(len(a), -1).sum(1)
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0).astype(np.float64)
+
+
+class PoseTrust(NamedTuple):
+    """Per query: ``iou`` [Q] (:func:`silhouette_iou`), ``loss_ratio`` [Q] (final loss over
+    the reference loss; NaN without a reference), ``trusted`` [Q] and ``reasons`` (why a pose
+    is not trusted, "" when it is)."""
+
+    iou: np.ndarray
+    loss_ratio: np.ndarray
+    trusted: np.ndarray
+    reasons: list[str]
+
+
+def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray, "Q H W 3"],
+                losses: Float[np.ndarray, " Q"] | None, background, *, min_iou: float, max_loss_ratio: float = 0.0,
+                reference_loss: float = 0.0) -> PoseTrust:
+    """A pose is trusted when its render's silhouette overlaps the query's with IoU at least
+    ``min_iou`` and, when ``max_loss_ratio`` > 0 and ``reference_loss`` > 0 (and ``losses``
+    are given), its final loss is at most ``max_loss_ratio`` x ``reference_loss``."""
+    iou = silhouette_iou(renders, queries, background)
+    use_loss = losses is not None and max_loss_ratio > 0 and reference_loss > 0
+    ratio = (np.asarray(losses, np.float64) / reference_loss if use_loss else np.full(len(iou), np.nan))
+    silhouette_ok = iou >= min_iou
+    loss_ok = ~(ratio > max_loss_ratio)  # NaN (no reference) passes; inf (no finite loss) fails
+    reasons = []
+    for i in range(len(iou)):
+        why = []
+        if not silhouette_ok[i]:
+            why.append(f"the render covers the object's silhouette with IoU {iou[i]:.2f} < {min_iou:g}")
+        if not loss_ok[i]:
+            why.append(f"the pose's loss is {ratio[i]:.1f} x that of views held out of the fit (> {max_loss_ratio:g})")
+        reasons.append("; ".join(why))
+    return PoseTrust(iou=iou, loss_ratio=ratio, trusted=silhouette_ok & loss_ok, reasons=reasons)

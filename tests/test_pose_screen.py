@@ -1,0 +1,90 @@
+"""Screening of pose hypotheses (splatjax.pose.screen) and its place in estimate_poses, on the
+tiny synthetic scene of test_pose (32 x 32, reference renderer)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from splatjax import pose, render, stack_cameras
+from splatjax.errors import ConfigError
+from splatjax.image import resize_to_width
+from splatjax.metrics import pose_errors
+from splatjax.pose import PoseConfig
+
+from test_pose import _queries_near, perturbation, scene  # noqa: F401  (the module fixture)
+
+FAST = dict(coarse="render", coarse_resolution=16, steps=20, batch_size=4, inplane_rotations=0,
+            backend="reference", screen_resolution=16, screen_steps=15)
+
+
+def _far_then_near(qcams, far: float = 1.2):
+    """A polish whose candidate 0 of every query is thrown ``far`` rad away (and given the
+    most inliers) while the others land near the truth: inlier ranking keeps the far one."""
+
+    def polish(gaussians, qs, starts, k, config):
+        n = pose.cameras.num_cameras(starts)
+        moved = [pose.moved_camera(pose.index_cameras(qcams, i // k),
+                                   perturbation(80 + i, far if i % k == 0 else 0.08, 0.05), exact_exp=True)
+                 for i in range(n)]
+        return stack_cameras(moved), np.array([9 if i % k == 0 else 1 for i in range(n)])
+
+    return polish
+
+
+def test_screening_is_a_short_low_resolution_refinement(scene):
+    """screen_hypotheses equals refine_poses_detailed run by hand on the scaled cameras and
+    resized queries with screen_config (its slow, obvious twin); cameras come back at full size."""
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [2, 6], 50)
+    starts = pose.index_cameras(cams, jnp.asarray([1, 2, 5, 6]))
+    config = PoseConfig(**FAST)
+    key = jax.random.key(3)
+    got, losses = pose.screen_hypotheses(g, starts, queries, 2, config, key=key)
+    small = resize_to_width(queries, 16)
+    twin = pose.refine_poses_detailed(g, starts.scaled(16, 16), jnp.repeat(small, 2, axis=0),
+                                      pose.screen_config(config), key=key)
+    np.testing.assert_array_equal(losses, np.asarray(twin.loss).reshape(2, 2))
+    np.testing.assert_array_equal(got.R, twin.cameras.R)
+    assert (got.width, got.height) == (32, 32)
+    np.testing.assert_allclose(got.fx, np.asarray(twin.cameras.fx) * 2, rtol=1e-6)
+    assert pose.screen_config(config).steps == 15 and pose.screen_config(config).lr == config.screen_lr
+
+
+def test_screening_finds_the_basin_inlier_ranking_misses(scene):
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [1, 7], 40)
+    truth = pose.camera_to_c2w(qcams)
+    polish = _far_then_near(qcams)
+    plain = pose.estimate_poses(g, queries, cams, PoseConfig(**{**FAST, "keypoint_candidates": 3, "screen_steps": 0}),
+                                key=jax.random.key(1), polish=polish)
+    screened = pose.estimate_poses(g, queries, cams, PoseConfig(**{**FAST, "keypoint_candidates": 3,
+                                                                   "screen_candidates": 3}),
+                                   key=jax.random.key(1), polish=polish)
+    assert plain.screen_losses is None and screened.screen_losses.shape == (2, 3)
+    assert np.all(pose_errors(plain.coarse_c2w, truth)["rotation_rad"] > 1.0)  # the inlier pick is the far one
+    assert np.all(np.argmin(screened.screen_losses, axis=1) > 0)
+    assert np.all(pose_errors(screened.c2w, truth)["rotation_rad"] < 0.1)  # in the right basin
+    assert "screen" in screened.seconds and "screen" in plain.seconds
+    # the reported coarse pose is the polished (pre-screening) candidate that won
+    assert np.all(pose_errors(screened.coarse_c2w, truth)["rotation_rad"] < 0.2)
+
+
+def test_screening_is_the_same_for_queries_estimated_in_slices(scene):
+    """evaluate estimates queries in batches with slices of the run's keys: the screening
+    keys come from each query's own key, so a slice gets the numbers of the whole."""
+    g, cams, _, _ = scene
+    _, queries = _queries_near(g, cams, [1, 7, 4], 60)
+    config = PoseConfig(**FAST, keypoints=False, screen_candidates=3)
+    whole = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(5))
+    part = pose.estimate_poses(g, queries[1:], cams, config, key=jax.random.split(jax.random.key(5), 3)[1:])
+    np.testing.assert_allclose(part.screen_losses, whole.screen_losses[1:], rtol=1e-5)
+    np.testing.assert_allclose(part.c2w, whole.c2w[1:], atol=1e-5)
+    assert whole.hypothesis_index.shape == (3, 1) and np.all(whole.inliers == -1)
+
+
+def test_screening_options_are_validated():
+    for bad in (dict(screen_candidates=0), dict(screen_steps=-1), dict(screen_resolution=0), dict(screen_lr=0.0)):
+        with pytest.raises(ConfigError):
+            PoseConfig(**bad)
+    assert PoseConfig(screen_steps=0).screen_steps == 0
