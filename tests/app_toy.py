@@ -16,7 +16,7 @@ TINY_FIT = FitConfig(iterations=60, resolution=None, init_points=600, capacity=2
                      densify_from=20, densify_every=20, densify_until=60, opacity_reset_every=3000,
                      checkpoint_every=10**6, val_every=10**6, log_every=20, seed=0)
 FAST_POSE = PoseConfig(steps=4, batch_size=4, coarse="render", coarse_resolution=16, inplane_rotations=0,
-                       keypoints=False)
+                       keypoints=False, screen_steps=4)
 FAST_MAP = MapConfig(features="weights-free", calibration_views=6)
 
 

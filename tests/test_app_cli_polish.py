@@ -20,7 +20,7 @@ from splatjax.files import read_json
 
 COMMANDS = ("demo", "toy", "fit", "evaluate", "detect")
 # the flags of FAST_POSE / FAST_MAP (tests/app_toy.py), so the compiled programs are shared
-FAST_FLAGS = ["--steps", "4", "--batch-size", "4", "--coarse", "render", "--coarse-resolution", "16",
+FAST_FLAGS = ["--steps", "4", "--screen-steps", "4", "--batch-size", "4", "--coarse", "render", "--coarse-resolution", "16",
               "--inplane-rotations", "0", "--no-keypoints", "--features", "weights-free", "--calibration-views", "6"]
 
 

@@ -22,7 +22,7 @@ from splatjax.context import QUIET
 pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="the CPU rasterizer kernel is not built")
 
 # the small settings of the app tests (FAST_POSE, FAST_MAP) as command-line flags, 64 x 64 maps
-FLAGS = ["--steps", "3", "--batch-size", "4", "--coarse", "render", "--coarse-resolution", "16",
+FLAGS = ["--steps", "3", "--screen-steps", "3", "--batch-size", "4", "--coarse", "render", "--coarse-resolution", "16",
          "--features", "weights-free", "--map-size", "64", "--calibration-views", "6", "--seed", "3",
          "--no-heatmaps", "--quiet"]
 
