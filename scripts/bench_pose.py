@@ -193,7 +193,7 @@ def accuracy_table(args) -> int:
         config = _setting(text, base)
         compiles.clear()
         c0 = time.process_time()
-        est = pose.estimate_poses(g, queries, train.cameras, dataclasses.replace(config, background=train.background),
+        est = pose.estimate_poses(g, queries, train.cameras, replace(config, background=train.background),
                                   key=jax.random.key(0))
         cpu = time.process_time() - c0  # the whole pose stage (coarse retrieval, compiled already, included)
         e0, e1 = pose_errors(est.coarse_c2w, true_c2w), pose_errors(est.c2w, true_c2w)

@@ -24,7 +24,10 @@ run
 
 table
   Prints the MAD-Sim Table 1 layout from the newest row of each object in ``results.jsonl``:
-  the tuning objects and the held-out ones apart, with their means.
+  the tuning objects and the held-out ones apart, with their means, and the verdicts (false
+  positives among good queries, recall on defective ones, at the automatic threshold); then
+  the pose table (rolled and unrolled apart, failures and flags) from each run's
+  ``per_image.csv``.
 
 Tuning and held-out halves: defaults are chosen on :data:`TUNING` only; :data:`HELD_OUT` is
 run to report, never to choose. One material of each kind is in each half.
@@ -33,6 +36,7 @@ run to report, never to choose. One material of each kind is in each half.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -55,6 +59,7 @@ OBJECTS = {
 TUNING = ("bunny", "cow", "teapot")
 HELD_OUT = ("fandisk", "suzanne", "beetle")
 RESULTS = "results.jsonl"
+CONVERGED = 0.01  # rad: a fine pose further from the truth is a failure (issue 18)
 
 
 def build(out: Path, meshes: Path, names: list[str]) -> None:
@@ -110,7 +115,7 @@ def table(out: Path) -> str:
         if "object" in r:
             rows[r["object"]] = r
     head = ("| object | split | image AUROC | pixel AUROC | AUPRO | fine rot median / max (rad) | "
-            "rolled median / max | s/query |\n|---|---|---|---|---|---|---|---|")
+            "rolled median / max | FPR / recall (threshold) | s/query |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for split in ("tuning", "held-out", "lego"):
         group = [r for r in rows.values() if r["split"] == split]
@@ -120,12 +125,66 @@ def table(out: Path) -> str:
             rolled = pose.get("rolled", {}).get("fine_rotation_rad", {})
             lines.append(f"| {r['object']} | {split} | {_cell(r['image_auroc'])} | {_cell(r['pixel_auroc'])} | "
                          f"{_cell(r['aupro'])} | {_cell(fine.get('median'), 4)} / {_cell(fine.get('max'), 4)} | "
-                         f"{_cell(rolled.get('median'), 4)} / {_cell(rolled.get('max'), 4)} | "
+                         f"{_cell(rolled.get('median'), 4)} / {_cell(rolled.get('max'), 4)} | {_verdicts(r)} | "
                          f"{r['seconds_per_query']['total']:.2f} |")
         if len(group) > 1:
             mean = {k: float(np.mean([r[k] for r in group])) for k in ("image_auroc", "pixel_auroc", "aupro")}
             lines.append(f"| **mean** | {split} | {_cell(mean['image_auroc'])} | {_cell(mean['pixel_auroc'])} | "
-                         f"{_cell(mean['aupro'])} | | | |")
+                         f"{_cell(mean['aupro'])} | | | | |")
+    return "\n".join(lines) + "\n\n" + pose_table(rows)
+
+
+def _report(row: dict) -> dict:
+    path = Path(row["out"]) / "report.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _verdicts(row: dict) -> str:
+    """"FPR a/b, recall c/d (T)" from the run's report.json (n/a for an older report)."""
+    rep = _report(row)
+    v = rep.get("verdicts")
+    if not v or "flagged" not in v:
+        return "n/a"
+    good, bad = v["flagged"].get("good"), v["flagged"].get("defective")
+    n_bad = rep["num_defective"]
+    n_good = rep["num_test_images"] - n_bad
+    return f"{good}/{n_good}, {bad}/{n_bad} ({rep['threshold']:.4g})"
+
+
+def _pose_rows(row: dict) -> list[dict] | None:
+    path = Path(row["out"]) / "per_image.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return rows if rows and "fine_rotation_rad" in rows[0] else None
+
+
+def pose_table(rows: dict) -> str:
+    """Issue 18's pose table from each object's per_image.csv: fine rotation error median /
+    90th percentile / max of the rolled and the unrolled queries, failures (> 0.01 rad),
+    flagged (pose not trusted), flagged but within 0.01 rad, failures not flagged."""
+    lines = ["| object | split | rolled: median / p90 / max (rad) | unrolled: median / p90 / max | "
+             "> 0.01 rad (rolled + unrolled) | flagged | flagged within 0.01 | > 0.01 not flagged | s/query |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows.values():
+        per = _pose_rows(r)
+        if per is None:
+            continue
+        rolled = _rolled(Path(r["data"])) if (Path(r["data"]) / "synth.json").is_file() else set()
+        err = np.array([float(x["fine_rotation_rad"]) for x in per])
+        is_rolled = np.array([x["path"] in rolled for x in per])
+        flagged = np.array([x.get("pose_trusted", "1") == "0" for x in per])
+        fail = err > CONVERGED
+
+        def stats(m):
+            return " / ".join(f"{v:.4f}" for v in (np.median(err[m]), np.percentile(err[m], 90), err[m].max())) \
+                if m.any() else "n/a"
+
+        lines.append(f"| {r['object']} | {r['split']} | {stats(is_rolled)} | {stats(~is_rolled)} | "
+                     f"{int((fail & is_rolled).sum())} + {int((fail & ~is_rolled).sum())} of {len(err)} | "
+                     f"{int(flagged.sum())} | {int((flagged & ~fail).sum())} | {int((fail & ~flagged).sum())} | "
+                     f"{r['seconds_per_query']['total']:.2f} |")
     return "\n".join(lines)
 
 

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     pol, inl = polish(g, queries, top, args.k, pc)
     inl = np.asarray(inl).reshape(q, args.k)
     if args.screen:
-        return _screen(g, queries, truth, pol, pc, args, [paths[i] for i in pick], rot[pick], len(bad))
+        return _screen(g, queries, truth, pol, inl, pc, args, [paths[i] for i in pick], rot[pick], len(bad))
     e_pol = pose_errors(camera_to_c2w(pol), np.repeat(truth, args.k, axis=0))["rotation_rad"].reshape(q, args.k)
     ref = refine_poses_detailed(g, pol, jnp.repeat(queries, args.k, axis=0), pc, key=jax.random.key(0))
     e_fin = pose_errors(camera_to_c2w(ref.cameras), np.repeat(truth, args.k, axis=0))["rotation_rad"].reshape(q, args.k)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _screen(g, queries, truth, pol, pc, args, names, eval_rot, n_bad) -> int:
+def _screen(g, queries, truth, pol, inl, pc, args, names, eval_rot, n_bad) -> int:
     width, steps, lr = int(args.screen[0]), int(args.screen[1]), float(args.screen[2])
     k, q = args.k, queries.shape[0]
     sc = replace(pc, screen_resolution=width, screen_steps=steps, screen_lr=lr)
@@ -117,7 +117,7 @@ def _screen(g, queries, truth, pol, pc, args, names, eval_rot, n_bad) -> int:
     e_f = pose_errors(camera_to_c2w(ref.cameras), truth)["rotation_rad"]
     np.set_printoptions(precision=3, suppress=True, linewidth=200)
     for j in range(q):
-        print(f"{names[j]} (eval: {eval_rot[j]:.4f} rad): screened err {e_s[j]}; loss {losses[j]}; "
+        print(f"{names[j]} (eval: {eval_rot[j]:.4f} rad): inliers {inl[j]}; screened err {e_s[j]}; loss {losses[j]}; "
               f"kept {chosen[j]} -> fine {e_f[j]:.4f} rad")
     print(f"screen {width} px x {steps} steps, lr {lr:g}, {k} candidates; fine {args.fine_steps} steps: "
           f"{int((e_f < CONVERGED).sum())} of {q} converge ({n_bad} failed in the evaluation), median "

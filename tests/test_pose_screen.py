@@ -88,3 +88,49 @@ def test_screening_options_are_validated():
         with pytest.raises(ConfigError):
             PoseConfig(**bad)
     assert PoseConfig(screen_steps=0).screen_steps == 0
+
+
+def test_queries_whose_keypoint_pose_has_enough_inliers_are_not_screened(scene):
+    """The polish gives the far candidate 9 inliers: with screen_skip_inliers 5 the keypoint
+    pose is taken as it is (no screening, losses NaN); with 10 (or 0: always) it is screened."""
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [1, 7], 40)
+    truth = pose.camera_to_c2w(qcams)
+    polish = _far_then_near(qcams)
+    base = {**FAST, "keypoint_candidates": 3, "screen_candidates": 3}
+    trusted = pose.estimate_poses(g, queries, cams, PoseConfig(**base, screen_skip_inliers=5), key=jax.random.key(1),
+                                  polish=polish)
+    assert np.isnan(trusted.screen_losses).all() and np.all(trusted.inliers == 9)
+    assert np.all(pose_errors(trusted.coarse_c2w, truth)["rotation_rad"] > 1.0)
+    for skip in (10, 0):
+        est = pose.estimate_poses(g, queries, cams, PoseConfig(**base, screen_skip_inliers=skip),
+                                  key=jax.random.key(1), polish=polish)
+        assert np.isfinite(est.screen_losses).all()
+        assert np.all(pose_errors(est.c2w, truth)["rotation_rad"] < 0.1)
+
+
+def test_screened_and_unscreened_queries_in_one_batch(scene):
+    """Query 0's first candidate is near with 20 inliers (kept unscreened), query 1's is far
+    with none (screened): each gets the numbers it gets alone."""
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [1, 7], 40)
+    truth = pose.camera_to_c2w(qcams)
+
+    def polish(gaussians, qs, starts, k, config):
+        n = pose.cameras.num_cameras(starts)
+        own = [int(np.argmin([float(jnp.abs(qs[i] - queries[j]).mean()) for j in range(2)])) for i in range(qs.shape[0])]
+        moved = [pose.moved_camera(pose.index_cameras(qcams, own[i // k]),
+                                   perturbation(90 + own[i // k] * k + i % k,
+                                                1.2 if (i % k == 0 and own[i // k] == 1) else 0.08, 0.05),
+                                   exact_exp=True) for i in range(n)]
+        inl = [(20 if own[i // k] == 0 else 0) if i % k == 0 else 1 for i in range(n)]
+        return stack_cameras(moved), np.array(inl)
+
+    config = PoseConfig(**{**FAST, "keypoint_candidates": 3, "screen_candidates": 3})
+    both = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(2), polish=polish)
+    assert np.isnan(both.screen_losses[0]).all() and np.isfinite(both.screen_losses[1]).all()
+    assert np.all(pose_errors(both.c2w, truth)["rotation_rad"] < 0.1)
+    keys = jax.random.split(jax.random.key(2), 2)
+    for i in range(2):
+        alone = pose.estimate_poses(g, queries[i:i + 1], cams, config, key=keys[i:i + 1], polish=polish)
+        np.testing.assert_allclose(alone.c2w[0], both.c2w[i], atol=1e-5)

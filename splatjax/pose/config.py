@@ -40,8 +40,10 @@ class PoseConfig:
     weights) with the options ``keypoint`` (a :class:`KeypointConfig`, flags
     ``--keypoint-width`` etc.); the ``hypotheses`` with the most PnP inliers go on to the
     fine pose. Screening (:mod:`splatjax.pose.screen`; on when ``screen_steps`` > 0 and
-    ``screen_candidates`` > ``hypotheses``): the ``screen_candidates`` best candidates (most
-    inliers first, retrieval order on ties) are each refined ``screen_steps`` steps at width
+    ``screen_candidates`` > ``hypotheses``): for a query whose best keypoint candidate has
+    fewer than ``screen_skip_inliers`` PnP inliers (textureless, glossy, symmetric parts), the
+    ``screen_candidates`` best candidates (most inliers first, retrieval order on ties) are
+    each refined ``screen_steps`` steps at width
     ``screen_resolution`` with rate ``screen_lr``, and the ``hypotheses`` of lowest screened
     loss go on, from their screened poses, to the fine pose's ``steps``. ``background``: the
     colour the model is rendered over (the background it
@@ -81,6 +83,10 @@ class PoseConfig:
     screen_steps: int = field(default=30, metadata={"help": "refinement steps of the screening (0: no screening)"})
     screen_resolution: int = field(default=64, metadata={"help": "screening image width in pixels"})
     screen_lr: float = field(default=0.03, metadata={"help": "screening learning rate after the first step"})
+    # default 12: on bunny and cow a candidate with 13-24 inliers was right every time; wrong ones had 0
+    screen_skip_inliers: int = field(default=12, metadata={
+        "help": "a query whose best keypoint candidate has at least this many PnP inliers is not screened "
+                "(0: screen every query)"})
     # default 1: more hypotheses only add fine-pose cost where the best candidate converges (BENCHMARKS.md)
     hypotheses: int = field(default=1, metadata={
         "help": "coarse candidates per query refined at once; the one with the lowest final loss is kept"})
@@ -115,7 +121,7 @@ class PoseConfig:
         require_choice(self, "backend", USER_BACKENDS)
         require_ints(self, ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
                             "keypoint_candidates", "screen_candidates", "screen_resolution"), 1)
-        require_ints(self, ("inplane_rotations", "sphere_views", "screen_steps"), 0)
+        require_ints(self, ("inplane_rotations", "sphere_views", "screen_steps", "screen_skip_inliers"), 0)
         require_positive(self, ("lr_first", "lr", "lr_decay", "init_std", "screen_lr"))
         require(self.fine_levels <= MAX_FINE_LEVELS, self, "fine_levels", f"<= {MAX_FINE_LEVELS}")
         require(self.fine_levels == 1 or self.steps > (self.fine_levels - 1) * self.fine_level_steps, self, "steps",

@@ -65,7 +65,8 @@ class PoseEstimate:
     [Q, K] (inf: no finite loss); chosen [Q]: the kept column (lowest loss); inliers [Q]:
     the kept hypothesis's keypoint PnP inliers (0: the keypoint pose fell back to the
     retrieval candidate; -1: no polish); screen_losses [Q, n]: the screening losses of the n
-    screened candidates, most inliers first (None: no screening; see :mod:`.screen`).
+    screened candidates, most inliers first (a row of NaN: that query was not screened, its
+    keypoint pose had enough inliers; None: no screening; see :mod:`.screen`).
     method: "render" or "loftr"; seconds: {"coarse": s, "polish": s, "screen": s, "fine": s}.
     """
 
@@ -166,6 +167,33 @@ def _choose(ref: Refinement, q: int, k: int) -> tuple[np.ndarray, np.ndarray, np
     return losses, chosen, np.arange(q) * k + chosen
 
 
+def _screen_some(gaussians, queries, starts, idx, score, inliers, k, config, *, key, context, parallel, objective):
+    """The screening step of :func:`estimate_poses` on the n candidates per query of
+    ``starts`` [Q * n] (most inliers first): the queries whose first candidate has fewer
+    than ``config.screen_skip_inliers`` PnP inliers (all, when that is 0) are screened and
+    keep the k of lowest screened loss, from their screened poses; the others keep their k
+    first candidates as they are. Returns (fine starts [Q * k], polished starts [Q * k], idx,
+    score, inliers [Q, k], screening losses [Q, n], NaN for a query not screened)."""
+    q, n = idx.shape
+    skip = config.screen_skip_inliers
+    need = np.ones(q, bool) if skip <= 0 else inliers[:, 0] < skip
+    order = np.tile(np.arange(k), (q, 1))
+    losses = np.full((q, n), np.nan)
+    pool, where = starts, np.arange(q * n).reshape(q, n)  # per query, its candidates' rows in pool
+    rows = np.flatnonzero(need)
+    if rows.size:
+        pick = jnp.asarray((rows[:, None] * n + np.arange(n)).reshape(-1))
+        keys = _screen_keys(key, q, k, n).reshape(q, n)[jnp.asarray(rows)].reshape(-1)
+        screened, losses[rows] = screen_hypotheses(gaussians, index_cameras(starts, pick), queries[jnp.asarray(rows)],
+                                                   n, config, key=keys, context=context, parallel=parallel,
+                                                   objective=objective)
+        order[rows] = np.argsort(losses[rows], axis=1, kind="stable")[:, :k]  # inf (no finite loss) sorts last
+        pool = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), starts, screened)
+        where[rows] = q * n + np.arange(rows.size * n).reshape(-1, n)
+    fine = index_cameras(pool, jnp.asarray(np.take_along_axis(where, order, axis=1).reshape(-1)))
+    return (fine,) + _keep(order, starts, idx, score, inliers) + (losses,)
+
+
 def estimate_poses(
     gaussians: Gaussians,
     queries: Float[Array, "Q H W 3"],
@@ -194,9 +222,10 @@ def estimate_poses(
     ``config.keypoint_candidates`` best retrieval candidates are polished and the K with the
     most PnP inliers refined). Screening (``config.screen_steps`` > 0 and
     ``config.screen_candidates`` = n > K): the n candidates with the most inliers (retrieval
-    order without a polish) are refined briefly at low resolution (:func:`screen_hypotheses`,
-    keys from each query's first key) and the K of lowest screened loss go on to the fine pose
-    from their screened poses. Hypothesis j of query i is refined with the screw initialisation of
+    order without a polish) of every query whose best candidate has fewer than
+    ``config.screen_skip_inliers`` PnP inliers are refined briefly at low resolution
+    (:func:`screen_hypotheses`, keys from each query's first key) and the K of lowest
+    screened loss go on to the fine pose from their screened poses. Hypothesis j of query i is refined with the screw initialisation of
     ``jax.random.split(key, Q * K)[i * K + j]`` (K = 1: exactly :func:`refine_poses` from
     the best candidate); ``key`` may also be those Q * K keys themselves, so that queries
     estimated in slices get the keys of the whole. ``context`` gets progress (chunks) and
@@ -224,12 +253,9 @@ def estimate_poses(
     t2 = time.perf_counter()
     fine_starts, screen_losses = starts, None
     if screening:
-        screened, screen_losses = screen_hypotheses(gaussians, starts, queries, n, config,
-                                                    key=_screen_keys(key, q, k, n), context=context,
-                                                    parallel=parallel, objective=objective)
-        order = np.argsort(screen_losses, axis=1, kind="stable")[:, :k]  # inf (no finite loss) sorts last
-        fine_starts = _keep(order, screened, idx)[0]
-        starts, idx, score, inliers = _keep(order, starts, idx, score, inliers)
+        fine_starts, starts, idx, score, inliers, screen_losses = _screen_some(
+            gaussians, queries, starts, idx, score, inliers, k, config, key=key, context=context, parallel=parallel,
+            objective=objective)
         jax.block_until_ready(fine_starts.R)
     t3 = time.perf_counter()
     targets = queries if k == 1 else jnp.repeat(queries, k, axis=0)
