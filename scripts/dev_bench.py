@@ -140,15 +140,16 @@ def _report(row: dict) -> dict:
 
 
 def _verdicts(row: dict) -> str:
-    """"FPR a/b, recall c/d (T)" from the run's report.json (n/a for an older report)."""
+    """"a/b, c/d (T)": good queries called ANOMALOUS, defective ones caught, at the threshold
+    T, from the run's report.json (n/a for an older report)."""
     rep = _report(row)
     v = rep.get("verdicts")
-    if not v or "flagged" not in v:
+    if not v or "false_positive_rate" not in v:
         return "n/a"
-    good, bad = v["flagged"].get("good"), v["flagged"].get("defective")
     n_bad = rep["num_defective"]
     n_good = rep["num_test_images"] - n_bad
-    return f"{good}/{n_good}, {bad}/{n_bad} ({rep['threshold']:.4g})"
+    fp, tp = round(v["false_positive_rate"] * n_good), round(v["recall"] * n_bad)
+    return f"{fp}/{n_good}, {tp}/{n_bad} ({rep['threshold']:.4g})"
 
 
 def _pose_rows(row: dict) -> list[dict] | None:
