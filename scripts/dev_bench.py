@@ -135,8 +135,8 @@ def table(out: Path) -> str:
 
 
 def _report(row: dict) -> dict:
-    path = Path(row["out"]) / "report.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    path = Path(row.get("out", "")) / "report.json"
+    return json.loads(path.read_text()) if row.get("out") and path.is_file() else {}
 
 
 def _verdicts(row: dict) -> str:
@@ -153,8 +153,8 @@ def _verdicts(row: dict) -> str:
 
 
 def _pose_rows(row: dict) -> list[dict] | None:
-    path = Path(row["out"]) / "per_image.csv"
-    if not path.is_file():
+    path = Path(row.get("out", "")) / "per_image.csv"
+    if not row.get("out") or not path.is_file():
         return None
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -172,7 +172,8 @@ def pose_table(rows: dict) -> str:
         per = _pose_rows(r)
         if per is None:
             continue
-        rolled = _rolled(Path(r["data"])) if (Path(r["data"]) / "synth.json").is_file() else set()
+        data = Path(r.get("data", ""))
+        rolled = _rolled(data) if (data / "synth.json").is_file() else set()
         err = np.array([float(x["fine_rotation_rad"]) for x in per])
         is_rolled = np.array([x["path"] in rolled for x in per])
         flagged = np.array([x.get("pose_trusted", "1") == "0" for x in per])

@@ -32,12 +32,35 @@ def test_table_keeps_the_newest_row_per_object_and_means_each_half(bench, tmp_pa
     rows = [_row("bunny", "tuning", 0.5, 0.001), _row("bunny", "tuning", 0.78, 0.0017),
             _row("cow", "tuning", 0.9, 0.002), _row("fandisk", "held-out", 0.8, 0.003), {"class": "no object"}]
     (tmp_path / bench.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    lines = bench.table(tmp_path).splitlines()
+    detection, poses = bench.table(tmp_path).split("\n\n")
+    lines = detection.splitlines()
     assert lines[0].startswith("| object | split | image AUROC")
     body = lines[2:]
-    assert body[0].startswith("| bunny | tuning | 0.780 | 0.990 | 0.900 | 0.0017 / 0.0034 | 0.0017 / 0.0051 | 4.00")
-    assert body[2] == "| **mean** | tuning | 0.840 | 0.990 | 0.900 | | | |"
+    assert body[0].startswith("| bunny | tuning | 0.780 | 0.990 | 0.900 | 0.0017 / 0.0034 | 0.0017 / 0.0051 | n/a | 4.00")
+    assert body[2] == "| **mean** | tuning | 0.840 | 0.990 | 0.900 | | | | |"
     assert body[3].startswith("| fandisk | held-out | 0.800") and len(body) == 4  # one held-out object: no mean
+    assert poses.splitlines()[0].startswith("| object | split | rolled:") and len(poses.splitlines()) == 2  # no CSVs
+
+
+def test_pose_table_and_verdicts_come_from_the_runs_files(bench, tmp_path):
+    data, out = tmp_path / "data", tmp_path / "eval"
+    data.mkdir()
+    out.mkdir()
+    (data / "synth.json").write_text(json.dumps({"test": [{"path": f"test/good/{i}.png", "roll_deg": 30.0 * (i % 2)}
+                                                          for i in range(4)]}))
+    errs, trusted = [0.001, 0.002, 0.5, 0.003], [1, 1, 0, 0]  # query 2 failed (flagged), query 3 flagged wrongly
+    (out / "per_image.csv").write_text("path,fine_rotation_rad,pose_trusted\n" + "".join(
+        f"test/good/{i}.png,{e},{t}\n" for i, (e, t) in enumerate(zip(errs, trusted))))
+    (out / "report.json").write_text(json.dumps({"verdicts": {"false_positive_rate": 0.25, "recall": 0.5},
+                                                 "num_defective": 2, "num_test_images": 6, "threshold": 123.0}))
+    row = {**_row("cow", "tuning", 0.9, 0.002), "out": str(out), "data": str(data)}
+    (tmp_path / bench.RESULTS).write_text(json.dumps(row) + "\n")
+    detection, poses = bench.table(tmp_path).split("\n\n")
+    assert "| 1/4, 1/2 (123) |" in detection.splitlines()[2]
+    cells = [c.strip() for c in poses.splitlines()[2].split("|")[1:-1]]
+    assert cells[:2] == ["cow", "tuning"]
+    assert cells[2] == "0.0025 / 0.0029 / 0.0030" and cells[3] == "0.2505 / 0.4501 / 0.5000"  # rolled 1, 3; unrolled 0, 2
+    assert cells[4:8] == ["0 + 1 of 4", "2", "1", "0"]
 
 
 def test_rolled_queries_come_from_the_synth_manifest(bench, tmp_path):
