@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from splatjax import pose, render, stack_cameras
+from splatjax import pose, stack_cameras
 from splatjax.errors import ConfigError
 from splatjax.image import resize_to_width
 from splatjax.metrics import pose_errors
@@ -118,7 +118,8 @@ def test_screened_and_unscreened_queries_in_one_batch(scene):
 
     def polish(gaussians, qs, starts, k, config):
         n = pose.cameras.num_cameras(starts)
-        own = [int(np.argmin([float(jnp.abs(qs[i] - queries[j]).mean()) for j in range(2)])) for i in range(qs.shape[0])]
+        own = [int(np.argmin([float(jnp.abs(qs[i] - queries[j]).mean()) for j in range(2)]))
+               for i in range(qs.shape[0])]
         moved = [pose.moved_camera(pose.index_cameras(qcams, own[i // k]),
                                    perturbation(90 + own[i // k] * k + i % k,
                                                 1.2 if (i % k == 0 and own[i // k] == 1) else 0.08, 0.05),

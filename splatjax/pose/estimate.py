@@ -225,7 +225,8 @@ def estimate_poses(
     order without a polish) of every query whose best candidate has fewer than
     ``config.screen_skip_inliers`` PnP inliers are refined briefly at low resolution
     (:func:`screen_hypotheses`, keys from each query's first key) and the K of lowest
-    screened loss go on to the fine pose from their screened poses. Hypothesis j of query i is refined with the screw initialisation of
+    screened loss go on to the fine pose from their screened poses. Hypothesis j of query i
+    is refined with the screw initialisation of
     ``jax.random.split(key, Q * K)[i * K + j]`` (K = 1: exactly :func:`refine_poses` from
     the best candidate); ``key`` may also be those Q * K keys themselves, so that queries
     estimated in slices get the keys of the whole. ``context`` gets progress (chunks) and
