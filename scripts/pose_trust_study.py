@@ -81,8 +81,8 @@ def heldout(args) -> None:
     base = cal.model_calibration(args.model, g, cls.train.cameras, cls.train.images,
                                  MapConfig(threshold_rule="train-max"), extractor=ext, pose_config=pc)
     rolls = mc.calibration_rolls
-    angles = [2 * np.pi * j / (rolls + 1) for j in range(rolls + 1)]
-    queries = np.concatenate([held.images if a == 0 else cal._rolled(held.images, a, pc.background) for a in angles])
+    angles = cal.roll_angles(rolls)
+    queries = cal.heldout_queries(held.images, rolls, pc.background)
     truth = np.concatenate([np.stack([roll_pose(m, a) if a else m for m in cls.train.c2w[idx]]) for a in angles])
     det = run_stages(g, queries, held.candidates, pc, mc, key=jax.random.key(0), extractor=ext,
                      candidate_images=held.candidate_images, residual=base.residual)

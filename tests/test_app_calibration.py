@@ -125,3 +125,18 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
                                       replace(FAST_MAP, threshold_rule="held-out"), extractor=ext,
                                       pose_config=FAST_POSE)
     assert heldout_threshold([1.0, 1.0 + 1e-9], 0.05) == pytest.approx(1.0)
+
+
+def test_held_out_queries_and_the_key_of_their_pose_settings():
+    """The calibration's queries are the views, then each roll's block; its stored entry is
+    keyed by the pose settings that pose those queries (not by the loss rule, applied only
+    to test queries)."""
+    from splatjax.pose import PoseConfig
+
+    images = np.random.default_rng(0).uniform(0.2, 0.8, (2, 16, 16, 3)).astype(np.float32)
+    q = calibration.heldout_queries(images, 3, (1.0, 1.0, 1.0))
+    assert q.shape == (8, 16, 16, 3) and np.array_equal(q[:2], images)
+    np.testing.assert_allclose(calibration.roll_angles(3), [0.0, np.pi / 2, np.pi, 3 * np.pi / 2])
+    digest = calibration._pose_digest
+    assert digest(PoseConfig()) == digest(PoseConfig(max_loss_ratio=0.0))
+    assert digest(PoseConfig()) != digest(PoseConfig(screen_steps=0))

@@ -49,9 +49,11 @@ def test_trust_combines_silhouette_and_loss_and_says_why():
     assert t.trusted.tolist() == [True, False, False, False]
     assert t.reasons[0] == "" and "3.0 x" in t.reasons[1] and "IoU 0.33 < 0.85" in t.reasons[2]
     assert "loss" in t.reasons[3]  # no finite loss: not trusted
+    assert t.rule == "silhouette IoU < 0.85, or final loss > 2.5 x the held-out views' median 0.01"
     # without a reference (or with the rule off) only the silhouette counts; the ratio is NaN
     for kw in (dict(reference_loss=0.0), dict(max_loss_ratio=0.0, reference_loss=0.01)):
         t = trust_poses(renders, queries, losses, WHITE, min_iou=0.85, **{"max_loss_ratio": 2.5, **kw})
         assert t.trusted.tolist() == [True, True, False, True] and np.isnan(t.loss_ratio).all()
+        assert t.rule == "silhouette IoU < 0.85"
     with pytest.raises(Exception, match="max_loss_ratio"):
         PoseConfig(max_loss_ratio=-1.0)

@@ -53,7 +53,8 @@ from ..errors import DatasetError, UserError
 from ..files import file_sha256, read_json, write_json
 from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, render_views
 
-__all__ = ["model_calibration", "heldout_scores", "heldout_views", "heldout_paths", "held_out_among", "HeldOut", "CALIBRATION_FILE", "MOVED_RENDERS"]
+__all__ = ["model_calibration", "heldout_scores", "heldout_queries", "roll_angles", "heldout_views", "heldout_paths",
+           "held_out_among", "HeldOut", "CALIBRATION_FILE", "MOVED_RENDERS"]
 
 CALIBRATION_FILE = "map_calibration.json"
 
@@ -137,6 +138,17 @@ def _rolled(images: np.ndarray, angle: float, background) -> np.ndarray:
     return (out[..., :3] + (1.0 - a) * np.asarray(background, np.float32)).astype(np.float32)
 
 
+def roll_angles(rolls: int) -> list[float]:
+    """The calibration's in-plane angles, radians: 0 (the view itself), then 2 pi j / (rolls + 1)."""
+    return [2 * np.pi * j / (rolls + 1) for j in range(rolls + 1)]
+
+
+def heldout_queries(images: np.ndarray, rolls: int, background) -> np.ndarray:
+    """The calibration's queries: the held-out ``images`` [V], then ``rolls`` rolled copies
+    of them, one block of V per angle of :func:`roll_angles` ([V * (rolls + 1)], angle-major)."""
+    return np.concatenate([images if a == 0 else _rolled(images, a, background) for a in roll_angles(rolls)])
+
+
 def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_config: MapConfig, *, extractor,
                    residual=None, context: Context = QUIET) -> tuple[np.ndarray, np.ndarray]:
     """Image scores of the held-out views and ``map_config.calibration_rolls`` copies of each
@@ -149,8 +161,7 @@ def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_con
     from .stages import pose_trust, run_stages
 
     rolls = map_config.calibration_rolls
-    queries = np.concatenate([heldout.images] + [_rolled(heldout.images, 2 * np.pi * j / (rolls + 1),
-                                                         pose_config.background) for j in range(1, rolls + 1)])
+    queries = heldout_queries(heldout.images, rolls, pose_config.background)
     context.say(f"[splatjax] calibrating the threshold on {len(heldout.images)} views held out of the fit and "
                 f"{rolls} rolled copies of each ({len(queries)} queries through the whole pipeline)")
     det = run_stages(gaussians, queries, heldout.candidates, pose_config, map_config, key=jax.random.key(0),
@@ -167,8 +178,11 @@ def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_con
 
 def _pose_digest(pose_config: PoseConfig) -> str:
     """12 hex digits naming every pose setting the held-out queries were posed with (a
-    calibration measured with other pose settings is measured again)."""
-    text = json.dumps(dataclasses.asdict(pose_config), sort_keys=True, default=str)
+    calibration measured with other pose settings is measured again); ``max_loss_ratio`` is
+    left out: it is applied to test queries, never to these (:func:`heldout_scores`)."""
+    settings = dataclasses.asdict(pose_config)
+    del settings["max_loss_ratio"]
+    text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -180,22 +180,13 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, tru
         "pose_untrusted": {"count": int((~trusted).sum()),
                            "paths": [p for p, t in zip(cls.test.paths, trusted) if not t],
                            "reasons": {p: r for p, r in zip(cls.test.paths, trust.reasons) if r},
-                           "rule": _trust_rule(pose_config, cal)},
+                           "rule": trust.rule},
         "features": det.maps.features, "coarse_method": det.poses.method,
         "pose_config": dataclasses.asdict(pose_config),
         "pose_diverged": {"count": int(det.poses.diverged.sum()),
                           "paths": [p for p, d in zip(cls.test.paths, det.poses.diverged) if d]},
         "render_backend": resolve_backend(pose_config.backend), "seed": int(seed),
     }
-
-
-def _trust_rule(pose_config: PoseConfig, cal) -> str:
-    """The pose trust rule in words, as applied with calibration ``cal``."""
-    rule = f"silhouette IoU < {pose_config.min_silhouette_iou:g}"
-    if pose_config.max_loss_ratio > 0 and cal.heldout_pose_loss > 0:
-        rule += (f", or final loss > {pose_config.max_loss_ratio:g} x the held-out views' median "
-                 f"{cal.heldout_pose_loss:.4g}")
-    return rule
 
 
 def _check_unfinished(out_dir: Path, resume: bool) -> None:

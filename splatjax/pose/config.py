@@ -43,11 +43,11 @@ class PoseConfig:
     ``screen_candidates`` > ``hypotheses``): for a query whose best keypoint candidate has
     fewer than ``screen_skip_inliers`` PnP inliers (textureless, glossy, symmetric parts), the
     ``screen_candidates`` best candidates (most inliers first, retrieval order on ties) are
-    each refined ``screen_steps`` steps at width
-    ``screen_resolution`` with rate ``screen_lr``, and the ``hypotheses`` of lowest screened
-    loss go on, from their screened poses, to the fine pose's ``steps``. ``background``: the
-    colour the model is rendered over (the background it
-    was fitted on, RGB in [0, 1]; the application sets it from the fit, it is no flag).
+    each refined ``screen_steps`` steps at width ``screen_resolution`` with rate
+    ``screen_lr``, and the ``hypotheses`` of lowest screened loss go on, from their screened
+    poses, to the fine pose's ``steps``. ``background``: the colour the model is rendered
+    over (the background it was fitted on, RGB in [0, 1]; the application sets it from the
+    fit, it is no flag).
     ``min_silhouette_iou``: the trust rule of :mod:`splatjax.pose.trust` (the value chosen
     on the tuning objects bunny, the toy and lego-AD; see BENCHMARKS.md) and
     ``max_loss_ratio`` (the final loss against the held-out views' median, chosen on bunny,

@@ -47,12 +47,13 @@ def silhouette_iou(renders: Float[np.ndarray, "B H W 3"], queries: Float[np.ndar
 class PoseTrust(NamedTuple):
     """Per query: ``iou`` [Q] (:func:`silhouette_iou`), ``loss_ratio`` [Q] (final loss over
     the reference loss; NaN without a reference), ``trusted`` [Q] and ``reasons`` (why a pose
-    is not trusted, "" when it is)."""
+    is not trusted, "" when it is); ``rule``: the rule applied, in words."""
 
     iou: np.ndarray
     loss_ratio: np.ndarray
     trusted: np.ndarray
     reasons: list[str]
+    rule: str
 
 
 def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray, "Q H W 3"],
@@ -66,6 +67,9 @@ def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray
     ratio = (np.asarray(losses, np.float64) / reference_loss if use_loss else np.full(len(iou), np.nan))
     silhouette_ok = iou >= min_iou
     loss_ok = ~(ratio > max_loss_ratio)  # NaN (no reference) passes; inf (no finite loss) fails
+    rule = f"silhouette IoU < {min_iou:g}"
+    if use_loss:
+        rule += f", or final loss > {max_loss_ratio:g} x the held-out views' median {reference_loss:.4g}"
     reasons = []
     for i in range(len(iou)):
         why = []
@@ -74,4 +78,4 @@ def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray
         if not loss_ok[i]:
             why.append(f"the pose's loss is {ratio[i]:.1f} x that of views held out of the fit (> {max_loss_ratio:g})")
         reasons.append("; ".join(why))
-    return PoseTrust(iou=iou, loss_ratio=ratio, trusted=silhouette_ok & loss_ok, reasons=reasons)
+    return PoseTrust(iou=iou, loss_ratio=ratio, trusted=silhouette_ok & loss_ok, reasons=reasons, rule=rule)
