@@ -95,6 +95,7 @@ def test_mad_class_folder(tmp_path):
     # no validation split in a MAD folder: 3 views evenly spread are held out and scored
     held = [f"train/good/{i}.png" for i in np.round(np.linspace(0, n - 1, 5)[1:-1]).astype(int)]
     assert [str(Path(p).relative_to(data)) for p in summary["val_views"]] == held
+    assert all(os.path.isabs(p) for p in summary["val_views"])  # usable from any working directory
     assert np.isfinite(summary["val_psnr"]) and 0.0 < summary["val_ssim"] <= 1.0
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert len(record["train_views"]) == n - 3

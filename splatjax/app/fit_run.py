@@ -437,7 +437,7 @@ def run_fit(
     finally:
         ckpt.close()
     summary = {**_summary(result, session, data, width), "format": fmt.name, "init": init_info,
-               "val_views": None if val is None else list(val.paths)}
+               "val_views": None if val is None else [os.path.abspath(p) for p in val.paths]}  # any cwd can use them
     write_json(run / "info.json", summary)
     if result.completed:
         save_ply(result.gaussians, run / "model.ply")
