@@ -207,6 +207,25 @@ def test_estimate_poses_render_path(scene):
     assert np.all(e1["translation"] < e0["translation"])
 
 
+def test_candidates_rendered_once_give_the_same_poses(scene):
+    g, cams, c2w, images = scene
+    truth = np.array([2, 9])
+    qcams = stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(40 + i, 0.03, 0.05),
+                                             exact_exp=True) for i in truth])
+    queries = jax.vmap(lambda c: render(g, c, backend="reference")[0])(qcams)
+    config = PoseConfig(coarse="render", coarse_resolution=16, steps=5, batch_size=2, inplane_rotations=2,
+                        keypoints=False, backend="reference")
+    rendered = pose.render_candidates(g, cams, config)
+    assert rendered.images.shape == (12 * 3, 16, 16, 3) and rendered.cameras.R.shape == (36, 3, 3)
+    a = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0))
+    b = pose.estimate_poses(g, queries, rendered, config, key=jax.random.key(0))
+    np.testing.assert_array_equal(a.hypothesis_index, b.hypothesis_index)
+    np.testing.assert_array_equal(a.hypothesis_score, b.hypothesis_score)
+    np.testing.assert_array_equal(a.c2w, b.c2w)
+    with pytest.raises(ValueError, match="do not serve"):  # rendered for other settings: a clear error
+        pose.estimate_poses(g, queries, rendered, replace(config, coarse_resolution=8), key=jax.random.key(0))
+
+
 def test_bad_query_shape_is_a_clear_error(scene):
     g, cams, _, images = scene
     with pytest.raises(ValueError, match="query images are 16x16"):
@@ -455,3 +474,57 @@ def test_default_config_polishes_with_keypoints(scene):
     est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0))
     assert est.inliers.shape == (1,) and est.inliers[0] >= 0
     assert np.all(np.isfinite(est.c2w))
+
+
+# --- early stop (stop_patience) ---
+
+
+def _stall_config(**kw):
+    return PoseConfig(steps=40, batch_size=3, backend="reference", stop_patience=5, stop_tolerance=0.02, **kw)
+
+
+def test_early_stop_returns_what_a_shorter_run_returns(scene):
+    # a query that stops after s steps gets the camera of a plain run of s steps (the same
+    # iterates, each step's and the last), and a patience the run never reaches changes nothing
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [3, 8, 10], 70)
+    starts = pose.index_cameras(cams, jnp.asarray([3, 8, 10]))
+    config = _stall_config()
+    ref = pose.refine_poses_detailed(g, starts, queries, config, key=jax.random.key(5))
+    steps = np.asarray(ref.steps)
+    assert np.all(steps < 40) and np.all(steps > 5)  # it stopped, each query on its own
+    keys = jax.random.split(jax.random.key(5), 3)
+    for i in range(3):
+        assert np.all(np.isnan(ref.traces[i, steps[i]:])) and np.all(np.isfinite(ref.traces[i, :steps[i]]))
+        plain = replace(config, steps=int(steps[i]), stop_patience=0)
+        cam, trace = pose.refine_pose(g, pose.index_cameras(starts, i), queries[i], plain, key=keys[i])
+        np.testing.assert_allclose(ref.cameras.R[i], cam.R, atol=2e-5)  # vmapped vs single: rounding
+        np.testing.assert_allclose(ref.cameras.t[i], cam.t, atol=2e-5)
+        np.testing.assert_allclose(ref.traces[i, :steps[i]], trace, rtol=1e-4, atol=2e-6)
+    never = pose.refine_poses_detailed(g, starts, queries, replace(config, stop_patience=40), key=jax.random.key(5))
+    full = pose.refine_poses_detailed(g, starts, queries, replace(config, stop_patience=0), key=jax.random.key(5))
+    np.testing.assert_array_equal(np.asarray(never.steps), [40, 40, 40])
+    np.testing.assert_allclose(never.cameras.R, full.cameras.R, atol=2e-5)
+    np.testing.assert_allclose(never.traces, full.traces, rtol=1e-4, atol=2e-6)
+
+
+def test_early_stop_reaches_the_estimate(scene):
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [1, 7], 80)
+    config = _stall_config(coarse="render", coarse_resolution=16, inplane_rotations=0, keypoints=False,
+                           screen_steps=0)
+    est = pose.estimate_poses(g, queries, cams, config, key=jax.random.key(0))
+    assert est.fine_steps.shape == (2,) and np.all(est.fine_steps < 40)
+    assert np.all(est.best_step <= est.fine_steps)
+    with pytest.raises(ConfigError, match="stop_patience"):
+        PoseConfig(stop_patience=-1)
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_idle_camera_sees_nothing(scene, backend):
+    g, cams, _, images = scene
+    cam = pose.index_cameras(cams, 0)
+    same = pose.fine._idle_camera(cam, jnp.asarray(False))
+    np.testing.assert_array_equal(same.t, cam.t)
+    rgb, alpha = render(g, pose.fine._idle_camera(cam, jnp.asarray(True)), backend=backend)
+    assert float(jnp.max(alpha)) == 0.0 and float(jnp.min(rgb)) == 1.0  # the background only

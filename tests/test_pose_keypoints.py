@@ -118,6 +118,25 @@ def test_keypoint_poses_is_query_major(cube):
         keypoint_poses(g, queries, cams, 3)
 
 
+def test_keypoint_poses_stop_once_enough_candidates_have_inliers(cube):
+    g, truth, candidate = cube
+    near = camera(EYE + np.array([-0.2, 0.1, 0.1]), roll=-0.1)
+    queries = jnp.stack([render(g, truth)[0], jnp.ones((RES, RES, 3))])
+    cams = stack_cameras([candidate, near, candidate, near])
+    cfg = KeypointConfig(width=RES, rounds=1)
+    full, inl_full = keypoint_poses(g, queries, cams, 2, cfg)
+    assert inl_full[0] >= 50 and inl_full[1] >= 50  # both candidates of query 0 would be polished
+    est, inl = keypoint_poses(g, queries, cams, 2, cfg, stop=(1, 12))
+    # query 0: its first candidate has enough inliers, the second is left as retrieved
+    assert inl[0] == inl_full[0] and inl[1] == 0
+    np.testing.assert_array_equal(np.asarray(est.R[0]), np.asarray(full.R[0]))
+    np.testing.assert_array_equal(np.asarray(est.R[1]), np.asarray(near.R))
+    # query 1 (blank) never reaches the count: every candidate is tried, as without a stop
+    assert inl[2] == inl[3] == 0
+    two, inl_two = keypoint_poses(g, queries, cams, 2, cfg, stop=(2, 12))  # m = 2: both polished
+    np.testing.assert_array_equal(inl_two, inl_full)
+
+
 def test_render_depth_of_one_large_gaussian():
     z0 = 3.0
     g = Gaussians(

@@ -158,6 +158,7 @@ def _detections(digest: str, det, pose_config, cal, images, names, trust) -> dic
                     "pose_untrusted_reason": trust.reasons[i],
                     "heatmap": f"heatmaps/{n}.png", "final_loss": float(det.poses.loss[i]),
                     "pose_diverged": bool(det.poses.diverged[i]), "pose_best_step": int(det.poses.best_step[i]),
+                    "pose_steps": int(det.poses.fine_steps[i]),
                     "c2w": det.poses.c2w[i].tolist()}
                    for i, (p, s, n) in enumerate(zip(images, det.maps.scores, names))],
     }

@@ -9,7 +9,7 @@ coarse and the fine poses. Output folder::
                        ``pose_diverged`` (count and paths of queries whose fine pose diverged;
                        also said as a warning through the context, stderr by default)
     per_image.csv      path, label, defect type, score, verdict, coarse index, final loss (of the kept
-                       iterate), pose_diverged (0/1), pose_best_step, pose_hypothesis, pose errors
+                       iterate), pose_diverged (0/1), pose_best_step, pose_steps (fine-pose steps taken), pose_hypothesis, pose errors
     heatmaps/<type>_<n>.png   query | render | anomaly map on the model's fixed scale
     roc.png            image and pixel ROC curves
     pose_convergence.png      fine-pose loss per step (+ coarse vs fine errors)
@@ -55,7 +55,7 @@ from ..errors import UserError
 from ..files import atomic_write, file_sha256, read_json, write_json
 from ..fitting import FitConfig
 from ..metrics import evaluate_detection, pose_errors, resize_masks, summarize_pose_errors
-from ..pose import PoseConfig, candidate_cameras
+from ..pose import PoseConfig, candidate_cameras, render_candidates, resolve_coarse
 from ..render import resolve_backend
 from ..sharding import ParallelConfig, query_mesh
 from .calibration import heldout_views, model_calibration
@@ -128,7 +128,8 @@ def _write_tables(out_dir: Path, cls, det, cal, errs, trust) -> None:
             "pose_trusted": [int(x) for x in trusted], "pose_untrusted_reason": list(trust.reasons),
             "coarse_index": [int(i) for i in est.coarse_index], "coarse_score": [float(s) for s in est.coarse_score],
             "final_loss": [float(x) for x in est.loss], "pose_diverged": [int(x) for x in est.diverged],
-            "pose_best_step": [int(x) for x in est.best_step], "pose_hypothesis": [int(x) for x in est.chosen]}
+            "pose_best_step": [int(x) for x in est.best_step], "pose_steps": [int(x) for x in est.fine_steps],
+            "pose_hypothesis": [int(x) for x in est.chosen]}
     if errs:
         for name, e, key in (("coarse_translation", errs[0], "translation"), ("coarse_rotation_rad", errs[0],
                              "rotation_rad"), ("fine_translation", errs[1], "translation"),
@@ -201,7 +202,7 @@ class _Partial:
     batch of queries (atomic writes), read back by a resumed run."""
 
     ARRAYS = ("coarse_index", "coarse_score", "coarse_c2w", "c2w", "loss_traces", "loss", "best_step", "diverged",
-              "chosen")
+              "chosen", "fine_steps")
 
     def __init__(self, folder: Path, settings: dict):
         self.folder = folder
@@ -298,12 +299,19 @@ def _detect_batches(out_dir, cls, gaussians, model_sha256, cal, extractor, pose_
     cands = candidate_cameras(train.cameras, pose_config)
     todo = _todo(q, done, pose_config.batch_size * devices)
     finished = q - sum(e - s for s, e in todo)
+    searched = []  # the candidates as searched: rendered once (render-and-compare) in the first batch's worker
     for n_batch, (s, e) in enumerate(todo):
         def one(s=s, e=e, first=n_batch == 0):
-            det = run_stages(gaussians, test.images[s:e], cands, pose_config, map_config, key=keys[s * k:e * k],
-                             extractor=extractor, candidate_images=train.images,
-                             context=Context(log=context.log if first else None), parallel=parallel,
-                             residual=cal.residual)
+            ctx = Context(log=context.log if first else None)
+            t0 = time.perf_counter()
+            if not searched:
+                method = resolve_coarse(pose_config.coarse, pose_config.loftr_weights, context=ctx)
+                searched.append(render_candidates(gaussians, cands, pose_config) if method == "render" else cands)
+            prepared = time.perf_counter() - t0
+            det = run_stages(gaussians, test.images[s:e], searched[0], pose_config, map_config,
+                             key=keys[s * k:e * k], extractor=extractor, candidate_images=train.images,
+                             context=ctx, parallel=parallel, residual=cal.residual)
+            det.seconds["coarse"] += prepared  # the candidates' renders count as coarse pose
             with worker.lock:
                 if not worker.cancelled:
                     store.save(s, e, det)

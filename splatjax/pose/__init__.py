@@ -41,8 +41,12 @@ from .screen import screen_config, screen_hypotheses
 from .estimate import (
     Polish,
     PoseEstimate,
+    PoseStarts,
+    RenderedCandidates,
     candidate_cameras,
+    render_candidates,
     keypoint_polish,
+    pose_starts,
     estimate_poses,
 )
 
@@ -67,6 +71,10 @@ __all__ = [
     "register_objective",
     "get_objective",
     "objective_names",
+    "PoseStarts",
+    "RenderedCandidates",
+    "render_candidates",
+    "pose_starts",
     "estimate_poses",
     "candidate_cameras",
     "render_views",

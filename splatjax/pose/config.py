@@ -38,8 +38,9 @@ class PoseConfig:
     of every query are each moved by SIFT matches against a render at the candidate, lifted
     to 3D by the rendered depth, and PnP-RANSAC (:mod:`splatjax.pose.keypoints`, OpenCV; no
     weights) with the options ``keypoint`` (a :class:`KeypointConfig`, flags
-    ``--keypoint-width`` etc.); the ``hypotheses`` with the most PnP inliers go on to the
-    fine pose. Screening (:mod:`splatjax.pose.screen`; on when ``screen_steps`` > 0 and
+    ``--keypoint-width`` etc.), in retrieval order, until ``hypotheses`` of them have at
+    least ``polish_stop_inliers`` inliers (the rest are kept as retrieved); the
+    ``hypotheses`` with the most PnP inliers go on to the fine pose. Screening (:mod:`splatjax.pose.screen`; on when ``screen_steps`` > 0 and
     ``screen_candidates`` > ``hypotheses``): for a query whose best keypoint candidate has
     fewer than ``screen_skip_inliers`` PnP inliers (textureless, glossy, symmetric parts), the
     ``screen_candidates`` best candidates (most inliers first, retrieval order on ties) are
@@ -52,6 +53,9 @@ class PoseConfig:
     on the tuning objects bunny, the toy and lego-AD; see BENCHMARKS.md) and
     ``max_loss_ratio`` (the final loss against the held-out views' median, chosen on bunny,
     cow and teapot).
+    ``stop_patience`` > 0: a query's fine pose stops once its best loss has improved by
+    less than ``stop_tolerance`` (relative) over the last ``stop_patience`` full-resolution
+    steps (at most ``steps``; the screening never stops early).
     ``fine_levels`` > 1: coarse-to-fine steps, the first ``fine_levels - 1`` levels of
     ``fine_level_steps`` steps each at 1/2^(levels-1), ..., 1/2 of the query width (taken
     out of ``steps``), the rest at full resolution. ``objective``: the fine pose's loss, a
@@ -73,6 +77,10 @@ class PoseConfig:
     # default 8: see BENCHMARKS.md, lego-AD pose (a rolled query whose 3 best candidates were all wrong)
     keypoint_candidates: int = field(default=8, metadata={
         "help": "retrieval candidates per query moved by the keypoint pose (most PnP inliers first)"})
+    # default 12: the inlier count at which screening trusts a candidate (screen_skip_inliers)
+    polish_stop_inliers: int = field(default=12, metadata={
+        "help": "stop polishing a query's candidates once --hypotheses of them have at least this many PnP "
+                "inliers (0: polish all --keypoint-candidates)"})
     keypoint: KeypointConfig = field(default=KeypointConfig(), metadata={
         "help": "keypoint pose options", "prefix": "keypoint_"})
     steps: int = field(default=FINE_STEPS, metadata={"help": "fine pose steps k"})
@@ -90,6 +98,11 @@ class PoseConfig:
     # default 1: more hypotheses only add fine-pose cost where the best candidate converges (BENCHMARKS.md)
     hypotheses: int = field(default=1, metadata={
         "help": "coarse candidates per query refined at once; the one with the lowest final loss is kept"})
+    stop_patience: int = field(default=0, metadata={
+        "help": "stop a query's fine pose once its best loss improved by less than --stop-tolerance (relative) "
+                "over this many steps (0: always --steps steps, as the reference)"})
+    stop_tolerance: float = field(default=1e-3, metadata={
+        "help": "relative loss improvement over --stop-patience steps below which the fine pose stops"})
     fine_levels: int = field(default=1, metadata={
         "help": "fine pose resolution levels (1: full resolution only; L: L-1 reduced levels at 1/2^(L-1) .. 1/2 "
                 "of the width first)"})
@@ -121,8 +134,9 @@ class PoseConfig:
         require_choice(self, "backend", USER_BACKENDS)
         require_ints(self, ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
                             "keypoint_candidates", "screen_candidates", "screen_resolution"), 1)
-        require_ints(self, ("inplane_rotations", "sphere_views", "screen_steps", "screen_skip_inliers"), 0)
-        require_positive(self, ("lr_first", "lr", "lr_decay", "init_std", "screen_lr"))
+        require_ints(self, ("inplane_rotations", "sphere_views", "screen_steps", "screen_skip_inliers",
+                            "polish_stop_inliers", "stop_patience"), 0)
+        require_positive(self, ("lr_first", "lr", "lr_decay", "init_std", "screen_lr", "stop_tolerance"))
         require(self.fine_levels <= MAX_FINE_LEVELS, self, "fine_levels", f"<= {MAX_FINE_LEVELS}")
         require(self.fine_levels == 1 or self.steps > (self.fine_levels - 1) * self.fine_level_steps, self, "steps",
                 f"more than fine_levels - 1 = {self.fine_levels - 1} reduced levels x fine_level_steps "

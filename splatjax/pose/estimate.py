@@ -38,14 +38,15 @@ from .cameras import (
     inplane_rotations,
     sphere_cameras,
 )
-from .coarse import coarse_pose_loftr, coarse_pose_render, resolve_coarse
+from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
 from .objectives import Objective
 from .keypoints import keypoint_poses
 from .fine import Refinement, query_keys, refine_poses_detailed
 from .screen import screen_hypotheses
 
-__all__ = ["Polish", "PoseEstimate", "candidate_cameras", "keypoint_polish", "estimate_poses"]
+__all__ = ["Polish", "PoseEstimate", "PoseStarts", "RenderedCandidates", "candidate_cameras", "render_candidates",
+           "keypoint_polish", "pose_starts", "estimate_poses"]
 
 Polish = Callable[..., tuple[Camera, object]]
 
@@ -66,7 +67,9 @@ class PoseEstimate:
     the kept hypothesis's keypoint PnP inliers (0: the keypoint pose fell back to the
     retrieval candidate; -1: no polish); screen_losses [Q, n]: the screening losses of the n
     screened candidates, most inliers first (a row of NaN: that query was not screened, its
-    keypoint pose had enough inliers; None: no screening; see :mod:`.screen`).
+    keypoint pose had enough inliers; None: no screening; see :mod:`.screen`); fine_steps [Q]:
+    the fine-pose steps the kept hypothesis took (fewer than ``config.steps`` where
+    ``config.stop_patience`` stopped it).
     method: "render" or "loftr"; seconds: {"coarse": s, "polish": s, "screen": s, "fine": s}.
     """
 
@@ -88,6 +91,7 @@ class PoseEstimate:
     chosen: np.ndarray
     inliers: np.ndarray | None = None
     screen_losses: np.ndarray | None = None
+    fine_steps: np.ndarray | None = None
 
 
 def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
@@ -103,8 +107,50 @@ def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), cams, extra)
 
 
+@dataclasses.dataclass(frozen=True)
+class RenderedCandidates:
+    """Render-and-compare candidates rendered once (:func:`render_candidates`), for runs
+    that estimate poses batch by batch against one model: cameras [C'] (the candidates and
+    their in-plane rolls, at the queries' size), images [C', h, w, 3] (renders at the coarse
+    width), and ``settings``, the PoseConfig fields they depend on (checked on use)."""
+
+    cameras: Camera
+    images: Array
+    settings: tuple
+
+
+def _render_settings(config: PoseConfig) -> tuple:
+    return (config.coarse_resolution, config.inplane_rotations, tuple(config.background), config.backend)
+
+
+def _rolled(cands: Camera, config: PoseConfig) -> Camera:
+    if not config.inplane_rotations:
+        return cands
+    return inplane_rotations(cands, np.concatenate([[0.0], inplane_angles(config.inplane_rotations)]))
+
+
+def render_candidates(gaussians: Gaussians, candidates: Camera, config: PoseConfig = PoseConfig(), *,
+                      context: Context = QUIET) -> RenderedCandidates:
+    """The render-and-compare candidates of ``candidates`` (e.g. :func:`candidate_cameras`)
+    rendered at ``config.coarse_resolution`` with their ``config.inplane_rotations`` rolls:
+    pass the result as ``candidates`` to :func:`estimate_poses` to render them once for
+    many calls (the same poses as passing the cameras)."""
+    cams = _rolled(as_batch(candidates), config)
+    images = render_views(gaussians, cams, width=config.coarse_resolution, backend=config.backend,
+                          background=config.background, context=context, stage="render candidates")
+    return RenderedCandidates(cams, images, _render_settings(config))
+
+
 def _coarse(gaussians, queries, cands, config, k, *, candidate_images, loftr_matcher, context):
     """(method, candidate cameras searched, index [Q, k], score [Q, k]): the k best."""
+    if isinstance(cands, RenderedCandidates):
+        if config.coarse == "loftr" or cands.settings != _render_settings(config):
+            raise ValueError(f"estimate_poses: candidates rendered with (coarse_resolution, inplane_rotations, "
+                             f"background, backend) = {cands.settings} do not serve coarse={config.coarse!r} with "
+                             f"{_render_settings(config)}; pass the cameras or render them again")
+        idx, score = coarse_pose_render(None, cands.cameras, queries, resolution=config.coarse_resolution,
+                                        candidate_images=cands.images, top_k=k)
+        return "render", cands.cameras, idx, score
     method = resolve_coarse(config.coarse, config.loftr_weights, context=context) if loftr_matcher is None else (
         "loftr" if config.coarse in ("auto", "loftr") else config.coarse)
     if method == "loftr":
@@ -114,8 +160,7 @@ def _coarse(gaussians, queries, cands, config, k, *, candidate_images, loftr_mat
         idx, score = coarse_pose_loftr(queries, candidate_images, matcher=loftr_matcher,
                                        weights=config.loftr_weights, context=context, top_k=k)
         return method, index_cameras(cands, slice(0, n_train)), idx, score
-    if config.inplane_rotations:
-        cands = inplane_rotations(cands, np.concatenate([[0.0], inplane_angles(config.inplane_rotations)]))
+    cands = _rolled(cands, config)
     idx, score = coarse_pose_render(gaussians, cands, queries, resolution=config.coarse_resolution,
                                     backend=config.backend, background=config.background, context=context,
                                     top_k=k)
@@ -124,11 +169,14 @@ def _coarse(gaussians, queries, cands, config, k, *, candidate_images, loftr_mat
 
 def keypoint_polish(config: PoseConfig, *, context: Context = QUIET) -> Polish:
     """The polish of ``config.keypoints``: :func:`keypoint_poses` with ``config.keypoint``,
-    rendering with ``config.backend`` over ``config.background``."""
+    rendering with ``config.backend`` over ``config.background``, each query's candidates
+    polished until ``config.hypotheses`` of them have ``config.polish_stop_inliers``
+    inliers."""
 
     def polish(gaussians, queries, cameras, k, _config):
+        stop = (config.hypotheses, config.polish_stop_inliers) if config.polish_stop_inliers > 0 else None
         return keypoint_poses(gaussians, queries, cameras, k, config.keypoint, backend=config.backend,
-                              background=config.background, context=context)
+                              background=config.background, context=context, stop=stop)
 
     return polish
 
@@ -194,10 +242,74 @@ def _screen_some(gaussians, queries, starts, idx, score, inliers, k, config, *, 
     return (fine,) + _keep(order, starts, idx, score, inliers) + (losses,)
 
 
+@dataclasses.dataclass(frozen=True)
+class PoseStarts:
+    """Where the fine pose of Q queries starts, K = ``config.hypotheses`` per query
+    (:func:`pose_starts`): fine_starts [Q * K] (query-major; screened poses where a query
+    was screened), starts [Q * K] (the polished candidates they came from), idx / score /
+    inliers [Q, K] (retrieval index and score, PnP inliers), screen_losses [Q, n] or None,
+    method ("render" or "loftr"), seconds {"coarse", "polish", "screen"}."""
+
+    fine_starts: Camera
+    starts: Camera
+    idx: np.ndarray
+    score: np.ndarray
+    inliers: np.ndarray
+    screen_losses: np.ndarray | None
+    method: str
+    seconds: dict
+
+
+def pose_starts(
+    gaussians: Gaussians,
+    queries: Float[Array, "Q H W 3"],
+    candidates: Camera | RenderedCandidates,
+    config: PoseConfig = PoseConfig(),
+    *,
+    key: jax.Array,
+    candidate_images: Float[Array, "C H W 3"] | None = None,
+    loftr_matcher=None,
+    polish: Polish | None = None,
+    context: Context = QUIET,
+    parallel: ParallelConfig | None = None,
+    objective: str | Objective | None = None,
+) -> PoseStarts:
+    """The pose stage up to the fine pose (coarse retrieval, polish, screening) with the
+    arguments of :func:`estimate_poses`: a :class:`PoseStarts`."""
+    queries = jnp.asarray(queries, jnp.float32)
+    q, k = queries.shape[0], config.hypotheses
+    if polish is None and config.keypoints:
+        polish = keypoint_polish(config, context=context)
+    screening = config.screen_steps > 0 and config.screen_candidates > k
+    n = config.screen_candidates if screening else k  # the candidates past the polish
+    kr = max(n, config.keypoint_candidates) if polish is not None else n
+    t0 = time.perf_counter()
+    cands = candidates if isinstance(candidates, RenderedCandidates) else as_batch(candidates)
+    method, cands, idx, score = _coarse(gaussians, queries, cands, config, kr,
+                                        candidate_images=candidate_images, loftr_matcher=loftr_matcher,
+                                        context=context)
+    starts = index_cameras(cands, jnp.asarray(idx.reshape(-1)))  # [Q * kr], query-major
+    jax.block_until_ready(starts.R)
+    t1 = time.perf_counter()
+    inliers = np.full((q, n), -1, np.int64)
+    if polish is not None:
+        starts, idx, score, inliers = _polish_and_pick(polish, gaussians, queries, starts, idx, score, n, config)
+        jax.block_until_ready(starts.R)
+    t2 = time.perf_counter()
+    fine_starts, screen_losses = starts, None
+    if screening:
+        fine_starts, starts, idx, score, inliers, screen_losses = _screen_some(
+            gaussians, queries, starts, idx, score, inliers, k, config, key=key, context=context, parallel=parallel,
+            objective=objective)
+        jax.block_until_ready(fine_starts.R)
+    seconds = {"coarse": t1 - t0, "polish": t2 - t1, "screen": time.perf_counter() - t2}
+    return PoseStarts(fine_starts, starts, idx, score, inliers, screen_losses, method, seconds)
+
+
 def estimate_poses(
     gaussians: Gaussians,
     queries: Float[Array, "Q H W 3"],
-    candidates: Camera,
+    candidates: Camera | RenderedCandidates,
     config: PoseConfig = PoseConfig(),
     *,
     key: jax.Array,
@@ -215,7 +327,8 @@ def estimate_poses(
     ``candidates``: stacked cameras at the query resolution, e.g.
     :func:`candidate_cameras` of the training cameras; for LoFTR the first C of them
     must be the cameras of ``candidate_images`` (the training images).
-    Render-and-compare adds ``config.inplane_rotations`` rolls of every candidate.
+    Render-and-compare adds ``config.inplane_rotations`` rolls of every candidate;
+    ``candidates`` may also be those already rendered (:func:`render_candidates`).
     ``polish(gaussians, queries [Q], cameras [Q*K query-major], K, config) -> (cameras
     [Q*K], inliers [Q*K])`` moves each coarse candidate before the fine pose (e.g. a
     keypoint pose); None: :func:`keypoint_polish` when ``config.keypoints`` (then the
@@ -234,37 +347,17 @@ def estimate_poses(
     devices (see :func:`refine_poses`); ``objective`` replaces ``config.objective`` (a
     function or a registered name, see :mod:`.objectives`), the loss hypotheses are chosen by."""
     queries = jnp.asarray(queries, jnp.float32)
-    q, k = queries.shape[0], config.hypotheses
-    if polish is None and config.keypoints:
-        polish = keypoint_polish(config, context=context)
-    screening = config.screen_steps > 0 and config.screen_candidates > k
-    n = config.screen_candidates if screening else k  # the candidates past the polish
-    kr = max(n, config.keypoint_candidates) if polish is not None else n
-    t0 = time.perf_counter()
-    method, cands, idx, score = _coarse(gaussians, queries, as_batch(candidates), config, kr,
-                                        candidate_images=candidate_images, loftr_matcher=loftr_matcher,
-                                        context=context)
-    starts = index_cameras(cands, jnp.asarray(idx.reshape(-1)))  # [Q * kr], query-major
-    jax.block_until_ready(starts.R)
-    t1 = time.perf_counter()
-    inliers = np.full((q, n), -1, np.int64)
-    if polish is not None:
-        starts, idx, score, inliers = _polish_and_pick(polish, gaussians, queries, starts, idx, score, n, config)
-        jax.block_until_ready(starts.R)
-    t2 = time.perf_counter()
-    fine_starts, screen_losses = starts, None
-    if screening:
-        fine_starts, starts, idx, score, inliers, screen_losses = _screen_some(
-            gaussians, queries, starts, idx, score, inliers, k, config, key=key, context=context, parallel=parallel,
-            objective=objective)
-        jax.block_until_ready(fine_starts.R)
+    st = pose_starts(gaussians, queries, candidates, config, key=key, candidate_images=candidate_images,
+                     loftr_matcher=loftr_matcher, polish=polish, context=context, parallel=parallel,
+                     objective=objective)
+    k = config.hypotheses
     t3 = time.perf_counter()
     targets = queries if k == 1 else jnp.repeat(queries, k, axis=0)
-    ref = refine_poses_detailed(gaussians, fine_starts, targets, config, key=key, context=context, parallel=parallel,
-                                objective=objective)
+    ref = refine_poses_detailed(gaussians, st.fine_starts, targets, config, key=key, context=context,
+                                parallel=parallel, objective=objective)
     jax.block_until_ready(ref.cameras.R)
-    seconds = {"coarse": t1 - t0, "polish": t2 - t1, "screen": t3 - t2, "fine": time.perf_counter() - t3}
-    return _estimate(ref, starts, idx, score, inliers, method, seconds, screen_losses)
+    seconds = dict(st.seconds, fine=time.perf_counter() - t3)
+    return _estimate(ref, st.starts, st.idx, st.score, st.inliers, st.method, seconds, st.screen_losses)
 
 
 def _estimate(ref, starts, idx, score, inliers, method, seconds, screen_losses=None) -> PoseEstimate:
@@ -281,4 +374,5 @@ def _estimate(ref, starts, idx, score, inliers, method, seconds, screen_losses=N
         loss_traces=np.asarray(ref.traces)[flat], method=method, seconds=seconds,
         loss=losses[rows, chosen], best_step=np.asarray(ref.best_step)[flat],
         diverged=np.asarray(ref.diverged)[flat], hypothesis_index=idx, hypothesis_score=score,
-        hypothesis_losses=losses, chosen=chosen, inliers=inliers[rows, chosen], screen_losses=screen_losses)
+        hypothesis_losses=losses, chosen=chosen, inliers=inliers[rows, chosen], screen_losses=screen_losses,
+        fine_steps=np.asarray(ref.steps)[flat])

@@ -93,7 +93,7 @@ def _optimizer(lr_first: float = 1e-3, lr: float = 0.01, lr_decay: float = 0.8):
 
 #: The :class:`PoseConfig` fields the compiled refinement reads.
 COMPILED_FIELDS = ("steps", "exact_exp", "backend", "background", "lr_first", "lr", "lr_decay", "fine_levels",
-                   "fine_level_steps")
+                   "fine_level_steps", "stop_patience", "stop_tolerance")
 
 
 def compiled_config(config: PoseConfig) -> PoseConfig:
@@ -139,6 +139,12 @@ def _level_scan(loss_fn, opt, carry, first: int, n: int, track: bool):
     parameters. ``track``: the iterate of each step is a candidate for the best (lowest
     loss; NaN never compares lower). Returns (carry, losses [n])."""
 
+    return jax.lax.scan(_step_fn(loss_fn, opt, track), carry, jnp.arange(first, first + n, dtype=jnp.int32))
+
+
+def _step_fn(loss_fn, opt, track: bool):
+    """One Adam step of :func:`_level_scan`: (carry, global step i) -> (carry, loss before it)."""
+
     def step(c, i):
         params, state, best, best_loss, best_step, bad = c
         loss, grad = jax.value_and_grad(loss_fn)(params)
@@ -151,7 +157,45 @@ def _level_scan(loss_fn, opt, carry, first: int, n: int, track: bool):
         params, state = _where(ok, (optax.apply_updates(params, updates), new_state), (params, state))
         return (params, state, best, best_loss, best_step, bad | ~ok), loss
 
-    return jax.lax.scan(step, carry, jnp.arange(first, first + n, dtype=jnp.int32))
+    return step
+
+
+def _idle_camera(camera: Camera, idle) -> Camera:
+    """``camera``, or where ``idle`` the same camera moved 10^4 units back along its
+    axis: every point is then behind the near plane and culled before any binning."""
+    t = camera.t.at[..., 2].add(jnp.where(idle, -1e4, 0.0).astype(camera.t.dtype))
+    return Camera(camera.R, t, camera.fx, camera.fy, camera.cx, camera.cy, camera.width, camera.height)
+
+
+def _level_until_stall(loss_for, opt, carry, first: int, n: int, patience: int, tol: float):
+    """Like :func:`_level_scan` (tracking the best) but stops after the step at which the
+    best loss has improved by less than ``tol`` (relative) over the last ``patience``
+    steps: at step s >= ``patience``, stop when best(s - patience) - best(s) < tol *
+    best(s), best(s) the lowest loss of the iterates 0 .. s of this level. Returns (carry,
+    losses [n], NaN after the stop, steps taken). Under ``vmap`` every query stops on its
+    own: the batch runs until its last query stops and the stopped ones are left unchanged
+    (``lax.while_loop``'s batching). ``loss_for(idle)`` gives the loss function; a stopped
+    query's steps are still computed under ``vmap`` (and thrown away), so with ``idle`` set
+    it renders a camera that sees nothing (:func:`_idle_camera`), which costs the kernel
+    next to nothing."""
+    dtype = carry[3].dtype
+
+    def cond(c):
+        _, _, i, done, _ = c
+        return (i < n) & ~done
+
+    def body(c):
+        inner, trace, i, done, ring = c
+        inner, loss = _step_fn(loss_for(done | (i >= n)), opt, True)(inner, first + i)
+        best = inner[3]
+        slot = i % patience
+        done = (i >= patience) & (ring[slot] - best < tol * best)
+        return inner, trace.at[i].set(loss), i + 1, done, ring.at[slot].set(best)
+
+    init = (carry, jnp.full((n,), jnp.nan, dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool),
+            jnp.full((patience,), jnp.inf, dtype))
+    carry, trace, taken, _, _ = jax.lax.while_loop(cond, body, init)
+    return carry, trace, taken
 
 
 def _refine_core(gaussians, camera, query, params0, *, config: PoseConfig, objective):
@@ -163,9 +207,11 @@ def _refine_core(gaussians, camera, query, params0, *, config: PoseConfig, objec
     query = jnp.asarray(query, gaussians.means.dtype)
     bg = jnp.asarray(background, query.dtype)
 
-    def loss_at(cam, target):
+    def loss_at(cam, target, idle=None):
         def loss_fn(params):
             moved = moved_camera(cam, params, exact_exp=exact_exp)
+            if idle is not None:
+                moved = _idle_camera(moved, idle)
             rgb, alpha = render(gaussians, moved, background=background, backend=backend)
             return objective(PoseRender(rgb=rgb, alpha=alpha, camera=moved, background=bg), target)
         return loss_fn
@@ -184,17 +230,23 @@ def _refine_core(gaussians, camera, query, params0, *, config: PoseConfig, objec
         first_loss = full_loss(params0)
         better = first_loss < carry[3]
         carry = carry[:2] + _where(better, (params0, first_loss, zero), carry[2:5]) + carry[5:]
-    carry, tr = _level_scan(full_loss, opt, carry, done, plan[-1][2], track=True)
+    if config.stop_patience > 0:
+        carry, tr, taken = _level_until_stall(lambda idle: loss_at(camera, query, idle), opt, carry, done,
+                                              plan[-1][2], config.stop_patience, config.stop_tolerance)
+    else:
+        carry, tr = _level_scan(full_loss, opt, carry, done, plan[-1][2], track=True)
+        taken = jnp.asarray(plan[-1][2], jnp.int32)
     traces.append(tr)
     first_loss = tr[0] if first_loss is None else first_loss
     params, _, best, best_loss, best_step, bad = carry
     last = full_loss(params)  # the last iterate's loss (the scan evaluates each iterate before its step)
     better = last < best_loss
     best, best_loss = _where(better, params, best), jnp.where(better, last, best_loss)
-    best_step = jnp.where(better, steps, best_step)
+    taken = taken + done
+    best_step = jnp.where(better, taken, best_step)
     diverged = bad | ~jnp.isfinite(last) | (last > first_loss * (1.0 + GROWTH_TOLERANCE))
     trace = traces[0] if len(traces) == 1 else jnp.concatenate(traces)
-    return moved_camera(camera, best, exact_exp=exact_exp), trace, best_loss, best_step, diverged
+    return moved_camera(camera, best, exact_exp=exact_exp), trace, best_loss, best_step, diverged, taken
 
 
 _STATIC = ("config", "objective")
@@ -236,13 +288,15 @@ class Refinement(NamedTuple):
     when no loss was finite); best_step [B]: its number of steps taken (0: the start, k:
     the last); diverged [B]: a loss or gradient became NaN/inf, or the last iterate's loss
     exceeds the start's by more than ``GROWTH_TOLERANCE`` (1 %; a start at the optimum
-    wobbles by less)."""
+    wobbles by less); steps [B]: the steps taken (k, or fewer where ``stop_patience``
+    stopped the query early; its trace is NaN after that)."""
 
     cameras: Camera
     traces: Float[Array, "B k"]
     loss: Float[Array, " B"]
     best_step: Int[Array, " B"]
     diverged: Bool[Array, " B"]
+    steps: Int[Array, " B"]
 
 
 def query_keys(key: jax.Array, b: int) -> jax.Array:

@@ -267,19 +267,26 @@ def keypoint_poses(
     backend: str = "auto",
     background=(1.0, 1.0, 1.0),
     context: Context = QUIET,
+    stop: tuple[int, int] | None = None,
 ) -> tuple[Camera, Int[np.ndarray, " QK"]]:
     """:func:`keypoint_pose` for ``k`` candidates per query, one after the other (OpenCV
     runs on the CPU). ``cameras``: stacked [Q * k], query-major (the k candidates of query
-    0 first). Returns (stacked cameras [Q * k], inliers [Q * k] int; 0 marks the
-    fallback, the candidate returned unchanged)."""
+    0 first). ``stop = (m, t)``: a query's later candidates are left as they are once m of
+    its candidates got at least t inliers (None: every candidate is polished). Returns
+    (stacked cameras [Q * k], inliers [Q * k] int; 0 marks a candidate returned unchanged:
+    the fallback, or not polished after the stop)."""
     cams = as_batch(cameras)
     n = num_cameras(cams)
     if not (isinstance(k, int) and k >= 1) or n != len(queries) * k:
         raise ValueError(f"keypoint_poses: {n} cameras for {len(queries)} queries x k={k}")
     out, inliers = [], np.zeros(n, np.int64)
+    enough = np.zeros(len(queries), np.int64)
     for i in range(n):
-        cam, inliers[i] = keypoint_pose(gaussians, queries[i // k], index_cameras(cams, i), config,
-                                        backend=backend, background=background)
+        cam = index_cameras(cams, i)
+        if stop is None or enough[i // k] < stop[0]:
+            cam, inliers[i] = keypoint_pose(gaussians, queries[i // k], cam, config, backend=backend,
+                                            background=background)
+            enough[i // k] += int(stop is not None and inliers[i] >= stop[1])
         out.append(cam)
         context.tick("keypoint pose", i + 1, n)
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *out), inliers

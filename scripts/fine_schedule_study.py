@@ -1,0 +1,207 @@
+"""How many fine-pose steps, at which learning rate, a query needs: pose error against step.
+
+  python scripts/fine_schedule_study.py CLASS --model RUN [--only PATHS.txt] [--settings default lr=0.003,theta0=1]
+                                        [--steps 175] [--cache STARTS.npz] [--json OUT.json]
+
+Runs the pose stage of the defaults up to the fine pose once (coarse retrieval, keypoint
+polish, screening: :func:`splatjax.pose.pose_starts`; cached in ``--cache``), then for
+every ``--settings`` entry (comma-separated: ``lr`` after the first step, ``lr_first``,
+``decay`` per 100 steps, ``theta0`` added to the screw's initial theta, ``exact`` 1 for
+the corrected exponential; "default": PoseConfig's) one refinement of ``--steps`` steps per query that records every iterate (the screw before
+each step and its loss). From these trajectories it evaluates stopping rules offline,
+each as the library's refinement would (the returned pose is the lowest-loss iterate seen
+up to the stop):
+
+- ``fixed N``: N steps;
+- ``stall P tol``: stop after step s >= P once the best loss has improved by less than
+  ``tol`` (relative) over the last P steps (at most ``--steps``).
+
+and prints per rule the rotation error (rad) median / 90th percentile / max, the queries
+beyond 0.01 rad, the mean number of steps taken and the mean over batches of ``--batch``
+queries of their largest (what a vmapped batch costs). ``--only``: a text file of query paths
+(as in per_image.csv), one per line: the subset studied. Choose rules on tuning data only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's splatjax
+import splatjax as sj  # noqa: E402
+from splatjax.app.runs import resolve_model  # noqa: E402
+from splatjax.data import load_mad_class  # noqa: E402
+from splatjax.metrics import pose_errors  # noqa: E402
+from splatjax.pose import (PoseConfig, PoseRender, camera_to_c2w, candidate_cameras, cameras_from_c2w,  # noqa: E402
+                           fine_lr_schedule, get_objective, init_screw, moved_camera, pose_starts)
+from splatjax.render import render  # noqa: E402
+
+CONVERGED = 0.01
+
+
+SETTING_KEYS = {"lr": 0.01, "lr_first": 1e-3, "decay": 0.8, "theta0": 0.0, "exact": 0.0}
+
+
+def _setting(text: str) -> dict:
+    """"lr=0.01,decay=0.8,theta0=0,exact=0" (any subset; "default" for PoseConfig's)."""
+    out = dict(SETTING_KEYS)
+    for part in filter(None, text.split(",")):
+        if part == "default":
+            continue
+        k, v = part.split("=")
+        if k not in SETTING_KEYS:
+            raise SystemExit(f"unknown setting {k!r}; known: {sorted(SETTING_KEYS)}")
+        out[k] = float(v)
+    return out
+
+
+def _trajectory(gaussians, camera, query, params0, *, setting, steps, background, objective):
+    """Losses [steps + 1] and screws of every iterate (iterate i = after i steps)."""
+    sched = functools.partial(fine_lr_schedule, lr_first=setting["lr_first"], lr=setting["lr"],
+                              lr_decay=setting["decay"])
+    opt = optax.adam(sched, b1=0.9, b2=0.999)
+    bg = jnp.asarray(background, jnp.float32)
+    exact = bool(setting["exact"])
+
+    def loss_fn(p):
+        cam = moved_camera(camera, p, exact_exp=exact)
+        rgb, alpha = render(gaussians, cam, background=background)
+        return objective(PoseRender(rgb=rgb, alpha=alpha, camera=cam, background=bg), query)
+
+    def step(c, _):
+        p, s = c
+        loss, g = jax.value_and_grad(loss_fn)(p)
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), (loss, p)
+
+    (p, _), (losses, ps) = jax.lax.scan(step, (params0, opt.init(params0)), None, length=steps)
+    last = loss_fn(p)
+    ps = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b[None]]), ps, p)
+    return jnp.concatenate([losses, last[None]]), ps
+
+
+def _starts(cls, g, pc, paths, cache: Path | None):
+    if cache is not None and cache.is_file():
+        z = np.load(cache)
+        if list(z["paths"]) == paths:
+            print(f"starts from {cache}")
+            return z["c2w"], float(z["seconds"])
+    idx = [list(cls.test.paths).index(p) for p in paths]
+    queries = jnp.asarray(np.asarray(cls.test.images)[idx], jnp.float32)
+    t0 = time.perf_counter()
+    st = pose_starts(g, queries, candidate_cameras(cls.train.cameras, pc), pc,
+                     key=jax.random.split(jax.random.key(0), len(paths)))
+    c2w = camera_to_c2w(st.fine_starts)
+    sec = time.perf_counter() - t0
+    if cache is not None:
+        np.savez(cache, paths=np.array(paths), c2w=c2w, seconds=sec)
+    return c2w, sec
+
+
+def _rule_index(losses, rule) -> tuple[int, int]:
+    """(returned iterate, steps taken) of one query's trajectory under ``rule``."""
+    n = losses.shape[0] - 1
+    if rule[0] == "fixed":
+        stop = min(rule[1], n)
+    else:
+        p, tol = rule[1], rule[2]
+        best = np.minimum.accumulate(losses)
+        stop = n
+        for s in range(p, n + 1):
+            if best[s - p] - best[s] < tol * best[s]:
+                stop = s
+                break
+    return int(np.argmin(losses[: stop + 1])), stop
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="fine_schedule_study.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--resolution", type=int, default=200)
+    ap.add_argument("--only")
+    ap.add_argument("--settings", nargs="+", default=["default"])
+    ap.add_argument("--steps", type=int, default=175)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--cache")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+
+    data = Path(args.data)
+    cls = load_mad_class(data, args.resolution, test_poses=data / "test_poses.json")
+    g = sj.load_ply(resolve_model(args.model))
+    paths = list(cls.test.paths)
+    if args.only:
+        wanted = [ln.strip() for ln in Path(args.only).read_text().splitlines() if ln.strip()]
+        paths = [p for p in paths if p in set(wanted)]
+    idx = [list(cls.test.paths).index(p) for p in paths]
+    queries = jnp.asarray(np.asarray(cls.test.images)[idx], jnp.float32)
+    truth = np.asarray(cls.test.c2w)[idx]
+    pc = PoseConfig(background=cls.train.background)
+    start_c2w, start_sec = _starts(cls, g, pc, paths, Path(args.cache) if args.cache else None)
+    tc = cls.train.cameras
+    fov = 2.0 * np.arctan(0.5 * tc.width / float(np.asarray(tc.fx).reshape(-1)[0]))
+    starts = cameras_from_c2w(start_c2w, fov, tc.width, tc.height)  # square pixels, centred principal point
+    q = len(paths)
+    print(f"{data.name}: {q} queries; starts {start_sec / q:.2f} s/query; start rotation median "
+          f"{np.median(pose_errors(start_c2w, truth)['rotation_rad']):.4f} rad")
+    objective = get_objective("photometric")
+    rules = [("fixed", n) for n in (0, 10, 25, 50, 75, 100, 125, 150, args.steps)]
+    rules += [("stall", p, tol) for p in (10, 20, 30) for tol in (1e-4, 3e-4, 1e-3)]
+    out = {"data": str(data), "queries": q, "start_seconds_per_query": start_sec / q, "settings": {}}
+    for text in args.settings:
+        setting, lr = _setting(text), text
+        fn = jax.jit(jax.vmap(functools.partial(_trajectory, setting=setting, steps=args.steps, background=pc.background,
+                                                objective=objective), in_axes=(None, 0, 0, 0)))
+        keys = jax.random.split(jax.random.key(1), q)
+        params0 = jax.vmap(lambda k: init_screw(key=k))(keys)
+        params0["theta"] = params0["theta"] + setting["theta0"]
+        t0 = time.perf_counter()
+        losses, screws = [], []
+        for a in range(0, q, args.batch):
+            sl = slice(a, min(q, a + args.batch))
+            pad = args.batch - (sl.stop - sl.start)
+            take = lambda x: jnp.concatenate([x[sl]] + [x[sl][-1:]] * pad) if pad else x[sl]  # noqa: E731
+            cams = jax.tree_util.tree_map(take, starts)
+            ls, ps = fn(g, cams, take(queries), jax.tree_util.tree_map(take, params0))
+            losses.append(np.asarray(ls)[: sl.stop - sl.start])
+            screws.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[: sl.stop - sl.start], ps))
+            print(f"  setting {lr}: {sl.stop}/{q} queries, {time.perf_counter() - t0:.0f} s", flush=True)
+        losses = np.concatenate(losses)
+        screws = jax.tree_util.tree_map(lambda *x: np.concatenate(x), *screws)
+        sec = (time.perf_counter() - t0) / q
+        res = {"seconds_per_query": sec, "rules": {}}
+        print(f"setting {lr}: {sec:.2f} s/query for {args.steps} steps (compilation included)")
+        for rule in rules:
+            picks = [_rule_index(losses[i], rule) for i in range(q)]
+            it = np.array([p[0] for p in picks])
+            screw = jax.tree_util.tree_map(lambda x: jnp.asarray(x[np.arange(q), it]), screws)
+            cams = jax.vmap(lambda c, s: moved_camera(c, s, exact_exp=bool(setting["exact"])))(starts, screw)
+            err = pose_errors(camera_to_c2w(cams), truth)["rotation_rad"]
+            name = " ".join(str(x) for x in rule)
+            taken = np.array([p[1] for p in picks])
+            steps = float(np.mean(taken))
+            batch_max = float(np.mean([taken[a:a + args.batch].max() for a in range(0, q, args.batch)]))
+            res["rules"][name] = {"median": float(np.median(err)), "p90": float(np.percentile(err, 90)),
+                                  "max": float(err.max()), "failures": int((err > CONVERGED).sum()), "mean_steps": steps,
+                                  "batch_max_steps": batch_max}
+            print(f"  {name:>16}: median {np.median(err):.4f}  p90 {np.percentile(err, 90):.4f}  max {err.max():.4f}"
+                  f"  >{CONVERGED}: {int((err > CONVERGED).sum())}  mean steps {steps:.0f} (batch max {batch_max:.0f})")
+        out["settings"][lr] = res
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
