@@ -528,3 +528,25 @@ def test_idle_camera_sees_nothing(scene, backend):
     np.testing.assert_array_equal(same.t, cam.t)
     rgb, alpha = render(g, pose.fine._idle_camera(cam, jnp.asarray(True)), backend=backend)
     assert float(jnp.max(alpha)) == 0.0 and float(jnp.min(rgb)) == 1.0  # the background only
+
+
+def test_init_theta_starts_the_screw_at_theta(scene):
+    s = pose.init_screw(key=jax.random.key(1), theta=1.0)
+    assert float(s["theta"]) == pytest.approx(1.0, abs=1e-5) and float(jnp.max(jnp.abs(s["w"]))) < 1e-5
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [4], 90)
+    start = pose.index_cameras(cams, 4)
+    base = PoseConfig(steps=15, backend="reference")
+    # theta 1: the screw moves the pose from the first steps (about linear in w, v), theta 0 barely
+    errs = {}
+    for theta in (0.0, 1.0):
+        cam, _ = pose.refine_pose(g, start, queries[0], replace(base, init_theta=theta), key=jax.random.key(2))
+        errs[theta] = float(pose_errors(pose.camera_to_c2w(cam), pose.camera_to_c2w(pose.index_cameras(qcams, 0)))
+                            ["rotation_rad"])
+    assert errs[1.0] < errs[0.0]
+    # the exact exponential ignores it (theta is its rotation angle)
+    a, _ = pose.refine_pose(g, start, queries[0], replace(base, exact_exp=True, init_theta=1.0), key=jax.random.key(2))
+    b, _ = pose.refine_pose(g, start, queries[0], replace(base, exact_exp=True), key=jax.random.key(2))
+    np.testing.assert_array_equal(a.R, b.R)
+    with pytest.raises(ConfigError, match="init_theta"):
+        PoseConfig(init_theta=7.0)

@@ -98,7 +98,8 @@ class PoseConfig:
     # default 1: more hypotheses only add fine-pose cost where the best candidate converges (BENCHMARKS.md)
     hypotheses: int = field(default=1, metadata={
         "help": "coarse candidates per query refined at once; the one with the lowest final loss is kept"})
-    stop_patience: int = field(default=0, metadata={
+    # default 20 steps, 1e-3: chosen on bunny, cow, teapot and the LegoPose views not in lego-AD (BENCHMARKS.md)
+    stop_patience: int = field(default=20, metadata={
         "help": "stop a query's fine pose once its best loss improved by less than --stop-tolerance (relative) "
                 "over this many steps (0: always --steps steps, as the reference)"})
     stop_tolerance: float = field(default=1e-3, metadata={
@@ -119,6 +120,10 @@ class PoseConfig:
     lr: float = field(default=0.01, metadata={"help": "fine pose learning rate after the first step, before decay"})
     lr_decay: float = field(default=0.8, metadata={"help": "fine pose learning-rate decay per 100 steps"})
     init_std: float = 1e-6  # standard deviation of the screw initialisation (reference)
+    init_theta: float = field(default=0.0, metadata={
+        "help": "the screw's initial theta with the reference screw map (the reference: 0, where R and t are "
+                "bilinear in (w, theta) and (v, theta) and the first steps barely move the pose; 1: about linear in "
+                "w and v); --exact-exp always starts at 0"})
     backend: str = field(default="auto", metadata={
         "help": "render backend", "choices": USER_BACKENDS})
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -137,6 +142,7 @@ class PoseConfig:
         require_ints(self, ("inplane_rotations", "sphere_views", "screen_steps", "screen_skip_inliers",
                             "polish_stop_inliers", "stop_patience"), 0)
         require_positive(self, ("lr_first", "lr", "lr_decay", "init_std", "screen_lr", "stop_tolerance"))
+        require(is_number(self.init_theta) and abs(self.init_theta) <= 3.2, self, "init_theta", "in [-3.2, 3.2]")
         require(self.fine_levels <= MAX_FINE_LEVELS, self, "fine_levels", f"<= {MAX_FINE_LEVELS}")
         require(self.fine_levels == 1 or self.steps > (self.fine_levels - 1) * self.fine_level_steps, self, "steps",
                 f"more than fine_levels - 1 = {self.fine_levels - 1} reduced levels x fine_level_steps "

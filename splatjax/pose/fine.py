@@ -58,15 +58,21 @@ def fine_lr_schedule(count, *, lr_first: float = 1e-3, lr: float = 0.01, lr_deca
     return jnp.where(count < 0.5, lr_first, lr * jnp.power(lr_decay, count / 100.0))
 
 
-def init_screw(*, key: jax.Array, std: float = 1e-6, dtype=jnp.float32) -> dict[str, Array]:
-    """Screw parameters {"w": [3], "v": [3], "theta": []}, each entry ~ N(0, std^2)
-    (the reference: std 1e-6)."""
+def init_screw(*, key: jax.Array, std: float = 1e-6, theta: float = 0.0, dtype=jnp.float32) -> dict[str, Array]:
+    """Screw parameters {"w": [3], "v": [3], "theta": []}, each entry ~ N(0, std^2), theta's
+    around ``theta`` (the reference: std 1e-6, theta 0)."""
     kw, kv, kt = jax.random.split(key, 3)
     return {
         "w": std * jax.random.normal(kw, (3,), dtype),
         "v": std * jax.random.normal(kv, (3,), dtype),
-        "theta": std * jax.random.normal(kt, (), dtype),
+        "theta": theta + std * jax.random.normal(kt, (), dtype),
     }
+
+
+def _theta0(config: PoseConfig) -> float:
+    """The screw's initial theta: ``config.init_theta`` with the reference map, 0 with the
+    exact exponential (where theta is the rotation angle itself)."""
+    return 0.0 if config.exact_exp else float(config.init_theta)
 
 
 def screw_motion(params: dict[str, Array], *, exact_exp: bool = False) -> tuple[Float[Array, "3 3"], Float[Array, " 3"]]:
@@ -321,7 +327,7 @@ def refine_pose(
     objective: str | Objective | None = None,
 ) -> tuple[Camera, Float[Array, " k"]]:
     """Refine one query's pose from the starting ``camera`` (SplatPose fine pose; the
-    fine-pose fields of ``config``: steps, learning rates, exact_exp, init_std, backend,
+    fine-pose fields of ``config``: steps, learning rates, exact_exp, init_std, init_theta, backend,
     fine_levels, fine_level_steps, objective, background). ``objective``: a function
     ``objective(render, query) -> loss`` or a registered name
     (:mod:`splatjax.pose.objectives`); None: ``config.objective``.
@@ -330,7 +336,7 @@ def refine_pose(
     untouched model as the query shows it; use :func:`splatjax.pose.camera_to_c2w` for a
     Blender camera-to-world), and the loss before each step [k]."""
     _check_query(query, camera, "refine_pose")
-    params0 = init_screw(key=key, std=config.init_std)
+    params0 = init_screw(key=key, std=config.init_std, theta=_theta0(config))
     cam, trace, *_ = _refine_one_jit(gaussians, camera, query, params0, **_static(config, objective))
     return cam, trace
 
@@ -389,7 +395,7 @@ def refine_poses_detailed(
     if num_cameras(cams) != b:
         raise ValueError(f"refine_poses: {num_cameras(cams)} cameras for {b} queries")
     _check_query(queries, cams, "refine_poses")
-    params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std))(query_keys(key, b))
+    params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std, theta=_theta0(config)))(query_keys(key, b))
     static = _static(config, objective)
     mesh = None if parallel is None else query_mesh(parallel.devices)
     per = int(config.batch_size if parallel is None or parallel.per_device_batch is None

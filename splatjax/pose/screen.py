@@ -36,8 +36,10 @@ __all__ = ["screen_config", "screen_hypotheses"]
 def screen_config(config: PoseConfig) -> PoseConfig:
     """The refinement settings of the screening: ``screen_steps`` steps at learning rate
     ``screen_lr``, one resolution level (the caller renders at ``screen_resolution``), no
-    early stop (the candidates are ranked after equal budgets)."""
-    return dataclasses.replace(config, steps=config.screen_steps, lr=config.screen_lr, fine_levels=1, stop_patience=0)
+    early stop (the candidates are ranked after equal budgets), the reference's screw
+    initialisation (the settings were chosen with it)."""
+    return dataclasses.replace(config, steps=config.screen_steps, lr=config.screen_lr, fine_levels=1, stop_patience=0,
+                               init_theta=0.0)
 
 
 def screen_hypotheses(
