@@ -43,7 +43,8 @@ def test_evaluate_writes_report_csv_and_pictures():
         rows = list(csv.DictReader(f))
     assert len(rows) == 8
     assert {"path", "label", "defect_type", "score", "verdict", "fine_translation", "fine_rotation_rad",
-            "pose_diverged", "pose_best_step", "pose_steps", "pose_hypothesis"} <= set(rows[0])
+            "pose_diverged", "pose_best_step", "pose_steps", "pose_hypothesis", "pose_residual_median",
+            "pose_residual_p90"} <= set(rows[0])
     assert all(0 < int(r["pose_steps"]) <= FAST_POSE.steps for r in rows)
     assert on_disk["pose_diverged"]["count"] == sum(int(r["pose_diverged"]) for r in rows)
     pose = on_disk["pose_config"]  # the PoseConfig whole, under its own field names

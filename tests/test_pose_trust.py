@@ -57,3 +57,20 @@ def test_trust_combines_silhouette_and_loss_and_says_why():
         assert t.rule == "silhouette IoU < 0.85"
     with pytest.raises(Exception, match="max_loss_ratio"):
         PoseConfig(max_loss_ratio=-1.0)
+
+
+def test_silhouette_residual_ignores_a_local_defect_but_not_a_shifted_render():
+    from splatjax.pose import silhouette_residual
+
+    bg = (1.0, 1.0, 1.0)
+    query = np.ones((1, 40, 40, 3), np.float32)
+    query[0, 10:30, 10:30] = (0.2, 0.4, 0.6)  # a 20 x 20 object
+    render = query.copy()
+    render[0, 12:14, 12:14] = (0.9, 0.1, 0.1)  # a defect of 1 % of the object
+    shifted = np.roll(query, 8, axis=2)  # the same object 8 px to the side
+    res = silhouette_residual(np.concatenate([query, render, shifted]), np.repeat(query, 3, 0), bg)
+    assert res.shape == (3, 2)
+    np.testing.assert_array_equal(res[0], [0.0, 0.0])
+    assert res[1, 0] == 0.0 and res[1, 1] == 0.0  # 1 % of the union: below the median and the p90
+    assert res[2, 0] > 0.3  # most of the union differs
+    np.testing.assert_array_equal(silhouette_residual(np.ones((1, 4, 4, 3)), np.ones((1, 4, 4, 3)), bg), [[0, 0]])

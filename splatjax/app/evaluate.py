@@ -9,7 +9,9 @@ coarse and the fine poses. Output folder::
                        ``pose_diverged`` (count and paths of queries whose fine pose diverged;
                        also said as a warning through the context, stderr by default)
     per_image.csv      path, label, defect type, score, verdict, coarse index, final loss (of the kept
-                       iterate), pose_diverged (0/1), pose_best_step, pose_steps (fine-pose steps taken), pose_hypothesis, pose errors
+                       iterate), pose_residual_median / pose_residual_p90 (silhouette_residual),
+                       pose_diverged (0/1), pose_best_step, pose_steps (fine-pose steps taken),
+                       pose_hypothesis, pose errors
     heatmaps/<type>_<n>.png   query | render | anomaly map on the model's fixed scale
     roc.png            image and pixel ROC curves
     pose_convergence.png      fine-pose loss per step (+ coarse vs fine errors)
@@ -125,6 +127,8 @@ def _write_tables(out_dir: Path, cls, det, cal, errs, trust) -> None:
             "score_over_threshold": [float(s) / cal.threshold for s in det.maps.scores],  # comparable across models
             "verdict": [verdict(s, cal, t) for s, t in zip(det.maps.scores, trusted)],
             "silhouette_iou": [float(x) for x in iou], "pose_loss_ratio": [float(x) for x in trust.loss_ratio],
+            "pose_residual_median": [float(x) for x in trust.residual[:, 0]],
+            "pose_residual_p90": [float(x) for x in trust.residual[:, 1]],
             "pose_trusted": [int(x) for x in trusted], "pose_untrusted_reason": list(trust.reasons),
             "coarse_index": [int(i) for i in est.coarse_index], "coarse_score": [float(s) for s in est.coarse_score],
             "final_loss": [float(x) for x in est.loss], "pose_diverged": [int(x) for x in est.diverged],

@@ -13,7 +13,7 @@ from .cameras import (
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
-from .trust import PoseTrust, foreground, silhouette_iou, trust_poses
+from .trust import PoseTrust, foreground, silhouette_iou, silhouette_residual, trust_poses
 from .objectives import (
     OBJECTIVES,
     Objective,
@@ -59,6 +59,7 @@ __all__ = [
     "PoseConfig",
     "foreground",
     "silhouette_iou",
+    "silhouette_residual",
     "PoseTrust",
     "trust_poses",
     "PoseEstimate",

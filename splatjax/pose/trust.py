@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from jaxtyping import Bool, Float
 
-__all__ = ["foreground", "silhouette_iou", "PoseTrust", "trust_poses"]
+__all__ = ["foreground", "silhouette_iou", "silhouette_residual", "PoseTrust", "trust_poses"]
 
 
 def foreground(images: Float[np.ndarray, "*B H W 3"], background, tol: float = 0.03) -> Bool[np.ndarray, "*B H W"]:
@@ -44,16 +44,37 @@ def silhouette_iou(renders: Float[np.ndarray, "B H W 3"], queries: Float[np.ndar
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0).astype(np.float64)
 
 
+def silhouette_residual(renders: Float[np.ndarray, "B H W 3"], queries: Float[np.ndarray, "B H W 3"], background,
+                        tol: float = 0.03) -> Float[np.ndarray, "B 2"]:
+    """Per pair, the median and the 90th percentile of the per-pixel mean absolute RGB
+    difference over the union of the two :func:`foreground` masks (0 when both are empty).
+    A local defect (a few per cent of the object's pixels) barely moves them; a render in
+    a wrong basin differs over much of the silhouette."""
+    r, q = np.asarray(renders, np.float32), np.asarray(queries, np.float32)
+    if r.shape != q.shape:
+        raise ValueError(f"silhouette_residual: renders {r.shape} and queries {q.shape} differ in shape")
+    diff = np.abs(r - q).mean(-1)
+    union = foreground(r, background, tol) | foreground(q, background, tol)
+    out = np.zeros((len(r), 2), np.float64)
+    for i in range(len(r)):
+        d = diff[i][union[i]]
+        if d.size:
+            out[i] = np.percentile(d, [50, 90])
+    return out
+
+
 class PoseTrust(NamedTuple):
     """Per query: ``iou`` [Q] (:func:`silhouette_iou`), ``loss_ratio`` [Q] (final loss over
     the reference loss; NaN without a reference), ``trusted`` [Q] and ``reasons`` (why a pose
-    is not trusted, "" when it is); ``rule``: the rule applied, in words."""
+    is not trusted, "" when it is); ``rule``: the rule applied, in words; ``residual`` [Q, 2]:
+    :func:`silhouette_residual` (recorded, not used by the rule)."""
 
     iou: np.ndarray
     loss_ratio: np.ndarray
     trusted: np.ndarray
     reasons: list[str]
     rule: str
+    residual: np.ndarray
 
 
 def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray, "Q H W 3"],
@@ -78,4 +99,5 @@ def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray
         if not loss_ok[i]:
             why.append(f"the pose's loss is {ratio[i]:.1f} x that of views held out of the fit (> {max_loss_ratio:g})")
         reasons.append("; ".join(why))
-    return PoseTrust(iou=iou, loss_ratio=ratio, trusted=silhouette_ok & loss_ok, reasons=reasons, rule=rule)
+    return PoseTrust(iou=iou, loss_ratio=ratio, trusted=silhouette_ok & loss_ok, reasons=reasons, rule=rule,
+                     residual=silhouette_residual(renders, queries, background))
