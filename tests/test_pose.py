@@ -209,10 +209,7 @@ def test_estimate_poses_render_path(scene):
 
 def test_candidates_rendered_once_give_the_same_poses(scene):
     g, cams, c2w, images = scene
-    truth = np.array([2, 9])
-    qcams = stack_cameras([pose.moved_camera(pose.index_cameras(cams, int(i)), perturbation(40 + i, 0.03, 0.05),
-                                             exact_exp=True) for i in truth])
-    queries = jax.vmap(lambda c: render(g, c, backend="reference")[0])(qcams)
+    _, queries = _queries_near(g, cams, [2, 9], 40)
     config = PoseConfig(coarse="render", coarse_resolution=16, steps=5, batch_size=2, inplane_rotations=2,
                         keypoints=False, backend="reference")
     rendered = pose.render_candidates(g, cams, config)
