@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+from dataclasses import replace
 import json
 import platform
 import re
@@ -99,7 +100,9 @@ def _query_batch(args, batch: int, width: int):
 
     val = load_blender(Path(args.data), "val", width)
     idx = np.arange(batch) % len(val)
-    config = pose.PoseConfig(steps=args.steps, backend=args.backend)
+    # the fixed-step loop (no early stop), so that every case does the same work per query
+    config = pose.PoseConfig(steps=args.steps, backend=args.backend, stop_patience=0,
+                             background=tuple(float(x) for x in val.background))
     params0 = jax.vmap(lambda k: pose.init_screw(key=k, std=config.init_std))(jax.random.split(jax.random.key(0), batch))
     return val, jnp.asarray(val.images[idx]), jax.tree_util.tree_map(lambda x: x[idx], val.cameras), params0, config
 
@@ -110,7 +113,7 @@ def fine_pose_breakdown(args) -> dict:
 
     g = sj.load_ply(resolve_model(args.model))
     val, queries, cams, params0, config = _query_batch(args, args.batch, args.image_size)
-    static = fine._static(config, val.background)
+    static = fine._static(config)
     bg = jnp.asarray(val.background, jnp.float32)
 
     def rend(cam, p):
@@ -120,7 +123,7 @@ def fine_pose_breakdown(args) -> dict:
     f_render_grad = jax.jit(jax.vmap(jax.grad(lambda p, cam: jnp.sum(rend(cam, p)))))
     f_loss_grad = jax.jit(jax.vmap(jax.value_and_grad(lambda a, b: photometric_loss(a, b))))
     renders = f_render(cams, params0)
-    one_step = functools.partial(fine._refine_batch_jit, **{**static, "steps": 1})
+    one_step = functools.partial(fine._refine_batch_jit, **fine._static(replace(config, steps=1)))
     all_steps = functools.partial(fine._refine_batch_jit, **static)
     r = args.repeats
     out = {
@@ -150,7 +153,7 @@ def fine_pose_sweep(args) -> list[dict]:
     rows = []
     for batch, width in cases:
         val, queries, cams, params0, config = _query_batch(args, batch, width)
-        run = functools.partial(fine._refine_batch_jit, **fine._static(config, val.background))
+        run = functools.partial(fine._refine_batch_jit, **fine._static(config))
         ms = _median_ms(run, (g, cams, queries, params0), 1)
         rows.append({"batch": batch, "image": width, "steps": args.steps, "ms_per_step": round(ms / args.steps, 3),
                      "s_per_query": round(ms / 1000.0 / batch, 4)})
