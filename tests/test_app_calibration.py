@@ -109,8 +109,8 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
     held = calibration.heldout_views(run / "model.ply", train.paths, train.images, train.cameras, FAST_POSE)
     assert len(held.images) == len(val) and held.candidates.R.shape[0] == len(train) - len(val)
     ext = WeightsFreeFeatures()
-    scores, losses = calibration.heldout_scores(g, held, FAST_POSE, FAST_MAP, extractor=ext)
-    assert losses.shape == scores.shape and np.all(losses > 0)
+    scores, losses, residuals = calibration.heldout_scores(g, held, FAST_POSE, FAST_MAP, extractor=ext)
+    assert losses.shape == scores.shape == residuals.shape and np.all(losses > 0) and np.all(residuals >= 0)
     base = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
                                          replace(FAST_MAP, threshold_rule="train-max"), extractor=ext,
                                          pose_config=FAST_POSE)
@@ -119,6 +119,7 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
                                           pose_config=FAST_POSE, heldout=held)  # stored: read back
     assert again.rule == "held-out" and again.threshold == pytest.approx(report["threshold"])
     assert again.heldout_pose_loss == pytest.approx(float(np.median(losses)), rel=1e-5)  # the loss rule's reference
+    assert again.heldout_pose_residual == pytest.approx(float(np.median(residuals)), rel=1e-5)  # the residual rule's
     assert again.describe() == "5 % FPR" and again.vmax == pytest.approx(2 * again.threshold)
     with pytest.raises(Exception, match="held out"):
         calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
@@ -138,5 +139,5 @@ def test_held_out_queries_and_the_key_of_their_pose_settings():
     assert q.shape == (8, 16, 16, 3) and np.array_equal(q[:2], images)
     np.testing.assert_allclose(calibration.roll_angles(3), [0.0, np.pi / 2, np.pi, 3 * np.pi / 2])
     digest = calibration._pose_digest
-    assert digest(PoseConfig()) == digest(PoseConfig(max_loss_ratio=0.0))
+    assert digest(PoseConfig()) == digest(PoseConfig(max_loss_ratio=2.5)) == digest(PoseConfig(max_residual_ratio=0))
     assert digest(PoseConfig()) != digest(PoseConfig(screen_steps=0))

@@ -74,3 +74,20 @@ def test_silhouette_residual_ignores_a_local_defect_but_not_a_shifted_render():
     assert res[1, 0] == 0.0 and res[1, 1] == 0.0  # 1 % of the union: below the median and the p90
     assert res[2, 0] > 0.3  # most of the union differs
     np.testing.assert_array_equal(silhouette_residual(np.ones((1, 4, 4, 3)), np.ones((1, 4, 4, 3)), bg), [[0, 0]])
+
+
+def test_residual_rule_flags_a_flipped_render_but_not_a_local_defect():
+    query = np.ones((1, 40, 40, 3), np.float32)
+    ramp = np.linspace(0.1, 0.8, 20, dtype=np.float32)
+    query[0, 10:30, 10:30] = np.stack([ramp, 0.5 * ramp, 0.9 - ramp], -1)[None]  # colour changes across the object
+    near = query.copy()
+    near[0, 12:18, 12:18] = (0.9, 0.1, 0.1)  # a defect of 9 % of the object
+    flipped = query[:, :, ::-1].copy()  # a wrong pose with the same silhouette (IoU 1), turned about its axis
+    renders = np.concatenate([near, flipped])
+    queries = np.repeat(query, 2, 0)
+    t = trust_poses(renders, queries, None, WHITE, min_iou=0.85, max_residual_ratio=3.0, reference_residual=0.05)
+    assert t.iou[1] == 1.0 and list(t.trusted) == [True, False]
+    assert "held out of the fit (> 3)" in t.reasons[1] and t.residual_ratio[1] > 3.0 and t.residual_ratio[0] == 0.0
+    assert "median render-vs-query difference" in t.rule
+    off = trust_poses(renders, queries, None, WHITE, min_iou=0.85, max_residual_ratio=3.0, reference_residual=0.0)
+    assert list(off.trusted) == [True, True] and np.isnan(off.residual_ratio).all()  # no reference: silhouette only

@@ -112,6 +112,7 @@ class MapCalibration:
     heldout_score_median: float = 0.0
     heldout_score_max: float = 0.0
     heldout_pose_loss: float = 0.0  # median final fine-pose loss of the held-out queries (0: not measured)
+    heldout_pose_residual: float = 0.0  # median silhouette residual of the held-out queries (0: not measured)
     residual: ResidualScales | None = None
 
     def describe(self) -> str:
@@ -172,19 +173,26 @@ def heldout_threshold(scores: Float[ArrayLike, " M"], false_positive_rate: float
     return float(np.exp(logs.mean() + norm.ppf(1.0 - false_positive_rate) * logs.std(ddof=1)))
 
 
+def _median_or_zero(values) -> float:
+    m = 0.0 if values is None else float(np.median(np.asarray(values, np.float64)))
+    return m if np.isfinite(m) else 0.0
+
+
 def with_heldout(cal: MapCalibration, scores: Float[ArrayLike, " M"], config: MapConfig,
-                 pose_losses: Float[ArrayLike, " M"] | None = None) -> MapCalibration:
+                 pose_losses: Float[ArrayLike, " M"] | None = None,
+                 pose_residuals: Float[ArrayLike, " M"] | None = None) -> MapCalibration:
     """``cal`` with the held-out rule's threshold (:func:`heldout_threshold` of the scores of
     M held-out queries at ``config.false_positive_rate``) and colour range 0 .. 2 x it;
-    ``pose_losses``: those queries' final fine-pose losses (their median is kept as the
-    reference of the pose trust rule, :func:`splatjax.pose.trust_poses`)."""
+    ``pose_losses`` / ``pose_residuals``: those queries' final fine-pose losses and median
+    silhouette residuals (their medians are kept as the references of the pose trust rules,
+    :func:`splatjax.pose.trust_poses`)."""
     s = np.asarray(scores, np.float64).ravel()
     t = heldout_threshold(s, config.false_positive_rate)
-    loss = 0.0 if pose_losses is None else float(np.median(np.asarray(pose_losses, np.float64)))
     return dataclasses.replace(cal, threshold=t, vmax=2.0 * t, rule="held-out",
                                false_positive_rate=float(config.false_positive_rate), heldout_queries=int(s.size),
                                heldout_score_median=float(np.median(s)), heldout_score_max=float(s.max()),
-                               heldout_pose_loss=loss if np.isfinite(loss) else 0.0)
+                               heldout_pose_loss=_median_or_zero(pose_losses),
+                               heldout_pose_residual=_median_or_zero(pose_residuals))
 
 
 def calibrate(train_scores: Float[ArrayLike, " N"], config: MapConfig, features: str,

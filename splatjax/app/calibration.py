@@ -150,14 +150,15 @@ def heldout_queries(images: np.ndarray, rolls: int, background) -> np.ndarray:
 
 
 def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_config: MapConfig, *, extractor,
-                   residual=None, context: Context = QUIET) -> tuple[np.ndarray, np.ndarray]:
+                   residual=None, context: Context = QUIET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image scores of the held-out views and ``map_config.calibration_rolls`` copies of each
     rolled by 2 pi j / (rolls + 1), run through the whole pipeline as queries with
     ``pose_config`` (fine-pose key 0): of those whose pose is trusted
     (:func:`~splatjax.app.stages.pose_trust`; a query whose pose is not gets "pose not
     found", not a score verdict, so its score must not set the threshold), or of all when
-    fewer than two are. Returns (scores, final fine-pose losses) of those queries; the
-    silhouette alone decides here (the loss rule's reference is what is being measured)."""
+    fewer than two are. Returns (scores, final fine-pose losses, median silhouette residuals)
+    of those queries; the silhouette alone decides here (the other rules' references are what
+    is being measured)."""
     from .stages import pose_trust, run_stages
 
     rolls = map_config.calibration_rolls
@@ -168,20 +169,22 @@ def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_con
                      extractor=extractor, candidate_images=heldout.candidate_images, residual=residual,
                      context=context)
     scores, losses = np.asarray(det.maps.scores, np.float64), np.asarray(det.poses.loss, np.float64)
-    trusted = pose_trust(det.renders, queries, pose_config).trusted
+    trust = pose_trust(det.renders, queries, pose_config)
+    trusted, residuals = trust.trusted, trust.residual[:, 0]
     if (~trusted).any():
         context.say(f"[splatjax] {int((~trusted).sum())} of the {len(queries)} held-out queries found no trusted pose "
                     "and do not count for the threshold")
     keep = trusted if trusted.sum() >= 2 else np.ones_like(trusted)
-    return scores[keep], losses[keep]
+    return scores[keep], losses[keep], residuals[keep]
 
 
 def _pose_digest(pose_config: PoseConfig) -> str:
     """12 hex digits naming every pose setting the held-out queries were posed with (a
-    calibration measured with other pose settings is measured again); ``max_loss_ratio`` is
-    left out: it is applied to test queries, never to these (:func:`heldout_scores`)."""
+    calibration measured with other pose settings is measured again); ``max_loss_ratio`` and
+    ``max_residual_ratio`` are left out: they are applied to test queries, never to these
+    (:func:`heldout_scores`)."""
     settings = dataclasses.asdict(pose_config)
-    del settings["max_loss_ratio"]
+    del settings["max_loss_ratio"], settings["max_residual_ratio"]
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -227,13 +230,14 @@ def model_calibration(
     if rule == "train-max" or heldout is None:
         return base
     key = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
-           f"-rolls{map_config.calibration_rolls}-views{len(heldout.images)}-pose{_pose_digest(pose_config)}")
+           f"-rolls{map_config.calibration_rolls}-views{len(heldout.images)}-pose{_pose_digest(pose_config)}"
+           "-residual")  # calibrations stored before the residual reference are measured again
     found = _stored(path, key, digest)
     if found is not None:
         return found
-    scores, losses = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor,
-                                    residual=base.residual, context=context)
-    return _store(path, key, with_heldout(base, scores, map_config, losses), digest)
+    scores, losses, residuals = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor,
+                                               residual=base.residual, context=context)
+    return _store(path, key, with_heldout(base, scores, map_config, losses, residuals), digest)
 
 
 def _train_calibration(path: Path, digest: str, gaussians, cameras: Camera, images, map_config: MapConfig, *,

@@ -51,8 +51,9 @@ class PoseConfig:
     fit, it is no flag).
     ``min_silhouette_iou``: the trust rule of :mod:`splatjax.pose.trust` (the value chosen
     on the tuning objects bunny, the toy and lego-AD; see BENCHMARKS.md) and
-    ``max_loss_ratio`` (the final loss against the held-out views' median, chosen on bunny,
-    cow and teapot).
+    ``max_residual_ratio`` (the median render-vs-query difference over the silhouettes against
+    the held-out views' median, chosen on bunny, cow and teapot) and ``max_loss_ratio`` (the
+    final loss against the held-out views' median; off by default).
     ``stop_patience`` > 0: a query's fine pose stops once its best loss has improved by
     less than ``stop_tolerance`` (relative) over the last ``stop_patience`` full-resolution
     steps (at most ``steps``; the screening never stops early).
@@ -130,7 +131,12 @@ class PoseConfig:
     min_silhouette_iou: float = field(default=0.85, metadata={
         "help": "a fine pose whose render overlaps the query's silhouette less (IoU of their non-background "
                 "pixels) is not trusted: its verdict is 'pose not found' (0: trust every pose)"})
-    max_loss_ratio: float = field(default=2.5, metadata={
+    # default 3: chosen on bunny, cow and teapot (BENCHMARKS.md, trusting a pose by its residual)
+    max_residual_ratio: float = field(default=3.0, metadata={
+        "help": "a fine pose whose render differs from the query over the object (median over the silhouettes) more "
+                "than this multiple of the median of views held out of the fit is not trusted (0: no residual rule)"})
+    # default 0 (off): a large defect raises the loss as much as a wrong pose does (BENCHMARKS.md)
+    max_loss_ratio: float = field(default=0.0, metadata={
         "help": "a fine pose whose final loss exceeds this multiple of the median loss of views held out of the fit "
                 "(posed likewise; measured in the model's calibration) is not trusted (0: no loss rule)"})
 
@@ -153,5 +159,7 @@ class PoseConfig:
         require(is_number(self.min_silhouette_iou) and 0.0 <= self.min_silhouette_iou <= 1.0, self,
                 "min_silhouette_iou", "in [0, 1]")
         require(is_number(self.max_loss_ratio) and self.max_loss_ratio >= 0.0, self, "max_loss_ratio", ">= 0")
+        require(is_number(self.max_residual_ratio) and self.max_residual_ratio >= 0.0, self, "max_residual_ratio",
+                ">= 0")
         require_bools(self, ("keypoints", "exact_exp"))
         get_objective(self.objective)  # a one-line ConfigError naming the registered objectives

@@ -67,7 +67,8 @@ class PoseTrust(NamedTuple):
     """Per query: ``iou`` [Q] (:func:`silhouette_iou`), ``loss_ratio`` [Q] (final loss over
     the reference loss; NaN without a reference), ``trusted`` [Q] and ``reasons`` (why a pose
     is not trusted, "" when it is); ``rule``: the rule applied, in words; ``residual`` [Q, 2]:
-    :func:`silhouette_residual` (recorded, not used by the rule)."""
+    :func:`silhouette_residual`; ``residual_ratio`` [Q]: its median over the reference
+    residual (NaN without a reference)."""
 
     iou: np.ndarray
     loss_ratio: np.ndarray
@@ -75,29 +76,45 @@ class PoseTrust(NamedTuple):
     reasons: list[str]
     rule: str
     residual: np.ndarray
+    residual_ratio: np.ndarray
 
 
 def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray, "Q H W 3"],
                 losses: Float[np.ndarray, " Q"] | None, background, *, min_iou: float, max_loss_ratio: float = 0.0,
-                reference_loss: float = 0.0) -> PoseTrust:
+                reference_loss: float = 0.0, max_residual_ratio: float = 0.0,
+                reference_residual: float = 0.0) -> PoseTrust:
     """A pose is trusted when its render's silhouette overlaps the query's with IoU at least
-    ``min_iou`` and, when ``max_loss_ratio`` > 0 and ``reference_loss`` > 0 (and ``losses``
-    are given), its final loss is at most ``max_loss_ratio`` x ``reference_loss``."""
+    ``min_iou``; when ``max_residual_ratio`` > 0 and ``reference_residual`` > 0, when the
+    median of its :func:`silhouette_residual` is at most ``max_residual_ratio`` x
+    ``reference_residual``; and when ``max_loss_ratio`` > 0 and ``reference_loss`` > 0 (and
+    ``losses`` are given), when its final loss is at most ``max_loss_ratio`` x
+    ``reference_loss``."""
     iou = silhouette_iou(renders, queries, background)
+    residual = silhouette_residual(renders, queries, background)
+    n = len(iou)
     use_loss = losses is not None and max_loss_ratio > 0 and reference_loss > 0
-    ratio = (np.asarray(losses, np.float64) / reference_loss if use_loss else np.full(len(iou), np.nan))
+    use_res = max_residual_ratio > 0 and reference_residual > 0
+    ratio = np.asarray(losses, np.float64) / reference_loss if use_loss else np.full(n, np.nan)
+    res_ratio = residual[:, 0] / reference_residual if use_res else np.full(n, np.nan)
     silhouette_ok = iou >= min_iou
     loss_ok = ~(ratio > max_loss_ratio)  # NaN (no reference) passes; inf (no finite loss) fails
+    res_ok = ~(res_ratio > max_residual_ratio)
     rule = f"silhouette IoU < {min_iou:g}"
+    if use_res:
+        rule += (f", or median render-vs-query difference over the silhouettes > {max_residual_ratio:g} x the "
+                 f"held-out views' median {reference_residual:.4g}")
     if use_loss:
         rule += f", or final loss > {max_loss_ratio:g} x the held-out views' median {reference_loss:.4g}"
     reasons = []
-    for i in range(len(iou)):
+    for i in range(n):
         why = []
         if not silhouette_ok[i]:
             why.append(f"the render covers the object's silhouette with IoU {iou[i]:.2f} < {min_iou:g}")
+        if not res_ok[i]:
+            why.append(f"the render differs from the query over the object {res_ratio[i]:.1f} x as much as views "
+                       f"held out of the fit (> {max_residual_ratio:g})")
         if not loss_ok[i]:
             why.append(f"the pose's loss is {ratio[i]:.1f} x that of views held out of the fit (> {max_loss_ratio:g})")
         reasons.append("; ".join(why))
-    return PoseTrust(iou=iou, loss_ratio=ratio, trusted=silhouette_ok & loss_ok, reasons=reasons, rule=rule,
-                     residual=silhouette_residual(renders, queries, background))
+    return PoseTrust(iou=iou, loss_ratio=ratio, trusted=silhouette_ok & res_ok & loss_ok, reasons=reasons, rule=rule,
+                     residual=residual, residual_ratio=res_ratio)
