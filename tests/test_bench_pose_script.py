@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from script_modules import load_script
 
 
+@pytest.mark.slow  # a script smoke test (about 30 s); scripts/gpu_check.sh runs the script itself
 def test_bench_pose_toy_batched_matches_one_by_one(tmp_path):
     out = tmp_path / "bench.json"
     rc = load_script("bench_pose").main(["--workdir", str(tmp_path / "work"), "--resolution", "32",

@@ -491,7 +491,7 @@ def test_early_stop_returns_what_a_shorter_run_returns(scene):
     steps = np.asarray(ref.steps)
     assert np.all(steps < 40) and np.all(steps > 5)  # it stopped, each query on its own
     keys = jax.random.split(jax.random.key(5), 3)
-    for i in range(3):
+    for i in (int(np.argmin(steps)),):  # one query against its plain run (one more compilation each)
         assert np.all(np.isnan(ref.traces[i, steps[i]:])) and np.all(np.isfinite(ref.traces[i, :steps[i]]))
         plain = replace(config, steps=int(steps[i]), stop_patience=0)
         cam, trace = pose.refine_pose(g, pose.index_cameras(starts, i), queries[i], plain, key=keys[i])
