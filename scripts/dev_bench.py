@@ -2,7 +2,7 @@
 classic meshes, plus lego-AD, fitted and evaluated with the plain commands and defaults.
 
   python scripts/dev_bench.py build OUT --meshes MESH_DIR [--objects NAME ...]
-  python scripts/dev_bench.py run OUT [--objects NAME ...] [--iterations 3000] [-- evaluate flags]
+  python scripts/dev_bench.py run OUT [--objects NAME ...] [--iterations 3000] [--fit-args "FLAGS"] [-- evaluate flags]
   python scripts/dev_bench.py table OUT
 
 build
@@ -16,7 +16,7 @@ build
 
 run
   For each object: ``splatjax fit OUT/data/<name> --out OUT/models/<name> --iterations N``
-  (skipped when the model exists), then ``splatjax evaluate`` with its defaults into
+  (skipped when the model exists; ``--fit-args`` adds fit flags, e.g. ``"--sh-degree 3"``), then ``splatjax evaluate`` with its defaults into
   ``OUT/eval/<name>`` (the flags after ``--`` are passed on), one JSON row per object
   appended to ``OUT/results.jsonl`` (image / pixel AUROC, AUPRO, pose errors overall and
   rolled / unrolled apart, seconds per query). lego-AD is run with ``--lego CLASS --lego-model
@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -82,22 +83,23 @@ def _rolled(data: Path) -> set[str]:
     return {q["path"] for q in manifest["test"] if q["roll_deg"]}
 
 
-def fit(data: Path, model: Path, iterations: int) -> None:
+def fit(data: Path, model: Path, iterations: int, fit_args: tuple[str, ...] = ()) -> None:
     from splatjax.app.cli import main as cli_main
 
     if (model / "model.ply").is_file():
         return
-    rc = cli_main(["fit", str(data), "--out", str(model), "--iterations", str(iterations)])
+    rc = cli_main(["fit", str(data), "--out", str(model), "--iterations", str(iterations), *fit_args])
     if rc != 0:
         raise SystemExit(rc)
 
 
-def run(out: Path, names: list[str], iterations: int, extra: list[str], lego: tuple[str, str] | None) -> None:
+def run(out: Path, names: list[str], iterations: int, extra: list[str], lego: tuple[str, str] | None,
+        fit_args: tuple[str, ...] = ()) -> None:
     jobs = [(name, out / "data" / name, out / "models" / name) for name in names]
     if lego:
         jobs.append(("lego-AD", Path(lego[0]), Path(lego[1])))
     for name, data, model in jobs:
-        fit(data, model, iterations)
+        fit(data, model, iterations, fit_args)
         split = "tuning" if name in TUNING else "held-out" if name in HELD_OUT else "lego"
         lego_ad.run(data, str(model), out / "eval" / name, extra, results=out / RESULTS, object=name, split=split,
                     rolled=_rolled(data) if (data / "synth.json").is_file() else None)
@@ -200,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="fit and evaluate every class; rows into OUT/results.jsonl")
     r.add_argument("out")
     r.add_argument("--iterations", type=int, default=3000, help="fit iterations (default 3000)")
+    r.add_argument("--fit-args", default="", help='extra fit flags in one string, e.g. "--sh-degree 3"')
     r.add_argument("--lego", nargs=2, metavar=("CLASS", "RUN"), help="also run lego-AD: its class folder and model")
     for p in (b, r):
         p.add_argument("--objects", nargs="+", choices=sorted(OBJECTS), default=list(OBJECTS),
@@ -216,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         build(out, Path(args.meshes), args.objects)
     elif args.command == "run":
-        run(out, args.objects, args.iterations, extra, tuple(args.lego) if args.lego else None)
+        run(out, args.objects, args.iterations, extra, tuple(args.lego) if args.lego else None,
+            tuple(shlex.split(args.fit_args)))
     else:
         print(table(out))
     return 0
