@@ -21,6 +21,11 @@ optimiser and bookkeeping. The optimised HLO of the refinement is counted for
 ``conditional`` and ``while`` instructions (each is a device-to-host round trip per
 execution on a GPU), custom calls and fusions.
 
+``--sweep-gaussians``: a training step's cost against the number of Gaussians (fit time
+against work): the model's Gaussians drawn (with replacement above its count) to each N, in
+a buffer of exactly N slots, the compiled training chunk (``chunk_steps`` steps on the train
+views at ``--fit-resolution``, no densification) timed per step.
+
 Fit (``--fit-steps`` > 0, first): the plain ``splatjax fit DATA --resolution R --iterations
 S`` into ``--fit-out``; compilations are counted and timed through ``jax.monitoring``. Its
 model is the fine pose's when ``--model`` is not given.
@@ -161,6 +166,40 @@ def fine_pose_sweep(args) -> list[dict]:
     return rows
 
 
+def fit_sweep(args) -> list[dict]:
+    """Milliseconds per training step against the Gaussian count (``--sweep-gaussians``)."""
+    from splatjax.app.runs import resolve_model
+    from splatjax.data import load_blender
+    from splatjax.fitting import FitConfig
+    from splatjax.fitting import fit_loop, train
+
+    g = sj.load_ply(resolve_model(args.model))
+    scene = load_blender(Path(args.data), "train", args.fit_resolution)
+    config = FitConfig(resolution=args.fit_resolution, backend=args.backend)
+    s = fit_loop._setup(scene, config, None, None)
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in args.sweep_gaussians:
+        idx = rng.choice(g.num, size=n, replace=n > g.num)
+        init = jax.tree_util.tree_map(lambda x: x[idx], g)
+        state = fit_loop._fresh_state(s, init, n)
+
+        def chunk(state):
+            return train.train_chunk(state, s.images, s.cameras, s.key, jnp.int32(10 ** 9), jnp.int32(1000),
+                                     config=s.compiled, extent=s.extent, guarded=False)[0]
+
+        state = jax.block_until_ready(chunk(state))  # compile + warm up
+        times = []
+        for _ in range(max(1, args.repeats // 2)):
+            t0 = time.perf_counter()
+            state = jax.block_until_ready(chunk(state))
+            times.append(time.perf_counter() - t0)
+        ms = 1000.0 * float(np.median(times)) / config.chunk_steps
+        rows.append({"gaussians": n, "image": int(s.images.shape[2]), "ms_per_step": round(ms, 3)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def fit_breakdown(args, compiles: Compiles) -> dict:
     """The plain ``splatjax fit DATA --resolution R --iterations S`` (the application's
     run_fit, run folder ``--fit-out``), with its compilations counted."""
@@ -198,6 +237,7 @@ def main(argv=None) -> int:
                     "when --model is not given)")
     ap.add_argument("--sweep-batches", type=int, nargs="*", default=[], help="fine-pose cost per batch size")
     ap.add_argument("--sweep-sizes", type=int, nargs="*", default=[], help="fine-pose cost per image width")
+    ap.add_argument("--sweep-gaussians", type=int, nargs="*", default=[], help="training-step cost per Gaussian count")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -214,6 +254,8 @@ def main(argv=None) -> int:
         res["fine_pose"].update({k: round(after[k] - before[k], 3) for k in after})
         if args.sweep_batches or args.sweep_sizes:
             res["fine_pose_sweep"] = fine_pose_sweep(args)
+        if args.sweep_gaussians:
+            res["fit_sweep"] = fit_sweep(args)
     text = json.dumps(res, indent=1)
     print(text)
     if args.json:
