@@ -31,7 +31,8 @@
 #   sanitize  compute-sanitizer memcheck on that case ($SANITIZERS: more tools)
 #   profile   scripts/profile_stages.py: a $FIT_STEPS-step (3000) 200 px lego fit (run folder
 #             kept for the next steps), the fine pose's step taken apart on its model, and the
-#             fine pose's cost against batch size ($SWEEP_BATCHES) and image size ($SWEEP_SIZES)
+#             fine pose's cost against batch size ($SWEEP_BATCHES) and image size ($SWEEP_SIZES),
+#             and a training step's cost against the Gaussian count ($SWEEP_GAUSSIANS)
 #   fit       the plain `splatjax fit LEGO --iterations 30000` (400 px); model.ply kept
 #   pose      scripts/bench_pose.py: $POSE_QUERIES (32) lego val queries at 200 px, batch 32
 #   evaluate  the lego-AD dev set built (scripts/lego_ad.py build) and `splatjax evaluate` on it
@@ -111,7 +112,7 @@ run_step sanitize 180 "export XLA_PYTHON_CLIENT_ALLOCATOR=platform; \
 if [ -n "$LEGO" ]; then
   run_step profile 240 "$PY scripts/profile_stages.py --data $LEGO --fit-steps ${FIT_STEPS:-3000} --fit-resolution 200 --fit-out $WORK/lego200 \
     --image-size 200 --batch 32 --sweep-batches ${SWEEP_BATCHES:-1 8 32 128} --sweep-sizes ${SWEEP_SIZES:-100 400} \
-    --json $OUT/profile.json"
+    --sweep-gaussians ${SWEEP_GAUSSIANS:-30000 100000 300000 1000000} --json $OUT/profile.json"
   run_step fit 400 "$CLI fit $LEGO --out $WORK/lego400_30k --iterations 30000 --quiet; cat $WORK/lego400_30k/info.json"
   run_step pose 180 "$PY scripts/bench_pose.py --model $WORK/lego200/model.ply --data $LEGO --queries ${POSE_QUERIES:-32} --image-size 200 \
     --batch-sizes 32 --json $OUT/bench_pose.json"
