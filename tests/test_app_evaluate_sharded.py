@@ -117,6 +117,7 @@ def _comparable(report: dict) -> dict:
     return {k: v for k, v in report.items() if k not in VOLATILE}
 
 
+@pytest.mark.slow  # about 1 min on 2 cores; test_app_distributed covers the gather in the default run
 def test_two_processes_evaluate_a_class_each_and_gather_the_single_process_report(tmp_path):
     from dataclasses import replace
 

@@ -125,7 +125,7 @@ def test_refinement_recovers_true_pose(scene, exact_exp):
     assert after["rotation_rad"] < 0.1 * before["rotation_rad"]
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", [pytest.param("reference", marks=pytest.mark.slow), "cpu"])
 def test_batched_equals_one_by_one(backend):
     # a smaller scene (16 x 16 px, 100 Gaussians): 16 queries one by one and batched
     if backend not in available_backends():
@@ -343,9 +343,11 @@ def _loop_twin(g, camera, query, params, config):
     opt = pose.fine._optimizer(config.lr_first, config.lr, config.lr_decay)
     state = opt.init(params)
 
+    @jax.jit  # one compiled loss per level (the loop itself stays in Python)
     def loss_fn(p, cam, target):
         return photometric_loss(render(g, pose.moved_camera(cam, p), backend="reference")[0], target)
 
+    value_and_grad = jax.jit(jax.value_and_grad(loss_fn))
     plan = pose.fine_level_plan(camera.width, camera.height, config.steps, config.fine_levels, config.fine_level_steps)
     best, best_loss, best_step, trace, step, bad = params, np.inf, 0, [], 0, False
     first = None if len(plan) == 1 else float(loss_fn(params, camera, query))
@@ -355,7 +357,7 @@ def _loop_twin(g, camera, query, params, config):
         full = level == len(plan) - 1
         cam, target = (camera, query) if full else (camera.scaled(w, h), resize(query, h, w))
         for _ in range(n):
-            loss, grad = jax.value_and_grad(loss_fn)(params, cam, target)
+            loss, grad = value_and_grad(params, cam, target)
             trace.append(float(loss))
             if full and float(loss) < best_loss:
                 best, best_loss, best_step = params, float(loss), step
