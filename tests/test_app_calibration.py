@@ -57,7 +57,7 @@ def test_calibration_is_stored_reused_and_refreshed(tmp_path, monkeypatch):
 def test_normalised_calibration_stores_the_residual_scales(tmp_path, monkeypatch):
     """normalise="level": the residual scales of the calibration pairs are measured first,
     the calibration maps use them, and both are stored under their own key and read back."""
-    from splatjax.anomaly import compute_maps, residual_scales
+    from splatjax.anomaly import compute_maps, highlight_cap, residual_scales
 
     out, _ = evaluated_toy()
     run = tmp_path / "run"
@@ -79,7 +79,9 @@ def test_normalised_calibration_stores_the_residual_scales(tmp_path, monkeypatch
                                             extractor=ext, pose_config=FAST_POSE)
     want = residual_scales(*seen["pairs"], ext, size=config.map_size)
     assert cal.residual == want and cal.normalise == "level" and cal.residual.views == config.calibration_views
-    maps = compute_maps(*seen["pairs"], config, extractor=ext, residual=cal.residual)
+    # the highlight cap of the same pairs (the default highlights="calibrated"), kept beside them
+    assert cal.highlight_cap == highlight_cap(*seen["pairs"], FAST_POSE.background, config.highlight_percentile) > 0
+    maps = compute_maps(*seen["pairs"], config, extractor=ext, residual=cal.residual, highlight_cap=cal.highlight_cap)
     assert cal.train_score_max == pytest.approx(float(maps.scores.max()), rel=1e-5)
     stored = json.loads((run / calibration.CALIBRATION_FILE).read_text())
     [key] = [k for k in stored if "norm-level" in k]
@@ -109,12 +111,14 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
     held = calibration.heldout_views(run / "model.ply", train.paths, train.images, train.cameras, FAST_POSE)
     assert len(held.images) == len(val) and held.candidates.R.shape[0] == len(train) - len(val)
     ext = WeightsFreeFeatures()
-    scores, losses, residuals = calibration.heldout_scores(g, held, FAST_POSE, FAST_MAP, extractor=ext)
-    assert losses.shape == scores.shape == residuals.shape and np.all(losses > 0) and np.all(residuals >= 0)
     base = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
                                          replace(FAST_MAP, threshold_rule="train-max"), extractor=ext,
                                          pose_config=FAST_POSE)
+    scores, losses, residuals = calibration.heldout_scores(g, held, FAST_POSE, FAST_MAP, extractor=ext,
+                                                           highlight_cap=base.highlight_cap)
+    assert losses.shape == scores.shape == residuals.shape and np.all(losses > 0) and np.all(residuals >= 0)
     assert with_heldout(base, scores, FAST_MAP).threshold == pytest.approx(report["threshold"], rel=1e-5)
+    assert report["highlight_cap"] == pytest.approx(base.highlight_cap) and base.highlight_cap >= 0
     again = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, extractor=ext,
                                           pose_config=FAST_POSE, heldout=held)  # stored: read back
     assert again.rule == "held-out" and again.threshold == pytest.approx(report["threshold"])

@@ -92,7 +92,7 @@ def _fixed_model(run: Path) -> Path:
 def test_exact_seeded_results(tmp_path, backend):
     # a fixed model (no fit), seed 3, the toy's own 32 px: the same numbers every run; the CPU
     # kernel and the reference renderer agree to float rounding (CSV scores are written to 6 digits);
-    # screening off: the numbers pinned before it existed
+    # screening off and highlights kept: the numbers pinned before they existed
     from dataclasses import replace
 
     from splatjax import available_backends
@@ -101,8 +101,8 @@ def test_exact_seeded_results(tmp_path, backend):
         pytest.skip(f"{backend} backend not available")
     model = _fixed_model(tmp_path / "run")
     pose_config = replace(FAST_POSE, backend=backend, steps=3, screen_steps=0)
-    [r] = evaluate(toy_dataset(), tmp_path / "out", model=model, pose_config=pose_config, map_config=FAST_MAP,
-                   seed=3, heatmaps=False, context=QUIET)
+    [r] = evaluate(toy_dataset(), tmp_path / "out", model=model, pose_config=pose_config,
+                   map_config=replace(FAST_MAP, highlights="keep"), seed=3, heatmaps=False, context=QUIET)
     with open(tmp_path / "out" / "per_image.csv") as f:
         scores = [float(row["score"]) for row in csv.DictReader(f)]
     np.testing.assert_allclose(scores, [4.34063, 4.03616, 4.69988, 4.91677, 4.12301, 4.68688, 4.41633, 4.38607],

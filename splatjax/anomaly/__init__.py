@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .calibration import MapCalibration, ResidualScales, calibrate, heldout_threshold, with_heldout
 from .config import MapConfig
+from .highlights import common_brightening, discount_highlights, highlight_cap
 from .extractors import FeatureSpec, feature_names, get_feature_spec, register_feature_extractor
 from .features import (
     IMAGENET_STD,
@@ -39,6 +40,9 @@ __all__ = [
     "heldout_threshold",
     "with_heldout",
     "compute_maps",
+    "common_brightening",
+    "highlight_cap",
+    "discount_highlights",
     "residual_scales",
     "term_maps",
     "calibrate",

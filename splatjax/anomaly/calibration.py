@@ -114,6 +114,9 @@ class MapCalibration:
     heldout_pose_loss: float = 0.0  # median final fine-pose loss of the held-out queries (0: not measured)
     heldout_pose_residual: float = 0.0  # median silhouette residual of the held-out queries (0: not measured)
     residual: ResidualScales | None = None
+    highlights: str = "keep"  # MapConfig.highlights it was measured with
+    highlight_percentile: float = 99.9
+    highlight_cap: float = 0.0  # the highlight discount's cap (splatjax.anomaly.highlight_cap; 0: none)
 
     def describe(self) -> str:
         """How the threshold was set, for a verdict line: "5 % FPR" or "1.5 x training max"."""
@@ -124,7 +127,8 @@ class MapCalibration:
     def key(self) -> str:
         """What the scale depends on: features, map size, sigma, score and its options."""
         return calibration_key(self.features, self.map_size, self.map_sigma, self.score, score_k=self.score_k,
-                               normalise=self.normalise, shift_radius=self.shift_radius)
+                               normalise=self.normalise, shift_radius=self.shift_radius, highlights=self.highlights,
+                               highlight_percentile=self.highlight_percentile)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (see :meth:`from_dict`)."""
@@ -145,10 +149,11 @@ class MapCalibration:
 
 
 def calibration_key(features: str, map_size: int, map_sigma: float, score: str, *, score_k: int = 100,
-                    normalise: str = "none", shift_radius: int = 0) -> str:
+                    normalise: str = "none", shift_radius: int = 0, highlights: str = "keep",
+                    highlight_percentile: float = 99.9) -> str:
     """The string that names one calibration setting: features/size/sigma/score, then
     only the options that differ from the paper (``/k100`` for a top-k score,
-    ``/norm-channel``, ``/shift1``), so the paper's keys stay as they were."""
+    ``/norm-channel``, ``/shift1``, ``/highlights-p99.9``), so the paper's keys stay as they were."""
     key = f"{features}/size{int(map_size)}/sigma{float(map_sigma):g}/{score}"
     if score == "topk":
         key += f"/k{int(score_k)}"
@@ -156,6 +161,8 @@ def calibration_key(features: str, map_size: int, map_sigma: float, score: str, 
         key += f"/norm-{normalise}"
     if shift_radius:
         key += f"/shift{int(shift_radius)}"
+    if highlights != "keep":
+        key += f"/highlights-p{float(highlight_percentile):g}"
     return key
 
 
@@ -196,10 +203,12 @@ def with_heldout(cal: MapCalibration, scores: Float[ArrayLike, " M"], config: Ma
 
 
 def calibrate(train_scores: Float[ArrayLike, " N"], config: MapConfig, features: str,
-              residual: ResidualScales | None = None) -> MapCalibration:
+              residual: ResidualScales | None = None, highlight_cap: float | None = None) -> MapCalibration:
     """The calibration from the image scores of N training views at their own poses,
     computed with ``config`` and the extractor named ``features`` (and, with
-    ``config.normalise``, the ``residual`` scales those maps were normalised with)."""
+    ``config.normalise``, the ``residual`` scales those maps were normalised with; with
+    ``config.highlights`` "calibrated", the ``highlight_cap`` they were discounted with,
+    None: nothing discounted, stored as 0)."""
     if (config.normalise != "none") != (residual is not None):
         raise ValueError(f"calibrate: normalise={config.normalise!r} needs residual scales exactly when it is "
                          f"not 'none' (got {'some' if residual is not None else 'none'})")
@@ -211,4 +220,6 @@ def calibrate(train_scores: Float[ArrayLike, " N"], config: MapConfig, features:
                           map_size=config.map_size, map_sigma=float(config.map_sigma), score=config.score,
                           views=int(s.size), train_score_max=float(s.max()), train_score_median=float(np.median(s)),
                           score_k=int(config.score_k), normalise=config.normalise,
-                          shift_radius=int(config.shift_radius), residual=residual)
+                          shift_radius=int(config.shift_radius), residual=residual, highlights=config.highlights,
+                          highlight_percentile=float(config.highlight_percentile),
+                          highlight_cap=0.0 if highlight_cap is None else float(highlight_cap))

@@ -2,7 +2,9 @@
 
 Fields with ``metadata["help"]`` become command-line flags (``--map-size`` for
 ``map_size``); the defaults are the paper's (224 x 224 maps, sigma 4, score = max, no
-residual normalisation, no shift tolerance).
+residual normalisation, no shift tolerance) except ``highlights``: "calibrated" takes the
+highlights a view-independent model cannot render out of the query
+(:mod:`splatjax.anomaly.highlights`; "keep" is the paper).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ __all__ = ["MapConfig"]
 SCORES = ("max", "p99", "topk")
 NORMALISE = ("none", "level", "channel")
 THRESHOLD_RULES = ("auto", "held-out", "train-max")
+HIGHLIGHTS = ("calibrated", "keep")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +57,13 @@ class MapConfig:
     normalise: str = field(default="none", metadata={
         "help": "divide each map term (RGB, feature levels) by its mean on the defect-free calibration views: "
                 "per term (level), per feature channel (channel), or not (none, the paper)", "choices": NORMALISE})
+    highlights: str = field(default="calibrated", metadata={
+        "help": "specular highlights the model does not render: the brightening common to R, G and B taken out of the "
+                "query up to a cap measured on the model's defect-free views (calibrated), or kept (keep, the paper)",
+        "choices": HIGHLIGHTS})
+    highlight_percentile: float = field(default=99.9, metadata={
+        "help": "the cap of --highlights calibrated: this percentile of the unexplained common brightening over "
+                "the object's pixels of the calibration views"})
     shift_radius: int = field(default=0, metadata={
         "help": "EfficientNet terms tolerate this many pixels of misalignment on their own grid (0: the paper)"})
     calibration_views: int = field(default=50, metadata={
@@ -74,6 +84,9 @@ class MapConfig:
         require_choice(self, "features", feature_names())
         require_choice(self, "score", SCORES)
         require_choice(self, "normalise", NORMALISE)
+        require_choice(self, "highlights", HIGHLIGHTS)
+        require(is_number(self.highlight_percentile) and 0.0 < self.highlight_percentile <= 100.0, self,
+                "highlight_percentile", "in (0, 100]")
         require(is_int(self.shift_radius) and 0 <= self.shift_radius <= 8, self, "shift_radius", "an integer in 0..8")
         require_ints(self, ("map_size", "calibration_views", "chunk", "score_k"), 1)
         require(is_number(self.map_sigma) and self.map_sigma >= 0, self, "map_sigma", ">= 0")

@@ -45,6 +45,7 @@ from ..image import gaussian_filter, resize
 from ..sharding import ParallelConfig, ceil_div, map_padded_chunks, query_mesh, shard_over_queries
 from .calibration import ResidualScales
 from .config import MapConfig
+from .highlights import discount_highlights
 from .features import (
     IMAGENET_STD,
     FeatureExtractor,
@@ -259,6 +260,7 @@ def compute_maps(
     context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     residual: ResidualScales | None = None,
+    highlight_cap: float | None = None,
 ) -> Maps:
     """The map stage: anomaly maps and image scores of render/query pairs (images in
     [0, 1], any equal H x W) with the options of ``config``. ``extractor``: a built
@@ -268,7 +270,13 @@ def compute_maps(
     ``parallel.per_device_batch`` (default ``config.chunk``) pairs per device per launch;
     torch features (EfficientNet) and one device run unsharded. ``residual``: the
     model's residual scales (:func:`residual_scales`, kept in its calibration), required
-    when ``config.normalise`` is not "none"."""
+    when ``config.normalise`` is not "none". ``highlight_cap``: with ``config.highlights``
+    "calibrated", the model's cap (:func:`splatjax.anomaly.highlight_cap`, kept in its
+    calibration as ``highlight_cap``): the queries' highlights are discounted up to it
+    (:func:`splatjax.anomaly.discount_highlights`); None (no calibration at hand) discounts
+    nothing, the paper's maps."""
+    if config.highlights == "calibrated" and highlight_cap is not None:
+        queries = discount_highlights(renders, queries, highlight_cap)
     if extractor is None:
         extractor = make_feature_extractor(config.features, config.efficientnet_weights, context=context)
     weights = _normalise_weights(config, residual, extractor)

@@ -28,7 +28,10 @@ the threshold at ``false_positive_rate`` of their scores
 
 With ``MapConfig.normalise`` the same pairs first give the model's residual scales
 (:func:`splatjax.anomaly.residual_scales`), kept in the entry: the calibration must then
-be had *before* the test maps, which are normalised with ``calibration.residual``.
+be had *before* the test maps, which are normalised with ``calibration.residual``. Likewise
+with ``MapConfig.highlights`` "calibrated" (the default): the same pairs give the model's
+highlight cap (:func:`splatjax.anomaly.highlight_cap`), ``calibration.highlight_cap``, with
+which every later query (held-out ones included) is discounted.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..anomaly import MapCalibration, MapConfig, calibrate, compute_maps, residual_scales, with_heldout
+from ..anomaly import (MapCalibration, MapConfig, calibrate, compute_maps, highlight_cap, residual_scales,
+                       with_heldout)
 from ..anomaly.calibration import calibration_key
 from ..camera import Camera
 from ..context import QUIET, Context
@@ -64,7 +68,8 @@ MOVED_RENDERS = "/moved-renders"  # key suffix of the stand-in (renders against 
 
 def _key(features: str, config: MapConfig, cameras: Camera) -> str:
     return calibration_key(features, config.map_size, config.map_sigma, config.score, score_k=config.score_k,
-                           normalise=config.normalise, shift_radius=config.shift_radius) + \
+                           normalise=config.normalise, shift_radius=config.shift_radius, highlights=config.highlights,
+                           highlight_percentile=config.highlight_percentile) + \
         f"/image{cameras.width}x{cameras.height}"
 
 
@@ -150,7 +155,8 @@ def heldout_queries(images: np.ndarray, rolls: int, background) -> np.ndarray:
 
 
 def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_config: MapConfig, *, extractor,
-                   residual=None, context: Context = QUIET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   residual=None, highlight_cap: float | None = None, context: Context = QUIET
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image scores of the held-out views and ``map_config.calibration_rolls`` copies of each
     rolled by 2 pi j / (rolls + 1), run through the whole pipeline as queries with
     ``pose_config`` (fine-pose key 0): of those whose pose is trusted
@@ -167,7 +173,7 @@ def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_con
                 f"{rolls} rolled copies of each ({len(queries)} queries through the whole pipeline)")
     det = run_stages(gaussians, queries, heldout.candidates, pose_config, map_config, key=jax.random.key(0),
                      extractor=extractor, candidate_images=heldout.candidate_images, residual=residual,
-                     context=context)
+                     highlight_cap=highlight_cap, context=context)
     scores, losses = np.asarray(det.maps.scores, np.float64), np.asarray(det.poses.loss, np.float64)
     trust = pose_trust(det.renders, queries, pose_config)
     trusted, residuals = trust.trusted, trust.residual[:, 0]
@@ -236,7 +242,8 @@ def model_calibration(
     if found is not None:
         return found
     scores, losses, residuals = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor,
-                                               residual=base.residual, context=context)
+                                               residual=base.residual, highlight_cap=base.highlight_cap,
+                                               context=context)
     return _store(path, key, with_heldout(base, scores, map_config, losses, residuals), digest)
 
 
@@ -271,5 +278,9 @@ def _train_calibration(path: Path, digest: str, gaussians, cameras: Camera, imag
     residual = None
     if map_config.normalise != "none":
         residual = residual_scales(renders, reference, extractor, size=map_config.map_size, chunk=map_config.chunk)
-    maps = compute_maps(renders, reference, map_config, extractor=extractor, residual=residual)
-    return _store(path, key, calibrate(maps.scores, map_config, extractor.name, residual=residual), digest)
+    cap = None
+    if map_config.highlights == "calibrated":
+        cap = highlight_cap(renders, reference, pose_config.background, map_config.highlight_percentile)
+    maps = compute_maps(renders, reference, map_config, extractor=extractor, residual=residual, highlight_cap=cap)
+    return _store(path, key, calibrate(maps.scores, map_config, extractor.name, residual=residual,
+                                       highlight_cap=cap), digest)

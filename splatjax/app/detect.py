@@ -224,7 +224,7 @@ def detect(
                             context=context, model_sha256=digest)  # before the maps
     t0 = time.perf_counter()
     det = run_stages(gaussians, queries, cands, pose_config, map_config, key=jax.random.key(seed),
-                     extractor=extractor, context=context, residual=cal.residual)
+                     extractor=extractor, context=context, residual=cal.residual, highlight_cap=cal.highlight_cap)
     context.say(f"[splatjax] detect: poses and maps of {len(queries)} images in {time.perf_counter() - t0:.1f} s")
     names, trust = _names(images), pose_trust(det.renders, queries, pose_config, det.poses.loss, cal.heldout_pose_loss,
                                              cal.heldout_pose_residual)

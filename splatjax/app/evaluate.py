@@ -180,6 +180,7 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, tru
         "image_size": [cls.train.width, cls.train.height],
         **dataclasses.asdict(metrics),
         "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
+        "highlight_cap": cal.highlight_cap if cal.highlights == "calibrated" else None,
         "threshold_rule": {"rule": cal.rule, "describe": cal.describe(), "heldout_queries": cal.heldout_queries,
                            "target_false_positive_rate": cal.false_positive_rate if cal.rule == "held-out" else None},
         "verdicts": _verdict_rates(np.asarray(det.maps.scores), labels, cal.threshold, trusted),
@@ -315,7 +316,8 @@ def _detect_batches(out_dir, cls, gaussians, model_sha256, cal, extractor, pose_
             prepared = time.perf_counter() - t0
             det = run_stages(gaussians, test.images[s:e], searched[0], pose_config, map_config,
                              key=keys[s * k:e * k], extractor=extractor, candidate_images=train.images,
-                             context=ctx, parallel=parallel, residual=cal.residual)
+                             context=ctx, parallel=parallel, residual=cal.residual,
+                             highlight_cap=cal.highlight_cap)
             det.seconds["coarse"] += prepared  # the candidates' renders count as coarse pose
             with worker.lock:
                 if not worker.cancelled:

@@ -46,13 +46,15 @@ def run_stages(
     context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     residual=None,
+    highlight_cap: float | None = None,
 ) -> Detection:
     """Poses, renders and maps of ``queries`` (see :func:`splatjax.pose.estimate_poses`
     and :func:`splatjax.anomaly.compute_maps`; the renders over ``pose_config.background``);
     ``context`` gets progress and messages; ``parallel`` shards the fine pose, the
     renders and the (weights-free) maps over local devices; ``polish`` moves every coarse
     candidate before the fine pose (see :func:`splatjax.pose.estimate_poses`); ``residual``:
-    the model's residual scales for ``map_config.normalise`` (its calibration's ``residual``).
+    the model's residual scales for ``map_config.normalise`` (its calibration's ``residual``);
+    ``highlight_cap``: its calibration's ``highlight_cap`` for ``map_config.highlights``.
     ``key``: one key, or the Q * K per-hypothesis keys (a slice of the whole run's, so that
     queries run in batches get the numbers of one run; ``evaluate`` does so)."""
     est = estimate_poses(gaussians, queries, candidates, pose_config, key=key, candidate_images=candidate_images,
@@ -64,7 +66,8 @@ def run_stages(
                                       context=context, parallel=parallel))
     seconds["render"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    maps = compute_maps(renders, queries, map_config, extractor=extractor, parallel=parallel, residual=residual)
+    maps = compute_maps(renders, queries, map_config, extractor=extractor, parallel=parallel, residual=residual,
+                        highlight_cap=highlight_cap)
     seconds["maps"] = time.perf_counter() - t0
     return Detection(poses=est, renders=renders, maps=maps, seconds=seconds)
 
