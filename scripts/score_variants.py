@@ -11,7 +11,9 @@ masks, labels, defect types, calibration renders and images, pose errors.
 Stage 2, per feature extractor (``weights-free``, ``lite0``: EfficientNet-Lite0 ImageNet
 weights, ``lite0-random``: the same network randomly initialised, a control) x
 ``normalise`` (none / level / channel; the residual scales measured on the calibration
-pairs) x ``shift_radius`` (0, 1; EfficientNet terms only): the test maps give pixel AUROC
+pairs) x ``shift_radius`` (0, 1; EfficientNet terms only) x ``--highlights`` (keep = the
+paper; calibrated = the cap measured on the calibration pairs, as ``evaluate``; uncapped =
+all common brightening taken out): the test maps give pixel AUROC
 and AUPRO, and image AUROC for every image score (max = the paper, p99, top-k means);
 the calibration maps give the threshold (1.5 x their largest score), and the table says
 how many good / defective test images score above it. Torch features of an image are
@@ -37,11 +39,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from splatjax.anomaly import MapConfig, compute_maps, image_scores, residual_scales
+from splatjax.anomaly import MapConfig, compute_maps, highlight_cap, image_scores, residual_scales
 from splatjax.anomaly.features import Lite0Features, WeightsFreeFeatures
 from splatjax.metrics import auroc, evaluate_detection, pose_errors
 
 SCORES = (("max", 0), ("p99", 0), ("topk", 100), ("topk", 500))
+BACKGROUND = (1.0, 1.0, 1.0)  # stage 1 loads the class over load_mad_class's default background
+HIGHLIGHTS = ("keep", "calibrated", "uncapped")  # uncapped: the whole common brightening taken out (cap 1)
 
 
 def _score_name(score: str, k: int) -> str:
@@ -176,17 +180,24 @@ def _rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> str:
            f"{int((labels == 1).sum())}"
 
 
-def variant_row(c: dict, ext, kind: str, normalise: str, shift: int, residual) -> dict:
-    """Maps of the test and calibration pairs with one setting, and all its numbers."""
+def variant_row(c: dict, ext, kind: str, normalise: str, shift: int, residual, highlights: str = "keep") -> dict:
+    """Maps of the test and calibration pairs with one setting, and all its numbers.
+    ``highlights``: keep (the paper), calibrated (the cap measured on the calibration pairs,
+    as ``splatjax evaluate``), uncapped (cap 1: all common brightening discounted)."""
     t0 = time.perf_counter()
     config = MapConfig(features="weights-free" if kind == "weights-free" else "lite0", normalise=normalise,
-                       shift_radius=shift)
+                       shift_radius=shift, highlights="keep" if highlights == "keep" else "calibrated")
+    cap = {"keep": None, "uncapped": 1.0}.get(highlights)
+    if highlights == "calibrated":
+        cap = highlight_cap(c["cal_renders"], c["cal_images"], BACKGROUND, config.highlight_percentile)
     res = residual if normalise != "none" else None
-    maps = compute_maps(c["renders"], c["queries"], config, extractor=ext, residual=res).maps
-    cal_maps = compute_maps(c["cal_renders"], c["cal_images"], config, extractor=ext, residual=res).maps
+    maps = compute_maps(c["renders"], c["queries"], config, extractor=ext, residual=res, highlight_cap=cap).maps
+    cal_maps = compute_maps(c["cal_renders"], c["cal_images"], config, extractor=ext, residual=res,
+                            highlight_cap=cap).maps
     labels, types = c["labels"], c["defect_types"]
     m = evaluate_detection(np.asarray(image_scores(maps, "max")), maps, labels, c["masks"])
-    row = {"features": kind, "normalise": normalise, "shift_radius": shift, "pixel_auroc": m.pixel_auroc,
+    row = {"features": kind, "normalise": normalise, "shift_radius": shift, "highlights": highlights,
+           "highlight_cap": cap, "pixel_auroc": m.pixel_auroc,
            "aupro": m.aupro, "image_auroc": {}, "per_type": {}, "flagged": {}}
     for score, k in SCORES:
         name = _score_name(score, k)
@@ -202,12 +213,13 @@ def variant_row(c: dict, ext, kind: str, normalise: str, shift: int, residual) -
 
 def table(rows: list[dict]) -> str:
     names = [_score_name(s, k) for s, k in SCORES]
-    head = ["features", "normalise", "shift", "pixel AUROC", "AUPRO", *[f"image AUROC {n}" for n in names],
+    head = ["features", "normalise", "shift", "highlights (cap)", "pixel AUROC", "AUPRO", *[f"image AUROC {n}" for n in names],
             "per type (B/M/S) top100", "above thr good, defect (max / top100)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         pt = r["per_type"]["top100"]
-        cells = [r["features"], r["normalise"], str(r["shift_radius"]), f"{r['pixel_auroc']:.4f}",
+        hl = r.get("highlights", "keep") + ("" if r.get("highlight_cap") is None else f" ({r['highlight_cap']:.3f})")
+        cells = [r["features"], r["normalise"], str(r["shift_radius"]), hl, f"{r['pixel_auroc']:.4f}",
                  f"{r['aupro']:.4f}", *[f"{r['image_auroc'][n]:.3f}" for n in names],
                  "/".join(f"{v:.2f}" for v in pt.values()), f"{r['flagged']['max']} / {r['flagged']['top100']}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -223,6 +235,8 @@ def main(argv=None) -> int:
     ap.add_argument("--features", nargs="+", default=["weights-free", "lite0", "lite0-random"])
     ap.add_argument("--normalise", nargs="+", default=["none", "level", "channel"])
     ap.add_argument("--shifts", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--highlights", nargs="+", choices=HIGHLIGHTS, default=["keep"],
+                    help="highlight discounts to compare (keep = the paper; calibrated = the evaluate default)")
     ap.add_argument("--calibration-views", type=int, default=MapConfig().calibration_views)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fine-poses", default=None,
@@ -256,10 +270,10 @@ def main(argv=None) -> int:
         for normalise in args.normalise:
             if kind == "weights-free" and normalise == "channel":
                 continue  # one channel per level: the same as "level"
-            for shift in (args.shifts if kind != "weights-free" else [0]):
-                rows.append(variant_row(c, ext, kind, normalise, shift, residual))
+            for shift, hl in [(s, h) for s in (args.shifts if kind != "weights-free" else [0]) for h in args.highlights]:
+                rows.append(variant_row(c, ext, kind, normalise, shift, residual, hl))
                 r = rows[-1]
-                print(f"{kind} {normalise} shift {shift}: image AUROC {r['image_auroc']}, pixel "
+                print(f"{kind} {normalise} shift {shift} highlights {hl}: image AUROC {r['image_auroc']}, pixel "
                       f"{r['pixel_auroc']:.4f}, AUPRO {r['aupro']:.4f} ({r['seconds']:.0f} s)", file=sys.stderr)
     print("python scripts/score_variants.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(table(rows))
