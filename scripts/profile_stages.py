@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="Blender folder (val views = queries; train views for the fit)")
     ap.add_argument("--image-size", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=175)
+    ap.add_argument("--steps", type=int, default=175, help="fine-pose steps (0: no fine-pose breakdown)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--fit-steps", type=int, default=0)
     ap.add_argument("--fit-resolution", type=int, default=200)
@@ -247,15 +247,15 @@ def main(argv=None) -> int:
     if args.fit_steps > 0:
         res["fit"] = fit_breakdown(args, compiles)
         args.model = args.model or args.fit_out
-    if args.model:
+    if args.model and args.steps > 0:
         before = compiles.snapshot()
         res["fine_pose"] = fine_pose_breakdown(args)
         after = compiles.snapshot()
         res["fine_pose"].update({k: round(after[k] - before[k], 3) for k in after})
         if args.sweep_batches or args.sweep_sizes:
             res["fine_pose_sweep"] = fine_pose_sweep(args)
-        if args.sweep_gaussians:
-            res["fit_sweep"] = fit_sweep(args)
+    if args.model and args.sweep_gaussians:
+        res["fit_sweep"] = fit_sweep(args)
     text = json.dumps(res, indent=1)
     print(text)
     if args.json:
