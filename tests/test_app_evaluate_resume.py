@@ -77,7 +77,7 @@ def _evaluate_cmd(toy: Path, out: Path, model: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("sig,ignore_sigint,status", [
-    ("SIGTERM", False, 143),
+    pytest.param("SIGTERM", False, 143, marks=pytest.mark.slow),  # the same handler as the next
     ("SIGINT", True, 130),  # a background job of a non-interactive shell starts with SIGINT ignored
     pytest.param("SIGINT", False, 130, marks=pytest.mark.slow),
 ])

@@ -38,8 +38,9 @@ assert jax.local_device_count() == 4, jax.devices()
 toy, model, out, flags = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 real, seen = ev.run_stages, []
 ev.run_stages = lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
-for name, extra in (("d1", ["--devices", "1"]), ("d4", ["--devices", "4"]),
-                    ("d3", ["--devices", "3", "--per-device-batch", "2"])):
+CASES = {"d1": ["--devices", "1"], "d4": ["--devices", "4"], "d3": ["--devices", "3", "--per-device-batch", "2"]}
+for name in json.loads(sys.argv[5]):
+    extra = CASES[name]
     start = len(seen)
     assert main(["evaluate", toy, "--model", model, "--out", f"{out}/{name}", *flags, *extra]) == 0
     dets = seen[start:]  # evaluate runs the stages once per batch of queries
@@ -58,34 +59,35 @@ def _scores(csv_path):
         return [float(row["score"]) for row in csv.DictReader(f)]
 
 
-def test_evaluate_on_four_forced_devices_equals_one_device(tmp_path):
+@pytest.mark.parametrize("name,devices", [("d4", 4), pytest.param("d3", 3, marks=pytest.mark.slow)])
+def test_evaluate_on_four_forced_devices_equals_one_device(tmp_path, name, devices):
+    # d4: 8 queries, 2 per device; d3 (slow): 3 x 2 per launch, padded
     model = _fixed_model(tmp_path / "run")
     proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(toy_dataset()), str(model), str(tmp_path),
-                           json.dumps(FLAGS)], cwd=ROOT, env=subprocess_env(4), capture_output=True, text=True,
-                          timeout=300)
+                           json.dumps(FLAGS), json.dumps(["d1", name])], cwd=ROOT, env=subprocess_env(4),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stderr[-3000:]
     one = np.load(tmp_path / "d1.npz")
     base = json.loads((tmp_path / "d1" / "report.json").read_text())
     assert base["parallel"]["devices"] == 1 and base["parallel"]["processes"] == 1
-    for name, devices in (("d4", 4), ("d3", 3)):  # 8 queries: 2 per device; 3 x 2 per launch, padded
-        got = np.load(tmp_path / f"{name}.npz")
-        assert got["R"].shape == (8, 3, 3)
-        np.testing.assert_allclose(got["R"], one["R"], atol=1e-5, rtol=0)
-        np.testing.assert_allclose(got["t"], one["t"], atol=1e-5, rtol=0)
-        np.testing.assert_allclose(got["traces"], one["traces"], atol=1e-5, rtol=1e-5)
-        np.testing.assert_allclose(got["renders"], one["renders"], atol=1e-4, rtol=0)
-        np.testing.assert_allclose(got["maps"], one["maps"], atol=1e-4, rtol=1e-4)
-        report = json.loads((tmp_path / name / "report.json").read_text())
-        assert report["parallel"]["devices"] == devices
-        assert report["parallel"]["queries"] == 8 and report["parallel"]["queries_per_s_per_device"] > 0
-        for k in METRICS:
-            assert report[k] == pytest.approx(base[k], rel=1e-5, abs=1e-6), k
-        np.testing.assert_allclose(_scores(tmp_path / name / "per_image.csv"),
-                                   _scores(tmp_path / "d1" / "per_image.csv"), rtol=1e-5)
-        poses = json.loads((tmp_path / name / "poses.json").read_text())["fine"]
-        base_poses = json.loads((tmp_path / "d1" / "poses.json").read_text())["fine"]
-        for path, c2w in poses.items():
-            np.testing.assert_allclose(c2w, base_poses[path], atol=1e-5)
+    got = np.load(tmp_path / f"{name}.npz")
+    assert got["R"].shape == (8, 3, 3)
+    np.testing.assert_allclose(got["R"], one["R"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got["t"], one["t"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got["traces"], one["traces"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(got["renders"], one["renders"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got["maps"], one["maps"], atol=1e-4, rtol=1e-4)
+    report = json.loads((tmp_path / name / "report.json").read_text())
+    assert report["parallel"]["devices"] == devices
+    assert report["parallel"]["queries"] == 8 and report["parallel"]["queries_per_s_per_device"] > 0
+    for k in METRICS:
+        assert report[k] == pytest.approx(base[k], rel=1e-5, abs=1e-6), k
+    np.testing.assert_allclose(_scores(tmp_path / name / "per_image.csv"),
+                               _scores(tmp_path / "d1" / "per_image.csv"), rtol=1e-5)
+    poses = json.loads((tmp_path / name / "poses.json").read_text())["fine"]
+    base_poses = json.loads((tmp_path / "d1" / "poses.json").read_text())["fine"]
+    for path, c2w in poses.items():
+        np.testing.assert_allclose(c2w, base_poses[path], atol=1e-5)
 
 
 # A process of a two-process job on 127.0.0.1: the real `evaluate` over both toy classes
