@@ -113,6 +113,7 @@ def test_a_signal_stops_evaluate_at_once_keeping_finished_batches(tmp_path, sig,
         assert len(_rows(out)) == 8 and not (out / PARTIAL).exists()
 
 
+@pytest.mark.slow  # the fit's checkpoint on a signal: test_app_fit_run; evaluate's resume: the SIGINT test
 def test_a_fit_less_evaluate_interrupted_in_its_fit_resumes_it(tmp_path):
     # SIGTERM while run_fit fits (sent at its first progress line): the chunk ends, a checkpoint
     # is written and evaluate raises Interrupted (143); --resume continues the fit and completes

@@ -230,6 +230,7 @@ def test_sh_rest_learning_rate_and_active_degree(views):
     assert degree1[:, :3].max() > 0.0 and degree1[:, 3:].max() == 0.0
 
 
+@pytest.mark.slow  # resume is tested at degree 0 (test_fit_resume), degree-3 training in test_sh_rest_learning_rate...
 def test_fit_with_sh_degree_3_saves_and_resumes(views, tmp_path):
     """A degree-3 fit: the degree rises, the model saves with 45 f_rest values, and a fit
     stopped, checkpointed, restored and continued equals the uninterrupted one."""
