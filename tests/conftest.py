@@ -1,10 +1,11 @@
 """Shared fixtures: float64 mode, random scenes, the shared lego data location; compiled
-programs released after every test module."""
+programs released after every test module, and kept on disk for the next one."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import os
 from pathlib import Path
 
 import jax
@@ -13,6 +14,28 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LEGO = SHARED_DATA / "nerf_synthetic_lego_400"
+
+
+def _persistent_compilation_cache() -> None:
+    """JAX's persistent compilation cache for the test run (and the CLI subprocesses it
+    starts, through the environment): every module clears the in-memory caches when it
+    ends (below), and many modules compile the same programs (the pose stage, the maps,
+    the training chunk on the same toy shapes); reading an executable back from disk is a
+    fraction of compiling it again. In ``.pytest_cache/jax`` of the checkout (ignored by
+    git; a fresh clone starts empty); ``SPLATJAX_TEST_JAX_CACHE=DIR`` puts it elsewhere,
+    ``=off`` turns it off. Results do not depend on it: an entry is keyed on the program,
+    the compile options and the jax/jaxlib versions."""
+    where = os.environ.get("SPLATJAX_TEST_JAX_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"))
+    if where.lower() in ("off", "0", ""):
+        return
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", where)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+_persistent_compilation_cache()
 
 
 @contextlib.contextmanager
