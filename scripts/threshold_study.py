@@ -1,0 +1,139 @@
+"""How the automatic threshold's rule turns into false alarms and recall, on data with labels.
+
+  python scripts/threshold_study.py CLASS --model RUN --eval EVAL_DIR [--resolution 200]
+                                    [--cache SCORES.json] [--json OUT.json]
+
+Re-runs the held-out calibration of :mod:`splatjax.app.calibration` for the model (the views
+its fit held out and their rolled copies, through the whole pipeline with the default
+``PoseConfig`` and ``MapConfig``; the scores of those whose pose is trusted, exactly what
+the threshold is set from; cached in ``--cache``), checks that the default rule gives the
+threshold of ``EVAL_DIR/report.json`` (an evaluation of the same model with the defaults),
+then sets the threshold at the default false-positive rate with each rule of
+:data:`RULES` and applies it to the test queries' scores of ``EVAL_DIR/per_image.csv``
+(as ``evaluate`` does: ANOMALOUS when the pose is trusted and the score is above the
+threshold). Prints and writes per rule: the threshold, the false-positive rate on the good
+queries and the recall on the defective ones. Choose on tuning data only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's splatjax
+
+
+def lognormal(s: np.ndarray, fpr: float) -> float:
+    """The library's rule: a log-normal fitted by the mean and sample deviation of the log scores."""
+    logs = np.log(s)
+    return float(np.exp(logs.mean() + norm.ppf(1 - fpr) * logs.std(ddof=1)))
+
+
+def robust_lognormal(s: np.ndarray, fpr: float) -> float:
+    """A log-normal fitted by the median and 1.4826 x the median absolute deviation of the log scores."""
+    logs = np.log(s)
+    med = np.median(logs)
+    return float(np.exp(med + norm.ppf(1 - fpr) * 1.4826 * np.median(np.abs(logs - med))))
+
+
+def trimmed_lognormal(s: np.ndarray, fpr: float) -> float:
+    """The log-normal of the scores within 3 robust deviations of the median log score."""
+    logs = np.log(s)
+    med = np.median(logs)
+    mad = 1.4826 * np.median(np.abs(logs - med))
+    keep = np.abs(logs - med) <= 3 * mad if mad > 0 else np.ones_like(logs, bool)
+    return lognormal(s[keep], fpr) if keep.sum() >= 2 else lognormal(s, fpr)
+
+
+def empirical(s: np.ndarray, fpr: float) -> float:
+    """The empirical quantile (linear interpolation)."""
+    return float(np.quantile(s, 1 - fpr))
+
+
+RULES = {"lognormal": lognormal, "robust-lognormal": robust_lognormal, "trimmed-lognormal": trimmed_lognormal,
+         "empirical": empirical}
+
+
+def heldout_scores(data: Path, model: str, resolution: int) -> np.ndarray:
+    """The trusted held-out queries' scores, as the default ``evaluate`` measures them."""
+    import splatjax as sj
+    from splatjax.anomaly import MapConfig
+    from splatjax.anomaly.features import make_feature_extractor
+    from splatjax.app import calibration as cal
+    from splatjax.app.runs import resolve_model
+    from splatjax.data import load_mad_class
+
+    ply = resolve_model(model)
+    cls = load_mad_class(data, resolution)
+    g = sj.load_ply(ply)
+    pc, mc = sj.PoseConfig(background=cls.train.background), MapConfig()
+    held = cal.heldout_views(ply, cls.train.paths, cls.train.images, cls.train.cameras, pc)
+    if held is None:
+        raise SystemExit(f"{ply}: its fit held none of {data}'s training views out")
+    ext = make_feature_extractor(mc.features)
+    base = cal.model_calibration(ply, g, cls.train.cameras, cls.train.images, MapConfig(threshold_rule="train-max"),
+                                 extractor=ext, pose_config=pc)
+    scores, _, _ = cal.heldout_scores(g, held, pc, mc, extractor=ext, residual=base.residual,
+                                      highlight_cap=base.highlight_cap or None)
+    return np.asarray(scores, np.float64)
+
+
+def verdicts(rows: list[dict], threshold: float) -> dict:
+    good = [r for r in rows if r["label"] == "0"]
+    bad = [r for r in rows if r["label"] == "1"]
+
+    def flagged(r):
+        return r["pose_trusted"] == "1" and float(r["score"]) > threshold
+
+    fp, tp = sum(map(flagged, good)), sum(map(flagged, bad))
+    return {"threshold": threshold, "false_positives": fp, "good": len(good), "caught": tp, "defective": len(bad),
+            "false_positive_rate": fp / max(len(good), 1), "recall": tp / max(len(bad), 1)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="threshold_study.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--eval", required=True, help="a default evaluate's output folder for this model")
+    ap.add_argument("--resolution", type=int, default=200)
+    ap.add_argument("--fpr", type=float, default=0.05, help="the target false-positive rate (default: MapConfig's)")
+    ap.add_argument("--cache")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None and cache.is_file():
+        scores = np.asarray(json.loads(cache.read_text())["scores"], np.float64)
+    else:
+        scores = heldout_scores(Path(args.data), args.model, args.resolution)
+        if cache is not None:
+            cache.write_text(json.dumps({"scores": scores.tolist()}))
+    report = json.loads((Path(args.eval) / "report.json").read_text())
+    with open(Path(args.eval) / "per_image.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    default = lognormal(scores, args.fpr)
+    if not np.isclose(default, report["threshold"], rtol=1e-3):
+        raise SystemExit(f"the re-run calibration's threshold {default:.1f} is not the evaluation's "
+                         f"{report['threshold']:.1f}: not the same model, data or defaults")
+    out = {"data": args.data, "heldout_scores": scores.tolist(), "rules": {}}
+    print(f"{Path(args.data).name}: {scores.size} trusted held-out scores, median {np.median(scores):.0f}, "
+          f"max {scores.max():.0f}")
+    for name, rule in RULES.items():
+        v = verdicts(rows, rule(scores, args.fpr))
+        out["rules"][name] = v
+        print(f"  {name:>18}: threshold {v['threshold']:8.0f}  FPR {v['false_positives']}/{v['good']}  "
+              f"recall {v['caught']}/{v['defective']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""scripts/threshold_study.py: its threshold rules and the verdicts it counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from script_modules import load_script
+
+from splatjax.anomaly.calibration import heldout_threshold
+
+
+@pytest.fixture(scope="module")
+def study():
+    return load_script("threshold_study")
+
+
+def test_the_lognormal_rule_is_the_librarys(study):
+    s = np.random.default_rng(0).lognormal(8.0, 0.4, 30)
+    assert study.lognormal(s, 0.05) == pytest.approx(heldout_threshold(s, 0.05), rel=1e-12)
+
+
+def test_robust_rules_ignore_one_outlier_the_plain_one_follows(study):
+    s = np.random.default_rng(1).lognormal(8.0, 0.3, 30)
+    high = np.concatenate([s, [np.exp(8.0) * 20]])
+    assert study.lognormal(high, 0.05) > 1.5 * study.lognormal(s, 0.05)
+    for rule in (study.robust_lognormal, study.trimmed_lognormal):
+        assert rule(high, 0.05) == pytest.approx(rule(s, 0.05), rel=0.15)
+    assert study.empirical(np.arange(1.0, 102.0), 0.05) == pytest.approx(96.0)
+
+
+def test_verdicts_flag_trusted_scores_above_the_threshold_only(study):
+    rows = [{"label": "0", "score": "5", "pose_trusted": "1"}, {"label": "0", "score": "50", "pose_trusted": "1"},
+            {"label": "1", "score": "50", "pose_trusted": "1"}, {"label": "1", "score": "50", "pose_trusted": "0"},
+            {"label": "1", "score": "9", "pose_trusted": "1"}]
+    v = study.verdicts(rows, 10.0)
+    assert (v["false_positives"], v["good"], v["caught"], v["defective"]) == (1, 2, 1, 3)
+    assert v["false_positive_rate"] == 0.5 and v["recall"] == pytest.approx(1 / 3)
