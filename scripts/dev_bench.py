@@ -4,6 +4,7 @@ classic meshes, plus lego-AD, fitted and evaluated with the plain commands and d
   python scripts/dev_bench.py build OUT --meshes MESH_DIR [--objects NAME ...]
   python scripts/dev_bench.py run OUT [--objects NAME ...] [--iterations 3000] [--fit-args "FLAGS"] [-- evaluate flags]
   python scripts/dev_bench.py table OUT
+  python scripts/dev_bench.py pose-axes OUT [--objects NAME ...]
 
 build
   Renders each object of :data:`OBJECTS` (mesh file, material, seed) into ``OUT/data/<name>/``
@@ -28,6 +29,14 @@ table
   positives among good queries, recall on defective ones, at the automatic threshold); then
   the pose table (rolled and unrolled apart, failures and flags) from each run's
   ``per_image.csv``.
+
+pose-axes
+  Where the remaining error of the converged fine poses (< 0.01 rad) lies, from each run's
+  ``poses.json`` and the class's ``test_poses.json``: the median absolute rotation error
+  about the camera's x, y and z axes (mrad) and the correlations of the x and y rotation
+  errors with the camera-frame translation errors along y and x. Correlations near -1 / +1
+  are the orbit ambiguity: the camera turned by a small angle and moved sideways to keep
+  the object in place, which changes the image only through the object's depth.
 
 Tuning and held-out halves: defaults are chosen on :data:`TUNING` only; :data:`HELD_OUT` is
 run to report, never to choose. One material of each kind is in each half. :data:`HELD_OUT_2`
@@ -203,6 +212,35 @@ def pose_table(rows: dict) -> str:
     return "\n".join(lines)
 
 
+def pose_axes(out: Path, names: list[str]) -> str:
+    """The ``pose-axes`` table (module docstring)."""
+    from scipy.spatial.transform import Rotation
+
+    lines = ["| object | converged | median abs rotation error about camera x / y / z (mrad) | "
+             "corr(rot x, move y) | corr(rot y, move x) |", "|---|---|---|---|---|"]
+    for name in names:
+        poses, truth = out / "eval" / name / "poses.json", out / "data" / name / "test_poses.json"
+        if not (poses.is_file() and truth.is_file()):
+            continue
+        fine = json.loads(poses.read_text())["fine"]
+        rot, move = [], []
+        for path, t in json.loads(truth.read_text())["poses"].items():
+            if path not in fine:
+                continue
+            a, b = np.asarray(t, np.float64), np.asarray(fine[path], np.float64)
+            rv = Rotation.from_matrix(a[:3, :3].T @ b[:3, :3]).as_rotvec()  # in the true camera's frame
+            if np.linalg.norm(rv) < CONVERGED:
+                rot.append(rv)
+                move.append(a[:3, :3].T @ (b[:3, 3] - a[:3, 3]))
+        if len(rot) < 3:
+            continue
+        rot, move = np.asarray(rot), np.asarray(move)
+        med = " / ".join(f"{1e3 * v:.2f}" for v in np.median(np.abs(rot), axis=0))
+        lines.append(f"| {name} | {len(rot)} | {med} | {np.corrcoef(rot[:, 0], move[:, 1])[0, 1]:.3f} | "
+                     f"{np.corrcoef(rot[:, 1], move[:, 0])[0, 1]:.3f} |")
+    return "\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dev_bench.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -220,6 +258,9 @@ def parser() -> argparse.ArgumentParser:
                        help="objects to do (default: the six of the tuning and first held-out halves)")
     t = sub.add_parser("table", help="print the per-object table")
     t.add_argument("out")
+    a = sub.add_parser("pose-axes", help="where the converged poses' remaining error lies")
+    a.add_argument("out")
+    a.add_argument("--objects", nargs="+", default=list(OBJECTS), help="objects (default: every one run)")
     return ap
 
 
@@ -232,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "run":
         run(out, args.objects, args.iterations, extra, tuple(args.lego) if args.lego else None,
             tuple(shlex.split(args.fit_args)))
+    elif args.command == "pose-axes":
+        print(pose_axes(out, args.objects))
     else:
         print(table(out))
     return 0

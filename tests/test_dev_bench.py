@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from script_modules import load_script
 
@@ -72,3 +73,31 @@ def test_rolled_queries_come_from_the_synth_manifest(bench, tmp_path):
     (tmp_path / "synth.json").write_text(json.dumps({"test": [{"path": "test/good/0.png", "roll_deg": 0.0},
                                                               {"path": "test/Burrs/1.png", "roll_deg": -37.5}]}))
     assert bench._rolled(tmp_path) == {"test/Burrs/1.png"}
+
+
+def test_pose_axes_finds_the_orbit_ambiguity(bench, tmp_path):
+    """Estimates that orbit the object (turn the camera about its x / y axis by a small angle
+    and move it sideways by distance x angle, keeping the object in place): the rotation
+    errors about x and y correlate -1 / +1 with the sideways moves along y and x."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(0)
+    truth, est = {}, {}
+    for i in range(8):
+        a = np.eye(4)
+        a[:3, :3] = Rotation.random(random_state=i).as_matrix()
+        a[:3, 3] = a[:3, :3] @ np.array([0.0, 0.0, 3.0])  # 3 units from the object at the origin
+        ex, ey = rng.normal(0, 2e-3, 2)
+        turn = Rotation.from_rotvec([ex, ey, 0.0]).as_matrix()
+        b = a.copy()
+        b[:3, :3] = a[:3, :3] @ turn
+        b[:3, 3] = a[:3, :3] @ (turn @ np.array([0.0, 0.0, 3.0]))  # orbit: still looking at the origin
+        truth[f"test/good/{i}.png"], est[f"test/good/{i}.png"] = a.tolist(), b.tolist()
+    (tmp_path / "data" / "obj").mkdir(parents=True)
+    (tmp_path / "eval" / "obj").mkdir(parents=True)
+    (tmp_path / "data" / "obj" / "test_poses.json").write_text(json.dumps({"poses": truth}))
+    (tmp_path / "eval" / "obj" / "poses.json").write_text(json.dumps({"fine": est}))
+    row = bench.pose_axes(tmp_path, ["obj", "missing"]).splitlines()
+    assert len(row) == 3 and row[2].startswith("| obj | 8 | ")
+    cx, cy = (float(c) for c in row[2].split("|")[4:6])
+    assert cx < -0.99 and cy > 0.99
