@@ -21,13 +21,18 @@ def _persistent_compilation_cache() -> None:
     starts, through the environment): every module clears the in-memory caches when it
     ends (below), and many modules compile the same programs (the pose stage, the maps,
     the training chunk on the same toy shapes); reading an executable back from disk is a
-    fraction of compiling it again. In ``.pytest_cache/jax`` of the checkout (ignored by
-    git; a fresh clone starts empty); ``SPLATJAX_TEST_JAX_CACHE=DIR`` puts it elsewhere,
-    ``=off`` turns it off. Results do not depend on it: an entry is keyed on the program,
-    the compile options and the jax/jaxlib versions."""
-    where = os.environ.get("SPLATJAX_TEST_JAX_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"))
+    fraction of compiling it again. In ``.pytest_cache/jax/<xdist worker>`` of the checkout
+    (ignored by git; a fresh clone starts empty); ``SPLATJAX_TEST_JAX_CACHE=DIR`` puts it
+    elsewhere, ``=off`` turns it off. One folder per pytest-xdist worker: JAX writes an
+    entry in place without a lock (unless the cache has a size limit, whose eviction scans
+    the whole folder on every write), so two workers sharing one could read an entry half
+    written. Results do not depend on the cache: an entry is keyed on the program, the
+    compile options and the jax/jaxlib versions."""
+    default = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"
+    where = os.environ.get("SPLATJAX_TEST_JAX_CACHE", str(default))
     if where.lower() in ("off", "0", ""):
         return
+    where = str(Path(where) / os.environ.get("PYTEST_XDIST_WORKER", "main"))
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", where)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])

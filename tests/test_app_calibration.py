@@ -114,10 +114,14 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
     base = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
                                          replace(FAST_MAP, threshold_rule="train-max"), extractor=ext,
                                          pose_config=FAST_POSE)
-    scores, losses, residuals = calibration.heldout_scores(g, held, FAST_POSE, FAST_MAP, extractor=ext,
-                                                           highlight_cap=base.highlight_cap)
-    assert losses.shape == scores.shape == residuals.shape and np.all(losses > 0) and np.all(residuals >= 0)
+    hs = calibration.heldout_scores(g, held, FAST_POSE, FAST_MAP, extractor=ext, highlight_cap=base.highlight_cap)
+    assert hs.scores.shape == hs.losses.shape == hs.residuals.shape == hs.silhouette_ok.shape == (total,)
+    assert np.all(hs.losses > 0) and np.all(hs.residuals >= 0)
+    ref, counted = hs.references, hs.counted(FAST_POSE.max_residual_ratio)
+    assert not (counted & ~ref).any()  # the residual rule only ever removes silhouette-trusted queries
+    scores, losses, residuals = hs.scores[counted], hs.losses[ref], hs.residuals[ref]
     assert with_heldout(base, scores, FAST_MAP).threshold == pytest.approx(report["threshold"], rel=1e-5)
+    assert rule["heldout_queries"] == counted.sum()
     assert report["highlight_cap"] == pytest.approx(base.highlight_cap) and base.highlight_cap >= 0
     again = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, extractor=ext,
                                           pose_config=FAST_POSE, heldout=held)  # stored: read back
@@ -145,3 +149,21 @@ def test_held_out_queries_and_the_key_of_their_pose_settings():
     digest = calibration._pose_digest
     assert digest(PoseConfig()) == digest(PoseConfig(max_loss_ratio=2.5)) == digest(PoseConfig(max_residual_ratio=0))
     assert digest(PoseConfig()) != digest(PoseConfig(screen_steps=0))
+
+
+def test_held_out_queries_count_for_the_threshold_as_a_test_query_would_be_trusted():
+    """The references are the silhouette-trusted queries; the threshold counts those of them
+    whose residual is at most max_residual_ratio x the references' median (the residual rule
+    as it judges a test query); with fewer than two left, the references."""
+    ok = np.array([True, True, True, True, False])
+    held = calibration.HeldOutScores(scores=np.arange(1.0, 6.0), losses=np.ones(5),
+                                     residuals=np.array([0.01, 0.012, 0.011, 0.05, 0.5]), silhouette_ok=ok)
+    assert held.references.tolist() == ok.tolist()  # median residual of the references: 0.0115
+    assert held.counted(3.0).tolist() == [True, True, True, False, False]  # 0.05 > 3 x 0.0115
+    assert held.counted(5.0).tolist() == ok.tolist() and held.counted(0.0).tolist() == ok.tolist()
+    lone = calibration.HeldOutScores(scores=np.ones(3), losses=np.ones(3), residuals=np.array([0.01, 0.1, 0.1]),
+                                     silhouette_ok=np.array([True, False, False]))
+    assert lone.references.all() and lone.counted(3.0).all()  # one trusted: all count, as before the rule
+    few = calibration.HeldOutScores(scores=np.ones(3), losses=np.ones(3), residuals=np.array([0.01, 0.01, 1.0]),
+                                    silhouette_ok=np.ones(3, bool))
+    assert few.counted(3.0).tolist() == [True, True, False]

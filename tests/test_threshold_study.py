@@ -35,3 +35,12 @@ def test_verdicts_flag_trusted_scores_above_the_threshold_only(study):
     v = study.verdicts(rows, 10.0)
     assert (v["false_positives"], v["good"], v["caught"], v["defective"]) == (1, 2, 1, 3)
     assert v["false_positive_rate"] == 0.5 and v["recall"] == pytest.approx(1 / 3)
+
+
+def test_residual_trusted_drops_the_queries_the_residual_rule_would_not_trust(study):
+    s = np.random.default_rng(2).lognormal(8.0, 0.3, 20)
+    res = np.full(20, 0.01)
+    high, res_high = np.concatenate([s, [np.exp(8.0) * 20]]), np.concatenate([res, [0.05]])  # 5x the median
+    assert study.residual_trusted(high, res_high, 0.05) == pytest.approx(study.lognormal(s, 0.05))
+    res_high[-1] = 0.02  # 2x: trusted, so it counts
+    assert study.residual_trusted(high, res_high, 0.05) == pytest.approx(study.lognormal(high, 0.05))

@@ -38,8 +38,9 @@ class MapConfig:
     threshold. ``threshold_rule`` "held-out" (what "auto" picks when the model has views
     held out of its fit): the held-out views and ``calibration_rolls`` rolled copies of
     each go through the whole pipeline (coarse and fine pose from the training cameras,
-    render, maps) like queries; a log-normal fitted to their scores gives the threshold
-    at ``false_positive_rate`` (:func:`splatjax.anomaly.heldout_threshold`).
+    render, maps) like queries; a log-normal fitted to the scores of those whose pose is
+    trusted gives the threshold at ``false_positive_rate``
+    (:func:`splatjax.anomaly.heldout_threshold`, :func:`splatjax.app.calibration.model_calibration`).
     """
 
     features: str = field(default="auto", metadata={

@@ -23,8 +23,11 @@ The threshold (``MapConfig.threshold_rule``): "train-max" keeps the entry above
 the model has views held out of its fit, :class:`HeldOut`) runs those views and
 ``calibration_rolls`` rolled copies of each through the whole pipeline as queries (coarse
 pose among the other training cameras, keypoint polish, fine pose, render, maps) and sets
-the threshold at ``false_positive_rate`` of their scores
-(:func:`splatjax.anomaly.with_heldout`); stored under the key + ``/held-out-...``.
+the threshold at ``false_positive_rate`` of the scores of those whose pose the trust rules
+accept as a test query's would be (the silhouette, then the residual against the median of
+the silhouette-trusted ones: :meth:`HeldOutScores.counted`; a query that would get "pose
+not found" has no score verdict to calibrate) (:func:`splatjax.anomaly.with_heldout`);
+stored under the key + ``/held-out-...``.
 
 With ``MapConfig.normalise`` the same pairs first give the model's residual scales
 (:func:`splatjax.anomaly.residual_scales`), kept in the entry: the calibration must then
@@ -57,7 +60,7 @@ from ..errors import DatasetError, UserError
 from ..files import file_sha256, read_json, write_json
 from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, render_views
 
-__all__ = ["model_calibration", "heldout_scores", "heldout_queries", "roll_angles", "heldout_views", "heldout_paths",
+__all__ = ["model_calibration", "heldout_scores", "HeldOutScores", "heldout_queries", "roll_angles", "heldout_views", "heldout_paths",
            "held_out_among", "HeldOut", "CALIBRATION_FILE", "MOVED_RENDERS"]
 
 CALIBRATION_FILE = "map_calibration.json"
@@ -154,17 +157,47 @@ def heldout_queries(images: np.ndarray, rolls: int, background) -> np.ndarray:
     return np.concatenate([images if a == 0 else _rolled(images, a, background) for a in roll_angles(rolls)])
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldOutScores:
+    """The held-out queries run through the pipeline (:func:`heldout_scores`), per query [M]:
+    its image score, final fine-pose loss, median silhouette residual
+    (:func:`~splatjax.pose.silhouette_residual`) and whether the silhouette rule trusts its
+    pose."""
+
+    scores: np.ndarray
+    losses: np.ndarray
+    residuals: np.ndarray
+    silhouette_ok: np.ndarray
+
+    @property
+    def references(self) -> np.ndarray:
+        """Mask of the queries whose losses and residuals give the trust rules' references (the
+        medians kept as ``heldout_pose_loss`` / ``heldout_pose_residual``): those the
+        silhouette trusts, or all when fewer than two are."""
+        ok = np.asarray(self.silhouette_ok, bool)
+        return ok if ok.sum() >= 2 else np.ones_like(ok)
+
+    def counted(self, max_residual_ratio: float) -> np.ndarray:
+        """Mask of the queries whose scores set the threshold: of :attr:`references`, those
+        the residual rule trusts too (median residual at most ``max_residual_ratio`` x the
+        references' median, as a test query is judged; 0: no residual rule). A query whose
+        pose is not trusted gets "pose not found", not a score verdict, so its score must not
+        set the threshold. All references when fewer than two would remain."""
+        ref = self.references
+        reference = float(np.median(self.residuals[ref]))
+        if max_residual_ratio <= 0 or reference <= 0:
+            return ref
+        keep = ref & (self.residuals <= max_residual_ratio * reference)
+        return keep if keep.sum() >= 2 else ref
+
+
 def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_config: MapConfig, *, extractor,
-                   residual=None, highlight_cap: float | None = None, context: Context = QUIET
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image scores of the held-out views and ``map_config.calibration_rolls`` copies of each
-    rolled by 2 pi j / (rolls + 1), run through the whole pipeline as queries with
-    ``pose_config`` (fine-pose key 0): of those whose pose is trusted
-    (:func:`~splatjax.app.stages.pose_trust`; a query whose pose is not gets "pose not
-    found", not a score verdict, so its score must not set the threshold), or of all when
-    fewer than two are. Returns (scores, final fine-pose losses, median silhouette residuals)
-    of those queries; the silhouette alone decides here (the other rules' references are what
-    is being measured)."""
+                   residual=None, highlight_cap: float | None = None, context: Context = QUIET) -> HeldOutScores:
+    """The held-out views and ``map_config.calibration_rolls`` copies of each rolled by
+    2 pi j / (rolls + 1), run through the whole pipeline as queries with ``pose_config``
+    (fine-pose key 0): every query's score, loss, silhouette residual and silhouette trust
+    (:class:`HeldOutScores`; which of them set the threshold and the trust references is
+    its ``counted`` / ``references``)."""
     from .stages import pose_trust, run_stages
 
     rolls = map_config.calibration_rolls
@@ -174,21 +207,17 @@ def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_con
     det = run_stages(gaussians, queries, heldout.candidates, pose_config, map_config, key=jax.random.key(0),
                      extractor=extractor, candidate_images=heldout.candidate_images, residual=residual,
                      highlight_cap=highlight_cap, context=context)
-    scores, losses = np.asarray(det.maps.scores, np.float64), np.asarray(det.poses.loss, np.float64)
-    trust = pose_trust(det.renders, queries, pose_config)
-    trusted, residuals = trust.trusted, trust.residual[:, 0]
-    if (~trusted).any():
-        context.say(f"[splatjax] {int((~trusted).sum())} of the {len(queries)} held-out queries found no trusted pose "
-                    "and do not count for the threshold")
-    keep = trusted if trusted.sum() >= 2 else np.ones_like(trusted)
-    return scores[keep], losses[keep], residuals[keep]
+    trust = pose_trust(det.renders, queries, pose_config)  # no references: the silhouette alone
+    return HeldOutScores(scores=np.asarray(det.maps.scores, np.float64), losses=np.asarray(det.poses.loss, np.float64),
+                         residuals=np.asarray(trust.residual[:, 0], np.float64), silhouette_ok=np.asarray(trust.trusted))
 
 
 def _pose_digest(pose_config: PoseConfig) -> str:
     """12 hex digits naming every pose setting the held-out queries were posed with (a
     calibration measured with other pose settings is measured again); ``max_loss_ratio`` and
-    ``max_residual_ratio`` are left out: they are applied to test queries, never to these
-    (:func:`heldout_scores`)."""
+    ``max_residual_ratio`` are left out: they do not change how these queries are posed
+    (``max_residual_ratio`` picks which of them count, :meth:`HeldOutScores.counted`, and is
+    in the calibration's key on its own)."""
     settings = dataclasses.asdict(pose_config)
     del settings["max_loss_ratio"], settings["max_residual_ratio"]
     text = json.dumps(settings, sort_keys=True, default=str)
@@ -237,14 +266,18 @@ def model_calibration(
         return base
     key = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
            f"-rolls{map_config.calibration_rolls}-views{len(heldout.images)}-pose{_pose_digest(pose_config)}"
-           "-residual")  # calibrations stored before the residual reference are measured again
+           f"-residual-counted{pose_config.max_residual_ratio:g}")  # older entries (no such suffix) are measured again
     found = _stored(path, key, digest)
     if found is not None:
         return found
-    scores, losses, residuals = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor,
-                                               residual=base.residual, highlight_cap=base.highlight_cap,
-                                               context=context)
-    return _store(path, key, with_heldout(base, scores, map_config, losses, residuals), digest)
+    held = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor, residual=base.residual,
+                          highlight_cap=base.highlight_cap, context=context)
+    ref, counted = held.references, held.counted(pose_config.max_residual_ratio)
+    if not counted.all():
+        context.say(f"[splatjax] {int((~counted).sum())} of the {counted.size} held-out queries found no trusted pose "
+                    f"(silhouette: {int((~held.silhouette_ok).sum())}) and do not count for the threshold")
+    cal = with_heldout(base, held.scores[counted], map_config, held.losses[ref], held.residuals[ref])
+    return _store(path, key, cal, digest)
 
 
 def _train_calibration(path: Path, digest: str, gaussians, cameras: Camera, images, map_config: MapConfig, *,
