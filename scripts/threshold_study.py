@@ -52,6 +52,19 @@ def trimmed_lognormal(s: np.ndarray, fpr: float) -> float:
     return lognormal(s[keep], fpr) if keep.sum() >= 2 else lognormal(s, fpr)
 
 
+def prediction_bound(s: np.ndarray, fpr: float, views: int) -> float:
+    """The log-normal's upper prediction bound for one new score: mean + t_(n-1) x sd x
+    sqrt(1 + 1/n) of the log scores, with n = ``views`` independent samples (the held-out
+    views: a view's rolled copies score alike, so they are not independent). Its expected
+    false-positive rate is ``fpr`` for log-normal scores, where the plug-in quantile's is
+    higher when n is small."""
+    from scipy.stats import t
+
+    logs = np.log(s)
+    n = max(int(views), 2)
+    return float(np.exp(logs.mean() + t.ppf(1 - fpr, n - 1) * logs.std(ddof=1) * np.sqrt(1 + 1 / n)))
+
+
 def empirical(s: np.ndarray, fpr: float) -> float:
     """The empirical quantile (linear interpolation)."""
     return float(np.quantile(s, 1 - fpr))
@@ -145,7 +158,13 @@ def main(argv=None) -> int:
     out = {"data": args.data, "heldout_scores": scores.tolist(), "heldout_residuals": residuals.tolist(), "rules": {}}
     print(f"{Path(args.data).name}: {scores.size} trusted held-out scores, median {np.median(scores):.0f}, "
           f"max {scores.max():.0f}")
-    rules = {**RULES, "residual-trusted": lambda s, f: residual_trusted(s, residuals, f)}
+    from splatjax.anomaly import MapConfig
+    from splatjax.pose import PoseConfig
+
+    views = len(scores) / (MapConfig().calibration_rolls + 1)  # about one per held-out view (most are all trusted)
+    keep = residuals <= PoseConfig().max_residual_ratio * np.median(residuals)
+    rules = {**RULES, "residual-trusted": lambda s, f: residual_trusted(s, residuals, f),
+             "residual-trusted-prediction": lambda s, f: prediction_bound(s[keep], f, round(keep.sum() / len(s) * views))}
     for name, rule in rules.items():
         v = verdicts(rows, rule(scores, args.fpr))
         out["rules"][name] = v

@@ -44,3 +44,10 @@ def test_residual_trusted_drops_the_queries_the_residual_rule_would_not_trust(st
     assert study.residual_trusted(high, res_high, 0.05) == pytest.approx(study.lognormal(s, 0.05))
     res_high[-1] = 0.02  # 2x: trusted, so it counts
     assert study.residual_trusted(high, res_high, 0.05) == pytest.approx(study.lognormal(high, 0.05))
+
+
+def test_the_prediction_bound_is_above_the_plug_in_quantile_and_meets_it_with_many_samples(study):
+    s = np.random.default_rng(3).lognormal(8.0, 0.4, 32)
+    plug = study.lognormal(s, 0.05)
+    assert study.prediction_bound(s, 0.05, 8) > study.prediction_bound(s, 0.05, 32) > plug
+    assert study.prediction_bound(s, 0.05, 10**6) == pytest.approx(plug, rel=2e-3)
