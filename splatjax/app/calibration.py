@@ -60,8 +60,8 @@ from ..errors import DatasetError, UserError
 from ..files import file_sha256, read_json, write_json
 from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, render_views
 
-__all__ = ["model_calibration", "heldout_scores", "HeldOutScores", "heldout_queries", "roll_angles", "heldout_views", "heldout_paths",
-           "held_out_among", "HeldOut", "CALIBRATION_FILE", "MOVED_RENDERS"]
+__all__ = ["model_calibration", "heldout_scores", "HeldOutScores", "heldout_queries", "roll_angles", "heldout_views",
+           "heldout_paths", "held_out_among", "HeldOut", "CALIBRATION_FILE", "MOVED_RENDERS"]
 
 CALIBRATION_FILE = "map_calibration.json"
 
@@ -208,8 +208,10 @@ def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_con
                      extractor=extractor, candidate_images=heldout.candidate_images, residual=residual,
                      highlight_cap=highlight_cap, context=context)
     trust = pose_trust(det.renders, queries, pose_config)  # no references: the silhouette alone
-    return HeldOutScores(scores=np.asarray(det.maps.scores, np.float64), losses=np.asarray(det.poses.loss, np.float64),
-                         residuals=np.asarray(trust.residual[:, 0], np.float64), silhouette_ok=np.asarray(trust.trusted))
+    return HeldOutScores(scores=np.asarray(det.maps.scores, np.float64),
+                         losses=np.asarray(det.poses.loss, np.float64),
+                         residuals=np.asarray(trust.residual[:, 0], np.float64),
+                         silhouette_ok=np.asarray(trust.trusted))
 
 
 def _pose_digest(pose_config: PoseConfig) -> str:
@@ -275,7 +277,8 @@ def model_calibration(
     ref, counted = held.references, held.counted(pose_config.max_residual_ratio)
     if not counted.all():
         context.say(f"[splatjax] {int((~counted).sum())} of the {counted.size} held-out queries found no trusted pose "
-                    f"(silhouette: {int((~held.silhouette_ok).sum())}) and do not count for the threshold")
+                    f"({int((~ref).sum())} by the silhouette rule, {int((ref & ~counted).sum())} by the residual rule) "
+                    "and do not count for the threshold")
     cal = with_heldout(base, held.scores[counted], map_config, held.losses[ref], held.residuals[ref])
     return _store(path, key, cal, digest)
 
