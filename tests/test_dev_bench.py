@@ -14,18 +14,17 @@ def bench():
     return load_script("dev_bench")
 
 
-def test_six_objects_split_into_halves_with_one_material_each(bench):
-    assert set(bench.TUNING) | set(bench.HELD_OUT) | set(bench.HELD_OUT_2) == set(bench.OBJECTS)
-    assert len(bench.TUNING + bench.HELD_OUT) == 6 and len(bench.OBJECTS) == 9
-    assert not set(bench.TUNING) & set(bench.HELD_OUT)
-    assert not set(bench.HELD_OUT_2) & set(bench.TUNING + bench.HELD_OUT)
-    for half in (bench.TUNING, bench.HELD_OUT, bench.HELD_OUT_2):
+def test_objects_split_into_disjoint_sets_with_one_material_each(bench):
+    sets = (bench.TUNING, bench.HELD_OUT, bench.HELD_OUT_2, bench.HELD_OUT_3)
+    assert set().union(*map(set, sets)) == set(bench.OBJECTS) and len(bench.OBJECTS) == 12
+    assert sum(map(len, sets)) == 12  # disjoint
+    for half in sets:
         assert sorted(bench.OBJECTS[o][1] for o in half) == ["glossy", "plastic", "two-tone"]
-    assert len({seed for _, _, seed in bench.OBJECTS.values()}) == 9  # every class its own views and defects
-    for name in bench.HELD_OUT_2:  # a held-out mesh again, in another material
-        first = name.removesuffix("-2")
-        assert bench.OBJECTS[name][0] == bench.OBJECTS[first][0]
-        assert bench.OBJECTS[name][1] != bench.OBJECTS[first][1]
+    assert len({seed for _, _, seed in bench.OBJECTS.values()}) == 12  # every class its own views and defects
+    for first in bench.HELD_OUT:  # the held-out meshes again, each time in another material
+        again = [bench.OBJECTS[f"{first}-{k}"] for k in (2, 3)]
+        assert all(o[0] == bench.OBJECTS[first][0] for o in again)
+        assert len({bench.OBJECTS[first][1], *(o[1] for o in again)}) == 3
     assert bench.parser().parse_args(["run", "OUT"]).objects == list(bench.TUNING + bench.HELD_OUT)
 
 
