@@ -101,16 +101,26 @@ def heldout_scores(data: Path, model: str, resolution: int) -> tuple[np.ndarray,
     return held.scores[ref], held.residuals[ref]
 
 
-def residual_trusted(scores: np.ndarray, residuals: np.ndarray, fpr: float) -> float:
-    """The log-normal of the held-out queries the residual rule would trust too: median
-    silhouette residual at most ``PoseConfig.max_residual_ratio`` x the median of them all
-    (the reference the rule applies to test queries), as a test query beyond it gets "pose
-    not found" and no score verdict (the library's rule since this study:
-    :meth:`splatjax.app.calibration.HeldOutScores.counted`)."""
+def residual_counted(residuals: np.ndarray) -> np.ndarray:
+    """Mask of the held-out queries (all silhouette-trusted) the residual rule trusts too:
+    the library's :meth:`splatjax.app.calibration.HeldOutScores.counted` with
+    ``PoseConfig().max_residual_ratio``."""
+    from splatjax.app.calibration import HeldOutScores
     from splatjax.pose import PoseConfig
 
-    keep = residuals <= PoseConfig().max_residual_ratio * np.median(residuals)
-    return lognormal(scores[keep], fpr) if keep.sum() >= 2 else lognormal(scores, fpr)
+    n = len(residuals)
+    held = HeldOutScores(scores=np.zeros(n), losses=np.zeros(n), residuals=np.asarray(residuals, np.float64),
+                         silhouette_ok=np.ones(n, bool))
+    return held.counted(PoseConfig().max_residual_ratio)
+
+
+def residual_trusted(scores: np.ndarray, residuals: np.ndarray, fpr: float) -> float:
+    """The log-normal of the held-out queries the residual rule would trust too
+    (:func:`residual_counted`: median silhouette residual at most ``max_residual_ratio`` x
+    the median of them all, the reference the rule applies to test queries), as a test query
+    beyond it gets "pose not found" and no score verdict: the library's rule since this
+    study."""
+    return lognormal(scores[residual_counted(residuals)], fpr)
 
 
 def verdicts(rows: list[dict], threshold: float) -> dict:
@@ -159,12 +169,11 @@ def main(argv=None) -> int:
     print(f"{Path(args.data).name}: {scores.size} trusted held-out scores, median {np.median(scores):.0f}, "
           f"max {scores.max():.0f}")
     from splatjax.anomaly import MapConfig
-    from splatjax.pose import PoseConfig
 
-    views = len(scores) / (MapConfig().calibration_rolls + 1)  # about one per held-out view (most are all trusted)
-    keep = residuals <= PoseConfig().max_residual_ratio * np.median(residuals)
+    keep = residual_counted(residuals)
+    views = round(keep.sum() / (MapConfig().calibration_rolls + 1))  # about one per held-out view
     rules = {**RULES, "residual-trusted": lambda s, f: residual_trusted(s, residuals, f),
-             "residual-trusted-prediction": lambda s, f: prediction_bound(s[keep], f, round(keep.sum() / len(s) * views))}
+             "residual-trusted-prediction": lambda s, f: prediction_bound(s[keep], f, views)}
     for name, rule in rules.items():
         v = verdicts(rows, rule(scores, args.fpr))
         out["rules"][name] = v
