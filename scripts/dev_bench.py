@@ -84,6 +84,7 @@ TUNING = ("bunny", "cow", "teapot")
 HELD_OUT = ("fandisk", "suzanne", "beetle")
 HELD_OUT_2 = ("fandisk-2", "suzanne-2", "beetle-2")
 HELD_OUT_3 = ("fandisk-3", "suzanne-3", "beetle-3")
+SPLITS = {"tuning": TUNING, "held-out": HELD_OUT, "held-out-2": HELD_OUT_2, "held-out-3": HELD_OUT_3}
 RESULTS = "results.jsonl"
 CONVERGED = 0.01  # rad: a fine pose further from the truth is a failure (issue 18)
 
@@ -125,8 +126,7 @@ def run(out: Path, names: list[str], iterations: int, extra: list[str], lego: tu
         jobs.append(("lego-AD", Path(lego[0]), Path(lego[1])))
     for name, data, model in jobs:
         fit(data, model, iterations, fit_args)
-        split = ("tuning" if name in TUNING else "held-out" if name in HELD_OUT else
-                 "held-out-2" if name in HELD_OUT_2 else "held-out-3" if name in HELD_OUT_3 else "lego")
+        split = next((split for split, names in SPLITS.items() if name in names), "lego")
         lego_ad.run(data, str(model), out / "eval" / name, extra, results=out / RESULTS, object=name, split=split,
                     rolled=_rolled(data) if (data / "synth.json").is_file() else None)
 
@@ -145,7 +145,7 @@ def table(out: Path) -> str:
     head = ("| object | split | image AUROC | pixel AUROC | AUPRO | fine rot median / max (rad) | "
             "rolled median / max | FPR / recall (threshold) | s/query |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
-    for split in ("tuning", "held-out", "held-out-2", "held-out-3", "lego"):
+    for split in (*SPLITS, "lego"):
         group = [r for r in rows.values() if r["split"] == split]
         for r in group:
             pose = (r.get("pose") or {})

@@ -28,12 +28,13 @@ import numpy as np
 from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's splatjax
+from splatjax.anomaly.calibration import heldout_threshold  # noqa: E402
 
 
 def lognormal(s: np.ndarray, fpr: float) -> float:
-    """The library's rule: a log-normal fitted by the mean and sample deviation of the log scores."""
-    logs = np.log(s)
-    return float(np.exp(logs.mean() + norm.ppf(1 - fpr) * logs.std(ddof=1)))
+    """The library's rule (:func:`splatjax.anomaly.heldout_threshold`): a log-normal fitted by
+    the mean and sample deviation of the log scores."""
+    return heldout_threshold(s, fpr)
 
 
 def robust_lognormal(s: np.ndarray, fpr: float) -> float:
@@ -89,13 +90,13 @@ def heldout_scores(data: Path, model: str, resolution: int) -> tuple[np.ndarray,
     cls = load_mad_class(data, resolution)
     g = sj.load_ply(ply)
     pc, mc = sj.PoseConfig(background=cls.train.background), MapConfig()
-    held = cal.heldout_views(ply, cls.train.paths, cls.train.images, cls.train.cameras, pc)
-    if held is None:
+    views = cal.heldout_views(ply, cls.train.paths, cls.train.images, cls.train.cameras, pc)
+    if views is None:
         raise SystemExit(f"{ply}: its fit held none of {data}'s training views out")
     ext = make_feature_extractor(mc.features)
     base = cal.model_calibration(ply, g, cls.train.cameras, cls.train.images, MapConfig(threshold_rule="train-max"),
                                  extractor=ext, pose_config=pc)
-    held = cal.heldout_scores(g, held, pc, mc, extractor=ext, residual=base.residual,
+    held = cal.heldout_scores(g, views, pc, mc, extractor=ext, residual=base.residual,
                               highlight_cap=base.highlight_cap or None)
     ref = held.references
     return held.scores[ref], held.residuals[ref]

@@ -16,6 +16,7 @@ def bench():
 
 def test_objects_split_into_disjoint_sets_with_one_material_each(bench):
     sets = (bench.TUNING, bench.HELD_OUT, bench.HELD_OUT_2, bench.HELD_OUT_3)
+    assert tuple(bench.SPLITS.values()) == sets and list(bench.SPLITS)[:2] == ["tuning", "held-out"]
     assert set().union(*map(set, sets)) == set(bench.OBJECTS) and len(bench.OBJECTS) == 12
     assert sum(map(len, sets)) == 12  # disjoint
     for half in sets:
