@@ -45,7 +45,9 @@ from splatjax.metrics import auroc, evaluate_detection, pose_errors
 
 SCORES = (("max", 0), ("p99", 0), ("topk", 100), ("topk", 500))
 BACKGROUND = (1.0, 1.0, 1.0)  # stage 1 loads the class over load_mad_class's default background
-HIGHLIGHTS = ("keep", "calibrated", "uncapped")  # uncapped: the whole common brightening taken out (cap 1)
+# calibrated: as evaluate (clipped channels at MapConfig's saturation); calibrated-unclipped: every channel
+# as read (highlight_saturation 0); uncapped: the whole common brightening taken out (cap 1)
+HIGHLIGHTS = ("keep", "calibrated", "calibrated-unclipped", "uncapped")
 
 
 def _score_name(score: str, k: int) -> str:
@@ -183,13 +185,16 @@ def _rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> str:
 def variant_row(c: dict, ext, kind: str, normalise: str, shift: int, residual, highlights: str = "keep") -> dict:
     """Maps of the test and calibration pairs with one setting, and all its numbers.
     ``highlights``: keep (the paper), calibrated (the cap measured on the calibration pairs,
-    as ``splatjax evaluate``), uncapped (cap 1: all common brightening discounted)."""
+    as ``splatjax evaluate``), calibrated-unclipped (the same with every channel as read),
+    uncapped (cap 1: all common brightening discounted)."""
     t0 = time.perf_counter()
     config = MapConfig(features="weights-free" if kind == "weights-free" else "lite0", normalise=normalise,
-                       shift_radius=shift, highlights="keep" if highlights == "keep" else "calibrated")
+                       shift_radius=shift, highlights="keep" if highlights == "keep" else "calibrated",
+                       **({"highlight_saturation": 0.0} if highlights == "calibrated-unclipped" else {}))
     cap = {"keep": None, "uncapped": 1.0}.get(highlights)
-    if highlights == "calibrated":
-        cap = highlight_cap(c["cal_renders"], c["cal_images"], BACKGROUND, config.highlight_percentile)
+    if highlights.startswith("calibrated"):
+        cap = highlight_cap(c["cal_renders"], c["cal_images"], BACKGROUND, config.highlight_percentile,
+                            config.highlight_saturation)
     res = residual if normalise != "none" else None
     maps = compute_maps(c["renders"], c["queries"], config, extractor=ext, residual=res, highlight_cap=cap).maps
     cal_maps = compute_maps(c["cal_renders"], c["cal_images"], config, extractor=ext, residual=res,

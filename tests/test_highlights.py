@@ -18,11 +18,16 @@ def _scene(n=2, size=24):
     return r, r.copy()
 
 
-def _plain_discount(r, q, cap):
+def _plain_discount(r, q, cap, saturation=None):
+    """Per pixel: the brightening s on the channels below ``saturation`` (on all three when
+    none or every one is), capped; a clipped channel keeps r + max(q - r - s, 0)."""
     out = q.astype(np.float64).copy()
     for idx in np.ndindex(q.shape[:-1]):
-        s = min(max(min(q[idx][c] - r[idx][c] for c in range(3)), 0.0), cap)
-        out[idx] -= s
+        clipped = [bool(saturation) and q[idx][c] >= saturation for c in range(3)]
+        counted = [c for c in range(3) if not clipped[c]] or [0, 1, 2]
+        s = min(max(min(q[idx][c] - r[idx][c] for c in counted), 0.0), cap)
+        for c in range(3):
+            out[idx][c] = r[idx][c] + max(q[idx][c] - r[idx][c] - s, 0.0) if clipped[c] else q[idx][c] - s
     return out
 
 
@@ -44,6 +49,33 @@ def test_discount_matches_the_plain_formula_and_spares_hue_changes_and_darkening
     np.testing.assert_array_equal(np.asarray(discount_highlights(r, q, 0.0)), q)
 
 
+def test_saturation_measures_a_clipped_highlight_on_the_channels_that_did_not_clip():
+    r, q = _scene()
+    magenta = np.array([0.75, 0.40, 0.73], np.float32)
+    r[:, 6:18, 6:18] = magenta
+    q[:, 6:18, 6:18] = magenta
+    q[0, 8:10, 8:10] = np.minimum(magenta + 0.35, 1.0)  # (1, 0.75, 1): red and blue clip
+    q[0, 12:14, 12:14] = [1.0, 1.0, 1.0]  # every channel clipped (a hole onto the white background)
+    q[1, 8:10, 8:10] = [1.0, 0.40, 0.73]  # red alone brighter: a hue change, not a highlight
+    q[1, 12:14, 12:14] = np.minimum(magenta + 0.5, 1.0)  # a highlight above the cap
+    q += np.random.default_rng(1).uniform(-0.004, 0.0, q.shape).astype(np.float32) * (q < 1.0)
+    got = np.asarray(discount_highlights(r, q, 0.4, 0.998))
+    np.testing.assert_allclose(got, _plain_discount(r, q, 0.4, 0.998), atol=1e-6)
+    np.testing.assert_allclose(got[0, 8:10, 8:10], r[0, 8:10, 8:10], atol=0.01)  # the whole highlight explained
+    old = np.asarray(discount_highlights(r, q, 0.4))
+    assert np.all(old[0, 8:10, 8:10, 1] - r[0, 8:10, 8:10, 1] > 0.08)  # as read: a false green excess of ~0.1
+    # every channel clipped: the same as without saturation
+    np.testing.assert_allclose(got[0, 12:14, 12:14], old[0, 12:14, 12:14], atol=1e-6)
+    np.testing.assert_allclose(got[1, 8:10, 8:10], q[1, 8:10, 8:10], atol=0.01)  # the hue change is kept
+    assert np.all(got[1, 12:14, 12:14, 1] - r[1, 12:14, 12:14, 1] > 0.05)  # only up to the cap
+    np.testing.assert_allclose(np.asarray(common_brightening(r, q, 0.998))[0, 8:10, 8:10], 0.35, atol=0.01)
+    # without clipped channels, saturation changes nothing
+    r2, q2 = _scene()
+    q2[0, 8:10, 8:10] += 0.25
+    np.testing.assert_array_equal(np.asarray(discount_highlights(r2, q2, 0.3, 0.998)),
+                                  np.asarray(discount_highlights(r2, q2, 0.3)))
+
+
 def test_cap_is_a_percentile_over_object_pixels_only():
     r, q = _scene(n=1)
     q[0, 6:18, 6:18] += np.linspace(0.0, 0.2, 144, dtype=np.float32).reshape(12, 12)[..., None]
@@ -61,7 +93,7 @@ def test_compute_maps_discounts_only_when_calibrated_with_a_cap():
     none = compute_maps(r, q, MapConfig(features="weights-free", map_size=32), highlight_cap=None)
     kept = compute_maps(r, q, MapConfig(features="weights-free", highlights="keep", map_size=32), highlight_cap=0.5)
     capped = compute_maps(r, q, MapConfig(features="weights-free", map_size=32), highlight_cap=0.5)
-    twin = compute_maps(r, np.asarray(discount_highlights(r, q, 0.5)),
+    twin = compute_maps(r, np.asarray(discount_highlights(r, q, 0.5, MapConfig().highlight_saturation)),
                         MapConfig(features="weights-free", highlights="keep", map_size=32))
     np.testing.assert_array_equal(none.maps, plain.maps)
     np.testing.assert_array_equal(kept.maps, plain.maps)

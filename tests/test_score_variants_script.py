@@ -33,10 +33,12 @@ def _cache(size=32):
 def test_highlight_rows():
     sv = load_script("score_variants")
     c, ext = _cache(), WeightsFreeFeatures()
-    rows = {h: sv.variant_row(c, ext, "weights-free", "none", 0, None, h) for h in ("keep", "calibrated", "uncapped")}
+    rows = {h: sv.variant_row(c, ext, "weights-free", "none", 0, None, h) for h in sv.HIGHLIGHTS}
     assert rows["keep"]["highlight_cap"] is None and rows["uncapped"]["highlight_cap"] == 1.0
-    want = highlight_cap(c["cal_renders"], c["cal_images"], (1.0, 1.0, 1.0), 99.9)
+    want = highlight_cap(c["cal_renders"], c["cal_images"], (1.0, 1.0, 1.0), 99.9, 0.998)
     assert rows["calibrated"]["highlight_cap"] == want > 0.3
+    assert rows["calibrated-unclipped"]["highlight_cap"] == highlight_cap(c["cal_renders"], c["cal_images"],
+                                                                          (1.0, 1.0, 1.0), 99.9)
     assert rows["keep"]["image_auroc"]["max"] < 1.0  # the brightest highlight outscores a stain
     assert rows["calibrated"]["image_auroc"]["max"] == rows["uncapped"]["image_auroc"]["max"] == 1.0
     assert "calibrated (" in sv.table(list(rows.values()))

@@ -117,6 +117,7 @@ class MapCalibration:
     highlights: str = "keep"  # MapConfig.highlights it was measured with
     highlight_percentile: float = 99.9
     highlight_cap: float = 0.0  # the highlight discount's cap (splatjax.anomaly.highlight_cap; 0: none)
+    highlight_saturation: float = 0.0  # MapConfig.highlight_saturation it was measured with (0: off)
 
     def describe(self) -> str:
         """How the threshold was set, for a verdict line: "5 % FPR" or "1.5 x training max"."""
@@ -128,7 +129,8 @@ class MapCalibration:
         """What the scale depends on: features, map size, sigma, score and its options."""
         return calibration_key(self.features, self.map_size, self.map_sigma, self.score, score_k=self.score_k,
                                normalise=self.normalise, shift_radius=self.shift_radius, highlights=self.highlights,
-                               highlight_percentile=self.highlight_percentile)
+                               highlight_percentile=self.highlight_percentile,
+                               highlight_saturation=self.highlight_saturation)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (see :meth:`from_dict`)."""
@@ -150,10 +152,10 @@ class MapCalibration:
 
 def calibration_key(features: str, map_size: int, map_sigma: float, score: str, *, score_k: int = 100,
                     normalise: str = "none", shift_radius: int = 0, highlights: str = "keep",
-                    highlight_percentile: float = 99.9) -> str:
+                    highlight_percentile: float = 99.9, highlight_saturation: float = 0.0) -> str:
     """The string that names one calibration setting: features/size/sigma/score, then
     only the options that differ from the paper (``/k100`` for a top-k score,
-    ``/norm-channel``, ``/shift1``, ``/highlights-p99.9``), so the paper's keys stay as they were."""
+    ``/norm-channel``, ``/shift1``, ``/highlights-p99.9``, ``/sat0.998``), so the paper's keys stay as they were."""
     key = f"{features}/size{int(map_size)}/sigma{float(map_sigma):g}/{score}"
     if score == "topk":
         key += f"/k{int(score_k)}"
@@ -163,6 +165,8 @@ def calibration_key(features: str, map_size: int, map_sigma: float, score: str, 
         key += f"/shift{int(shift_radius)}"
     if highlights != "keep":
         key += f"/highlights-p{float(highlight_percentile):g}"
+        if highlight_saturation:
+            key += f"/sat{float(highlight_saturation):g}"
     return key
 
 
@@ -222,4 +226,5 @@ def calibrate(train_scores: Float[ArrayLike, " N"], config: MapConfig, features:
                           score_k=int(config.score_k), normalise=config.normalise,
                           shift_radius=int(config.shift_radius), residual=residual, highlights=config.highlights,
                           highlight_percentile=float(config.highlight_percentile),
-                          highlight_cap=0.0 if highlight_cap is None else float(highlight_cap))
+                          highlight_cap=0.0 if highlight_cap is None else float(highlight_cap),
+                          highlight_saturation=float(config.highlight_saturation))

@@ -65,6 +65,9 @@ class MapConfig:
     highlight_percentile: float = field(default=99.9, metadata={
         "help": "the cap of --highlights calibrated: this percentile of the unexplained common brightening over "
                 "the object's pixels of the calibration views"})
+    highlight_saturation: float = field(default=0.998, metadata={
+        "help": "query channels at or above this level clipped (0.998: 8-bit images at 255); --highlights "
+                "calibrated measures a highlight on the channels that did not clip (0: every channel as read)"})
     shift_radius: int = field(default=0, metadata={
         "help": "EfficientNet terms tolerate this many pixels of misalignment on their own grid (0: the paper)"})
     calibration_views: int = field(default=50, metadata={
@@ -88,6 +91,8 @@ class MapConfig:
         require_choice(self, "highlights", HIGHLIGHTS)
         require(is_number(self.highlight_percentile) and 0.0 < self.highlight_percentile <= 100.0, self,
                 "highlight_percentile", "in (0, 100]")
+        require(is_number(self.highlight_saturation) and 0.0 <= self.highlight_saturation <= 1.0, self,
+                "highlight_saturation", "in [0, 1] (0: off)")
         require(is_int(self.shift_radius) and 0 <= self.shift_radius <= 8, self, "shift_radius", "an integer in 0..8")
         require_ints(self, ("map_size", "calibration_views", "chunk", "score_k"), 1)
         require(is_number(self.map_sigma) and self.map_sigma >= 0, self, "map_sigma", ">= 0")

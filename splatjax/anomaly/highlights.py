@@ -20,6 +20,19 @@ there and gets a small cap, so a white stain or a hole onto a white background s
 counts; a glossy part's cap covers its highlights. Colour changes (a stain of another hue)
 and darkening (a missing chunk's shadowed inside) are never discounted.
 
+A bright highlight on a saturated colour clips: on a magenta face (0.75, 0.40, 0.73) a
+highlight of 0.5 reads (1, 0.9, 1), so red and blue show only 0.25 of it and the common
+part leaves 0.25 of green, a false hue change. With a ``saturation`` level (the camera's
+clipping point, e.g. 0.998 for 8-bit images that reach 255), a query channel at or above
+it is known only to be at least that bright: the brightening is measured on the channels
+that did not clip (all three when every one clipped, as before), and a clipped channel
+keeps only what the render plus that brightening does not reach:
+
+    q'_c = q_c - s                       (channel not clipped)
+    q'_c = r_c + max(q_c - r_c - s, 0)   (channel clipped)
+
+Without clipped channels, or with every channel clipped, this is the formula above.
+
 Units: images in [0, 1], RGB; the background is the renders' background colour.
 """
 
@@ -34,16 +47,30 @@ __all__ = ["common_brightening", "highlight_cap", "discount_highlights"]
 OBJECT_TOLERANCE = 0.01  # a pixel is the object's where render or image differs from the background by more
 
 
-def common_brightening(renders: Float[ArrayLike, "*b H W 3"], images: Float[ArrayLike, "*b H W 3"]
-                       ) -> Float[Array, "*b H W"]:
-    """``max(min_c (image_c - render_c), 0)`` per pixel: the brightening shared by R, G and B."""
-    diff = jnp.asarray(images, jnp.float32) - jnp.asarray(renders, jnp.float32)
-    return jnp.maximum(jnp.min(diff, axis=-1), 0.0)
+def _clipped(images: Array, saturation: float | None) -> Array:
+    """Per channel: the image reached ``saturation`` (all False when it is None or 0)."""
+    if not saturation:
+        return jnp.zeros(images.shape, bool)
+    return images >= jnp.float32(saturation)
+
+
+def common_brightening(renders: Float[ArrayLike, "*b H W 3"], images: Float[ArrayLike, "*b H W 3"],
+                       saturation: float | None = None) -> Float[Array, "*b H W"]:
+    """``max(min_c (image_c - render_c), 0)`` per pixel: the brightening shared by R, G and B;
+    with ``saturation`` (in (0, 1]; None or 0: off) the minimum runs over the image's channels
+    below it, over all three where every channel reached it."""
+    q = jnp.asarray(images, jnp.float32)
+    diff = q - jnp.asarray(renders, jnp.float32)
+    clipped = _clipped(q, saturation)
+    every = jnp.all(clipped, axis=-1, keepdims=True)
+    counted = jnp.where(clipped & ~every, jnp.inf, diff)
+    return jnp.maximum(jnp.min(counted, axis=-1), 0.0)
 
 
 def highlight_cap(renders: Float[ArrayLike, "B H W 3"], images: Float[ArrayLike, "B H W 3"],
-                  background: Float[ArrayLike, " 3"], percentile: float = 99.9) -> float:
-    """The ``percentile`` (0-100) of :func:`common_brightening` over the object's pixels of
+                  background: Float[ArrayLike, " 3"], percentile: float = 99.9,
+                  saturation: float | None = None) -> float:
+    """The ``percentile`` (0-100) of :func:`common_brightening` (with ``saturation``) over the object's pixels of
     defect-free views and the model's renders at the same poses (object pixels: render or
     image further than 0.01 from ``background`` in some channel); 0.0 when there are none."""
     r = np.asarray(renders, np.float32)
@@ -52,12 +79,16 @@ def highlight_cap(renders: Float[ArrayLike, "B H W 3"], images: Float[ArrayLike,
     obj = np.any(np.abs(r - bg) > OBJECT_TOLERANCE, axis=-1) | np.any(np.abs(q - bg) > OBJECT_TOLERANCE, axis=-1)
     if not obj.any():
         return 0.0
-    s = np.asarray(common_brightening(r, q))[obj]
+    s = np.asarray(common_brightening(r, q, saturation))[obj]
     return float(np.percentile(s, percentile))
 
 
 def discount_highlights(renders: Float[ArrayLike, "*b H W 3"], queries: Float[ArrayLike, "*b H W 3"],
-                        cap: float) -> Float[Array, "*b H W 3"]:
-    """The queries with ``min(common_brightening, cap)`` taken from each channel."""
-    s = jnp.minimum(common_brightening(renders, queries), jnp.float32(cap))
-    return jnp.asarray(queries, jnp.float32) - s[..., None]
+                        cap: float, saturation: float | None = None) -> Float[Array, "*b H W 3"]:
+    """The queries with ``s = min(common_brightening, cap)`` taken from each channel; with
+    ``saturation``, a channel that reached it keeps ``r_c + max(q_c - r_c - s, 0)`` (see
+    the module doc)."""
+    r = jnp.asarray(renders, jnp.float32)
+    q = jnp.asarray(queries, jnp.float32)
+    s = jnp.minimum(common_brightening(r, q, saturation), jnp.float32(cap))[..., None]
+    return jnp.where(_clipped(q, saturation), r + jnp.maximum(q - r - s, 0.0), q - s)

@@ -72,7 +72,8 @@ MOVED_RENDERS = "/moved-renders"  # key suffix of the stand-in (renders against 
 def _key(features: str, config: MapConfig, cameras: Camera) -> str:
     return calibration_key(features, config.map_size, config.map_sigma, config.score, score_k=config.score_k,
                            normalise=config.normalise, shift_radius=config.shift_radius, highlights=config.highlights,
-                           highlight_percentile=config.highlight_percentile) + \
+                           highlight_percentile=config.highlight_percentile,
+                           highlight_saturation=config.highlight_saturation) + \
         f"/image{cameras.width}x{cameras.height}"
 
 
@@ -316,7 +317,8 @@ def _train_calibration(path: Path, digest: str, gaussians, cameras: Camera, imag
         residual = residual_scales(renders, reference, extractor, size=map_config.map_size, chunk=map_config.chunk)
     cap = None
     if map_config.highlights == "calibrated":
-        cap = highlight_cap(renders, reference, pose_config.background, map_config.highlight_percentile)
+        cap = highlight_cap(renders, reference, pose_config.background, map_config.highlight_percentile,
+                            map_config.highlight_saturation)
     maps = compute_maps(renders, reference, map_config, extractor=extractor, residual=residual, highlight_cap=cap)
     return _store(path, key, calibrate(maps.scores, map_config, extractor.name, residual=residual,
                                        highlight_cap=cap), digest)
