@@ -77,7 +77,7 @@ def run_stages_once(data: Path, model: Path, views: int, seed: int, fine_poses: 
                              key=jax.random.key(seed), candidate_images=cls.train.images)
         cams, fine_c2w = est.cameras, est.c2w
     else:
-        fine_c2w, cams = _evaluated_poses(fine_poses, data, cls)
+        fine_c2w, cams = evaluated_poses(fine_poses, data, cls)
     renders = np.asarray(render_views(g, cams, batch_size=pc.batch_size, background=cls.train.background))
     n = int(cls.train.cameras.R.shape[0])
     idx = np.unique(np.round(np.linspace(0, n - 1, min(views, n))).astype(np.int64))
@@ -94,7 +94,7 @@ def run_stages_once(data: Path, model: Path, views: int, seed: int, fine_poses: 
     return out
 
 
-def _evaluated_poses(path: Path, data: Path, cls):
+def evaluated_poses(path: Path, data: Path, cls):
     """(fine c2w [Q, 4, 4], cameras) of the test images of ``cls`` from an evaluate run's
     ``poses.json`` (keyed by the image path relative to the class folder)."""
     from splatjax.camera import camera_from_blender, stack_cameras

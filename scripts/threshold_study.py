@@ -1,7 +1,7 @@
 """How the automatic threshold's rule turns into false alarms and recall, on data with labels.
 
   python scripts/threshold_study.py CLASS --model RUN --eval EVAL_DIR [--resolution 200]
-                                    [--cache SCORES.json] [--json OUT.json]
+                                    [--cache SCORES.json] [--json OUT.json] [--rescore]
 
 Re-runs the held-out calibration of :mod:`splatjax.app.calibration` for the model (the views
 its fit held out and their rolled copies, through the whole pipeline with the default
@@ -13,7 +13,11 @@ then sets the threshold at the default false-positive rate with each rule of
 queries' scores of ``EVAL_DIR/per_image.csv`` (as ``evaluate`` does: ANOMALOUS when the
 pose is trusted and the score is above the threshold). Prints and writes per rule: the
 threshold, the false-positive rate on the good queries and the recall on the defective
-ones. Choose on tuning data only.
+ones. Choose on tuning data only. ``--rescore``: the test queries are scored again with
+today's default maps at the evaluation's fine poses (``EVAL_DIR/poses.json``; their pose
+trust is the evaluation's), so that a map default changed since the evaluation is judged
+without estimating the poses again (the threshold check is then skipped: the evaluation's
+threshold came from the old maps).
 """
 
 from __future__ import annotations
@@ -75,29 +79,59 @@ RULES = {"lognormal": lognormal, "robust-lognormal": robust_lognormal, "trimmed-
          "empirical": empirical}
 
 
-def heldout_scores(data: Path, model: str, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+class Setting:
+    """The class, model, extractor and train-max calibration the default ``evaluate`` would use."""
+
+    def __init__(self, data: Path, model: str, resolution: int):
+        import splatjax as sj
+        from splatjax.anomaly import MapConfig
+        from splatjax.anomaly.features import make_feature_extractor
+        from splatjax.app import calibration as cal
+        from splatjax.app.runs import resolve_model
+        from splatjax.data import load_mad_class
+
+        self.data, self.ply = data, resolve_model(model)
+        self.cls = load_mad_class(data, resolution)
+        self.g = sj.load_ply(self.ply)
+        self.pc, self.mc = sj.PoseConfig(background=self.cls.train.background), MapConfig()
+        self.ext = make_feature_extractor(self.mc.features)
+        self.base = cal.model_calibration(self.ply, self.g, self.cls.train.cameras, self.cls.train.images,
+                                          MapConfig(threshold_rule="train-max"), extractor=self.ext,
+                                          pose_config=self.pc)
+
+
+def rescored(rows: list[dict], eval_dir: Path, setting: "Setting") -> list[dict]:
+    """``rows`` (``per_image.csv``) with each test query's score computed again with the
+    default maps at its fine pose of ``eval_dir/poses.json`` (see the module doc)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from score_variants import evaluated_poses
+
+    from splatjax.anomaly import compute_maps
+    from splatjax.pose import render_views
+
+    test = setting.cls.test
+    _, cams = evaluated_poses(eval_dir / "poses.json", setting.data, setting.cls)
+    renders = render_views(setting.g, cams, batch_size=setting.pc.batch_size, background=setting.cls.train.background)
+    maps = compute_maps(renders, test.images, setting.mc, extractor=setting.ext, residual=setting.base.residual,
+                        highlight_cap=setting.base.highlight_cap or None)
+    score = dict(zip(test.paths, np.asarray(maps.scores, np.float64)))
+    return [{**r, "score": str(score[r["path"]])} for r in rows]
+
+
+def heldout_scores(data: Path, model: str, resolution: int, setting: "Setting | None" = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """The scores and median silhouette residuals of the held-out queries the silhouette
     rule trusts (:attr:`splatjax.app.calibration.HeldOutScores.references`), as the default
     ``evaluate`` measures them."""
-    import splatjax as sj
-    from splatjax.anomaly import MapConfig
-    from splatjax.anomaly.features import make_feature_extractor
     from splatjax.app import calibration as cal
-    from splatjax.app.runs import resolve_model
-    from splatjax.data import load_mad_class
 
-    ply = resolve_model(model)
-    cls = load_mad_class(data, resolution)
-    g = sj.load_ply(ply)
-    pc, mc = sj.PoseConfig(background=cls.train.background), MapConfig()
-    views = cal.heldout_views(ply, cls.train.paths, cls.train.images, cls.train.cameras, pc)
+    st = Setting(data, model, resolution) if setting is None else setting
+    cls = st.cls
+    views = cal.heldout_views(st.ply, cls.train.paths, cls.train.images, cls.train.cameras, st.pc)
     if views is None:
-        raise SystemExit(f"{ply}: its fit held none of {data}'s training views out")
-    ext = make_feature_extractor(mc.features)
-    base = cal.model_calibration(ply, g, cls.train.cameras, cls.train.images, MapConfig(threshold_rule="train-max"),
-                                 extractor=ext, pose_config=pc)
-    held = cal.heldout_scores(g, views, pc, mc, extractor=ext, residual=base.residual,
-                              highlight_cap=base.highlight_cap or None)
+        raise SystemExit(f"{st.ply}: its fit held none of {data}'s training views out")
+    held = cal.heldout_scores(st.g, views, st.pc, st.mc, extractor=st.ext, residual=st.base.residual,
+                              highlight_cap=st.base.highlight_cap or None)
     ref = held.references
     return held.scores[ref], held.residuals[ref]
 
@@ -124,6 +158,22 @@ def residual_trusted(scores: np.ndarray, residuals: np.ndarray, fpr: float) -> f
     return lognormal(scores[residual_counted(residuals)], fpr)
 
 
+def residual_trusted_prior(scores: np.ndarray, residuals: np.ndarray, fpr: float, prior_log_sd: float | None = None,
+                           prior_views: float | None = None) -> float:
+    """:func:`residual_trusted` with the deviation shrunk toward a prior
+    (:func:`splatjax.anomaly.heldout_threshold`; default: ``MapConfig``'s
+    ``heldout_prior_log_sd`` and ``heldout_prior_views``), about one view per
+    ``calibration_rolls + 1`` queries: the library's rule since the prior."""
+    from splatjax.anomaly import MapConfig
+
+    mc = MapConfig()
+    keep = residual_counted(residuals)
+    views = -(-int(keep.sum()) // (mc.calibration_rolls + 1))
+    return heldout_threshold(scores[keep], fpr, views=views,
+                             prior_log_sd=mc.heldout_prior_log_sd if prior_log_sd is None else prior_log_sd,
+                             prior_views=mc.heldout_prior_views if prior_views is None else prior_views)
+
+
 def verdicts(rows: list[dict], threshold: float) -> dict:
     good = [r for r in rows if r["label"] == "0"]
     bad = [r for r in rows if r["label"] == "1"]
@@ -146,35 +196,56 @@ def main(argv=None) -> int:
     ap.add_argument("--fpr", type=float, default=0.05, help="the target false-positive rate (default: MapConfig's)")
     ap.add_argument("--cache")
     ap.add_argument("--json")
+    ap.add_argument("--prior-views", type=float, nargs="*", default=[],
+                    help="also the residual-trusted-prior rule with these prior weights (views)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the test queries again with today's default maps at the evaluation's fine poses")
     args = ap.parse_args(argv)
+    setting = Setting(Path(args.data), args.model, args.resolution) if args.rescore else None
 
     cache = Path(args.cache) if args.cache else None
     stored = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
     if "residuals" in stored:
         scores, residuals = (np.asarray(stored[k], np.float64) for k in ("scores", "residuals"))
     else:
-        scores, residuals = heldout_scores(Path(args.data), args.model, args.resolution)
+        scores, residuals = heldout_scores(Path(args.data), args.model, args.resolution, setting)
         if cache is not None:
             cache.write_text(json.dumps({"scores": scores.tolist(), "residuals": residuals.tolist()}))
     report = json.loads((Path(args.eval) / "report.json").read_text())
     with open(Path(args.eval) / "per_image.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     known = {"lognormal (the rule before this study)": lognormal(scores, args.fpr),
-             "residual-trusted (the rule since)": residual_trusted(scores, residuals, args.fpr)}
-    same = [name for name, t in known.items() if np.isclose(t, report["threshold"], rtol=1e-3)]
-    if not same:
-        raise SystemExit(f"the re-run calibration's thresholds {sorted(known.values())} are not the evaluation's "
-                         f"{report['threshold']:.1f}: not the same model, data or defaults")
-    print(f"the evaluation's threshold is the {same[0]} one")
-    out = {"data": args.data, "heldout_scores": scores.tolist(), "heldout_residuals": residuals.tolist(), "rules": {}}
+             "residual-trusted (the rule of 0b7c31c)": residual_trusted(scores, residuals, args.fpr),
+             "residual-trusted-prior (the rule since)": residual_trusted_prior(scores, residuals, args.fpr)}
+    if setting is not None:
+        rows = rescored(rows, Path(args.eval), setting)
+        print("test queries scored again with today's default maps at the evaluation's fine poses")
+    else:
+        same = [name for name, t in known.items() if np.isclose(t, report["threshold"], rtol=1e-3)]
+        if not same:
+            raise SystemExit(f"the re-run calibration's thresholds {sorted(known.values())} are not the "
+                             f"evaluation's {report['threshold']:.1f}: not the same model, data or defaults")
+        print(f"the evaluation's threshold is the {same[0]} one")
+    out = {"data": args.data, "heldout_scores": scores.tolist(), "heldout_residuals": residuals.tolist(), "rules": {},
+           "test_scores": {r["path"]: float(r["score"]) for r in rows}}
     print(f"{Path(args.data).name}: {scores.size} trusted held-out scores, median {np.median(scores):.0f}, "
           f"max {scores.max():.0f}")
     from splatjax.anomaly import MapConfig
 
     keep = residual_counted(residuals)
     views = round(keep.sum() / (MapConfig().calibration_rolls + 1))  # about one per held-out view
+    good = np.log([float(r["score"]) for r in rows if r["label"] == "0" and r["pose_trusted"] == "1"])
+    counted = np.log(scores[keep])
+    out["counted_log_mean"], out["counted_log_sd"] = float(counted.mean()), float(counted.std(ddof=1))
+    out["good_log_mean"], out["good_log_sd"] = float(good.mean()), float(good.std(ddof=1))
+    print(f"  log scores: {int(keep.sum())} counted held-out mean {out['counted_log_mean']:.3f} sd "
+          f"{out['counted_log_sd']:.3f}; {good.size} trusted good test queries mean {out['good_log_mean']:.3f} sd "
+          f"{out['good_log_sd']:.3f}")
     rules = {**RULES, "residual-trusted": lambda s, f: residual_trusted(s, residuals, f),
-             "residual-trusted-prediction": lambda s, f: prediction_bound(s[keep], f, views)}
+             "residual-trusted-prediction": lambda s, f: prediction_bound(s[keep], f, views),
+             "residual-trusted-prior": lambda s, f: residual_trusted_prior(s, residuals, f)}
+    for w in args.prior_views:
+        rules[f"prior-views{w:g}"] = lambda s, f, w=w: residual_trusted_prior(s, residuals, f, prior_views=w)
     for name, rule in rules.items():
         v = verdicts(rows, rule(scores, args.fpr))
         out["rules"][name] = v

@@ -479,6 +479,35 @@ def test_heldout_threshold_is_the_log_normal_quantile_and_matches_the_empirical_
     assert heldout_threshold(few, 0.1) == pytest.approx(np.exp(logs.mean() + 1.2815516 * logs.std(ddof=1)))
     with pytest.raises(ValueError):
         heldout_threshold([2.0], 0.05)
-    cal = with_heldout(calibrate([1.0, 2.0], MapConfig(), "weights-free"), few, MapConfig(false_positive_rate=0.1))
+    plain = MapConfig(false_positive_rate=0.1, heldout_prior_views=0)
+    cal = with_heldout(calibrate([1.0, 2.0], MapConfig(), "weights-free"), few, plain)
     assert cal.rule == "held-out" and cal.heldout_queries == 24 and cal.vmax == pytest.approx(2 * cal.threshold)
+    assert cal.threshold == pytest.approx(heldout_threshold(few, 0.1))
+    assert cal.heldout_log_sd == pytest.approx(logs.std(ddof=1))
     assert MapCalibration.from_dict(cal.to_dict()) == cal and cal.describe() == "10 % FPR"
+
+
+def test_heldout_threshold_shrinks_a_few_views_deviation_toward_the_prior():
+    from splatjax.anomaly import MapConfig, calibrate, heldout_log_sd, heldout_threshold, with_heldout
+
+    rng = np.random.default_rng(4)
+    alike = np.exp(8.5 + rng.normal(0, 0.08, 32))  # 8 views whose scores came out alike by chance
+    logs = np.log(alike)
+    sd = logs.std(ddof=1)
+    # the posterior deviation, written out: 7 degrees of freedom of the views, 7 of the prior
+    want = np.sqrt((7 * sd ** 2 + 7 * 0.33 ** 2) / 14)
+    assert heldout_log_sd(alike, views=8, prior_log_sd=0.33, prior_views=7) == pytest.approx(want)
+    assert heldout_threshold(alike, 0.05, views=8, prior_log_sd=0.33, prior_views=7) == pytest.approx(
+        np.exp(logs.mean() + 1.6448536 * want))
+    assert heldout_log_sd(alike, views=8, prior_log_sd=0.33, prior_views=0) == pytest.approx(sd)  # no prior
+    # the more views, the less the prior counts
+    many = np.exp(8.5 + rng.normal(0, 0.08, 4000))
+    assert heldout_log_sd(many, views=1000, prior_log_sd=0.33, prior_views=7) == pytest.approx(0.08, abs=0.01)
+    # a prior equal to the sample's deviation changes nothing
+    assert heldout_log_sd(alike, views=8, prior_log_sd=sd, prior_views=7) == pytest.approx(sd)
+    # with_heldout: views = queries / (rolls + 1), the prior from the config
+    config = MapConfig(heldout_prior_log_sd=0.33, heldout_prior_views=7, calibration_rolls=3)
+    cal = with_heldout(calibrate([1.0], config, "weights-free"), alike, config)
+    assert cal.heldout_log_sd == pytest.approx(want) and cal.threshold == pytest.approx(
+        heldout_threshold(alike, 0.05, views=8, prior_log_sd=0.33, prior_views=7))
+    assert cal.threshold > heldout_threshold(alike, 0.05)

@@ -98,7 +98,7 @@ def test_normalised_calibration_stores_the_residual_scales(tmp_path, monkeypatch
 def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pipeline(tmp_path):
     """evaluate's fit held views out (info.json val_views); its threshold comes from their
     scores (and rolled copies) as queries, looked for among the other training cameras."""
-    from splatjax.anomaly import heldout_threshold, with_heldout
+    from splatjax.anomaly import heldout_log_sd, heldout_threshold, with_heldout
 
     out, report = evaluated_toy()
     run = out / "model"
@@ -123,6 +123,10 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
     assert not (counted & ~ref).any()  # the residual rule only ever removes silhouette-trusted queries
     scores, losses, residuals = hs.scores[counted], hs.losses[ref], hs.residuals[ref]
     assert with_heldout(base, scores, FAST_MAP).threshold == pytest.approx(report["threshold"], rel=1e-5)
+    views = -(-scores.size // (FAST_MAP.calibration_rolls + 1))  # one per held-out view and its rolled copies
+    assert rule["heldout_log_sd"] == pytest.approx(heldout_log_sd(
+        scores, views=views, prior_log_sd=FAST_MAP.heldout_prior_log_sd, prior_views=FAST_MAP.heldout_prior_views),
+        rel=1e-5)
     assert rule["heldout_queries"] == counted.sum()
     assert report["highlight_cap"] == pytest.approx(base.highlight_cap) and base.highlight_cap >= 0
     again = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, extractor=ext,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from script_modules import load_script
@@ -51,3 +53,44 @@ def test_the_prediction_bound_is_above_the_plug_in_quantile_and_meets_it_with_ma
     plug = study.lognormal(s, 0.05)
     assert study.prediction_bound(s, 0.05, 8) > study.prediction_bound(s, 0.05, 32) > plug
     assert study.prediction_bound(s, 0.05, 10**6) == pytest.approx(plug, rel=2e-3)
+
+
+def test_the_prior_rule_is_the_librarys_with_one_view_per_rolled_set(study):
+    from splatjax.anomaly import MapConfig
+
+    mc = MapConfig()
+    s = np.random.default_rng(5).lognormal(8.0, 0.1, 32)
+    res = np.full(32, 0.01)
+    want = heldout_threshold(s, 0.05, views=32 // (mc.calibration_rolls + 1), prior_log_sd=mc.heldout_prior_log_sd,
+                             prior_views=mc.heldout_prior_views)
+    assert study.residual_trusted_prior(s, res, 0.05) == pytest.approx(want)
+    assert study.residual_trusted_prior(s, res, 0.05, prior_views=0) == pytest.approx(study.lognormal(s, 0.05))
+
+
+def test_rescored_rows_take_the_new_scores_by_image_path(study, monkeypatch):
+    import importlib
+    import types
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    score_variants = importlib.import_module("score_variants")
+
+    import splatjax.anomaly
+    import splatjax.pose
+
+    paths = ["test/good/0.png", "test/Stains/0.png", "test/good/1.png"]
+    images = np.zeros((3, 4, 4, 3), np.float32)
+    seen = {}
+    monkeypatch.setattr(score_variants, "evaluated_poses", lambda path, data, cls: (None, f"cams of {path.name}"))
+    monkeypatch.setattr(splatjax.pose, "render_views", lambda g, cams, **k: seen.setdefault("cams", cams) and images)
+    monkeypatch.setattr(splatjax.anomaly, "compute_maps",
+                        lambda r, q, mc, **k: types.SimpleNamespace(scores=np.array([1.0, 2.0, 3.0])))
+    setting = types.SimpleNamespace(
+        cls=types.SimpleNamespace(test=types.SimpleNamespace(paths=paths, images=images),
+                                  train=types.SimpleNamespace(background=(1.0, 1.0, 1.0))),
+        data=None, g=None, pc=types.SimpleNamespace(batch_size=2), mc=None, ext=None,
+        base=types.SimpleNamespace(residual=None, highlight_cap=0.3))
+    rows = [{"path": p, "score": "9", "label": lab} for p, lab in zip(reversed(paths), "010")]
+    out = study.rescored(rows, Path("/some/eval"), setting)
+    assert seen["cams"] == "cams of poses.json"
+    assert [(r["path"], float(r["score"]), r["label"]) for r in out] == [
+        ("test/good/1.png", 3.0, "0"), ("test/Stains/0.png", 2.0, "1"), ("test/good/0.png", 1.0, "0")]

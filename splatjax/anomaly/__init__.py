@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .calibration import MapCalibration, ResidualScales, calibrate, heldout_threshold, with_heldout
+from .calibration import (MapCalibration, ResidualScales, calibrate, heldout_log_sd, heldout_threshold,
+                          with_heldout)
 from .config import MapConfig
 from .highlights import common_brightening, discount_highlights, highlight_cap
 from .extractors import FeatureSpec, feature_names, get_feature_spec, register_feature_extractor
@@ -38,6 +39,7 @@ __all__ = [
     "MapCalibration",
     "ResidualScales",
     "heldout_threshold",
+    "heldout_log_sd",
     "with_heldout",
     "compute_maps",
     "common_brightening",

@@ -27,7 +27,8 @@ from jaxtyping import ArrayLike, Float
 
 from .config import MapConfig
 
-__all__ = ["MapCalibration", "ResidualScales", "calibrate", "calibration_key", "heldout_threshold", "with_heldout"]
+__all__ = ["MapCalibration", "ResidualScales", "calibrate", "calibration_key", "heldout_threshold", "heldout_log_sd",
+           "with_heldout"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +114,7 @@ class MapCalibration:
     heldout_score_max: float = 0.0
     heldout_pose_loss: float = 0.0  # median final fine-pose loss of the held-out queries (0: not measured)
     heldout_pose_residual: float = 0.0  # median silhouette residual of the held-out queries (0: not measured)
+    heldout_log_sd: float = 0.0  # the deviation of log scores the held-out threshold used (0: not measured)
     residual: ResidualScales | None = None
     highlights: str = "keep"  # MapConfig.highlights it was measured with
     highlight_percentile: float = 99.9
@@ -170,18 +172,39 @@ def calibration_key(features: str, map_size: int, map_sigma: float, score: str, 
     return key
 
 
-def heldout_threshold(scores: Float[ArrayLike, " M"], false_positive_rate: float) -> float:
+def heldout_threshold(scores: Float[ArrayLike, " M"], false_positive_rate: float, *, views: int | None = None,
+                      prior_log_sd: float = 0.0, prior_views: float = 0.0) -> float:
     """The score above which a share ``false_positive_rate`` of defect-free queries falls,
     from M >= 2 of their scores: the quantile of a log-normal fitted to them (mean and
     sample standard deviation of log scores). A parametric fit, not the empirical quantile,
-    because M is a few dozen: the 95th percentile of 32 scores is their second largest."""
+    because M is a few dozen: the 95th percentile of 32 scores is their second largest.
+
+    With ``prior_views`` > 0 the deviation is shrunk toward ``prior_log_sd`` (the deviation
+    of log scores expected of any model): the variance is
+    ``((n - 1) s^2 + prior_views * prior_log_sd^2) / (n - 1 + prior_views)``, the posterior
+    estimate under a scaled-inverse-chi-square prior worth ``prior_views`` degrees of
+    freedom, where ``n`` = ``views`` independent samples (the held-out views: a view's rolled
+    copies score alike; default M). A handful of views can come out alike by chance and
+    give a deviation a third of the usual; the prior keeps such a threshold from sitting
+    inside the spread the model's good queries will show."""
     from scipy.stats import norm
 
     s = np.asarray(scores, np.float64).ravel()
     if s.size < 2 or not (np.isfinite(s).all() and (s > 0).all()):
         raise ValueError(f"heldout_threshold: need at least two finite positive scores, got {s[:5]}")
-    logs = np.log(s)
-    return float(np.exp(logs.mean() + norm.ppf(1.0 - false_positive_rate) * logs.std(ddof=1)))
+    return float(np.exp(np.log(s).mean() + norm.ppf(1.0 - false_positive_rate) *
+                        heldout_log_sd(s, views=views, prior_log_sd=prior_log_sd, prior_views=prior_views)))
+
+
+def heldout_log_sd(scores: Float[ArrayLike, " M"], *, views: int | None = None, prior_log_sd: float = 0.0,
+                   prior_views: float = 0.0) -> float:
+    """The deviation of log scores :func:`heldout_threshold` uses (its docstring)."""
+    logs = np.log(np.asarray(scores, np.float64).ravel())
+    sd = float(logs.std(ddof=1))
+    if prior_views <= 0:
+        return sd
+    dof = max((logs.size if views is None else int(views)) - 1, 1)
+    return float(np.sqrt((dof * sd ** 2 + prior_views * prior_log_sd ** 2) / (dof + prior_views)))
 
 
 def _median_or_zero(values) -> float:
@@ -193,13 +216,17 @@ def with_heldout(cal: MapCalibration, scores: Float[ArrayLike, " M"], config: Ma
                  pose_losses: Float[ArrayLike, " M"] | None = None,
                  pose_residuals: Float[ArrayLike, " M"] | None = None) -> MapCalibration:
     """``cal`` with the held-out rule's threshold (:func:`heldout_threshold` of the scores of
-    M held-out queries at ``config.false_positive_rate``) and colour range 0 .. 2 x it;
+    M held-out queries at ``config.false_positive_rate``, about M / (``calibration_rolls`` + 1)
+    views, the deviation shrunk as ``config.heldout_prior_*`` say) and colour range 0 .. 2 x it;
     ``pose_losses`` / ``pose_residuals``: those queries' final fine-pose losses and median
     silhouette residuals (their medians are kept as the references of the pose trust rules,
     :func:`splatjax.pose.trust_poses`)."""
     s = np.asarray(scores, np.float64).ravel()
-    t = heldout_threshold(s, config.false_positive_rate)
+    prior = dict(views=-(-s.size // (config.calibration_rolls + 1)), prior_log_sd=config.heldout_prior_log_sd,
+                 prior_views=config.heldout_prior_views)
+    t = heldout_threshold(s, config.false_positive_rate, **prior)
     return dataclasses.replace(cal, threshold=t, vmax=2.0 * t, rule="held-out",
+                               heldout_log_sd=heldout_log_sd(s, **prior),
                                false_positive_rate=float(config.false_positive_rate), heldout_queries=int(s.size),
                                heldout_score_median=float(np.median(s)), heldout_score_max=float(s.max()),
                                heldout_pose_loss=_median_or_zero(pose_losses),

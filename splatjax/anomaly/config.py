@@ -21,6 +21,10 @@ SCORES = ("max", "p99", "topk")
 NORMALISE = ("none", "level", "channel")
 THRESHOLD_RULES = ("auto", "held-out", "train-max")
 HIGHLIGHTS = ("calibrated", "keep")
+# The held-out threshold's prior on the deviation of log scores (splatjax.anomaly.heldout_threshold):
+# measured on the dev benchmark's seen classes (BENCHMARKS.md, "A prior on the threshold's spread").
+PRIOR_LOG_SD = 0.33
+PRIOR_VIEWS = 0.0  # off until measured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +86,12 @@ class MapConfig:
         "help": "the share of defect-free queries the held-out threshold calls anomalous"})
     calibration_rolls: int = field(default=3, metadata={
         "help": "rolled copies (evenly spaced in-plane angles) of each held-out view in the held-out calibration"})
+    heldout_prior_log_sd: float = field(default=PRIOR_LOG_SD, metadata={
+        "help": "the deviation of log image scores expected of a model's good queries before its held-out views are "
+                "seen; each model's own estimate from its few views is shrunk toward it"})
+    heldout_prior_views: float = field(default=PRIOR_VIEWS, metadata={
+        "help": "the weight of --heldout-prior-log-sd, in held-out views (degrees of freedom; 0: the model's own "
+                "views alone)"})
     chunk: int = 16  # render/query pairs per compiled map computation
 
     def __post_init__(self):
@@ -101,3 +111,7 @@ class MapConfig:
         require(is_number(self.false_positive_rate) and 0.0 < self.false_positive_rate < 0.5, self,
                 "false_positive_rate", "in (0, 0.5)")
         require_ints(self, ("calibration_rolls",), 0)
+        require(is_number(self.heldout_prior_log_sd) and self.heldout_prior_log_sd >= 0, self,
+                "heldout_prior_log_sd", ">= 0")
+        require(is_number(self.heldout_prior_views) and self.heldout_prior_views >= 0, self,
+                "heldout_prior_views", ">= 0")

@@ -270,6 +270,8 @@ def model_calibration(
     key = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
            f"-rolls{map_config.calibration_rolls}-views{len(heldout.images)}-pose{_pose_digest(pose_config)}"
            f"-residual-counted{pose_config.max_residual_ratio:g}")  # older entries (no such suffix) are measured again
+    if map_config.heldout_prior_views > 0:
+        key += f"-prior{map_config.heldout_prior_log_sd:g}x{map_config.heldout_prior_views:g}"
     found = _stored(path, key, digest)
     if found is not None:
         return found

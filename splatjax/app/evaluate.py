@@ -182,6 +182,7 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, tru
         "threshold": cal.threshold, "heatmap_scale": [cal.vmin, cal.vmax],
         "highlight_cap": cal.highlight_cap if cal.highlights == "calibrated" else None,
         "threshold_rule": {"rule": cal.rule, "describe": cal.describe(), "heldout_queries": cal.heldout_queries,
+                           "heldout_log_sd": cal.heldout_log_sd if cal.rule == "held-out" else None,
                            "target_false_positive_rate": cal.false_positive_rate if cal.rule == "held-out" else None},
         "verdicts": _verdict_rates(np.asarray(det.maps.scores), labels, cal.threshold, trusted),
         "pose_untrusted": {"count": int((~trusted).sum()),
