@@ -45,8 +45,8 @@ from splatjax.metrics import auroc, evaluate_detection, pose_errors
 
 SCORES = (("max", 0), ("p99", 0), ("topk", 100), ("topk", 500))
 BACKGROUND = (1.0, 1.0, 1.0)  # stage 1 loads the class over load_mad_class's default background
-# calibrated: as evaluate (clipped channels at MapConfig's saturation); calibrated-unclipped: every channel
-# as read (highlight_saturation 0); uncapped: the whole common brightening taken out (cap 1)
+# calibrated: as evaluate (linear light, clipped channels at MapConfig's saturation); calibrated-unclipped: the
+# sRGB values, every channel as read (before 2026-12-05); uncapped: the whole common brightening taken out (cap 1)
 HIGHLIGHTS = ("keep", "calibrated", "calibrated-unclipped", "uncapped")
 
 
@@ -190,11 +190,12 @@ def variant_row(c: dict, ext, kind: str, normalise: str, shift: int, residual, h
     t0 = time.perf_counter()
     config = MapConfig(features="weights-free" if kind == "weights-free" else "lite0", normalise=normalise,
                        shift_radius=shift, highlights="keep" if highlights == "keep" else "calibrated",
-                       **({"highlight_saturation": 0.0} if highlights == "calibrated-unclipped" else {}))
+                       **({"highlight_saturation": 0.0, "highlight_space": "srgb"}
+                          if highlights == "calibrated-unclipped" else {}))
     cap = {"keep": None, "uncapped": 1.0}.get(highlights)
     if highlights.startswith("calibrated"):
         cap = highlight_cap(c["cal_renders"], c["cal_images"], BACKGROUND, config.highlight_percentile,
-                            config.highlight_saturation)
+                            config.highlight_saturation, linear=config.highlight_space == "linear")
     res = residual if normalise != "none" else None
     maps = compute_maps(c["renders"], c["queries"], config, extractor=ext, residual=res, highlight_cap=cap).maps
     cal_maps = compute_maps(c["cal_renders"], c["cal_images"], config, extractor=ext, residual=res,

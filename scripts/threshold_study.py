@@ -2,6 +2,7 @@
 
   python scripts/threshold_study.py CLASS --model RUN --eval EVAL_DIR [--resolution 200]
                                     [--cache SCORES.json] [--json OUT.json] [--rescore]
+  python scripts/threshold_study.py table OUT1.json OUT2.json ...   (FP / recall per rule and class)
 
 Re-runs the held-out calibration of :mod:`splatjax.app.calibration` for the model (the views
 its fit held out and their rolled copies, through the whole pipeline with the default
@@ -186,7 +187,27 @@ def verdicts(rows: list[dict], threshold: float) -> dict:
             "false_positive_rate": fp / max(len(good), 1), "recall": tp / max(len(bad), 1)}
 
 
+def table(paths: list[Path]) -> str:
+    """Per rule, the false positives and recall of each study (``--json`` outputs) and their sums."""
+    studies = [(Path(p).name.removesuffix(".json"), json.loads(Path(p).read_text())) for p in paths]
+    rules = list(studies[0][1]["rules"])
+    head = ["rule", *[n for n, _ in studies], "all: FP", "all: recall"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rule in rules:
+        vs = [st["rules"][rule] for _, st in studies]
+        fp, good = sum(v["false_positives"] for v in vs), sum(v["good"] for v in vs)
+        tp, bad = sum(v["caught"] for v in vs), sum(v["defective"] for v in vs)
+        cells = [f"{v['false_positives']}/{v['good']}, {v['caught']}/{v['defective']}" for v in vs]
+        lines.append(f"| {rule} | " + " | ".join(cells) + f" | {fp}/{good} = {100 * fp / max(good, 1):.1f} % | "
+                     f"{tp}/{bad} = {tp / max(bad, 1):.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table"]:  # python scripts/threshold_study.py table A.json B.json ...
+        print(table([Path(p) for p in argv[1:]]))
+        return 0
     ap = argparse.ArgumentParser(prog="threshold_study.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")

@@ -12,6 +12,8 @@ single-channel maps are ``[..., H, W]``. Every function here is pure and jit-abl
 - :func:`ssim_map`: per-pixel SSIM of single-channel images with reflected borders (the
   map has the input's size).
 - :func:`grey`: ITU-R 601 luma (0.299, 0.587, 0.114), as kornia's ``rgb_to_grayscale``.
+- :func:`srgb_to_linear`, :func:`linear_to_srgb`: the sRGB transfer function (IEC 61966-2-1)
+  and its inverse, elementwise on values in [0, 1] (numpy in, numpy out; jax in, jax out).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-__all__ = ["resize", "resize_to_width", "gaussian_filter", "gaussian_blur", "ssim_map", "grey"]
+__all__ = ["resize", "resize_to_width", "gaussian_filter", "gaussian_blur", "ssim_map", "grey", "srgb_to_linear",
+           "linear_to_srgb"]
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -146,3 +149,21 @@ def grey(images: Float[ArrayLike, "*B H W 3"]) -> Float[Array, "*B H W"]:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)
     return x @ jnp.asarray(_LUMA, x.dtype)
+
+
+def _xp(x):
+    return np if isinstance(x, np.ndarray) else jnp
+
+
+def srgb_to_linear(x: Float[ArrayLike, "*s"]) -> Float[ArrayLike, "*s"]:
+    """sRGB-encoded values in [0, 1] to linear light (clipped to [0, 1] first)."""
+    xp = _xp(x)
+    x = xp.clip(x, 0.0, 1.0)
+    return xp.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: Float[ArrayLike, "*s"]) -> Float[ArrayLike, "*s"]:
+    """Linear light in [0, 1] (clipped first) to sRGB-encoded values."""
+    xp = _xp(x)
+    x = xp.clip(x, 0.0, 1.0)
+    return xp.where(x <= 0.0031308, 12.92 * x, 1.055 * xp.power(x, 1 / 2.4) - 0.055)

@@ -440,28 +440,31 @@ def test_calibration_round_trip_keeps_residual_scales_and_old_keys():
     cal = calibrate([1.0, 2.0], MapConfig(normalise="channel", score="topk", score_k=50), "fake", residual=res)
     back = MapCalibration.from_dict(json.loads(json.dumps(cal.to_dict())))
     assert back == cal and back.residual == res
-    assert cal.key() == "fake/size224/sigma4/topk/k50/norm-channel/highlights-p99.9/sat0.998"
+    assert cal.key() == "fake/size224/sigma4/topk/k50/norm-channel/highlights-p99.9/sat0.998/linear"
     assert calibration_key("fake", 224, 4.0, "max") == "fake/size224/sigma4/max"  # the paper's keys as before
     keep = calibrate([1.0], MapConfig(highlights="keep"), "fake")
     assert keep.key() == "fake/size224/sigma4/max" and keep.highlight_cap == 0.0
     capped = calibrate([1.0], MapConfig(highlight_percentile=99.0), "fake", highlight_cap=0.25)
-    assert capped.key() == "fake/size224/sigma4/max/highlights-p99/sat0.998"
-    unclipped = calibrate([1.0], MapConfig(highlight_saturation=0.0), "fake", highlight_cap=0.25)
+    assert capped.key() == "fake/size224/sigma4/max/highlights-p99/sat0.998/linear"
+    unclipped = calibrate([1.0], MapConfig(highlight_saturation=0.0, highlight_space="srgb"), "fake",
+                          highlight_cap=0.25)
     assert unclipped.key() == "fake/size224/sigma4/max/highlights-p99.9"  # the keys stored before saturation
     assert MapCalibration.from_dict(json.loads(json.dumps(capped.to_dict()))).highlight_cap == 0.25
     old = {k: v for k, v in calibrate([1.0], MapConfig(), "fake").to_dict().items()
            if k not in ("score_k", "normalise", "shift_radius", "residual", "highlights", "highlight_percentile",
-                        "highlight_cap", "highlight_saturation")}
+                        "highlight_cap", "highlight_saturation", "highlight_space")}
     assert MapCalibration.from_dict(old).residual is None  # an entry stored before these options
     assert MapCalibration.from_dict(old).highlights == "keep"  # ... was measured without a discount
     assert MapCalibration.from_dict(old).highlight_saturation == 0.0
+    assert MapCalibration.from_dict(old).highlight_space == "srgb"
+    assert MapCalibration.from_dict(json.loads(json.dumps(capped.to_dict()))).highlight_space == "linear"
     for bad in (dict(normalise="level"), dict()):
         with pytest.raises(ValueError, match="residual"):
             calibrate([1.0], MapConfig(**bad), "fake", residual=None if bad else res)
     from splatjax.errors import ConfigError
     for bad in (dict(normalise="pca"), dict(shift_radius=-1), dict(score_k=0), dict(score="top"),
                 dict(highlights="remove"), dict(highlight_percentile=0), dict(highlight_percentile=101),
-                dict(highlight_saturation=-0.1), dict(highlight_saturation=1.5)):
+                dict(highlight_saturation=-0.1), dict(highlight_saturation=1.5), dict(highlight_space="log")):
         with pytest.raises(ConfigError):
             MapConfig(**bad)
 

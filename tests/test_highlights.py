@@ -76,6 +76,33 @@ def test_saturation_measures_a_clipped_highlight_on_the_channels_that_did_not_cl
                                   np.asarray(discount_highlights(r2, q2, 0.3)))
 
 
+def test_linear_discount_takes_out_a_highlight_added_in_linear_light():
+    from splatjax.image import linear_to_srgb, srgb_to_linear
+
+    r, q = _scene()
+    magenta = np.array([0.75, 0.40, 0.73], np.float32)
+    r[:, 6:18, 6:18] = magenta
+    face = srgb_to_linear(magenta.astype(np.float64))
+    q[:, 6:18, 6:18] = magenta
+    q[0, 8:10, 8:10] = linear_to_srgb(face + 0.42)  # ~(0.97, 0.78, 0.96): no channel clipped
+    q[0, 12:14, 12:14] = linear_to_srgb(face + 0.60)  # red and blue clip in linear light
+    q[1, 8:10, 8:10] = [0.75, 0.55, 0.73]  # green alone: a hue change
+    got = np.asarray(discount_highlights(r, q, 0.7, 0.998, linear=True))
+    # the slow twin: decode, the clipped-channel formula, encode
+    want = linear_to_srgb(_plain_discount(srgb_to_linear(r.astype(np.float64)), srgb_to_linear(q.astype(np.float64)),
+                                          0.7, float(srgb_to_linear(np.float64(0.998)))))
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    np.testing.assert_allclose(got[0, 8:10, 8:10], r[0, 8:10, 8:10], atol=0.002)  # both highlights gone
+    np.testing.assert_allclose(got[0, 12:14, 12:14], r[0, 12:14, 12:14], atol=0.002)
+    np.testing.assert_allclose(got[1, 8:10, 8:10], q[1, 8:10, 8:10], atol=0.002)  # the hue change kept
+    in_srgb = np.asarray(discount_highlights(r, q, 0.7, 0.998))
+    assert np.all(np.abs(in_srgb[0, 8:10, 8:10] - r[0, 8:10, 8:10]).max(axis=-1) > 0.1)  # sRGB values do not add
+    np.testing.assert_allclose(np.asarray(common_brightening(srgb_to_linear(r), srgb_to_linear(q)))[0, 8:10, 8:10],
+                               0.42, atol=1e-4)
+    # the cap in linear units: the same percentile of the linear brightening
+    assert highlight_cap(r, q, (1.0, 1.0, 1.0), 100.0, 0.998, linear=True) == pytest.approx(0.60, abs=2e-3)
+
+
 def test_cap_is_a_percentile_over_object_pixels_only():
     r, q = _scene(n=1)
     q[0, 6:18, 6:18] += np.linspace(0.0, 0.2, 144, dtype=np.float32).reshape(12, 12)[..., None]
@@ -87,13 +114,15 @@ def test_cap_is_a_percentile_over_object_pixels_only():
 
 
 def test_compute_maps_discounts_only_when_calibrated_with_a_cap():
+    from splatjax.image import linear_to_srgb, srgb_to_linear
+
     r, q = _scene()
-    q[:, 9:12, 9:12] = np.minimum(q[:, 9:12, 9:12] + 0.3, 1.0)
+    q[:, 9:12, 9:12] = linear_to_srgb(srgb_to_linear(q[:, 9:12, 9:12]) + 0.3)  # a highlight: light adds
     plain = compute_maps(r, q, MapConfig(features="weights-free", highlights="keep", map_size=32))
     none = compute_maps(r, q, MapConfig(features="weights-free", map_size=32), highlight_cap=None)
     kept = compute_maps(r, q, MapConfig(features="weights-free", highlights="keep", map_size=32), highlight_cap=0.5)
     capped = compute_maps(r, q, MapConfig(features="weights-free", map_size=32), highlight_cap=0.5)
-    twin = compute_maps(r, np.asarray(discount_highlights(r, q, 0.5, MapConfig().highlight_saturation)),
+    twin = compute_maps(r, np.asarray(discount_highlights(r, q, 0.5, MapConfig().highlight_saturation, linear=True)),
                         MapConfig(features="weights-free", highlights="keep", map_size=32))
     np.testing.assert_array_equal(none.maps, plain.maps)
     np.testing.assert_array_equal(kept.maps, plain.maps)

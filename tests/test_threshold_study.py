@@ -94,3 +94,17 @@ def test_rescored_rows_take_the_new_scores_by_image_path(study, monkeypatch):
     assert seen["cams"] == "cams of poses.json"
     assert [(r["path"], float(r["score"]), r["label"]) for r in out] == [
         ("test/good/1.png", 3.0, "0"), ("test/Stains/0.png", 2.0, "1"), ("test/good/0.png", 1.0, "0")]
+
+
+def test_table_sums_each_rule_over_the_studies(study, tmp_path):
+    import json
+
+    def v(fp, tp):
+        return {"false_positives": fp, "good": 12, "caught": tp, "defective": 36}
+
+    for name, a, b in (("one", v(1, 30), v(0, 20)), ("two", v(2, 33), v(1, 25))):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"rules": {"old": a, "new": b}}))
+    out = study.table([tmp_path / "one.json", tmp_path / "two.json"]).splitlines()
+    assert out[0] == "| rule | one | two | all: FP | all: recall |"
+    assert out[2] == "| old | 1/12, 30/36 | 2/12, 33/36 | 3/24 = 12.5 % | 63/72 = 0.88 |"
+    assert out[3] == "| new | 0/12, 20/36 | 1/12, 25/36 | 1/24 = 4.2 % | 45/72 = 0.62 |"

@@ -120,6 +120,7 @@ class MapCalibration:
     highlight_percentile: float = 99.9
     highlight_cap: float = 0.0  # the highlight discount's cap (splatjax.anomaly.highlight_cap; 0: none)
     highlight_saturation: float = 0.0  # MapConfig.highlight_saturation it was measured with (0: off)
+    highlight_space: str = "srgb"  # MapConfig.highlight_space it was measured with
 
     def describe(self) -> str:
         """How the threshold was set, for a verdict line: "5 % FPR" or "1.5 x training max"."""
@@ -132,7 +133,7 @@ class MapCalibration:
         return calibration_key(self.features, self.map_size, self.map_sigma, self.score, score_k=self.score_k,
                                normalise=self.normalise, shift_radius=self.shift_radius, highlights=self.highlights,
                                highlight_percentile=self.highlight_percentile,
-                               highlight_saturation=self.highlight_saturation)
+                               highlight_saturation=self.highlight_saturation, highlight_space=self.highlight_space)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (see :meth:`from_dict`)."""
@@ -154,10 +155,12 @@ class MapCalibration:
 
 def calibration_key(features: str, map_size: int, map_sigma: float, score: str, *, score_k: int = 100,
                     normalise: str = "none", shift_radius: int = 0, highlights: str = "keep",
-                    highlight_percentile: float = 99.9, highlight_saturation: float = 0.0) -> str:
+                    highlight_percentile: float = 99.9, highlight_saturation: float = 0.0,
+                    highlight_space: str = "srgb") -> str:
     """The string that names one calibration setting: features/size/sigma/score, then
     only the options that differ from the paper (``/k100`` for a top-k score,
-    ``/norm-channel``, ``/shift1``, ``/highlights-p99.9``, ``/sat0.998``), so the paper's keys stay as they were."""
+    ``/norm-channel``, ``/shift1``, ``/highlights-p99.9``, ``/sat0.998``, ``/linear``), so the paper's keys
+    stay as they were."""
     key = f"{features}/size{int(map_size)}/sigma{float(map_sigma):g}/{score}"
     if score == "topk":
         key += f"/k{int(score_k)}"
@@ -169,6 +172,8 @@ def calibration_key(features: str, map_size: int, map_sigma: float, score: str, 
         key += f"/highlights-p{float(highlight_percentile):g}"
         if highlight_saturation:
             key += f"/sat{float(highlight_saturation):g}"
+        if highlight_space != "srgb":
+            key += f"/{highlight_space}"
     return key
 
 
@@ -254,4 +259,5 @@ def calibrate(train_scores: Float[ArrayLike, " N"], config: MapConfig, features:
                           shift_radius=int(config.shift_radius), residual=residual, highlights=config.highlights,
                           highlight_percentile=float(config.highlight_percentile),
                           highlight_cap=0.0 if highlight_cap is None else float(highlight_cap),
-                          highlight_saturation=float(config.highlight_saturation))
+                          highlight_saturation=float(config.highlight_saturation),
+                          highlight_space=config.highlight_space)

@@ -21,9 +21,10 @@ SCORES = ("max", "p99", "topk")
 NORMALISE = ("none", "level", "channel")
 THRESHOLD_RULES = ("auto", "held-out", "train-max")
 HIGHLIGHTS = ("calibrated", "keep")
+HIGHLIGHT_SPACES = ("linear", "srgb")
 # The held-out threshold's prior on the deviation of log scores (splatjax.anomaly.heldout_threshold):
 # measured on the dev benchmark's seen classes (BENCHMARKS.md, "A prior on the threshold's spread").
-PRIOR_LOG_SD = 0.33
+PRIOR_LOG_SD = 0.29
 PRIOR_VIEWS = 0.0  # off until measured
 
 
@@ -72,6 +73,9 @@ class MapConfig:
     highlight_saturation: float = field(default=0.998, metadata={
         "help": "query channels at or above this level clipped (0.998: 8-bit images at 255); --highlights "
                 "calibrated measures a highlight on the channels that did not clip (0: every channel as read)"})
+    highlight_space: str = field(default="linear", metadata={
+        "help": "where --highlights calibrated measures and takes out the brightening: in linear light, where "
+                "light adds (the images decoded from sRGB), or in the images' sRGB values", "choices": HIGHLIGHT_SPACES})
     shift_radius: int = field(default=0, metadata={
         "help": "EfficientNet terms tolerate this many pixels of misalignment on their own grid (0: the paper)"})
     calibration_views: int = field(default=50, metadata={
@@ -101,6 +105,7 @@ class MapConfig:
         require_choice(self, "highlights", HIGHLIGHTS)
         require(is_number(self.highlight_percentile) and 0.0 < self.highlight_percentile <= 100.0, self,
                 "highlight_percentile", "in (0, 100]")
+        require_choice(self, "highlight_space", HIGHLIGHT_SPACES)
         require(is_number(self.highlight_saturation) and 0.0 <= self.highlight_saturation <= 1.0, self,
                 "highlight_saturation", "in [0, 1] (0: off)")
         require(is_int(self.shift_radius) and 0 <= self.shift_radius <= 8, self, "shift_radius", "an integer in 0..8")

@@ -33,6 +33,13 @@ keeps only what the render plus that brightening does not reach:
 
 Without clipped channels, or with every channel clipped, this is the formula above.
 
+Light adds in linear units, not in the images' sRGB encoding, which compresses bright
+values: the face above in linear light is (0.52, 0.13, 0.49) and a highlight that reads
+(0.97, 0.78, 0.96) in sRGB is (0.94, 0.57, 0.91), the same 0.41-0.44 added to each
+channel, where the sRGB values differ by 0.22-0.38. With ``linear`` the brightening, the
+cap and the discount are in linear light (render and query decoded from sRGB, the
+discounted query encoded back).
+
 Units: images in [0, 1], RGB; the background is the renders' background colour.
 """
 
@@ -41,6 +48,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
+
+from ..image import linear_to_srgb, srgb_to_linear
 
 __all__ = ["common_brightening", "highlight_cap", "discount_highlights"]
 
@@ -69,8 +78,9 @@ def common_brightening(renders: Float[ArrayLike, "*b H W 3"], images: Float[Arra
 
 def highlight_cap(renders: Float[ArrayLike, "B H W 3"], images: Float[ArrayLike, "B H W 3"],
                   background: Float[ArrayLike, " 3"], percentile: float = 99.9,
-                  saturation: float | None = None) -> float:
-    """The ``percentile`` (0-100) of :func:`common_brightening` (with ``saturation``) over the object's pixels of
+                  saturation: float | None = None, linear: bool = False) -> float:
+    """The ``percentile`` (0-100) of :func:`common_brightening` (with ``saturation``; in
+    linear light with ``linear``) over the object's pixels of
     defect-free views and the model's renders at the same poses (object pixels: render or
     image further than 0.01 from ``background`` in some channel); 0.0 when there are none."""
     r = np.asarray(renders, np.float32)
@@ -79,16 +89,26 @@ def highlight_cap(renders: Float[ArrayLike, "B H W 3"], images: Float[ArrayLike,
     obj = np.any(np.abs(r - bg) > OBJECT_TOLERANCE, axis=-1) | np.any(np.abs(q - bg) > OBJECT_TOLERANCE, axis=-1)
     if not obj.any():
         return 0.0
-    s = np.asarray(common_brightening(r, q, saturation))[obj]
+    s = np.asarray(common_brightening(srgb_to_linear(r), srgb_to_linear(q), _linear_level(saturation))
+                   if linear else common_brightening(r, q, saturation))[obj]
     return float(np.percentile(s, percentile))
 
 
 def discount_highlights(renders: Float[ArrayLike, "*b H W 3"], queries: Float[ArrayLike, "*b H W 3"],
-                        cap: float, saturation: float | None = None) -> Float[Array, "*b H W 3"]:
+                        cap: float, saturation: float | None = None, linear: bool = False
+                        ) -> Float[Array, "*b H W 3"]:
     """The queries with ``s = min(common_brightening, cap)`` taken from each channel; with
-    ``saturation``, a channel that reached it keeps ``r_c + max(q_c - r_c - s, 0)`` (see
-    the module doc)."""
+    ``saturation``, a channel that reached it keeps ``r_c + max(q_c - r_c - s, 0)``; with
+    ``linear``, all of it in linear light (``cap`` in linear units; see the module doc)."""
     r = jnp.asarray(renders, jnp.float32)
     q = jnp.asarray(queries, jnp.float32)
+    if linear:
+        r, q, saturation = srgb_to_linear(r), srgb_to_linear(q), _linear_level(saturation)
     s = jnp.minimum(common_brightening(r, q, saturation), jnp.float32(cap))[..., None]
-    return jnp.where(_clipped(q, saturation), r + jnp.maximum(q - r - s, 0.0), q - s)
+    out = jnp.where(_clipped(q, saturation), r + jnp.maximum(q - r - s, 0.0), q - s)
+    return linear_to_srgb(out) if linear else out
+
+
+def _linear_level(saturation: float | None) -> float | None:
+    """The clipping level of sRGB values in linear light."""
+    return float(srgb_to_linear(np.float64(saturation))) if saturation else saturation

@@ -274,10 +274,11 @@ def compute_maps(
     "calibrated", the model's cap (:func:`splatjax.anomaly.highlight_cap`, kept in its
     calibration as ``highlight_cap``): the queries' highlights are discounted up to it
     (:func:`splatjax.anomaly.discount_highlights`, clipped channels at
-    ``config.highlight_saturation``); None (no calibration at hand) discounts
+    ``config.highlight_saturation``, in ``config.highlight_space``); None (no calibration at hand) discounts
     nothing, the paper's maps."""
     if config.highlights == "calibrated" and highlight_cap is not None:
-        queries = discount_highlights(renders, queries, highlight_cap, config.highlight_saturation)
+        queries = discount_highlights(renders, queries, highlight_cap, config.highlight_saturation,
+                                      linear=config.highlight_space == "linear")
     if extractor is None:
         extractor = make_feature_extractor(config.features, config.efficientnet_weights, context=context)
     weights = _normalise_weights(config, residual, extractor)

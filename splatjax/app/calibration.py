@@ -73,7 +73,8 @@ def _key(features: str, config: MapConfig, cameras: Camera) -> str:
     return calibration_key(features, config.map_size, config.map_sigma, config.score, score_k=config.score_k,
                            normalise=config.normalise, shift_radius=config.shift_radius, highlights=config.highlights,
                            highlight_percentile=config.highlight_percentile,
-                           highlight_saturation=config.highlight_saturation) + \
+                           highlight_saturation=config.highlight_saturation,
+                           highlight_space=config.highlight_space) + \
         f"/image{cameras.width}x{cameras.height}"
 
 
@@ -320,7 +321,7 @@ def _train_calibration(path: Path, digest: str, gaussians, cameras: Camera, imag
     cap = None
     if map_config.highlights == "calibrated":
         cap = highlight_cap(renders, reference, pose_config.background, map_config.highlight_percentile,
-                            map_config.highlight_saturation)
+                            map_config.highlight_saturation, linear=map_config.highlight_space == "linear")
     maps = compute_maps(renders, reference, map_config, extractor=extractor, residual=residual, highlight_cap=cap)
     return _store(path, key, calibrate(maps.scores, map_config, extractor.name, residual=residual,
                                        highlight_cap=cap), digest)

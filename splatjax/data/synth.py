@@ -50,6 +50,7 @@ from ..context import QUIET, Context
 from ..validation import require, require_choice, require_ints
 from ..errors import DatasetError, DatasetNotFoundError, UserError
 from ..files import file_sha256, write_json
+from ..image import linear_to_srgb
 from .madwrite import MadWriter, write_staged
 from .roll import roll_pose
 from .toy import _random_test_pose, training_poses
@@ -375,17 +376,12 @@ def _sensor(mi, c2w, config: SynthConfig):
                  "pixel_format": "rgba"}})
 
 
-def _srgb(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-
-
 def _render(mi, scene, c2w, config: SynthConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(8-bit sRGB [H, W, 3] on white, alpha [H, W] float)."""
     img = np.array(mi.render(scene, sensor=_sensor(mi, c2w, config), seed=int(seed)), np.float64)
     alpha = np.clip(img[..., 3], 0.0, 1.0)
     straight = np.where(alpha[..., None] > 0, img[..., :3] / np.maximum(alpha[..., None], 1e-12), 0.0)
-    rgb = alpha[..., None] * _srgb(straight) + (1.0 - alpha[..., None])
+    rgb = alpha[..., None] * linear_to_srgb(straight) + (1.0 - alpha[..., None])
     return np.round(np.clip(rgb, 0, 1) * 255.0).astype(np.uint8), alpha
 
 
