@@ -18,14 +18,34 @@ def _scene(n=2, size=24):
     return r, r.copy()
 
 
+def _open_white(white):
+    """Pixels of the 2-D mask ``white`` reached from the image border through white pixels
+    (8 neighbours): a flood fill, the slow twin of ``enclosed_white``."""
+    h, w = white.shape
+    seen = np.zeros_like(white)
+    todo = [(y, x) for y in range(h) for x in range(w) if (y in (0, h - 1) or x in (0, w - 1)) and white[y, x]]
+    while todo:
+        y, x = todo.pop()
+        if seen[y, x]:
+            continue
+        seen[y, x] = True
+        todo += [(y + dy, x + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                 if 0 <= y + dy < h and 0 <= x + dx < w and white[y + dy, x + dx] and not seen[y + dy, x + dx]]
+    return seen
+
+
 def _plain_discount(r, q, cap, saturation=None):
     """Per pixel: the brightening s on the channels below ``saturation`` (on all three when
-    none or every one is), capped; a clipped channel keeps r + max(q - r - s, 0)."""
+    none is; where every one is, the largest difference inside the object, the smallest in
+    white connected to the border), capped; a clipped channel keeps r + max(q - r - s, 0)."""
     out = q.astype(np.float64).copy()
+    white = np.all(q >= saturation, axis=-1) if saturation else np.zeros(q.shape[:-1], bool)
+    open_white = np.stack([_open_white(m) for m in white.reshape(-1, *white.shape[-2:])]).reshape(white.shape)
     for idx in np.ndindex(q.shape[:-1]):
         clipped = [bool(saturation) and q[idx][c] >= saturation for c in range(3)]
         counted = [c for c in range(3) if not clipped[c]] or [0, 1, 2]
-        s = min(max(min(q[idx][c] - r[idx][c] for c in counted), 0.0), cap)
+        diffs = [q[idx][c] - r[idx][c] for c in counted]
+        s = min(max(max(diffs) if white[idx] and not open_white[idx] else min(diffs), 0.0), cap)
         for c in range(3):
             out[idx][c] = r[idx][c] + max(q[idx][c] - r[idx][c] - s, 0.0) if clipped[c] else q[idx][c] - s
     return out
@@ -55,7 +75,8 @@ def test_saturation_measures_a_clipped_highlight_on_the_channels_that_did_not_cl
     r[:, 6:18, 6:18] = magenta
     q[:, 6:18, 6:18] = magenta
     q[0, 8:10, 8:10] = np.minimum(magenta + 0.35, 1.0)  # (1, 0.75, 1): red and blue clip
-    q[0, 12:14, 12:14] = [1.0, 1.0, 1.0]  # every channel clipped (a hole onto the white background)
+    q[0, 12:14, 12:14] = [1.0, 1.0, 1.0]  # every channel clipped, inside the object: a blown-out highlight
+    q[0, 6:9, 14:16] = [1.0, 1.0, 1.0]  # every channel clipped, open to the background: a bite out of the outline
     q[1, 8:10, 8:10] = [1.0, 0.40, 0.73]  # red alone brighter: a hue change, not a highlight
     q[1, 12:14, 12:14] = np.minimum(magenta + 0.5, 1.0)  # a highlight above the cap
     q += np.random.default_rng(1).uniform(-0.004, 0.0, q.shape).astype(np.float32) * (q < 1.0)
@@ -64,8 +85,15 @@ def test_saturation_measures_a_clipped_highlight_on_the_channels_that_did_not_cl
     np.testing.assert_allclose(got[0, 8:10, 8:10], r[0, 8:10, 8:10], atol=0.01)  # the whole highlight explained
     old = np.asarray(discount_highlights(r, q, 0.4))
     assert np.all(old[0, 8:10, 8:10, 1] - r[0, 8:10, 8:10, 1] > 0.08)  # as read: a false green excess of ~0.1
-    # every channel clipped: the same as without saturation
-    np.testing.assert_allclose(got[0, 12:14, 12:14], old[0, 12:14, 12:14], atol=1e-6)
+    # every channel clipped inside the object: the least highlight that clips all three (0.6), under the cap 0.7
+    got7 = np.asarray(discount_highlights(r, q, 0.7, 0.998))
+    np.testing.assert_allclose(got7, _plain_discount(r, q, 0.7, 0.998), atol=1e-6)
+    np.testing.assert_allclose(got7[0, 12:14, 12:14], r[0, 12:14, 12:14], atol=1e-6)
+    assert np.all(got[0, 12:14, 12:14, 1] - r[0, 12:14, 12:14, 1] > 0.15)  # over the cap 0.4: the rest stays
+    # ... open to the background: the common part only, the same as without saturation
+    np.testing.assert_allclose(got7[0, 6:9, 14:16], np.asarray(discount_highlights(r, q, 0.7))[0, 6:9, 14:16],
+                               atol=1e-6)
+    assert np.all(got7[0, 6:9, 14:16, 1] - r[0, 6:9, 14:16, 1] > 0.3)
     np.testing.assert_allclose(got[1, 8:10, 8:10], q[1, 8:10, 8:10], atol=0.01)  # the hue change is kept
     assert np.all(got[1, 12:14, 12:14, 1] - r[1, 12:14, 12:14, 1] > 0.05)  # only up to the cap
     np.testing.assert_allclose(np.asarray(common_brightening(r, q, 0.998))[0, 8:10, 8:10], 0.35, atol=0.01)
@@ -128,3 +156,14 @@ def test_compute_maps_discounts_only_when_calibrated_with_a_cap():
     np.testing.assert_array_equal(kept.maps, plain.maps)
     np.testing.assert_allclose(capped.maps, twin.maps, rtol=1e-6, atol=1e-7)
     assert np.all(capped.scores < 0.05 * plain.scores)  # the highlight was the whole difference
+
+
+def test_enclosed_white_is_the_white_a_border_flood_fill_does_not_reach():
+    from splatjax.anomaly import enclosed_white
+
+    rng = np.random.default_rng(7)
+    masks = rng.random((3, 2, 17, 13)) < 0.45
+    got = enclosed_white(masks)
+    for idx in np.ndindex(masks.shape[:2]):
+        np.testing.assert_array_equal(got[idx], masks[idx] & ~_open_white(masks[idx]))
+    assert got.any() and (masks & ~got).any()  # both kinds present

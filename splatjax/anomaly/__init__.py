@@ -5,7 +5,7 @@ from __future__ import annotations
 from .calibration import (MapCalibration, ResidualScales, calibrate, heldout_log_sd, heldout_threshold,
                           with_heldout)
 from .config import MapConfig
-from .highlights import common_brightening, discount_highlights, highlight_cap
+from .highlights import common_brightening, discount_highlights, enclosed_white, highlight_cap
 from .extractors import FeatureSpec, feature_names, get_feature_spec, register_feature_extractor
 from .features import (
     IMAGENET_STD,
@@ -45,6 +45,7 @@ __all__ = [
     "common_brightening",
     "highlight_cap",
     "discount_highlights",
+    "enclosed_white",
     "residual_scales",
     "term_maps",
     "calibrate",

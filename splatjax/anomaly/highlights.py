@@ -31,7 +31,13 @@ keeps only what the render plus that brightening does not reach:
     q'_c = q_c - s                       (channel not clipped)
     q'_c = r_c + max(q_c - r_c - s, 0)   (channel clipped)
 
-Without clipped channels, or with every channel clipped, this is the formula above.
+Without clipped channels this is the formula above. Where every channel clipped, the
+pixel is white: a highlight that saturated all three, or the white background seen through
+a hole or past a changed outline. A white region enclosed by the object (not connected to
+the white that touches the image's border) is taken for a highlight, and the brightening is
+the least that clips every channel, ``max_c (q_c - r_c)`` (so the whole of it is explained
+when that is under the cap); a white region connected to the border is taken for
+background and keeps the common part, ``min_c (q_c - r_c)``, as without saturation.
 
 Light adds in linear units, not in the images' sRGB encoding, which compresses bright
 values: the face above in linear light is (0.52, 0.13, 0.49) and a highlight that reads
@@ -48,10 +54,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
+from scipy import ndimage
 
 from ..image import linear_to_srgb, srgb_to_linear
 
-__all__ = ["common_brightening", "highlight_cap", "discount_highlights"]
+__all__ = ["common_brightening", "enclosed_white", "highlight_cap", "discount_highlights"]
 
 OBJECT_TOLERANCE = 0.01  # a pixel is the object's where render or image differs from the background by more
 
@@ -63,17 +70,38 @@ def _clipped(images: Array, saturation: float | None) -> Array:
     return images >= jnp.float32(saturation)
 
 
+def enclosed_white(white: np.ndarray) -> np.ndarray:
+    """Of a boolean mask ``[*b, H, W]`` (pixels where every channel clipped), the pixels whose
+    8-connected region does not touch the image's border: white inside the object, not the
+    background around it (``scipy.ndimage.label`` per image)."""
+    white = np.asarray(white, bool)
+    out = np.zeros_like(white)
+    flat, flat_out = white.reshape(-1, *white.shape[-2:]), out.reshape(-1, *white.shape[-2:])
+    for i, mask in enumerate(flat):
+        if not mask.any():
+            continue
+        labels, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        flat_out[i] = (labels > 0) & ~np.isin(labels, border)
+    return out
+
+
 def common_brightening(renders: Float[ArrayLike, "*b H W 3"], images: Float[ArrayLike, "*b H W 3"],
                        saturation: float | None = None) -> Float[Array, "*b H W"]:
     """``max(min_c (image_c - render_c), 0)`` per pixel: the brightening shared by R, G and B;
     with ``saturation`` (in (0, 1]; None or 0: off) the minimum runs over the image's channels
-    below it, over all three where every channel reached it."""
+    below it; where every channel reached it, ``max_c`` in white regions enclosed by the
+    object (:func:`enclosed_white`) and ``min_c`` in the white connected to the border. With
+    ``saturation`` the enclosed regions are found on the host (not jit-able)."""
     q = jnp.asarray(images, jnp.float32)
     diff = q - jnp.asarray(renders, jnp.float32)
     clipped = _clipped(q, saturation)
-    every = jnp.all(clipped, axis=-1, keepdims=True)
-    counted = jnp.where(clipped & ~every, jnp.inf, diff)
-    return jnp.maximum(jnp.min(counted, axis=-1), 0.0)
+    every = jnp.all(clipped, axis=-1)
+    counted = jnp.where(clipped & ~every[..., None], jnp.inf, diff)
+    s = jnp.min(counted, axis=-1)
+    if saturation:
+        s = jnp.where(jnp.asarray(enclosed_white(np.asarray(every))), jnp.max(diff, axis=-1), s)
+    return jnp.maximum(s, 0.0)
 
 
 def highlight_cap(renders: Float[ArrayLike, "B H W 3"], images: Float[ArrayLike, "B H W 3"],
