@@ -25,7 +25,7 @@ HIGHLIGHT_SPACES = ("linear", "srgb")
 # The held-out threshold's prior on the deviation of log scores (splatjax.anomaly.heldout_threshold):
 # measured on the dev benchmark's seen classes (BENCHMARKS.md, "A prior on the threshold's spread").
 PRIOR_LOG_SD = 0.29
-PRIOR_VIEWS = 0.0  # off until measured
+PRIOR_VIEWS = 7.0
 
 
 @dataclasses.dataclass(frozen=True)
