@@ -44,7 +44,8 @@ class MapConfig:
     held out of its fit): the held-out views and ``calibration_rolls`` rolled copies of
     each go through the whole pipeline (coarse and fine pose from the training cameras,
     render, maps) like queries; a log-normal fitted to the scores of those whose pose is
-    trusted gives the threshold at ``false_positive_rate``
+    trusted gives the threshold at ``false_positive_rate``, its deviation shrunk toward
+    ``heldout_prior_log_sd`` with the weight of ``heldout_prior_views`` views
     (:func:`splatjax.anomaly.heldout_threshold`, :func:`splatjax.app.calibration.model_calibration`).
     """
 
