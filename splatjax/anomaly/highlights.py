@@ -25,7 +25,7 @@ highlight of 0.5 reads (1, 0.9, 1), so red and blue show only 0.25 of it and the
 part leaves 0.25 of green, a false hue change. With a ``saturation`` level (the camera's
 clipping point, e.g. 0.998 for 8-bit images that reach 255), a query channel at or above
 it is known only to be at least that bright: the brightening is measured on the channels
-that did not clip (all three when every one clipped, as before), and a clipped channel
+that did not clip (where every one clipped, see below), and a clipped channel
 keeps only what the render plus that brightening does not reach:
 
     q'_c = q_c - s                       (channel not clipped)
