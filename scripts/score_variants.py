@@ -195,7 +195,7 @@ def variant_row(c: dict, ext, kind: str, normalise: str, shift: int, residual, h
     cap = {"keep": None, "uncapped": 1.0}.get(highlights)
     if highlights.startswith("calibrated"):
         cap = highlight_cap(c["cal_renders"], c["cal_images"], BACKGROUND, config.highlight_percentile,
-                            config.highlight_saturation, linear=config.highlight_space == "linear")
+                            config.highlight_saturation, config.highlight_space)
     res = residual if normalise != "none" else None
     maps = compute_maps(c["renders"], c["queries"], config, extractor=ext, residual=res, highlight_cap=cap).maps
     cal_maps = compute_maps(c["cal_renders"], c["cal_images"], config, extractor=ext, residual=res,

@@ -154,25 +154,25 @@ def residual_trusted(scores: np.ndarray, residuals: np.ndarray, fpr: float) -> f
     """The log-normal of the held-out queries the residual rule would trust too
     (:func:`residual_counted`: median silhouette residual at most ``max_residual_ratio`` x
     the median of them all, the reference the rule applies to test queries), as a test query
-    beyond it gets "pose not found" and no score verdict: the library's rule since this
-    study."""
+    beyond it gets "pose not found" and no score verdict: the library's rule from 0b7c31c
+    until the prior on the spread (:func:`residual_trusted_prior`)."""
     return lognormal(scores[residual_counted(residuals)], fpr)
 
 
 def residual_trusted_prior(scores: np.ndarray, residuals: np.ndarray, fpr: float, prior_log_sd: float | None = None,
                            prior_views: float | None = None) -> float:
-    """:func:`residual_trusted` with the deviation shrunk toward a prior
-    (:func:`splatjax.anomaly.heldout_threshold`; default: ``MapConfig``'s
-    ``heldout_prior_log_sd`` and ``heldout_prior_views``), about one view per
-    ``calibration_rolls + 1`` queries: the library's rule since the prior."""
-    from splatjax.anomaly import MapConfig
+    """:func:`residual_trusted` with the deviation shrunk toward a prior: the library's rule
+    since the prior (:func:`splatjax.anomaly.heldout_rule` with ``MapConfig``'s defaults,
+    ``prior_log_sd`` / ``prior_views`` replacing its ``heldout_prior_*`` when given)."""
+    import dataclasses
+
+    from splatjax.anomaly import MapConfig, heldout_rule
 
     mc = MapConfig()
-    keep = residual_counted(residuals)
-    views = -(-int(keep.sum()) // (mc.calibration_rolls + 1))
-    return heldout_threshold(scores[keep], fpr, views=views,
-                             prior_log_sd=mc.heldout_prior_log_sd if prior_log_sd is None else prior_log_sd,
-                             prior_views=mc.heldout_prior_views if prior_views is None else prior_views)
+    mc = dataclasses.replace(mc, false_positive_rate=fpr,
+                             heldout_prior_log_sd=mc.heldout_prior_log_sd if prior_log_sd is None else prior_log_sd,
+                             heldout_prior_views=mc.heldout_prior_views if prior_views is None else prior_views)
+    return heldout_rule(scores[residual_counted(residuals)], mc)[0]
 
 
 def verdicts(rows: list[dict], threshold: float) -> dict:

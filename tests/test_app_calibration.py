@@ -81,7 +81,7 @@ def test_normalised_calibration_stores_the_residual_scales(tmp_path, monkeypatch
     assert cal.residual == want and cal.normalise == "level" and cal.residual.views == config.calibration_views
     # the highlight cap of the same pairs (the default highlights="calibrated"), kept beside them
     assert cal.highlight_cap == highlight_cap(*seen["pairs"], FAST_POSE.background, config.highlight_percentile,
-                                              config.highlight_saturation, linear=True) > 0
+                                              config.highlight_saturation, "linear") > 0
     assert cal.highlight_saturation == config.highlight_saturation == 0.998 and cal.highlight_space == "linear"
     maps = compute_maps(*seen["pairs"], config, extractor=ext, residual=cal.residual, highlight_cap=cal.highlight_cap)
     assert cal.train_score_max == pytest.approx(float(maps.scores.max()), rel=1e-5)

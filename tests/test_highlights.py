@@ -115,7 +115,7 @@ def test_linear_discount_takes_out_a_highlight_added_in_linear_light():
     q[0, 8:10, 8:10] = linear_to_srgb(face + 0.42)  # ~(0.97, 0.78, 0.96): no channel clipped
     q[0, 12:14, 12:14] = linear_to_srgb(face + 0.60)  # red and blue clip in linear light
     q[1, 8:10, 8:10] = [0.75, 0.55, 0.73]  # green alone: a hue change
-    got = np.asarray(discount_highlights(r, q, 0.7, 0.998, linear=True))
+    got = np.asarray(discount_highlights(r, q, 0.7, 0.998, "linear"))
     # the slow twin: decode, the clipped-channel formula, encode
     want = linear_to_srgb(_plain_discount(srgb_to_linear(r.astype(np.float64)), srgb_to_linear(q.astype(np.float64)),
                                           0.7, float(srgb_to_linear(np.float64(0.998)))))
@@ -128,7 +128,7 @@ def test_linear_discount_takes_out_a_highlight_added_in_linear_light():
     np.testing.assert_allclose(np.asarray(common_brightening(srgb_to_linear(r), srgb_to_linear(q)))[0, 8:10, 8:10],
                                0.42, atol=1e-4)
     # the cap in linear units: the same percentile of the linear brightening
-    assert highlight_cap(r, q, (1.0, 1.0, 1.0), 100.0, 0.998, linear=True) == pytest.approx(0.60, abs=2e-3)
+    assert highlight_cap(r, q, (1.0, 1.0, 1.0), 100.0, 0.998, "linear") == pytest.approx(0.60, abs=2e-3)
 
 
 def test_cap_is_a_percentile_over_object_pixels_only():
@@ -150,7 +150,7 @@ def test_compute_maps_discounts_only_when_calibrated_with_a_cap():
     none = compute_maps(r, q, MapConfig(features="weights-free", map_size=32), highlight_cap=None)
     kept = compute_maps(r, q, MapConfig(features="weights-free", highlights="keep", map_size=32), highlight_cap=0.5)
     capped = compute_maps(r, q, MapConfig(features="weights-free", map_size=32), highlight_cap=0.5)
-    twin = compute_maps(r, np.asarray(discount_highlights(r, q, 0.5, MapConfig().highlight_saturation, linear=True)),
+    twin = compute_maps(r, np.asarray(discount_highlights(r, q, 0.5, MapConfig().highlight_saturation, "linear")),
                         MapConfig(features="weights-free", highlights="keep", map_size=32))
     np.testing.assert_array_equal(none.maps, plain.maps)
     np.testing.assert_array_equal(kept.maps, plain.maps)
@@ -167,3 +167,9 @@ def test_enclosed_white_is_the_white_a_border_flood_fill_does_not_reach():
     for idx in np.ndindex(masks.shape[:2]):
         np.testing.assert_array_equal(got[idx], masks[idx] & ~_open_white(masks[idx]))
     assert got.any() and (masks & ~got).any()  # both kinds present
+
+
+def test_an_unknown_space_is_refused():
+    r, q = _scene()
+    with pytest.raises(ValueError, match="'srgb' or 'linear'"):
+        discount_highlights(r, q, 0.3, 0.998, "log")

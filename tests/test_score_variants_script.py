@@ -35,7 +35,7 @@ def test_highlight_rows():
     c, ext = _cache(), WeightsFreeFeatures()
     rows = {h: sv.variant_row(c, ext, "weights-free", "none", 0, None, h) for h in sv.HIGHLIGHTS}
     assert rows["keep"]["highlight_cap"] is None and rows["uncapped"]["highlight_cap"] == 1.0
-    want = highlight_cap(c["cal_renders"], c["cal_images"], (1.0, 1.0, 1.0), 99.9, 0.998, linear=True)
+    want = highlight_cap(c["cal_renders"], c["cal_images"], (1.0, 1.0, 1.0), 99.9, 0.998, "linear")
     assert rows["calibrated"]["highlight_cap"] == want > 0.3
     assert rows["calibrated-unclipped"]["highlight_cap"] == highlight_cap(c["cal_renders"], c["cal_images"],
                                                                           (1.0, 1.0, 1.0), 99.9)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .calibration import (MapCalibration, ResidualScales, calibrate, heldout_log_sd, heldout_threshold,
-                          with_heldout)
+from .calibration import (MapCalibration, ResidualScales, calibrate, heldout_log_sd, heldout_rule,
+                          heldout_threshold, with_heldout)
 from .config import MapConfig
 from .highlights import common_brightening, discount_highlights, enclosed_white, highlight_cap
 from .extractors import FeatureSpec, feature_names, get_feature_spec, register_feature_extractor
@@ -40,6 +40,7 @@ __all__ = [
     "ResidualScales",
     "heldout_threshold",
     "heldout_log_sd",
+    "heldout_rule",
     "with_heldout",
     "compute_maps",
     "common_brightening",

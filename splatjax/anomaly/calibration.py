@@ -28,7 +28,7 @@ from jaxtyping import ArrayLike, Float
 from .config import MapConfig
 
 __all__ = ["MapCalibration", "ResidualScales", "calibrate", "calibration_key", "heldout_threshold", "heldout_log_sd",
-           "with_heldout"]
+           "heldout_rule", "with_heldout"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +212,15 @@ def heldout_log_sd(scores: Float[ArrayLike, " M"], *, views: int | None = None, 
     return float(np.sqrt((dof * sd ** 2 + prior_views * prior_log_sd ** 2) / (dof + prior_views)))
 
 
+def heldout_rule(scores: Float[ArrayLike, " M"], config: MapConfig) -> tuple[float, float]:
+    """(threshold, deviation of log scores) of the held-out rule for the scores of M held-out
+    queries: :func:`heldout_threshold` at ``config.false_positive_rate``, about
+    M / (``calibration_rolls`` + 1) views, the deviation shrunk as ``config.heldout_prior_*`` say."""
+    prior = dict(views=-(-np.size(scores) // (config.calibration_rolls + 1)), prior_log_sd=config.heldout_prior_log_sd,
+                 prior_views=config.heldout_prior_views)
+    return heldout_threshold(scores, config.false_positive_rate, **prior), heldout_log_sd(scores, **prior)
+
+
 def _median_or_zero(values) -> float:
     m = 0.0 if values is None else float(np.median(np.asarray(values, np.float64)))
     return m if np.isfinite(m) else 0.0
@@ -220,18 +229,14 @@ def _median_or_zero(values) -> float:
 def with_heldout(cal: MapCalibration, scores: Float[ArrayLike, " M"], config: MapConfig,
                  pose_losses: Float[ArrayLike, " M"] | None = None,
                  pose_residuals: Float[ArrayLike, " M"] | None = None) -> MapCalibration:
-    """``cal`` with the held-out rule's threshold (:func:`heldout_threshold` of the scores of
-    M held-out queries at ``config.false_positive_rate``, about M / (``calibration_rolls`` + 1)
-    views, the deviation shrunk as ``config.heldout_prior_*`` say) and colour range 0 .. 2 x it;
+    """``cal`` with the held-out rule's threshold (:func:`heldout_rule` of the scores of M
+    held-out queries) and colour range 0 .. 2 x it;
     ``pose_losses`` / ``pose_residuals``: those queries' final fine-pose losses and median
     silhouette residuals (their medians are kept as the references of the pose trust rules,
     :func:`splatjax.pose.trust_poses`)."""
     s = np.asarray(scores, np.float64).ravel()
-    prior = dict(views=-(-s.size // (config.calibration_rolls + 1)), prior_log_sd=config.heldout_prior_log_sd,
-                 prior_views=config.heldout_prior_views)
-    t = heldout_threshold(s, config.false_positive_rate, **prior)
-    return dataclasses.replace(cal, threshold=t, vmax=2.0 * t, rule="held-out",
-                               heldout_log_sd=heldout_log_sd(s, **prior),
+    t, log_sd = heldout_rule(s, config)
+    return dataclasses.replace(cal, threshold=t, vmax=2.0 * t, rule="held-out", heldout_log_sd=log_sd,
                                false_positive_rate=float(config.false_positive_rate), heldout_queries=int(s.size),
                                heldout_score_median=float(np.median(s)), heldout_score_max=float(s.max()),
                                heldout_pose_loss=_median_or_zero(pose_losses),

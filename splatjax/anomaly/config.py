@@ -76,7 +76,8 @@ class MapConfig:
                 "calibrated measures a highlight on the channels that did not clip (0: every channel as read)"})
     highlight_space: str = field(default="linear", metadata={
         "help": "where --highlights calibrated measures and takes out the brightening: in linear light, where "
-                "light adds (the images decoded from sRGB), or in the images' sRGB values", "choices": HIGHLIGHT_SPACES})
+                "light adds (the images decoded from sRGB), or in the images' sRGB values",
+        "choices": HIGHLIGHT_SPACES})
     shift_radius: int = field(default=0, metadata={
         "help": "EfficientNet terms tolerate this many pixels of misalignment on their own grid (0: the paper)"})
     calibration_views: int = field(default=50, metadata={

@@ -42,9 +42,9 @@ background and keeps the common part, ``min_c (q_c - r_c)``, as without saturati
 Light adds in linear units, not in the images' sRGB encoding, which compresses bright
 values: the face above in linear light is (0.52, 0.13, 0.49) and a highlight that reads
 (0.97, 0.78, 0.96) in sRGB is (0.94, 0.57, 0.91), the same 0.41-0.44 added to each
-channel, where the sRGB values differ by 0.22-0.38. With ``linear`` the brightening, the
+channel, where the sRGB values differ by 0.22-0.38. In linear space the brightening, the
 cap and the discount are in linear light (render and query decoded from sRGB, the
-discounted query encoded back).
+discounted query encoded back; ``space="linear"``).
 
 Units: images in [0, 1], RGB; the background is the renders' background colour.
 """
@@ -106,9 +106,9 @@ def common_brightening(renders: Float[ArrayLike, "*b H W 3"], images: Float[Arra
 
 def highlight_cap(renders: Float[ArrayLike, "B H W 3"], images: Float[ArrayLike, "B H W 3"],
                   background: Float[ArrayLike, " 3"], percentile: float = 99.9,
-                  saturation: float | None = None, linear: bool = False) -> float:
-    """The ``percentile`` (0-100) of :func:`common_brightening` (with ``saturation``; in
-    linear light with ``linear``) over the object's pixels of
+                  saturation: float | None = None, space: str = "srgb") -> float:
+    """The ``percentile`` (0-100) of :func:`common_brightening` (with ``saturation``, in
+    ``space``: "srgb" or "linear") over the object's pixels of
     defect-free views and the model's renders at the same poses (object pixels: render or
     image further than 0.01 from ``background`` in some channel); 0.0 when there are none."""
     r = np.asarray(renders, np.float32)
@@ -117,26 +117,29 @@ def highlight_cap(renders: Float[ArrayLike, "B H W 3"], images: Float[ArrayLike,
     obj = np.any(np.abs(r - bg) > OBJECT_TOLERANCE, axis=-1) | np.any(np.abs(q - bg) > OBJECT_TOLERANCE, axis=-1)
     if not obj.any():
         return 0.0
-    s = np.asarray(common_brightening(srgb_to_linear(r), srgb_to_linear(q), _linear_level(saturation))
-                   if linear else common_brightening(r, q, saturation))[obj]
+    s = np.asarray(common_brightening(*_in_space(r, q, saturation, space)))[obj]
     return float(np.percentile(s, percentile))
 
 
 def discount_highlights(renders: Float[ArrayLike, "*b H W 3"], queries: Float[ArrayLike, "*b H W 3"],
-                        cap: float, saturation: float | None = None, linear: bool = False
+                        cap: float, saturation: float | None = None, space: str = "srgb"
                         ) -> Float[Array, "*b H W 3"]:
     """The queries with ``s = min(common_brightening, cap)`` taken from each channel; with
     ``saturation``, a channel that reached it keeps ``r_c + max(q_c - r_c - s, 0)``; with
-    ``linear``, all of it in linear light (``cap`` in linear units; see the module doc)."""
-    r = jnp.asarray(renders, jnp.float32)
-    q = jnp.asarray(queries, jnp.float32)
-    if linear:
-        r, q, saturation = srgb_to_linear(r), srgb_to_linear(q), _linear_level(saturation)
+    ``space`` "linear", all of it in linear light (``cap`` in linear units; see the module doc)."""
+    r, q, saturation = _in_space(jnp.asarray(renders, jnp.float32), jnp.asarray(queries, jnp.float32), saturation,
+                                 space)
     s = jnp.minimum(common_brightening(r, q, saturation), jnp.float32(cap))[..., None]
     out = jnp.where(_clipped(q, saturation), r + jnp.maximum(q - r - s, 0.0), q - s)
-    return linear_to_srgb(out) if linear else out
+    return linear_to_srgb(out) if space == "linear" else out
 
 
-def _linear_level(saturation: float | None) -> float | None:
-    """The clipping level of sRGB values in linear light."""
-    return float(srgb_to_linear(np.float64(saturation))) if saturation else saturation
+def _in_space(renders, images, saturation: float | None, space: str):
+    """(renders, images, saturation) in ``space``: as given for "srgb", decoded to linear light
+    (the clipping level too) for "linear"."""
+    if space == "srgb":
+        return renders, images, saturation
+    if space != "linear":
+        raise ValueError(f"highlight space must be 'srgb' or 'linear', got {space!r}")
+    level = float(srgb_to_linear(np.float64(saturation))) if saturation else saturation
+    return srgb_to_linear(renders), srgb_to_linear(images), level

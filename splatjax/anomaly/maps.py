@@ -278,7 +278,7 @@ def compute_maps(
     nothing, the paper's maps."""
     if config.highlights == "calibrated" and highlight_cap is not None:
         queries = discount_highlights(renders, queries, highlight_cap, config.highlight_saturation,
-                                      linear=config.highlight_space == "linear")
+                                      config.highlight_space)
     if extractor is None:
         extractor = make_feature_extractor(config.features, config.efficientnet_weights, context=context)
     weights = _normalise_weights(config, residual, extractor)

@@ -321,7 +321,7 @@ def _train_calibration(path: Path, digest: str, gaussians, cameras: Camera, imag
     cap = None
     if map_config.highlights == "calibrated":
         cap = highlight_cap(renders, reference, pose_config.background, map_config.highlight_percentile,
-                            map_config.highlight_saturation, linear=map_config.highlight_space == "linear")
+                            map_config.highlight_saturation, map_config.highlight_space)
     maps = compute_maps(renders, reference, map_config, extractor=extractor, residual=residual, highlight_cap=cap)
     return _store(path, key, calibrate(maps.scores, map_config, extractor.name, residual=residual,
                                        highlight_cap=cap), digest)
