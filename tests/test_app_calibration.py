@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,6 +113,16 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
     g = load_ply(run / "model.ply")
     held = calibration.heldout_views(run / "model.ply", train.paths, train.images, train.cameras, FAST_POSE)
     assert len(held.images) == len(val) and held.candidates.R.shape[0] == len(train) - len(val)
+    # the data folder copied elsewhere (plain cp -r): the same views, found by their path inside it
+    data = Path(json.loads((run / "info.json").read_text())["data"])
+    copy = tmp_path / "elsewhere" / "renamed"
+    shutil.copytree(data, copy)
+    moved = load_mad_train(copy, None)
+    again_held = calibration.heldout_views(run / "model.ply", moved.paths, moved.images, moved.cameras, FAST_POSE)
+    np.testing.assert_array_equal(again_held.images, held.images)
+    assert calibration.held_out_in_moved_data(run / "model.ply", moved.paths) == \
+        calibration.held_out_among(val, train.paths)
+    assert calibration.held_out_among(val, moved.paths) == []  # the recorded absolute paths name the old copy
     ext = WeightsFreeFeatures()
     base = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
                                          replace(FAST_MAP, threshold_rule="train-max"), extractor=ext,

@@ -61,7 +61,8 @@ from ..files import file_sha256, read_json, write_json
 from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, render_views
 
 __all__ = ["model_calibration", "heldout_scores", "HeldOutScores", "heldout_queries", "roll_angles", "heldout_views",
-           "heldout_paths", "held_out_among", "HeldOut", "CALIBRATION_FILE", "MOVED_RENDERS"]
+           "heldout_paths", "held_out_among", "held_out_in_moved_data", "HeldOut", "CALIBRATION_FILE",
+           "MOVED_RENDERS"]
 
 CALIBRATION_FILE = "map_calibration.json"
 
@@ -125,12 +126,31 @@ def held_out_among(held: list[str], paths) -> list[int]:
     return [i for i, p in enumerate(paths) if p is not None and os.path.realpath(p) in real]
 
 
+def held_out_in_moved_data(ply: Path, paths) -> list[int]:
+    """Indices of ``paths`` that are the files model ``ply``'s fit held out, by their path
+    inside the data folder the fit read (``info.json`` ``data``): ``train/good/11.png`` held
+    out of ``/old/CLASS`` is ``/new/COPY/train/good/11.png``, for a data folder copied or
+    moved since the fit. Empty when the run has no such record."""
+    info = Path(ply).parent / "info.json"
+    try:
+        root = read_json(info, "fit summary").get("data") if info.is_file() else None
+    except (DatasetError, AttributeError):
+        root = None
+    if not isinstance(root, str):
+        return []
+    inside = {Path(os.path.relpath(p, root)).parts for p in heldout_paths(ply)}
+    inside = {parts for parts in inside if parts and ".." not in parts}
+    return [i for i, p in enumerate(paths) if p is not None
+            and any(Path(p).parts[-len(parts):] == parts for parts in inside)]
+
+
 def heldout_views(ply: Path, paths, images: np.ndarray, cameras: Camera, pose_config: PoseConfig) -> HeldOut | None:
     """The views among ``paths`` (with their ``images`` and ``cameras``) that the fit of
-    model ``ply`` held out (:func:`heldout_paths`), looked for among the others' cameras
-    (:func:`~splatjax.pose.candidate_cameras`) with their images; None when none of
-    ``paths`` was held out, or the run has no such record."""
-    idx = held_out_among(heldout_paths(ply), paths)
+    model ``ply`` held out (:func:`heldout_paths`; in a data folder copied or moved since the
+    fit, by their path inside it: :func:`held_out_in_moved_data`), looked for among the
+    others' cameras (:func:`~splatjax.pose.candidate_cameras`) with their images; None when
+    none of ``paths`` was held out, or the run has no such record."""
+    idx = held_out_among(heldout_paths(ply), paths) or held_out_in_moved_data(ply, paths)
     if not idx:
         return None
     rest = np.setdiff1d(np.arange(len(paths)), idx)
