@@ -15,6 +15,7 @@ from app_toy import FAST_MAP, FAST_POSE, evaluated_toy
 
 from splatjax.anomaly.features import WeightsFreeFeatures
 from splatjax.app import calibration
+from splatjax.context import QUIET
 from splatjax.data import load_mad_train
 from splatjax.gaussians import load_ply, save_ply
 
@@ -146,10 +147,16 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
     assert again.heldout_pose_loss == pytest.approx(float(np.median(losses)), rel=1e-5)  # the loss rule's reference
     assert again.heldout_pose_residual == pytest.approx(float(np.median(residuals)), rel=1e-5)  # the residual rule's
     assert again.describe() == "5 % FPR" and again.vmax == pytest.approx(2 * again.threshold)
+    # without the held-out images (the data folder gone) the stored held-out calibration is still read back ...
+    gone = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
+                                         replace(FAST_MAP, threshold_rule="held-out"), extractor=ext,
+                                         pose_config=FAST_POSE)
+    assert gone.rule == "held-out" and gone.threshold == pytest.approx(report["threshold"])
+    # ... and where none is stored for the setting, the held-out rule says what it needs
     with pytest.raises(Exception, match="held out"):
         calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
-                                      replace(FAST_MAP, threshold_rule="held-out"), extractor=ext,
-                                      pose_config=FAST_POSE)
+                                      replace(FAST_MAP, threshold_rule="held-out", false_positive_rate=0.1),
+                                      extractor=ext, pose_config=FAST_POSE)
     assert heldout_threshold([1.0, 1.0 + 1e-9], 0.05) == pytest.approx(1.0)
 
 
@@ -184,3 +191,24 @@ def test_held_out_queries_count_for_the_threshold_as_a_test_query_would_be_trust
     few = calibration.HeldOutScores(scores=np.ones(3), losses=np.ones(3), residuals=np.array([0.01, 0.01, 1.0]),
                                     silhouette_ok=np.ones(3, bool))
     assert few.counted(3.0).tolist() == [True, True, False]
+
+
+def test_detect_keeps_the_held_out_threshold_once_the_data_folder_has_moved(tmp_path):
+    """A run folder whose class folder has moved away since evaluate calibrated it (its
+    info.json and cameras.json name files that are gone): detect reads the held-out
+    threshold stored in the run folder instead of falling back to the training maximum."""
+    from splatjax.app.detect import detect
+
+    out, report = evaluated_toy()
+    run = tmp_path / "run"
+    shutil.copytree(out / "model", run)
+    old = json.loads((run / "info.json").read_text())["data"]
+    gone = str(tmp_path / "moved_away" / "toy")
+    for name in ("info.json", "cameras.json"):
+        (run / name).write_text((run / name).read_text().replace(old, gone))
+    assert not Path(gone).exists() and json.loads((run / "info.json").read_text())["val_views"]
+    query = Path(old) / "test" / "good" / "0.png"
+    result = detect(run, [query], tmp_path / "det", pose_config=FAST_POSE, map_config=FAST_MAP,
+                    say=lambda line: None, context=QUIET)
+    assert report["threshold_rule"]["rule"] == "held-out"
+    assert result["threshold"] == pytest.approx(report["threshold"]) and result["threshold_rule"] == "5 % FPR"

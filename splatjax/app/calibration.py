@@ -277,25 +277,32 @@ def model_calibration(
     of the selected view indices returning their images or None, or None for the
     perturbed-render stand-in) and stored there; renders with ``pose_config.backend`` over
     ``pose_config.background``. The threshold by ``map_config.threshold_rule`` (module
-    docstring; ``heldout``: the views held out of the fit). ``model_sha256``: the file's
+    docstring; ``heldout``: the views held out of the fit; without them a held-out calibration stored in the run
+    folder is still read back, e.g. by detect once the data folder has moved). ``model_sha256``: the file's
     hash when the caller has it (else computed)."""
     rule = map_config.threshold_rule
-    if rule == "held-out" and heldout is None:
-        raise UserError(f"{ply}: --threshold-rule held-out needs views held out of the model's fit (info.json "
-                        "val_views from the class's training folder); this model has none: use train-max or auto")
     path, digest = Path(ply).parent / CALIBRATION_FILE, model_sha256 or file_sha256(ply)
+    key = None
+    if rule != "train-max":
+        # the held-out views' count from the images given, else from the fit's record: a calibration stored
+        # earlier (by evaluate) is read back even where the held-out images can no longer be read (data moved)
+        views = len(heldout.images) if heldout is not None else len(heldout_paths(ply))
+        key = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
+               f"-rolls{map_config.calibration_rolls}-views{views}-pose{_pose_digest(pose_config)}"
+               f"-residual-counted{pose_config.max_residual_ratio:g}")  # older entries (no such suffix): measured again
+        if map_config.heldout_prior_views > 0:
+            key += f"-prior{map_config.heldout_prior_log_sd:g}x{map_config.heldout_prior_views:g}"
+        found = _stored(path, key, digest) if views else None
+        if found is not None:
+            return found
+        if heldout is None and rule == "held-out":
+            raise UserError(f"{ply}: --threshold-rule held-out needs views held out of the model's fit (info.json "
+                            "val_views, images that can be read) or their calibration stored in the run folder; "
+                            "this model has neither: use train-max or auto")
     base = _train_calibration(path, digest, gaussians, cameras, images, map_config, extractor=extractor,
                               pose_config=pose_config, context=context)
-    if rule == "train-max" or heldout is None:
+    if key is None or heldout is None:
         return base
-    key = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
-           f"-rolls{map_config.calibration_rolls}-views{len(heldout.images)}-pose{_pose_digest(pose_config)}"
-           f"-residual-counted{pose_config.max_residual_ratio:g}")  # older entries (no such suffix) are measured again
-    if map_config.heldout_prior_views > 0:
-        key += f"-prior{map_config.heldout_prior_log_sd:g}x{map_config.heldout_prior_views:g}"
-    found = _stored(path, key, digest)
-    if found is not None:
-        return found
     held = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor, residual=base.residual,
                           highlight_cap=base.highlight_cap, context=context)
     ref, counted = held.references, held.counted(pose_config.max_residual_ratio)
