@@ -2,6 +2,7 @@
 
   python scripts/fine_schedule_study.py CLASS --model RUN [--only PATHS.txt] [--settings default lr=0.003,theta0=1]
                                         [--steps 175] [--cache STARTS.npz] [--json OUT.json]
+                                        [--from-truth] [--model-queries SIGMA] [--objective NAME]
 
 Runs the pose stage of the defaults up to the fine pose once (coarse retrieval, keypoint
 polish, screening: :func:`splatjax.pose.pose_starts`; cached in ``--cache``), then for
@@ -136,6 +137,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cache")
     ap.add_argument("--json")
     ap.add_argument("--from-truth", action="store_true", help="start at the true poses (the objective's bias)")
+    ap.add_argument("--objective", default="photometric", help="fine pose objective (a registered name)")
+    ap.add_argument("--model-queries", type=float, metavar="SIGMA",
+                    help="replace each query by the model's own render at its true pose plus Gaussian pixel noise of "
+                         "this standard deviation (RGB in [0, 1]; seed 0): the error a perfect model would leave")
     args = ap.parse_args(argv)
 
     data = Path(args.data)
@@ -149,6 +154,14 @@ def main(argv=None) -> int:
     queries = jnp.asarray(np.asarray(cls.test.images)[idx], jnp.float32)
     truth = np.asarray(cls.test.c2w)[idx]
     pc = PoseConfig(background=cls.train.background)
+    if args.model_queries is not None:
+        tc = cls.train.cameras
+        fov = 2.0 * np.arctan(0.5 * tc.width / float(np.asarray(tc.fx).reshape(-1)[0]))
+        true_cams = cameras_from_c2w(truth, fov, tc.width, tc.height)
+        clean = jax.jit(jax.vmap(lambda c: render(g, c, background=pc.background)[0]))(true_cams)
+        noise = np.random.default_rng(0).normal(0.0, args.model_queries, np.shape(clean)).astype(np.float32)
+        queries = jnp.clip(clean + noise, 0.0, 1.0)
+        print(f"queries: the model's renders at the true poses + noise sd {args.model_queries:g}")
     if args.from_truth:
         start_c2w, start_sec = truth, 0.0
     else:
@@ -159,10 +172,10 @@ def main(argv=None) -> int:
     q = len(paths)
     print(f"{data.name}: {q} queries; starts {start_sec / q:.2f} s/query; start rotation median "
           f"{np.median(pose_errors(start_c2w, truth)['rotation_rad']):.4f} rad")
-    objective = get_objective("photometric")
+    objective = get_objective(args.objective)
     rules = [("fixed", n) for n in (0, 10, 25, 50, 75, 100, 125, 150, args.steps)]
     rules += [("stall", p, tol) for p in (10, 20, 30) for tol in (1e-4, 3e-4, 1e-3)]
-    out = {"data": str(data), "queries": q, "start_seconds_per_query": start_sec / q, "settings": {}}
+    out = {"data": str(data), "objective": args.objective, "queries": q, "start_seconds_per_query": start_sec / q, "settings": {}}
     for text in args.settings:
         setting, lr = _setting(text), text
         fn = jax.jit(jax.vmap(functools.partial(_trajectory, setting=setting, steps=args.steps, background=pc.background,
