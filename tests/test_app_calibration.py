@@ -27,20 +27,22 @@ def test_calibration_is_stored_reused_and_refreshed(tmp_path, monkeypatch):
     train = load_mad_train(json.loads((run / "info.json").read_text())["data"], None)
     g = load_ply(run / "model.ply")
     args = dict(extractor=WeightsFreeFeatures(), pose_config=FAST_POSE)
-    cal = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, **args)
+    # the training-view calibration alone (the default rule would read evaluate's stored held-out entry)
+    train_max = replace(FAST_MAP, threshold_rule="train-max")
+    cal = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, train_max, **args)
     entries = json.loads((run / calibration.CALIBRATION_FILE).read_text())
     [base] = [v for k, v in entries.items() if "/held-out-" not in k]
     assert cal.rule == "train-max" and cal.threshold == pytest.approx(base["threshold"])  # as evaluate stored it
-    assert cal.views == FAST_MAP.calibration_views and cal.vmax == pytest.approx(2 * cal.threshold)
+    assert cal.views == train_max.calibration_views and cal.vmax == pytest.approx(2 * cal.threshold)
 
     def boom(*a, **k):
         raise AssertionError("recomputed")
 
     with monkeypatch.context() as m:  # stored: read back, not recomputed
         m.setattr(calibration, "compute_maps", boom)
-        assert calibration.model_calibration(run / "model.ply", g, train.cameras, None, FAST_MAP, **args) == cal
+        assert calibration.model_calibration(run / "model.ply", g, train.cameras, None, train_max, **args) == cal
     other = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
-                                          replace(FAST_MAP, map_sigma=2.0), **args)
+                                          replace(train_max, map_sigma=2.0), **args)
     assert other.map_sigma == 2.0 and other.threshold != cal.threshold
     stored = json.loads((run / calibration.CALIBRATION_FILE).read_text())
     assert {k.split("/")[2] for k in stored} >= {"sigma4", "sigma2"}  # one entry per setting
@@ -48,12 +50,12 @@ def test_calibration_is_stored_reused_and_refreshed(tmp_path, monkeypatch):
     os.utime(run / "model.ply", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched (copied): same content
     with monkeypatch.context() as m:
         m.setattr(calibration, "compute_maps", boom)
-        assert calibration.model_calibration(run / "model.ply", g, train.cameras, None, FAST_MAP, **args) == cal
+        assert calibration.model_calibration(run / "model.ply", g, train.cameras, None, train_max, **args) == cal
     save_ply(replace(g, opacity_logits=g.opacity_logits - 0.01), run / "model.ply")  # "refitted": new content
     with monkeypatch.context() as m:
         m.setattr(calibration, "compute_maps", boom)
         with pytest.raises(AssertionError, match="recomputed"):
-            calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, FAST_MAP, **args)
+            calibration.model_calibration(run / "model.ply", g, train.cameras, train.images, train_max, **args)
 
 
 def test_normalised_calibration_stores_the_residual_scales(tmp_path, monkeypatch):
