@@ -175,7 +175,8 @@ def main(argv=None) -> int:
     objective = get_objective(args.objective)
     rules = [("fixed", n) for n in (0, 10, 25, 50, 75, 100, 125, 150, args.steps)]
     rules += [("stall", p, tol) for p in (10, 20, 30) for tol in (1e-4, 3e-4, 1e-3)]
-    out = {"data": str(data), "objective": args.objective, "queries": q, "start_seconds_per_query": start_sec / q, "settings": {}}
+    out = {"data": str(data), "objective": args.objective, "queries": q, "start_seconds_per_query": start_sec / q,
+           "settings": {}}
     for text in args.settings:
         setting, lr = _setting(text), text
         fn = jax.jit(jax.vmap(functools.partial(_trajectory, setting=setting, steps=args.steps, background=pc.background,
