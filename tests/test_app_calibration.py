@@ -197,9 +197,12 @@ def test_held_out_queries_count_for_the_threshold_as_a_test_query_would_be_trust
 
 def test_detect_keeps_the_held_out_threshold_once_the_data_folder_has_moved(tmp_path):
     """A run folder whose class folder has moved away since evaluate calibrated it (its
-    info.json and cameras.json name files that are gone): detect reads the held-out
-    threshold stored in the run folder instead of falling back to the training maximum."""
+    info.json and cameras.json name files that are gone): detect, which poses with its own
+    settings (render-and-compare; here also another batch size, so another pose digest),
+    reads the held-out threshold evaluate stored in the run folder, and says so, instead of
+    falling back to the training maximum."""
     from splatjax.app.detect import detect
+    from splatjax.context import Context
 
     out, report = evaluated_toy()
     run = tmp_path / "run"
@@ -210,7 +213,11 @@ def test_detect_keeps_the_held_out_threshold_once_the_data_folder_has_moved(tmp_
         (run / name).write_text((run / name).read_text().replace(old, gone))
     assert not Path(gone).exists() and json.loads((run / "info.json").read_text())["val_views"]
     query = Path(old) / "test" / "good" / "0.png"
-    result = detect(run, [query], tmp_path / "det", pose_config=FAST_POSE, map_config=FAST_MAP,
-                    say=lambda line: None, context=QUIET)
+    log = []
+    own = replace(FAST_POSE, batch_size=FAST_POSE.batch_size + 1)
+    assert calibration._pose_digest(replace(own, coarse="render")) != calibration._pose_digest(FAST_POSE)
+    result = detect(run, [query], tmp_path / "det", pose_config=own, map_config=FAST_MAP,
+                    say=lambda line: None, context=Context(log=log.append))
     assert report["threshold_rule"]["rule"] == "held-out"
     assert result["threshold"] == pytest.approx(report["threshold"]) and result["threshold_rule"] == "5 % FPR"
+    assert any("measured with other pose settings" in line for line in log)

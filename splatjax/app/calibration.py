@@ -66,6 +66,7 @@ __all__ = ["model_calibration", "heldout_scores", "HeldOutScores", "heldout_quer
            "MOVED_RENDERS"]
 
 CALIBRATION_FILE = "map_calibration.json"
+POSE_DIGEST_LENGTH = 12  # hex digits of the pose settings' digest in a held-out calibration's key
 
 
 MOVED_RENDERS = "/moved-renders"  # key suffix of the stand-in (renders against renders at moved poses)
@@ -90,6 +91,22 @@ def _stored(path: Path, key: str, digest: str) -> MapCalibration | None:
         return MapCalibration.from_dict(entry)
     except (DatasetError, KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def _stored_other_pose(path: Path, head: str, tail: str, digest: str) -> MapCalibration | None:
+    """The first stored entry (in key order) named ``head + <pose digest> + tail``: a held-out
+    calibration of the same model and map settings measured with any pose settings (evaluate's,
+    where detect poses by render-and-compare), for when the held-out views cannot be read again."""
+    try:
+        stored = read_json(path, "heatmap calibration") if path.is_file() else {}
+    except DatasetError:
+        return None
+    for k in sorted(stored) if isinstance(stored, dict) else []:
+        if k.startswith(head) and k.endswith(tail) and len(k) == len(head) + POSE_DIGEST_LENGTH + len(tail):
+            found = _stored(path, k, digest)
+            if found is not None:
+                return found
+    return None
 
 
 def _perturbed(cameras: Camera) -> Camera:
@@ -242,7 +259,7 @@ def _pose_digest(pose_config: PoseConfig) -> str:
     settings = dataclasses.asdict(pose_config)
     del settings["max_loss_ratio"], settings["max_residual_ratio"]
     text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return hashlib.sha256(text.encode()).hexdigest()[:POSE_DIGEST_LENGTH]
 
 
 def _store(path: Path, key: str, cal: MapCalibration, digest: str) -> MapCalibration:
@@ -284,12 +301,18 @@ def model_calibration(
         # the held-out views' count from the images given, else from the fit's record: a calibration stored
         # earlier (by evaluate) is read back even where the held-out images can no longer be read (data moved)
         views = len(heldout.images) if heldout is not None else len(heldout_paths(ply))
-        key = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
-               f"-rolls{map_config.calibration_rolls}-views{views}-pose{_pose_digest(pose_config)}"
-               f"-residual-counted{pose_config.max_residual_ratio:g}")  # older entries (no such suffix): measured again
+        head = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
+                f"-rolls{map_config.calibration_rolls}-views{views}-pose")
+        tail = f"-residual-counted{pose_config.max_residual_ratio:g}"  # older entries (no such suffix): measured again
         if map_config.heldout_prior_views > 0:
-            key += f"-prior{map_config.heldout_prior_log_sd:g}x{map_config.heldout_prior_views:g}"
+            tail += f"-prior{map_config.heldout_prior_log_sd:g}x{map_config.heldout_prior_views:g}"
+        key = head + _pose_digest(pose_config) + tail
         found = _stored(path, key, digest) if views else None
+        if found is None and heldout is None and views:
+            found = _stored_other_pose(path, head, tail, digest)
+            if found is not None:
+                context.say(f"[splatjax] {ply}: the views held out of its fit cannot be read (data folder moved?); "
+                            "using the held-out threshold stored with it, measured with other pose settings")
         if found is not None:
             return found
         if heldout is None and rule == "held-out":
