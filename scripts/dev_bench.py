@@ -197,32 +197,46 @@ def _pose_rows(row: dict) -> list[dict] | None:
     return rows if rows and "fine_rotation_rad" in rows[0] else None
 
 
+def _pose_line(name: str, split: str, err, is_rolled, flagged, seconds: float, *, share: bool = False) -> str:
+    """One row of :func:`pose_table`; ``share`` adds the share of queries within 0.01 rad."""
+    fail = err > CONVERGED
+
+    def stats(m):
+        return " / ".join(f"{v:.4f}" for v in (np.median(err[m]), np.percentile(err[m], 90), err[m].max())) \
+            if m.any() else "n/a"
+
+    within = f" ({100.0 * (~fail).mean():.1f} % within 0.01)" if share else ""
+    return (f"| {name} | {split} | {stats(is_rolled)} | {stats(~is_rolled)} | "
+            f"{int((fail & is_rolled).sum())} + {int((fail & ~is_rolled).sum())} of {len(err)}{within} | "
+            f"{int(flagged.sum())} | {int((flagged & ~fail).sum())} | {int((fail & ~flagged).sum())} | "
+            f"{seconds:.2f} |")
+
+
 def pose_table(rows: dict) -> str:
     """Issue 18's pose table from each object's per_image.csv: fine rotation error median /
     90th percentile / max of the rolled and the unrolled queries, failures (> 0.01 rad),
-    flagged (pose not trusted), flagged but within 0.01 rad, failures not flagged."""
+    flagged (pose not trusted), flagged but within 0.01 rad, failures not flagged; then, for a
+    split of several objects, a row ``**all**`` over their queries pooled (with the share
+    within 0.01 rad; s/query the objects' mean)."""
     lines = ["| object | split | rolled: median / p90 / max (rad) | unrolled: median / p90 / max | "
              "> 0.01 rad (rolled + unrolled) | flagged | flagged within 0.01 | > 0.01 not flagged | s/query |",
              "|---|---|---|---|---|---|---|---|---|"]
+    pooled: dict[str, list] = {}
     for r in rows.values():
         per = _pose_rows(r)
         if per is None:
             continue
         data = Path(r.get("data", ""))
         rolled = _rolled(data) if (data / "synth.json").is_file() else set()
-        err = np.array([float(x["fine_rotation_rad"]) for x in per])
-        is_rolled = np.array([x["path"] in rolled for x in per])
-        flagged = np.array([x.get("pose_trusted", "1") == "0" for x in per])
-        fail = err > CONVERGED
-
-        def stats(m):
-            return " / ".join(f"{v:.4f}" for v in (np.median(err[m]), np.percentile(err[m], 90), err[m].max())) \
-                if m.any() else "n/a"
-
-        lines.append(f"| {r['object']} | {r['split']} | {stats(is_rolled)} | {stats(~is_rolled)} | "
-                     f"{int((fail & is_rolled).sum())} + {int((fail & ~is_rolled).sum())} of {len(err)} | "
-                     f"{int(flagged.sum())} | {int((flagged & ~fail).sum())} | {int((fail & ~flagged).sum())} | "
-                     f"{r['seconds_per_query']['total']:.2f} |")
+        cols = (np.array([float(x["fine_rotation_rad"]) for x in per]), np.array([x["path"] in rolled for x in per]),
+                np.array([x.get("pose_trusted", "1") == "0" for x in per]), r["seconds_per_query"]["total"])
+        lines.append(_pose_line(r["object"], r["split"], *cols))
+        pooled.setdefault(r["split"], []).append(cols)
+    for split, group in pooled.items():
+        if len(group) > 1:
+            err, is_rolled, flagged = (np.concatenate([g[k] for g in group]) for k in range(3))
+            lines.append(_pose_line("**all**", split, err, is_rolled, flagged,
+                                    float(np.mean([g[3] for g in group])), share=True))
     return "\n".join(lines)
 
 

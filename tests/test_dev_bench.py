@@ -72,6 +72,32 @@ def test_pose_table_and_verdicts_come_from_the_runs_files(bench, tmp_path):
     assert cells[4:8] == ["0 + 1 of 4", "2", "1", "0"]
 
 
+def test_pose_table_pools_the_queries_of_a_split(bench, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "synth.json").write_text(json.dumps({"test": [{"path": f"test/good/{i}.png", "roll_deg": 30.0 * (i % 2)}
+                                                          for i in range(4)]}))
+    rows = []
+    for name, errs, trusted, spq in (("bunny", [0.001, 0.002, 0.003, 0.004], [1, 1, 1, 1], 2.0),
+                                     ("cow", [0.005, 0.02, 0.006, 0.007], [1, 1, 1, 0], 4.0)):
+        out = tmp_path / name
+        out.mkdir()
+        (out / "per_image.csv").write_text("path,fine_rotation_rad,pose_trusted\n" + "".join(
+            f"test/good/{i}.png,{e},{t}\n" for i, (e, t) in enumerate(zip(errs, trusted))))
+        row = {**_row(name, "tuning", 0.9, 0.002), "out": str(out), "data": str(data)}
+        row["seconds_per_query"] = {"total": spq}
+        rows.append(json.dumps(row) + "\n")
+    (tmp_path / bench.RESULTS).write_text("".join(rows))
+    poses = bench.pose_table({r["object"]: r for r in map(json.loads, rows)}).splitlines()
+    assert len(poses) == 5 and poses[2].startswith("| bunny |") and poses[3].startswith("| cow |")
+    cells = [c.strip() for c in poses[4].split("|")[1:-1]]
+    # rolled: 0.002, 0.004, 0.02, 0.007; unrolled: 0.001, 0.003, 0.005, 0.006
+    assert cells[:2] == ["**all**", "tuning"]
+    assert cells[2].endswith("/ 0.0200") and cells[3].startswith("0.0040 /")
+    assert cells[4] == "1 + 0 of 8 (87.5 % within 0.01)"
+    assert cells[5:] == ["1", "1", "1", "3.00"]  # cow's 0.02 is not flagged; its flagged 0.007 is within
+
+
 def test_rolled_queries_come_from_the_synth_manifest(bench, tmp_path):
     (tmp_path / "synth.json").write_text(json.dumps({"test": [{"path": "test/good/0.png", "roll_deg": 0.0},
                                                               {"path": "test/Burrs/1.png", "roll_deg": -37.5}]}))
