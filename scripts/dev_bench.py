@@ -28,7 +28,7 @@ table
   the tuning objects and the held-out ones apart, with their means, and the verdicts (false
   positives among good queries, recall on defective ones, at the automatic threshold); then
   the pose table (rolled and unrolled apart, failures and flags) from each run's
-  ``per_image.csv``.
+  ``per_image.csv``, with a row of each half's queries pooled (share within 0.01 rad).
 
 pose-axes
   Where the remaining error of the converged fine poses (< 0.01 rad) lies, from each run's
