@@ -81,29 +81,38 @@ def _key(features: str, config: MapConfig, cameras: Camera) -> str:
         f"/image{cameras.width}x{cameras.height}"
 
 
-def _stored(path: Path, key: str, digest: str) -> MapCalibration | None:
-    if not path.is_file():
-        return None
+def _read_stored(path: Path) -> dict:
+    """The calibration file's entries by key (empty when the file is missing or unreadable)."""
     try:
-        entry = read_json(path, "heatmap calibration")[key]
+        stored = read_json(path, "heatmap calibration") if path.is_file() else {}
+    except DatasetError:
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def _entry(stored: dict, key: str, digest: str) -> MapCalibration | None:
+    """The entry ``key`` of ``stored`` if it was measured on the model with sha256 ``digest``."""
+    try:
+        entry = stored[key]
         if entry.get("model_sha256") != digest:
             return None
         return MapCalibration.from_dict(entry)
-    except (DatasetError, KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def _stored(path: Path, key: str, digest: str) -> MapCalibration | None:
+    return _entry(_read_stored(path), key, digest)
 
 
 def _stored_other_pose(path: Path, head: str, tail: str, digest: str) -> MapCalibration | None:
     """The first stored entry (in key order) named ``head + <pose digest> + tail``: a held-out
     calibration of the same model and map settings measured with any pose settings (evaluate's,
     where detect poses by render-and-compare), for when the held-out views cannot be read again."""
-    try:
-        stored = read_json(path, "heatmap calibration") if path.is_file() else {}
-    except DatasetError:
-        return None
-    for k in sorted(stored) if isinstance(stored, dict) else []:
+    stored = _read_stored(path)
+    for k in sorted(stored):
         if k.startswith(head) and k.endswith(tail) and len(k) == len(head) + POSE_DIGEST_LENGTH + len(tail):
-            found = _stored(path, k, digest)
+            found = _entry(stored, k, digest)
             if found is not None:
                 return found
     return None
@@ -263,11 +272,7 @@ def _pose_digest(pose_config: PoseConfig) -> str:
 
 
 def _store(path: Path, key: str, cal: MapCalibration, digest: str) -> MapCalibration:
-    try:
-        stored = read_json(path, "heatmap calibration") if path.is_file() else {}
-    except DatasetError:  # a damaged file of ours: rewrite it
-        stored = {}
-    stored = stored if isinstance(stored, dict) else {}
+    stored = _read_stored(path)  # a damaged file of ours is rewritten
     stored[key] = {**cal.to_dict(), "model_sha256": digest}
     write_json(path, stored)
     return cal
