@@ -59,7 +59,7 @@ from ..data.roll import roll_image
 from ..errors import DatasetError, UserError
 from ..files import file_sha256, read_json, write_json
 from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, render_views
-from .runs import _recorded_data_dir
+from .runs import recorded_data_dir
 
 __all__ = ["model_calibration", "heldout_scores", "HeldOutScores", "heldout_queries", "roll_angles", "heldout_views",
            "heldout_paths", "held_out_among", "held_out_in_moved_data", "HeldOut", "CALIBRATION_FILE",
@@ -158,7 +158,7 @@ def held_out_in_moved_data(ply: Path, paths) -> list[int]:
     inside the data folder the fit read (``info.json`` ``data``): ``train/good/11.png`` held
     out of ``/old/CLASS`` is ``/new/COPY/train/good/11.png``, for a data folder copied or
     moved since the fit. Empty when the run has no such record."""
-    root = _recorded_data_dir(Path(ply).parent)
+    root = recorded_data_dir(Path(ply).parent)
     if root is None:
         return []
     inside = {Path(os.path.relpath(p, root)).parts for p in heldout_paths(ply)}

@@ -31,6 +31,7 @@ __all__ = [
     "resolve_model",
     "model_for",
     "check_out_dir",
+    "recorded_data_dir",
 ]
 
 CAMERAS_FILE = "cameras.json"
@@ -59,7 +60,7 @@ def save_cameras(run_dir: str | os.PathLike, views) -> Path:
     return write_json(run_dir / CAMERAS_FILE, data, indent=None)
 
 
-def _recorded_data_dir(run_dir: Path) -> Path | None:
+def recorded_data_dir(run_dir: Path) -> Path | None:
     """The dataset folder of the fit (``info.json``'s ``data``: absolute, resolved), if recorded."""
     try:
         data = read_json(run_dir / "info.json")["data"]
@@ -160,7 +161,7 @@ def load_cameras(run_dir: str | os.PathLike) -> dict | None:
         raise DatasetError(f"{str(path)!r}: not a valid cameras file ({exc}); delete it or rewrite it with "
                            "splatjax.app.runs.save_cameras") from exc
     if paths is not None:
-        data_dir = _recorded_data_dir(run_dir)
+        data_dir = recorded_data_dir(run_dir)
         paths = [_find_image(p, from_run[i] if from_run else None, run_dir, data_dir) for i, p in enumerate(paths)]
     return {**cams, "paths": paths}
 
