@@ -3,6 +3,7 @@
   python scripts/fine_schedule_study.py CLASS --model RUN [--only PATHS.txt] [--settings default lr=0.003,theta0=1]
                                         [--steps 175] [--cache STARTS.npz] [--json OUT.json]
                                         [--from-truth] [--model-queries SIGMA] [--objective NAME]
+                                        [--eval-seed SEED]
 
 Runs the pose stage of the defaults up to the fine pose once (coarse retrieval, keypoint
 polish, screening: :func:`splatjax.pose.pose_starts`; cached in ``--cache``), then for
@@ -20,7 +21,11 @@ up to the stop):
 and prints per rule the rotation error (rad) median / 90th percentile / max, the queries
 beyond 0.01 rad, the mean number of steps taken and the mean over batches of ``--batch``
 queries of their largest (what a vmapped batch costs). ``--only``: a text file of query paths
-(as in per_image.csv), one per line: the subset studied. Choose rules on tuning data only.
+(as in per_image.csv), one per line: the subset studied. ``--eval-seed SEED``: each query's
+starts and screw initialisation get the keys ``splatjax evaluate --seed SEED`` gives it
+(``split(key(SEED), number of test images)[its index]``), so a query of an evaluation is
+refined again exactly as there (default: keys of the studied subset, seeds 0 and 1). Choose
+rules on tuning data only.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def _trajectory(gaussians, camera, query, params0, *, setting, steps, background
     return jnp.concatenate([losses, last[None]]), ps
 
 
-def _starts(cls, g, pc, paths, cache: Path | None):
+def _starts(cls, g, pc, paths, cache: Path | None, keys: jax.Array):
     if cache is not None and cache.is_file():
         z = np.load(cache)
         if list(z["paths"]) == paths:
@@ -100,7 +105,7 @@ def _starts(cls, g, pc, paths, cache: Path | None):
     queries = jnp.asarray(np.asarray(cls.test.images)[idx], jnp.float32)
     t0 = time.perf_counter()
     st = pose_starts(g, queries, candidate_cameras(cls.train.cameras, pc), pc,
-                     key=jax.random.split(jax.random.key(0), len(paths)))
+                     key=keys)
     c2w = camera_to_c2w(st.fine_starts)
     sec = time.perf_counter() - t0
     if cache is not None:
@@ -138,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json")
     ap.add_argument("--from-truth", action="store_true", help="start at the true poses (the objective's bias)")
     ap.add_argument("--objective", default="photometric", help="fine pose objective (a registered name)")
+    ap.add_argument("--eval-seed", type=int, metavar="SEED",
+                    help="the keys splatjax evaluate --seed SEED gives each query (starts and screw initialisation)")
     ap.add_argument("--model-queries", type=float, metavar="SIGMA",
                     help="replace each query by the model's own render at its true pose plus Gaussian pixel noise of "
                          "this standard deviation (RGB in [0, 1]; seed 0): the error a perfect model would leave")
@@ -153,6 +160,12 @@ def main(argv=None) -> int:
     idx = [list(cls.test.paths).index(p) for p in paths]
     queries = jnp.asarray(np.asarray(cls.test.images)[idx], jnp.float32)
     truth = np.asarray(cls.test.c2w)[idx]
+    if args.eval_seed is None:
+        start_keys = jax.random.split(jax.random.key(0), len(paths))
+        screw_keys = jax.random.split(jax.random.key(1), len(paths))
+    else:  # evaluate's keys: one per test image of the class, the same for its starts and its screw
+        every = jax.random.split(jax.random.key(args.eval_seed), len(cls.test.paths))
+        start_keys = screw_keys = every[jnp.asarray(idx)]
     pc = PoseConfig(background=cls.train.background)
     if args.model_queries is not None:
         tc = cls.train.cameras
@@ -165,7 +178,8 @@ def main(argv=None) -> int:
     if args.from_truth:
         start_c2w, start_sec = truth, 0.0
     else:
-        start_c2w, start_sec = _starts(cls, g, pc, paths, Path(args.cache) if args.cache else None)
+        start_c2w, start_sec = _starts(cls, g, pc, paths, Path(args.cache) if args.cache else None,
+                                         start_keys)
     tc = cls.train.cameras
     fov = 2.0 * np.arctan(0.5 * tc.width / float(np.asarray(tc.fx).reshape(-1)[0]))
     starts = cameras_from_c2w(start_c2w, fov, tc.width, tc.height)  # square pixels, centred principal point
@@ -181,8 +195,7 @@ def main(argv=None) -> int:
         setting, lr = _setting(text), text
         fn = jax.jit(jax.vmap(functools.partial(_trajectory, setting=setting, steps=args.steps, background=pc.background,
                                                 objective=objective), in_axes=(None, 0, 0, 0)))
-        keys = jax.random.split(jax.random.key(1), q)
-        params0 = jax.vmap(lambda k: init_screw(key=k))(keys)
+        params0 = jax.vmap(lambda k: init_screw(key=k))(screw_keys)
         params0["theta"] = params0["theta"] + setting["theta0"]
         t0 = time.perf_counter()
         losses, screws = [], []
