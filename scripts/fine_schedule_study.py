@@ -15,8 +15,9 @@ each as the library's refinement would (the returned pose is the lowest-loss ite
 up to the stop):
 
 - ``fixed N``: N steps;
-- ``stall P tol``: stop after step s >= P once the best loss has improved by less than
-  ``tol`` (relative) over the last P steps (at most ``--steps``).
+- ``stall P tol``: stop after step s >= s0 + P once the best loss has improved by less
+  than ``tol`` (relative) over the last P steps, s0 the first iterate whose loss beats the
+  start's (at most ``--steps``; the library's ``stop_patience`` / ``stop_tolerance``).
 
 and prints per rule the rotation error (rad) median / 90th percentile / max, the queries
 beyond 0.01 rad, the mean number of steps taken and the mean over batches of ``--batch``
@@ -121,8 +122,9 @@ def _rule_index(losses, rule) -> tuple[int, int]:
     else:
         p, tol = rule[1], rule[2]
         best = np.minimum.accumulate(losses)
+        left = np.flatnonzero(best < losses[0])  # the library's rule: counted from the first iterate beating the start
         stop = n
-        for s in range(p, n + 1):
+        for s in range(int(left[0]) + p if left.size else n + 1, n + 1):
             if best[s - p] - best[s] < tol * best[s]:
                 stop = s
                 break

@@ -15,6 +15,7 @@ from splatjax.errors import ConfigError
 from splatjax.pose import PoseConfig
 from splatjax.gaussians import rgb_to_sh0
 from splatjax.metrics import pose_errors
+from script_modules import load_script
 
 RES = 32
 FOV = 0.69
@@ -517,6 +518,41 @@ def test_early_stop_reaches_the_estimate(scene):
     assert np.all(est.best_step <= est.fine_steps)
     with pytest.raises(ConfigError, match="stop_patience"):
         PoseConfig(stop_patience=-1)
+
+
+def _late_start_loss(idle):
+    # x moves by -0.01 a step under SGD (the gradient is 1 everywhere); the value stays just above
+    # the start's (1.001, rising) until x passes -0.3 (step 31), then falls 1 % a step down to a floor at
+    # x = -0.8 (step 80): a query that needs more than the patience to leave its start
+    def loss(p):
+        x = p["x"]
+        value = 1.0 + jnp.where(x > -0.3, 0.001 - 1e-4 * x, jnp.maximum(x + 0.3, -0.5))
+        return x + jax.lax.stop_gradient(value - x)
+    return loss
+
+
+def test_stall_counts_from_the_first_step_that_beats_the_start():
+    # the saddle case (beetle-5 Burrs/8): a stall counted from step 0 ended the query on its start
+    opt = optax.sgd(0.01)
+    params = {"x": jnp.zeros(())}
+    carry = (params, opt.init(params), params, jnp.asarray(jnp.inf), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    out, trace, taken = jax.jit(lambda c: pose.fine._level_until_stall(_late_start_loss, opt, c, 0, 150, 5, 1e-3))(carry)
+    trace, taken = np.asarray(trace), int(taken)
+    best, best_loss, best_step = out[2], float(out[3]), int(out[4])
+    assert np.all(trace[1:31] >= trace[0]) and trace[31] < trace[0]  # 30 steps without beating the start
+    assert best_loss == pytest.approx(0.5, abs=1e-4) and 80 <= best_step < taken  # it went on to the floor
+    assert 85 <= taken <= 90 and np.all(np.isnan(trace[taken:]))  # and stopped once the floor stalled
+    # the study's offline rule (scripts/fine_schedule_study.py) stops the same trace at the same step
+    study = load_script("fine_schedule_study")
+    full = np.asarray(jax.lax.scan(pose.fine._step_fn(_late_start_loss(False), opt, True), carry,
+                                   jnp.arange(151))[1])
+    np.testing.assert_allclose(full[:taken], trace[:taken], rtol=1e-6)
+    assert study._rule_index(full, ("stall", 5, 1e-3))[1] == taken - 1
+    # a query that never beats its start (its loss rises) runs every step
+    rising = lambda idle: lambda p: p["x"] + jax.lax.stop_gradient(1.0 - 2.0 * p["x"])  # noqa: E731
+    _, trace, taken = pose.fine._level_until_stall(rising, opt, carry, 0, 40, 5, 1e-3)
+    assert int(taken) == 40 and np.all(np.isfinite(np.asarray(trace)))
+    assert study._rule_index(np.ones(41), ("stall", 5, 1e-3)) == (0, 40)
 
 
 @pytest.mark.parametrize("backend", available_backends())

@@ -56,7 +56,8 @@ class PoseConfig:
     final loss against the held-out views' median; off by default).
     ``stop_patience`` > 0: a query's fine pose stops once its best loss has improved by
     less than ``stop_tolerance`` (relative) over the last ``stop_patience`` full-resolution
-    steps (at most ``steps``; the screening never stops early).
+    steps, counted once an iterate has beaten the start (at most ``steps``; the screening
+    never stops early).
     ``fine_levels`` > 1: coarse-to-fine steps, the first ``fine_levels - 1`` levels of
     ``fine_level_steps`` steps each at 1/2^(levels-1), ..., 1/2 of the query width (taken
     out of ``steps``), the rest at full resolution. ``objective``: the fine pose's loss, a
@@ -102,7 +103,8 @@ class PoseConfig:
     # default 20 steps, 1e-3: chosen on bunny, cow, teapot and the LegoPose views not in lego-AD (BENCHMARKS.md)
     stop_patience: int = field(default=20, metadata={
         "help": "stop a query's fine pose once its best loss improved by less than --stop-tolerance (relative) "
-                "over this many steps (0: always --steps steps, as the reference)"})
+                "over this many steps, counted once it has beaten its start (0: always --steps steps, as the "
+                "reference)"})
     stop_tolerance: float = field(default=1e-3, metadata={
         "help": "relative loss improvement over --stop-patience steps below which the fine pose stops"})
     fine_levels: int = field(default=1, metadata={

@@ -176,31 +176,36 @@ def _idle_camera(camera: Camera, idle) -> Camera:
 def _level_until_stall(loss_for, opt, carry, first: int, n: int, patience: int, tol: float):
     """Like :func:`_level_scan` (tracking the best) but stops after the step at which the
     best loss has improved by less than ``tol`` (relative) over the last ``patience``
-    steps: at step s >= ``patience``, stop when best(s - patience) - best(s) < tol *
-    best(s), best(s) the lowest loss of the iterates 0 .. s of this level. Returns (carry,
-    losses [n], NaN after the stop, steps taken). Under ``vmap`` every query stops on its
-    own: the batch runs until its last query stops and the stopped ones are left unchanged
-    (``lax.while_loop``'s batching). ``loss_for(idle)`` gives the loss function; a stopped
-    query's steps are still computed under ``vmap`` (and thrown away), so with ``idle`` set
-    it renders a camera that sees nothing (:func:`_idle_camera`), which costs the kernel
-    next to nothing."""
+    steps, counted from the first step whose iterate beats the start: with s0 that step,
+    at step s >= s0 + ``patience`` stop when best(s - patience) - best(s) < tol * best(s),
+    best(s) the lowest loss of the iterates 0 .. s of this level. A query that has not
+    left its start yet never stops early: a screw that starts at the saddle of its
+    w x theta product (w ~ 0, theta 0) can take more than ``patience`` steps to get
+    going, and a stall counted from step 0 ended such a query on its start. Returns
+    (carry, losses [n], NaN after the stop, steps taken). Under ``vmap`` every query stops
+    on its own: the batch runs until its last query stops and the stopped ones are left
+    unchanged (``lax.while_loop``'s batching). ``loss_for(idle)`` gives the loss function;
+    a stopped query's steps are still computed under ``vmap`` (and thrown away), so with
+    ``idle`` set it renders a camera that sees nothing (:func:`_idle_camera`), which costs
+    the kernel next to nothing."""
     dtype = carry[3].dtype
 
     def cond(c):
-        _, _, i, done, _ = c
+        _, _, i, done, _, _ = c
         return (i < n) & ~done
 
     def body(c):
-        inner, trace, i, done, ring = c
+        inner, trace, i, done, ring, left = c
         inner, loss = _step_fn(loss_for(done | (i >= n)), opt, True)(inner, first + i)
-        best = inner[3]
+        best, best_step = inner[3], inner[4]
+        left = jnp.where((best_step > 0) & (left > i), i, left)  # the first step whose iterate beat the start
         slot = i % patience
-        done = (i >= patience) & (ring[slot] - best < tol * best)
-        return inner, trace.at[i].set(loss), i + 1, done, ring.at[slot].set(best)
+        done = (i >= left + patience) & (ring[slot] - best < tol * best)
+        return inner, trace.at[i].set(loss), i + 1, done, ring.at[slot].set(best), left
 
     init = (carry, jnp.full((n,), jnp.nan, dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool),
-            jnp.full((patience,), jnp.inf, dtype))
-    carry, trace, taken, _, _ = jax.lax.while_loop(cond, body, init)
+            jnp.full((patience,), jnp.inf, dtype), jnp.asarray(n, jnp.int32))
+    carry, trace, taken, _, _, _ = jax.lax.while_loop(cond, body, init)
     return carry, trace, taken
 
 
