@@ -50,8 +50,9 @@ held-out set's meshes and materials with new seeds) was evaluated once, with the
 of 2026-12-05 and with ``--sh-degree 3`` (chosen on the tuning half before it ran), so it has
 been seen too: :data:`HELD_OUT_5` (the second set's materials with new seeds) was evaluated
 once with 10000-step degree-3 fits (chosen on the fourth set) and with 3000-step ones, so it
-has been seen too: :data:`HELD_OUT_6` (the third set's materials with new seeds) is the next
-set, to run once to check what was chosen on the sets seen before it.
+has been seen too: :data:`HELD_OUT_6` (the third set's materials with new seeds) was evaluated
+once, with the stall rule counted from the first improvement (chosen on the fifth set) and
+10000-step degree-3 fits, so it has been seen too: the next change needs a new set.
 """
 
 from __future__ import annotations
