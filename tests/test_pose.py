@@ -538,7 +538,7 @@ def test_stall_counts_from_the_first_step_that_beats_the_start():
     carry = (params, opt.init(params), params, jnp.asarray(jnp.inf), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
     out, trace, taken = jax.jit(lambda c: pose.fine._level_until_stall(_late_start_loss, opt, c, 0, 150, 5, 1e-3))(carry)
     trace, taken = np.asarray(trace), int(taken)
-    best, best_loss, best_step = out[2], float(out[3]), int(out[4])
+    best_loss, best_step = float(out[3]), int(out[4])
     assert np.all(trace[1:31] >= trace[0]) and trace[31] < trace[0]  # 30 steps without beating the start
     assert best_loss == pytest.approx(0.5, abs=1e-4) and 80 <= best_step < taken  # it went on to the floor
     assert 85 <= taken <= 90 and np.all(np.isnan(trace[taken:]))  # and stopped once the floor stalled
