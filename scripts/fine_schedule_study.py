@@ -6,7 +6,7 @@
                                         [--eval-seed SEED]
 
 Runs the pose stage of the defaults up to the fine pose once (coarse retrieval, keypoint
-polish, screening: :func:`splatjax.pose.pose_starts`; cached in ``--cache``), then for
+polish, screening: :func:`splatjax.pose.pose_starts`; cached in ``--cache`` per paths and keys), then for
 every ``--settings`` entry (comma-separated: ``lr`` after the first step, ``lr_first``,
 ``decay`` per 100 steps, ``theta0`` added to the screw's initial theta, ``exact`` 1 for
 the corrected exponential; "default": PoseConfig's) one refinement of ``--steps`` steps per query that records every iterate (the screw before
@@ -97,9 +97,13 @@ def _trajectory(gaussians, camera, query, params0, *, setting, steps, background
 
 
 def _starts(cls, g, pc, paths, cache: Path | None, keys: jax.Array):
+    """The fine-pose starts of ``paths`` with their ``keys``, read from ``cache`` when it holds
+    the same paths and keys (starts drawn with other keys, e.g. another ``--eval-seed``, are
+    measured again)."""
+    key_data = np.asarray(jax.random.key_data(keys))
     if cache is not None and cache.is_file():
         z = np.load(cache)
-        if list(z["paths"]) == paths:
+        if list(z["paths"]) == paths and "keys" in z and np.array_equal(z["keys"], key_data):
             print(f"starts from {cache}")
             return z["c2w"], float(z["seconds"])
     idx = [list(cls.test.paths).index(p) for p in paths]
@@ -110,7 +114,7 @@ def _starts(cls, g, pc, paths, cache: Path | None, keys: jax.Array):
     c2w = camera_to_c2w(st.fine_starts)
     sec = time.perf_counter() - t0
     if cache is not None:
-        np.savez(cache, paths=np.array(paths), c2w=c2w, seconds=sec)
+        np.savez(cache, paths=np.array(paths), keys=key_data, c2w=c2w, seconds=sec)
     return c2w, sec
 
 
@@ -166,8 +170,8 @@ def main(argv=None) -> int:
         start_keys = jax.random.split(jax.random.key(0), len(paths))
         screw_keys = jax.random.split(jax.random.key(1), len(paths))
     else:  # evaluate's keys: one per test image of the class, the same for its starts and its screw
-        every = jax.random.split(jax.random.key(args.eval_seed), len(cls.test.paths))
-        start_keys = screw_keys = every[jnp.asarray(idx)]
+        class_keys = jax.random.split(jax.random.key(args.eval_seed), len(cls.test.paths))
+        start_keys = screw_keys = class_keys[jnp.asarray(idx)]
     pc = PoseConfig(background=cls.train.background)
     if args.model_queries is not None:
         tc = cls.train.cameras
