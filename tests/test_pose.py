@@ -536,7 +536,8 @@ def test_stall_counts_from_the_first_step_that_beats_the_start():
     opt = optax.sgd(0.01)
     params = {"x": jnp.zeros(())}
     carry = (params, opt.init(params), params, jnp.asarray(jnp.inf), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    out, trace, taken = jax.jit(lambda c: pose.fine._level_until_stall(_late_start_loss, opt, c, 0, 150, 5, 1e-3))(carry)
+    run = jax.jit(lambda c: pose.fine._level_until_stall(_late_start_loss, opt, c, 0, 150, 5, 1e-3))
+    out, trace, taken = run(carry)
     trace, taken = np.asarray(trace), int(taken)
     best_loss, best_step = float(out[3]), int(out[4])
     assert np.all(trace[1:31] >= trace[0]) and trace[31] < trace[0]  # 30 steps without beating the start
