@@ -3,6 +3,8 @@ fine poses from wrong ones, on data with known poses.
 
   python scripts/pose_trust_study.py ious CLASS --model PLY --eval EVAL_DIR [--resolution 200]
   python scripts/pose_trust_study.py heldout CLASS --model PLY [--resolution 200]
+  python scripts/pose_trust_study.py rules CLASS --model PLY --eval EVAL_DIR --json OUT.json [--resolution 200]
+  python scripts/pose_trust_study.py rules-table OUT1.json OUT2.json ... [--plot PNG]
 
 ious
   For an evaluation already run (``EVAL_DIR/poses.json`` and ``per_image.csv``, from any
@@ -15,6 +17,21 @@ heldout
   views out (``info.json`` ``val_views`` among CLASS's training views): each held-out query
   (the views and their rolled copies, default MapConfig) with its score, silhouette IoU and
   rotation error against its true pose (a rolled copy's pose rolled likewise).
+
+rules
+  The residual rule's two measurements for every test query of an evaluation, against the
+  references today's calibration takes from the held-out queries (the medians over the
+  silhouette-trusted ones, :meth:`splatjax.app.calibration.HeldOutScores.references`, re-run
+  with the default ``PoseConfig`` / ``MapConfig``): the median silhouette residual ratio
+  and the outline mismatch ratio (1 - IoU), with the query's label and fine rotation error;
+  written to ``--json``.
+
+rules-table
+  For each (residual ratio, outline ratio) pair of :data:`GRID` (outline 0: the residual
+  alone), over every query of the given ``rules`` outputs: how many queries are beyond
+  0.01 rad, how many of them the rule flags (with the silhouette rule, IoU <
+  ``PoseConfig().min_silhouette_iou``), and how many flagged queries are within 0.01 rad.
+  ``--plot``: both ratios of every query, failures in red.
 """
 
 from __future__ import annotations
@@ -34,6 +51,8 @@ from splatjax.metrics import pose_errors  # noqa: E402
 from splatjax.pose import silhouette_iou  # noqa: E402
 
 CONVERGED = 0.01  # rad
+# (max_residual_ratio, residual_outline_ratio) pairs rules-table counts; outline 0: the residual alone
+GRID = [(r, o) for r in (1.5, 2.0, 2.5, 3.0) for o in (0.0, 2.0, 3.0, 4.0)]
 
 
 def _summary(iou: np.ndarray, rot: np.ndarray) -> str:
@@ -44,7 +63,8 @@ def _summary(iou: np.ndarray, rot: np.ndarray) -> str:
             f"largest IoU among the others {high}")
 
 
-def ious(args) -> None:
+def _evaluated(args):
+    """The class, the model's renders at the evaluation's fine poses and its per_image.csv rows by path."""
     cls = load_mad_class(args.data, args.resolution)
     g = sj.load_ply(args.model)
     poses = json.loads((Path(args.eval) / "poses.json").read_text())
@@ -54,6 +74,11 @@ def ious(args) -> None:
     renders = np.stack([np.asarray(sj.render(g, sj.camera_from_blender(np.asarray(poses["fine"][p]),
                                                                        poses["camera_angle_x"], w, h),
                                              background=cls.train.background)[0]) for p in cls.test.paths])
+    return cls, g, renders, rows
+
+
+def ious(args) -> None:
+    cls, _, renders, rows = _evaluated(args)
     iou = silhouette_iou(renders, np.asarray(cls.test.images), cls.train.background)
     rot = np.array([float(rows[p]["fine_rotation_rad"]) for p in cls.test.paths])
     for i in np.argsort(iou):
@@ -95,19 +120,107 @@ def heldout(args) -> None:
     print(_summary(iou, rot))
 
 
+def rules(args) -> None:
+    from splatjax.anomaly import MapConfig
+    from splatjax.anomaly.features import make_feature_extractor
+    from splatjax.app import calibration as cal
+    from splatjax.pose import silhouette_residual
+
+    cls, g, renders, rows = _evaluated(args)
+    pc, mc = sj.PoseConfig(background=cls.train.background), MapConfig()
+    held_views = cal.heldout_views(args.model, cls.train.paths, cls.train.images, cls.train.cameras, pc)
+    if held_views is None:
+        raise SystemExit(f"{args.model}: its fit held none of {args.data}'s training views out")
+    ext = make_feature_extractor(mc.features)
+    base = cal.model_calibration(args.model, g, cls.train.cameras, cls.train.images,
+                                 MapConfig(threshold_rule="train-max"), extractor=ext, pose_config=pc)
+    held = cal.heldout_scores(g, held_views, pc, mc, extractor=ext, residual=base.residual,
+                              highlight_cap=base.highlight_cap or None)
+    ref = held.references
+    ref_residual, ref_mismatch = float(np.median(held.residuals[ref])), float(np.median(held.mismatches[ref]))
+    queries = np.asarray(cls.test.images)
+    iou = silhouette_iou(renders, queries, cls.train.background)
+    residual = silhouette_residual(renders, queries, cls.train.background)[:, 0]
+    out = {"data": str(args.data), "model": str(args.model), "eval": str(args.eval),
+           "reference_residual": ref_residual, "reference_mismatch": ref_mismatch, "queries": []}
+    for i, p in enumerate(cls.test.paths):
+        out["queries"].append({"path": p, "label": int(rows[p]["label"]), "iou": float(iou[i]),
+                               "fine_rotation_rad": float(rows[p]["fine_rotation_rad"]),
+                               "residual_ratio": float(residual[i] / ref_residual),
+                               "outline_ratio": float((1.0 - iou[i]) / ref_mismatch)})
+    Path(args.json).write_text(json.dumps(out, indent=1))
+    print(f"{Path(args.data).name}: held-out references residual {ref_residual:.4g}, outline mismatch "
+          f"{ref_mismatch:.4g} ({int(ref.sum())} of {ref.size} held-out queries); wrote {args.json}")
+
+
+def _flags(q: list[dict], residual: float, outline: float) -> np.ndarray:
+    """The trust rule's verdict per query (True: not trusted), as :func:`splatjax.pose.trust_poses` judges."""
+    iou = np.array([x["iou"] for x in q])
+    rr, orat = np.array([x["residual_ratio"] for x in q]), np.array([x["outline_ratio"] for x in q])
+    high = rr > residual
+    if outline > 0:
+        high &= orat > outline
+    return (iou < sj.PoseConfig().min_silhouette_iou) | high
+
+
+def rules_table(paths: list[str], plot: str | None) -> None:
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    q = [x for r in runs for x in r["queries"]]
+    bad = np.array([x["fine_rotation_rad"] > CONVERGED for x in q])
+    print(f"{len(q)} queries of {len(runs)} evaluations, {int(bad.sum())} beyond {CONVERGED} rad")
+    print("| residual ratio | outline ratio | failures flagged | flagged within 0.01 rad | flagged |")
+    print("|---|---|---|---|---|")
+    for residual, outline in GRID:
+        f = _flags(q, residual, outline)
+        print(f"| {residual:g} | {outline:g} | {int((f & bad).sum())} / {int(bad.sum())} | {int((f & ~bad).sum())} | "
+              f"{int(f.sum())} |")
+    default = sj.PoseConfig()
+    f = _flags(q, default.max_residual_ratio, default.residual_outline_ratio)
+    for x, flag, b in zip(q, f, bad):
+        if flag != b:
+            print(f"  default rule {'misses' if b else 'flags'} {x['path']} ({x['fine_rotation_rad']:.4f} rad, "
+                  f"residual {x['residual_ratio']:.2f} x, outline {x['outline_ratio']:.2f} x, IoU {x['iou']:.3f}) "
+                  f"of {next(r['eval'] for r in runs if x in r['queries'])}")
+    if plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for sel, colour, name in ((~bad, "tab:green", "within 0.01 rad"), (bad, "tab:red", "beyond 0.01 rad")):
+            ax.scatter([x["outline_ratio"] for x, s in zip(q, sel) if s],
+                       [x["residual_ratio"] for x, s in zip(q, sel) if s], s=8 if colour == "tab:green" else 20,
+                       c=colour, label=name)
+        ax.axhline(default.max_residual_ratio, color="grey", ls="--")
+        ax.axvline(default.residual_outline_ratio, color="grey", ls="--")
+        ax.set(xscale="log", yscale="log", xlabel="outline mismatch (1 - IoU) / held-out median",
+               ylabel="median residual / held-out median", title="the residual rule's two ratios per query")
+        ax.legend()
+        fig.savefig(plot, dpi=100, bbox_inches="tight")
+        print(f"wrote {plot}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pose_trust_study.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    for name in ("ious", "heldout"):
+    for name in ("ious", "heldout", "rules"):
         p = sub.add_parser(name)
         p.add_argument("data", help="MAD-Sim class folder with test poses")
         p.add_argument("--model", required=True, help="the model's .ply (in its run folder)")
         p.add_argument("--resolution", type=int, default=200, help="image width the model was evaluated at")
-        if name == "ious":
+        if name != "heldout":
             p.add_argument("--eval", required=True, help="the evaluate output folder")
+        if name == "rules":
+            p.add_argument("--json", required=True, help="where to write the per-query ratios")
+    p = sub.add_parser("rules-table")
+    p.add_argument("runs", nargs="+", help="rules outputs (JSON)")
+    p.add_argument("--plot", help="write the scatter of both ratios here (PNG)")
     args = ap.parse_args(argv)
-    (ious if args.command == "ious" else heldout)(args)
+    if args.command == "rules-table":
+        rules_table(args.runs, args.plot)
+    else:
+        {"ious": ious, "heldout": heldout, "rules": rules}[args.command](args)
     return 0
 
 

@@ -120,10 +120,11 @@ def rescored(rows: list[dict], eval_dir: Path, setting: "Setting") -> list[dict]
 
 
 def heldout_scores(data: Path, model: str, resolution: int, setting: "Setting | None" = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """The scores and median silhouette residuals of the held-out queries the silhouette
-    rule trusts (:attr:`splatjax.app.calibration.HeldOutScores.references`), as the default
-    ``evaluate`` measures them."""
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The scores, median silhouette residuals and outline mismatches (1 - IoU) of the
+    held-out queries the silhouette rule trusts
+    (:attr:`splatjax.app.calibration.HeldOutScores.references`), as the default ``evaluate``
+    measures them."""
     from splatjax.app import calibration as cal
 
     st = Setting(data, model, resolution) if setting is None else setting
@@ -134,20 +135,22 @@ def heldout_scores(data: Path, model: str, resolution: int, setting: "Setting | 
     held = cal.heldout_scores(st.g, views, st.pc, st.mc, extractor=st.ext, residual=st.base.residual,
                               highlight_cap=st.base.highlight_cap or None)
     ref = held.references
-    return held.scores[ref], held.residuals[ref]
+    return held.scores[ref], held.residuals[ref], held.mismatches[ref]
 
 
-def residual_counted(residuals: np.ndarray) -> np.ndarray:
+def residual_counted(residuals: np.ndarray, mismatches: np.ndarray | None = None) -> np.ndarray:
     """Mask of the held-out queries (all silhouette-trusted) the residual rule trusts too:
     the library's :meth:`splatjax.app.calibration.HeldOutScores.counted` with
-    ``PoseConfig().max_residual_ratio``."""
+    ``PoseConfig().max_residual_ratio`` and ``residual_outline_ratio`` (None ``mismatches``:
+    the residual alone, the rule before the outline was asked)."""
     from splatjax.app.calibration import HeldOutScores
     from splatjax.pose import PoseConfig
 
-    n = len(residuals)
+    n, pc = len(residuals), PoseConfig()
     held = HeldOutScores(scores=np.zeros(n), losses=np.zeros(n), residuals=np.asarray(residuals, np.float64),
-                         silhouette_ok=np.ones(n, bool))
-    return held.counted(PoseConfig().max_residual_ratio)
+                         silhouette_ok=np.ones(n, bool),
+                         mismatches=None if mismatches is None else np.asarray(mismatches, np.float64))
+    return held.counted(pc.max_residual_ratio, pc.residual_outline_ratio)
 
 
 def residual_trusted(scores: np.ndarray, residuals: np.ndarray, fpr: float) -> float:
@@ -160,10 +163,11 @@ def residual_trusted(scores: np.ndarray, residuals: np.ndarray, fpr: float) -> f
 
 
 def residual_trusted_prior(scores: np.ndarray, residuals: np.ndarray, fpr: float, prior_log_sd: float | None = None,
-                           prior_views: float | None = None) -> float:
+                           prior_views: float | None = None, mismatches: np.ndarray | None = None) -> float:
     """:func:`residual_trusted` with the deviation shrunk toward a prior: the library's rule
     since the prior (:func:`splatjax.anomaly.heldout_rule` with ``MapConfig``'s defaults,
-    ``prior_log_sd`` / ``prior_views`` replacing its ``heldout_prior_*`` when given)."""
+    ``prior_log_sd`` / ``prior_views`` replacing its ``heldout_prior_*`` when given; with the
+    held-out ``mismatches``, the residual rule asks the outline too, as the library does)."""
     import dataclasses
 
     from splatjax.anomaly import MapConfig, heldout_rule
@@ -172,7 +176,7 @@ def residual_trusted_prior(scores: np.ndarray, residuals: np.ndarray, fpr: float
     mc = dataclasses.replace(mc, false_positive_rate=fpr,
                              heldout_prior_log_sd=mc.heldout_prior_log_sd if prior_log_sd is None else prior_log_sd,
                              heldout_prior_views=mc.heldout_prior_views if prior_views is None else prior_views)
-    return heldout_rule(scores[residual_counted(residuals)], mc)[0]
+    return heldout_rule(scores[residual_counted(residuals, mismatches)], mc)[0]
 
 
 def verdicts(rows: list[dict], threshold: float) -> dict:
@@ -226,18 +230,23 @@ def main(argv=None) -> int:
 
     cache = Path(args.cache) if args.cache else None
     stored = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
-    if "residuals" in stored:
-        scores, residuals = (np.asarray(stored[k], np.float64) for k in ("scores", "residuals"))
+    if "mismatches" in stored:  # older caches (no outline mismatches) are measured again
+        scores, residuals, mismatches = (np.asarray(stored[k], np.float64) for k in ("scores", "residuals",
+                                                                                       "mismatches"))
     else:
-        scores, residuals = heldout_scores(Path(args.data), args.model, args.resolution, setting)
+        scores, residuals, mismatches = heldout_scores(Path(args.data), args.model, args.resolution, setting)
         if cache is not None:
-            cache.write_text(json.dumps({"scores": scores.tolist(), "residuals": residuals.tolist()}))
+            cache.write_text(json.dumps({"scores": scores.tolist(), "residuals": residuals.tolist(),
+                                         "mismatches": mismatches.tolist()}))
     report = json.loads((Path(args.eval) / "report.json").read_text())
     with open(Path(args.eval) / "per_image.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     known = {"lognormal (the rule before this study)": lognormal(scores, args.fpr),
              "residual-trusted (the rule of 0b7c31c)": residual_trusted(scores, residuals, args.fpr),
-             "residual-trusted-prior (the rule since)": residual_trusted_prior(scores, residuals, args.fpr)}
+             "residual-trusted-prior (the rule before the outline was asked)": residual_trusted_prior(
+                 scores, residuals, args.fpr),
+             "residual-and-outline-trusted-prior (the rule since)": residual_trusted_prior(
+                 scores, residuals, args.fpr, mismatches=mismatches)}
     if setting is not None:
         rows = rescored(rows, Path(args.eval), setting)
         print("test queries scored again with today's default maps at the evaluation's fine poses")
@@ -253,7 +262,7 @@ def main(argv=None) -> int:
           f"max {scores.max():.0f}")
     from splatjax.anomaly import MapConfig
 
-    keep = residual_counted(residuals)
+    keep = residual_counted(residuals, mismatches)
     views = round(keep.sum() / (MapConfig().calibration_rolls + 1))  # about one per held-out view
     good = np.log([float(r["score"]) for r in rows if r["label"] == "0" and r["pose_trusted"] == "1"])
     counted = np.log(scores[keep])
@@ -264,9 +273,11 @@ def main(argv=None) -> int:
           f"{out['good_log_sd']:.3f}")
     rules = {**RULES, "residual-trusted": lambda s, f: residual_trusted(s, residuals, f),
              "residual-trusted-prediction": lambda s, f: prediction_bound(s[keep], f, views),
-             "residual-trusted-prior": lambda s, f: residual_trusted_prior(s, residuals, f)}
+             "residual-trusted-prior": lambda s, f: residual_trusted_prior(s, residuals, f),
+             "outline-trusted-prior": lambda s, f: residual_trusted_prior(s, residuals, f, mismatches=mismatches)}
     for w in args.prior_views:
-        rules[f"prior-views{w:g}"] = lambda s, f, w=w: residual_trusted_prior(s, residuals, f, prior_views=w)
+        rules[f"prior-views{w:g}"] = lambda s, f, w=w: residual_trusted_prior(s, residuals, f, prior_views=w,
+                                                                            mismatches=mismatches)
     for name, rule in rules.items():
         v = verdicts(rows, rule(scores, args.fpr))
         out["rules"][name] = v

@@ -133,7 +133,8 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
     hs = calibration.heldout_scores(g, held, FAST_POSE, FAST_MAP, extractor=ext, highlight_cap=base.highlight_cap)
     assert hs.scores.shape == hs.losses.shape == hs.residuals.shape == hs.silhouette_ok.shape == (total,)
     assert np.all(hs.losses > 0) and np.all(hs.residuals >= 0)
-    ref, counted = hs.references, hs.counted(FAST_POSE.max_residual_ratio)
+    assert hs.mismatches.shape == (total,) and np.all((hs.mismatches >= 0) & (hs.mismatches <= 1))
+    ref, counted = hs.references, hs.counted(FAST_POSE.max_residual_ratio, FAST_POSE.residual_outline_ratio)
     assert not (counted & ~ref).any()  # the residual rule only ever removes silhouette-trusted queries
     scores, losses, residuals = hs.scores[counted], hs.losses[ref], hs.residuals[ref]
     assert with_heldout(base, scores, FAST_MAP).threshold == pytest.approx(report["threshold"], rel=1e-5)
@@ -148,6 +149,7 @@ def test_the_heldout_threshold_runs_the_views_held_out_of_the_fit_through_the_pi
     assert again.rule == "held-out" and again.threshold == pytest.approx(report["threshold"])
     assert again.heldout_pose_loss == pytest.approx(float(np.median(losses)), rel=1e-5)  # the loss rule's reference
     assert again.heldout_pose_residual == pytest.approx(float(np.median(residuals)), rel=1e-5)  # the residual rule's
+    assert again.heldout_pose_mismatch == pytest.approx(float(np.median(hs.mismatches[ref])), rel=1e-5)  # outline's
     assert again.describe() == "5 % FPR" and again.vmax == pytest.approx(2 * again.threshold)
     # without the held-out images (the data folder gone) the stored held-out calibration is still read back ...
     gone = calibration.model_calibration(run / "model.ply", g, train.cameras, train.images,
@@ -174,6 +176,7 @@ def test_held_out_queries_and_the_key_of_their_pose_settings():
     np.testing.assert_allclose(calibration.roll_angles(3), [0.0, np.pi / 2, np.pi, 3 * np.pi / 2])
     digest = calibration._pose_digest
     assert digest(PoseConfig()) == digest(PoseConfig(max_loss_ratio=2.5)) == digest(PoseConfig(max_residual_ratio=0))
+    assert digest(PoseConfig()) == digest(PoseConfig(residual_outline_ratio=0))  # in the key's tail instead
     assert digest(PoseConfig()) != digest(PoseConfig(screen_steps=0))
 
 
@@ -193,6 +196,13 @@ def test_held_out_queries_count_for_the_threshold_as_a_test_query_would_be_trust
     few = calibration.HeldOutScores(scores=np.ones(3), losses=np.ones(3), residuals=np.array([0.01, 0.01, 1.0]),
                                     silhouette_ok=np.ones(3, bool))
     assert few.counted(3.0).tolist() == [True, True, False]
+    # with outline mismatches the residual rule asks the outline too, as for a test query: the fourth query's
+    # residual is high but its outline is the references' (a defect-like difference), the fifth's both are high
+    outl = calibration.HeldOutScores(scores=np.ones(5), losses=np.ones(5),
+                                     residuals=np.array([0.01, 0.01, 0.012, 1.0, 1.0]), silhouette_ok=np.ones(5, bool),
+                                     mismatches=np.array([0.02, 0.02, 0.021, 0.02, 0.5]))
+    assert outl.counted(3.0, 3.0).tolist() == [True, True, True, True, False]
+    assert outl.counted(3.0).tolist() == outl.counted(3.0, 0.0).tolist() == [True, True, True, False, False]
 
 
 def test_detect_keeps_the_held_out_threshold_once_the_data_folder_has_moved(tmp_path):

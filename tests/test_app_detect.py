@@ -30,7 +30,9 @@ def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
         assert item["verdict"] == (expected if item["pose_trusted"] else "pose not found")
         silhouette_ok = item["silhouette_iou"] >= FAST_POSE.min_silhouette_iou
         loss_ok = not item["pose_loss_ratio"] > FAST_POSE.max_loss_ratio  # NaN: no reference measured
-        residual_ok = not item["pose_residual_ratio"] > FAST_POSE.max_residual_ratio
+        outline = item["pose_outline_ratio"]  # NaN: no reference mismatch measured, the residual alone
+        residual_ok = not (item["pose_residual_ratio"] > FAST_POSE.max_residual_ratio
+                           and (np.isnan(outline) or outline > FAST_POSE.residual_outline_ratio))
         assert item["pose_trusted"] == (silhouette_ok and loss_ok and residual_ok)
         assert (item["pose_untrusted_reason"] == "") == item["pose_trusted"]
         assert verdict_line(item, result) in lines

@@ -54,7 +54,8 @@ def test_evaluate_writes_report_csv_and_pictures():
     for r in rows:  # an untrusted pose (silhouette IoU or loss ratio outside the rule) gets no normal/anomalous call
         trusted = (float(r["silhouette_iou"]) >= pose["min_silhouette_iou"]
                    and not float(r["pose_loss_ratio"]) > pose["max_loss_ratio"]
-                   and not float(r["pose_residual_ratio"]) > pose["max_residual_ratio"])
+                   and not (float(r["pose_residual_ratio"]) > pose["max_residual_ratio"]
+                            and not float(r["pose_outline_ratio"]) <= pose["residual_outline_ratio"]))
         assert r["pose_trusted"] == str(int(trusted)) and 0.0 <= float(r["silhouette_iou"]) <= 1.0
         assert (r["pose_untrusted_reason"] == "") == trusted
         expected = "ANOMALOUS" if float(r["score"]) > on_disk["threshold"] else "normal"

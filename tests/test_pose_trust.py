@@ -91,3 +91,27 @@ def test_residual_rule_flags_a_flipped_render_but_not_a_local_defect():
     assert "median render-vs-query difference" in t.rule
     off = trust_poses(renders, queries, None, WHITE, min_iou=0.85, max_residual_ratio=3.0, reference_residual=0.0)
     assert list(off.trusted) == [True, True] and np.isnan(off.residual_ratio).all()  # no reference: silhouette only
+
+
+def test_residual_rule_asks_the_outline_too_when_it_has_a_reference():
+    """A stain over most of the object raises the residual but leaves the outline: with the
+    outline rule it stays trusted (its outline mismatch is the reference's), without it, it is
+    not; a render shifted by 2 px moves both and is flagged either way, saying both ratios."""
+    stripes = np.where(np.arange(32) % 2 == 0, 0.1, 0.6)[None, :, None] * np.ones((32, 32, 3), np.float32)
+    query, shifted = np.ones((2, 32, 32, 3), np.float32)
+    query[8:24, 8:24], shifted[8:24, 10:26] = stripes[8:24, 8:24], stripes[8:24, 9:25]  # textured; shifted by 2 px
+    stained = query.copy()
+    stained[10:22, 10:22] = (0.9, 0.1, 0.1)  # the render is the good part; the query carries the stain
+    renders, queries = np.stack([query, shifted]), np.stack([stained, query])
+    kw = dict(min_iou=0.5, max_residual_ratio=2.0, reference_residual=0.02)
+    alone = trust_poses(renders, queries, None, WHITE, **kw)
+    assert list(alone.trusted) == [False, False] and np.isnan(alone.outline_ratio).all()
+    both = trust_poses(renders, queries, None, WHITE, residual_outline_ratio=3.0, reference_mismatch=0.02, **kw)
+    assert both.residual_ratio[0] > 2.0 and both.outline_ratio[0] == 0.0  # same outline: a defect, not a pose
+    assert list(both.trusted) == [True, False] and both.reasons[0] == ""
+    np.testing.assert_allclose(both.outline_ratio[1], (1.0 - 14 / 18) / 0.02)
+    assert "and its outline 11.1 x as much (> 3)" in both.reasons[1] and "outline mismatch (1 - IoU) > 3" in both.rule
+    unmeasured = trust_poses(renders, queries, None, WHITE, residual_outline_ratio=3.0, reference_mismatch=0.0, **kw)
+    assert list(unmeasured.trusted) == [False, False]  # no reference mismatch: the residual alone, as before
+    with pytest.raises(ValueError, match="residual_outline_ratio"):
+        PoseConfig(residual_outline_ratio=-1.0)

@@ -114,6 +114,7 @@ class MapCalibration:
     heldout_score_max: float = 0.0
     heldout_pose_loss: float = 0.0  # median final fine-pose loss of the held-out queries (0: not measured)
     heldout_pose_residual: float = 0.0  # median silhouette residual of the held-out queries (0: not measured)
+    heldout_pose_mismatch: float = 0.0  # median outline mismatch 1 - IoU of the held-out queries (0: not measured)
     heldout_log_sd: float = 0.0  # the deviation of log scores the held-out threshold used (0: not measured)
     residual: ResidualScales | None = None
     highlights: str = "keep"  # MapConfig.highlights it was measured with
@@ -228,19 +229,21 @@ def _median_or_zero(values) -> float:
 
 def with_heldout(cal: MapCalibration, scores: Float[ArrayLike, " M"], config: MapConfig,
                  pose_losses: Float[ArrayLike, " M"] | None = None,
-                 pose_residuals: Float[ArrayLike, " M"] | None = None) -> MapCalibration:
+                 pose_residuals: Float[ArrayLike, " M"] | None = None,
+                 pose_mismatches: Float[ArrayLike, " M"] | None = None) -> MapCalibration:
     """``cal`` with the held-out rule's threshold (:func:`heldout_rule` of the scores of M
     held-out queries) and colour range 0 .. 2 x it;
-    ``pose_losses`` / ``pose_residuals``: those queries' final fine-pose losses and median
-    silhouette residuals (their medians are kept as the references of the pose trust rules,
-    :func:`splatjax.pose.trust_poses`)."""
+    ``pose_losses`` / ``pose_residuals`` / ``pose_mismatches``: those queries' final fine-pose
+    losses, median silhouette residuals and outline mismatches 1 - IoU (their medians are kept
+    as the references of the pose trust rules, :func:`splatjax.pose.trust_poses`)."""
     s = np.asarray(scores, np.float64).ravel()
     t, log_sd = heldout_rule(s, config)
     return dataclasses.replace(cal, threshold=t, vmax=2.0 * t, rule="held-out", heldout_log_sd=log_sd,
                                false_positive_rate=float(config.false_positive_rate), heldout_queries=int(s.size),
                                heldout_score_median=float(np.median(s)), heldout_score_max=float(s.max()),
                                heldout_pose_loss=_median_or_zero(pose_losses),
-                               heldout_pose_residual=_median_or_zero(pose_residuals))
+                               heldout_pose_residual=_median_or_zero(pose_residuals),
+                               heldout_pose_mismatch=_median_or_zero(pose_mismatches))
 
 
 def calibrate(train_scores: Float[ArrayLike, " N"], config: MapConfig, features: str,

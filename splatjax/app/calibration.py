@@ -206,33 +206,43 @@ def heldout_queries(images: np.ndarray, rolls: int, background) -> np.ndarray:
 class HeldOutScores:
     """The held-out queries run through the pipeline (:func:`heldout_scores`), per query [M]:
     its image score, final fine-pose loss, median silhouette residual
-    (:func:`~splatjax.pose.silhouette_residual`) and whether the silhouette rule trusts its
-    pose."""
+    (:func:`~splatjax.pose.silhouette_residual`), whether the silhouette rule trusts its
+    pose, and its outline mismatch 1 - silhouette IoU (None: not measured, the residual
+    alone counts)."""
 
     scores: np.ndarray
     losses: np.ndarray
     residuals: np.ndarray
     silhouette_ok: np.ndarray
+    mismatches: np.ndarray | None = None
 
     @property
     def references(self) -> np.ndarray:
-        """Mask of the queries whose losses and residuals give the trust rules' references (the
-        medians kept as ``heldout_pose_loss`` / ``heldout_pose_residual``): those the
-        silhouette trusts, or all when fewer than two are."""
+        """Mask of the queries whose losses, residuals and outline mismatches give the trust
+        rules' references (the medians kept as ``heldout_pose_loss`` / ``heldout_pose_residual``
+        / ``heldout_pose_mismatch``): those the silhouette trusts, or all when fewer than two
+        are."""
         ok = np.asarray(self.silhouette_ok, bool)
         return ok if ok.sum() >= 2 else np.ones_like(ok)
 
-    def counted(self, max_residual_ratio: float) -> np.ndarray:
+    def counted(self, max_residual_ratio: float, residual_outline_ratio: float = 0.0) -> np.ndarray:
         """Mask of the queries whose scores set the threshold: of :attr:`references`, those
-        the residual rule trusts too (median residual at most ``max_residual_ratio`` x the
-        references' median, as a test query is judged; 0: no residual rule). A query whose
-        pose is not trusted gets "pose not found", not a score verdict, so its score must not
-        set the threshold. All references when fewer than two would remain."""
+        the residual rule trusts too (as a test query is judged: untrusted when the median
+        residual is above ``max_residual_ratio`` x the references' median and, with
+        ``residual_outline_ratio`` > 0 and :attr:`mismatches`, the outline mismatch above
+        ``residual_outline_ratio`` x theirs; 0: no residual rule). A query whose pose is not
+        trusted gets "pose not found", not a score verdict, so its score must not set the
+        threshold. All references when fewer than two would remain."""
         ref = self.references
         reference = float(np.median(self.residuals[ref]))
         if max_residual_ratio <= 0 or reference <= 0:
             return ref
-        keep = ref & (self.residuals <= max_residual_ratio * reference)
+        untrusted = self.residuals > max_residual_ratio * reference
+        if residual_outline_ratio > 0 and self.mismatches is not None:
+            mismatch = float(np.median(self.mismatches[ref]))
+            if mismatch > 0:
+                untrusted &= self.mismatches > residual_outline_ratio * mismatch
+        keep = ref & ~untrusted
         return keep if keep.sum() >= 2 else ref
 
 
@@ -256,17 +266,18 @@ def heldout_scores(gaussians, heldout: HeldOut, pose_config: PoseConfig, map_con
     return HeldOutScores(scores=np.asarray(det.maps.scores, np.float64),
                          losses=np.asarray(det.poses.loss, np.float64),
                          residuals=np.asarray(trust.residual[:, 0], np.float64),
-                         silhouette_ok=np.asarray(trust.trusted))
+                         silhouette_ok=np.asarray(trust.trusted),
+                         mismatches=1.0 - np.asarray(trust.iou, np.float64))
 
 
 def _pose_digest(pose_config: PoseConfig) -> str:
     """12 hex digits naming every pose setting the held-out queries were posed with (a
-    calibration measured with other pose settings is measured again); ``max_loss_ratio`` and
-    ``max_residual_ratio`` are left out: they do not change how these queries are posed
-    (``max_residual_ratio`` picks which of them count, :meth:`HeldOutScores.counted`, and is
-    in the calibration's key on its own)."""
+    calibration measured with other pose settings is measured again); ``max_loss_ratio``,
+    ``max_residual_ratio`` and ``residual_outline_ratio`` are left out: they do not change how
+    these queries are posed (the latter two pick which of them count,
+    :meth:`HeldOutScores.counted`, and are in the calibration's key on their own)."""
     settings = dataclasses.asdict(pose_config)
-    del settings["max_loss_ratio"], settings["max_residual_ratio"]
+    del settings["max_loss_ratio"], settings["max_residual_ratio"], settings["residual_outline_ratio"]
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:POSE_DIGEST_LENGTH]
 
@@ -308,7 +319,8 @@ def model_calibration(
         views = len(heldout.images) if heldout is not None else len(heldout_paths(ply))
         head = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
                 f"-rolls{map_config.calibration_rolls}-views{views}-pose")
-        tail = f"-residual-counted{pose_config.max_residual_ratio:g}"  # older entries (no such suffix): measured again
+        # older entries (no such suffix; no outline mismatch measured): measured again
+        tail = f"-residual-counted{pose_config.max_residual_ratio:g}-outline{pose_config.residual_outline_ratio:g}"
         if map_config.heldout_prior_views > 0:
             tail += f"-prior{map_config.heldout_prior_log_sd:g}x{map_config.heldout_prior_views:g}"
         key = head + _pose_digest(pose_config) + tail
@@ -330,12 +342,13 @@ def model_calibration(
         return base
     held = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor, residual=base.residual,
                           highlight_cap=base.highlight_cap, context=context)
-    ref, counted = held.references, held.counted(pose_config.max_residual_ratio)
+    ref, counted = held.references, held.counted(pose_config.max_residual_ratio, pose_config.residual_outline_ratio)
     if not counted.all():
         context.say(f"[splatjax] {int((~counted).sum())} of the {counted.size} held-out queries found no trusted pose "
                     f"({int((~ref).sum())} by the silhouette rule, {int((ref & ~counted).sum())} by the residual rule) "
                     "and do not count for the threshold")
-    cal = with_heldout(base, held.scores[counted], map_config, held.losses[ref], held.residuals[ref])
+    cal = with_heldout(base, held.scores[counted], map_config, held.losses[ref], held.residuals[ref],
+                       held.mismatches[ref])
     return _store(path, key, cal, digest)
 
 

@@ -156,6 +156,7 @@ def _detections(digest: str, det, pose_config, cal, images, names, trust) -> dic
                     "verdict": verdict(s, cal, trusted[i]), "silhouette_iou": float(iou[i]),
                     "pose_trusted": bool(trusted[i]), "pose_loss_ratio": float(trust.loss_ratio[i]),
                     "pose_residual_ratio": float(trust.residual_ratio[i]),
+                    "pose_outline_ratio": float(trust.outline_ratio[i]),
                     "pose_untrusted_reason": trust.reasons[i],
                     "heatmap": f"heatmaps/{n}.png", "final_loss": float(det.poses.loss[i]),
                     "pose_diverged": bool(det.poses.diverged[i]), "pose_best_step": int(det.poses.best_step[i]),
@@ -227,7 +228,7 @@ def detect(
                      extractor=extractor, context=context, residual=cal.residual, highlight_cap=cal.highlight_cap)
     context.say(f"[splatjax] detect: poses and maps of {len(queries)} images in {time.perf_counter() - t0:.1f} s")
     names, trust = _names(images), pose_trust(det.renders, queries, pose_config, det.poses.loss, cal.heldout_pose_loss,
-                                             cal.heldout_pose_residual)
+                                             cal.heldout_pose_residual, cal.heldout_pose_mismatch)
     write_heatmaps(out / "heatmaps", names, queries, det.renders, det.maps.maps, det.maps.scores, cal,
                    trusted=trust.trusted, context=context)
     atomic_write(out / "maps.npy", lambda f: np.save(f, det.maps.maps.astype(np.float32)))

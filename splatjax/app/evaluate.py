@@ -130,6 +130,7 @@ def _write_tables(out_dir: Path, cls, det, cal, errs, trust) -> None:
             "pose_residual_median": [float(x) for x in trust.residual[:, 0]],
             "pose_residual_ratio": [float(x) for x in trust.residual_ratio],
             "pose_residual_p90": [float(x) for x in trust.residual[:, 1]],
+            "pose_outline_ratio": [float(x) for x in trust.outline_ratio],
             "pose_trusted": [int(x) for x in trusted], "pose_untrusted_reason": list(trust.reasons),
             "coarse_index": [int(i) for i in est.coarse_index], "coarse_score": [float(s) for s in est.coarse_score],
             "final_loss": [float(x) for x in est.loss], "pose_diverged": [int(x) for x in est.diverged],
@@ -437,7 +438,7 @@ def _score_and_write(out_dir: Path, cls, det, cal, settings: tuple, seconds: dic
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     trust = pose_trust(det.renders, test.images, pose_config, det.poses.loss, cal.heldout_pose_loss,
-                       cal.heldout_pose_residual)
+                       cal.heldout_pose_residual, cal.heldout_pose_mismatch)
     _write_tables(out_dir, cls, det, cal, errs, trust)
     _write_pictures(out_dir, cls, det, cal, errs, trust.trusted, heatmaps=heatmaps, context=context)
     seconds["write"] = time.perf_counter() - t0

@@ -14,6 +14,12 @@ about its axis); its photometric loss stays several times that of a converged po
 reference is the median final loss of views held out of the fit, posed by the same pipeline
 (measured in the model's calibration): a converged pose of a good part lands near it, a
 defect raises it a little (a few per cent of the object's pixels), a wrong basin a lot.
+
+A large or strongly coloured defect (a stain over a lit face, a hole) raises that residual
+too, but leaves the outline where it was; a wrong basin moves the outline as well. So the
+residual rule can ask for both: the render's outline mismatch (1 - silhouette IoU) above a
+multiple of the held-out views' median mismatch, besides the residual above a multiple of
+theirs.
 """
 
 from __future__ import annotations
@@ -68,7 +74,8 @@ class PoseTrust(NamedTuple):
     the reference loss; NaN without a reference), ``trusted`` [Q] and ``reasons`` (why a pose
     is not trusted, "" when it is); ``rule``: the rule applied, in words; ``residual`` [Q, 2]:
     :func:`silhouette_residual`; ``residual_ratio`` [Q]: its median over the reference
-    residual (NaN without a reference)."""
+    residual (NaN without a reference); ``outline_ratio`` [Q]: the outline mismatch
+    1 - ``iou`` over the reference mismatch (NaN without a reference)."""
 
     iou: np.ndarray
     loss_ratio: np.ndarray
@@ -77,32 +84,43 @@ class PoseTrust(NamedTuple):
     rule: str
     residual: np.ndarray
     residual_ratio: np.ndarray
+    outline_ratio: np.ndarray
 
 
 def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray, "Q H W 3"],
                 losses: Float[np.ndarray, " Q"] | None, background, *, min_iou: float, max_loss_ratio: float = 0.0,
                 reference_loss: float = 0.0, max_residual_ratio: float = 0.0,
-                reference_residual: float = 0.0) -> PoseTrust:
+                reference_residual: float = 0.0, residual_outline_ratio: float = 0.0,
+                reference_mismatch: float = 0.0) -> PoseTrust:
     """A pose is trusted when its render's silhouette overlaps the query's with IoU at least
-    ``min_iou``; when ``max_residual_ratio`` > 0 and ``reference_residual`` > 0, when the
-    median of its :func:`silhouette_residual` is at most ``max_residual_ratio`` x
-    ``reference_residual``; and when ``max_loss_ratio`` > 0 and ``reference_loss`` > 0 (and
-    ``losses`` are given), when its final loss is at most ``max_loss_ratio`` x
-    ``reference_loss``."""
+    ``min_iou``; when ``max_residual_ratio`` > 0 and ``reference_residual`` > 0, unless the
+    median of its :func:`silhouette_residual` is above ``max_residual_ratio`` x
+    ``reference_residual`` and (when ``residual_outline_ratio`` > 0 and
+    ``reference_mismatch`` > 0) its outline mismatch 1 - IoU is above
+    ``residual_outline_ratio`` x ``reference_mismatch`` as well; and when ``max_loss_ratio``
+    > 0 and ``reference_loss`` > 0 (and ``losses`` are given), when its final loss is at most
+    ``max_loss_ratio`` x ``reference_loss``. The references are the medians of views held
+    out of the fit, posed by the same pipeline (the model's calibration)."""
     iou = silhouette_iou(renders, queries, background)
     residual = silhouette_residual(renders, queries, background)
     n = len(iou)
     use_loss = losses is not None and max_loss_ratio > 0 and reference_loss > 0
     use_res = max_residual_ratio > 0 and reference_residual > 0
+    use_outline = use_res and residual_outline_ratio > 0 and reference_mismatch > 0
     ratio = np.asarray(losses, np.float64) / reference_loss if use_loss else np.full(n, np.nan)
     res_ratio = residual[:, 0] / reference_residual if use_res else np.full(n, np.nan)
+    outline = (1.0 - iou) / reference_mismatch if reference_mismatch > 0 else np.full(n, np.nan)
     silhouette_ok = iou >= min_iou
     loss_ok = ~(ratio > max_loss_ratio)  # NaN (no reference) passes; inf (no finite loss) fails
-    res_ok = ~(res_ratio > max_residual_ratio)
+    res_high = res_ratio > max_residual_ratio
+    res_ok = ~(res_high & (outline > residual_outline_ratio)) if use_outline else ~res_high
     rule = f"silhouette IoU < {min_iou:g}"
     if use_res:
         rule += (f", or median render-vs-query difference over the silhouettes > {max_residual_ratio:g} x the "
                  f"held-out views' median {reference_residual:.4g}")
+        if use_outline:
+            rule += (f" with an outline mismatch (1 - IoU) > {residual_outline_ratio:g} x theirs "
+                     f"{reference_mismatch:.4g}")
     if use_loss:
         rule += f", or final loss > {max_loss_ratio:g} x the held-out views' median {reference_loss:.4g}"
     reasons = []
@@ -112,9 +130,11 @@ def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray
             why.append(f"the render covers the object's silhouette with IoU {iou[i]:.2f} < {min_iou:g}")
         if not res_ok[i]:
             why.append(f"the render differs from the query over the object {res_ratio[i]:.1f} x as much as views "
-                       f"held out of the fit (> {max_residual_ratio:g})")
+                       f"held out of the fit (> {max_residual_ratio:g})"
+                       + (f" and its outline {outline[i]:.1f} x as much (> {residual_outline_ratio:g})"
+                          if use_outline else ""))
         if not loss_ok[i]:
             why.append(f"the pose's loss is {ratio[i]:.1f} x that of views held out of the fit (> {max_loss_ratio:g})")
         reasons.append("; ".join(why))
     return PoseTrust(iou=iou, loss_ratio=ratio, trusted=silhouette_ok & res_ok & loss_ok, reasons=reasons, rule=rule,
-                     residual=residual, residual_ratio=res_ratio)
+                     residual=residual, residual_ratio=res_ratio, outline_ratio=outline)
