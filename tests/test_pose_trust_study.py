@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 from script_modules import load_script
 
 from splatjax.pose import PoseConfig
