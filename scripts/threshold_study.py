@@ -35,6 +35,8 @@ from scipy.stats import norm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's splatjax
 from splatjax.anomaly.calibration import heldout_threshold  # noqa: E402
 
+RESIDUAL_ALONE = 3.0  # --max-residual-ratio of the rules before the residual rule asked the outline too
+
 
 def lognormal(s: np.ndarray, fpr: float) -> float:
     """The library's rule (:func:`splatjax.anomaly.heldout_threshold`): a log-normal fitted by
@@ -138,15 +140,19 @@ def heldout_scores(data: Path, model: str, resolution: int, setting: "Setting | 
     return held.scores[ref], held.residuals[ref], held.mismatches[ref]
 
 
-def residual_counted(residuals: np.ndarray, mismatches: np.ndarray | None = None) -> np.ndarray:
+def residual_counted(residuals: np.ndarray, mismatches: np.ndarray | None = None,
+                     max_residual_ratio: float | None = None) -> np.ndarray:
     """Mask of the held-out queries (all silhouette-trusted) the residual rule trusts too:
     the library's :meth:`splatjax.app.calibration.HeldOutScores.counted` with
-    ``PoseConfig().max_residual_ratio`` and ``residual_outline_ratio`` (None ``mismatches``:
-    the residual alone, the rule before the outline was asked)."""
+    ``PoseConfig().max_residual_ratio`` (or ``max_residual_ratio``) and
+    ``residual_outline_ratio`` (None ``mismatches``: the residual alone, the rule before the
+    outline was asked)."""
     from splatjax.app.calibration import HeldOutScores
     from splatjax.pose import PoseConfig
 
     n, pc = len(residuals), PoseConfig()
+    if max_residual_ratio is not None:
+        pc = PoseConfig(max_residual_ratio=max_residual_ratio)
     held = HeldOutScores(scores=np.zeros(n), losses=np.zeros(n), residuals=np.asarray(residuals, np.float64),
                          silhouette_ok=np.ones(n, bool),
                          mismatches=None if mismatches is None else np.asarray(mismatches, np.float64))
@@ -159,7 +165,7 @@ def residual_trusted(scores: np.ndarray, residuals: np.ndarray, fpr: float) -> f
     the median of them all, the reference the rule applies to test queries), as a test query
     beyond it gets "pose not found" and no score verdict: the library's rule from 0b7c31c
     until the prior on the spread (:func:`residual_trusted_prior`)."""
-    return lognormal(scores[residual_counted(residuals)], fpr)
+    return lognormal(scores[residual_counted(residuals, max_residual_ratio=RESIDUAL_ALONE)], fpr)
 
 
 def residual_trusted_prior(scores: np.ndarray, residuals: np.ndarray, fpr: float, prior_log_sd: float | None = None,
@@ -176,7 +182,8 @@ def residual_trusted_prior(scores: np.ndarray, residuals: np.ndarray, fpr: float
     mc = dataclasses.replace(mc, false_positive_rate=fpr,
                              heldout_prior_log_sd=mc.heldout_prior_log_sd if prior_log_sd is None else prior_log_sd,
                              heldout_prior_views=mc.heldout_prior_views if prior_views is None else prior_views)
-    return heldout_rule(scores[residual_counted(residuals, mismatches)], mc)[0]
+    return heldout_rule(scores[residual_counted(residuals, mismatches,
+                                                None if mismatches is not None else RESIDUAL_ALONE)], mc)[0]
 
 
 def verdicts(rows: list[dict], threshold: float) -> dict:

@@ -52,8 +52,8 @@ class PoseConfig:
     ``min_silhouette_iou``: the trust rule of :mod:`splatjax.pose.trust` (the value chosen
     on the tuning objects bunny, the toy and lego-AD; see BENCHMARKS.md) and
     ``max_residual_ratio`` (the median render-vs-query difference over the silhouettes against
-    the held-out views' median, chosen on bunny, cow and teapot; with ``residual_outline_ratio``
-    > 0 only where the outline mismatch 1 - IoU is that multiple of theirs too) and ``max_loss_ratio`` (the
+    the held-out views' median; with ``residual_outline_ratio`` > 0 only where the outline
+    mismatch 1 - IoU is above that multiple of theirs too) and ``max_loss_ratio`` (the
     final loss against the held-out views' median; off by default).
     ``stop_patience`` > 0: a query's fine pose stops once its best loss has improved by
     less than ``stop_tolerance`` (relative) over the last ``stop_patience`` full-resolution
@@ -134,12 +134,12 @@ class PoseConfig:
     min_silhouette_iou: float = field(default=0.85, metadata={
         "help": "a fine pose whose render overlaps the query's silhouette less (IoU of their non-background "
                 "pixels) is not trusted: its verdict is 'pose not found' (0: trust every pose)"})
-    # default 3: chosen on bunny, cow and teapot (BENCHMARKS.md, trusting a pose by its residual)
-    max_residual_ratio: float = field(default=3.0, metadata={
+    # default 2 (with residual_outline_ratio 2): chosen on the evaluations of the first six held-out sets and the
+    # tuning objects (BENCHMARKS.md, the residual rule asks the outline too); 3 before, the residual alone
+    max_residual_ratio: float = field(default=2.0, metadata={
         "help": "a fine pose whose render differs from the query over the object (median over the silhouettes) more "
                 "than this multiple of the median of views held out of the fit is not trusted (0: no residual rule)"})
-    # default 3: chosen on the first six held-out sets (BENCHMARKS.md, the residual rule asks the outline too)
-    residual_outline_ratio: float = field(default=3.0, metadata={
+    residual_outline_ratio: float = field(default=2.0, metadata={
         "help": "the residual rule distrusts a pose only where its outline disagrees too: 1 - silhouette IoU above "
                 "this multiple of the median of views held out of the fit (a large stain or hole raises the residual "
                 "but leaves the outline; a wrong view moves both; 0: the residual alone)"})
