@@ -86,25 +86,34 @@ def ious(args) -> None:
     print(_summary(iou, rot))
 
 
-def heldout(args) -> None:
-    import jax
-
+def _calibration_setting(args, cls, g):
+    """What the default held-out calibration of the model uses: the PoseConfig and MapConfig,
+    the views its fit held out, the feature extractor and the train-max calibration."""
     from splatjax.anomaly import MapConfig
     from splatjax.anomaly.features import make_feature_extractor
     from splatjax.app import calibration as cal
-    from splatjax.app.stages import pose_trust, run_stages
-    from splatjax.data.roll import roll_pose
 
-    cls = load_mad_class(args.data, args.resolution)
-    g = sj.load_ply(args.model)
     pc, mc = sj.PoseConfig(background=cls.train.background), MapConfig()
-    idx = cal.held_out_among(cal.heldout_paths(args.model), cls.train.paths)
     held = cal.heldout_views(args.model, cls.train.paths, cls.train.images, cls.train.cameras, pc)
     if held is None:
         raise SystemExit(f"{args.model}: its fit held none of {args.data}'s training views out")
     ext = make_feature_extractor(mc.features)
     base = cal.model_calibration(args.model, g, cls.train.cameras, cls.train.images,
                                  MapConfig(threshold_rule="train-max"), extractor=ext, pose_config=pc)
+    return pc, mc, held, ext, base
+
+
+def heldout(args) -> None:
+    import jax
+
+    from splatjax.app import calibration as cal
+    from splatjax.app.stages import pose_trust, run_stages
+    from splatjax.data.roll import roll_pose
+
+    cls = load_mad_class(args.data, args.resolution)
+    g = sj.load_ply(args.model)
+    pc, mc, held, ext, base = _calibration_setting(args, cls, g)
+    idx = cal.held_out_among(cal.heldout_paths(args.model), cls.train.paths)
     rolls = mc.calibration_rolls
     angles = cal.roll_angles(rolls)
     queries = cal.heldout_queries(held.images, rolls, pc.background)
@@ -121,19 +130,11 @@ def heldout(args) -> None:
 
 
 def rules(args) -> None:
-    from splatjax.anomaly import MapConfig
-    from splatjax.anomaly.features import make_feature_extractor
     from splatjax.app import calibration as cal
     from splatjax.pose import silhouette_residual
 
     cls, g, renders, rows = _evaluated(args)
-    pc, mc = sj.PoseConfig(background=cls.train.background), MapConfig()
-    held_views = cal.heldout_views(args.model, cls.train.paths, cls.train.images, cls.train.cameras, pc)
-    if held_views is None:
-        raise SystemExit(f"{args.model}: its fit held none of {args.data}'s training views out")
-    ext = make_feature_extractor(mc.features)
-    base = cal.model_calibration(args.model, g, cls.train.cameras, cls.train.images,
-                                 MapConfig(threshold_rule="train-max"), extractor=ext, pose_config=pc)
+    pc, mc, held_views, ext, base = _calibration_setting(args, cls, g)
     held = cal.heldout_scores(g, held_views, pc, mc, extractor=ext, residual=base.residual,
                               highlight_cap=base.highlight_cap or None)
     ref = held.references
