@@ -53,7 +53,9 @@ once with 10000-step degree-3 fits (chosen on the fourth set) and with 3000-step
 has been seen too: :data:`HELD_OUT_6` (the third set's materials with new seeds) was evaluated
 once, with the stall rule counted from the first improvement (chosen on the fifth set) and
 10000-step degree-3 fits, so it has been seen too: :data:`HELD_OUT_7` (the first set's materials with new
-seeds) is the next, defined before any change it is to check was chosen.
+seeds, defined before the change it checks was chosen) was evaluated once, with the residual rule asking the
+outline too (chosen on the evaluations of earlier sets) and 10000-step degree-3 fits, so it has been seen too:
+the next change needs a new set.
 """
 
 from __future__ import annotations
