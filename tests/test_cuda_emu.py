@@ -292,7 +292,8 @@ def test_backward_reuses_the_forward_lists_and_sums_warps_before_atomics(emu):
     grads = {}
     for platform in ("cpu", EMU):
         emu.reset()
-        grads[platform] = jax.grad(_loss(_render(platform), wr, wa), argnums=tuple(range(9)))(*map(jnp.asarray, scene))
+        grads[platform] = jax.block_until_ready(  # dispatch is asynchronous: the report must follow the kernels
+            jax.grad(_loss(_render(platform), wr, wa), argnums=tuple(range(9)))(*map(jnp.asarray, scene)))
     rep = emu.report()
     for a, b in zip(grads[EMU], grads["cpu"]):
         assert _rel(a, b) <= 1e-4
@@ -330,7 +331,8 @@ def test_backward_bins_again_beyond_the_first_level(emu):
     for platform in ("cpu", EMU):
         render = _render(platform, capacity=tiny)
         emu.reset()
-        out[platform] = jax.grad(_loss(render, wr, wa), argnums=tuple(range(9)))(*map(jnp.asarray, scene))
+        out[platform] = jax.block_until_ready(jax.grad(_loss(render, wr, wa), argnums=tuple(range(9)))(
+            *map(jnp.asarray, scene)))  # the report below must follow the kernels
         if platform == EMU:
             assert emu.report()["api"]["cub::DeviceRadixSort::SortPairs"] >= 4  # the backward sorted too
     for a, b in zip(out[EMU], out["cpu"]):
