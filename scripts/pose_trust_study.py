@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import splatjax as sj  # noqa: E402
 from splatjax.data import load_mad_class  # noqa: E402
 from splatjax.metrics import pose_errors  # noqa: E402
-from splatjax.pose import silhouette_iou  # noqa: E402
+from splatjax.pose import residual_distrusted, silhouette_iou  # noqa: E402
 
 CONVERGED = 0.01  # rad
 # (max_residual_ratio, residual_outline_ratio) pairs rules-table counts; outline 0: the residual alone
@@ -155,18 +155,17 @@ def rules(args) -> None:
 
 
 def _flags(q: list[dict], residual: float, outline: float) -> np.ndarray:
-    """The trust rule's verdict per query (True: not trusted), as :func:`splatjax.pose.trust_poses` judges."""
+    """The trust rule's verdict per query (True: not trusted), as :func:`splatjax.pose.trust_poses`
+    judges: the silhouette rule, or :func:`splatjax.pose.residual_distrusted`."""
     iou = np.array([x["iou"] for x in q])
     rr, orat = np.array([x["residual_ratio"] for x in q]), np.array([x["outline_ratio"] for x in q])
-    high = rr > residual
-    if outline > 0:
-        high &= orat > outline
-    return (iou < sj.PoseConfig().min_silhouette_iou) | high
+    return (iou < sj.PoseConfig().min_silhouette_iou) | residual_distrusted(rr, orat, residual, outline)
 
 
 def rules_table(paths: list[str], plot: str | None) -> None:
     runs = [json.loads(Path(p).read_text()) for p in paths]
     q = [x for r in runs for x in r["queries"]]
+    evals = [r["eval"] for r in runs for _ in r["queries"]]  # each query's evaluation folder
     bad = np.array([x["fine_rotation_rad"] > CONVERGED for x in q])
     print(f"{len(q)} queries of {len(runs)} evaluations, {int(bad.sum())} beyond {CONVERGED} rad")
     print("| residual ratio | outline ratio | failures flagged | flagged within 0.01 rad | flagged |")
@@ -177,11 +176,11 @@ def rules_table(paths: list[str], plot: str | None) -> None:
               f"{int(f.sum())} |")
     default = sj.PoseConfig()
     f = _flags(q, default.max_residual_ratio, default.residual_outline_ratio)
-    for x, flag, b in zip(q, f, bad):
+    for x, flag, b, where in zip(q, f, bad, evals):
         if flag != b:
             print(f"  default rule {'misses' if b else 'flags'} {x['path']} ({x['fine_rotation_rad']:.4f} rad, "
                   f"residual {x['residual_ratio']:.2f} x, outline {x['outline_ratio']:.2f} x, IoU {x['iou']:.3f}) "
-                  f"of {next(r['eval'] for r in runs if x in r['queries'])}")
+                  f"of {where}")
     if plot:
         import matplotlib
         matplotlib.use("Agg")

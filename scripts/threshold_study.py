@@ -151,12 +151,11 @@ def residual_counted(residuals: np.ndarray, mismatches: np.ndarray | None = None
     from splatjax.pose import PoseConfig
 
     n, pc = len(residuals), PoseConfig()
-    if max_residual_ratio is not None:
-        pc = PoseConfig(max_residual_ratio=max_residual_ratio)
+    ratio = pc.max_residual_ratio if max_residual_ratio is None else max_residual_ratio
     held = HeldOutScores(scores=np.zeros(n), losses=np.zeros(n), residuals=np.asarray(residuals, np.float64),
                          silhouette_ok=np.ones(n, bool),
                          mismatches=None if mismatches is None else np.asarray(mismatches, np.float64))
-    return held.counted(pc.max_residual_ratio, pc.residual_outline_ratio)
+    return held.counted(ratio, pc.residual_outline_ratio)
 
 
 def residual_trusted(scores: np.ndarray, residuals: np.ndarray, fpr: float) -> float:

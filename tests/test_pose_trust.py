@@ -115,3 +115,12 @@ def test_residual_rule_asks_the_outline_too_when_it_has_a_reference():
     assert list(unmeasured.trusted) == [False, False]  # no reference mismatch: the residual alone, as before
     with pytest.raises(ValueError, match="residual_outline_ratio"):
         PoseConfig(residual_outline_ratio=-1.0)
+
+
+def test_residual_distrusted_asks_both_ratios_and_reads_nan_as_no_reference():
+    from splatjax.pose import residual_distrusted
+
+    rr = np.array([3.0, 3.0, 1.0, np.nan, 3.0])
+    outline = np.array([3.0, 1.0, 3.0, 3.0, np.nan])
+    assert residual_distrusted(rr, outline, 2.0, 2.0).tolist() == [True, False, False, False, True]
+    assert residual_distrusted(rr, outline, 2.0, 0.0).tolist() == [True, True, False, False, True]  # residual alone

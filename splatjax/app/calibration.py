@@ -58,7 +58,7 @@ from ..context import QUIET, Context
 from ..data.roll import roll_image
 from ..errors import DatasetError, UserError
 from ..files import file_sha256, read_json, write_json
-from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, render_views
+from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, render_views, residual_distrusted
 from .runs import recorded_data_dir
 
 __all__ = ["model_calibration", "heldout_scores", "HeldOutScores", "heldout_queries", "roll_angles", "heldout_views",
@@ -237,12 +237,10 @@ class HeldOutScores:
         reference = float(np.median(self.residuals[ref]))
         if max_residual_ratio <= 0 or reference <= 0:
             return ref
-        untrusted = self.residuals > max_residual_ratio * reference
-        if residual_outline_ratio > 0 and self.mismatches is not None:
-            mismatch = float(np.median(self.mismatches[ref]))
-            if mismatch > 0:
-                untrusted &= self.mismatches > residual_outline_ratio * mismatch
-        keep = ref & ~untrusted
+        mismatch = float(np.median(self.mismatches[ref])) if self.mismatches is not None else 0.0
+        outline = self.mismatches / mismatch if mismatch > 0 else np.full(self.residuals.shape, np.nan)
+        keep = ref & ~residual_distrusted(self.residuals / reference, outline, max_residual_ratio,
+                                          residual_outline_ratio)
         return keep if keep.sum() >= 2 else ref
 
 

@@ -13,7 +13,7 @@ from .cameras import (
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
-from .trust import PoseTrust, foreground, silhouette_iou, silhouette_residual, trust_poses
+from .trust import PoseTrust, foreground, residual_distrusted, silhouette_iou, silhouette_residual, trust_poses
 from .objectives import (
     OBJECTIVES,
     Objective,
@@ -60,6 +60,7 @@ __all__ = [
     "foreground",
     "silhouette_iou",
     "silhouette_residual",
+    "residual_distrusted",
     "PoseTrust",
     "trust_poses",
     "PoseEstimate",

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from jaxtyping import Bool, Float
 
-__all__ = ["foreground", "silhouette_iou", "silhouette_residual", "PoseTrust", "trust_poses"]
+__all__ = ["foreground", "silhouette_iou", "silhouette_residual", "residual_distrusted", "PoseTrust", "trust_poses"]
 
 
 def foreground(images: Float[np.ndarray, "*B H W 3"], background, tol: float = 0.03) -> Bool[np.ndarray, "*B H W"]:
@@ -67,6 +67,20 @@ def silhouette_residual(renders: Float[np.ndarray, "B H W 3"], queries: Float[np
         if d.size:
             out[i] = np.percentile(d, [50, 90])
     return out
+
+
+def residual_distrusted(residual_ratio: Float[np.ndarray, " Q"], outline_ratio: Float[np.ndarray, " Q"],
+                        max_residual_ratio: float, residual_outline_ratio: float) -> Bool[np.ndarray, " Q"]:
+    """The residual rule, per query, on its ratios to the held-out views' medians: True where
+    ``residual_ratio`` > ``max_residual_ratio`` and, when ``residual_outline_ratio`` > 0, the
+    outline too, ``outline_ratio`` > ``residual_outline_ratio``. A NaN residual ratio (no
+    reference) is never distrusted; a NaN outline ratio (no reference) leaves the residual
+    alone to decide."""
+    high = np.asarray(residual_ratio, np.float64) > max_residual_ratio
+    if residual_outline_ratio > 0:
+        outline = np.asarray(outline_ratio, np.float64)
+        high &= np.isnan(outline) | (outline > residual_outline_ratio)
+    return high
 
 
 class PoseTrust(NamedTuple):
@@ -112,8 +126,7 @@ def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray
     outline = (1.0 - iou) / reference_mismatch if reference_mismatch > 0 else np.full(n, np.nan)
     silhouette_ok = iou >= min_iou
     loss_ok = ~(ratio > max_loss_ratio)  # NaN (no reference) passes; inf (no finite loss) fails
-    res_high = res_ratio > max_residual_ratio
-    res_ok = ~(res_high & (outline > residual_outline_ratio)) if use_outline else ~res_high
+    res_ok = ~residual_distrusted(res_ratio, outline, max_residual_ratio, residual_outline_ratio)
     rule = f"silhouette IoU < {min_iou:g}"
     if use_res:
         rule += (f", or median render-vs-query difference over the silhouettes > {max_residual_ratio:g} x the "
