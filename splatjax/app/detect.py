@@ -227,8 +227,7 @@ def detect(
     det = run_stages(gaussians, queries, cands, pose_config, map_config, key=jax.random.key(seed),
                      extractor=extractor, context=context, residual=cal.residual, highlight_cap=cal.highlight_cap)
     context.say(f"[splatjax] detect: poses and maps of {len(queries)} images in {time.perf_counter() - t0:.1f} s")
-    names, trust = _names(images), pose_trust(det.renders, queries, pose_config, det.poses.loss, cal.heldout_pose_loss,
-                                             cal.heldout_pose_residual, cal.heldout_pose_mismatch)
+    names, trust = _names(images), pose_trust(det.renders, queries, pose_config, det.poses.loss, cal)
     write_heatmaps(out / "heatmaps", names, queries, det.renders, det.maps.maps, det.maps.scores, cal,
                    trusted=trust.trusted, context=context)
     atomic_write(out / "maps.npy", lambda f: np.save(f, det.maps.maps.astype(np.float32)))

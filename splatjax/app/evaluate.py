@@ -437,8 +437,7 @@ def _score_and_write(out_dir: Path, cls, det, cal, settings: tuple, seconds: dic
     seconds["metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    trust = pose_trust(det.renders, test.images, pose_config, det.poses.loss, cal.heldout_pose_loss,
-                       cal.heldout_pose_residual, cal.heldout_pose_mismatch)
+    trust = pose_trust(det.renders, test.images, pose_config, det.poses.loss, cal)
     _write_tables(out_dir, cls, det, cal, errs, trust)
     _write_pictures(out_dir, cls, det, cal, errs, trust.trusted, heatmaps=heatmaps, context=context)
     seconds["write"] = time.perf_counter() - t0

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..anomaly import MapConfig, Maps, compute_maps
+from ..anomaly import MapCalibration, MapConfig, Maps, compute_maps
 from ..camera import Camera
 from ..context import QUIET, Context
 from ..gaussians import Gaussians
@@ -73,18 +73,18 @@ def run_stages(
 
 
 def pose_trust(renders: np.ndarray, queries: np.ndarray, pose_config: PoseConfig, losses: np.ndarray | None = None,
-               reference_loss: float = 0.0, reference_residual: float = 0.0,
-               reference_mismatch: float = 0.0) -> PoseTrust:
+               calibration: MapCalibration | None = None) -> PoseTrust:
     """:func:`splatjax.pose.trust_poses` of the renders at the fine poses against the queries
     over ``pose_config.background``, with ``pose_config.min_silhouette_iou``,
-    ``pose_config.max_residual_ratio`` (needs the calibration's ``heldout_pose_residual`` as
-    ``reference_residual``; with ``pose_config.residual_outline_ratio``, its
-    ``heldout_pose_mismatch`` as ``reference_mismatch``) and ``pose_config.max_loss_ratio`` (needs the fine poses'
-    ``losses`` and the calibration's ``heldout_pose_loss``); without references only the
-    silhouette counts."""
+    ``pose_config.max_residual_ratio`` and ``residual_outline_ratio`` (against the
+    calibration's ``heldout_pose_residual`` and ``heldout_pose_mismatch``) and
+    ``pose_config.max_loss_ratio`` (the fine poses' ``losses`` against its
+    ``heldout_pose_loss``); without a calibration only the silhouette counts."""
+    cal = calibration
     return trust_poses(np.asarray(renders), np.asarray(queries), losses, pose_config.background,
                        min_iou=pose_config.min_silhouette_iou, max_loss_ratio=pose_config.max_loss_ratio,
-                       reference_loss=reference_loss, max_residual_ratio=pose_config.max_residual_ratio,
-                       reference_residual=reference_residual,
+                       reference_loss=cal.heldout_pose_loss if cal else 0.0,
+                       max_residual_ratio=pose_config.max_residual_ratio,
+                       reference_residual=cal.heldout_pose_residual if cal else 0.0,
                        residual_outline_ratio=pose_config.residual_outline_ratio,
-                       reference_mismatch=reference_mismatch)
+                       reference_mismatch=cal.heldout_pose_mismatch if cal else 0.0)
