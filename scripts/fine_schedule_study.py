@@ -21,7 +21,8 @@ up to the stop):
 
 and prints per rule the rotation error (rad) median / 90th percentile / max, the queries
 beyond 0.01 rad, the mean number of steps taken and the mean over batches of ``--batch``
-queries of their largest (what a vmapped batch costs). ``--only``: a text file of query paths
+queries of their largest (what a vmapped batch costs); ``--json`` keeps these and each rule's
+per-query errors (``errors``, in the order of ``paths``). ``--only``: a text file of query paths
 (as in per_image.csv), one per line: the subset studied. ``--eval-seed SEED``: each query's
 starts and screw initialisation get the keys ``splatjax evaluate --seed SEED`` gives it
 (``split(key(SEED), number of test images)[its index]``), so a query of an evaluation is
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
     rules = [("fixed", n) for n in (0, 10, 25, 50, 75, 100, 125, 150, args.steps)]
     rules += [("stall", p, tol) for p in (10, 20, 30) for tol in (1e-4, 3e-4, 1e-3)]
     out = {"data": str(data), "objective": args.objective, "queries": q, "start_seconds_per_query": start_sec / q,
-           "settings": {}}
+           "paths": list(paths), "settings": {}}
     for text in args.settings:
         setting, lr = _setting(text), text
         fn = jax.jit(jax.vmap(functools.partial(_trajectory, setting=setting, steps=args.steps, background=pc.background,
@@ -240,7 +241,7 @@ def main(argv=None) -> int:
             batch_max = float(np.mean([taken[a:a + args.batch].max() for a in range(0, q, args.batch)]))
             res["rules"][name] = {"median": float(np.median(err)), "p90": float(np.percentile(err, 90)),
                                   "max": float(err.max()), "failures": int((err > CONVERGED).sum()), "mean_steps": steps,
-                                  "batch_max_steps": batch_max}
+                                  "batch_max_steps": batch_max, "errors": [float(e) for e in err]}
             print(f"  {name:>16}: median {np.median(err):.4f}  p90 {np.percentile(err, 90):.4f}  max {err.max():.4f}"
                   f"  >{CONVERGED}: {int((err > CONVERGED).sum())}  mean steps {steps:.0f} (batch max {batch_max:.0f})")
         out["settings"][lr] = res

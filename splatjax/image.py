@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-__all__ = ["resize", "resize_to_width", "gaussian_filter", "gaussian_blur", "ssim_map", "grey", "srgb_to_linear",
+__all__ = ["resize", "resize_to_width", "box_downsample", "gaussian_filter", "gaussian_blur", "ssim_map", "grey", "srgb_to_linear",
            "linear_to_srgb"]
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -51,6 +51,20 @@ def resize_to_width(images: Float[ArrayLike, "*B H W C"], width: int) -> Float[A
     images = jnp.asarray(images, jnp.float32)
     h, w = images.shape[-3:-1]
     return resize(images, max(1, int(round(h * width / w))), int(width))
+
+
+def box_downsample(images: Float[Array, "*B Hk Wk C"], factor: int) -> Float[Array, "*B H W C"]:
+    """The mean of every ``factor`` x ``factor`` block of the H and W axes (both divisible
+    by ``factor``): the box filter a camera pixel (or a path tracer's box reconstruction
+    filter) integrates, from ``factor``^2 regularly spaced samples per pixel."""
+    k = int(factor)
+    if k == 1:
+        return images
+    h, w = images.shape[-3] // k, images.shape[-2] // k
+    if (h * k, w * k) != tuple(images.shape[-3:-1]):
+        raise ValueError(f"box_downsample: image size {images.shape[-3:-1]} is not divisible by {k}")
+    blocks = images.reshape(images.shape[:-3] + (h, k, w, k, images.shape[-1]))
+    return blocks.mean(axis=(-4, -2))
 
 
 def _gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:

@@ -185,3 +185,21 @@ def test_a_given_model_is_evaluated_at_its_fit_resolution(tmp_path):
     [r] = evaluate(toy_dataset(), tmp_path / "out2", model=model, fit_config=FitConfig(resolution=32),
                    context=QUIET, **quiet)
     assert r["image_size"] == [32, 32]
+
+
+def test_a_supersampled_model_is_posed_and_mapped_as_it_was_fitted(tmp_path):
+    """A model fitted with --supersample 2 (its config.json) is rendered with 2 x 2 samples
+    per pixel by the fine pose and the maps (the report says so), and its poses differ from
+    those of the same Gaussians taken as a one-sample model; a damaged value names the file."""
+    model = _fixed_model(tmp_path / "run")
+    quiet = dict(pose_config=replace(FAST_POSE, steps=3), map_config=FAST_MAP, heatmaps=False, context=QUIET)
+    [one] = evaluate(toy_dataset(), tmp_path / "one", model=model, **quiet)
+    (model / "config.json").write_text(json.dumps({"fit_config": {"supersample": 2}}))
+    [two] = evaluate(toy_dataset(), tmp_path / "two", model=model, **quiet)
+    assert one["pose_config"]["supersample"] == 1 and two["pose_config"]["supersample"] == 2
+    losses = [[float(r["final_loss"]) for r in csv.DictReader(open(d / "per_image.csv"))] for d in ("one", "two")
+              for d in [tmp_path / d]]
+    assert losses[0] != losses[1]
+    (model / "config.json").write_text(json.dumps({"fit_config": {"supersample": 9}}))
+    with pytest.raises(UserError, match=r"config\.json: fit_config\.supersample must be an integer in 1\.\.4"):
+        evaluate(toy_dataset(), tmp_path / "bad", model=model, **quiet)

@@ -191,3 +191,28 @@ def test_runs_made_before_holdout_views_existed_held_none_out():
     del saved["holdout_views"]  # a config.json written before the field was added
     assert fit_config_changes(saved, FitConfig(holdout_views=0)) == []
     assert [c[0] for c in fit_config_changes(saved, FitConfig())] == ["holdout_views"]
+
+
+def test_a_supersampled_fit_records_its_samples_and_scores_with_them(scene, tmp_path):
+    """--supersample 2: config.json records it (what evaluate and detect render the model
+    with), and the validation PSNR is that of 2 x 2-sample renders of the saved model."""
+    from splatjax.app.runs import model_supersample
+    from splatjax.data import load_blender
+    from splatjax.fitting.train import evaluate as score
+
+    with pytest.raises(ConfigError, match="supersample"):
+        dataclasses.replace(TOY, supersample=0)
+    run = tmp_path / "run"
+    summary = run_fit(scene, run, dataclasses.replace(TOY, iterations=20, supersample=2))
+    assert json.loads((run / "config.json").read_text())["fit_config"]["supersample"] == 2
+    assert model_supersample(run / "model.ply") == 2
+    val = load_blender(scene, "val")
+    g = sj.load_ply(run / "model.ply")
+    psnr = {k: float(np.mean(np.asarray(score(g, val.images, val.cameras, backend=TOY.backend,
+                                              background=tuple(TOY.background), supersample=k)[0])))
+            for k in (1, 2)}
+    assert summary["val_psnr"] == pytest.approx(psnr[2], abs=1e-4) and abs(psnr[1] - psnr[2]) > 1e-3
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    sj.save_ply(g, bare / "model.ply")
+    assert model_supersample(bare / "model.ply") == 1  # a .ply without a run folder: one sample per pixel

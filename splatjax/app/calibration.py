@@ -72,13 +72,15 @@ POSE_DIGEST_LENGTH = 12  # hex digits of the pose settings' digest in a held-out
 MOVED_RENDERS = "/moved-renders"  # key suffix of the stand-in (renders against renders at moved poses)
 
 
-def _key(features: str, config: MapConfig, cameras: Camera) -> str:
+def _key(features: str, config: MapConfig, cameras: Camera, supersample: int = 1) -> str:
+    """The calibration's key: the map settings, the image size and (when not 1) the renders'
+    samples per pixel side."""
     return calibration_key(features, config.map_size, config.map_sigma, config.score, score_k=config.score_k,
                            normalise=config.normalise, shift_radius=config.shift_radius, highlights=config.highlights,
                            highlight_percentile=config.highlight_percentile,
                            highlight_saturation=config.highlight_saturation,
                            highlight_space=config.highlight_space) + \
-        f"/image{cameras.width}x{cameras.height}"
+        f"/image{cameras.width}x{cameras.height}" + (f"/supersample{supersample}" if supersample != 1 else "")
 
 
 def _read_stored(path: Path) -> dict:
@@ -276,6 +278,8 @@ def _pose_digest(pose_config: PoseConfig) -> str:
     :meth:`HeldOutScores.counted`, and are in the calibration's key on their own)."""
     settings = dataclasses.asdict(pose_config)
     del settings["max_loss_ratio"], settings["max_residual_ratio"], settings["residual_outline_ratio"]
+    if settings["supersample"] == 1:
+        del settings["supersample"]  # the digests of calibrations stored before the option keep
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:POSE_DIGEST_LENGTH]
 
@@ -353,7 +357,7 @@ def model_calibration(
 def _train_calibration(path: Path, digest: str, gaussians, cameras: Camera, images, map_config: MapConfig, *,
                        extractor, pose_config: PoseConfig, context: Context) -> MapCalibration:
     """The training-view calibration (threshold rule train-max) of :func:`model_calibration`."""
-    key = _key(extractor.name, map_config, cameras)
+    key = _key(extractor.name, map_config, cameras, pose_config.supersample)
     found = _stored(path, key, digest)
     if found is not None:
         return found
@@ -370,12 +374,13 @@ def _train_calibration(path: Path, digest: str, gaussians, cameras: Camera, imag
             return found
     cams = index_cameras(cameras, jnp.asarray(idx))
     renders = render_views(gaussians, cams, batch_size=pose_config.batch_size, backend=pose_config.backend,
-                           background=pose_config.background)
+                           background=pose_config.background, supersample=pose_config.supersample)
     if images is None:
         context.say(f"[splatjax] {path.parent}: no training images, so the heatmap scale is calibrated on renders at "
                     "slightly moved poses instead")
         reference = render_views(gaussians, _perturbed(cams), batch_size=pose_config.batch_size,
-                                 backend=pose_config.backend, background=pose_config.background)
+                                 backend=pose_config.backend, background=pose_config.background,
+                                 supersample=pose_config.supersample)
     else:
         reference = jnp.asarray(images)
     residual = None

@@ -34,7 +34,7 @@ from .calibration import HeldOut, held_out_among, heldout_paths, model_calibrati
 from .outdir import check_writable_out
 from .report import verdict, write_heatmaps
 from .logs import console_context
-from .runs import CAMERAS_FILE, load_cameras, resolve_model
+from .runs import CAMERAS_FILE, load_cameras, model_supersample, resolve_model
 from .stages import pose_trust, run_stages
 
 __all__ = ["detect"]
@@ -216,7 +216,7 @@ def detect(
     fov = camera_angle_x or (cams_info["camera_angle_x"] if cams_info else DEFAULT_CAMERA_ANGLE_X)
     if pose_config.coarse == "loftr":
         context.say("[splatjax] detect: LoFTR needs the training images; using render-and-compare coarse pose")
-    pose_config = dataclasses.replace(pose_config, coarse="render")
+    pose_config = dataclasses.replace(pose_config, coarse="render", supersample=model_supersample(ply))
     cands, calib_cams = _candidates(gaussians, cams_info, fov, w, h, pose_config, ply, context)
     extractor = make_feature_extractor(map_config.features, map_config.efficientnet_weights, context=context)
     heldout = _heldout(ply, cams_info, fov, w, h, cands, background, pose_config)

@@ -66,7 +66,7 @@ from .outdir import check_writable_out
 from .interrupts import StopSignals, Worker, run_in_worker
 from .report import format_table, plot_pose_convergence, plot_roc_curves, verdict, write_heatmaps, write_per_image_csv
 from .logs import console_context
-from .runs import check_out_dir, model_for, save_cameras
+from .runs import check_out_dir, model_for, model_supersample, save_cameras
 from .stages import pose_trust, run_stages
 
 __all__ = ["evaluate", "evaluate_class", "PARTIAL"]
@@ -285,6 +285,8 @@ def _settings(cls, model_sha256: str, pose_config, map_config, seed: int) -> dic
     query's result does not depend on them, float rounding aside)."""
     pose = dataclasses.asdict(pose_config)
     pose.pop("batch_size")
+    if pose["supersample"] == 1:
+        pose.pop("supersample")  # evaluations interrupted before the option resume as they were
     return {"queries": list(cls.test.paths), "image_size": [cls.train.width, cls.train.height],
             "model_sha256": model_sha256, "pose_config": pose,
             "map_config": dataclasses.asdict(map_config), "seed": int(seed)}
@@ -407,6 +409,7 @@ def evaluate_class(
             resume=resume, train=train)
         if model is None:
             save_cameras(model_ply.parent, train)
+        pose_config = dataclasses.replace(pose_config, supersample=model_supersample(model_ply))  # as it was fitted
         extractor, worker = make_feature_extractor(map_config.features, map_config.efficientnet_weights,
                                                    context=context), Worker()
         t0 = time.perf_counter()  # before the maps: a normalised map needs the calibration's residual scales

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import DatasetError, UserError
 from ..files import read_json, write_json
 from ..gaussians import load_ply
+from ..render.backends import MAX_SUPERSAMPLE
 from .checkpoint import read_metrics
 from .fit_run import fit_config_changes, run_fit
 from ..context import QUIET, Context
@@ -29,6 +30,7 @@ __all__ = [
     "save_cameras",
     "load_cameras",
     "resolve_model",
+    "model_supersample",
     "model_for",
     "check_out_dir",
     "recorded_data_dir",
@@ -178,6 +180,22 @@ def resolve_model(model: str | os.PathLike, class_name: str | None = None) -> Pa
             return c
     raise DatasetError(f"{p}: no fitted model found (looked for {', '.join(str(c) for c in candidates)}); "
                        "give a run folder written by `splatjax fit` or a 3DGS .ply file")
+
+
+def model_supersample(ply: Path) -> int:
+    """Samples per pixel side the model at ``ply`` was fitted with (``FitConfig.supersample``
+    in the ``config.json`` of its run folder; 1 for a .ply without one, e.g. from another
+    3DGS code): the pose and anomaly stages render it the same way."""
+    path = Path(ply).parent / "config.json"
+    if not path.is_file():
+        return 1
+    data = read_json(path, "fit settings")
+    saved = data.get("fit_config") if isinstance(data, dict) else None
+    value = saved.get("supersample", 1) if isinstance(saved, dict) else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SUPERSAMPLE:
+        raise DatasetError(f"{path}: fit_config.supersample must be an integer in 1..{MAX_SUPERSAMPLE}, "
+                           f"got {value!r}")
+    return value
 
 
 def _same_fit(run_dir: Path, config) -> bool:

@@ -63,7 +63,7 @@ def run_stages(
     t0 = time.perf_counter()
     renders = np.asarray(render_views(gaussians, est.cameras, batch_size=pose_config.batch_size,
                                       backend=pose_config.backend, background=pose_config.background,
-                                      context=context, parallel=parallel))
+                                      context=context, parallel=parallel, supersample=pose_config.supersample))
     seconds["render"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     maps = compute_maps(renders, queries, map_config, extractor=extractor, parallel=parallel, residual=residual,

@@ -14,6 +14,7 @@ from ..validation import is_int, is_number, require, require_choice, require_col
 
 __all__ = ["FitConfig"]
 
+from ..render.backends import MAX_SUPERSAMPLE
 from ..render.backends import USER_BACKENDS as _BACKENDS
 BUFFER_POLICIES = ("auto", "compact", "roomy")
 _INIT_EXTENT = 1.3  # half-width of the random initialisation's cube
@@ -58,6 +59,10 @@ class FitConfig:
     ssim_weight: float = 0.2
     sh_degree: int = _f(0, "spherical-harmonics degree of the colour, 0-3 (0 = view-independent, the paper; 3 = "
                            "INRIA 3DGS); the active degree rises by one every 1000 steps at 30k, scaled")
+    supersample: int = _f(1, "samples per pixel side: every rendered pixel is the mean of k x k samples on a "
+                             "regular grid (a box filter, what a camera pixel or a path tracer's box filter "
+                             "integrates; 1 = one sample at the centre, the paper); the pose and anomaly stages "
+                             "render the model the same way")
     lr_sh_rest_factor: float = 1.0 / 20.0  # SH degrees 1-3 learn at lr_colors x this (INRIA feature_lr / 20)
     # adaptive density control (None: derived from iterations)
     densify_from: int | None = _f(None, "first densification after this step (default: 500 at 30k steps, scaled)")
@@ -97,6 +102,8 @@ class FitConfig:
         require_positive(self, ("lr_means", "lr_means_final", "lr_colors", "lr_opacity", "lr_scales", "lr_quats",
                                 "adam_eps", "init_extent", "checkpoint_minutes", "percent_dense", "lr_sh_rest_factor"))
         require(is_int(self.sh_degree) and 0 <= self.sh_degree <= 3, self, "sh_degree", "an integer in 0..3")
+        require(is_int(self.supersample) and 1 <= self.supersample <= MAX_SUPERSAMPLE, self, "supersample",
+                f"an integer in 1..{MAX_SUPERSAMPLE}")
         require(is_number(self.train_fraction) and 0.0 < self.train_fraction <= 1.0, self, "train_fraction", "in (0, 1]")
         require(is_number(self.ssim_weight) and 0.0 <= self.ssim_weight <= 1.0, self, "ssim_weight", "in [0, 1]")
         require(is_number(self.init_opacity) and 0.0 < self.init_opacity < 1.0, self, "init_opacity", "in (0, 1)")

@@ -242,7 +242,8 @@ def _validate(s: _Setup, params: Gaussians, final: bool) -> tuple[float, float]:
     if not final and len(s.val_subset) < imgs.shape[0]:
         imgs = imgs[s.val_subset]
         cams = jax.tree_util.tree_map(lambda x: x[s.val_subset], cams)
-    p, q = _train.evaluate(params, imgs, cams, backend=s.config.backend, background=s.config.background)
+    p, q = _train.evaluate(params, imgs, cams, backend=s.config.backend, background=s.config.background,
+                           supersample=s.config.supersample)
     return float(np.mean(np.asarray(p))), float(np.mean(np.asarray(q)))
 
 

@@ -166,7 +166,7 @@ def train_chunk(state: TrainState, images: Float[Array, "V H W 3"], cameras, key
 
         def loss_fn(params, offset):
             rgb, _ = render(params, camera, background=background, backend=config.backend,
-                            means2d_offset=offset, sh_degree=active_degree)
+                            means2d_offset=offset, sh_degree=active_degree, supersample=config.supersample)
             return photometric_loss(rgb, target, ssim_weight=config.ssim_weight), rgb
 
         offset = jnp.zeros((state.capacity, 2), state.params.means.dtype)
@@ -227,14 +227,16 @@ def reset_state(state: TrainState, *, strategy: DensifyStrategy, config: FitConf
                       step=state.step)
 
 
-@partial(jax.jit, static_argnames=("backend", "background"))
-def evaluate(params: Gaussians, images: Float[Array, "V H W 3"], cameras, *, backend: str, background: tuple):
-    """Per-view PSNR and SSIM (renders clipped to [0, 1]) of ``params`` against ``images``."""
+@partial(jax.jit, static_argnames=("backend", "background", "supersample"))
+def evaluate(params: Gaussians, images: Float[Array, "V H W 3"], cameras, *, backend: str, background: tuple,
+             supersample: int = 1):
+    """Per-view PSNR and SSIM (renders clipped to [0, 1], ``supersample`` samples per pixel
+    side) of ``params`` against ``images``."""
     bg = jnp.asarray(background, jnp.float32)
 
     def one(args):
         target, camera = args
-        rgb, _ = render(params, camera, background=bg, backend=backend)
+        rgb, _ = render(params, camera, background=bg, backend=backend, supersample=supersample)
         rgb = jnp.clip(rgb, 0.0, 1.0)
         return psnr(rgb, target), ssim(rgb, target)
 

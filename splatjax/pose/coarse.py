@@ -41,13 +41,15 @@ def render_views(
     context: Context = QUIET,
     stage: str = "render",
     parallel: ParallelConfig | None = None,
+    supersample: int = 1,
 ) -> Float[Array, "C h w 3"]:
     """RGB renders of every camera of a stacked batch, in vmapped chunks of ``batch_size``
     (the last chunk padded, one compilation). ``width``: render at that width (intrinsics
     scaled, aspect kept); None: the cameras' own size. ``parallel``: shard every chunk
     over ``parallel.devices`` local devices, ``parallel.per_device_batch`` (default
     ``batch_size``) cameras per device (None: one device, unsharded); every camera's
-    image is the same on any number of devices."""
+    image is the same on any number of devices. ``supersample``: samples per pixel side
+    (:func:`splatjax.render.render`; the model's fit's)."""
     cams = as_batch(cameras)
     if width is not None:
         cams = cams.scaled(int(width), max(1, int(round(cams.height * width / cams.width))))
@@ -56,10 +58,11 @@ def render_views(
     mesh = None if parallel is None else query_mesh(parallel.devices)
     per = int(batch_size if parallel is None or parallel.per_device_batch is None else parallel.per_device_batch)
     if mesh is None or mesh.size == 1:
-        fn = jax.jit(jax.vmap(lambda cam: render(gaussians, cam, background=bg, backend=backend)[0]))
+        fn = jax.jit(jax.vmap(lambda cam: render(gaussians, cam, background=bg, backend=backend,
+                                                 supersample=supersample)[0]))
         size = min(per, n)
     else:
-        stack = _render_stack(backend, bg)
+        stack = _render_stack(backend, bg, supersample)
         one_launch = ParallelConfig(devices=mesh.size)
 
         def fn(c):
@@ -70,10 +73,11 @@ def render_views(
 
 
 @functools.lru_cache(maxsize=16)
-def _render_stack(backend: str, background: tuple) -> Callable:
+def _render_stack(backend: str, background: tuple, supersample: int = 1) -> Callable:
     """``(gaussians, cameras [C]) -> rgb [C, H, W, 3]``, one function object per
-    (backend, background), so that its sharded program is compiled once."""
-    return jax.vmap(lambda g, cam: render(g, cam, background=background, backend=backend)[0], in_axes=(None, 0))
+    (backend, background, supersample), so that its sharded program is compiled once."""
+    return jax.vmap(lambda g, cam: render(g, cam, background=background, backend=backend, supersample=supersample)[0],
+                    in_axes=(None, 0))
 
 
 @jax.jit

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import field
 
-from ..validation import is_number, require, require_bools, require_choice, require_color, require_ints, require_positive
-from ..render.backends import USER_BACKENDS
+from ..validation import is_int, is_number, require, require_bools, require_choice, require_color, require_ints, require_positive
+from ..render.backends import MAX_SUPERSAMPLE, USER_BACKENDS
 from .keypoints import KeypointConfig
 from .objectives import get_objective
 
@@ -48,7 +48,9 @@ class PoseConfig:
     ``screen_lr``, and the ``hypotheses`` of lowest screened loss go on, from their screened
     poses, to the fine pose's ``steps``. ``background``: the colour the model is rendered
     over (the background it was fitted on, RGB in [0, 1]; the application sets it from the
-    fit, it is no flag).
+    fit, it is no flag); ``supersample``: samples per pixel side of the fine pose's and the screening's
+    renders of the model (the fit's ``supersample``, set likewise from the fit; the coarse
+    retrieval and the keypoint pose, which only pick starts, render one sample per pixel).
     ``min_silhouette_iou``: the trust rule of :mod:`splatjax.pose.trust` (the value chosen
     on the tuning objects bunny, the toy and lego-AD; see BENCHMARKS.md) and
     ``max_residual_ratio`` (the median render-vs-query difference over the silhouettes against
@@ -131,6 +133,7 @@ class PoseConfig:
     backend: str = field(default="auto", metadata={
         "help": "render backend", "choices": USER_BACKENDS})
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    supersample: int = 1
     min_silhouette_iou: float = field(default=0.85, metadata={
         "help": "a fine pose whose render overlaps the query's silhouette less (IoU of their non-background "
                 "pixels) is not trusted: its verdict is 'pose not found' (0: trust every pose)"})
@@ -164,6 +167,8 @@ class PoseConfig:
         require(self.lr_decay <= 1.0, self, "lr_decay", "<= 1")
         require(isinstance(self.keypoint, KeypointConfig), self, "keypoint", "a KeypointConfig")
         require_color(self, "background")
+        require(is_int(self.supersample) and 1 <= self.supersample <= MAX_SUPERSAMPLE, self, "supersample",
+                f"an integer in 1..{MAX_SUPERSAMPLE}")
         require(is_number(self.min_silhouette_iou) and 0.0 <= self.min_silhouette_iou <= 1.0, self,
                 "min_silhouette_iou", "in [0, 1]")
         require(is_number(self.max_loss_ratio) and self.max_loss_ratio >= 0.0, self, "max_loss_ratio", ">= 0")

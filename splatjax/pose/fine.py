@@ -98,8 +98,8 @@ def _optimizer(lr_first: float = 1e-3, lr: float = 0.01, lr_decay: float = 0.8):
 
 
 #: The :class:`PoseConfig` fields the compiled refinement reads.
-COMPILED_FIELDS = ("steps", "exact_exp", "backend", "background", "lr_first", "lr", "lr_decay", "fine_levels",
-                   "fine_level_steps", "stop_patience", "stop_tolerance")
+COMPILED_FIELDS = ("steps", "exact_exp", "backend", "background", "supersample", "lr_first", "lr", "lr_decay",
+                   "fine_levels", "fine_level_steps", "stop_patience", "stop_tolerance")
 
 
 def compiled_config(config: PoseConfig) -> PoseConfig:
@@ -223,7 +223,8 @@ def _refine_core(gaussians, camera, query, params0, *, config: PoseConfig, objec
             moved = moved_camera(cam, params, exact_exp=exact_exp)
             if idle is not None:
                 moved = _idle_camera(moved, idle)
-            rgb, alpha = render(gaussians, moved, background=background, backend=backend)
+            rgb, alpha = render(gaussians, moved, background=background, backend=backend,
+                                supersample=config.supersample)
             return objective(PoseRender(rgb=rgb, alpha=alpha, camera=moved, background=bg), target)
         return loss_fn
 

@@ -20,13 +20,15 @@ import contextlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from ..camera import Camera
 from ..errors import ConfigError
 from ..gaussians import Gaussians
+from ..image import box_downsample
 from . import ffi
-from .backends import BACKENDS, TEST_ONLY
+from .backends import BACKENDS, MAX_SUPERSAMPLE, TEST_ONLY
 from .ffi import DEFAULT_CAPACITY, KernelCapacity
 from .reference import rasterize_reference
 
@@ -128,6 +130,7 @@ def render(
     capacity: KernelCapacity | None = None,
     sh_degree=None,
     antialiased: bool = False,
+    supersample: int = 1,
 ) -> tuple[Float[Array, "H W 3"], Float[Array, "H W"]]:
     """Render ``gaussians`` seen by ``camera`` (OpenCV world-to-camera) over ``background``.
 
@@ -140,13 +143,29 @@ def render(
     the stored degree; an int is capped there; a traced scalar masks the higher degrees).
     ``capacity``: the FFI kernels' intersection-list levels (a static
     :class:`KernelCapacity`; default ``KernelCapacity()``). ``antialiased`` (static):
-    gsplat's antialiased mode (see :mod:`splatjax.render.reference`)."""
+    gsplat's antialiased mode (see :mod:`splatjax.render.reference`). ``supersample``
+    (static int k >= 1): each pixel is the mean of k x k samples on a regular grid (the
+    image rendered at k times the size, intrinsics scaled, then
+    :func:`splatjax.image.box_downsample`), the box-filtered pixel a camera sensor or a
+    path tracer integrates; ``means2d_offset`` stays in output pixels."""
+    k = _supersample(supersample)
     dtype = gaussians.means.dtype
     bg = jnp.broadcast_to(jnp.asarray(background, dtype), (3,))
     colors = gaussians.colors_for(camera.center.astype(dtype), sh_degree)
-    return rasterize(
+    cam = camera if k == 1 else camera.scaled(camera.width * k, camera.height * k)
+    rgb, alpha = rasterize(
         gaussians.means, gaussians.scales, gaussians.unit_quats, gaussians.opacities, colors,
-        camera.R.astype(dtype), camera.t.astype(dtype), camera.intrinsics.astype(dtype), bg,
-        width=camera.width, height=camera.height, backend=backend, means2d_offset=means2d_offset,
+        cam.R.astype(dtype), cam.t.astype(dtype), cam.intrinsics.astype(dtype), bg,
+        width=cam.width, height=cam.height, backend=backend,
+        means2d_offset=means2d_offset if means2d_offset is None or k == 1 else means2d_offset * k,
         capacity=capacity, antialiased=antialiased,
     )
+    if k == 1:
+        return rgb, alpha
+    return box_downsample(rgb, k), box_downsample(alpha[..., None], k)[..., 0]
+
+
+def _supersample(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_SUPERSAMPLE:
+        raise ValueError(f"render: supersample must be an int in 1..{MAX_SUPERSAMPLE} (got {k!r})")
+    return int(k)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BACKENDS", "TEST_ONLY", "USER_BACKENDS"]
+__all__ = ["BACKENDS", "TEST_ONLY", "USER_BACKENDS", "MAX_SUPERSAMPLE"]
 
 #: every name ``render(backend=...)`` resolves: "auto", the dense pure-JAX "reference", the
 #: FFI kernels "cpu" and "cuda", and "cuda-emu" (the CUDA source on the CPU emulator, tests only)
@@ -11,3 +11,6 @@ BACKENDS = ("auto", "reference", "cpu", "cuda", "cuda-emu")
 TEST_ONLY = ("cuda-emu",)
 #: the choices offered to users (configs, command-line flags)
 USER_BACKENDS = tuple(b for b in BACKENDS if b not in TEST_ONLY)
+
+#: the largest ``supersample`` (samples per pixel side) a fit or a render accepts
+MAX_SUPERSAMPLE = 4
