@@ -79,3 +79,21 @@ def test_detect_input_errors_are_user_errors(tmp_path):
         detect(out / "model", [], tmp_path / "det", context=QUIET)
     with pytest.raises(UserError, match="no fitted model"):
         detect(tmp_path, [Path(toy_dataset()) / "test" / "good" / "0.png"], tmp_path / "det", context=QUIET)
+
+
+def test_detect_renders_a_supersampled_model_as_it_was_fitted(tmp_path):
+    """A model whose config.json says --supersample 2 is posed, calibrated and mapped with
+    2 x 2 samples per pixel (its calibration under its own key); a bare .ply with one."""
+    out, _ = evaluated_toy()
+    image = [Path(toy_dataset()) / "test" / "Burrs" / "0.png"]
+    (tmp_path / "ss").mkdir()
+    shutil.copy(out / "model" / "model.ply", tmp_path / "ss" / "model.ply")
+    one = detect(tmp_path / "ss" / "model.ply", image, tmp_path / "det1", pose_config=FAST_POSE, map_config=FAST_MAP,
+                 context=QUIET)
+    (tmp_path / "ss" / "config.json").write_text(json.dumps({"fit_config": {"supersample": 2}}))
+    two = detect(tmp_path / "ss" / "model.ply", image, tmp_path / "det2", pose_config=FAST_POSE, map_config=FAST_MAP,
+                 context=QUIET)
+    assert one["pose_config"]["supersample"] == 1 and two["pose_config"]["supersample"] == 2
+    keys = list(json.loads((tmp_path / "ss" / "map_calibration.json").read_text()))
+    assert len(keys) == 2 and sum("/supersample2" in k for k in keys) == 1
+    assert one["images"][0]["score"] != two["images"][0]["score"]
