@@ -191,8 +191,11 @@ def test_a_supersampled_model_is_posed_and_mapped_as_it_was_fitted(tmp_path):
     """A model fitted with --supersample 2 (its config.json) is rendered with 2 x 2 samples
     per pixel by the fine pose and the maps (the report says so), and its poses differ from
     those of the same Gaussians taken as a one-sample model; a damaged value names the file."""
+    from splatjax.fitting import FitConfig
+
     model = _fixed_model(tmp_path / "run")
-    quiet = dict(pose_config=replace(FAST_POSE, steps=3), map_config=FAST_MAP, heatmaps=False, context=QUIET)
+    quiet = dict(pose_config=replace(FAST_POSE, steps=3), map_config=FAST_MAP, heatmaps=False, context=QUIET,
+                 fit_config=FitConfig(resolution=16))
     [one] = evaluate(toy_dataset(), tmp_path / "one", model=model, **quiet)
     (model / "config.json").write_text(json.dumps({"fit_config": {"supersample": 2}}))
     [two] = evaluate(toy_dataset(), tmp_path / "two", model=model, **quiet)
