@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-__all__ = ["resize", "resize_to_width", "box_downsample", "gaussian_filter", "gaussian_blur", "ssim_map", "grey", "srgb_to_linear",
-           "linear_to_srgb"]
+__all__ = ["resize", "resize_to_width", "box_downsample", "gaussian_filter", "gaussian_blur", "ssim_map", "grey",
+           "srgb_to_linear", "linear_to_srgb"]
 
 _LUMA = (0.299, 0.587, 0.114)
 

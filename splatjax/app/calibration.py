@@ -279,7 +279,7 @@ def _pose_digest(pose_config: PoseConfig) -> str:
     settings = dataclasses.asdict(pose_config)
     del settings["max_loss_ratio"], settings["max_residual_ratio"], settings["residual_outline_ratio"]
     if settings["supersample"] == 1:
-        del settings["supersample"]  # the digests of calibrations stored before the option keep
+        del settings["supersample"]  # calibrations stored before the option keep their digests
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:POSE_DIGEST_LENGTH]
 

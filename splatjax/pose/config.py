@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import field
 
-from ..validation import is_int, is_number, require, require_bools, require_choice, require_color, require_ints, require_positive
+from ..validation import (is_int, is_number, require, require_bools, require_choice, require_color, require_ints,
+                          require_positive)
 from ..render.backends import MAX_SUPERSAMPLE, USER_BACKENDS
 from .keypoints import KeypointConfig
 from .objectives import get_objective
