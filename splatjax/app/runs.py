@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import DatasetError, UserError
 from ..files import read_json, write_json
 from ..gaussians import load_ply
-from ..render.backends import MAX_SUPERSAMPLE
+from ..render.backends import MAX_SUPERSAMPLE, valid_supersample
 from .checkpoint import read_metrics
 from .fit_run import fit_config_changes, run_fit
 from ..context import QUIET, Context
@@ -192,7 +192,7 @@ def model_supersample(ply: Path) -> int:
     data = read_json(path, "fit settings")
     saved = data.get("fit_config") if isinstance(data, dict) else None
     value = saved.get("supersample", 1) if isinstance(saved, dict) else 1
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SUPERSAMPLE:
+    if not valid_supersample(value):
         raise DatasetError(f"{path}: fit_config.supersample must be an integer in 1..{MAX_SUPERSAMPLE}, "
                            f"got {value!r}")
     return value

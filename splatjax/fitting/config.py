@@ -14,7 +14,7 @@ from ..validation import is_int, is_number, require, require_choice, require_col
 
 __all__ = ["FitConfig"]
 
-from ..render.backends import MAX_SUPERSAMPLE
+from ..render.backends import MAX_SUPERSAMPLE, valid_supersample
 from ..render.backends import USER_BACKENDS as _BACKENDS
 BUFFER_POLICIES = ("auto", "compact", "roomy")
 _INIT_EXTENT = 1.3  # half-width of the random initialisation's cube
@@ -102,7 +102,7 @@ class FitConfig:
         require_positive(self, ("lr_means", "lr_means_final", "lr_colors", "lr_opacity", "lr_scales", "lr_quats",
                                 "adam_eps", "init_extent", "checkpoint_minutes", "percent_dense", "lr_sh_rest_factor"))
         require(is_int(self.sh_degree) and 0 <= self.sh_degree <= 3, self, "sh_degree", "an integer in 0..3")
-        require(is_int(self.supersample) and 1 <= self.supersample <= MAX_SUPERSAMPLE, self, "supersample",
+        require(valid_supersample(self.supersample), self, "supersample",
                 f"an integer in 1..{MAX_SUPERSAMPLE}")
         require(is_number(self.train_fraction) and 0.0 < self.train_fraction <= 1.0, self, "train_fraction", "in (0, 1]")
         require(is_number(self.ssim_weight) and 0.0 <= self.ssim_weight <= 1.0, self, "ssim_weight", "in [0, 1]")

@@ -9,9 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import field
 
-from ..validation import (is_int, is_number, require, require_bools, require_choice, require_color, require_ints,
-                          require_positive)
-from ..render.backends import MAX_SUPERSAMPLE, USER_BACKENDS
+from ..validation import is_number, require, require_bools, require_choice, require_color, require_ints, require_positive
+from ..render.backends import MAX_SUPERSAMPLE, USER_BACKENDS, valid_supersample
 from .keypoints import KeypointConfig
 from .objectives import get_objective
 
@@ -168,7 +167,7 @@ class PoseConfig:
         require(self.lr_decay <= 1.0, self, "lr_decay", "<= 1")
         require(isinstance(self.keypoint, KeypointConfig), self, "keypoint", "a KeypointConfig")
         require_color(self, "background")
-        require(is_int(self.supersample) and 1 <= self.supersample <= MAX_SUPERSAMPLE, self, "supersample",
+        require(valid_supersample(self.supersample), self, "supersample",
                 f"an integer in 1..{MAX_SUPERSAMPLE}")
         require(is_number(self.min_silhouette_iou) and 0.0 <= self.min_silhouette_iou <= 1.0, self,
                 "min_silhouette_iou", "in [0, 1]")

@@ -20,7 +20,6 @@ import contextlib
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from ..camera import Camera
@@ -28,7 +27,7 @@ from ..errors import ConfigError
 from ..gaussians import Gaussians
 from ..image import box_downsample
 from . import ffi
-from .backends import BACKENDS, MAX_SUPERSAMPLE, TEST_ONLY
+from .backends import BACKENDS, MAX_SUPERSAMPLE, TEST_ONLY, valid_supersample
 from .ffi import DEFAULT_CAPACITY, KernelCapacity
 from .reference import rasterize_reference
 
@@ -166,6 +165,6 @@ def render(
 
 
 def _supersample(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_SUPERSAMPLE:
+    if not valid_supersample(k):
         raise ValueError(f"render: supersample must be an int in 1..{MAX_SUPERSAMPLE} (got {k!r})")
     return int(k)

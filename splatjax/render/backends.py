@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["BACKENDS", "TEST_ONLY", "USER_BACKENDS", "MAX_SUPERSAMPLE"]
+from ..validation import is_int
+
+__all__ = ["BACKENDS", "TEST_ONLY", "USER_BACKENDS", "MAX_SUPERSAMPLE", "valid_supersample"]
 
 #: every name ``render(backend=...)`` resolves: "auto", the dense pure-JAX "reference", the
 #: FFI kernels "cpu" and "cuda", and "cuda-emu" (the CUDA source on the CPU emulator, tests only)
@@ -14,3 +16,9 @@ USER_BACKENDS = tuple(b for b in BACKENDS if b not in TEST_ONLY)
 
 #: the largest ``supersample`` (samples per pixel side) a fit or a render accepts
 MAX_SUPERSAMPLE = 4
+
+
+def valid_supersample(value) -> bool:
+    """Whether ``value`` is a ``supersample`` a fit or a render accepts: an integer (not a
+    bool) in 1..:data:`MAX_SUPERSAMPLE`."""
+    return is_int(value) and 1 <= value <= MAX_SUPERSAMPLE
