@@ -151,6 +151,35 @@ def test_matches_reference(platform, seed):
         assert _rel(g, g0) <= GRAD_TOL, (name, _rel(g, g0))
 
 
+@pytest.mark.parametrize("platform", ["cpu"])
+def test_depth_order_over_many_magnitudes_and_exact_ties(platform):
+    """The kernel orders each tile's Gaussians by depth, equal depths by index (as the
+    reference's stable sort): 3000 overlapping Gaussians at depths from 0.3 to 400 (every byte
+    of the depth's bits varies, so every pass of the CPU kernel's radix sort works), a third
+    of them in groups that share one depth exactly, each with its own colour."""
+    _need(platform)
+    rng = np.random.default_rng(11)
+    n = 3000
+    z = np.exp(rng.uniform(np.log(0.3), np.log(400.0), n))
+    z[: n // 3] = np.repeat(rng.uniform(1.0, 5.0, n // 30), 10)  # groups of 10 at one depth, exactly
+    intr = np.array([60.0, 60.0, W / 2, H / 2])
+    u, v = rng.uniform(0, W, n), rng.uniform(0, H, n)
+    means = np.stack([(u - intr[2]) / intr[0] * z, (v - intr[3]) / intr[1] * z, z], -1)
+    scales = np.repeat(z[:, None] * 0.04, 3, axis=1) * rng.uniform(0.5, 2.0, (n, 3))  # a few pixels each
+    quats = rng.normal(size=(n, 4))
+    scene = [means, scales, quats, rng.uniform(0.05, 0.9, n), rng.uniform(0, 1, (n, 3)), np.eye(3), np.zeros(3),
+             intr, np.array([0.2, 0.4, 0.6])]
+    scene = [np.asarray(a, np.float32) for a in scene]
+    rgb, alpha = _kernel(platform)(*scene)
+    with enable_x64(True):
+        rgb0, alpha0 = rasterize_reference(*[jnp.asarray(a, jnp.float64) for a in scene], width=W, height=H)
+    assert _rel(rgb, rgb0, 1.0) <= IMG_TOL and _rel(alpha, alpha0, 1.0) <= IMG_TOL
+    # the ties matter: with the tied groups' order reversed the image differs
+    flip = np.concatenate([np.arange(n // 3).reshape(-1, 10)[:, ::-1].reshape(-1), np.arange(n // 3, n)])
+    rgb_f, _ = _kernel(platform)(*[a[flip] for a in scene[:5]], *scene[5:])
+    assert _rel(rgb_f, rgb0, 1.0) > 100 * IMG_TOL
+
+
 def _camera_stack(seed, c=8):
     rng = np.random.default_rng(seed)
     Rs, ts, Ks, bgs = [], [], [], []

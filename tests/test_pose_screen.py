@@ -1,6 +1,8 @@
 """Screening of pose hypotheses (splatjax.pose.screen) and its place in estimate_poses, on the
 tiny synthetic scene of test_pose (32 x 32, reference renderer)."""
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +40,7 @@ def test_screening_is_a_short_low_resolution_refinement(scene):
     g, cams, _, _ = scene
     qcams, queries = _queries_near(g, cams, [2, 6], 50)
     starts = pose.index_cameras(cams, jnp.asarray([1, 2, 5, 6]))
-    config = PoseConfig(**FAST)
+    config = PoseConfig(**FAST, screen_halving_step=0)
     key = jax.random.key(3)
     got, losses = pose.screen_hypotheses(g, starts, queries, 2, config, key=key)
     small = resize_to_width(queries, 16)
@@ -135,3 +137,55 @@ def test_screened_and_unscreened_queries_in_one_batch(scene):
     for i in range(2):
         alone = pose.estimate_poses(g, queries[i:i + 1], cams, config, key=keys[i:i + 1], polish=polish)
         np.testing.assert_allclose(alone.c2w[0], both.c2w[i], atol=1e-5)
+
+
+def test_halving_stops_the_worse_half_and_leaves_the_better_half_as_it_was(scene):
+    """With screen_halving_step 5 of 15 steps, screen_hypotheses equals its twin built from
+    plain refinements: each query's better half (2 of 3 by the loss of a 5-step refinement)
+    ends exactly as the 15-step screening without halving, the dropped candidate as the
+    5-step refinement; a dropped loss is never below a kept one's."""
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [2, 6], 50)
+    starts = pose.index_cameras(cams, jnp.asarray([1, 2, 3, 5, 6, 7]))
+    config = PoseConfig(**FAST, screen_halving_step=5)
+    assert pose.halving_split(config, 3) == 5 and pose.halving_split(config, 1) == 0
+    assert pose.halving_split(PoseConfig(**FAST, screen_halving_step=15), 3) == 0  # not before the last step
+    key = jax.random.key(3)
+    got, losses = pose.screen_hypotheses(g, starts, queries, 3, config, key=key)
+    full, full_losses = pose.screen_hypotheses(g, starts, queries, 3, PoseConfig(**FAST, screen_halving_step=0),
+                                               key=key)
+    small = jnp.repeat(resize_to_width(queries, 16), 3, axis=0)
+    short = pose.refine_poses_detailed(g, starts.scaled(16, 16), small,
+                                       pose.screen_config(PoseConfig(**{**FAST, "screen_steps": 5})), key=key)
+    short_losses = np.asarray(short.loss).reshape(2, 3)
+    dropped = np.argsort(short_losses, axis=1, kind="stable")[:, 2]
+    for q in range(2):
+        for j in range(3):
+            i = 3 * q + j
+            want_loss, want_R = ((short_losses[q, j], short.cameras.R[i]) if j == dropped[q]
+                                 else (full_losses[q, j], full.R[i]))
+            np.testing.assert_allclose(losses[q, j], want_loss, rtol=1e-5)
+            np.testing.assert_allclose(got.R[i], want_R, atol=1e-5)
+        assert losses[q, dropped[q]] >= np.delete(losses[q], dropped[q]).max()
+    assert (got.width, got.height) == (32, 32)
+
+
+def test_a_refinement_scanned_in_two_parts_is_the_refinement(scene):
+    """scan_poses for 6 steps from start_scan, then 9 more from its state, gives the numbers
+    of refine_poses_detailed with 15 steps (one level, no early stop): cameras, losses,
+    traces, best steps; the first part alone ends as a 6-step refinement."""
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [2, 6, 4], 50)
+    config = PoseConfig(**{**FAST, "steps": 15, "stop_patience": 0})
+    key = jax.random.key(7)
+    whole = pose.refine_poses_detailed(g, qcams, queries, config, key=key)
+    six = pose.refine_poses_detailed(g, qcams, queries, replace(config, steps=6), key=key)
+    state, first = pose.scan_poses(g, qcams, queries, pose.start_scan(config, key=key, b=3),
+                                   replace(config, steps=6), 0)
+    _, second = pose.scan_poses(g, qcams, queries, state, replace(config, steps=9), 6)
+    for got, want in ((first, six), (second, whole)):
+        np.testing.assert_allclose(got.loss, want.loss, rtol=1e-6)
+        np.testing.assert_allclose(got.cameras.R, want.cameras.R, atol=1e-6)
+        np.testing.assert_array_equal(got.best_step, want.best_step)
+        np.testing.assert_array_equal(got.diverged, want.diverged)
+    np.testing.assert_allclose(np.concatenate([first.traces, second.traces], axis=1), whole.traces, rtol=1e-6)

@@ -28,6 +28,7 @@ from .objectives import (
 from .keypoints import KeypointConfig, keypoint_pose, keypoint_poses, render_depth
 from .fine import (
     Refinement,
+    ScanState,
     fine_level_plan,
     fine_lr_schedule,
     init_screw,
@@ -35,9 +36,11 @@ from .fine import (
     refine_pose,
     refine_poses,
     refine_poses_detailed,
+    scan_poses,
     screw_motion,
+    start_scan,
 )
-from .screen import screen_config, screen_hypotheses
+from .screen import halving_split, screen_config, screen_hypotheses
 from .estimate import (
     Polish,
     PoseEstimate,
@@ -84,6 +87,10 @@ __all__ = [
     "refine_poses",
     "refine_poses_detailed",
     "Refinement",
+    "ScanState",
+    "start_scan",
+    "scan_poses",
+    "halving_split",
     "screen_config",
     "screen_hypotheses",
     "fine_level_plan",

@@ -45,8 +45,10 @@ class PoseConfig:
     fewer than ``screen_skip_inliers`` PnP inliers (textureless, glossy, symmetric parts), the
     ``screen_candidates`` best candidates (most inliers first, retrieval order on ties) are
     each refined ``screen_steps`` steps at width ``screen_resolution`` with rate
-    ``screen_lr``, and the ``hypotheses`` of lowest screened loss go on, from their screened
-    poses, to the fine pose's ``steps``. ``background``: the colour the model is rendered
+    ``screen_lr`` (with ``screen_halving_step`` = s > 0, only the better half of each query's
+    candidates by the lowest loss of their first s steps is refined on after them), and the
+    ``hypotheses`` of lowest screened loss go on, from their screened poses, to the fine
+    pose's ``steps``. ``background``: the colour the model is rendered
     over (the background it was fitted on, RGB in [0, 1]; the application sets it from the
     fit, it is no flag); ``supersample``: samples per pixel side of the fine pose's and the screening's
     renders of the model (the fit's ``supersample``, set likewise from the fit; the coarse
@@ -96,6 +98,11 @@ class PoseConfig:
     screen_steps: int = field(default=30, metadata={"help": "refinement steps of the screening (0: no screening)"})
     screen_resolution: int = field(default=64, metadata={"help": "screening image width in pixels"})
     screen_lr: float = field(default=0.03, metadata={"help": "screening learning rate after the first step"})
+    # default 10 of 30: the kept candidate was the unhalved screening's in 78 of 79 screened queries of teapot and
+    # cow, and in the best half after 10 steps in 79 of 81 of fandisk-7 and beetle-8 (BENCHMARKS.md, screening cost)
+    screen_halving_step: int = field(default=10, metadata={
+        "help": "after this many screening steps only the better half of a query's candidates (lowest loss so far) "
+                "is refined on (0: all --screen-steps on every candidate)"})
     # default 12: on bunny and cow a candidate with 13-24 inliers was right every time; wrong ones had 0
     screen_skip_inliers: int = field(default=12, metadata={
         "help": "a query whose best keypoint candidate has at least this many PnP inliers is not screened "
@@ -157,7 +164,7 @@ class PoseConfig:
         require_ints(self, ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
                             "keypoint_candidates", "screen_candidates", "screen_resolution"), 1)
         require_ints(self, ("inplane_rotations", "sphere_views", "screen_steps", "screen_skip_inliers",
-                            "polish_stop_inliers", "stop_patience"), 0)
+                            "screen_halving_step", "polish_stop_inliers", "stop_patience"), 0)
         require_positive(self, ("lr_first", "lr", "lr_decay", "init_std", "screen_lr", "stop_tolerance"))
         require(is_number(self.init_theta) and abs(self.init_theta) <= 3.2, self, "init_theta", "in [-3.2, 3.2]")
         require(self.fine_levels <= MAX_FINE_LEVELS, self, "fine_levels", f"<= {MAX_FINE_LEVELS}")

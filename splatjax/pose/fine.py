@@ -45,7 +45,8 @@ from .config import PoseConfig
 from .objectives import Objective, PoseRender, resolve_objective
 
 __all__ = ["fine_lr_schedule", "init_screw", "screw_motion", "moved_camera", "refine_pose", "refine_poses",
-           "refine_poses_detailed", "Refinement", "fine_level_plan", "query_keys", "compiled_config"]
+           "refine_poses_detailed", "Refinement", "fine_level_plan", "query_keys", "compiled_config", "ScanState",
+           "start_scan", "scan_poses"]
 
 GROWTH_TOLERANCE = 0.01  # a refinement "grew" (diverged) when its last loss exceeds the first by more than 1 %
 
@@ -261,6 +262,31 @@ def _refine_core(gaussians, camera, query, params0, *, config: PoseConfig, objec
     return moved_camera(camera, best, exact_exp=exact_exp), trace, best_loss, best_step, diverged, taken
 
 
+def _scan_core(gaussians, camera, query, state, *, config: PoseConfig, objective, first: int):
+    """One query's ``config.steps`` steps of :func:`scan_poses`: (new state, (best camera,
+    trace, best loss, best step, diverged) as :func:`_refine_core` would end here)."""
+    opt = _optimizer(config.lr_first, config.lr, config.lr_decay)
+    query = jnp.asarray(query, gaussians.means.dtype)
+    bg = jnp.asarray(config.background, query.dtype)
+
+    def full_loss(params):
+        moved = moved_camera(camera, params, exact_exp=config.exact_exp)
+        rgb, alpha = render(gaussians, moved, background=config.background, backend=config.backend,
+                            supersample=config.supersample)
+        return objective(PoseRender(rgb=rgb, alpha=alpha, camera=moved, background=bg), query)
+
+    carry, trace = _level_scan(full_loss, opt, tuple(state)[:6], first, config.steps, track=True)
+    start = trace[0] if first == 0 else state.start_loss
+    params, _, best, best_loss, best_step, bad = carry
+    last = full_loss(params)
+    better = last < best_loss
+    best, best_loss = _where(better, params, best), jnp.where(better, last, best_loss)
+    best_step = jnp.where(better, first + config.steps, best_step)
+    diverged = bad | ~jnp.isfinite(last) | (last > start * (1.0 + GROWTH_TOLERANCE))
+    ended = (moved_camera(camera, best, exact_exp=config.exact_exp), trace, best_loss, best_step, diverged)
+    return ScanState(*carry, start), ended
+
+
 _STATIC = ("config", "objective")
 
 
@@ -280,6 +306,19 @@ def _refine_batch_fn(config: PoseConfig, objective: Objective) -> Callable:
     """The vmapped refinement of one compiled config and objective, one function object
     per pair so that the sharded program is compiled once and reused."""
     return jax.vmap(functools.partial(_refine_core, config=config, objective=objective), in_axes=(None, 0, 0, 0))
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("first",))
+def _scan_batch_jit(gaussians, cameras, queries, state, **static):
+    return jax.vmap(functools.partial(_scan_core, **static), in_axes=(None, 0, 0, 0))(gaussians, cameras, queries,
+                                                                                       state)
+
+
+@functools.lru_cache(maxsize=32)
+def _scan_batch_fn(config: PoseConfig, objective: Objective, first: int) -> Callable:
+    """The vmapped :func:`_scan_core` of one compiled config, objective and first step."""
+    return jax.vmap(functools.partial(_scan_core, config=config, objective=objective, first=first),
+                    in_axes=(None, 0, 0, 0))
 
 
 def _check_query(query, camera: Camera, where: str):
@@ -403,18 +442,85 @@ def refine_poses_detailed(
     _check_query(queries, cams, "refine_poses")
     params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std, theta=_theta0(config)))(query_keys(key, b))
     static = _static(config, objective)
+    return Refinement(*_map_queries(_refine_batch_jit, _refine_batch_fn, static, gaussians, (cams, queries, params0),
+                                    config.batch_size, context=context, parallel=parallel))
+
+
+def _map_queries(batch_jit, batch_fn, static: dict, gaussians: Gaussians, args: tuple, batch_size: int, *,
+                 context: Context, parallel: ParallelConfig | None):
+    """``batch_jit(gaussians, *args, **static)`` over the queries of ``args`` (each with a
+    leading query axis) in padded chunks of ``batch_size`` (or ``parallel.per_device_batch``)
+    queries, each chunk sharded over ``parallel.devices`` local devices with the vmapped
+    ``batch_fn(**static)`` where there are several: the chunk loop of the refinements."""
+    b = num_cameras(args[0])
     mesh = None if parallel is None else query_mesh(parallel.devices)
-    per = int(config.batch_size if parallel is None or parallel.per_device_batch is None
-              else parallel.per_device_batch)
+    per = int(batch_size if parallel is None or parallel.per_device_batch is None else parallel.per_device_batch)
     if mesh is None or mesh.size == 1:
-        run = functools.partial(_refine_batch_jit, gaussians, **static)
-        return Refinement(*map_padded_chunks(run, b, min(per, b), (cams, queries, params0), context=context,
-                                             stage="fine pose"))
-    fn = _refine_batch_fn(static["config"], static["objective"])
+        run = functools.partial(batch_jit, gaussians, **static)
+        return map_padded_chunks(run, b, min(per, b), args, context=context, stage="fine pose")
+    fn = batch_fn(**static)
     shard = ParallelConfig(devices=mesh.size)  # one launch per chunk: the chunk is a multiple of the devices
     size = min(per, ceil_div(b, mesh.size)) * mesh.size
 
-    def run(c, q, p):
-        return shard_over_queries(fn, gaussians, c, q, p, in_axes=(None, 0, 0, 0), mesh=mesh, config=shard)
+    def run(*chunk):
+        return shard_over_queries(fn, gaussians, *chunk, in_axes=(None,) + (0,) * len(chunk), mesh=mesh, config=shard)
 
-    return Refinement(*map_padded_chunks(run, b, size, (cams, queries, params0), context=context, stage="fine pose"))
+    return map_padded_chunks(run, b, size, args, context=context, stage="fine pose")
+
+
+class ScanState(NamedTuple):
+    """Queries part-way through a one-level refinement without early stop (the screening):
+    the screw parameters, Adam state, best iterate so far, its loss and step, whether a
+    non-finite loss or gradient was seen, and the start's loss (inf before the first step);
+    every leaf has a leading query axis."""
+
+    params: dict
+    opt_state: tuple
+    best: dict
+    best_loss: Array
+    best_step: Array
+    bad: Array
+    start_loss: Array
+
+
+def start_scan(config: PoseConfig, *, key: jax.Array, b: int) -> ScanState:
+    """The :class:`ScanState` of B queries before their first step: the screw initialisation
+    of :func:`refine_poses_detailed` (``key``: one key split B ways, or B keys)."""
+    opt = _optimizer(config.lr_first, config.lr, config.lr_decay)
+    params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std, theta=_theta0(config)))(query_keys(key, b))
+    inf = jnp.full((b,), jnp.inf, jnp.float32)
+    return ScanState(params0, jax.vmap(opt.init)(params0), params0, inf, jnp.zeros((b,), jnp.int32),
+                     jnp.zeros((b,), bool), inf)
+
+
+def scan_poses(
+    gaussians: Gaussians,
+    cameras: Camera,
+    queries: Float[Array, "B H W 3"],
+    state: ScanState,
+    config: PoseConfig,
+    first: int,
+    *,
+    context: Context = QUIET,
+    parallel: ParallelConfig | None = None,
+    objective: str | Objective | None = None,
+) -> tuple[ScanState, Refinement]:
+    """``config.steps`` more Adam steps (global steps ``first`` ..) of B queries from
+    ``state``, at the cameras' size, one level, no early stop (``fine_levels`` and
+    ``stop_patience`` are not read). Returns the new state and the :class:`Refinement` the
+    queries would end with if they stopped here. ``scan_poses`` from :func:`start_scan` for
+    s steps, then for k - s more from its state, gives the numbers of
+    :func:`refine_poses_detailed` with k steps, fine_levels 1 and stop_patience 0 (the
+    screening's settings): a refinement that can be stopped part-way for some queries."""
+    cams = as_batch(cameras)
+    queries = jnp.asarray(queries)
+    b = queries.shape[0]
+    if num_cameras(cams) != b:
+        raise ValueError(f"scan_poses: {num_cameras(cams)} cameras for {b} queries")
+    _check_query(queries, cams, "scan_poses")
+    static = dict(_static(config, objective), first=int(first))
+    out = _map_queries(_scan_batch_jit, _scan_batch_fn, static, gaussians, (cams, queries, state), config.batch_size,
+                       context=context, parallel=parallel)
+    new, (camera, trace, loss, best_step, diverged) = out
+    return new, Refinement(camera, trace, loss, best_step, diverged,
+                                       jnp.full((b,), first + config.steps, jnp.int32))

@@ -25,12 +25,12 @@ from ..context import QUIET, Context
 from ..gaussians import Gaussians
 from ..image import resize_to_width
 from ..sharding import ParallelConfig
-from .cameras import as_batch
+from .cameras import as_batch, index_cameras
 from .config import PoseConfig
-from .fine import refine_poses_detailed
+from .fine import query_keys, refine_poses_detailed, scan_poses, start_scan
 from .objectives import Objective
 
-__all__ = ["screen_config", "screen_hypotheses"]
+__all__ = ["halving_split", "screen_config", "screen_hypotheses"]
 
 
 def screen_config(config: PoseConfig) -> PoseConfig:
@@ -58,13 +58,42 @@ def screen_hypotheses(
     queries' size. Each is refined by :func:`splatjax.pose.refine_poses_detailed` with
     :func:`screen_config` at width ``min(config.screen_resolution, W)`` (queries resized,
     antialiased; intrinsics scaled, aspect kept) with the per-candidate keys of ``key`` (one
-    key, split Q * n ways, or those Q * n keys). Returns the screened cameras [Q * n] at the
-    queries' size and their losses [Q, n] at the screening width (inf: no finite loss)."""
+    key, split Q * n ways, or those Q * n keys). With ``config.screen_halving_step`` = s
+    (:func:`halving_split`), the refinement of each query's worse half (the last n // 2 by
+    the lowest loss of their first s steps) stops after s steps (:func:`splatjax.pose.scan_poses`):
+    a kept candidate ends exactly as without halving, a dropped one with its best iterate
+    of s steps. Returns the screened cameras [Q * n] at the queries' size and their losses
+    [Q, n] at the screening width (inf: no finite loss)."""
     cams = as_batch(cameras)
     q, h, w = queries.shape[0], queries.shape[1], queries.shape[2]
     sw = min(int(config.screen_resolution), w)
     sh = max(1, int(round(h * sw / w)))
-    small = resize_to_width(jnp.asarray(queries, jnp.float32), sw)
-    ref = refine_poses_detailed(gaussians, cams.scaled(sw, sh), jnp.repeat(small, n, axis=0), screen_config(config),
-                                key=key, context=context, parallel=parallel, objective=objective)
-    return ref.cameras.scaled(w, h), np.asarray(ref.loss, np.float64).reshape(q, n)
+    small = jnp.repeat(resize_to_width(jnp.asarray(queries, jnp.float32), sw), n, axis=0)
+    keys = query_keys(key, q * n)
+    split, sc = halving_split(config, n), screen_config(config)
+    if not split:
+        ref = refine_poses_detailed(gaussians, cams.scaled(sw, sh), small, sc, key=keys, context=context,
+                                    parallel=parallel, objective=objective)
+        return ref.cameras.scaled(w, h), np.asarray(ref.loss, np.float64).reshape(q, n)
+    # every candidate's first `split` steps; then the better half of each query's goes on from where it stands
+    kw = dict(context=context, parallel=parallel, objective=objective)
+    small_cams = cams.scaled(sw, sh)
+    state, ended = scan_poses(gaussians, small_cams, small, start_scan(sc, key=keys, b=q * n),
+                              dataclasses.replace(sc, steps=split), 0, **kw)
+    losses = np.asarray(ended.loss, np.float64).reshape(q, n)
+    on = (np.arange(q)[:, None] * n + np.argsort(losses, axis=1, kind="stable")[:, : n - n // 2]).reshape(-1)
+    pick = jnp.asarray(on)
+    rest = dataclasses.replace(sc, steps=sc.steps - split)
+    _, more = scan_poses(gaussians, index_cameras(small_cams, pick), small[pick],
+                         jax.tree_util.tree_map(lambda a: a[pick], state), rest, split, **kw)
+    losses.reshape(-1)[on] = np.asarray(more.loss, np.float64)
+    screened = jax.tree_util.tree_map(lambda a, b: a.at[pick].set(b), ended.cameras, more.cameras)
+    return screened.scaled(w, h), losses
+
+
+def halving_split(config: PoseConfig, n: int) -> int:
+    """The screening step after which only the better half of ``n`` candidates goes on
+    (``config.screen_halving_step``), or 0 where nothing is dropped (0, not before the
+    last step, or fewer than 2 candidates)."""
+    s = int(config.screen_halving_step)
+    return s if 0 < s < config.screen_steps and n >= 2 else 0

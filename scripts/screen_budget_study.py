@@ -1,0 +1,133 @@
+"""How early the screening's ranking settles, on data with known poses.
+
+  python scripts/screen_budget_study.py CLASS --model RUN [--json OUT.json]
+
+Runs the pose stage of ``splatjax evaluate`` up to the screening (coarse retrieval, keypoint
+polish, the default PoseConfig with the model's background and supersampling) on every
+test image of CLASS (``test_poses.json`` gives the truth) and records, for each screened
+query, the loss trace of each of its candidates through the whole screening. For a cut
+after s steps it prints how often the candidate the full screening keeps (lowest loss) is
+among the best half by the lowest loss seen up to step s, and the same for the candidate
+that ends nearest the truth. This is what a screening that drops the worse half after s
+steps needs (:class:`splatjax.pose.PoseConfig` ``screen_halving_step``).
+
+``--halving S [S ...]``: also run the screening with ``screen_halving_step`` S on the same
+candidates and keys, and print for each how often its kept candidate ends within 0.3 rad of
+the truth (the fine pose's basin), next to the full screening's count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's splatjax
+import splatjax as sj  # noqa: E402
+from splatjax.app.runs import model_supersample  # noqa: E402
+from splatjax.data import load_mad_class  # noqa: E402
+from splatjax.metrics import pose_errors  # noqa: E402
+from splatjax.pose import estimate as est_mod  # noqa: E402
+from splatjax.pose.cameras import camera_to_c2w  # noqa: E402
+from splatjax.pose.fine import refine_poses_detailed  # noqa: E402
+from splatjax.pose.screen import screen_config, screen_hypotheses  # noqa: E402
+from splatjax.image import resize_to_width  # noqa: E402
+
+CUTS = (5, 10, 15, 20)
+BASIN = 0.3  # rad
+
+
+def survivors(traces: np.ndarray, final: np.ndarray, err: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, for a cut after ``s`` steps that keeps the better half (the first n - n // 2
+    by the lowest loss of steps 0 .. s, ``traces`` [Q, n, k] the loss before each step; ties
+    to the lower index): is the candidate of lowest ``final`` loss kept, and is the one
+    nearest the truth (``err`` [Q, n], rad) kept or not within BASIN anyway?"""
+    n = traces.shape[1]
+    best = np.min(traces[:, :, : s + 1], axis=2)
+    top = np.argsort(best, axis=1, kind="stable")[:, : n - n // 2]
+    keep, nearest = np.argmin(final, axis=1), np.argmin(err, axis=1)
+    rows = np.arange(len(final))
+    kept_in = (top == keep[:, None]).any(axis=1)
+    near_in = (top == nearest[:, None]).any(axis=1) | (err[rows, nearest] >= BASIN)
+    return kept_in, near_in
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="screen_budget_study.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--model", required=True, help="a fit's run folder or its model.ply")
+    ap.add_argument("--resolution", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--halving", type=int, nargs="*", default=[])
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+
+    ply = Path(args.model) / "model.ply" if Path(args.model).is_dir() else Path(args.model)
+    cls = load_mad_class(args.data, args.resolution, test_poses=Path(args.data) / "test_poses.json")
+    g = sj.load_ply(ply)
+    pc = sj.PoseConfig(background=cls.train.background, supersample=model_supersample(ply), screen_halving_step=0)
+    recorded, halved = [], {}
+
+    def recording_screen(gaussians, cameras, queries, n, config, *, key, context, parallel, objective):
+        w = queries.shape[2]
+        sw = min(int(config.screen_resolution), w)
+        sh = max(1, int(round(queries.shape[1] * sw / w)))
+        small = resize_to_width(np.asarray(queries, np.float32), sw)
+        ref = refine_poses_detailed(gaussians, cameras.scaled(sw, sh), np.repeat(small, n, axis=0),
+                                    screen_config(config), key=key, context=context, parallel=parallel,
+                                    objective=objective)
+        recorded.append((np.asarray(ref.traces), ref.cameras.scaled(w, queries.shape[1]), np.asarray(ref.loss)))
+        for split in args.halving:
+            halving = replace(config, screen_halving_step=split)
+            halved[split] = screen_hypotheses(gaussians, cameras, queries, n, halving, key=key, context=context,
+                                              parallel=parallel, objective=objective)
+        return ref.cameras.scaled(w, queries.shape[1]), np.asarray(ref.loss, np.float64).reshape(-1, n)
+
+    est_mod.screen_hypotheses = recording_screen
+    queries = np.asarray(cls.test.images, np.float32)
+    truth = np.asarray(cls.test.c2w)
+    cands = sj.candidate_cameras(cls.train.cameras, pc)
+    st = est_mod.pose_starts(g, queries, cands, pc, key=jax.random.key(args.seed), context=sj.QUIET)
+    if not recorded:
+        print("no query was screened")
+        return 0
+    traces, cams, losses = recorded[0]
+    n = pc.screen_candidates
+    rows = np.flatnonzero(~np.isnan(st.screen_losses[:, 0]))
+    q = rows.size
+    err = pose_errors(camera_to_c2w(cams), np.repeat(truth[rows], n, axis=0))["rotation_rad"].reshape(q, n)
+    traces = traces.reshape(q, n, -1)
+    final = losses.reshape(q, n)
+    keep, nearest = np.argmin(final, axis=1), np.argmin(err, axis=1)
+    out = {"class": args.data, "model": str(ply), "screened": int(q), "queries": int(len(queries)), "cuts": {}}
+    in_basin = int((err[np.arange(q), keep] < BASIN).sum())
+    print(f"{args.data}: {q} of {len(queries)} queries screened; the kept candidate is the nearest in "
+          f"{int((keep == nearest).sum())}, within {BASIN} rad in {in_basin}")
+    out["kept_in_basin"] = in_basin
+    for split, (hcams, hloss) in halved.items():
+        hkeep = np.argmin(hloss, axis=1)
+        herr = pose_errors(camera_to_c2w(hcams), np.repeat(truth[rows], n, axis=0))["rotation_rad"].reshape(q, n)
+        got = int((herr[np.arange(q), hkeep] < BASIN).sum())
+        out.setdefault("halving", {})[split] = {"kept_in_basin": got, "errors": herr.tolist()}
+        print(f"  halving after {split} steps: the kept candidate within {BASIN} rad in {got}/{q} (full screening "
+              f"{in_basin}/{q}); both keep the same candidate in {int((hkeep == keep).sum())}/{q}")
+    for s in CUTS:
+        kept_in, near_in = survivors(traces, final, err, s)
+        out["cuts"][s] = {"kept_in_best_half": int(kept_in.sum()), "nearest_in_best_half": int(near_in.sum())}
+        print(f"  cut after {s:2d} steps: the kept candidate in the best half {int(kept_in.sum())}/{q}; the "
+              f"nearest (within {BASIN} rad) in it {int(near_in.sum())}/{q}")
+    if args.json:
+        out["errors"] = err.tolist()
+        out["final_losses"] = final.tolist()
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
