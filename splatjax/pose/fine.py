@@ -214,20 +214,12 @@ def _refine_core(gaussians, camera, query, params0, *, config: PoseConfig, objec
     """One query's refinement with the fine-pose fields of ``config``: (best camera,
     ``objective`` before each step [steps], its value at the best iterate at full
     resolution, its step, diverged)."""
-    steps, exact_exp, backend, background = config.steps, config.exact_exp, config.backend, config.background
+    steps, exact_exp = config.steps, config.exact_exp
     opt = _optimizer(config.lr_first, config.lr, config.lr_decay)
     query = jnp.asarray(query, gaussians.means.dtype)
-    bg = jnp.asarray(background, query.dtype)
 
     def loss_at(cam, target, idle=None):
-        def loss_fn(params):
-            moved = moved_camera(cam, params, exact_exp=exact_exp)
-            if idle is not None:
-                moved = _idle_camera(moved, idle)
-            rgb, alpha = render(gaussians, moved, background=background, backend=backend,
-                                supersample=config.supersample)
-            return objective(PoseRender(rgb=rgb, alpha=alpha, camera=moved, background=bg), target)
-        return loss_fn
+        return _pose_loss(gaussians, cam, target, config, objective, idle)
 
     full_loss = loss_at(camera, query)
     plan = fine_level_plan(camera.width, camera.height, steps, config.fine_levels, config.fine_level_steps)
@@ -251,40 +243,51 @@ def _refine_core(gaussians, camera, query, params0, *, config: PoseConfig, objec
         taken = jnp.asarray(plan[-1][2], jnp.int32)
     traces.append(tr)
     first_loss = tr[0] if first_loss is None else first_loss
+    taken = taken + done
+    ended = _end(full_loss, carry, camera, taken, first_loss, exact_exp)
+    trace = traces[0] if len(traces) == 1 else jnp.concatenate(traces)
+    return ended[0], trace, *ended[1:], taken
+
+
+def _pose_loss(gaussians, camera, target, config: PoseConfig, objective, idle=None):
+    """The loss of the screw parameters: ``objective`` of the model rendered from ``camera``
+    moved by them (seeing nothing where ``idle``; :func:`_idle_camera`) against ``target``."""
+    bg = jnp.asarray(config.background, target.dtype)
+
+    def loss_fn(params):
+        moved = moved_camera(camera, params, exact_exp=config.exact_exp)
+        if idle is not None:
+            moved = _idle_camera(moved, idle)
+        rgb, alpha = render(gaussians, moved, background=config.background, backend=config.backend,
+                            supersample=config.supersample)
+        return objective(PoseRender(rgb=rgb, alpha=alpha, camera=moved, background=bg), target)
+    return loss_fn
+
+
+def _end(full_loss, carry, camera, taken, first_loss, exact_exp: bool):
+    """(best camera, best loss, best step, diverged) of a refinement stopped with ``carry``
+    after ``taken`` steps: the last iterate (the scan evaluates each iterate before its
+    step) is a candidate too; diverged: a non-finite loss or gradient was seen, or the last
+    loss exceeds the start's ``first_loss`` by more than ``GROWTH_TOLERANCE``."""
     params, _, best, best_loss, best_step, bad = carry
-    last = full_loss(params)  # the last iterate's loss (the scan evaluates each iterate before its step)
+    last = full_loss(params)
     better = last < best_loss
     best, best_loss = _where(better, params, best), jnp.where(better, last, best_loss)
-    taken = taken + done
     best_step = jnp.where(better, taken, best_step)
     diverged = bad | ~jnp.isfinite(last) | (last > first_loss * (1.0 + GROWTH_TOLERANCE))
-    trace = traces[0] if len(traces) == 1 else jnp.concatenate(traces)
-    return moved_camera(camera, best, exact_exp=exact_exp), trace, best_loss, best_step, diverged, taken
+    return moved_camera(camera, best, exact_exp=exact_exp), best_loss, best_step, diverged
 
 
 def _scan_core(gaussians, camera, query, state, *, config: PoseConfig, objective, first: int):
     """One query's ``config.steps`` steps of :func:`scan_poses`: (new state, (best camera,
     trace, best loss, best step, diverged) as :func:`_refine_core` would end here)."""
     opt = _optimizer(config.lr_first, config.lr, config.lr_decay)
-    query = jnp.asarray(query, gaussians.means.dtype)
-    bg = jnp.asarray(config.background, query.dtype)
-
-    def full_loss(params):
-        moved = moved_camera(camera, params, exact_exp=config.exact_exp)
-        rgb, alpha = render(gaussians, moved, background=config.background, backend=config.backend,
-                            supersample=config.supersample)
-        return objective(PoseRender(rgb=rgb, alpha=alpha, camera=moved, background=bg), query)
-
+    full_loss = _pose_loss(gaussians, camera, jnp.asarray(query, gaussians.means.dtype), config, objective)
     carry, trace = _level_scan(full_loss, opt, tuple(state)[:6], first, config.steps, track=True)
     start = trace[0] if first == 0 else state.start_loss
-    params, _, best, best_loss, best_step, bad = carry
-    last = full_loss(params)
-    better = last < best_loss
-    best, best_loss = _where(better, params, best), jnp.where(better, last, best_loss)
-    best_step = jnp.where(better, first + config.steps, best_step)
-    diverged = bad | ~jnp.isfinite(last) | (last > start * (1.0 + GROWTH_TOLERANCE))
-    ended = (moved_camera(camera, best, exact_exp=config.exact_exp), trace, best_loss, best_step, diverged)
-    return ScanState(*carry, start), ended
+    camera, best_loss, best_step, diverged = _end(full_loss, carry, camera, first + config.steps, start,
+                                                  config.exact_exp)
+    return ScanState(*carry, start), (camera, trace, best_loss, best_step, diverged)
 
 
 _STATIC = ("config", "objective")
