@@ -437,16 +437,27 @@ def refine_poses_detailed(
     compiled once per function object, so reuse one function rather than a new ``lambda``
     per call) or a registered name; None: ``config.objective`` (default "photometric",
     SplatPose's loss). The traces, losses, best iterate and divergence use it."""
+    cams, queries, b = _batch(cameras, queries, "refine_poses")
+    params0 = _init_screws(config, key, b)
+    static = _static(config, objective)
+    return Refinement(*_map_queries(_refine_batch_jit, _refine_batch_fn, static, gaussians, (cams, queries, params0),
+                                    config.batch_size, context=context, parallel=parallel))
+
+
+def _batch(cameras: Camera, queries, where: str) -> tuple[Camera, Array, int]:
+    """(camera batch, query array, B) of a batched refinement; the counts and sizes checked."""
     cams = as_batch(cameras)
     queries = jnp.asarray(queries)
     b = queries.shape[0]
     if num_cameras(cams) != b:
-        raise ValueError(f"refine_poses: {num_cameras(cams)} cameras for {b} queries")
-    _check_query(queries, cams, "refine_poses")
-    params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std, theta=_theta0(config)))(query_keys(key, b))
-    static = _static(config, objective)
-    return Refinement(*_map_queries(_refine_batch_jit, _refine_batch_fn, static, gaussians, (cams, queries, params0),
-                                    config.batch_size, context=context, parallel=parallel))
+        raise ValueError(f"{where}: {num_cameras(cams)} cameras for {b} queries")
+    _check_query(queries, cams, where)
+    return cams, queries, b
+
+
+def _init_screws(config: PoseConfig, key: jax.Array, b: int) -> dict:
+    """B screw initialisations (:func:`init_screw`) from ``key`` (one key split B ways, or B keys)."""
+    return jax.vmap(lambda k: init_screw(key=k, std=config.init_std, theta=_theta0(config)))(query_keys(key, b))
 
 
 def _map_queries(batch_jit, batch_fn, static: dict, gaussians: Gaussians, args: tuple, batch_size: int, *,
@@ -490,7 +501,7 @@ def start_scan(config: PoseConfig, *, key: jax.Array, b: int) -> ScanState:
     """The :class:`ScanState` of B queries before their first step: the screw initialisation
     of :func:`refine_poses_detailed` (``key``: one key split B ways, or B keys)."""
     opt = _optimizer(config.lr_first, config.lr, config.lr_decay)
-    params0 = jax.vmap(lambda k: init_screw(key=k, std=config.init_std, theta=_theta0(config)))(query_keys(key, b))
+    params0 = _init_screws(config, key, b)
     inf = jnp.full((b,), jnp.inf, jnp.float32)
     return ScanState(params0, jax.vmap(opt.init)(params0), params0, inf, jnp.zeros((b,), jnp.int32),
                      jnp.zeros((b,), bool), inf)
@@ -515,12 +526,7 @@ def scan_poses(
     s steps, then for k - s more from its state, gives the numbers of
     :func:`refine_poses_detailed` with k steps, fine_levels 1 and stop_patience 0 (the
     screening's settings): a refinement that can be stopped part-way for some queries."""
-    cams = as_batch(cameras)
-    queries = jnp.asarray(queries)
-    b = queries.shape[0]
-    if num_cameras(cams) != b:
-        raise ValueError(f"scan_poses: {num_cameras(cams)} cameras for {b} queries")
-    _check_query(queries, cams, "scan_poses")
+    cams, queries, b = _batch(cameras, queries, "scan_poses")
     static = dict(_static(config, objective), first=int(first))
     out = _map_queries(_scan_batch_jit, _scan_batch_fn, static, gaussians, (cams, queries, state), config.batch_size,
                        context=context, parallel=parallel)
