@@ -160,7 +160,8 @@ def _detections(digest: str, det, pose_config, cal, images, names, trust) -> dic
                     "pose_untrusted_reason": trust.reasons[i],
                     "heatmap": f"heatmaps/{n}.png", "final_loss": float(det.poses.loss[i]),
                     "pose_diverged": bool(det.poses.diverged[i]), "pose_best_step": int(det.poses.best_step[i]),
-                    "pose_steps": int(det.poses.fine_steps[i]),
+                    "pose_steps": int(det.poses.fine_steps[i]), "pose_retried": int(det.poses.retried[i]),
+                    "pose_retry_rank": int(det.poses.retry_rank[i]),
                     "c2w": det.poses.c2w[i].tolist()}
                    for i, (p, s, n) in enumerate(zip(images, det.maps.scores, names))],
     }
@@ -225,7 +226,8 @@ def detect(
                             context=context, model_sha256=digest)  # before the maps
     t0 = time.perf_counter()
     det = run_stages(gaussians, queries, cands, pose_config, map_config, key=jax.random.key(seed),
-                     extractor=extractor, context=context, residual=cal.residual, highlight_cap=cal.highlight_cap)
+                     extractor=extractor, context=context, residual=cal.residual, highlight_cap=cal.highlight_cap,
+                     calibration=cal)
     context.say(f"[splatjax] detect: poses and maps of {len(queries)} images in {time.perf_counter() - t0:.1f} s")
     names, trust = _names(images), pose_trust(det.renders, queries, pose_config, det.poses.loss, cal)
     write_heatmaps(out / "heatmaps", names, queries, det.renders, det.maps.maps, det.maps.scores, cal,

@@ -11,7 +11,9 @@ coarse and the fine poses. Output folder::
     per_image.csv      path, label, defect type, score, verdict, coarse index, final loss (of the kept
                        iterate), pose_residual_median / pose_residual_p90 (silhouette_residual),
                        pose_diverged (0/1), pose_best_step, pose_steps (fine-pose steps taken),
-                       pose_hypothesis, pose errors
+                       pose_hypothesis, pose_retried (candidates a retry of an untrusted pose
+                       refined, 0: none) / pose_retry_rank (the kept retried candidate's rank, -1:
+                       the first pose kept), pose errors
     heatmaps/<type>_<n>.png   query | render | anomaly map on the model's fixed scale
     roc.png            image and pixel ROC curves
     pose_convergence.png      fine-pose loss per step (+ coarse vs fine errors)
@@ -135,7 +137,8 @@ def _write_tables(out_dir: Path, cls, det, cal, errs, trust) -> None:
             "coarse_index": [int(i) for i in est.coarse_index], "coarse_score": [float(s) for s in est.coarse_score],
             "final_loss": [float(x) for x in est.loss], "pose_diverged": [int(x) for x in est.diverged],
             "pose_best_step": [int(x) for x in est.best_step], "pose_steps": [int(x) for x in est.fine_steps],
-            "pose_hypothesis": [int(x) for x in est.chosen]}
+            "pose_hypothesis": [int(x) for x in est.chosen], "pose_retried": [int(x) for x in est.retried],
+            "pose_retry_rank": [int(x) for x in est.retry_rank]}
     if errs:
         for name, e, key in (("coarse_translation", errs[0], "translation"), ("coarse_rotation_rad", errs[0],
                              "rotation_rad"), ("fine_translation", errs[1], "translation"),
@@ -210,7 +213,7 @@ class _Partial:
     batch of queries (atomic writes), read back by a resumed run."""
 
     ARRAYS = ("coarse_index", "coarse_score", "coarse_c2w", "c2w", "loss_traces", "loss", "best_step", "diverged",
-              "chosen", "fine_steps")
+              "chosen", "fine_steps", "retried", "retry_rank")
 
     def __init__(self, folder: Path, settings: dict):
         self.folder = folder
@@ -321,7 +324,7 @@ def _detect_batches(out_dir, cls, gaussians, model_sha256, cal, extractor, pose_
             det = run_stages(gaussians, test.images[s:e], searched[0], pose_config, map_config,
                              key=keys[s * k:e * k], extractor=extractor, candidate_images=train.images,
                              context=ctx, parallel=parallel, residual=cal.residual,
-                             highlight_cap=cal.highlight_cap)
+                             highlight_cap=cal.highlight_cap, calibration=cal)
             det.seconds["coarse"] += prepared  # the candidates' renders count as coarse pose
             with worker.lock:
                 if not worker.cancelled:
@@ -452,9 +455,10 @@ def _score_and_write(out_dir: Path, cls, det, cal, settings: tuple, seconds: dic
 
 def _finish_report(out_dir: Path, report: dict, seconds: dict, m: int, fit_info, heatmaps: bool,
                    devices: int) -> dict:
-    sharded = seconds.get("screen", 0.0) + seconds["fine"] + seconds["render"] + seconds["maps"]
+    sharded = (seconds.get("screen", 0.0) + seconds["fine"] + seconds.get("retry", 0.0) + seconds["render"]
+               + seconds["maps"])
     infer = seconds["coarse"] + seconds.get("polish", 0.0) + sharded
-    report["parallel"] = {**parallel_info(devices, m, sharded), "stages": ["screen", "fine", "render", "maps"]}
+    report["parallel"] = {**parallel_info(devices, m, sharded), "stages": ["screen", "fine", "retry", "render", "maps"]}
     seconds["total"] = float(sum(seconds.values()))
     report["seconds"] = seconds
     report["queries_per_second"] = m / infer if infer > 0 else None

@@ -7,6 +7,7 @@ import dataclasses
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
@@ -14,7 +15,8 @@ from ..anomaly import MapCalibration, MapConfig, Maps, compute_maps
 from ..camera import Camera
 from ..context import QUIET, Context
 from ..gaussians import Gaussians
-from ..pose import PoseConfig, PoseEstimate, PoseTrust, estimate_poses, render_views, trust_poses
+from ..pose import (PoseConfig, PoseEstimate, PoseTrust, estimate_poses, index_cameras, render_views, retry_poses,
+                    trust_poses)
 from ..sharding import ParallelConfig
 
 __all__ = ["Detection", "run_stages", "pose_trust"]
@@ -24,7 +26,8 @@ __all__ = ["Detection", "run_stages", "pose_trust"]
 class Detection:
     """What the stages give for Q queries: ``poses`` (:class:`splatjax.pose.PoseEstimate`),
     ``renders`` [Q, H, W, 3] at the fine poses, ``maps`` (:class:`splatjax.anomaly.Maps`)
-    and ``seconds`` per stage ("coarse", "polish", "screen", "fine", "render", "maps")."""
+    and ``seconds`` per stage ("coarse", "polish", "screen", "fine", "retry" (with a calibration),
+    "render", "maps")."""
 
     poses: PoseEstimate
     renders: np.ndarray
@@ -47,6 +50,7 @@ def run_stages(
     parallel: ParallelConfig | None = None,
     residual=None,
     highlight_cap: float | None = None,
+    calibration: MapCalibration | None = None,
 ) -> Detection:
     """Poses, renders and maps of ``queries`` (see :func:`splatjax.pose.estimate_poses`
     and :func:`splatjax.anomaly.compute_maps`; the renders over ``pose_config.background``);
@@ -56,20 +60,38 @@ def run_stages(
     the model's residual scales for ``map_config.normalise`` (its calibration's ``residual``);
     ``highlight_cap``: its calibration's ``highlight_cap`` for ``map_config.highlights``.
     ``key``: one key, or the Q * K per-hypothesis keys (a slice of the whole run's, so that
-    queries run in batches get the numbers of one run; ``evaluate`` does so)."""
+    queries run in batches get the numbers of one run; ``evaluate`` does so). With the model's
+    ``calibration`` (the references of the trust rules) and ``pose_config.pose_retries`` > 0,
+    the queries whose pose :func:`pose_trust` distrusts are retried from other candidates
+    (:func:`splatjax.pose.retry_poses`) before the maps; without it nothing is retried."""
     est = estimate_poses(gaussians, queries, candidates, pose_config, key=key, candidate_images=candidate_images,
                          polish=polish, context=context, parallel=parallel)
-    seconds = dict(est.seconds)
     t0 = time.perf_counter()
-    renders = np.asarray(render_views(gaussians, est.cameras, batch_size=pose_config.batch_size,
-                                      backend=pose_config.backend, background=pose_config.background,
-                                      context=context, parallel=parallel, supersample=pose_config.supersample))
-    seconds["render"] = time.perf_counter() - t0
+    renders = _render(gaussians, est.cameras, pose_config, context, parallel)
+    render_s = time.perf_counter() - t0
+    if calibration is not None and pose_config.pose_retries > 0:
+        distrusted = ~pose_trust(renders, queries, pose_config, est.loss, calibration).trusted
+        est = retry_poses(gaussians, queries, est, distrusted, pose_config, key=key, context=context,
+                          parallel=parallel)
+        moved = np.flatnonzero(est.retry_rank >= 0)
+        t0 = time.perf_counter()
+        if moved.size:
+            cams = index_cameras(est.cameras, jnp.asarray(moved))
+            renders[moved] = _render(gaussians, cams, pose_config, context, parallel)
+        render_s += time.perf_counter() - t0
+    seconds = dict(est.seconds, render=render_s)
     t0 = time.perf_counter()
     maps = compute_maps(renders, queries, map_config, extractor=extractor, parallel=parallel, residual=residual,
                         highlight_cap=highlight_cap)
     seconds["maps"] = time.perf_counter() - t0
     return Detection(poses=est, renders=renders, maps=maps, seconds=seconds)
+
+
+def _render(gaussians, cameras, pose_config: PoseConfig, context: Context, parallel) -> np.ndarray:
+    """Renders [B, H, W, 3] of the model at ``cameras`` over ``pose_config.background``."""
+    return np.array(render_views(gaussians, cameras, batch_size=pose_config.batch_size, backend=pose_config.backend,
+                                 background=pose_config.background, context=context, parallel=parallel,
+                                 supersample=pose_config.supersample))
 
 
 def pose_trust(renders: np.ndarray, queries: np.ndarray, pose_config: PoseConfig, losses: np.ndarray | None = None,

@@ -42,6 +42,7 @@ from .fine import (
 )
 from .screen import halving_split, screen_config, screen_hypotheses
 from .estimate import (
+    Alternatives,
     Polish,
     PoseEstimate,
     PoseStarts,
@@ -52,6 +53,7 @@ from .estimate import (
     pose_starts,
     estimate_poses,
 )
+from .retry import distinct_alternatives, retry_poses, rotation_angles
 
 __all__ = [
     "KeypointConfig",
@@ -76,7 +78,11 @@ __all__ = [
     "register_objective",
     "get_objective",
     "objective_names",
+    "Alternatives",
     "PoseStarts",
+    "retry_poses",
+    "distinct_alternatives",
+    "rotation_angles",
     "RenderedCandidates",
     "render_candidates",
     "pose_starts",

@@ -58,7 +58,11 @@ class PoseConfig:
     ``max_residual_ratio`` (the median render-vs-query difference over the silhouettes against
     the held-out views' median; with ``residual_outline_ratio`` > 0 only where the outline
     mismatch 1 - IoU is above that multiple of theirs too) and ``max_loss_ratio`` (the
-    final loss against the held-out views' median; off by default).
+    final loss against the held-out views' median; off by default). ``pose_retries``: a query
+    whose pose those rules distrust gets the full fine pose from its next ``pose_retries``
+    candidates (screening order) that start at least ``retry_angle`` rad from the kept pose and
+    from each other, and keeps the lowest loss (:mod:`splatjax.pose.retry`; applied by the
+    application, which holds the rules' references).
     ``stop_patience`` > 0: a query's fine pose stops once its best loss has improved by
     less than ``stop_tolerance`` (relative) over the last ``stop_patience`` full-resolution
     steps, counted once an iterate has beaten the start (at most ``steps``; the screening
@@ -153,6 +157,13 @@ class PoseConfig:
         "help": "the residual rule distrusts a pose only where its outline disagrees too: 1 - silhouette IoU above "
                 "this multiple of the median of views held out of the fit (a large stain or hole raises the residual "
                 "but leaves the outline; a wrong view moves both; 0: the residual alone)"})
+    # default 2 retries 0.3 rad apart: see BENCHMARKS.md (a second try for an untrusted pose)
+    pose_retries: int = field(default=2, metadata={
+        "help": "a query whose fine pose is not trusted gets the full fine pose from its next this many screened "
+                "candidates in other basins (--retry-angle apart), and keeps the lowest loss (0: no retry)"})
+    retry_angle: float = field(default=0.3, metadata={
+        "help": "rad: a retried candidate starts at least this far (rotation) from the kept pose and from the other "
+                "retried ones"})
     # default 0 (off): a large defect raises the loss as much as a wrong pose does (BENCHMARKS.md)
     max_loss_ratio: float = field(default=0.0, metadata={
         "help": "a fine pose whose final loss exceeds this multiple of the median loss of views held out of the fit "
@@ -164,8 +175,9 @@ class PoseConfig:
         require_ints(self, ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
                             "keypoint_candidates", "screen_candidates", "screen_resolution"), 1)
         require_ints(self, ("inplane_rotations", "sphere_views", "screen_steps", "screen_skip_inliers",
-                            "screen_halving_step", "polish_stop_inliers", "stop_patience"), 0)
-        require_positive(self, ("lr_first", "lr", "lr_decay", "init_std", "screen_lr", "stop_tolerance"))
+                            "screen_halving_step", "polish_stop_inliers", "stop_patience", "pose_retries"), 0)
+        require_positive(self, ("lr_first", "lr", "lr_decay", "init_std", "screen_lr", "stop_tolerance",
+                                "retry_angle"))
         require(is_number(self.init_theta) and abs(self.init_theta) <= 3.2, self, "init_theta", "in [-3.2, 3.2]")
         require(self.fine_levels <= MAX_FINE_LEVELS, self, "fine_levels", f"<= {MAX_FINE_LEVELS}")
         require(self.fine_levels == 1 or self.steps > (self.fine_levels - 1) * self.fine_level_steps, self, "steps",

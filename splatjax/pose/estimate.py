@@ -45,10 +45,27 @@ from .keypoints import keypoint_poses
 from .fine import Refinement, query_keys, refine_poses_detailed
 from .screen import screen_hypotheses
 
-__all__ = ["Polish", "PoseEstimate", "PoseStarts", "RenderedCandidates", "candidate_cameras", "render_candidates",
-           "keypoint_polish", "pose_starts", "estimate_poses"]
+__all__ = ["Alternatives", "Polish", "PoseEstimate", "PoseStarts", "RenderedCandidates", "candidate_cameras",
+           "render_candidates", "keypoint_polish", "pose_starts", "estimate_poses"]
 
 Polish = Callable[..., tuple[Camera, object]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Alternatives:
+    """The n candidates of each of Q queries that went past the polish, in the order the
+    fine pose takes them: a screened query's by its screening loss (lowest first), the
+    others' by PnP inliers (retrieval order without a polish), so the first K =
+    ``config.hypotheses`` of each are the refined hypotheses. cameras [Q * n] (query-major):
+    where a fine pose from each would start (its screened pose where the query was
+    screened); starts [Q * n]: the polished candidates they came from; index / score /
+    inliers [Q, n]: retrieval index and score, PnP inliers (-1: no polish)."""
+
+    cameras: Camera
+    starts: Camera
+    index: np.ndarray
+    score: np.ndarray
+    inliers: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +86,10 @@ class PoseEstimate:
     screened candidates, most inliers first (a row of NaN: that query was not screened, its
     keypoint pose had enough inliers; None: no screening; see :mod:`.screen`); fine_steps [Q]:
     the fine-pose steps the kept hypothesis took (fewer than ``config.steps`` where
-    ``config.stop_patience`` stopped it).
+    ``config.stop_patience`` stopped it); alternatives: the candidates past the polish
+    (:class:`Alternatives`), for :func:`splatjax.pose.retry_poses`; retried [Q]: the
+    alternatives a retry refined (0: none); retry_rank [Q]: the rank in ``alternatives`` of
+    the retried candidate kept (-1: the estimate's own pose).
     method: "render" or "loftr"; seconds: {"coarse": s, "polish": s, "screen": s, "fine": s}.
     """
 
@@ -92,6 +112,9 @@ class PoseEstimate:
     inliers: np.ndarray | None = None
     screen_losses: np.ndarray | None = None
     fine_steps: np.ndarray | None = None
+    alternatives: Alternatives | None = None
+    retried: np.ndarray | None = None
+    retry_rank: np.ndarray | None = None
 
 
 def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
@@ -199,12 +222,12 @@ def _polish_and_pick(polish, gaussians, queries, starts, idx, score, k, config):
     return _keep(np.argsort(-inliers, axis=1, kind="stable")[:, :k], starts, idx, score, inliers)
 
 
-def _screen_keys(key: jax.Array, q: int, k: int, n: int) -> jax.Array:
-    """Q * n screening keys, query-major, each query's from its first per-hypothesis key
-    (of ``query_keys(key, Q * k)``), so that queries estimated in slices get the keys of
-    the whole."""
+def derived_keys(key: jax.Array, q: int, k: int, n: int, stage: int) -> jax.Array:
+    """Q * n keys of a stage, query-major, each query's from its first per-hypothesis key
+    (of ``query_keys(key, Q * k)``) folded with ``stage`` (1: screening, 2: retry), so that
+    queries estimated in slices get the keys of the whole."""
     first = query_keys(key, q * k)[::k]
-    return jax.vmap(lambda kk: jax.random.split(jax.random.fold_in(kk, 1), n))(first).reshape(-1)
+    return jax.vmap(lambda kk: jax.random.split(jax.random.fold_in(kk, stage), n))(first).reshape(-1)
 
 
 def _choose(ref: Refinement, q: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -215,31 +238,39 @@ def _choose(ref: Refinement, q: int, k: int) -> tuple[np.ndarray, np.ndarray, np
     return losses, chosen, np.arange(q) * k + chosen
 
 
-def _screen_some(gaussians, queries, starts, idx, score, inliers, k, config, *, key, context, parallel, objective):
+def _ordered(order, pool, where, starts, idx, score, inliers) -> Alternatives:
+    """The :class:`Alternatives` of the [Q, n] ``order``: per query, row ``where[i, j]`` of
+    ``pool`` is where candidate j's fine pose starts, row i * n + j of ``starts`` its
+    polished start."""
+    cams = index_cameras(pool, jnp.asarray(np.take_along_axis(where, order, axis=1).reshape(-1)))
+    starts, idx, score, inliers = _keep(order, starts, idx, score, inliers)
+    return Alternatives(cams, starts, idx, score, inliers)
+
+
+def _screen_some(gaussians, queries, starts, idx, score, inliers, config, *, key, context, parallel, objective):
     """The screening step of :func:`estimate_poses` on the n candidates per query of
     ``starts`` [Q * n] (most inliers first): the queries whose first candidate has fewer
     than ``config.screen_skip_inliers`` PnP inliers (all, when that is 0) are screened and
-    keep the k of lowest screened loss, from their screened poses; the others keep their k
-    first candidates as they are. Returns (fine starts [Q * k], polished starts [Q * k], idx,
-    score, inliers [Q, k], screening losses [Q, n], NaN for a query not screened)."""
+    order their candidates by screened loss, from their screened poses; the others keep
+    their order and their candidates as they are. Returns (:class:`Alternatives`, screening
+    losses [Q, n], NaN for a query not screened)."""
     q, n = idx.shape
-    skip = config.screen_skip_inliers
+    k, skip = config.hypotheses, config.screen_skip_inliers
     need = np.ones(q, bool) if skip <= 0 else inliers[:, 0] < skip
-    order = np.tile(np.arange(k), (q, 1))
+    order = np.tile(np.arange(n), (q, 1))
     losses = np.full((q, n), np.nan)
     pool, where = starts, np.arange(q * n).reshape(q, n)  # per query, its candidates' rows in pool
     rows = np.flatnonzero(need)
     if rows.size:
         pick = jnp.asarray((rows[:, None] * n + np.arange(n)).reshape(-1))
-        keys = _screen_keys(key, q, k, n).reshape(q, n)[jnp.asarray(rows)].reshape(-1)
+        keys = derived_keys(key, q, k, n, 1).reshape(q, n)[jnp.asarray(rows)].reshape(-1)
         screened, losses[rows] = screen_hypotheses(gaussians, index_cameras(starts, pick), queries[jnp.asarray(rows)],
                                                    n, config, key=keys, context=context, parallel=parallel,
                                                    objective=objective)
-        order[rows] = np.argsort(losses[rows], axis=1, kind="stable")[:, :k]  # inf (no finite loss) sorts last
+        order[rows] = np.argsort(losses[rows], axis=1, kind="stable")  # inf (no finite loss) sorts last
         pool = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), starts, screened)
         where[rows] = q * n + np.arange(rows.size * n).reshape(-1, n)
-    fine = index_cameras(pool, jnp.asarray(np.take_along_axis(where, order, axis=1).reshape(-1)))
-    return (fine,) + _keep(order, starts, idx, score, inliers) + (losses,)
+    return _ordered(order, pool, where, starts, idx, score, inliers), losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,7 +279,8 @@ class PoseStarts:
     (:func:`pose_starts`): fine_starts [Q * K] (query-major; screened poses where a query
     was screened), starts [Q * K] (the polished candidates they came from), idx / score /
     inliers [Q, K] (retrieval index and score, PnP inliers), screen_losses [Q, n] or None,
-    method ("render" or "loftr"), seconds {"coarse", "polish", "screen"}."""
+    method ("render" or "loftr"), seconds {"coarse", "polish", "screen"}, alternatives
+    (:class:`Alternatives`: all n candidates past the polish, whose first K are these)."""
 
     fine_starts: Camera
     starts: Camera
@@ -258,6 +290,7 @@ class PoseStarts:
     screen_losses: np.ndarray | None
     method: str
     seconds: dict
+    alternatives: Alternatives | None = None
 
 
 def pose_starts(
@@ -296,14 +329,18 @@ def pose_starts(
         starts, idx, score, inliers = _polish_and_pick(polish, gaussians, queries, starts, idx, score, n, config)
         jax.block_until_ready(starts.R)
     t2 = time.perf_counter()
-    fine_starts, screen_losses = starts, None
+    screen_losses = None
     if screening:
-        fine_starts, starts, idx, score, inliers, screen_losses = _screen_some(
-            gaussians, queries, starts, idx, score, inliers, k, config, key=key, context=context, parallel=parallel,
-            objective=objective)
-        jax.block_until_ready(fine_starts.R)
+        alt, screen_losses = _screen_some(gaussians, queries, starts, idx, score, inliers, config, key=key,
+                                          context=context, parallel=parallel, objective=objective)
+        jax.block_until_ready(alt.cameras.R)
+    else:
+        alt = Alternatives(starts, starts, idx, score, inliers)
     seconds = {"coarse": t1 - t0, "polish": t2 - t1, "screen": time.perf_counter() - t2}
-    return PoseStarts(fine_starts, starts, idx, score, inliers, screen_losses, method, seconds)
+    first = np.tile(np.arange(k), (q, 1))
+    fine_starts = index_cameras(alt.cameras, jnp.asarray((np.arange(q)[:, None] * n + first).reshape(-1)))
+    return PoseStarts(fine_starts, *_keep(first, alt.starts, alt.index, alt.score, alt.inliers), screen_losses,
+                      method, seconds, alt)
 
 
 def estimate_poses(
@@ -357,10 +394,11 @@ def estimate_poses(
                                 parallel=parallel, objective=objective)
     jax.block_until_ready(ref.cameras.R)
     seconds = dict(st.seconds, fine=time.perf_counter() - t3)
-    return _estimate(ref, st.starts, st.idx, st.score, st.inliers, st.method, seconds, st.screen_losses)
+    return _estimate(ref, st.starts, st.idx, st.score, st.inliers, st.method, seconds, st.screen_losses,
+                     st.alternatives)
 
 
-def _estimate(ref, starts, idx, score, inliers, method, seconds, screen_losses=None) -> PoseEstimate:
+def _estimate(ref, starts, idx, score, inliers, method, seconds, screen_losses=None, alternatives=None) -> PoseEstimate:
     """The :class:`PoseEstimate` of the refined hypotheses ``ref`` (query-major, K per
     query): each query keeps the hypothesis of lowest loss."""
     q, k = idx.shape
@@ -375,4 +413,5 @@ def _estimate(ref, starts, idx, score, inliers, method, seconds, screen_losses=N
         loss=losses[rows, chosen], best_step=np.asarray(ref.best_step)[flat],
         diverged=np.asarray(ref.diverged)[flat], hypothesis_index=idx, hypothesis_score=score,
         hypothesis_losses=losses, chosen=chosen, inliers=inliers[rows, chosen], screen_losses=screen_losses,
-        fine_steps=np.asarray(ref.steps)[flat])
+        fine_steps=np.asarray(ref.steps)[flat], alternatives=alternatives, retried=np.zeros(q, np.int64),
+        retry_rank=np.full(q, -1, np.int64))

@@ -1,0 +1,144 @@
+"""A second try for the queries whose fine pose is not trusted: refine the next candidates
+that lie in other basins, and keep the lowest loss.
+
+The screening ranks a query's candidates by a short low-resolution refinement; on a
+near-symmetric part the flipped view can rank first there and the fine pose then converges
+upside down, which the trust rules (:mod:`.trust`) flag. The candidate in the right basin
+is often among the next ones. For a flagged query, :func:`retry_poses` refines in full the
+next ``config.pose_retries`` candidates (in the screening's order) whose starting rotation is
+more than ``config.retry_angle`` rad from the kept pose and from each other (a candidate in
+the kept basin would only find that pose again) and keeps, of the estimate's pose and
+these, the one of lowest full-resolution loss: the fine pose's own choice among hypotheses
+(:func:`splatjax.pose.estimate_poses`), asked only where the pose is in doubt. Trusted
+queries are untouched, so the retry costs nothing where the pose is fine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from ..context import QUIET, Context
+from ..gaussians import Gaussians
+from ..sharding import ParallelConfig
+from .cameras import camera_to_c2w, index_cameras
+from .config import PoseConfig
+from .estimate import PoseEstimate, derived_keys
+from .fine import refine_poses_detailed
+from .objectives import Objective
+
+__all__ = ["rotation_angles", "distinct_alternatives", "retry_poses"]
+
+
+def rotation_angles(a: Float[np.ndarray, "*B 3 3"], b: Float[np.ndarray, "*B 3 3"]) -> Float[np.ndarray, " *B"]:
+    """The angle (rad, in [0, pi]) of the rotation between ``a`` and ``b``, pair by pair."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    cos = (np.einsum("...ij,...ij->...", a, b) - 1.0) / 2.0  # trace(a b^T)
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def distinct_alternatives(kept: Float[np.ndarray, "Q 3 3"], alternatives: Float[np.ndarray, "Q n 3 3"], first: int,
+                          m: int, min_angle: float) -> Int[np.ndarray, "Q m"]:
+    """Per query, the ranks (into its n ``alternatives``, rotations of world-to-camera
+    rotations) of up to ``m`` candidates from rank ``first`` on, in rank order, each more than
+    ``min_angle`` rad from the ``kept`` rotation and from those taken before it; -1 fills."""
+    kept, alternatives = np.asarray(kept, np.float64), np.asarray(alternatives, np.float64)
+    q, n = alternatives.shape[:2]
+    out = np.full((q, m), -1, np.int64)
+    for i in range(q):
+        taken = [kept[i]]
+        for j in range(first, n):
+            if len(taken) > m:
+                break
+            if (rotation_angles(np.stack(taken), alternatives[i, j][None]) > min_angle).all():
+                out[i, len(taken) - 1] = j
+                taken.append(alternatives[i, j])
+    return out
+
+
+def retry_poses(
+    gaussians: Gaussians,
+    queries: Float[Array, "Q H W 3"],
+    estimate: PoseEstimate,
+    rows: Bool[np.ndarray, " Q"],
+    config: PoseConfig = PoseConfig(),
+    *,
+    key: jax.Array,
+    context: Context = QUIET,
+    parallel: ParallelConfig | None = None,
+    objective: str | Objective | None = None,
+) -> PoseEstimate:
+    """The ``estimate`` of ``queries`` (from :func:`splatjax.pose.estimate_poses` with
+    ``config``) with a retry of the queries where ``rows`` is True (e.g. the untrusted ones,
+    :func:`splatjax.pose.trust_poses`): their next ``config.pose_retries`` distinct
+    alternatives (:func:`distinct_alternatives`, from rank ``config.hypotheses`` on, at least
+    ``config.retry_angle`` rad apart) are refined with ``config`` in one batch and the lowest
+    full-resolution loss is kept, the estimate's own pose on ties. Alternative slot r of query
+    i is refined with the screw initialisation of key r of query i's retry keys (from
+    ``key`` as in :func:`splatjax.pose.estimate_poses`: one key or the Q * K per-hypothesis
+    keys). ``retried`` and ``retry_rank`` say what was done; ``seconds["retry"]`` its time.
+    Without alternatives or retries the estimate comes back as it is (with zero retries)."""
+    t0 = time.perf_counter()
+    q, k, m = estimate.c2w.shape[0], config.hypotheses, int(config.pose_retries)
+    rows = np.asarray(rows, bool).reshape(-1)
+    if rows.shape[0] != q:
+        raise ValueError(f"retry_poses: {rows.shape[0]} rows for {q} queries")
+    alt = estimate.alternatives
+    none = dict(retry_rank=np.full(q, -1, np.int64), seconds=dict(estimate.seconds, retry=0.0))
+    if alt is None or m == 0 or not rows.any():
+        return dataclasses.replace(estimate, retried=np.zeros(q, np.int64), **none)
+    n = alt.index.shape[1]
+    todo = np.flatnonzero(rows)
+    ranks = np.full((q, m), -1, np.int64)
+    ranks[todo] = distinct_alternatives(np.asarray(estimate.cameras.R)[todo],
+                                        np.asarray(alt.cameras.R).reshape(q, n, 3, 3)[todo], k, m,
+                                        config.retry_angle)
+    qi, slot = np.nonzero(ranks >= 0)
+    retried = (ranks >= 0).sum(axis=1)
+    if qi.size == 0:
+        return dataclasses.replace(estimate, retried=retried, **none)
+    flat = qi * n + ranks[qi, slot]
+    keys = derived_keys(key, q, k, m, 2).reshape(q, m)[jnp.asarray(qi), jnp.asarray(slot)]
+    ref = refine_poses_detailed(gaussians, index_cameras(alt.cameras, jnp.asarray(flat)),
+                                jnp.asarray(queries, jnp.float32)[jnp.asarray(qi)], config, key=keys,
+                                context=context, parallel=parallel, objective=objective)
+    losses = np.full((q, m), np.inf)
+    losses[qi, slot] = np.asarray(ref.loss, np.float64)
+    best = np.argmin(losses, axis=1)
+    better = losses[np.arange(q), best] < np.asarray(estimate.loss, np.float64)
+    row_of = np.full((q, m), -1, np.int64)
+    row_of[qi, slot] = np.arange(qi.size)
+    win = np.flatnonzero(better)
+    src = row_of[win, best[win]]  # the winners' rows in the retry batch
+    rank = ranks[win, best[win]]
+    alt_flat = win * n + rank
+
+    def put(old, new):
+        out = np.array(old, copy=True)
+        out[win] = np.asarray(new)
+        return out
+
+    def put_cams(old, new):
+        return jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).at[jnp.asarray(win)].set(b), old, new)
+
+    cams = put_cams(estimate.cameras, index_cameras(ref.cameras, jnp.asarray(src)))
+    coarse = put_cams(estimate.coarse_cameras, index_cameras(alt.starts, jnp.asarray(alt_flat)))
+    retry_rank = np.full(q, -1, np.int64)
+    retry_rank[win] = rank
+    fine_steps = None if estimate.fine_steps is None else put(estimate.fine_steps, np.asarray(ref.steps)[src])
+    inliers = None if estimate.inliers is None else put(estimate.inliers, alt.inliers[win, rank])
+    seconds = dict(estimate.seconds, retry=time.perf_counter() - t0)
+    return dataclasses.replace(
+        estimate, cameras=cams, coarse_cameras=coarse, c2w=camera_to_c2w(cams), coarse_c2w=camera_to_c2w(coarse),
+        coarse_index=put(estimate.coarse_index, alt.index[win, rank]),
+        coarse_score=put(estimate.coarse_score, alt.score[win, rank]),
+        loss_traces=put(estimate.loss_traces, np.asarray(ref.traces)[src]),
+        loss=put(estimate.loss, losses[win, best[win]]),
+        best_step=put(estimate.best_step, np.asarray(ref.best_step)[src]),
+        diverged=put(estimate.diverged, np.asarray(ref.diverged)[src]), inliers=inliers, fine_steps=fine_steps,
+        retried=retried, retry_rank=retry_rank, seconds=seconds)

@@ -1,0 +1,109 @@
+"""A second try for untrusted poses (splatjax.pose.retry) on the tiny synthetic scene of
+test_pose (32 x 32, reference renderer): the retry against refining the chosen alternative
+by hand, and the choice of distinct alternatives against hand-made rotations."""
+
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from splatjax import pose
+from splatjax.errors import ConfigError
+from splatjax.metrics import pose_errors
+from splatjax.pose import PoseConfig
+from splatjax.pose.estimate import derived_keys
+
+from test_pose import _queries_near, scene  # noqa: F401  (the module fixture)
+from test_pose_screen import FAST, _far_then_near
+
+
+def _rz(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_rotation_angles_of_known_rotations():
+    a = np.stack([_rz(0.0), _rz(0.4), _rz(3.0)])
+    np.testing.assert_allclose(pose.rotation_angles(a, np.stack([_rz(0.0)] * 3)), [0.0, 0.4, 3.0], atol=1e-7)
+    np.testing.assert_allclose(pose.rotation_angles(_rz(0.2), _rz(-0.5)), 0.7, atol=1e-7)
+
+
+def test_distinct_alternatives_skip_the_kept_basin_and_each_other():
+    kept = _rz(0.0)[None]
+    alts = np.stack([_rz(a) for a in (0.0, 0.1, 1.0, 1.05, 2.0, 0.5)])[None]
+    assert pose.distinct_alternatives(kept, alts, 1, 2, 0.3).tolist() == [[2, 4]]
+    assert pose.distinct_alternatives(kept, alts, 1, 3, 0.3).tolist() == [[2, 4, 5]]
+    assert pose.distinct_alternatives(kept, alts, 3, 4, 0.3).tolist() == [[3, 4, 5, -1]]  # from rank 3 on
+    assert pose.distinct_alternatives(kept, alts, 1, 2, 2.5).tolist() == [[-1, -1]]  # none far enough
+
+
+def test_retry_config_is_validated():
+    with pytest.raises(ConfigError, match="pose_retries"):
+        PoseConfig(pose_retries=-1)
+    with pytest.raises(ConfigError, match="retry_angle"):
+        PoseConfig(retry_angle=0.0)
+
+
+@pytest.fixture(scope="module")
+def flipped(scene):
+    """Two queries whose kept pose starts 1.2 rad off (the polish ranks the far candidate
+    first and the screening skips queries with 5 inliers or more): a wrong basin, with two
+    near candidates behind it."""
+    g, cams, _, _ = scene
+    qcams, queries = _queries_near(g, cams, [1, 7], 40)
+    config = PoseConfig(**{**FAST, "keypoint_candidates": 3, "screen_candidates": 3, "screen_skip_inliers": 5})
+    key = jax.random.key(1)
+    est = pose.estimate_poses(g, queries, cams, config, key=key, polish=_far_then_near(qcams))
+    return g, qcams, queries, config, key, est, cams
+
+
+def test_retry_equals_refining_the_next_distinct_candidate_by_hand(flipped):
+    g, qcams, queries, config, key, est, _ = flipped
+    truth = pose.camera_to_c2w(qcams)
+    assert np.all(pose_errors(est.c2w, truth)["rotation_rad"] > 1.0)  # both in the wrong basin
+    alt = est.alternatives
+    assert alt.index.shape == (2, 3) and np.all(alt.inliers[:, 0] == 9)
+    got = pose.retry_poses(g, queries, est, np.array([True, False]), config, key=key)
+    ranks = pose.distinct_alternatives(np.asarray(est.cameras.R)[:1], np.asarray(alt.cameras.R).reshape(2, 3, 3, 3)[:1],
+                                       1, config.pose_retries, config.retry_angle)
+    assert ranks.tolist() == [[1, -1]]  # the two near candidates lie in one basin: one of them is tried
+    keys = derived_keys(key, 2, 1, config.pose_retries, 2).reshape(2, -1)[0, :1]
+    twin = pose.refine_poses_detailed(g, pose.index_cameras(alt.cameras, jnp.asarray([1])), queries[:1], config,
+                                      key=keys)
+    assert got.retried.tolist() == [1, 0] and got.retry_rank.tolist() == [1, -1]
+    np.testing.assert_array_equal(np.asarray(got.cameras.R)[0], np.asarray(twin.cameras.R)[0])
+    np.testing.assert_array_equal(got.loss[0], np.asarray(twin.loss)[0])
+    np.testing.assert_array_equal(got.loss_traces[0], np.asarray(twin.traces)[0])
+    assert got.fine_steps[0] == int(np.asarray(twin.steps)[0]) and got.best_step[0] == int(twin.best_step[0])
+    assert got.loss[0] < est.loss[0] and pose_errors(got.c2w, truth)["rotation_rad"][0] < 0.1
+    assert got.coarse_index[0] == alt.index[0, 1] and got.inliers[0] == alt.inliers[0, 1]
+    np.testing.assert_array_equal(np.asarray(got.coarse_cameras.R)[0], np.asarray(alt.starts.R)[1])
+    for field in ("loss", "loss_traces", "c2w", "coarse_c2w", "best_step", "fine_steps", "coarse_index"):
+        np.testing.assert_array_equal(getattr(got, field)[1], getattr(est, field)[1])  # row 1 was not asked
+    assert "retry" in got.seconds
+
+
+def test_retry_keeps_the_pose_when_no_try_is_lower(flipped):
+    """Screened, the queries keep a near candidate; the retry's distinct alternative is the
+    far one, which ends at a higher loss: the pose stays as it was."""
+    g, qcams, queries, config, key, _, cams = flipped
+    config = replace(config, screen_skip_inliers=0)
+    est = pose.estimate_poses(g, queries, cams, config, key=key, polish=_far_then_near(qcams))
+    assert np.all(pose_errors(est.c2w, pose.camera_to_c2w(qcams))["rotation_rad"] < 0.1)
+    got = pose.retry_poses(g, queries, est, np.array([True, True]), config, key=key)
+    assert got.retried.tolist() == [1, 1] and got.retry_rank.tolist() == [-1, -1]
+    np.testing.assert_array_equal(got.loss, est.loss)
+    np.testing.assert_array_equal(got.c2w, est.c2w)
+
+
+def test_no_retry_leaves_the_estimate_as_it_is(flipped):
+    g, _, queries, config, key, est, _ = flipped
+    for rows, cfg in ((np.array([False, False]), config), (np.array([True, True]), replace(config, pose_retries=0))):
+        got = pose.retry_poses(g, queries, est, rows, cfg, key=key)
+        assert got.retried.tolist() == [0, 0] and got.retry_rank.tolist() == [-1, -1]
+        np.testing.assert_array_equal(got.c2w, est.c2w)
+        np.testing.assert_array_equal(got.loss, est.loss)
+    with pytest.raises(ValueError, match="3 rows for 2 queries"):
+        pose.retry_poses(g, queries, est, np.ones(3, bool), config, key=key)
