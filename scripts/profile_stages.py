@@ -128,8 +128,8 @@ def fine_pose_breakdown(args) -> dict:
     f_render_grad = jax.jit(jax.vmap(jax.grad(lambda p, cam: jnp.sum(rend(cam, p)))))
     f_loss_grad = jax.jit(jax.vmap(jax.value_and_grad(lambda a, b: photometric_loss(a, b))))
     renders = f_render(cams, params0)
-    one_step = functools.partial(fine._refine_batch_jit, **fine._static(replace(config, steps=1)))
-    all_steps = functools.partial(fine._refine_batch_jit, **static)
+    one_step = functools.partial(fine._batch_jit, core=fine._refine_core, **fine._static(replace(config, steps=1)))
+    all_steps = functools.partial(fine._batch_jit, core=fine._refine_core, **static)
     r = args.repeats
     out = {
         "gaussians": int(g.num), "batch": args.batch, "image": [val.width, val.height], "steps": args.steps,
@@ -141,7 +141,7 @@ def fine_pose_breakdown(args) -> dict:
     }
     out["scan_per_step_ms"] = out["scan_ms"] / args.steps
     out["per_query_s"] = out["scan_ms"] / 1000.0 / args.batch
-    text = fine._refine_batch_jit.lower(g, cams, queries, params0, **static).compile().as_text()
+    text = fine._batch_jit.lower(g, cams, queries, params0, core=fine._refine_core, **static).compile().as_text()
     out["hlo"] = _hlo_counts(text)
     return out
 
@@ -158,7 +158,7 @@ def fine_pose_sweep(args) -> list[dict]:
     rows = []
     for batch, width in cases:
         val, queries, cams, params0, config = _query_batch(args, batch, width)
-        run = functools.partial(fine._refine_batch_jit, **fine._static(config))
+        run = functools.partial(fine._batch_jit, core=fine._refine_core, **fine._static(config))
         ms = _median_ms(run, (g, cams, queries, params0), 1)
         rows.append({"batch": batch, "image": width, "steps": args.steps, "ms_per_step": round(ms / args.steps, 3),
                      "s_per_query": round(ms / 1000.0 / batch, 4)})

@@ -35,8 +35,7 @@ from splatjax.metrics import pose_errors  # noqa: E402
 from splatjax.pose import estimate as est_mod  # noqa: E402
 from splatjax.pose.cameras import camera_to_c2w  # noqa: E402
 from splatjax.pose.fine import refine_poses_detailed  # noqa: E402
-from splatjax.pose.screen import screen_config, screen_hypotheses  # noqa: E402
-from splatjax.image import resize_to_width  # noqa: E402
+from splatjax.pose.screen import screen_config, screen_hypotheses, screen_inputs  # noqa: E402
 
 CUTS = (5, 10, 15, 20)
 BASIN = 0.3  # rad
@@ -76,12 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def recording_screen(gaussians, cameras, queries, n, config, *, key, context, parallel, objective):
         w = queries.shape[2]
-        sw = min(int(config.screen_resolution), w)
-        sh = max(1, int(round(queries.shape[1] * sw / w)))
-        small = resize_to_width(np.asarray(queries, np.float32), sw)
-        ref = refine_poses_detailed(gaussians, cameras.scaled(sw, sh), np.repeat(small, n, axis=0),
-                                    screen_config(config), key=key, context=context, parallel=parallel,
-                                    objective=objective)
+        small_cams, small = screen_inputs(cameras, queries, n, config)
+        ref = refine_poses_detailed(gaussians, small_cams, small, screen_config(config), key=key, context=context,
+                                    parallel=parallel, objective=objective)
         recorded.append((np.asarray(ref.traces), ref.cameras.scaled(w, queries.shape[1]), np.asarray(ref.loss)))
         for split in args.halving:
             halving = replace(config, screen_halving_step=split)

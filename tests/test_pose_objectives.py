@@ -67,9 +67,9 @@ def test_a_custom_objective_refines_a_batch_and_traces_its_own_loss(scene):
     assert _closer(starts, ref.cameras, c2w) == 3
     assert np.all(np.asarray(ref.loss) < 0.5 * np.asarray(ref.traces[:, 0]))
     assert not np.asarray(ref.diverged).any()
-    compiled = pose.fine._refine_batch_jit._cache_size()
+    compiled = pose.fine._batch_jit._cache_size()
     again = pose.refine_poses_detailed(g, starts, queries, CONFIG, key=jax.random.key(9), objective=mse)
-    assert pose.fine._refine_batch_jit._cache_size() == compiled  # the same function: no new compilation
+    assert pose.fine._batch_jit._cache_size() == compiled  # the same function: no new compilation
     assert again.traces.shape == (3, CONFIG.steps)
     photo = pose.refine_poses_detailed(g, starts, queries, CONFIG, key=key)
     assert not np.allclose(np.asarray(ref.traces), np.asarray(photo.traces))  # MSE's numbers, not L1 + SSIM's

@@ -223,8 +223,8 @@ def _refine_core(gaussians, camera, query, params0, *, config: PoseConfig, objec
 
     full_loss = loss_at(camera, query)
     plan = fine_level_plan(camera.width, camera.height, steps, config.fine_levels, config.fine_level_steps)
-    inf, zero = jnp.asarray(jnp.inf, query.dtype), jnp.zeros((), jnp.int32)
-    carry = (params0, opt.init(params0), params0, inf, zero, jnp.zeros((), bool))
+    zero = jnp.zeros((), jnp.int32)
+    carry = _initial_carry(opt, params0, query.dtype)
     first_loss, traces, done = None, [], 0
     for w, h, n in plan[:-1]:  # reduced levels: no best tracking (their losses are not comparable)
         target = resize(query, h, w)
@@ -247,6 +247,13 @@ def _refine_core(gaussians, camera, query, params0, *, config: PoseConfig, objec
     ended = _end(full_loss, carry, camera, taken, first_loss, exact_exp)
     trace = traces[0] if len(traces) == 1 else jnp.concatenate(traces)
     return ended[0], trace, *ended[1:], taken
+
+
+def _initial_carry(opt, params0: dict, dtype=jnp.float32) -> tuple:
+    """A refinement's carry before its first step: (screw, Adam state, best screw, best
+    loss inf, best step 0, no non-finite value seen)."""
+    return (params0, opt.init(params0), params0, jnp.asarray(jnp.inf, dtype), jnp.zeros((), jnp.int32),
+            jnp.zeros((), bool))
 
 
 def _pose_loss(gaussians, camera, target, config: PoseConfig, objective, idle=None):
@@ -298,30 +305,18 @@ def _refine_one_jit(gaussians, camera, query, params0, **static):
     return _refine_core(gaussians, camera, query, params0, **static)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _refine_batch_jit(gaussians, cameras, queries, params0, **static):
-    fn = functools.partial(_refine_core, **static)
-    return jax.vmap(fn, in_axes=(None, 0, 0, 0))(gaussians, cameras, queries, params0)
+@functools.partial(jax.jit, static_argnames=("core",) + _STATIC + ("first",))
+def _batch_jit(gaussians, cameras, queries, per_query, **static):
+    """``static["core"]`` (:func:`_refine_core` or :func:`_scan_core`) vmapped over a chunk
+    of queries and compiled once per core and static settings."""
+    return _batch_fn(**static)(gaussians, cameras, queries, per_query)
 
 
 @functools.lru_cache(maxsize=32)
-def _refine_batch_fn(config: PoseConfig, objective: Objective) -> Callable:
-    """The vmapped refinement of one compiled config and objective, one function object
-    per pair so that the sharded program is compiled once and reused."""
-    return jax.vmap(functools.partial(_refine_core, config=config, objective=objective), in_axes=(None, 0, 0, 0))
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC + ("first",))
-def _scan_batch_jit(gaussians, cameras, queries, state, **static):
-    return jax.vmap(functools.partial(_scan_core, **static), in_axes=(None, 0, 0, 0))(gaussians, cameras, queries,
-                                                                                       state)
-
-
-@functools.lru_cache(maxsize=32)
-def _scan_batch_fn(config: PoseConfig, objective: Objective, first: int) -> Callable:
-    """The vmapped :func:`_scan_core` of one compiled config, objective and first step."""
-    return jax.vmap(functools.partial(_scan_core, config=config, objective=objective, first=first),
-                    in_axes=(None, 0, 0, 0))
+def _batch_fn(core: Callable, **static) -> Callable:
+    """The vmapped ``core`` of one compiled config and objective (and first step), one
+    function object per combination so that the sharded program is compiled once and reused."""
+    return jax.vmap(functools.partial(core, **static), in_axes=(None, 0, 0, 0))
 
 
 def _check_query(query, camera: Camera, where: str):
@@ -416,6 +411,7 @@ def refine_poses_detailed(
     context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     objective: str | Objective | None = None,
+    stage: str = "fine pose",
 ) -> Refinement:
     """Refine B queries: ``jax.vmap`` over chunks of ``config.batch_size`` queries (the
     last chunk padded to full size). Query i uses the screw initialisation of
@@ -436,12 +432,13 @@ def refine_poses_detailed(
     :class:`~splatjax.pose.objectives.PoseRender` of one query and its image; vmapped and
     compiled once per function object, so reuse one function rather than a new ``lambda``
     per call) or a registered name; None: ``config.objective`` (default "photometric",
-    SplatPose's loss). The traces, losses, best iterate and divergence use it."""
+    SplatPose's loss). The traces, losses, best iterate and divergence use it. ``stage``:
+    the progress label."""
     cams, queries, b = _batch(cameras, queries, "refine_poses")
     params0 = _init_screws(config, key, b)
     static = _static(config, objective)
-    return Refinement(*_map_queries(_refine_batch_jit, _refine_batch_fn, static, gaussians, (cams, queries, params0),
-                                    config.batch_size, context=context, parallel=parallel))
+    return Refinement(*_map_queries(dict(static, core=_refine_core), gaussians, (cams, queries, params0),
+                                    config.batch_size, context=context, parallel=parallel, stage=stage))
 
 
 def _batch(cameras: Camera, queries, where: str) -> tuple[Camera, Array, int]:
@@ -460,26 +457,27 @@ def _init_screws(config: PoseConfig, key: jax.Array, b: int) -> dict:
     return jax.vmap(lambda k: init_screw(key=k, std=config.init_std, theta=_theta0(config)))(query_keys(key, b))
 
 
-def _map_queries(batch_jit, batch_fn, static: dict, gaussians: Gaussians, args: tuple, batch_size: int, *,
-                 context: Context, parallel: ParallelConfig | None):
-    """``batch_jit(gaussians, *args, **static)`` over the queries of ``args`` (each with a
+def _map_queries(static: dict, gaussians: Gaussians, args: tuple, batch_size: int, *, context: Context,
+                 parallel: ParallelConfig | None, stage: str = "fine pose"):
+    """``_batch_jit(gaussians, *args, **static)`` over the queries of ``args`` (each with a
     leading query axis) in padded chunks of ``batch_size`` (or ``parallel.per_device_batch``)
     queries, each chunk sharded over ``parallel.devices`` local devices with the vmapped
-    ``batch_fn(**static)`` where there are several: the chunk loop of the refinements."""
+    ``_batch_fn(**static)`` where there are several: the chunk loop of the refinements
+    (progress as ``stage``)."""
     b = num_cameras(args[0])
     mesh = None if parallel is None else query_mesh(parallel.devices)
     per = int(batch_size if parallel is None or parallel.per_device_batch is None else parallel.per_device_batch)
     if mesh is None or mesh.size == 1:
-        run = functools.partial(batch_jit, gaussians, **static)
-        return map_padded_chunks(run, b, min(per, b), args, context=context, stage="fine pose")
-    fn = batch_fn(**static)
+        run = functools.partial(_batch_jit, gaussians, **static)
+        return map_padded_chunks(run, b, min(per, b), args, context=context, stage=stage)
+    fn = _batch_fn(**static)
     shard = ParallelConfig(devices=mesh.size)  # one launch per chunk: the chunk is a multiple of the devices
     size = min(per, ceil_div(b, mesh.size)) * mesh.size
 
     def run(*chunk):
         return shard_over_queries(fn, gaussians, *chunk, in_axes=(None,) + (0,) * len(chunk), mesh=mesh, config=shard)
 
-    return map_padded_chunks(run, b, size, args, context=context, stage="fine pose")
+    return map_padded_chunks(run, b, size, args, context=context, stage=stage)
 
 
 class ScanState(NamedTuple):
@@ -501,10 +499,8 @@ def start_scan(config: PoseConfig, *, key: jax.Array, b: int) -> ScanState:
     """The :class:`ScanState` of B queries before their first step: the screw initialisation
     of :func:`refine_poses_detailed` (``key``: one key split B ways, or B keys)."""
     opt = _optimizer(config.lr_first, config.lr, config.lr_decay)
-    params0 = _init_screws(config, key, b)
-    inf = jnp.full((b,), jnp.inf, jnp.float32)
-    return ScanState(params0, jax.vmap(opt.init)(params0), params0, inf, jnp.zeros((b,), jnp.int32),
-                     jnp.zeros((b,), bool), inf)
+    carry = jax.vmap(functools.partial(_initial_carry, opt))(_init_screws(config, key, b))
+    return ScanState(*carry, jnp.full((b,), jnp.inf, jnp.float32))
 
 
 def scan_poses(
@@ -518,6 +514,7 @@ def scan_poses(
     context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     objective: str | Objective | None = None,
+    stage: str = "screening",
 ) -> tuple[ScanState, Refinement]:
     """``config.steps`` more Adam steps (global steps ``first`` ..) of B queries from
     ``state``, at the cameras' size, one level, no early stop (``fine_levels`` and
@@ -525,11 +522,11 @@ def scan_poses(
     queries would end with if they stopped here. ``scan_poses`` from :func:`start_scan` for
     s steps, then for k - s more from its state, gives the numbers of
     :func:`refine_poses_detailed` with k steps, fine_levels 1 and stop_patience 0 (the
-    screening's settings): a refinement that can be stopped part-way for some queries."""
+    screening's settings): a refinement that can be stopped part-way for some queries.
+    ``stage``: the progress label."""
     cams, queries, b = _batch(cameras, queries, "scan_poses")
-    static = dict(_static(config, objective), first=int(first))
-    out = _map_queries(_scan_batch_jit, _scan_batch_fn, static, gaussians, (cams, queries, state), config.batch_size,
-                       context=context, parallel=parallel)
+    static = dict(_static(config, objective), first=int(first), core=_scan_core)
+    out = _map_queries(static, gaussians, (cams, queries, state), config.batch_size, context=context,
+                       parallel=parallel, stage=stage)
     new, (camera, trace, loss, best_step, diverged) = out
-    return new, Refinement(camera, trace, loss, best_step, diverged,
-                                       jnp.full((b,), first + config.steps, jnp.int32))
+    return new, Refinement(camera, trace, loss, best_step, diverged, jnp.full((b,), first + config.steps, jnp.int32))

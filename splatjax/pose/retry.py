@@ -106,7 +106,7 @@ def retry_poses(
     keys = derived_keys(key, q, k, m, 2).reshape(q, m)[jnp.asarray(qi), jnp.asarray(slot)]
     ref = refine_poses_detailed(gaussians, index_cameras(alt.cameras, jnp.asarray(flat)),
                                 jnp.asarray(queries, jnp.float32)[jnp.asarray(qi)], config, key=keys,
-                                context=context, parallel=parallel, objective=objective)
+                                context=context, parallel=parallel, objective=objective, stage="pose retry")
     losses = np.full((q, m), np.inf)
     losses[qi, slot] = np.asarray(ref.loss, np.float64)
     best = np.argmin(losses, axis=1)

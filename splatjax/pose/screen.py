@@ -30,7 +30,7 @@ from .config import PoseConfig
 from .fine import query_keys, refine_poses_detailed, scan_poses, start_scan
 from .objectives import Objective
 
-__all__ = ["halving_split", "screen_config", "screen_hypotheses"]
+__all__ = ["halving_split", "screen_config", "screen_hypotheses", "screen_inputs"]
 
 
 def screen_config(config: PoseConfig) -> PoseConfig:
@@ -64,20 +64,15 @@ def screen_hypotheses(
     a kept candidate ends exactly as without halving, a dropped one with its best iterate
     of s steps. Returns the screened cameras [Q * n] at the queries' size and their losses
     [Q, n] at the screening width (inf: no finite loss)."""
-    cams = as_batch(cameras)
     q, h, w = queries.shape[0], queries.shape[1], queries.shape[2]
-    sw = min(int(config.screen_resolution), w)
-    sh = max(1, int(round(h * sw / w)))
-    small = jnp.repeat(resize_to_width(jnp.asarray(queries, jnp.float32), sw), n, axis=0)
+    small_cams, small = screen_inputs(cameras, queries, n, config)
     keys = query_keys(key, q * n)
     split, sc = halving_split(config, n), screen_config(config)
+    kw = dict(context=context, parallel=parallel, objective=objective)
     if not split:
-        ref = refine_poses_detailed(gaussians, cams.scaled(sw, sh), small, sc, key=keys, context=context,
-                                    parallel=parallel, objective=objective)
+        ref = refine_poses_detailed(gaussians, small_cams, small, sc, key=keys, stage="screening", **kw)
         return ref.cameras.scaled(w, h), np.asarray(ref.loss, np.float64).reshape(q, n)
     # every candidate's first `split` steps; then the better half of each query's goes on from where it stands
-    kw = dict(context=context, parallel=parallel, objective=objective)
-    small_cams = cams.scaled(sw, sh)
     state, ended = scan_poses(gaussians, small_cams, small, start_scan(sc, key=keys, b=q * n),
                               dataclasses.replace(sc, steps=split), 0, **kw)
     losses = np.asarray(ended.loss, np.float64).reshape(q, n)
@@ -86,9 +81,21 @@ def screen_hypotheses(
     rest = dataclasses.replace(sc, steps=sc.steps - split)
     _, more = scan_poses(gaussians, index_cameras(small_cams, pick), small[pick],
                          jax.tree_util.tree_map(lambda a: a[pick], state), rest, split, **kw)
-    losses.reshape(-1)[on] = np.asarray(more.loss, np.float64)
+    losses[on // n, on % n] = np.asarray(more.loss, np.float64)
     screened = jax.tree_util.tree_map(lambda a, b: a.at[pick].set(b), ended.cameras, more.cameras)
     return screened.scaled(w, h), losses
+
+
+def screen_inputs(cameras: Camera, queries: Float[Array, "Q H W 3"], n: int,
+                  config: PoseConfig) -> tuple[Camera, Float[Array, "Qn h w 3"]]:
+    """What the screening refines at: the Q * n ``cameras`` scaled to width ``min(
+    config.screen_resolution, W)`` (aspect kept) and each query resized to it (antialiased)
+    and repeated n times (query-major)."""
+    h, w = queries.shape[1], queries.shape[2]
+    sw = min(int(config.screen_resolution), w)
+    sh = max(1, int(round(h * sw / w)))
+    small = jnp.repeat(resize_to_width(jnp.asarray(queries, jnp.float32), sw), n, axis=0)
+    return as_batch(cameras).scaled(sw, sh), small
 
 
 def halving_split(config: PoseConfig, n: int) -> int:
