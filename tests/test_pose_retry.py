@@ -107,3 +107,27 @@ def test_no_retry_leaves_the_estimate_as_it_is(flipped):
         np.testing.assert_array_equal(got.loss, est.loss)
     with pytest.raises(ValueError, match="3 rows for 2 queries"):
         pose.retry_poses(g, queries, est, np.ones(3, bool), config, key=key)
+
+
+def test_run_stages_retries_distrusted_poses_and_renders_the_kept_ones(flipped):
+    """With a calibration, run_stages retries the queries the trust rules distrust (here by
+    the silhouette: the flipped poses cover other pixels) and its renders are those of the
+    returned poses; without one, nothing is retried."""
+    from splatjax.anomaly import MapCalibration, MapConfig
+    from splatjax.app.stages import pose_trust, run_stages
+
+    g, qcams, queries, config, key, est, cams = flipped
+    config = replace(config, min_silhouette_iou=0.95)  # the flipped renders overlap the toy's silhouette 0.84-0.87
+    cal = MapCalibration(threshold=1.0, vmin=0.0, vmax=1.0, features="weights-free", map_size=16, map_sigma=1.0,
+                         score="max", views=1, train_score_max=1.0, train_score_median=0.5)
+    maps = MapConfig(features="weights-free", map_size=16)
+    kw = dict(key=key, extractor=None, polish=_far_then_near(qcams))
+    plain = run_stages(g, queries, cams, config, maps, **kw)
+    assert plain.poses.retried.tolist() == [0, 0] and "retry" not in plain.seconds
+    assert not pose_trust(plain.renders, queries, config, plain.poses.loss, cal).trusted.any()
+    det = run_stages(g, queries, cams, config, maps, calibration=cal, **kw)
+    assert det.poses.retry_rank.tolist() == [1, 1] and "retry" in det.seconds
+    assert pose_trust(det.renders, queries, config, det.poses.loss, cal).trusted.all()
+    np.testing.assert_array_equal(det.renders, np.asarray(pose.render_views(g, det.poses.cameras, batch_size=config.batch_size,
+                                                                            backend=config.backend)))
+    assert np.all(pose_errors(det.poses.c2w, pose.camera_to_c2w(qcams))["rotation_rad"] < 0.1)
