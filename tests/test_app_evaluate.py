@@ -47,6 +47,10 @@ def test_evaluate_writes_report_csv_and_pictures():
             "pose_residual_p90"} <= set(rows[0])
     assert all(0 < int(r["pose_steps"]) <= FAST_POSE.steps for r in rows)
     assert on_disk["pose_diverged"]["count"] == sum(int(r["pose_diverged"]) for r in rows)
+    retried = [r["path"] for r in rows if int(r["pose_retried"]) > 0]  # only distrusted poses are retried
+    assert on_disk["pose_retried"]["paths"] == retried and on_disk["pose_retried"]["count"] == len(retried)
+    assert on_disk["pose_retried"]["moved"] == [r["path"] for r in rows if int(r["pose_retry_rank"]) >= 0]
+    assert set(on_disk["pose_retried"]["moved"]) <= set(retried)
     pose = on_disk["pose_config"]  # the PoseConfig whole, under its own field names
     assert pose["hypotheses"] == 1 and pose["fine_levels"] == 1 and pose["objective"] == "photometric"
     assert pose["keypoint"]["width"] == 200 and pose["background"] == [1.0, 1.0, 1.0]

@@ -7,7 +7,9 @@ coarse and the fine poses. Output folder::
 
     report.json        metrics, per-stage seconds, queries per second, settings, pose errors,
                        ``pose_diverged`` (count and paths of queries whose fine pose diverged;
-                       also said as a warning through the context, stderr by default)
+                       also said as a warning through the context, stderr by default),
+                       ``pose_retried`` (count and paths of the distrusted queries retried,
+                       ``moved``: those whose pose a retry replaced)
     per_image.csv      path, label, defect type, score, verdict, coarse index, final loss (of the kept
                        iterate), pose_residual_median / pose_residual_p90 (silhouette_residual),
                        pose_diverged (0/1), pose_best_step, pose_steps (fine-pose steps taken),
@@ -197,6 +199,9 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, tru
         "pose_config": dataclasses.asdict(pose_config),
         "pose_diverged": {"count": int(det.poses.diverged.sum()),
                           "paths": [p for p, d in zip(cls.test.paths, det.poses.diverged) if d]},
+        "pose_retried": {"count": int((det.poses.retried > 0).sum()),
+                         "paths": [p for p, r in zip(cls.test.paths, det.poses.retried) if r > 0],
+                         "moved": [p for p, r in zip(cls.test.paths, det.poses.retry_rank) if r >= 0]},
         "render_backend": resolve_backend(pose_config.backend), "seed": int(seed),
     }
 
