@@ -157,8 +157,10 @@ class PoseConfig:
         "help": "the residual rule distrusts a pose only where its outline disagrees too: 1 - silhouette IoU above "
                 "this multiple of the median of views held out of the fit (a large stain or hole raises the residual "
                 "but leaves the outline; a wrong view moves both; 0: the residual alone)"})
-    # default 2 retries 0.3 rad apart: see BENCHMARKS.md (a second try for an untrusted pose)
-    pose_retries: int = field(default=2, metadata={
+    # default 7 (every other screened candidate in another basin) 0.3 rad apart: chosen on beetle-9 (seen), where
+    # the right basin was the 2nd, 4th and 5th distinct candidate of three flipped queries; up to 7 retries of a
+    # query fit one fine-pose chunk (BENCHMARKS.md, a second try for an untrusted pose)
+    pose_retries: int = field(default=7, metadata={
         "help": "a query whose fine pose is not trusted gets the full fine pose from its next this many screened "
                 "candidates in other basins (--retry-angle apart), and keeps the lowest loss (0: no retry)"})
     retry_angle: float = field(default=0.3, metadata={
