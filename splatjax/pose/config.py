@@ -158,7 +158,7 @@ class PoseConfig:
                 "this multiple of the median of views held out of the fit (a large stain or hole raises the residual "
                 "but leaves the outline; a wrong view moves both; 0: the residual alone)"})
     # default 7 (every other screened candidate in another basin) 0.3 rad apart: chosen on beetle-9 (seen), where
-    # the right basin was the 2nd, 4th and 5th distinct candidate of three flipped queries; up to 7 retries of a
+    # the right basin was the 1st, 3rd and 4th distinct candidate of three flipped queries; up to 7 retries of a
     # query fit one fine-pose chunk (BENCHMARKS.md, a second try for an untrusted pose)
     pose_retries: int = field(default=7, metadata={
         "help": "a query whose fine pose is not trusted gets the full fine pose from its next this many screened "
