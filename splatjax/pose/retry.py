@@ -77,8 +77,10 @@ def retry_poses(
     ``config``) with a retry of the queries where ``rows`` is True (e.g. the untrusted ones,
     :func:`splatjax.pose.trust_poses`): their next ``config.pose_retries`` distinct
     alternatives (:func:`distinct_alternatives`, from rank ``config.hypotheses`` on, at least
-    ``config.retry_angle`` rad apart) are refined with ``config`` in one batch and the lowest
-    full-resolution loss is kept, the estimate's own pose on ties. Alternative slot r of query
+    ``config.retry_angle`` rad apart) are refined with ``config`` in one batch (in chunks of
+    the power of two at or above ``pose_retries``, at most ``batch_size``, the last padded, so
+    that one compiled program serves every retry) and the lowest full-resolution loss is kept,
+    the estimate's own pose on ties. Alternative slot r of query
     i is refined with the screw initialisation of key r of query i's retry keys (from
     ``key`` as in :func:`splatjax.pose.estimate_poses`: one key or the Q * K per-hypothesis
     keys). ``retried`` and ``retry_rank`` say what was done; ``seconds["retry"]`` its time.
@@ -102,11 +104,17 @@ def retry_poses(
     retried = (ranks >= 0).sum(axis=1)
     if qi.size == 0:
         return dataclasses.replace(estimate, retried=retried, **none)
+    # one compiled shape for every retry: chunks of the power of two >= m (at most the batch size), the last padded
+    chunk = min(config.batch_size, 1 << (m - 1).bit_length())
+    r = qi.size
+    pad = np.minimum(np.arange(-(-r // chunk) * chunk), r - 1)
     flat = qi * n + ranks[qi, slot]
     keys = derived_keys(key, q, k, m, 2).reshape(q, m)[jnp.asarray(qi), jnp.asarray(slot)]
-    ref = refine_poses_detailed(gaussians, index_cameras(alt.cameras, jnp.asarray(flat)),
-                                jnp.asarray(queries, jnp.float32)[jnp.asarray(qi)], config, key=keys,
+    ref = refine_poses_detailed(gaussians, index_cameras(alt.cameras, jnp.asarray(flat[pad])),
+                                jnp.asarray(queries, jnp.float32)[jnp.asarray(qi[pad])],
+                                dataclasses.replace(config, batch_size=chunk), key=keys[jnp.asarray(pad)],
                                 context=context, parallel=parallel, objective=objective, stage="pose retry")
+    ref = jax.tree_util.tree_map(lambda a: a[:r], ref)
     losses = np.full((q, m), np.inf)
     losses[qi, slot] = np.asarray(ref.loss, np.float64)
     best = np.argmin(losses, axis=1)
