@@ -408,10 +408,15 @@ def _estimate(ref, starts, idx, score, inliers, method, seconds, screen_losses=N
     rows = np.arange(q)
     return PoseEstimate(
         coarse_index=idx[rows, chosen], coarse_score=score[rows, chosen], coarse_cameras=coarse_cams,
-        cameras=cams, coarse_c2w=camera_to_c2w(coarse_cams), c2w=camera_to_c2w(cams),
-        loss_traces=np.asarray(ref.traces)[flat], method=method, seconds=seconds,
-        loss=losses[rows, chosen], best_step=np.asarray(ref.best_step)[flat],
-        diverged=np.asarray(ref.diverged)[flat], hypothesis_index=idx, hypothesis_score=score,
+        cameras=cams, coarse_c2w=camera_to_c2w(coarse_cams), c2w=camera_to_c2w(cams), method=method,
+        seconds=seconds, loss=losses[rows, chosen], hypothesis_index=idx, hypothesis_score=score,
         hypothesis_losses=losses, chosen=chosen, inliers=inliers[rows, chosen], screen_losses=screen_losses,
-        fine_steps=np.asarray(ref.steps)[flat], alternatives=alternatives, retried=np.zeros(q, np.int64),
-        retry_rank=np.full(q, -1, np.int64))
+        alternatives=alternatives, retried=np.zeros(q, np.int64), retry_rank=np.full(q, -1, np.int64),
+        **refined_fields(ref, flat))
+
+
+def refined_fields(ref: Refinement, rows: np.ndarray) -> dict:
+    """The :class:`PoseEstimate` fields taken from rows ``rows`` of the refinement ``ref``:
+    loss_traces, best_step, diverged, fine_steps (numpy)."""
+    return dict(loss_traces=np.asarray(ref.traces)[rows], best_step=np.asarray(ref.best_step)[rows],
+                diverged=np.asarray(ref.diverged)[rows], fine_steps=np.asarray(ref.steps)[rows])

@@ -28,7 +28,7 @@ from ..gaussians import Gaussians
 from ..sharding import ParallelConfig
 from .cameras import camera_to_c2w, index_cameras
 from .config import PoseConfig
-from .estimate import PoseEstimate, derived_keys
+from .estimate import PoseEstimate, derived_keys, refined_fields
 from .fine import refine_poses_detailed
 from .objectives import Objective
 
@@ -138,15 +138,12 @@ def retry_poses(
     coarse = put_cams(estimate.coarse_cameras, index_cameras(alt.starts, jnp.asarray(alt_flat)))
     retry_rank = np.full(q, -1, np.int64)
     retry_rank[win] = rank
-    fine_steps = None if estimate.fine_steps is None else put(estimate.fine_steps, np.asarray(ref.steps)[src])
     inliers = None if estimate.inliers is None else put(estimate.inliers, alt.inliers[win, rank])
+    refined = {name: put(getattr(estimate, name), value) for name, value in refined_fields(ref, src).items()}
     seconds = dict(estimate.seconds, retry=time.perf_counter() - t0)
     return dataclasses.replace(
         estimate, cameras=cams, coarse_cameras=coarse, c2w=camera_to_c2w(cams), coarse_c2w=camera_to_c2w(coarse),
         coarse_index=put(estimate.coarse_index, alt.index[win, rank]),
         coarse_score=put(estimate.coarse_score, alt.score[win, rank]),
-        loss_traces=put(estimate.loss_traces, np.asarray(ref.traces)[src]),
-        loss=put(estimate.loss, losses[win, best[win]]),
-        best_step=put(estimate.best_step, np.asarray(ref.best_step)[src]),
-        diverged=put(estimate.diverged, np.asarray(ref.diverged)[src]), inliers=inliers, fine_steps=fine_steps,
-        retried=retried, retry_rank=retry_rank, seconds=seconds)
+        loss=put(estimate.loss, losses[win, best[win]]), inliers=inliers, retried=retried, retry_rank=retry_rank,
+        seconds=seconds, **refined)
