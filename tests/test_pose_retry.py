@@ -70,9 +70,11 @@ def test_retry_equals_refining_the_next_distinct_candidate_by_hand(flipped):
                                        1, config.pose_retries, config.retry_angle)
     assert ranks[0, 0] == 1 and np.all(ranks[0, 1:] == -1)  # the two near candidates lie in one basin: one is tried
     keys = derived_keys(key, 2, 1, config.pose_retries, 2).reshape(2, -1)[0, :1]
-    # the retry runs in chunks of 4 (the batch size), the last padded with copies: its twin is that chunk by hand
-    twin = pose.refine_poses_detailed(g, pose.index_cameras(alt.cameras, jnp.asarray([1] * 4)),
-                                      jnp.repeat(queries[:1], 4, axis=0), config, key=jnp.repeat(keys, 4))
+    # a round runs in chunks of 2 (retry_round), the last padded with copies: its twin is that chunk by hand
+    assert config.retry_round == 2
+    twin = pose.refine_poses_detailed(g, pose.index_cameras(alt.cameras, jnp.asarray([1] * 2)),
+                                      jnp.repeat(queries[:1], 2, axis=0), replace(config, batch_size=2),
+                                      key=jnp.repeat(keys, 2))
     assert got.retried.tolist() == [1, 0] and got.retry_rank.tolist() == [1, -1]
     np.testing.assert_array_equal(np.asarray(got.cameras.R)[0], np.asarray(twin.cameras.R)[0])
     np.testing.assert_array_equal(got.loss[0], np.asarray(twin.loss)[0])
@@ -88,6 +90,40 @@ def test_retry_equals_refining_the_next_distinct_candidate_by_hand(flipped):
     for field in ("loss", "loss_traces", "c2w", "coarse_c2w", "best_step", "fine_steps", "coarse_index"):
         np.testing.assert_array_equal(getattr(got, field)[1], getattr(est, field)[1])  # row 1 was not asked
     assert "retry" in got.seconds
+
+
+def test_retry_rounds_stop_once_trusted_and_otherwise_match_one_round(flipped):
+    """With retry_angle 0.01 the two near candidates are distinct alternatives (ranks 1 and
+    2). In rounds of one, a query the trust callback accepts after its first round stops
+    there; one it keeps distrusting tries both and ends as one round of all would (up to the
+    float rounding of another vmap width), as it does without a callback."""
+    g, _, queries, config, key, est, _ = flipped
+    config = replace(config, retry_angle=0.01, pose_retries=3)
+    rows = np.array([True, False])
+    whole = pose.retry_poses(g, queries, est, rows, replace(config, retry_round=0), key=key)
+    assert whole.retried.tolist() == [2, 0] and whole.retry_rank[0] in (1, 2)
+    asked = []
+
+    def distrust(answer):
+        def still_distrusted(estimate, moved):
+            asked.append(moved.tolist())
+            np.testing.assert_array_equal(estimate.retry_rank, est.retry_rank)  # set only at the end
+            assert np.all(estimate.loss[moved] < est.loss[moved])
+            return np.full(moved.size, answer)
+        return still_distrusted
+
+    rounds = replace(config, retry_round=1)
+    stop = pose.retry_poses(g, queries, est, rows, rounds, key=key, still_distrusted=distrust(False))
+    assert asked == [[0]] and stop.retried.tolist() == [1, 0] and stop.retry_rank.tolist() == [1, -1]
+    for callback in (distrust(True), None):
+        go_on = pose.retry_poses(g, queries, est, rows, rounds, key=key, still_distrusted=callback)
+        assert go_on.retried.tolist() == [2, 0] and go_on.retry_rank.tolist() == whole.retry_rank.tolist()
+        np.testing.assert_allclose(go_on.loss, whole.loss, rtol=1e-4)
+        np.testing.assert_allclose(np.asarray(go_on.cameras.R), np.asarray(whole.cameras.R), rtol=1e-4, atol=1e-5)
+        assert go_on.coarse_index.tolist() == whole.coarse_index.tolist()
+    assert asked[0] == [0] and len(asked) in (2, 3)  # the second round is asked only if it moved the pose
+    with pytest.raises(ConfigError, match="retry_round"):
+        PoseConfig(retry_round=-1)
 
 
 def test_retry_keeps_the_pose_when_no_try_is_lower(flipped):

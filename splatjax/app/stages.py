@@ -63,7 +63,8 @@ def run_stages(
     queries run in batches get the numbers of one run; ``evaluate`` does so). With the model's
     ``calibration`` (the references of the trust rules) and ``pose_config.pose_retries`` > 0,
     the queries whose pose :func:`pose_trust` distrusts are retried from other candidates
-    (:func:`splatjax.pose.retry_poses`) before the maps; without it nothing is retried."""
+    (:func:`splatjax.pose.retry_poses`, a round at a time until trusted; the renders of moved
+    poses count in "retry") before the maps; without it nothing is retried."""
     est = estimate_poses(gaussians, queries, candidates, pose_config, key=key, candidate_images=candidate_images,
                          polish=polish, context=context, parallel=parallel)
     t0 = time.perf_counter()
@@ -71,14 +72,16 @@ def run_stages(
     render_s = time.perf_counter() - t0
     if calibration is not None and pose_config.pose_retries > 0:
         distrusted = ~pose_trust(renders, queries, pose_config, est.loss, calibration).trusted
+
+        def still_distrusted(estimate: PoseEstimate, moved: np.ndarray) -> np.ndarray:
+            # a round moved these poses: render them there and ask the trust rules again
+            renders[moved] = _render(gaussians, index_cameras(estimate.cameras, jnp.asarray(moved)), pose_config,
+                                     context, parallel)
+            return ~pose_trust(renders[moved], np.asarray(queries)[moved], pose_config, estimate.loss[moved],
+                               calibration).trusted
+
         est = retry_poses(gaussians, queries, est, distrusted, pose_config, key=key, context=context,
-                          parallel=parallel)
-        moved = np.flatnonzero(est.retry_rank >= 0)
-        t0 = time.perf_counter()
-        if moved.size:
-            cams = index_cameras(est.cameras, jnp.asarray(moved))
-            renders[moved] = _render(gaussians, cams, pose_config, context, parallel)
-        render_s += time.perf_counter() - t0
+                          parallel=parallel, still_distrusted=still_distrusted)
     seconds = dict(est.seconds, render=render_s)
     t0 = time.perf_counter()
     maps = compute_maps(renders, queries, map_config, extractor=extractor, parallel=parallel, residual=residual,

@@ -61,8 +61,9 @@ class PoseConfig:
     final loss against the held-out views' median; off by default). ``pose_retries``: a query
     whose pose those rules distrust gets the full fine pose from its next ``pose_retries``
     candidates (screening order) that start at least ``retry_angle`` rad from the kept pose and
-    from each other, and keeps the lowest loss (:mod:`splatjax.pose.retry`; applied by the
-    application, which holds the rules' references).
+    from each other, and keeps the lowest loss, ``retry_round`` candidates at a time until the
+    pose is trusted (:mod:`splatjax.pose.retry`; applied by the application, which holds the
+    rules' references).
     ``stop_patience`` > 0: a query's fine pose stops once its best loss has improved by
     less than ``stop_tolerance`` (relative) over the last ``stop_patience`` full-resolution
     steps, counted once an iterate has beaten the start (at most ``steps``; the screening
@@ -166,6 +167,11 @@ class PoseConfig:
     retry_angle: float = field(default=0.3, metadata={
         "help": "rad: a retried candidate starts at least this far (rotation) from the kept pose and from the other "
                 "retried ones"})
+    # default 2: on beetle-9 (seen) the right basin was the 1st, 3rd and 4th distinct candidate; rounds of 2 stop
+    # there after 2, 4 and 4 refinements instead of 7 each (BENCHMARKS.md, a second try for an untrusted pose)
+    retry_round: int = field(default=2, metadata={
+        "help": "retried candidates per query and round: a query whose new pose is trusted stops, the others go on "
+                "to the next ones, up to --pose-retries (0: all in one round)"})
     # default 0 (off): a large defect raises the loss as much as a wrong pose does (BENCHMARKS.md)
     max_loss_ratio: float = field(default=0.0, metadata={
         "help": "a fine pose whose final loss exceeds this multiple of the median loss of views held out of the fit "
@@ -177,7 +183,8 @@ class PoseConfig:
         require_ints(self, ("coarse_resolution", "steps", "batch_size", "hypotheses", "fine_levels", "fine_level_steps",
                             "keypoint_candidates", "screen_candidates", "screen_resolution"), 1)
         require_ints(self, ("inplane_rotations", "sphere_views", "screen_steps", "screen_skip_inliers",
-                            "screen_halving_step", "polish_stop_inliers", "stop_patience", "pose_retries"), 0)
+                            "screen_halving_step", "polish_stop_inliers", "stop_patience", "pose_retries",
+                            "retry_round"), 0)
         require_positive(self, ("lr_first", "lr", "lr_decay", "init_std", "screen_lr", "stop_tolerance",
                                 "retry_angle"))
         require(is_number(self.init_theta) and abs(self.init_theta) <= 3.2, self, "init_theta", "in [-3.2, 3.2]")

@@ -9,14 +9,17 @@ next ``config.pose_retries`` candidates (in the screening's order) whose startin
 more than ``config.retry_angle`` rad from the kept pose and from each other (a candidate in
 the kept basin would only find that pose again) and keeps, of the estimate's pose and
 these, the one of lowest full-resolution loss: the fine pose's own choice among hypotheses
-(:func:`splatjax.pose.estimate_poses`), asked only where the pose is in doubt. Trusted
-queries are untouched, so the retry costs nothing where the pose is fine.
+(:func:`splatjax.pose.estimate_poses`), asked only where the pose is in doubt. The
+candidates go ``config.retry_round`` at a time, and a query whose new pose the trust rules
+accept stops there. Trusted queries are untouched, so the retry costs nothing where the pose
+is fine.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -72,59 +75,85 @@ def retry_poses(
     context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     objective: str | Objective | None = None,
+    still_distrusted: Callable[[PoseEstimate, np.ndarray], np.ndarray] | None = None,
 ) -> PoseEstimate:
     """The ``estimate`` of ``queries`` (from :func:`splatjax.pose.estimate_poses` with
     ``config``) with a retry of the queries where ``rows`` is True (e.g. the untrusted ones,
     :func:`splatjax.pose.trust_poses`): their next ``config.pose_retries`` distinct
     alternatives (:func:`distinct_alternatives`, from rank ``config.hypotheses`` on, at least
-    ``config.retry_angle`` rad apart) are refined with ``config`` in one batch (in chunks of
-    the power of two at or above ``pose_retries``, at most ``batch_size``, the last padded, so
-    that one compiled program serves every retry) and the lowest full-resolution loss is kept,
-    the estimate's own pose on ties. Alternative slot r of query
-    i is refined with the screw initialisation of key r of query i's retry keys (from
-    ``key`` as in :func:`splatjax.pose.estimate_poses`: one key or the Q * K per-hypothesis
-    keys). ``retried`` and ``retry_rank`` say what was done; ``seconds["retry"]`` its time.
-    Without alternatives or retries the estimate comes back as it is (with zero retries)."""
+    ``config.retry_angle`` rad apart) are refined with ``config`` and a query keeps the lowest
+    full-resolution loss, its current pose on ties.
+
+    The alternatives go in rounds of ``config.retry_round`` per query (0: all in one round).
+    After a round, ``still_distrusted(estimate, moved)`` is asked about the queries ``moved``
+    (indices) whose pose that round changed and says, per index, whether the new pose is still
+    distrusted; the next round takes only the distrusted ones (those and the unmoved). Without
+    it every asked query tries all its alternatives. A round runs in chunks of the power of two
+    at or above ``retry_round`` (at most ``batch_size``), the last padded, so that one compiled
+    program serves every round. Alternative slot r of query i is refined with the screw
+    initialisation of key r of query i's retry keys (from ``key`` as in
+    :func:`splatjax.pose.estimate_poses`: one key or the Q * K per-hypothesis keys), whatever
+    the round. ``retried`` (alternatives refined per query) and ``retry_rank`` say what was
+    done; ``seconds["retry"]`` its time, ``still_distrusted`` included. Without alternatives or
+    retries the estimate comes back as it is (with zero retries)."""
     t0 = time.perf_counter()
     q, k, m = estimate.c2w.shape[0], config.hypotheses, int(config.pose_retries)
-    rows = np.asarray(rows, bool).reshape(-1)
+    rows = np.asarray(rows, bool).reshape(-1).copy()
     if rows.shape[0] != q:
         raise ValueError(f"retry_poses: {rows.shape[0]} rows for {q} queries")
     alt = estimate.alternatives
-    none = dict(retry_rank=np.full(q, -1, np.int64), seconds=dict(estimate.seconds, retry=0.0))
-    if alt is None or m == 0 or not rows.any():
-        return dataclasses.replace(estimate, retried=np.zeros(q, np.int64), **none)
-    n = alt.index.shape[1]
-    todo = np.flatnonzero(rows)
-    ranks = np.full((q, m), -1, np.int64)
-    ranks[todo] = distinct_alternatives(np.asarray(estimate.cameras.R)[todo],
-                                        np.asarray(alt.cameras.R).reshape(q, n, 3, 3)[todo], k, m,
-                                        config.retry_angle)
-    qi, slot = np.nonzero(ranks >= 0)
-    retried = (ranks >= 0).sum(axis=1)
-    if qi.size == 0:
-        return dataclasses.replace(estimate, retried=retried, **none)
-    # one compiled shape for every retry: chunks of the power of two >= m (at most the batch size), the last padded
-    chunk = min(config.batch_size, 1 << (m - 1).bit_length())
-    r = qi.size
-    pad = np.minimum(np.arange(-(-r // chunk) * chunk), r - 1)
-    flat = qi * n + ranks[qi, slot]
-    keys = derived_keys(key, q, k, m, 2).reshape(q, m)[jnp.asarray(qi), jnp.asarray(slot)]
-    ref = refine_poses_detailed(gaussians, index_cameras(alt.cameras, jnp.asarray(flat[pad])),
-                                jnp.asarray(queries, jnp.float32)[jnp.asarray(qi[pad])],
-                                dataclasses.replace(config, batch_size=chunk), key=keys[jnp.asarray(pad)],
-                                context=context, parallel=parallel, objective=objective, stage="pose retry")
+    retried, retry_rank = np.zeros(q, np.int64), np.full(q, -1, np.int64)
+    if alt is not None and m > 0 and rows.any():
+        n = alt.index.shape[1]
+        ranks = np.full((q, m), -1, np.int64)
+        todo = np.flatnonzero(rows)
+        ranks[todo] = distinct_alternatives(np.asarray(estimate.cameras.R)[todo],
+                                            np.asarray(alt.cameras.R).reshape(q, n, 3, 3)[todo], k, m,
+                                            config.retry_angle)
+        keys = derived_keys(key, q, k, m, 2).reshape(q, m)
+        size = config.retry_round or m
+        chunk = min(config.batch_size, 1 << (size - 1).bit_length())
+        kw = dict(context=context, parallel=parallel, objective=objective)
+        for lo in range(0, m, size):
+            in_round = np.zeros((q, m), bool)
+            in_round[:, lo:lo + size] = True
+            qi, slot = np.nonzero(in_round & (ranks >= 0) & rows[:, None])
+            if qi.size == 0:
+                break
+            retried += np.bincount(qi, minlength=q)
+            estimate, won = _retry_round(gaussians, queries, estimate, qi, ranks[qi, slot], keys[qi, slot],
+                                         dataclasses.replace(config, batch_size=chunk), **kw)
+            moved = np.flatnonzero(won >= 0)
+            retry_rank[moved] = won[moved]
+            if still_distrusted is not None and moved.size:
+                rows[moved] = np.asarray(still_distrusted(estimate, moved), bool).reshape(-1)
+    seconds = dict(estimate.seconds, retry=time.perf_counter() - t0)
+    return dataclasses.replace(estimate, retried=retried, retry_rank=retry_rank, seconds=seconds)
+
+
+def _retry_round(gaussians, queries, estimate: PoseEstimate, qi: np.ndarray, rank: np.ndarray, keys: jax.Array,
+                 config: PoseConfig, **kw) -> tuple[PoseEstimate, np.ndarray]:
+    """One round of :func:`retry_poses`: alternative ``rank[j]`` of query ``qi[j]`` (``qi``
+    sorted) refined with ``keys[j]``, in chunks of ``config.batch_size`` (the last padded with
+    copies of the last row); the estimate with each query's lowest loss if below its current
+    one, and per query the rank it took (-1: unchanged)."""
+    alt = estimate.alternatives
+    q, n = estimate.c2w.shape[0], alt.index.shape[1]
+    r, chunk = qi.size, config.batch_size
+    pad = jnp.asarray(np.minimum(np.arange(-(-r // chunk) * chunk), r - 1))
+    ref = refine_poses_detailed(gaussians, index_cameras(alt.cameras, jnp.asarray(qi * n + rank)[pad]),
+                                jnp.asarray(queries, jnp.float32)[jnp.asarray(qi)[pad]], config, key=keys[pad],
+                                stage="pose retry", **kw)
     ref = jax.tree_util.tree_map(lambda a: a[:r], ref)
-    losses = np.full((q, m), np.inf)
-    losses[qi, slot] = np.asarray(ref.loss, np.float64)
-    best = np.argmin(losses, axis=1)
-    better = losses[np.arange(q), best] < np.asarray(estimate.loss, np.float64)
-    row_of = np.full((q, m), -1, np.int64)
-    row_of[qi, slot] = np.arange(qi.size)
-    win = np.flatnonzero(better)
-    src = row_of[win, best[win]]  # the winners' rows in the retry batch
-    rank = ranks[win, best[win]]
-    alt_flat = win * n + rank
+    loss = np.asarray(ref.loss, np.float64)
+    best = np.full(q, np.inf)
+    np.minimum.at(best, qi, loss)
+    better = best < np.asarray(estimate.loss, np.float64)
+    # each winner's row in the round: the first of its query's rows at the lowest loss
+    rows = np.flatnonzero(better[qi] & (loss == best[qi]))
+    src = rows[np.unique(qi[rows], return_index=True)[1]]
+    win, won_rank = qi[src], rank[src]
+    alt_flat = win * n + won_rank
 
     def put(old, new):
         out = np.array(old, copy=True)
@@ -136,14 +165,13 @@ def retry_poses(
 
     cams = put_cams(estimate.cameras, index_cameras(ref.cameras, jnp.asarray(src)))
     coarse = put_cams(estimate.coarse_cameras, index_cameras(alt.starts, jnp.asarray(alt_flat)))
-    retry_rank = np.full(q, -1, np.int64)
-    retry_rank[win] = rank
-    inliers = None if estimate.inliers is None else put(estimate.inliers, alt.inliers[win, rank])
+    inliers = None if estimate.inliers is None else put(estimate.inliers, alt.inliers[win, won_rank])
     refined = {name: put(getattr(estimate, name), value) for name, value in refined_fields(ref, src).items()}
-    seconds = dict(estimate.seconds, retry=time.perf_counter() - t0)
-    return dataclasses.replace(
+    won = np.full(q, -1, np.int64)
+    won[win] = won_rank
+    estimate = dataclasses.replace(
         estimate, cameras=cams, coarse_cameras=coarse, c2w=camera_to_c2w(cams), coarse_c2w=camera_to_c2w(coarse),
-        coarse_index=put(estimate.coarse_index, alt.index[win, rank]),
-        coarse_score=put(estimate.coarse_score, alt.score[win, rank]),
-        loss=put(estimate.loss, losses[win, best[win]]), inliers=inliers, retried=retried, retry_rank=retry_rank,
-        seconds=seconds, **refined)
+        coarse_index=put(estimate.coarse_index, alt.index[win, won_rank]),
+        coarse_score=put(estimate.coarse_score, alt.score[win, won_rank]),
+        loss=put(estimate.loss, best[win]), inliers=inliers, **refined)
+    return estimate, won
