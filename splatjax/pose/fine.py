@@ -412,9 +412,12 @@ def refine_poses_detailed(
     parallel: ParallelConfig | None = None,
     objective: str | Objective | None = None,
     stage: str = "fine pose",
+    full_chunks: bool = False,
 ) -> Refinement:
     """Refine B queries: ``jax.vmap`` over chunks of ``config.batch_size`` queries (the
-    last chunk padded to full size). Query i uses the screw initialisation of
+    last chunk padded to full size; fewer than ``batch_size`` queries make one chunk of B,
+    unless ``full_chunks``, which pads them to ``batch_size`` too: one compiled shape for
+    calls of any size, at the padding's cost). Query i uses the screw initialisation of
     ``jax.random.split(key, B)[i]``, so the result equals :func:`refine_pose` called with
     that key (up to float rounding); queries do not affect each other (a diverging one
     included). ``key`` may also be B keys, one per query (e.g. a slice of
@@ -438,7 +441,8 @@ def refine_poses_detailed(
     params0 = _init_screws(config, key, b)
     static = _static(config, objective)
     return Refinement(*_map_queries(dict(static, core=_refine_core), gaussians, (cams, queries, params0),
-                                    config.batch_size, context=context, parallel=parallel, stage=stage))
+                                    config.batch_size, context=context, parallel=parallel, stage=stage,
+                                    full_chunks=full_chunks))
 
 
 def _batch(cameras: Camera, queries, where: str) -> tuple[Camera, Array, int]:
@@ -458,21 +462,21 @@ def _init_screws(config: PoseConfig, key: jax.Array, b: int) -> dict:
 
 
 def _map_queries(static: dict, gaussians: Gaussians, args: tuple, batch_size: int, *, context: Context,
-                 parallel: ParallelConfig | None, stage: str = "fine pose"):
+                 parallel: ParallelConfig | None, stage: str = "fine pose", full_chunks: bool = False):
     """``_batch_jit(gaussians, *args, **static)`` over the queries of ``args`` (each with a
     leading query axis) in padded chunks of ``batch_size`` (or ``parallel.per_device_batch``)
-    queries, each chunk sharded over ``parallel.devices`` local devices with the vmapped
-    ``_batch_fn(**static)`` where there are several: the chunk loop of the refinements
-    (progress as ``stage``)."""
+    queries (fewer queries: one chunk of them, unless ``full_chunks``), each chunk sharded over
+    ``parallel.devices`` local devices with the vmapped ``_batch_fn(**static)`` where there
+    are several: the chunk loop of the refinements (progress as ``stage``)."""
     b = num_cameras(args[0])
     mesh = None if parallel is None else query_mesh(parallel.devices)
     per = int(batch_size if parallel is None or parallel.per_device_batch is None else parallel.per_device_batch)
     if mesh is None or mesh.size == 1:
         run = functools.partial(_batch_jit, gaussians, **static)
-        return map_padded_chunks(run, b, min(per, b), args, context=context, stage=stage)
+        return map_padded_chunks(run, b, per if full_chunks else min(per, b), args, context=context, stage=stage)
     fn = _batch_fn(**static)
     shard = ParallelConfig(devices=mesh.size)  # one launch per chunk: the chunk is a multiple of the devices
-    size = min(per, ceil_div(b, mesh.size)) * mesh.size
+    size = (per if full_chunks else min(per, ceil_div(b, mesh.size))) * mesh.size
 
     def run(*chunk):
         return shard_over_queries(fn, gaussians, *chunk, in_axes=(None,) + (0,) * len(chunk), mesh=mesh, config=shard)

@@ -134,17 +134,14 @@ def retry_poses(
 def _retry_round(gaussians, queries, estimate: PoseEstimate, qi: np.ndarray, rank: np.ndarray, keys: jax.Array,
                  config: PoseConfig, **kw) -> tuple[PoseEstimate, np.ndarray]:
     """One round of :func:`retry_poses`: alternative ``rank[j]`` of query ``qi[j]`` (``qi``
-    sorted) refined with ``keys[j]``, in chunks of ``config.batch_size`` (the last padded with
-    copies of the last row); the estimate with each query's lowest loss if below its current
-    one, and per query the rank it took (-1: unchanged)."""
+    sorted) refined with ``keys[j]``, in full chunks of ``config.batch_size`` (the last padded
+    with copies of its last row); the estimate with each query's lowest loss if below its
+    current one, and per query the rank it took (-1: unchanged)."""
     alt = estimate.alternatives
     q, n = estimate.c2w.shape[0], alt.index.shape[1]
-    r, chunk = qi.size, config.batch_size
-    pad = jnp.asarray(np.minimum(np.arange(-(-r // chunk) * chunk), r - 1))
-    ref = refine_poses_detailed(gaussians, index_cameras(alt.cameras, jnp.asarray(qi * n + rank)[pad]),
-                                jnp.asarray(queries, jnp.float32)[jnp.asarray(qi)[pad]], config, key=keys[pad],
-                                stage="pose retry", **kw)
-    ref = jax.tree_util.tree_map(lambda a: a[:r], ref)
+    ref = refine_poses_detailed(gaussians, index_cameras(alt.cameras, jnp.asarray(qi * n + rank)),
+                                jnp.asarray(queries, jnp.float32)[jnp.asarray(qi)], config, key=keys,
+                                stage="pose retry", full_chunks=True, **kw)
     loss = np.asarray(ref.loss, np.float64)
     best = np.full(q, np.inf)
     np.minimum.at(best, qi, loss)
