@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: kept {kept_err[i]:.4f} rad, loss {est.loss[i]:.4f}; tries {out[-1]['distinct']}; "
               f"right basin at try {t or 'none'} (round {rounds or '-'})")
         for r in range(n):
-            print(f"  alternative {r}: start {start_err[i, r]:.3f} -> {final_err[i, r]:.4f} rad, loss {losses[i, r]:.4f}")
+            print(f"  alternative {r}: start {start_err[i, r]:.3f} -> {final_err[i, r]:.4f} rad, "
+                  f"loss {losses[i, r]:.4f}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0
