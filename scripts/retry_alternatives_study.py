@@ -1,18 +1,19 @@
 """Where the right basin lies among a query's retry candidates, on data with known poses.
 
   python scripts/retry_alternatives_study.py CLASS --model RUN --eval EVAL_DIR [--json OUT.json]
-  python scripts/retry_alternatives_study.py CLASS --model RUN --queries good/3.png Missing/8.png
+  python scripts/retry_alternatives_study.py CLASS --model RUN --queries test/good/3.png test/Missing/8.png
 
 For the queries of an evaluation already run (``EVAL_DIR/per_image.csv``) whose pose was
 distrusted or retried, or those named with ``--queries`` (paths as in per_image.csv): the
-pose stage of ``splatjax evaluate`` (default PoseConfig with the model's background and
-supersampling, the evaluation's per-query keys) up to the fine pose, then every screened
-alternative refined in full at full resolution (what a retry of all of them would do, with
-the study's own screw initialisations, not the retry's keys). Per
-query it prints each alternative's starting and final rotation error (rad) and final loss,
-the ranks :func:`splatjax.pose.distinct_alternatives` would try (``--retry-angle``), and at
-which of those the right basin (final error under 0.01 rad) first lies: the number of
-retries, and of rounds of ``retry_round``, a retry needs to find it.
+pose stage of ``splatjax evaluate`` (images at the model's fit resolution, default
+PoseConfig with the class's background and the model's supersampling, the evaluation's
+per-query keys) up to the fine pose, then every screened alternative refined in full at full
+resolution (what a retry of all of them would do, with the study's own screw
+initialisations, not the retry's keys). Per query it prints each alternative's starting and
+final rotation error (rad) and final loss, the ranks
+:func:`splatjax.pose.distinct_alternatives` would try (``--retry-angle``), and at which of
+those the right basin (final error under 0.01 rad) first lies: the number of retries, and
+of rounds of ``retry_round``, a retry needs to find it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's splatjax
 import splatjax as sj  # noqa: E402
+from splatjax.app.evaluate import _model_resolution  # noqa: E402
 from splatjax.app.runs import model_supersample  # noqa: E402
+from splatjax.context import QUIET  # noqa: E402
 from splatjax.data import load_mad_class  # noqa: E402
 from splatjax.metrics import pose_errors  # noqa: E402
 from splatjax.pose import camera_to_c2w, distinct_alternatives, refine_poses_detailed  # noqa: E402
@@ -70,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     ply = args.model / "model.ply"
-    cls = load_mad_class(args.data, None, test_poses=args.data / "test_poses.json")
+    # images at the model's fit resolution, as evaluate reads them
+    cls = load_mad_class(args.data, _model_resolution(args.model, args.data, QUIET),
+                         test_poses=args.data / "test_poses.json")
     names = args.queries or _asked(args.eval)
     paths = list(cls.test.paths)
     missing = [n for n in names if n not in paths]
