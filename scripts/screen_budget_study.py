@@ -14,6 +14,12 @@ steps needs (:class:`splatjax.pose.PoseConfig` ``screen_halving_step``).
 ``--halving S [S ...]``: also run the screening with ``screen_halving_step`` S on the same
 candidates and keys, and print for each how often its kept candidate ends within 0.3 rad of
 the truth (the fine pose's basin), next to the full screening's count.
+
+``--gaussians SHARE [SHARE ...]``: also run the default screening (its halving step) rendering
+only that share of the model's Gaussians (``screen_gaussians``, the most opaque) on the same
+candidates and keys, and print for each how often its kept candidate ends within 0.3 rad,
+how often it keeps the candidate the default screening with every Gaussian keeps, and the
+seconds of each (one run, one machine: compare them as ratios).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resolution", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--halving", type=int, nargs="*", default=[])
+    ap.add_argument("--gaussians", type=float, nargs="*", default=[])
     ap.add_argument("--json")
     args = ap.parse_args(argv)
 
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     cls = load_mad_class(args.data, args.resolution, test_poses=Path(args.data) / "test_poses.json")
     g = sj.load_ply(ply)
     pc = sj.PoseConfig(background=cls.train.background, supersample=model_supersample(ply), screen_halving_step=0)
-    recorded, halved = [], {}
+    recorded, halved, shared = [], {}, {}
 
     def recording_screen(gaussians, cameras, queries, n, config, *, key, context, parallel, objective):
         w = queries.shape[2]
@@ -83,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
             halving = replace(config, screen_halving_step=split)
             halved[split] = screen_hypotheses(gaussians, cameras, queries, n, halving, key=key, context=context,
                                               parallel=parallel, objective=objective)
+        for share in [1.0] + [x for x in args.gaussians if x != 1.0] if args.gaussians else []:
+            default = replace(config, screen_halving_step=sj.PoseConfig().screen_halving_step, screen_gaussians=share)
+            t0 = time.perf_counter()
+            got = screen_hypotheses(gaussians, cameras, queries, n, default, key=key, context=context,
+                                    parallel=parallel, objective=objective)
+            jax.block_until_ready(got[0].R)
+            shared[share] = got + (time.perf_counter() - t0,)
         return ref.cameras.scaled(w, queries.shape[1]), np.asarray(ref.loss, np.float64).reshape(-1, n)
 
     est_mod.screen_hypotheses = recording_screen
@@ -113,6 +128,20 @@ def main(argv: list[str] | None = None) -> int:
         out.setdefault("halving", {})[split] = {"kept_in_basin": got, "errors": herr.tolist()}
         print(f"  halving after {split} steps: the kept candidate within {BASIN} rad in {got}/{q} (full screening "
               f"{in_basin}/{q}); both keep the same candidate in {int((hkeep == keep).sum())}/{q}")
+    def kept_errors(scams, sloss):
+        skeep = np.argmin(sloss, axis=1)
+        serr = pose_errors(camera_to_c2w(scams), np.repeat(truth[rows], n, axis=0))["rotation_rad"].reshape(q, n)
+        return skeep, serr[np.arange(q), skeep]
+
+    if shared:
+        base_keep, _ = kept_errors(*shared[1.0][:2])
+    for share, (scams, sloss, seconds) in shared.items():
+        skeep, serr = kept_errors(scams, sloss)
+        got = int((serr < BASIN).sum())
+        out.setdefault("gaussians", {})[share] = {"kept_in_basin": got, "same_as_all": int((skeep == base_keep).sum()),
+                                                  "seconds": seconds, "kept_errors": serr.tolist()}
+        print(f"  default screening with {share:g} of the Gaussians: the kept candidate within {BASIN} rad in "
+              f"{got}/{q}, the same as with all of them in {int((skeep == base_keep).sum())}/{q}; {seconds:.1f} s")
     for s in CUTS:
         kept_in, near_in = survivors(traces, final, err, s)
         out["cuts"][s] = {"kept_in_best_half": int(kept_in.sum()), "nearest_in_best_half": int(near_in.sum())}

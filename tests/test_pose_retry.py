@@ -65,13 +65,13 @@ def test_retry_equals_refining_the_next_distinct_candidate_by_hand(flipped):
     assert np.all(pose_errors(est.c2w, truth)["rotation_rad"] > 1.0)  # both in the wrong basin
     alt = est.alternatives
     assert alt.index.shape == (2, 3) and np.all(alt.inliers[:, 0] == 9)
+    config = replace(config, retry_round=2)  # rounds of 2: chunks of 2, the last padded
     got = pose.retry_poses(g, queries, est, np.array([True, False]), config, key=key)
     ranks = pose.distinct_alternatives(np.asarray(est.cameras.R)[:1], np.asarray(alt.cameras.R).reshape(2, 3, 3, 3)[:1],
                                        1, config.pose_retries, config.retry_angle)
     assert ranks[0, 0] == 1 and np.all(ranks[0, 1:] == -1)  # the two near candidates lie in one basin: one is tried
     keys = derived_keys(key, 2, 1, config.pose_retries, 2).reshape(2, -1)[0, :1]
     # a round runs in chunks of 2 (retry_round), the last padded with copies: its twin is that chunk by hand
-    assert config.retry_round == 2
     twin = pose.refine_poses_detailed(g, pose.index_cameras(alt.cameras, jnp.asarray([1] * 2)),
                                       jnp.repeat(queries[:1], 2, axis=0), replace(config, batch_size=2),
                                       key=jnp.repeat(keys, 2))
@@ -124,6 +124,7 @@ def test_retry_rounds_stop_once_trusted_and_otherwise_match_one_round(flipped):
     assert asked[0] == [0] and len(asked) in (2, 3)  # the second round is asked only if it moved the pose
     with pytest.raises(ConfigError, match="retry_round"):
         PoseConfig(retry_round=-1)
+    assert PoseConfig().retry_round == 1  # the default: one candidate per round, chunks of one, no padding
 
 
 def test_retry_keeps_the_pose_when_no_try_is_lower(flipped):

@@ -17,7 +17,7 @@ from splatjax.pose import PoseConfig
 from test_pose import _queries_near, perturbation, scene  # noqa: F401  (the module fixture)
 
 FAST = dict(coarse="render", coarse_resolution=16, steps=20, batch_size=4, inplane_rotations=0,
-            backend="reference", screen_resolution=16, screen_steps=15)
+            backend="reference", screen_resolution=16, screen_steps=15, screen_gaussians=1.0)
 
 
 def _far_then_near(qcams, far: float = 1.2):
@@ -85,8 +85,45 @@ def test_screening_is_the_same_for_queries_estimated_in_slices(scene):
     assert whole.hypothesis_index.shape == (3, 1) and np.all(whole.inliers == -1)
 
 
+def test_the_screening_model_keeps_the_most_opaque_gaussians_in_their_order(scene):
+    g = scene[0]
+    assert pose.screen_model(g, 1.0) is g
+    logits = jnp.asarray(np.linspace(-3.0, 3.0, g.num)[np.random.default_rng(0).permutation(g.num)], jnp.float32)
+    g = replace(g, opacity_logits=logits)
+    kept = pose.screen_model(g, 0.3)
+    k = int(np.ceil(0.3 * g.num))
+    top = np.sort(np.argsort(-np.asarray(logits))[:k])  # the slow twin: k highest opacities, original order
+    assert kept.num == k
+    np.testing.assert_array_equal(kept.opacity_logits, logits[top])
+    np.testing.assert_array_equal(kept.means, g.means[top])
+    np.testing.assert_array_equal(kept.sh0, g.sh0[top])
+    assert pose.screen_model(g, 1e-9).num == 1  # never empty
+
+
+def test_screening_a_share_of_the_gaussians_drops_the_faint_ones(scene):
+    """A model padded with invisible Gaussians (opacity ~ 1e-9, scattered in front of the
+    object) screened with the share of its visible ones gives the numbers of the model
+    without them: the screening renders exactly the visible part."""
+    g, cams, _, _ = scene
+    _, queries = _queries_near(g, cams, [2, 6], 50)
+    starts = pose.index_cameras(cams, jnp.asarray([1, 2, 5, 6]))
+    config = PoseConfig(**FAST)
+    key = jax.random.key(3)
+    faint = jax.tree_util.tree_map(lambda a: a[: g.num // 2], g)
+    faint = replace(faint, opacity_logits=jnp.full((faint.num,), -21.0, jnp.float32),
+                    means=faint.means * 0.5 + jnp.asarray([0.0, 0.0, 0.3]))
+    padded = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), faint, g)
+    share = g.num / padded.num
+    want_cams, want = pose.screen_hypotheses(g, starts, queries, 2, config, key=key)
+    got_cams, got = pose.screen_hypotheses(padded, starts, queries, 2, replace(config, screen_gaussians=share),
+                                           key=key)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(got_cams.R, want_cams.R, atol=1e-5)
+
+
 def test_screening_options_are_validated():
-    for bad in (dict(screen_candidates=0), dict(screen_steps=-1), dict(screen_resolution=0), dict(screen_lr=0.0)):
+    for bad in (dict(screen_candidates=0), dict(screen_steps=-1), dict(screen_resolution=0), dict(screen_lr=0.0),
+                dict(screen_gaussians=0.0), dict(screen_gaussians=1.5), dict(screen_gaussians="all")):
         with pytest.raises(ConfigError):
             PoseConfig(**bad)
     assert PoseConfig(screen_steps=0).screen_steps == 0

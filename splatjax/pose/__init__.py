@@ -40,7 +40,7 @@ from .fine import (
     screw_motion,
     start_scan,
 )
-from .screen import halving_split, screen_config, screen_hypotheses, screen_inputs
+from .screen import halving_split, screen_config, screen_hypotheses, screen_inputs, screen_model
 from .estimate import (
     Alternatives,
     Polish,
@@ -99,6 +99,7 @@ __all__ = [
     "halving_split",
     "screen_config",
     "screen_hypotheses",
+    "screen_model",
     "screen_inputs",
     "fine_level_plan",
     "coarse_pose_render",

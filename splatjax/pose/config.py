@@ -46,7 +46,8 @@ class PoseConfig:
     ``screen_candidates`` best candidates (most inliers first, retrieval order on ties) are
     each refined ``screen_steps`` steps at width ``screen_resolution`` with rate
     ``screen_lr`` (with ``screen_halving_step`` = s > 0, only the better half of each query's
-    candidates by the lowest loss of their first s steps is refined on after them), and the
+    candidates by the lowest loss of their first s steps is refined on after them), rendering
+    the ``screen_gaussians`` share of the model's Gaussians of highest opacity, and the
     ``hypotheses`` of lowest screened loss go on, from their screened poses, to the fine
     pose's ``steps``. ``background``: the colour the model is rendered
     over (the background it was fitted on, RGB in [0, 1]; the application sets it from the
@@ -108,6 +109,12 @@ class PoseConfig:
     screen_halving_step: int = field(default=10, metadata={
         "help": "after this many screening steps only the better half of a query's candidates (lowest loss so far) "
                 "is refined on (0: all --screen-steps on every candidate)"})
+    # default 0.25: on beetle-9, suzanne-10 and fandisk-10 (seen) the screening kept a candidate within 0.3 rad in
+    # 119 of 126 screened queries (all Gaussians: 121) for 0.36-0.58x its time (BENCHMARKS.md, the screening's
+    # Gaussians and the retry's rounds)
+    screen_gaussians: float = field(default=0.25, metadata={
+        "help": "share of the model's Gaussians the screening renders, the most opaque (1: all); at the screening "
+                "width the per-Gaussian work dominates a step"})
     # default 12: on bunny and cow a candidate with 13-24 inliers was right every time; wrong ones had 0
     screen_skip_inliers: int = field(default=12, metadata={
         "help": "a query whose best keypoint candidate has at least this many PnP inliers is not screened "
@@ -167,9 +174,10 @@ class PoseConfig:
     retry_angle: float = field(default=0.3, metadata={
         "help": "rad: a retried candidate starts at least this far (rotation) from the kept pose and from the other "
                 "retried ones"})
-    # default 2: on beetle-9 (seen) the right basin was the 1st, 3rd and 4th distinct candidate; rounds of 2 stop
-    # there after 2, 4 and 4 refinements instead of 7 each (BENCHMARKS.md, a second try for an untrusted pose)
-    retry_round: int = field(default=2, metadata={
+    # default 1: on beetle-9 (seen) the right basin was the 1st, 3rd and 4th distinct candidate; rounds of 1 stop
+    # there after 1, 3 and 4 refinements (rounds of 2: 2, 4, 4), in chunks of one, which on the CPU cost a
+    # refinement's own steps, not the slower of two (BENCHMARKS.md, the screening's Gaussians and the retry's rounds)
+    retry_round: int = field(default=1, metadata={
         "help": "retried candidates per query and round: a query whose new pose is trusted stops, the others go on "
                 "to the next ones, up to --pose-retries (0: all in one round)"})
     # default 0 (off): a large defect raises the loss as much as a wrong pose does (BENCHMARKS.md)
@@ -193,6 +201,8 @@ class PoseConfig:
                 f"more than fine_levels - 1 = {self.fine_levels - 1} reduced levels x fine_level_steps "
                 f"{self.fine_level_steps}, so that full-resolution steps remain")
         require(self.lr_decay <= 1.0, self, "lr_decay", "<= 1")
+        require(is_number(self.screen_gaussians) and 0.0 < self.screen_gaussians <= 1.0, self, "screen_gaussians",
+                "in (0, 1]")
         require(isinstance(self.keypoint, KeypointConfig), self, "keypoint", "a KeypointConfig")
         require_color(self, "background")
         require(valid_supersample(self.supersample), self, "supersample",

@@ -14,6 +14,7 @@ fine pose. The measurements behind the defaults are in BENCHMARKS.md ("Pose scre
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,7 @@ from .config import PoseConfig
 from .fine import query_keys, refine_poses_detailed, scan_poses, start_scan
 from .objectives import Objective
 
-__all__ = ["halving_split", "screen_config", "screen_hypotheses", "screen_inputs"]
+__all__ = ["halving_split", "screen_config", "screen_hypotheses", "screen_inputs", "screen_model"]
 
 
 def screen_config(config: PoseConfig) -> PoseConfig:
@@ -62,9 +63,11 @@ def screen_hypotheses(
     (:func:`halving_split`), the refinement of each query's worse half (the last n // 2 by
     the lowest loss of their first s steps) stops after s steps (:func:`splatjax.pose.scan_poses`):
     a kept candidate ends exactly as without halving, a dropped one with its best iterate
-    of s steps. Returns the screened cameras [Q * n] at the queries' size and their losses
-    [Q, n] at the screening width (inf: no finite loss)."""
+    of s steps. The screening renders :func:`screen_model` of ``gaussians`` (the
+    ``config.screen_gaussians`` share). Returns the screened cameras [Q * n] at the queries'
+    size and their losses [Q, n] at the screening width (inf: no finite loss)."""
     q, h, w = queries.shape[0], queries.shape[1], queries.shape[2]
+    gaussians = screen_model(gaussians, config.screen_gaussians)
     small_cams, small = screen_inputs(cameras, queries, n, config)
     keys = query_keys(key, q * n)
     split, sc = halving_split(config, n), screen_config(config)
@@ -84,6 +87,22 @@ def screen_hypotheses(
     losses[on // n, on % n] = np.asarray(more.loss, np.float64)
     screened = jax.tree_util.tree_map(lambda a, b: a.at[pick].set(b), ended.cameras, more.cameras)
     return screened.scaled(w, h), losses
+
+
+def screen_model(gaussians: Gaussians, share: float) -> Gaussians:
+    """The Gaussians the screening renders: the ceil(``share`` * N) of highest opacity, in
+    their order in ``gaussians`` (ties: the earlier first); all of them (the same object)
+    when ``share`` >= 1. At the screening's 64 px a step's cost is mostly per-Gaussian work
+    (projection, binning, their gradients), and the faint Gaussians left out change a 64 px
+    render little, so candidates rank nearly as with the whole model (BENCHMARKS.md, the
+    screening's Gaussians)."""
+    n = int(gaussians.means.shape[0])
+    keep = min(n, max(1, math.ceil(float(share) * n)))
+    if keep >= n:
+        return gaussians
+    opacity = np.asarray(gaussians.opacities, np.float64).reshape(-1)
+    top = np.sort(np.argsort(-opacity, kind="stable")[:keep])
+    return gaussians.take(jnp.asarray(top))
 
 
 def screen_inputs(cameras: Camera, queries: Float[Array, "Q H W 3"], n: int,
