@@ -90,17 +90,19 @@ def test_the_screening_model_keeps_the_most_opaque_gaussians_in_their_order(scen
     assert pose.screen_model(g, 1.0) is g
     logits = jnp.asarray(np.linspace(-3.0, 3.0, g.num)[np.random.default_rng(0).permutation(g.num)], jnp.float32)
     g = replace(g, opacity_logits=logits)
-    kept = pose.screen_model(g, 0.3)
+    assert g.num < pose.screen.SCREEN_MIN_GAUSSIANS and pose.screen_model(g, 0.3) is g  # a small model: all
+    kept = pose.screen_model(g, 0.3, minimum=0)
     k = int(np.ceil(0.3 * g.num))
     top = np.sort(np.argsort(-np.asarray(logits))[:k])  # the slow twin: k highest opacities, original order
     assert kept.num == k
     np.testing.assert_array_equal(kept.opacity_logits, logits[top])
     np.testing.assert_array_equal(kept.means, g.means[top])
     np.testing.assert_array_equal(kept.sh0, g.sh0[top])
-    assert pose.screen_model(g, 1e-9).num == 1  # never empty
+    assert pose.screen_model(g, 1e-9, minimum=0).num == 1  # never empty
+    assert pose.screen_model(g, 0.3, minimum=k + 2).num == k + 2
 
 
-def test_screening_a_share_of_the_gaussians_drops_the_faint_ones(scene):
+def test_screening_a_share_of_the_gaussians_drops_the_faint_ones(scene, monkeypatch):
     """A model padded with invisible Gaussians (opacity ~ 1e-9, scattered in front of the
     object) screened with the share of its visible ones gives the numbers of the model
     without them: the screening renders exactly the visible part."""
@@ -114,6 +116,7 @@ def test_screening_a_share_of_the_gaussians_drops_the_faint_ones(scene):
                     means=faint.means * 0.5 + jnp.asarray([0.0, 0.0, 0.3]))
     padded = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), faint, g)
     share = g.num / padded.num
+    monkeypatch.setattr(pose.screen, "SCREEN_MIN_GAUSSIANS", 0)  # the tiny scene is below the floor
     want_cams, want = pose.screen_hypotheses(g, starts, queries, 2, config, key=key)
     got_cams, got = pose.screen_hypotheses(padded, starts, queries, 2, replace(config, screen_gaussians=share),
                                            key=key)

@@ -47,7 +47,8 @@ class PoseConfig:
     each refined ``screen_steps`` steps at width ``screen_resolution`` with rate
     ``screen_lr`` (with ``screen_halving_step`` = s > 0, only the better half of each query's
     candidates by the lowest loss of their first s steps is refined on after them), rendering
-    the ``screen_gaussians`` share of the model's Gaussians of highest opacity, and the
+    the ``screen_gaussians`` share of the model's Gaussians of highest opacity (at least
+    2048, :data:`splatjax.pose.screen.SCREEN_MIN_GAUSSIANS`), and the
     ``hypotheses`` of lowest screened loss go on, from their screened poses, to the fine
     pose's ``steps``. ``background``: the colour the model is rendered
     over (the background it was fitted on, RGB in [0, 1]; the application sets it from the
@@ -113,8 +114,8 @@ class PoseConfig:
     # 119 of 126 screened queries (all Gaussians: 121) for 0.36-0.58x its time (BENCHMARKS.md, the screening's
     # Gaussians and the retry's rounds)
     screen_gaussians: float = field(default=0.25, metadata={
-        "help": "share of the model's Gaussians the screening renders, the most opaque (1: all); at the screening "
-                "width the per-Gaussian work dominates a step"})
+        "help": "share of the model's Gaussians the screening renders, the most opaque, at least 2048 (1: all); at "
+                "the screening width a step's cost grows with the Gaussians"})
     # default 12: on bunny and cow a candidate with 13-24 inliers was right every time; wrong ones had 0
     screen_skip_inliers: int = field(default=12, metadata={
         "help": "a query whose best keypoint candidate has at least this many PnP inliers is not screened "

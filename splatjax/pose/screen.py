@@ -67,7 +67,7 @@ def screen_hypotheses(
     ``config.screen_gaussians`` share). Returns the screened cameras [Q * n] at the queries'
     size and their losses [Q, n] at the screening width (inf: no finite loss)."""
     q, h, w = queries.shape[0], queries.shape[1], queries.shape[2]
-    gaussians = screen_model(gaussians, config.screen_gaussians)
+    gaussians = screen_model(gaussians, config.screen_gaussians)  # at least SCREEN_MIN_GAUSSIANS
     small_cams, small = screen_inputs(cameras, queries, n, config)
     keys = query_keys(key, q * n)
     split, sc = halving_split(config, n), screen_config(config)
@@ -89,15 +89,22 @@ def screen_hypotheses(
     return screened.scaled(w, h), losses
 
 
-def screen_model(gaussians: Gaussians, share: float) -> Gaussians:
-    """The Gaussians the screening renders: the ceil(``share`` * N) of highest opacity, in
-    their order in ``gaussians`` (ties: the earlier first); all of them (the same object)
-    when ``share`` >= 1. At the screening's 64 px a step's cost is mostly per-Gaussian work
-    (projection, binning, their gradients), and the faint Gaussians left out change a 64 px
+# a model this small is rendered whole by the screening: it is cheap, and a share of a few hundred
+# Gaussians is no longer the object (the dev benchmark's models have 12-20k, so a quarter is 3-5k)
+SCREEN_MIN_GAUSSIANS = 2048
+
+
+def screen_model(gaussians: Gaussians, share: float, minimum: int | None = None) -> Gaussians:
+    """The Gaussians the screening renders: the ceil(``share`` * N) of highest opacity, but
+    at least ``minimum`` (None: :data:`SCREEN_MIN_GAUSSIANS`), in their order in
+    ``gaussians`` (ties: the earlier first); all of them (the same object) when that is N.
+    At the screening's 64 px a step's kernel time grows with the Gaussians (mostly the
+    blending of every Gaussian binned to a tile), and the faint ones left out change a 64 px
     render little, so candidates rank nearly as with the whole model (BENCHMARKS.md, the
     screening's Gaussians)."""
     n = int(gaussians.means.shape[0])
-    keep = min(n, max(1, math.ceil(float(share) * n)))
+    floor = SCREEN_MIN_GAUSSIANS if minimum is None else int(minimum)
+    keep = min(n, max(1, floor, math.ceil(float(share) * n)))
     if keep >= n:
         return gaussians
     opacity = np.asarray(gaussians.opacities, np.float64).reshape(-1)
