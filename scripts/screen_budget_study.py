@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     ply = Path(args.model) / "model.ply" if Path(args.model).is_dir() else Path(args.model)
     cls = load_mad_class(args.data, args.resolution, test_poses=Path(args.data) / "test_poses.json")
     g = sj.load_ply(ply)
-    pc = sj.PoseConfig(background=cls.train.background, supersample=model_supersample(ply), screen_halving_step=0)
+    # the recorded screening renders every Gaussian, so --halving compares the halving alone against it
+    pc = sj.PoseConfig(background=cls.train.background, supersample=model_supersample(ply), screen_halving_step=0,
+                       screen_gaussians=1.0)
     recorded, halved, shared = [], {}, {}
 
     def recording_screen(gaussians, cameras, queries, n, config, *, key, context, parallel, objective):
@@ -112,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     n = pc.screen_candidates
     rows = np.flatnonzero(~np.isnan(st.screen_losses[:, 0]))
     q = rows.size
-    err = pose_errors(camera_to_c2w(cams), np.repeat(truth[rows], n, axis=0))["rotation_rad"].reshape(q, n)
+
+    def errors_of(screened):  # [Q, n] rotation errors (rad) of screened cameras [Q * n]
+        return pose_errors(camera_to_c2w(screened), np.repeat(truth[rows], n, axis=0))["rotation_rad"].reshape(q, n)
+
+    err = errors_of(cams)
     traces = traces.reshape(q, n, -1)
     final = losses.reshape(q, n)
     keep, nearest = np.argmin(final, axis=1), np.argmin(err, axis=1)
@@ -123,15 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     out["kept_in_basin"] = in_basin
     for split, (hcams, hloss) in halved.items():
         hkeep = np.argmin(hloss, axis=1)
-        herr = pose_errors(camera_to_c2w(hcams), np.repeat(truth[rows], n, axis=0))["rotation_rad"].reshape(q, n)
+        herr = errors_of(hcams)
         got = int((herr[np.arange(q), hkeep] < BASIN).sum())
         out.setdefault("halving", {})[split] = {"kept_in_basin": got, "errors": herr.tolist()}
         print(f"  halving after {split} steps: the kept candidate within {BASIN} rad in {got}/{q} (full screening "
               f"{in_basin}/{q}); both keep the same candidate in {int((hkeep == keep).sum())}/{q}")
+
     def kept_errors(scams, sloss):
         skeep = np.argmin(sloss, axis=1)
-        serr = pose_errors(camera_to_c2w(scams), np.repeat(truth[rows], n, axis=0))["rotation_rad"].reshape(q, n)
-        return skeep, serr[np.arange(q), skeep]
+        return skeep, errors_of(scams)[np.arange(q), skeep]
 
     if shared:
         base_keep, _ = kept_errors(*shared[1.0][:2])
