@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from splatjax.pose import PoseConfig, foreground, silhouette_iou, trust_poses
+from splatjax.pose import PoseConfig, foreground, silhouette, silhouette_iou, trust_poses
 
 WHITE = (1.0, 1.0, 1.0)
 
@@ -23,6 +23,43 @@ def test_silhouette_iou_counts_overlap_of_the_non_background_pixels():
     np.testing.assert_allclose(iou, [1.0, 1 / 3, 1 / 3, 0.0])
     blank = np.ones((1, 8, 8, 3), np.float32)
     assert silhouette_iou(blank, blank, WHITE)[0] == 1.0  # nothing in either: nothing contradicts the pose
+
+
+def _filled_by_flood(mask: np.ndarray) -> np.ndarray:
+    """Slow twin of the hole filling: every pixel not reached by a 4-connected flood of
+    background pixels from the border is object."""
+    h, w = mask.shape
+    outside = np.zeros_like(mask)
+    stack = [(i, j) for i in range(h) for j in (0, w - 1)] + [(i, j) for i in (0, h - 1) for j in range(w)]
+    while stack:
+        i, j = stack.pop()
+        if 0 <= i < h and 0 <= j < w and not mask[i, j] and not outside[i, j]:
+            outside[i, j] = True
+            stack += [(i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)]
+    return ~outside
+
+
+def test_silhouette_fills_holes_like_a_flood_from_the_border():
+    rng = np.random.default_rng(0)
+    images = np.where(rng.random((6, 17, 23, 1)) < 0.45, np.float32(0.3), np.float32(1.0)).repeat(3, -1)
+    got = silhouette(images, WHITE)
+    assert got.shape == (6, 17, 23)
+    for img, mask in zip(images, got):
+        np.testing.assert_array_equal(mask, _filled_by_flood(foreground(img, WHITE)))
+        assert (mask >= foreground(img, WHITE)).all()
+    assert silhouette(images[:0], WHITE).shape == (0, 17, 23)
+
+
+def test_a_highlight_inside_the_object_does_not_lower_the_iou_but_a_notch_does():
+    render = _square(4, 4, size=20)
+    highlight = render.copy()
+    highlight[10:18, 10:18] = 1.0  # a white highlight (or a hole) inside the outline: 64 of 400 pixels
+    notch = render.copy()
+    notch[4:12, 4:12] = 1.0  # the same pixels at a corner: the outline itself changes
+    iou = silhouette_iou(np.stack([render, render]), np.stack([highlight, notch]), WHITE)
+    np.testing.assert_allclose(iou, [1.0, 336 / 400])
+    t = trust_poses(np.stack([render, render]), np.stack([highlight, notch]), None, WHITE, min_iou=0.85)
+    assert t.trusted.tolist() == [True, False]
 
 
 def test_foreground_uses_the_background_and_tolerance():

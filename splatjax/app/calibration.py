@@ -321,8 +321,9 @@ def model_calibration(
         views = len(heldout.images) if heldout is not None else len(heldout_paths(ply))
         head = (_key(extractor.name, map_config, cameras) + f"/held-out-fpr{map_config.false_positive_rate:g}"
                 f"-rolls{map_config.calibration_rolls}-views{views}-pose")
-        # older entries (no such suffix; no outline mismatch measured): measured again
-        tail = f"-residual-counted{pose_config.max_residual_ratio:g}-outline{pose_config.residual_outline_ratio:g}"
+        # older entries (no such suffix; no outline mismatch measured, or one of unfilled silhouettes): measured again
+        tail = (f"-residual-counted{pose_config.max_residual_ratio:g}-outline{pose_config.residual_outline_ratio:g}"
+                "-filled")
         if map_config.heldout_prior_views > 0:
             tail += f"-prior{map_config.heldout_prior_log_sd:g}x{map_config.heldout_prior_views:g}"
         key = head + _pose_digest(pose_config) + tail

@@ -13,7 +13,8 @@ from .cameras import (
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
-from .trust import PoseTrust, foreground, residual_distrusted, silhouette_iou, silhouette_residual, trust_poses
+from .trust import (PoseTrust, foreground, residual_distrusted, silhouette, silhouette_iou, silhouette_residual,
+                    trust_poses)
 from .objectives import (
     OBJECTIVES,
     Objective,
@@ -63,6 +64,7 @@ __all__ = [
     "render_depth",
     "PoseConfig",
     "foreground",
+    "silhouette",
     "silhouette_iou",
     "silhouette_residual",
     "residual_distrusted",

@@ -7,7 +7,11 @@ does not flag it as diverged; its render then covers other pixels than the objec
 query. A defect changes few of the object's pixels (a stain none, a burr or a hole a few
 per cent), a wrong pose many. Both images are reduced to the same mask, the pixels whose
 colour differs from the background by more than ``tol`` in some channel (so a part in the
-background's colour is missed alike in both), and compared by intersection over union.
+background's colour is missed alike in both), with their holes filled, and compared by
+intersection over union. The filling matters on shiny parts: a specular highlight the model
+does not reproduce (it is white on a white background) punches a hole into the query's mask
+but not the render's; a missing-material defect inside the outline does the same. A wrong
+basin moves the outer outline, which filling keeps.
 
 A near-symmetric part matched in a flipped pose can keep its silhouette (a teapot turned
 about its axis); its photometric loss stays several times that of a converged pose. The
@@ -28,8 +32,10 @@ from typing import NamedTuple
 
 import numpy as np
 from jaxtyping import Bool, Float
+from scipy import ndimage
 
-__all__ = ["foreground", "silhouette_iou", "silhouette_residual", "residual_distrusted", "PoseTrust", "trust_poses"]
+__all__ = ["foreground", "silhouette", "silhouette_iou", "silhouette_residual", "residual_distrusted", "PoseTrust",
+           "trust_poses"]
 
 
 def foreground(images: Float[np.ndarray, "*B H W 3"], background, tol: float = 0.03) -> Bool[np.ndarray, "*B H W"]:
@@ -38,11 +44,19 @@ def foreground(images: Float[np.ndarray, "*B H W 3"], background, tol: float = 0
     return np.abs(np.asarray(images, np.float32) - np.asarray(background, np.float32)).max(-1) > tol
 
 
+def silhouette(images: Float[np.ndarray, "*B H W 3"], background, tol: float = 0.03) -> Bool[np.ndarray, "*B H W"]:
+    """The :func:`foreground` of each image with its holes filled (background pixels that
+    no 4-connected path of background pixels joins to the image border become object)."""
+    fg = foreground(images, background, tol)
+    flat = fg.reshape((-1,) + fg.shape[-2:])
+    return np.stack([ndimage.binary_fill_holes(m) for m in flat]).reshape(fg.shape) if flat.size else fg
+
+
 def silhouette_iou(renders: Float[np.ndarray, "B H W 3"], queries: Float[np.ndarray, "B H W 3"], background,
                    tol: float = 0.03) -> Float[np.ndarray, " B"]:
-    """Per pair, the intersection over union of the :func:`foreground` masks of the render
-    and the query (1.0 when both are empty)."""
-    a, b = foreground(renders, background, tol), foreground(queries, background, tol)
+    """Per pair, the intersection over union of the :func:`silhouette` masks (holes filled)
+    of the render and the query (1.0 when both are empty)."""
+    a, b = silhouette(renders, background, tol), silhouette(queries, background, tol)
     if a.shape != b.shape:
         raise ValueError(f"silhouette_iou: renders {a.shape} and queries {b.shape} differ in shape")
     inter = (a & b).reshape(len(a), -1).sum(1)
