@@ -8,9 +8,11 @@ fine poses from wrong ones, on data with known poses.
 
 ious
   For an evaluation already run (``EVAL_DIR/poses.json`` and ``per_image.csv``, from any
-  version of ``splatjax evaluate``): renders the model at every query's fine pose and prints
-  the silhouette IoU against the query with the fine rotation error, lowest IoU first, then
-  the smallest IoU among converged queries (< 0.01 rad) and the largest among the others.
+  version of ``splatjax evaluate``): renders the model at every query's fine pose (at the
+  model's fit's samples per pixel) and prints the silhouette IoU against the query (holes
+  filled, as the trust rule has it; in brackets the IoU of the unfilled non-background
+  masks) with the fine rotation error, lowest IoU first, then for both the smallest IoU among
+  converged queries (< 0.01 rad) and the largest among the others.
 
 heldout
   The held-out calibration of ``splatjax.app.calibration`` re-run for a model whose fit held
@@ -48,7 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import splatjax as sj  # noqa: E402
 from splatjax.data import load_mad_class  # noqa: E402
 from splatjax.metrics import pose_errors  # noqa: E402
-from splatjax.pose import residual_distrusted, silhouette_iou  # noqa: E402
+from splatjax.app.runs import model_supersample  # noqa: E402
+from splatjax.pose import foreground, residual_distrusted, silhouette_iou  # noqa: E402
 
 CONVERGED = 0.01  # rad
 # (max_residual_ratio, residual_outline_ratio) pairs rules-table counts; outline 0: the residual alone
@@ -71,19 +74,26 @@ def _evaluated(args):
     with open(Path(args.eval) / "per_image.csv", newline="") as f:
         rows = {r["path"]: r for r in csv.DictReader(f)}
     w, h = cls.train.width, cls.train.height
+    ss = model_supersample(Path(args.model))
     renders = np.stack([np.asarray(sj.render(g, sj.camera_from_blender(np.asarray(poses["fine"][p]),
                                                                        poses["camera_angle_x"], w, h),
-                                             background=cls.train.background)[0]) for p in cls.test.paths])
+                                             background=cls.train.background, supersample=ss)[0])
+                        for p in cls.test.paths])
     return cls, g, renders, rows
 
 
 def ious(args) -> None:
     cls, _, renders, rows = _evaluated(args)
-    iou = silhouette_iou(renders, np.asarray(cls.test.images), cls.train.background)
+    queries, bg = np.asarray(cls.test.images), cls.train.background
+    iou = silhouette_iou(renders, queries, bg)
+    a, b = foreground(renders, bg), foreground(queries, bg)
+    union = (a | b).sum((1, 2))
+    unfilled = np.where(union > 0, (a & b).sum((1, 2)) / np.maximum(union, 1), 1.0)
     rot = np.array([float(rows[p]["fine_rotation_rad"]) for p in cls.test.paths])
     for i in np.argsort(iou):
-        print(f"{cls.test.paths[i]}: IoU {iou[i]:.3f}, fine rotation {rot[i]:.4f} rad")
-    print(_summary(iou, rot))
+        print(f"{cls.test.paths[i]}: IoU {iou[i]:.3f} (unfilled {unfilled[i]:.3f}), fine rotation {rot[i]:.4f} rad")
+    print("filled:", _summary(iou, rot))
+    print("unfilled:", _summary(unfilled, rot))
 
 
 def _calibration_setting(args, cls, g):
