@@ -64,7 +64,9 @@ it checks was chosen) was evaluated once, with the retry in rounds (chosen on be
 :data:`HELD_OUT_11` (the second set's materials with new seeds, defined before the change it checks was chosen)
 was evaluated once, with the screening's quarter of the Gaussians and the retry one candidate at a time (chosen on
 seen sets), so it has been seen too: :data:`HELD_OUT_12` (the third set's materials with new seeds, defined before
-the change it checks is chosen) is the next.
+the change it checks was chosen) was evaluated once, with the trust rule's silhouettes filled (chosen on seen sets),
+so it has been seen too: :data:`HELD_OUT_13` (the first set's materials with new seeds, defined before the change it
+checks is chosen) is the next.
 """
 
 from __future__ import annotations
