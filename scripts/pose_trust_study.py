@@ -11,8 +11,10 @@ ious
   version of ``splatjax evaluate``): renders the model at every query's fine pose (at the
   model's fit's samples per pixel) and prints the silhouette IoU against the query (holes
   filled, as the trust rule has it; in brackets the IoU of the unfilled non-background
-  masks) with the fine rotation error, lowest IoU first, then for both the smallest IoU among
-  converged queries (< 0.01 rad) and the largest among the others.
+  masks; and the filled masks' pixels only in the render and only in the query: a wrong pose
+  leaves both, a burr or a hole mostly one) with the fine rotation error, lowest IoU first,
+  then for both the smallest IoU among converged queries (< 0.01 rad) and the largest among
+  the others.
 
 heldout
   The held-out calibration of ``splatjax.app.calibration`` re-run for a model whose fit held
@@ -51,7 +53,7 @@ import splatjax as sj  # noqa: E402
 from splatjax.data import load_mad_class  # noqa: E402
 from splatjax.metrics import pose_errors  # noqa: E402
 from splatjax.app.runs import model_supersample  # noqa: E402
-from splatjax.pose import foreground, residual_distrusted, silhouette_iou  # noqa: E402
+from splatjax.pose import foreground, residual_distrusted, silhouette, silhouette_iou  # noqa: E402
 
 CONVERGED = 0.01  # rad
 # (max_residual_ratio, residual_outline_ratio) pairs rules-table counts; outline 0: the residual alone
@@ -89,9 +91,12 @@ def ious(args) -> None:
     a, b = foreground(renders, bg), foreground(queries, bg)
     union = (a | b).sum((1, 2))
     unfilled = np.where(union > 0, (a & b).sum((1, 2)) / np.maximum(union, 1), 1.0)
+    fa, fb = silhouette(renders, bg), silhouette(queries, bg)
+    render_only, query_only = (fa & ~fb).sum((1, 2)), (fb & ~fa).sum((1, 2))
     rot = np.array([float(rows[p]["fine_rotation_rad"]) for p in cls.test.paths])
     for i in np.argsort(iou):
-        print(f"{cls.test.paths[i]}: IoU {iou[i]:.3f} (unfilled {unfilled[i]:.3f}), fine rotation {rot[i]:.4f} rad")
+        print(f"{cls.test.paths[i]}: IoU {iou[i]:.3f} (unfilled {unfilled[i]:.3f}; filled, pixels only in the render "
+              f"{render_only[i]}, only in the query {query_only[i]}), fine rotation {rot[i]:.4f} rad")
     print("filled:", _summary(iou, rot))
     print("unfilled:", _summary(unfilled, rot))
 
