@@ -53,7 +53,7 @@ import splatjax as sj  # noqa: E402
 from splatjax.data import load_mad_class  # noqa: E402
 from splatjax.metrics import pose_errors  # noqa: E402
 from splatjax.app.runs import model_supersample  # noqa: E402
-from splatjax.pose import foreground, residual_distrusted, silhouette, silhouette_iou  # noqa: E402
+from splatjax.pose import foreground, mask_iou, residual_distrusted, silhouette, silhouette_iou  # noqa: E402
 
 CONVERGED = 0.01  # rad
 # (max_residual_ratio, residual_outline_ratio) pairs rules-table counts; outline 0: the residual alone
@@ -87,11 +87,8 @@ def _evaluated(args):
 def ious(args) -> None:
     cls, _, renders, rows = _evaluated(args)
     queries, bg = np.asarray(cls.test.images), cls.train.background
-    iou = silhouette_iou(renders, queries, bg)
-    a, b = foreground(renders, bg), foreground(queries, bg)
-    union = (a | b).sum((1, 2))
-    unfilled = np.where(union > 0, (a & b).sum((1, 2)) / np.maximum(union, 1), 1.0)
     fa, fb = silhouette(renders, bg), silhouette(queries, bg)
+    iou, unfilled = mask_iou(fa, fb), mask_iou(foreground(renders, bg), foreground(queries, bg))
     render_only, query_only = (fa & ~fb).sum((1, 2)), (fb & ~fa).sum((1, 2))
     rot = np.array([float(rows[p]["fine_rotation_rad"]) for p in cls.test.paths])
     for i in np.argsort(iou):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from splatjax.pose import PoseConfig, foreground, silhouette, silhouette_iou, trust_poses
+from splatjax.pose import PoseConfig, foreground, mask_iou, silhouette, silhouette_iou, trust_poses
 
 WHITE = (1.0, 1.0, 1.0)
 
@@ -58,6 +58,8 @@ def test_a_highlight_inside_the_object_does_not_lower_the_iou_but_a_notch_does()
     notch[4:12, 4:12] = 1.0  # the same pixels at a corner: the outline itself changes
     iou = silhouette_iou(np.stack([render, render]), np.stack([highlight, notch]), WHITE)
     np.testing.assert_allclose(iou, [1.0, 336 / 400])
+    unfilled = mask_iou(foreground(np.stack([render, render]), WHITE), foreground(np.stack([highlight, notch]), WHITE))
+    np.testing.assert_allclose(unfilled, [336 / 400, 336 / 400])  # without the filling the highlight counts too
     t = trust_poses(np.stack([render, render]), np.stack([highlight, notch]), None, WHITE, min_iou=0.85)
     assert t.trusted.tolist() == [True, False]
 

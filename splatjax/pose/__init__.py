@@ -13,8 +13,8 @@ from .cameras import (
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
-from .trust import (PoseTrust, foreground, residual_distrusted, silhouette, silhouette_iou, silhouette_residual,
-                    trust_poses)
+from .trust import (PoseTrust, foreground, mask_iou, residual_distrusted, silhouette, silhouette_iou,
+                    silhouette_residual, trust_poses)
 from .objectives import (
     OBJECTIVES,
     Objective,
@@ -65,6 +65,7 @@ __all__ = [
     "PoseConfig",
     "foreground",
     "silhouette",
+    "mask_iou",
     "silhouette_iou",
     "silhouette_residual",
     "residual_distrusted",

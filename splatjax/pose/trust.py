@@ -34,8 +34,8 @@ import numpy as np
 from jaxtyping import Bool, Float
 from scipy import ndimage
 
-__all__ = ["foreground", "silhouette", "silhouette_iou", "silhouette_residual", "residual_distrusted", "PoseTrust",
-           "trust_poses"]
+__all__ = ["foreground", "silhouette", "mask_iou", "silhouette_iou", "silhouette_residual", "residual_distrusted",
+           "PoseTrust", "trust_poses"]
 
 
 def foreground(images: Float[np.ndarray, "*B H W 3"], background, tol: float = 0.03) -> Bool[np.ndarray, "*B H W"]:
@@ -52,16 +52,21 @@ def silhouette(images: Float[np.ndarray, "*B H W 3"], background, tol: float = 0
     return np.stack([ndimage.binary_fill_holes(m) for m in flat]).reshape(fg.shape) if flat.size else fg
 
 
-def silhouette_iou(renders: Float[np.ndarray, "B H W 3"], queries: Float[np.ndarray, "B H W 3"], background,
-                   tol: float = 0.03) -> Float[np.ndarray, " B"]:
-    """Per pair, the intersection over union of the :func:`silhouette` masks (holes filled)
-    of the render and the query (1.0 when both are empty)."""
-    a, b = silhouette(renders, background, tol), silhouette(queries, background, tol)
+def mask_iou(a: Bool[np.ndarray, "B H W"], b: Bool[np.ndarray, "B H W"]) -> Float[np.ndarray, " B"]:
+    """Per pair of masks, intersection over union (1.0 when both are empty)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
     if a.shape != b.shape:
-        raise ValueError(f"silhouette_iou: renders {a.shape} and queries {b.shape} differ in shape")
+        raise ValueError(f"mask_iou: masks {a.shape} and {b.shape} differ in shape")
     inter = (a & b).reshape(len(a), -1).sum(1)
     union = (a | b).reshape(len(a), -1).sum(1)
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0).astype(np.float64)
+
+
+def silhouette_iou(renders: Float[np.ndarray, "B H W 3"], queries: Float[np.ndarray, "B H W 3"], background,
+                   tol: float = 0.03) -> Float[np.ndarray, " B"]:
+    """Per pair, :func:`mask_iou` of the :func:`silhouette` masks (holes filled) of the
+    render and the query (1.0 when both are empty)."""
+    return mask_iou(silhouette(renders, background, tol), silhouette(queries, background, tol))
 
 
 def silhouette_residual(renders: Float[np.ndarray, "B H W 3"], queries: Float[np.ndarray, "B H W 3"], background,
