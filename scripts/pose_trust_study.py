@@ -5,6 +5,7 @@ fine poses from wrong ones, on data with known poses.
   python scripts/pose_trust_study.py heldout CLASS --model PLY [--resolution 200]
   python scripts/pose_trust_study.py rules CLASS --model PLY --eval EVAL_DIR --json OUT.json [--resolution 200]
   python scripts/pose_trust_study.py rules-table OUT1.json OUT2.json ... [--plot PNG]
+  python scripts/pose_trust_study.py half-turns CLASS --model PLY --eval EVAL_DIR [--resolution 200] [--steps S]
 
 ious
   For an evaluation already run (``EVAL_DIR/poses.json`` and ``per_image.csv``, from any
@@ -36,12 +37,22 @@ rules-table
   0.01 rad, how many of them the rule flags (with the silhouette rule, IoU <
   ``PoseConfig().min_silhouette_iou``), and how many flagged queries are within 0.01 rad.
   ``--plot``: both ratios of every query, failures in red.
+
+half-turns
+  The half-turn check's screening (:func:`splatjax.pose.check_half_turns`, default
+  ``PoseConfig`` at the model's samples per pixel; ``--steps S``: S screening steps for every
+  candidate instead of the halved screening) on every query's fine pose of an
+  evaluation, whatever its inliers: per query the screened losses of the pose and of its
+  three turns about the model's principal axes, the best turn's ratio to the pose's, which
+  would win and how far its screened pose lies from the truth; then the smallest ratio among
+  the converged queries (< 0.01 rad) and each other query's.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -212,11 +223,51 @@ def rules_table(paths: list[str], plot: str | None) -> None:
         print(f"wrote {plot}")
 
 
+def half_turns(args) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from splatjax.pose import camera_to_c2w, cameras_from_c2w, principal_half_turns, turn_cameras
+    from splatjax.pose.screen import screen_hypotheses
+
+    cls = load_mad_class(args.data, args.resolution, test_poses=Path(args.data) / "test_poses.json")
+    g = sj.load_ply(args.model)
+    poses = json.loads((Path(args.eval) / "poses.json").read_text())
+    pc = sj.PoseConfig(background=cls.train.background, supersample=model_supersample(Path(args.model)))
+    paths, truth = list(cls.test.paths), np.asarray(cls.test.c2w)
+    kept = cameras_from_c2w(np.stack([np.asarray(poses["fine"][p]) for p in paths]), poses["camera_angle_x"],
+                            cls.train.width, cls.train.height)
+    turns, centre = principal_half_turns(g)
+    cams = [kept] + [turn_cameras(kept, t, centre) for t in turns]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a, 1).reshape((-1,) + a[0].shape[1:]), *cams)
+    n = len(cams)
+    pc = dataclasses.replace(pc, screen_steps=args.steps, screen_halving_step=0) if args.steps else pc
+    screened, loss = screen_hypotheses(g, stacked, jnp.asarray(np.asarray(cls.test.images, np.float32)), n, pc,
+                                       key=jax.random.key(1))
+    start = pose_errors(camera_to_c2w(stacked), np.repeat(truth, n, 0))["rotation_rad"].reshape(-1, n)
+    end = pose_errors(camera_to_c2w(screened), np.repeat(truth, n, 0))["rotation_rad"].reshape(-1, n)
+    best = 1 + np.argmin(loss[:, 1:], axis=1)
+    ratio = loss[np.arange(len(paths)), best] / loss[:, 0]
+    print(f"turn centre {np.round(centre, 3).tolist()}; axes (rows, smallest spread first) "
+          f"{np.round([np.linalg.eigh(t + np.eye(3))[1][:, -1] for t in turns], 2).tolist()}")
+    for i, p in enumerate(paths):
+        win = best[i] if ratio[i] < 1 else 0
+        print(f"{p}: fine rotation {start[i, 0]:.4f} rad, turns start {np.round(start[i, 1:], 2).tolist()} rad; "
+              f"screened losses {np.round(loss[i], 4).tolist()}, best turn / pose {ratio[i]:.3f} -> "
+              f"{'turn ' + str(win - 1) if win else 'the pose'} ends {end[i, win]:.3f} rad from the truth")
+    ok = start[:, 0] < CONVERGED
+    print(f"{int(ok.sum())} of {len(paths)} converged (< {CONVERGED} rad): smallest best turn / pose ratio among them "
+          f"{ratio[ok].min() if ok.any() else float('nan'):.3f} ({int((ratio[ok] < 1).sum())} would turn)")
+    for i in np.flatnonzero(~ok):
+        print(f"  not converged: {paths[i]} ({start[i, 0]:.3f} rad): ratio {ratio[i]:.3f}, "
+              f"{'turns to ' + format(end[i, best[i]], '.3f') + ' rad' if ratio[i] < 1 else 'stays'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pose_trust_study.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    for name in ("ious", "heldout", "rules"):
+    for name in ("ious", "heldout", "rules", "half-turns"):
         p = sub.add_parser(name)
         p.add_argument("data", help="MAD-Sim class folder with test poses")
         p.add_argument("--model", required=True, help="the model's .ply (in its run folder)")
@@ -225,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--eval", required=True, help="the evaluate output folder")
         if name == "rules":
             p.add_argument("--json", required=True, help="where to write the per-query ratios")
+        if name == "half-turns":
+            p.add_argument("--steps", type=int, default=0,
+                           help="screening steps, none stopped early (0: the screening's defaults, as the check)")
     p = sub.add_parser("rules-table")
     p.add_argument("runs", nargs="+", help="rules outputs (JSON)")
     p.add_argument("--plot", help="write the scatter of both ratios here (PNG)")
@@ -232,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rules-table":
         rules_table(args.runs, args.plot)
     else:
-        {"ious": ious, "heldout": heldout, "rules": rules}[args.command](args)
+        {"ious": ious, "heldout": heldout, "rules": rules, "half-turns": half_turns}[args.command](args)
     return 0
 
 

@@ -162,6 +162,8 @@ def _detections(digest: str, det, pose_config, cal, images, names, trust) -> dic
                     "pose_diverged": bool(det.poses.diverged[i]), "pose_best_step": int(det.poses.best_step[i]),
                     "pose_steps": int(det.poses.fine_steps[i]), "pose_retried": int(det.poses.retried[i]),
                     "pose_retry_rank": int(det.poses.retry_rank[i]),
+                    "pose_half_turn": int(det.poses.half_turn[i]),
+                    "pose_half_turn_ratio": float(det.poses.half_turn_ratio[i]),
                     "c2w": det.poses.c2w[i].tolist()}
                    for i, (p, s, n) in enumerate(zip(images, det.maps.scores, names))],
     }

@@ -9,13 +9,16 @@ coarse and the fine poses. Output folder::
                        ``pose_diverged`` (count and paths of queries whose fine pose diverged;
                        also said as a warning through the context, stderr by default),
                        ``pose_retried`` (count and paths of the distrusted queries retried,
-                       ``moved``: those whose pose a retry replaced)
+                       ``moved``: those whose pose a retry replaced), ``pose_half_turn`` (count
+                       and paths of the queries whose fine pose the half-turn check turned)
     per_image.csv      path, label, defect type, score, verdict, coarse index, final loss (of the kept
                        iterate), pose_residual_median / pose_residual_p90 (silhouette_residual),
                        pose_diverged (0/1), pose_best_step, pose_steps (fine-pose steps taken),
                        pose_hypothesis, pose_retried (candidates a retry of an untrusted pose
                        refined, 0: none) / pose_retry_rank (the kept retried candidate's rank, -1:
-                       the first pose kept), pose errors
+                       the first pose kept), pose_half_turn (the model axis a half-turn of the fine
+                       pose was taken about, -1: none) / pose_half_turn_ratio (the best turn's
+                       screened loss over the pose's, NaN: not checked), pose errors
     heatmaps/<type>_<n>.png   query | render | anomaly map on the model's fixed scale
     roc.png            image and pixel ROC curves
     pose_convergence.png      fine-pose loss per step (+ coarse vs fine errors)
@@ -140,7 +143,9 @@ def _write_tables(out_dir: Path, cls, det, cal, errs, trust) -> None:
             "final_loss": [float(x) for x in est.loss], "pose_diverged": [int(x) for x in est.diverged],
             "pose_best_step": [int(x) for x in est.best_step], "pose_steps": [int(x) for x in est.fine_steps],
             "pose_hypothesis": [int(x) for x in est.chosen], "pose_retried": [int(x) for x in est.retried],
-            "pose_retry_rank": [int(x) for x in est.retry_rank]}
+            "pose_retry_rank": [int(x) for x in est.retry_rank],
+            "pose_half_turn": [int(x) for x in est.half_turn],
+            "pose_half_turn_ratio": [float(x) for x in est.half_turn_ratio]}
     if errs:
         for name, e, key in (("coarse_translation", errs[0], "translation"), ("coarse_rotation_rad", errs[0],
                              "rotation_rad"), ("fine_translation", errs[1], "translation"),
@@ -202,6 +207,8 @@ def _report(cls, data_path, model_ply, det, metrics, cal, pose_config, seed, tru
         "pose_retried": {"count": int((det.poses.retried > 0).sum()),
                          "paths": [p for p, r in zip(cls.test.paths, det.poses.retried) if r > 0],
                          "moved": [p for p, r in zip(cls.test.paths, det.poses.retry_rank) if r >= 0]},
+        "pose_half_turn": {"count": int((det.poses.half_turn >= 0).sum()),
+                           "paths": [p for p, h in zip(cls.test.paths, det.poses.half_turn) if h >= 0]},
         "render_backend": resolve_backend(pose_config.backend), "seed": int(seed),
     }
 
@@ -218,7 +225,7 @@ class _Partial:
     batch of queries (atomic writes), read back by a resumed run."""
 
     ARRAYS = ("coarse_index", "coarse_score", "coarse_c2w", "c2w", "loss_traces", "loss", "best_step", "diverged",
-              "chosen", "fine_steps", "retried", "retry_rank")
+              "chosen", "fine_steps", "retried", "retry_rank", "half_turn", "half_turn_ratio")
 
     def __init__(self, folder: Path, settings: dict):
         self.folder = folder

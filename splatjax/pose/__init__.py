@@ -54,6 +54,7 @@ from .estimate import (
     pose_starts,
     estimate_poses,
 )
+from .half_turn import HalfTurnCheck, check_half_turns, principal_half_turns, turn_cameras
 from .retry import distinct_alternatives, retry_poses, rotation_angles
 
 __all__ = [
@@ -84,6 +85,10 @@ __all__ = [
     "Alternatives",
     "PoseStarts",
     "retry_poses",
+    "HalfTurnCheck",
+    "check_half_turns",
+    "principal_half_turns",
+    "turn_cameras",
     "distinct_alternatives",
     "rotation_angles",
     "RenderedCandidates",

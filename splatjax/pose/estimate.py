@@ -43,6 +43,7 @@ from .config import PoseConfig
 from .objectives import Objective
 from .keypoints import keypoint_poses
 from .fine import Refinement, query_keys, refine_poses_detailed
+from .half_turn import check_half_turns
 from .screen import screen_hypotheses
 
 __all__ = ["Alternatives", "Polish", "PoseEstimate", "PoseStarts", "RenderedCandidates", "candidate_cameras",
@@ -89,8 +90,12 @@ class PoseEstimate:
     ``config.stop_patience`` stopped it); alternatives: the candidates past the polish
     (:class:`Alternatives`), for :func:`splatjax.pose.retry_poses`; retried [Q]: the
     alternatives a retry refined (0: none); retry_rank [Q]: the rank in ``alternatives`` of
-    the retried candidate kept (-1: the estimate's own pose).
-    method: "render" or "loftr"; seconds: {"coarse": s, "polish": s, "screen": s, "fine": s}.
+    the retried candidate kept (-1: the estimate's own pose); half_turn [Q]: the principal
+    axis of the model a half-turn of the pose was taken about (-1: none; see
+    :mod:`splatjax.pose.half_turn`), half_turn_ratio [Q]: the best turn's screened loss over
+    the pose's (NaN: not checked).
+    method: "render" or "loftr"; seconds: {"coarse": s, "polish": s, "screen": s, "fine": s,
+    "half_turn": s}.
     """
 
     coarse_index: np.ndarray
@@ -115,6 +120,8 @@ class PoseEstimate:
     alternatives: Alternatives | None = None
     retried: np.ndarray | None = None
     retry_rank: np.ndarray | None = None
+    half_turn: np.ndarray | None = None
+    half_turn_ratio: np.ndarray | None = None
 
 
 def candidate_cameras(training_cameras: Camera, config: PoseConfig) -> Camera:
@@ -394,8 +401,50 @@ def estimate_poses(
                                 parallel=parallel, objective=objective)
     jax.block_until_ready(ref.cameras.R)
     seconds = dict(st.seconds, fine=time.perf_counter() - t3)
-    return _estimate(ref, st.starts, st.idx, st.score, st.inliers, st.method, seconds, st.screen_losses,
-                     st.alternatives)
+    est = _estimate(ref, st.starts, st.idx, st.score, st.inliers, st.method, seconds, st.screen_losses,
+                    st.alternatives)
+    return _half_turns(gaussians, queries, est, config, key=key, context=context, parallel=parallel,
+                       objective=objective)
+
+
+def _half_turns(gaussians, queries, est: PoseEstimate, config: PoseConfig, *, key, context, parallel,
+                objective) -> PoseEstimate:
+    """The half-turn check of :func:`estimate_poses` (:func:`splatjax.pose.check_half_turns`,
+    when ``config.half_turns`` and ``config.screen_steps`` > 0) on the queries whose kept
+    hypothesis has fewer than ``config.screen_skip_inliers`` PnP inliers (all when that is 0
+    or without a polish); a turn that won replaces the fine pose (the coarse pose stays)."""
+    q, k = est.c2w.shape[0], config.hypotheses
+    t0 = time.perf_counter()
+    if not (config.half_turns and config.screen_steps > 0):
+        return dataclasses.replace(est, half_turn=np.full(q, -1, np.int64), half_turn_ratio=np.full(q, np.nan))
+    skip = config.screen_skip_inliers
+    check = np.ones(q, bool) if skip <= 0 or est.inliers is None else np.asarray(est.inliers) < skip
+    found = check_half_turns(gaussians, queries, est.cameras, est.loss, check, config,
+                             screen_keys=derived_keys(key, q, k, 4, 3), refine_keys=derived_keys(key, q, k, 1, 4),
+                             context=context, parallel=parallel, objective=objective)
+    if found.rows.size:
+        est = replace_fine_poses(est, found.rows, found.refinement, np.arange(found.rows.size))
+    jax.block_until_ready(est.cameras.R)
+    seconds = dict(est.seconds, half_turn=time.perf_counter() - t0)
+    return dataclasses.replace(est, half_turn=found.turn, half_turn_ratio=found.ratio, seconds=seconds)
+
+
+def replace_fine_poses(est: PoseEstimate, rows: np.ndarray, ref: Refinement, src: np.ndarray) -> PoseEstimate:
+    """``est`` with the fine pose of queries ``rows`` taken from rows ``src`` of the
+    refinement ``ref``: cameras, c2w, loss and :func:`refined_fields` (the coarse pose and
+    the hypotheses' record stay)."""
+    rows, src = np.asarray(rows, np.int64), np.asarray(src, np.int64)
+    cams = jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).at[jnp.asarray(rows)].set(b), est.cameras,
+                                  index_cameras(ref.cameras, jnp.asarray(src)))
+
+    def put(old, new):
+        out = np.array(old, copy=True)
+        out[rows] = np.asarray(new)
+        return out
+
+    refined = {name: put(getattr(est, name), value) for name, value in refined_fields(ref, src).items()}
+    return dataclasses.replace(est, cameras=cams, c2w=camera_to_c2w(cams),
+                               loss=put(est.loss, np.asarray(ref.loss, np.float64)[src]), **refined)
 
 
 def _estimate(ref, starts, idx, score, inliers, method, seconds, screen_losses=None, alternatives=None) -> PoseEstimate:

@@ -31,7 +31,7 @@ from ..gaussians import Gaussians
 from ..sharding import ParallelConfig
 from .cameras import camera_to_c2w, index_cameras
 from .config import PoseConfig
-from .estimate import PoseEstimate, derived_keys, refined_fields
+from .estimate import PoseEstimate, derived_keys, replace_fine_poses
 from .fine import refine_poses_detailed
 from .objectives import Objective
 
@@ -157,18 +157,13 @@ def _retry_round(gaussians, queries, estimate: PoseEstimate, qi: np.ndarray, ran
         out[win] = np.asarray(new)
         return out
 
-    def put_cams(old, new):
-        return jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).at[jnp.asarray(win)].set(b), old, new)
-
-    cams = put_cams(estimate.cameras, index_cameras(ref.cameras, jnp.asarray(src)))
-    coarse = put_cams(estimate.coarse_cameras, index_cameras(alt.starts, jnp.asarray(alt_flat)))
+    coarse = jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).at[jnp.asarray(win)].set(b), estimate.coarse_cameras,
+                                    index_cameras(alt.starts, jnp.asarray(alt_flat)))
     inliers = None if estimate.inliers is None else put(estimate.inliers, alt.inliers[win, won_rank])
-    refined = {name: put(getattr(estimate, name), value) for name, value in refined_fields(ref, src).items()}
     won = np.full(q, -1, np.int64)
     won[win] = won_rank
     estimate = dataclasses.replace(
-        estimate, cameras=cams, coarse_cameras=coarse, c2w=camera_to_c2w(cams), coarse_c2w=camera_to_c2w(coarse),
+        replace_fine_poses(estimate, win, ref, src), coarse_cameras=coarse, coarse_c2w=camera_to_c2w(coarse),
         coarse_index=put(estimate.coarse_index, alt.index[win, won_rank]),
-        coarse_score=put(estimate.coarse_score, alt.score[win, won_rank]),
-        loss=put(estimate.loss, best[win]), inliers=inliers, **refined)
+        coarse_score=put(estimate.coarse_score, alt.score[win, won_rank]), inliers=inliers)
     return estimate, won

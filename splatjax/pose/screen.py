@@ -54,6 +54,7 @@ def screen_hypotheses(
     context: Context = QUIET,
     parallel: ParallelConfig | None = None,
     objective: str | Objective | None = None,
+    stage: str = "screening",
 ) -> tuple[Camera, Float[np.ndarray, "Q n"]]:
     """Screen ``n`` candidates per query: ``cameras`` stacked [Q * n], query-major, at the
     queries' size. Each is refined by :func:`splatjax.pose.refine_poses_detailed` with
@@ -65,15 +66,16 @@ def screen_hypotheses(
     a kept candidate ends exactly as without halving, a dropped one with its best iterate
     of s steps. The screening renders :func:`screen_model` of ``gaussians`` (the
     ``config.screen_gaussians`` share). Returns the screened cameras [Q * n] at the queries'
-    size and their losses [Q, n] at the screening width (inf: no finite loss)."""
+    size and their losses [Q, n] at the screening width (inf: no finite loss); ``stage``
+    names the progress."""
     q, h, w = queries.shape[0], queries.shape[1], queries.shape[2]
     gaussians = screen_model(gaussians, config.screen_gaussians)  # at least SCREEN_MIN_GAUSSIANS
     small_cams, small = screen_inputs(cameras, queries, n, config)
     keys = query_keys(key, q * n)
     split, sc = halving_split(config, n), screen_config(config)
-    kw = dict(context=context, parallel=parallel, objective=objective)
+    kw = dict(context=context, parallel=parallel, objective=objective, stage=stage)
     if not split:
-        ref = refine_poses_detailed(gaussians, small_cams, small, sc, key=keys, stage="screening", **kw)
+        ref = refine_poses_detailed(gaussians, small_cams, small, sc, key=keys, **kw)
         return ref.cameras.scaled(w, h), np.asarray(ref.loss, np.float64).reshape(q, n)
     # every candidate's first `split` steps; then the better half of each query's goes on from where it stands
     state, ended = scan_poses(gaussians, small_cams, small, start_scan(sc, key=keys, b=q * n),
