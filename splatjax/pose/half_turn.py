@@ -59,10 +59,11 @@ def principal_half_turns(gaussians: Gaussians) -> tuple[Float[np.ndarray, "3 3 3
 
 
 def turn_cameras(cameras: Camera, turn: Float[np.ndarray, "3 3"], centre: Float[np.ndarray, " 3"]) -> Camera:
-    """``cameras`` (world-to-camera R, t) moved by the world motion x -> turn (x - centre) +
-    centre: each sees the object turned back by it, so a part symmetric under that motion
-    renders alike. A half-turn is its own inverse, so the new world-to-camera is R turn,
-    R (centre - turn centre) + t."""
+    """``cameras`` (world-to-camera R, t) composed with the world motion M: x -> turn (x -
+    centre) + centre, i.e. world-to-camera R turn, R (centre - turn centre) + t: the new
+    camera sees a point y where the old one sees M y. For a half-turn (M is its own inverse)
+    that is the camera moved by M, which sees the object turned back by M: a part symmetric
+    under M renders alike."""
     turn, centre = jnp.asarray(turn, jnp.float32), jnp.asarray(centre, jnp.float32)
     R, t = cameras.R, cameras.t
     return cameras.with_pose(R @ turn, t + R @ (centre - turn @ centre))
