@@ -51,6 +51,10 @@ def test_evaluate_writes_report_csv_and_pictures():
     assert on_disk["pose_retried"]["paths"] == retried and on_disk["pose_retried"]["count"] == len(retried)
     assert on_disk["pose_retried"]["moved"] == [r["path"] for r in rows if int(r["pose_retry_rank"]) >= 0]
     assert set(on_disk["pose_retried"]["moved"]) <= set(retried)
+    turned = [r["path"] for r in rows if int(r["pose_half_turn"]) >= 0]  # a turn wins only where it screened lower
+    assert on_disk["pose_half_turn"] == {"count": len(turned), "paths": turned}
+    assert all(float(r["pose_half_turn_ratio"]) < 1.0 for r in rows if r["path"] in turned)
+    assert all(int(r["pose_half_turn"]) in (-1, 0, 1, 2) for r in rows)
     pose = on_disk["pose_config"]  # the PoseConfig whole, under its own field names
     assert pose["hypotheses"] == 1 and pose["fine_levels"] == 1 and pose["objective"] == "photometric"
     assert pose["keypoint"]["width"] == 200 and pose["background"] == [1.0, 1.0, 1.0]
