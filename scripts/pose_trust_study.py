@@ -227,7 +227,7 @@ def half_turns(args) -> None:
     import jax
     import jax.numpy as jnp
 
-    from splatjax.pose import camera_to_c2w, cameras_from_c2w, principal_half_turns, turn_cameras
+    from splatjax.pose import camera_to_c2w, cameras_from_c2w, half_turn_candidates, principal_half_turns
     from splatjax.pose.screen import screen_hypotheses
 
     cls = load_mad_class(args.data, args.resolution, test_poses=Path(args.data) / "test_poses.json")
@@ -238,9 +238,8 @@ def half_turns(args) -> None:
     kept = cameras_from_c2w(np.stack([np.asarray(poses["fine"][p]) for p in paths]), poses["camera_angle_x"],
                             cls.train.width, cls.train.height)
     turns, centre = principal_half_turns(g)
-    cams = [kept] + [turn_cameras(kept, t, centre) for t in turns]
-    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a, 1).reshape((-1,) + a[0].shape[1:]), *cams)
-    n = len(cams)
+    stacked = half_turn_candidates(g, kept)
+    n = 1 + len(turns)
     pc = dataclasses.replace(pc, screen_steps=args.steps, screen_halving_step=0) if args.steps else pc
     screened, loss = screen_hypotheses(g, stacked, jnp.asarray(np.asarray(cls.test.images, np.float32)), n, pc,
                                        key=jax.random.key(1))

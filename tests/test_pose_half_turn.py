@@ -77,6 +77,17 @@ def test_a_turned_camera_sees_the_turned_point_where_the_camera_saw_the_point():
     np.testing.assert_allclose(np.asarray(twice.t), np.asarray(cams.t), atol=1e-5)
 
 
+def test_interleave_and_set_cameras_against_indexing():
+    cams = views(6)
+    a, b = pose.index_cameras(cams, jnp.arange(3)), pose.index_cameras(cams, jnp.arange(3, 6))
+    mixed = pose.interleave_cameras([a, b])  # query-major: a0 b0 a1 b1 a2 b2
+    np.testing.assert_array_equal(np.asarray(mixed.R), np.asarray(cams.R)[[0, 3, 1, 4, 2, 5]])
+    np.testing.assert_array_equal(np.asarray(mixed.t), np.asarray(cams.t)[[0, 3, 1, 4, 2, 5]])
+    put = pose.set_cameras(a, np.array([2, 0]), pose.index_cameras(b, jnp.asarray([0, 1])))
+    np.testing.assert_array_equal(np.asarray(put.R), np.asarray(cams.R)[[4, 1, 3]])
+    np.testing.assert_array_equal(np.asarray(put.t), np.asarray(cams.t)[[4, 1, 3]])
+
+
 def test_a_grey_car_renders_alike_after_its_symmetric_turn_only():
     g = car(colours=False)
     turns, centre = pose.principal_half_turns(g)

@@ -9,6 +9,8 @@ from .cameras import (
     index_cameras,
     inplane_angles,
     inplane_rotations,
+    interleave_cameras,
+    set_cameras,
     sphere_cameras,
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
@@ -54,7 +56,7 @@ from .estimate import (
     pose_starts,
     estimate_poses,
 )
-from .half_turn import HalfTurnCheck, check_half_turns, principal_half_turns, turn_cameras
+from .half_turn import HalfTurnCheck, check_half_turns, half_turn_candidates, principal_half_turns, turn_cameras
 from .retry import distinct_alternatives, retry_poses, rotation_angles
 
 __all__ = [
@@ -87,6 +89,7 @@ __all__ = [
     "retry_poses",
     "HalfTurnCheck",
     "check_half_turns",
+    "half_turn_candidates",
     "principal_half_turns",
     "turn_cameras",
     "distinct_alternatives",
@@ -118,6 +121,8 @@ __all__ = [
     "screw_motion",
     "moved_camera",
     "camera_to_c2w",
+    "set_cameras",
+    "interleave_cameras",
     "cameras_from_c2w",
     "index_cameras",
     "sphere_cameras",

@@ -16,13 +16,26 @@ from jaxtyping import Float
 
 from ..camera import OPENGL_TO_OPENCV, Camera, camera_from_blender, look_at_c2w, stack_cameras
 
-__all__ = ["index_cameras", "camera_to_c2w", "cameras_from_c2w", "sphere_cameras", "inplane_rotations",
+__all__ = ["index_cameras", "set_cameras", "interleave_cameras", "camera_to_c2w", "cameras_from_c2w", "sphere_cameras", "inplane_rotations",
            "num_cameras", "as_batch", "inplane_angles"]
 
 
 def index_cameras(cameras: Camera, index) -> Camera:
     """Select cameras from a stacked batch (integer, slice or index array)."""
     return jax.tree_util.tree_map(lambda x: x[index], cameras)
+
+
+def set_cameras(cameras: Camera, index, new: Camera) -> Camera:
+    """The stacked batch ``cameras`` with the cameras at ``index`` (index array) replaced by
+    ``new`` (as many, stacked)."""
+    index = jnp.asarray(index)
+    return jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).at[index].set(b), cameras, new)
+
+
+def interleave_cameras(batches: list[Camera]) -> Camera:
+    """n stacked batches of Q cameras as one batch of Q * n, query-major (camera i of batch j
+    at row i * n + j)."""
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a, 1).reshape((-1,) + a[0].shape[1:]), *batches)
 
 
 def num_cameras(cameras: Camera) -> int:

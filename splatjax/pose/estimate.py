@@ -36,6 +36,7 @@ from .cameras import (
     index_cameras,
     inplane_angles,
     inplane_rotations,
+    set_cameras,
     sphere_cameras,
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
@@ -419,6 +420,9 @@ def _half_turns(gaussians, queries, est: PoseEstimate, config: PoseConfig, *, ke
         return dataclasses.replace(est, half_turn=np.full(q, -1, np.int64), half_turn_ratio=np.full(q, np.nan))
     skip = config.screen_skip_inliers
     check = np.ones(q, bool) if skip <= 0 or est.inliers is None else np.asarray(est.inliers) < skip
+    if not check.any():  # every query pinned by its keypoints: no keys to derive, nothing to screen
+        return dataclasses.replace(est, half_turn=np.full(q, -1, np.int64), half_turn_ratio=np.full(q, np.nan),
+                                   seconds=dict(est.seconds, half_turn=time.perf_counter() - t0))
     found = check_half_turns(gaussians, queries, est.cameras, est.loss, check, config,
                              screen_keys=derived_keys(key, q, k, 4, 3), refine_keys=derived_keys(key, q, k, 1, 4),
                              context=context, parallel=parallel, objective=objective)
@@ -434,8 +438,7 @@ def replace_fine_poses(est: PoseEstimate, rows: np.ndarray, ref: Refinement, src
     refinement ``ref``: cameras, c2w, loss and :func:`refined_fields` (the coarse pose and
     the hypotheses' record stay)."""
     rows, src = np.asarray(rows, np.int64), np.asarray(src, np.int64)
-    cams = jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).at[jnp.asarray(rows)].set(b), est.cameras,
-                                  index_cameras(ref.cameras, jnp.asarray(src)))
+    cams = set_cameras(est.cameras, rows, index_cameras(ref.cameras, jnp.asarray(src)))
 
     def put(old, new):
         out = np.array(old, copy=True)

@@ -33,13 +33,13 @@ from ..camera import Camera
 from ..context import QUIET, Context
 from ..gaussians import Gaussians
 from ..sharding import ParallelConfig
-from .cameras import index_cameras
+from .cameras import index_cameras, interleave_cameras, num_cameras
 from .config import PoseConfig
 from .fine import Refinement, refine_poses_detailed
 from .objectives import Objective
 from .screen import screen_hypotheses
 
-__all__ = ["principal_half_turns", "turn_cameras", "HalfTurnCheck", "check_half_turns"]
+__all__ = ["principal_half_turns", "turn_cameras", "half_turn_candidates", "HalfTurnCheck", "check_half_turns"]
 
 
 def principal_half_turns(gaussians: Gaussians) -> tuple[Float[np.ndarray, "3 3 3"], Float[np.ndarray, " 3"]]:
@@ -67,6 +67,13 @@ def turn_cameras(cameras: Camera, turn: Float[np.ndarray, "3 3"], centre: Float[
     turn, centre = jnp.asarray(turn, jnp.float32), jnp.asarray(centre, jnp.float32)
     R, t = cameras.R, cameras.t
     return cameras.with_pose(R @ turn, t + R @ (centre - turn @ centre))
+
+
+def half_turn_candidates(gaussians: Gaussians, cameras: Camera) -> Camera:
+    """Per camera of the batch ``cameras`` [Q], itself and its turns by each
+    :func:`principal_half_turns` of ``gaussians``: [Q * 4], query-major."""
+    turns, centre = principal_half_turns(gaussians)
+    return interleave_cameras([cameras] + [turn_cameras(cameras, s, centre) for s in turns])
 
 
 class HalfTurnCheck(NamedTuple):
@@ -109,14 +116,12 @@ def check_half_turns(
     rows = np.flatnonzero(np.asarray(check, bool))
     if rows.size == 0:
         return HalfTurnCheck(turn, ratio, rows, None)
-    turns, centre = principal_half_turns(gaussians)
-    n = 1 + len(turns)
     pick = jnp.asarray(rows)
-    kept = index_cameras(cameras, pick)
-    cams = [kept] + [turn_cameras(kept, s, centre) for s in turns]
-    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a, 1).reshape((-1,) + a[0].shape[1:]), *cams)
+    stacked = half_turn_candidates(gaussians, index_cameras(cameras, pick))
+    n = num_cameras(stacked) // rows.size
     sel = jnp.asarray(queries, jnp.float32)[pick]
-    keys = jnp.asarray(screen_keys).reshape((q, n) + jnp.asarray(screen_keys).shape[1:])[pick]
+    screen_keys = jnp.asarray(screen_keys)
+    keys = screen_keys.reshape((q, n) + screen_keys.shape[1:])[pick]
     keys = keys.reshape((-1,) + keys.shape[2:])
     screened, screen_losses = screen_hypotheses(gaussians, stacked, sel, n, config, key=keys, context=context,
                                                 parallel=parallel, objective=objective, stage="half-turn screening")

@@ -29,7 +29,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ..context import QUIET, Context
 from ..gaussians import Gaussians
 from ..sharding import ParallelConfig
-from .cameras import camera_to_c2w, index_cameras
+from .cameras import camera_to_c2w, index_cameras, set_cameras
 from .config import PoseConfig
 from .estimate import PoseEstimate, derived_keys, replace_fine_poses
 from .fine import refine_poses_detailed
@@ -157,8 +157,7 @@ def _retry_round(gaussians, queries, estimate: PoseEstimate, qi: np.ndarray, ran
         out[win] = np.asarray(new)
         return out
 
-    coarse = jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).at[jnp.asarray(win)].set(b), estimate.coarse_cameras,
-                                    index_cameras(alt.starts, jnp.asarray(alt_flat)))
+    coarse = set_cameras(estimate.coarse_cameras, win, index_cameras(alt.starts, jnp.asarray(alt_flat)))
     inliers = None if estimate.inliers is None else put(estimate.inliers, alt.inliers[win, won_rank])
     won = np.full(q, -1, np.int64)
     won[win] = won_rank

@@ -26,7 +26,7 @@ from ..context import QUIET, Context
 from ..gaussians import Gaussians
 from ..image import resize_to_width
 from ..sharding import ParallelConfig
-from .cameras import as_batch, index_cameras
+from .cameras import as_batch, index_cameras, set_cameras
 from .config import PoseConfig
 from .fine import query_keys, refine_poses_detailed, scan_poses, start_scan
 from .objectives import Objective
@@ -87,7 +87,7 @@ def screen_hypotheses(
     _, more = scan_poses(gaussians, index_cameras(small_cams, pick), small[pick],
                          jax.tree_util.tree_map(lambda a: a[pick], state), rest, split, **kw)
     losses[on // n, on % n] = np.asarray(more.loss, np.float64)
-    screened = jax.tree_util.tree_map(lambda a, b: a.at[pick].set(b), ended.cameras, more.cameras)
+    screened = set_cameras(ended.cameras, pick, more.cameras)
     return screened.scaled(w, h), losses
 
 
