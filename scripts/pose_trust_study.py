@@ -6,6 +6,7 @@ fine poses from wrong ones, on data with known poses.
   python scripts/pose_trust_study.py rules CLASS --model PLY --eval EVAL_DIR --json OUT.json [--resolution 200]
   python scripts/pose_trust_study.py rules-table OUT1.json OUT2.json ... [--plot PNG]
   python scripts/pose_trust_study.py half-turns CLASS --model PLY --eval EVAL_DIR [--resolution 200] [--steps S]
+  python scripts/pose_trust_study.py loss-rule EVAL_DIR ... [--outline R]
 
 ious
   For an evaluation already run (``EVAL_DIR/poses.json`` and ``per_image.csv``, from any
@@ -46,6 +47,15 @@ half-turns
   three turns about the model's principal axes, the best turn's ratio to the pose's, which
   would win and how far its screened pose lies from the truth; then the smallest ratio among
   the converged queries (< 0.01 rad) and each other query's.
+
+loss-rule
+  The loss rule on evaluations already run (``per_image.csv`` with ``pose_outline_ratio``,
+  ``report.json``): each query's final loss over ``heldout_pose_loss`` of its model's
+  calibration (the entry whose threshold the evaluation used), for :data:`LOSS_GRID` loss
+  ratios asking the outline too (``pose_outline_ratio`` > ``--outline``, 0: the loss
+  alone): how many queries beyond 0.01 rad the rule flags, and how many within 0.01 rad it
+  flags that the evaluation trusted; then every query beyond 0.01 rad and the converged
+  ones of highest loss ratio with an outline over ``--outline``.
 """
 
 from __future__ import annotations
@@ -64,11 +74,12 @@ import splatjax as sj  # noqa: E402
 from splatjax.data import load_mad_class  # noqa: E402
 from splatjax.metrics import pose_errors  # noqa: E402
 from splatjax.app.runs import model_supersample  # noqa: E402
-from splatjax.pose import foreground, mask_iou, residual_distrusted, silhouette, silhouette_iou  # noqa: E402
+from splatjax.pose import foreground, mask_iou, outline_gated, silhouette, silhouette_iou  # noqa: E402
 
 CONVERGED = 0.01  # rad
 # (max_residual_ratio, residual_outline_ratio) pairs rules-table counts; outline 0: the residual alone
 GRID = [(r, o) for r in (1.5, 2.0, 2.5, 3.0) for o in (0.0, 2.0, 3.0, 4.0)]
+LOSS_GRID = (2.5, 3.0, 3.5, 4.0, 5.0)  # loss ratios the loss-rule table counts
 
 
 def _summary(iou: np.ndarray, rot: np.ndarray) -> str:
@@ -178,11 +189,12 @@ def rules(args) -> None:
 
 
 def _flags(q: list[dict], residual: float, outline: float) -> np.ndarray:
-    """The trust rule's verdict per query (True: not trusted), as :func:`splatjax.pose.trust_poses`
-    judges: the silhouette rule, or :func:`splatjax.pose.residual_distrusted`."""
+    """The silhouette and residual rules' verdict per query (True: not trusted), as
+    :func:`splatjax.pose.trust_poses` judges them (the silhouette rule, or the residual through
+    :func:`splatjax.pose.outline_gated`; the loss rule is not in the study's records)."""
     iou = np.array([x["iou"] for x in q])
     rr, orat = np.array([x["residual_ratio"] for x in q]), np.array([x["outline_ratio"] for x in q])
-    return (iou < sj.PoseConfig().min_silhouette_iou) | residual_distrusted(rr, orat, residual, outline)
+    return (iou < sj.PoseConfig().min_silhouette_iou) | outline_gated(rr, orat, residual, outline)
 
 
 def rules_table(paths: list[str], plot: str | None) -> None:
@@ -262,6 +274,46 @@ def half_turns(args) -> None:
               f"{'turns to ' + format(end[i, best[i]], '.3f') + ' rad' if ratio[i] < 1 else 'stays'}")
 
 
+def _eval_rows(folder: Path) -> list[dict]:
+    """An evaluation's queries with ``loss_ratio`` against its calibration's held-out loss."""
+    report = json.loads((folder / "report.json").read_text())
+    cal = json.loads((Path(report["model"]).parent / "map_calibration.json").read_text())
+    refs = [c["heldout_pose_loss"] for c in cal.values()
+            if c.get("heldout_pose_loss") and np.isclose(c["threshold"], report["threshold"])]
+    if not refs:
+        raise SystemExit(f"{folder}: no held-out calibration of its model used threshold {report['threshold']}")
+    rows = list(csv.DictReader((folder / "per_image.csv").open()))
+    return [dict(eval=folder.name, path=r["path"], rot=float(r["fine_rotation_rad"]),
+                 loss_ratio=float(r["final_loss"]) / refs[0], outline=float(r["pose_outline_ratio"]),
+                 residual=float(r["pose_residual_ratio"]), iou=float(r["silhouette_iou"]),
+                 trusted=r["pose_trusted"] == "1") for r in rows]
+
+
+def loss_rule(folders: list[str], outline: float) -> None:
+    from splatjax.pose import outline_gated
+
+    q = [x for f in folders for x in _eval_rows(Path(f))]
+    bad = np.array([x["rot"] > CONVERGED for x in q])
+    lr, ol = np.array([x["loss_ratio"] for x in q]), np.array([x["outline"] for x in q])
+    trusted = np.array([x["trusted"] for x in q])
+    print(f"{len(q)} queries of {len(folders)} evaluations, {int(bad.sum())} beyond {CONVERGED} rad "
+          f"({int((bad & trusted).sum())} of them trusted by the evaluation)")
+    print("| loss ratio | outline ratio | failures flagged (with the evaluation's flags) | converged newly flagged |")
+    print("|---|---|---|---|")
+    for r in LOSS_GRID:
+        for o in sorted({0.0, outline}):
+            f = outline_gated(lr, ol, r, o)
+            print(f"| {r:g} | {o:g} | {int((bad & (f | ~trusted)).sum())} of {int(bad.sum())} | "
+                  f"{int((~bad & f & trusted).sum())} |")
+    line = ("{eval} {path}: {rot:.4f} rad, loss {loss_ratio:.2f} x, outline {outline:.2f} x, "
+            "residual {residual:.2f} x, IoU {iou:.3f}, trusted {trusted}")
+    for i in np.flatnonzero(bad):
+        print("beyond: " + line.format(**q[i]))
+    top = [i for i in np.argsort(-np.nan_to_num(lr)) if not bad[i] and ol[i] > outline][:5]
+    for i in top:
+        print(f"converged, outline > {outline:g}: " + line.format(**q[i]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pose_trust_study.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -281,9 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("rules-table")
     p.add_argument("runs", nargs="+", help="rules outputs (JSON)")
     p.add_argument("--plot", help="write the scatter of both ratios here (PNG)")
+    p = sub.add_parser("loss-rule")
+    p.add_argument("evals", nargs="+", help="evaluate output folders")
+    p.add_argument("--outline", type=float, default=sj.PoseConfig().residual_outline_ratio,
+                   help="the outline ratio the loss rule asks too (0: the loss alone)")
     args = ap.parse_args(argv)
     if args.command == "rules-table":
         rules_table(args.runs, args.plot)
+    elif args.command == "loss-rule":
+        loss_rule(args.evals, args.outline)
     else:
         {"ious": ious, "heldout": heldout, "rules": rules, "half-turns": half_turns}[args.command](args)
     return 0

@@ -182,8 +182,9 @@ def test_held_out_queries_and_the_key_of_their_pose_settings():
 
 def test_held_out_queries_count_for_the_threshold_as_a_test_query_would_be_trusted():
     """The references are the silhouette-trusted queries; the threshold counts those of them
-    whose residual is at most max_residual_ratio x the references' median (the residual rule
-    as it judges a test query); with fewer than two left, the references."""
+    whose residual is at most max_residual_ratio x the references' median and loss at most
+    max_loss_ratio x theirs (the residual and loss rules as they judge a test query); with
+    fewer than two left, the references."""
     ok = np.array([True, True, True, True, False])
     held = calibration.HeldOutScores(scores=np.arange(1.0, 6.0), losses=np.ones(5),
                                      residuals=np.array([0.01, 0.012, 0.011, 0.05, 0.5]), silhouette_ok=ok)
@@ -203,6 +204,13 @@ def test_held_out_queries_count_for_the_threshold_as_a_test_query_would_be_trust
                                      mismatches=np.array([0.02, 0.02, 0.021, 0.02, 0.5]))
     assert outl.counted(3.0, 3.0).tolist() == [True, True, True, True, False]
     assert outl.counted(3.0).tolist() == outl.counted(3.0, 0.0).tolist() == [True, True, True, False, False]
+    # the loss rule likewise: the fourth query's loss is high with the references' outline, the fifth's both
+    lossy = calibration.HeldOutScores(scores=np.ones(5), losses=np.array([0.01, 0.01, 0.012, 0.1, 0.1]),
+                                      residuals=np.full(5, 0.01), silhouette_ok=np.ones(5, bool),
+                                      mismatches=np.array([0.02, 0.02, 0.021, 0.02, 0.5]))
+    assert lossy.counted(3.0, 3.0, 3.5).tolist() == [True, True, True, True, False]
+    assert lossy.counted(3.0, 0.0, 3.5).tolist() == [True, True, True, False, False]  # the loss alone
+    assert lossy.counted(3.0, 3.0, 0.0).all()  # no loss rule
 
 
 def test_detect_keeps_the_held_out_threshold_once_the_data_folder_has_moved(tmp_path):

@@ -29,10 +29,12 @@ def test_detect_gives_a_verdict_per_image_on_the_models_scale(tmp_path):
         expected = "ANOMALOUS" if item["score"] > result["threshold"] else "normal"
         assert item["verdict"] == (expected if item["pose_trusted"] else "pose not found")
         silhouette_ok = item["silhouette_iou"] >= FAST_POSE.min_silhouette_iou
-        loss_ok = not item["pose_loss_ratio"] > FAST_POSE.max_loss_ratio  # NaN: no reference measured
-        outline = item["pose_outline_ratio"]  # NaN: no reference mismatch measured, the residual alone
-        residual_ok = not (item["pose_residual_ratio"] > FAST_POSE.max_residual_ratio
-                           and (np.isnan(outline) or outline > FAST_POSE.residual_outline_ratio))
+        outline = item["pose_outline_ratio"]  # NaN: no reference mismatch measured, the ratio alone
+        outline_moved = np.isnan(outline) or outline > FAST_POSE.residual_outline_ratio
+        # NaN loss ratio: no reference measured; inf: no finite loss
+        loss_ok = not (item["pose_loss_ratio"] > FAST_POSE.max_loss_ratio
+                       and (outline_moved or np.isinf(item["pose_loss_ratio"])))
+        residual_ok = not (item["pose_residual_ratio"] > FAST_POSE.max_residual_ratio and outline_moved)
         assert item["pose_trusted"] == (silhouette_ok and loss_ok and residual_ok)
         assert (item["pose_untrusted_reason"] == "") == item["pose_trusted"]
         assert verdict_line(item, result) in lines

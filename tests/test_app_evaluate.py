@@ -59,11 +59,12 @@ def test_evaluate_writes_report_csv_and_pictures():
     assert pose["hypotheses"] == 1 and pose["fine_levels"] == 1 and pose["objective"] == "photometric"
     assert pose["keypoint"]["width"] == 200 and pose["background"] == [1.0, 1.0, 1.0]
     assert {r["defect_type"] for r in rows} == {"good", "Burrs", "Missing", "Stains"}
-    for r in rows:  # an untrusted pose (silhouette IoU or loss ratio outside the rule) gets no normal/anomalous call
+    for r in rows:  # an untrusted pose (silhouette, residual or loss rule) gets no normal/anomalous call
+        moved = not float(r["pose_outline_ratio"]) <= pose["residual_outline_ratio"]  # NaN: the ratios alone
+        loss_ratio = float(r["pose_loss_ratio"])
         trusted = (float(r["silhouette_iou"]) >= pose["min_silhouette_iou"]
-                   and not float(r["pose_loss_ratio"]) > pose["max_loss_ratio"]
-                   and not (float(r["pose_residual_ratio"]) > pose["max_residual_ratio"]
-                            and not float(r["pose_outline_ratio"]) <= pose["residual_outline_ratio"]))
+                   and not (loss_ratio > pose["max_loss_ratio"] and (moved or np.isinf(loss_ratio)))
+                   and not (float(r["pose_residual_ratio"]) > pose["max_residual_ratio"] and moved))
         assert r["pose_trusted"] == str(int(trusted)) and 0.0 <= float(r["silhouette_iou"]) <= 1.0
         assert (r["pose_untrusted_reason"] == "") == trusted
         expected = "ANOMALOUS" if float(r["score"]) > on_disk["threshold"] else "normal"

@@ -156,10 +156,29 @@ def test_residual_rule_asks_the_outline_too_when_it_has_a_reference():
         PoseConfig(residual_outline_ratio=-1.0)
 
 
-def test_residual_distrusted_asks_both_ratios_and_reads_nan_as_no_reference():
-    from splatjax.pose import residual_distrusted
+def test_outline_gated_asks_both_ratios_and_reads_nan_as_no_reference():
+    from splatjax.pose import outline_gated
 
-    rr = np.array([3.0, 3.0, 1.0, np.nan, 3.0])
-    outline = np.array([3.0, 1.0, 3.0, 3.0, np.nan])
-    assert residual_distrusted(rr, outline, 2.0, 2.0).tolist() == [True, False, False, False, True]
-    assert residual_distrusted(rr, outline, 2.0, 0.0).tolist() == [True, True, False, False, True]  # residual alone
+    rr = np.array([3.0, 3.0, 1.0, np.nan, 3.0, np.inf])
+    outline = np.array([3.0, 1.0, 3.0, 3.0, np.nan, 1.0])
+    assert outline_gated(rr, outline, 2.0, 2.0).tolist() == [True, False, False, False, True, True]  # inf: no loss
+    assert outline_gated(rr, outline, 2.0, 0.0).tolist() == [True, True, False, False, True, True]  # ratio alone
+
+
+def test_loss_rule_asks_the_outline_too():
+    """A defect that raises the loss but keeps the outline stays trusted; a render shifted by
+    2 px (its outline moved) with the same loss is not; no finite loss never is."""
+    stripes = np.where(np.arange(32) % 2 == 0, 0.1, 0.6)[None, :, None] * np.ones((32, 32, 3), np.float32)
+    query, shifted = np.ones((2, 32, 32, 3), np.float32)
+    query[8:24, 8:24], shifted[8:24, 10:26] = stripes[8:24, 8:24], stripes[8:24, 9:25]
+    renders, queries = np.stack([query, shifted, query]), np.stack([query, query, query])
+    losses = np.array([0.05, 0.05, np.inf])
+    kw = dict(min_iou=0.5, max_loss_ratio=3.5, reference_loss=0.01)
+    t = trust_poses(renders, queries, losses, WHITE, residual_outline_ratio=3.0, reference_mismatch=0.02, **kw)
+    assert t.loss_ratio[:2].tolist() == [5.0, 5.0] and t.outline_ratio[0] == 0.0
+    assert t.trusted.tolist() == [True, False, False]
+    assert "loss is 5.0 x" in t.reasons[1] and "and its outline 11.1 x as much (> 3)" in t.reasons[1]
+    assert ("final loss > 3.5 x the held-out views' median 0.01 with an outline mismatch (1 - IoU) > 3 x theirs "
+            "0.02") in t.rule
+    alone = trust_poses(renders, queries, losses, WHITE, residual_outline_ratio=0.0, reference_mismatch=0.02, **kw)
+    assert alone.trusted.tolist() == [False, False, False]  # the loss alone: the defect is distrusted too

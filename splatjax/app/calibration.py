@@ -58,7 +58,7 @@ from ..context import QUIET, Context
 from ..data.roll import roll_image
 from ..errors import DatasetError, UserError
 from ..files import file_sha256, read_json, write_json
-from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, render_views, residual_distrusted
+from ..pose import PoseConfig, candidate_cameras, index_cameras, moved_camera, outline_gated, render_views
 from .runs import recorded_data_dir
 
 __all__ = ["model_calibration", "heldout_scores", "HeldOutScores", "heldout_queries", "roll_angles", "heldout_views",
@@ -227,22 +227,25 @@ class HeldOutScores:
         ok = np.asarray(self.silhouette_ok, bool)
         return ok if ok.sum() >= 2 else np.ones_like(ok)
 
-    def counted(self, max_residual_ratio: float, residual_outline_ratio: float = 0.0) -> np.ndarray:
+    def counted(self, max_residual_ratio: float, residual_outline_ratio: float = 0.0,
+                max_loss_ratio: float = 0.0) -> np.ndarray:
         """Mask of the queries whose scores set the threshold: of :attr:`references`, those
-        the residual rule trusts too (as a test query is judged: untrusted when the median
-        residual is above ``max_residual_ratio`` x the references' median and, with
-        ``residual_outline_ratio`` > 0 and :attr:`mismatches`, the outline mismatch above
-        ``residual_outline_ratio`` x theirs; 0: no residual rule). A query whose pose is not
-        trusted gets "pose not found", not a score verdict, so its score must not set the
-        threshold. All references when fewer than two would remain."""
+        the residual and loss rules trust too (as a test query is judged: untrusted when the
+        median residual is above ``max_residual_ratio`` x the references' median, or the loss
+        above ``max_loss_ratio`` x theirs, and, with ``residual_outline_ratio`` > 0 and
+        :attr:`mismatches`, the outline mismatch above ``residual_outline_ratio`` x theirs;
+        0: no such rule). A query whose pose is not trusted gets "pose not found", not a score
+        verdict, so its score must not set the threshold. All references when fewer than two
+        would remain."""
         ref = self.references
-        reference = float(np.median(self.residuals[ref]))
-        if max_residual_ratio <= 0 or reference <= 0:
-            return ref
         mismatch = float(np.median(self.mismatches[ref])) if self.mismatches is not None else 0.0
         outline = self.mismatches / mismatch if mismatch > 0 else np.full(self.residuals.shape, np.nan)
-        keep = ref & ~residual_distrusted(self.residuals / reference, outline, max_residual_ratio,
-                                          residual_outline_ratio)
+        gate = residual_outline_ratio if mismatch > 0 else 0.0
+        keep = ref.copy()
+        for values, max_ratio in ((self.residuals, max_residual_ratio), (self.losses, max_loss_ratio)):
+            reference = float(np.median(values[ref]))
+            if max_ratio > 0 and reference > 0:
+                keep &= ~outline_gated(values / reference, outline, max_ratio, gate)
         return keep if keep.sum() >= 2 else ref
 
 
@@ -324,6 +327,8 @@ def model_calibration(
         # older entries (no such suffix; no outline mismatch measured, or one of unfilled silhouettes): measured again
         tail = (f"-residual-counted{pose_config.max_residual_ratio:g}-outline{pose_config.residual_outline_ratio:g}"
                 "-filled")
+        if pose_config.max_loss_ratio > 0:
+            tail += f"-loss-counted{pose_config.max_loss_ratio:g}"
         if map_config.heldout_prior_views > 0:
             tail += f"-prior{map_config.heldout_prior_log_sd:g}x{map_config.heldout_prior_views:g}"
         key = head + _pose_digest(pose_config) + tail
@@ -345,11 +350,13 @@ def model_calibration(
         return base
     held = heldout_scores(gaussians, heldout, pose_config, map_config, extractor=extractor, residual=base.residual,
                           highlight_cap=base.highlight_cap, context=context)
-    ref, counted = held.references, held.counted(pose_config.max_residual_ratio, pose_config.residual_outline_ratio)
+    ref = held.references
+    counted = held.counted(pose_config.max_residual_ratio, pose_config.residual_outline_ratio,
+                           pose_config.max_loss_ratio)
     if not counted.all():
         context.say(f"[splatjax] {int((~counted).sum())} of the {counted.size} held-out queries found no trusted pose "
-                    f"({int((~ref).sum())} by the silhouette rule, {int((ref & ~counted).sum())} by the residual rule) "
-                    "and do not count for the threshold")
+                    f"({int((~ref).sum())} by the silhouette rule, {int((ref & ~counted).sum())} by the residual and "
+                    "loss rules) and do not count for the threshold")
     cal = with_heldout(base, held.scores[counted], map_config, held.losses[ref], held.residuals[ref],
                        held.mismatches[ref])
     return _store(path, key, cal, digest)

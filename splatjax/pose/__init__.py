@@ -15,7 +15,7 @@ from .cameras import (
 )
 from .coarse import coarse_pose_loftr, coarse_pose_render, render_views, resolve_coarse
 from .config import PoseConfig
-from .trust import (PoseTrust, foreground, mask_iou, residual_distrusted, silhouette, silhouette_iou,
+from .trust import (PoseTrust, foreground, mask_iou, outline_gated, silhouette, silhouette_iou,
                     silhouette_residual, trust_poses)
 from .objectives import (
     OBJECTIVES,
@@ -71,7 +71,7 @@ __all__ = [
     "mask_iou",
     "silhouette_iou",
     "silhouette_residual",
-    "residual_distrusted",
+    "outline_gated",
     "PoseTrust",
     "trust_poses",
     "PoseEstimate",

@@ -60,7 +60,7 @@ class PoseConfig:
     ``max_residual_ratio`` (the median render-vs-query difference over the silhouettes against
     the held-out views' median; with ``residual_outline_ratio`` > 0 only where the outline
     mismatch 1 - IoU is above that multiple of theirs too) and ``max_loss_ratio`` (the
-    final loss against the held-out views' median; off by default). ``pose_retries``: a query
+    final loss against the held-out views' median, asking the outline alike). ``pose_retries``: a query
     whose pose those rules distrust gets the full fine pose from its next ``pose_retries``
     candidates (screening order) that start at least ``retry_angle`` rad from the kept pose and
     from each other, and keeps the lowest loss, ``retry_round`` candidates at a time until the
@@ -169,9 +169,10 @@ class PoseConfig:
     # default 3 (2 before): on the seen sets' evaluations a converged pose with a residual over 2 x had an outline
     # mismatch of at most 2.03 x, every wrong basin one of 4.7 x or more (BENCHMARKS.md, half-turn check)
     residual_outline_ratio: float = field(default=3.0, metadata={
-        "help": "the residual rule distrusts a pose only where its outline disagrees too: 1 - silhouette IoU above "
-                "this multiple of the median of views held out of the fit (a large stain or hole raises the residual "
-                "but leaves the outline; a wrong view moves both; 0: the residual alone)"})
+        "help": "the residual and loss rules distrust a pose only where its outline disagrees too: 1 - silhouette "
+                "IoU above this multiple of the median of views held out of the fit (a large stain or hole raises the "
+                "residual and the loss but leaves the outline; a wrong view moves both; 0: the residual or loss "
+                "alone)"})
     # default 7 (every other screened candidate in another basin) 0.3 rad apart: chosen on beetle-9 (seen), where
     # the right basin was the 1st, 3rd and 4th distinct candidate of three flipped queries; up to 7 retries of a
     # query fit one fine-pose chunk (BENCHMARKS.md, a second try for an untrusted pose)
@@ -194,10 +195,14 @@ class PoseConfig:
                 "model (a near-symmetric part converged back to front) and refine a turn that screens lower; the "
                 "lower loss is kept (queries with --screen-skip-inliers PnP inliers are not checked)",
         "flag": "--half-turn-check"})
-    # default 0 (off): a large defect raises the loss as much as a wrong pose does (BENCHMARKS.md)
-    max_loss_ratio: float = field(default=0.0, metadata={
+    # default 3.5, asking the outline too (--residual-outline-ratio): on the seen evaluations (beetle-9 to -13,
+    # suzanne-9 to -13, fandisk-10 to -13) every wrong basin had a loss 4.2-8.4 x and an outline 4.7-26 x the held-out
+    # views'; of the converged poses with an outline over 3 x the highest loss was 2.8 x (but one the silhouette rule
+    # distrusts already, 4.7 x); the loss alone does not separate them (a hole: 4.0 x) (BENCHMARKS.md, the loss rule)
+    max_loss_ratio: float = field(default=3.5, metadata={
         "help": "a fine pose whose final loss exceeds this multiple of the median loss of views held out of the fit "
-                "(posed likewise; measured in the model's calibration) is not trusted (0: no loss rule)"})
+                "(posed likewise; measured in the model's calibration) is not trusted where its outline disagrees "
+                "too (--residual-outline-ratio) (0: no loss rule)"})
 
     def __post_init__(self):
         require_choice(self, "coarse", COARSE_METHODS)

@@ -20,10 +20,10 @@ reference is the median final loss of views held out of the fit, posed by the sa
 defect raises it a little (a few per cent of the object's pixels), a wrong basin a lot.
 
 A large or strongly coloured defect (a stain over a lit face, a hole) raises that residual
-too, but leaves the outline where it was; a wrong basin moves the outline as well. So the
-residual rule can ask for both: the render's outline mismatch (1 - silhouette IoU) above a
-multiple of the held-out views' median mismatch, besides the residual above a multiple of
-theirs.
+and the loss too, but leaves the outline where it was; a wrong basin moves the outline as
+well. So the residual rule and the loss rule can each ask for both (:func:`outline_gated`):
+the render's outline mismatch (1 - silhouette IoU) above a multiple of the held-out views'
+median mismatch, besides the residual (or the loss) above a multiple of theirs.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from jaxtyping import Bool, Float
 from scipy import ndimage
 
-__all__ = ["foreground", "silhouette", "mask_iou", "silhouette_iou", "silhouette_residual", "residual_distrusted",
+__all__ = ["foreground", "silhouette", "mask_iou", "silhouette_iou", "silhouette_residual", "outline_gated",
            "PoseTrust", "trust_poses"]
 
 
@@ -88,17 +88,18 @@ def silhouette_residual(renders: Float[np.ndarray, "B H W 3"], queries: Float[np
     return out
 
 
-def residual_distrusted(residual_ratio: Float[np.ndarray, " Q"], outline_ratio: Float[np.ndarray, " Q"],
-                        max_residual_ratio: float, residual_outline_ratio: float) -> Bool[np.ndarray, " Q"]:
-    """The residual rule, per query, on its ratios to the held-out views' medians: True where
-    ``residual_ratio`` > ``max_residual_ratio`` and, when ``residual_outline_ratio`` > 0, the
-    outline too, ``outline_ratio`` > ``residual_outline_ratio``. A NaN residual ratio (no
-    reference) is never distrusted; a NaN outline ratio (no reference) leaves the residual
-    alone to decide."""
-    high = np.asarray(residual_ratio, np.float64) > max_residual_ratio
-    if residual_outline_ratio > 0:
+def outline_gated(ratio: Float[np.ndarray, " Q"], outline_ratio: Float[np.ndarray, " Q"], max_ratio: float,
+                  min_outline_ratio: float) -> Bool[np.ndarray, " Q"]:
+    """A rule asking the outline too, per query, on its ratios to the held-out views' medians:
+    True where ``ratio`` (the residual's or the loss's) > ``max_ratio`` and, when
+    ``min_outline_ratio`` > 0, the outline too, ``outline_ratio`` > ``min_outline_ratio``. A
+    NaN ratio (no reference) is never distrusted; an infinite one (no finite loss) always; a
+    NaN outline ratio (no reference) leaves the ratio alone to decide."""
+    ratio = np.asarray(ratio, np.float64)
+    high = ratio > max_ratio
+    if min_outline_ratio > 0:
         outline = np.asarray(outline_ratio, np.float64)
-        high &= np.isnan(outline) | (outline > residual_outline_ratio)
+        high &= np.isnan(outline) | (outline > min_outline_ratio) | np.isinf(ratio)
     return high
 
 
@@ -131,21 +132,23 @@ def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray
     ``reference_residual`` and (when ``residual_outline_ratio`` > 0 and
     ``reference_mismatch`` > 0) its outline mismatch 1 - IoU is above
     ``residual_outline_ratio`` x ``reference_mismatch`` as well; and when ``max_loss_ratio``
-    > 0 and ``reference_loss`` > 0 (and ``losses`` are given), when its final loss is at most
-    ``max_loss_ratio`` x ``reference_loss``. The references are the medians of views held
-    out of the fit, posed by the same pipeline (the model's calibration)."""
+    > 0 and ``reference_loss`` > 0 (and ``losses`` are given), unless its final loss is above
+    ``max_loss_ratio`` x ``reference_loss`` with the same outline condition (no finite loss:
+    never trusted). The references are the medians of views held out of the fit, posed by the
+    same pipeline (the model's calibration)."""
     iou = silhouette_iou(renders, queries, background)
     residual = silhouette_residual(renders, queries, background)
     n = len(iou)
     use_loss = losses is not None and max_loss_ratio > 0 and reference_loss > 0
     use_res = max_residual_ratio > 0 and reference_residual > 0
-    use_outline = use_res and residual_outline_ratio > 0 and reference_mismatch > 0
+    use_outline = (use_res or use_loss) and residual_outline_ratio > 0 and reference_mismatch > 0
     ratio = np.asarray(losses, np.float64) / reference_loss if use_loss else np.full(n, np.nan)
     res_ratio = residual[:, 0] / reference_residual if use_res else np.full(n, np.nan)
     outline = (1.0 - iou) / reference_mismatch if reference_mismatch > 0 else np.full(n, np.nan)
     silhouette_ok = iou >= min_iou
-    loss_ok = ~(ratio > max_loss_ratio)  # NaN (no reference) passes; inf (no finite loss) fails
-    res_ok = ~residual_distrusted(res_ratio, outline, max_residual_ratio, residual_outline_ratio)
+    gate = residual_outline_ratio if use_outline else 0.0
+    loss_ok = ~outline_gated(ratio, outline, max_loss_ratio, gate)  # NaN (no reference) passes; inf fails
+    res_ok = ~outline_gated(res_ratio, outline, max_residual_ratio, gate)
     rule = f"silhouette IoU < {min_iou:g}"
     if use_res:
         rule += (f", or median render-vs-query difference over the silhouettes > {max_residual_ratio:g} x the "
@@ -155,6 +158,9 @@ def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray
                      f"{reference_mismatch:.4g}")
     if use_loss:
         rule += f", or final loss > {max_loss_ratio:g} x the held-out views' median {reference_loss:.4g}"
+        if use_outline:
+            rule += (f" with an outline mismatch (1 - IoU) > {residual_outline_ratio:g} x theirs "
+                     f"{reference_mismatch:.4g}")
     reasons = []
     for i in range(n):
         why = []
@@ -166,7 +172,9 @@ def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray
                        + (f" and its outline {outline[i]:.1f} x as much (> {residual_outline_ratio:g})"
                           if use_outline else ""))
         if not loss_ok[i]:
-            why.append(f"the pose's loss is {ratio[i]:.1f} x that of views held out of the fit (> {max_loss_ratio:g})")
+            why.append(f"the pose's loss is {ratio[i]:.1f} x that of views held out of the fit (> {max_loss_ratio:g})"
+                       + (f" and its outline {outline[i]:.1f} x as much (> {residual_outline_ratio:g})"
+                          if use_outline and np.isfinite(ratio[i]) else ""))
         reasons.append("; ".join(why))
     return PoseTrust(iou=iou, loss_ratio=ratio, trusted=silhouette_ok & res_ok & loss_ok, reasons=reasons, rule=rule,
                      residual=residual, residual_ratio=res_ratio, outline_ratio=outline)
