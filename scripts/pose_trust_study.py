@@ -6,6 +6,7 @@ fine poses from wrong ones, on data with known poses.
   python scripts/pose_trust_study.py rules CLASS --model PLY --eval EVAL_DIR --json OUT.json [--resolution 200]
   python scripts/pose_trust_study.py rules-table OUT1.json OUT2.json ... [--plot PNG]
   python scripts/pose_trust_study.py half-turns CLASS --model PLY --eval EVAL_DIR [--resolution 200] [--steps S]
+                                      [--full --queries test/Burrs/8.png ...]
   python scripts/pose_trust_study.py loss-rule EVAL_DIR ... [--outline R]
 
 ious
@@ -46,7 +47,9 @@ half-turns
   evaluation, whatever its inliers: per query the screened losses of the pose and of its
   three turns about the model's principal axes, the best turn's ratio to the pose's, which
   would win and how far its screened pose lies from the truth; then the smallest ratio among
-  the converged queries (< 0.01 rad) and each other query's.
+  the converged queries (< 0.01 rad) and each other query's. ``--full``: the pose and its
+  turns refined with the full fine pose instead (default ``PoseConfig``, as the retry refines
+  them), for the ``--queries`` given (all without), with each one's final loss and error.
 
 loss-rule
   The loss rule on evaluations already run (``per_image.csv`` with ``pose_outline_ratio``,
@@ -239,7 +242,8 @@ def half_turns(args) -> None:
     import jax
     import jax.numpy as jnp
 
-    from splatjax.pose import camera_to_c2w, cameras_from_c2w, half_turn_candidates, principal_half_turns
+    from splatjax.pose import (camera_to_c2w, cameras_from_c2w, half_turn_candidates, index_cameras,
+                               principal_half_turns, refine_poses_detailed)
     from splatjax.pose.screen import screen_hypotheses
 
     cls = load_mad_class(args.data, args.resolution, test_poses=Path(args.data) / "test_poses.json")
@@ -250,11 +254,27 @@ def half_turns(args) -> None:
     kept = cameras_from_c2w(np.stack([np.asarray(poses["fine"][p]) for p in paths]), poses["camera_angle_x"],
                             cls.train.width, cls.train.height)
     turns, centre = principal_half_turns(g)
-    stacked = half_turn_candidates(g, kept)
     n = 1 + len(turns)
+    images = np.asarray(cls.test.images, np.float32)
+    if args.queries:
+        missing = sorted(set(args.queries) - set(paths))
+        if missing:
+            raise SystemExit(f"{args.data}: no test images {missing}")
+        pick = [paths.index(p) for p in args.queries]
+        paths, truth, images, kept = args.queries, truth[pick], images[pick], index_cameras(kept, jnp.asarray(pick))
+    stacked = half_turn_candidates(g, kept)
+    if args.full:
+        ref = refine_poses_detailed(g, stacked, jnp.asarray(np.repeat(images, n, 0)), pc, key=jax.random.key(1))
+        err = pose_errors(camera_to_c2w(ref.cameras), np.repeat(truth, n, 0))["rotation_rad"].reshape(-1, n)
+        start = pose_errors(camera_to_c2w(stacked), np.repeat(truth, n, 0))["rotation_rad"].reshape(-1, n)
+        loss = np.asarray(ref.loss, np.float64).reshape(-1, n)
+        for i, p in enumerate(paths):
+            print(f"{p}: the pose and its turns start {np.round(start[i], 3).tolist()} rad from the truth, refined "
+                  f"in full end {np.round(err[i], 4).tolist()} rad at losses {np.round(loss[i], 5).tolist()} "
+                  f"(best turn / pose {loss[i, 1:].min() / loss[i, 0]:.3f})")
+        return
     pc = dataclasses.replace(pc, screen_steps=args.steps, screen_halving_step=0) if args.steps else pc
-    screened, loss = screen_hypotheses(g, stacked, jnp.asarray(np.asarray(cls.test.images, np.float32)), n, pc,
-                                       key=jax.random.key(1))
+    screened, loss = screen_hypotheses(g, stacked, jnp.asarray(images), n, pc, key=jax.random.key(1))
     start = pose_errors(camera_to_c2w(stacked), np.repeat(truth, n, 0))["rotation_rad"].reshape(-1, n)
     end = pose_errors(camera_to_c2w(screened), np.repeat(truth, n, 0))["rotation_rad"].reshape(-1, n)
     best = 1 + np.argmin(loss[:, 1:], axis=1)
@@ -330,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "half-turns":
             p.add_argument("--steps", type=int, default=0,
                            help="screening steps, none stopped early (0: the screening's defaults, as the check)")
+            p.add_argument("--full", action="store_true", help="refine the pose and its turns in full instead")
+            p.add_argument("--queries", nargs="*", default=[], help="these test images only (paths as in the "
+                           "evaluation's per_image.csv)")
     p = sub.add_parser("rules-table")
     p.add_argument("runs", nargs="+", help="rules outputs (JSON)")
     p.add_argument("--plot", help="write the scatter of both ratios here (PNG)")

@@ -102,7 +102,8 @@ def _fixed_model(run: Path) -> Path:
 def test_exact_seeded_results(tmp_path, backend):
     # a fixed model (no fit), seed 3, the toy's own 32 px: the same numbers every run; the CPU
     # kernel and the reference renderer agree to float rounding (CSV scores are written to 6 digits);
-    # screening off and highlights kept: the numbers pinned before they existed
+    # screening off, no half-turns in the retry and highlights kept: the numbers pinned before they existed
+    # (with the turns, queries 2 and 5 keep a turn of lower loss)
     from dataclasses import replace
 
     from splatjax import available_backends
@@ -110,7 +111,7 @@ def test_exact_seeded_results(tmp_path, backend):
     if backend not in available_backends():
         pytest.skip(f"{backend} backend not available")
     model = _fixed_model(tmp_path / "run")
-    pose_config = replace(FAST_POSE, backend=backend, steps=3, screen_steps=0)
+    pose_config = replace(FAST_POSE, backend=backend, steps=3, screen_steps=0, retry_half_turns=False)
     [r] = evaluate(toy_dataset(), tmp_path / "out", model=model, pose_config=pose_config,
                    map_config=replace(FAST_MAP, highlights="keep"), seed=3, heatmaps=False, context=QUIET)
     with open(tmp_path / "out" / "per_image.csv") as f:

@@ -53,7 +53,9 @@ def flipped(scene):
     near candidates behind it."""
     g, cams, _, _ = scene
     qcams, queries = _queries_near(g, cams, [1, 7], 40)
-    config = PoseConfig(**{**FAST, "keypoint_candidates": 3, "screen_candidates": 3, "screen_skip_inliers": 5})
+    # the screened alternatives alone (the half-turns first: test_retry_tries_the_half_turns_first)
+    config = PoseConfig(**{**FAST, "keypoint_candidates": 3, "screen_candidates": 3, "screen_skip_inliers": 5,
+                           "retry_half_turns": False})
     key = jax.random.key(1)
     est = pose.estimate_poses(g, queries, cams, config, key=key, polish=_far_then_near(qcams))
     return g, qcams, queries, config, key, est, cams
@@ -90,6 +92,62 @@ def test_retry_equals_refining_the_next_distinct_candidate_by_hand(flipped):
     for field in ("loss", "loss_traces", "c2w", "coarse_c2w", "best_step", "fine_steps", "coarse_index"):
         np.testing.assert_array_equal(getattr(got, field)[1], getattr(est, field)[1])  # row 1 was not asked
     assert "retry" in got.seconds
+
+
+def test_alternatives_with_half_turns_append_the_kept_pose_turned(flipped):
+    g, _, _, _, _, est, _ = flipped
+    alt = est.alternatives
+    aug = pose.alternatives_with_half_turns(g, est)
+    assert aug.index.shape == (2, 6) and aug.inliers.shape == aug.score.shape == (2, 6)
+    R, aR, sR = (np.asarray(c.R).reshape(2, -1, 3, 3) for c in (alt.cameras, aug.cameras, aug.starts))
+    np.testing.assert_array_equal(aR[:, :3], R)  # the screened candidates first, as they were
+    np.testing.assert_array_equal(sR[:, :3], np.asarray(alt.starts.R).reshape(2, -1, 3, 3))
+    np.testing.assert_array_equal(aug.index[:, :3], alt.index)
+    turns, centre = pose.principal_half_turns(g)
+    for j, turn in enumerate(turns):
+        want = pose.turn_cameras(est.cameras, turn, centre)
+        np.testing.assert_allclose(aR[:, 3 + j], np.asarray(want.R), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(aug.cameras.t).reshape(2, -1, 3)[:, 3 + j], np.asarray(want.t),
+                                   atol=1e-6)
+        np.testing.assert_array_equal(sR[:, 3 + j], aR[:, 3 + j])  # a turn starts where it is
+        assert aug.index[:, 3 + j].tolist() == est.coarse_index.tolist()
+        assert aug.inliers[:, 3 + j].tolist() == alt.inliers[:, 0].tolist()
+        np.testing.assert_allclose(pose.rotation_angles(aR[:, 3 + j], np.asarray(est.cameras.R)), np.pi, atol=1e-2)
+
+
+def test_retry_refines_the_half_turns_after_the_screened_candidates(flipped):
+    """With retry_half_turns, a query kept half a turn from its true pose (about the model's
+    first principal axis) and no other screened candidate (only the refined hypothesis, rank
+    0) is retried from that turn of its pose: the truth. The retry equals refining it by hand
+    (the first slot's keys) and the returned estimate carries the alternatives with the turns,
+    which its retry_rank indexes."""
+    from splatjax.pose.estimate import Alternatives
+
+    g, qcams, queries, config, key, est, _ = flipped
+    turns, centre = pose.principal_half_turns(g)
+    wrong = pose.turn_cameras(qcams, turns[0], centre)  # the truth turned: its own turn 0 is the truth again
+    alt, first = est.alternatives, jnp.asarray([0, 3])  # rank 0 of each query's three
+    alt = Alternatives(cameras=pose.index_cameras(alt.cameras, first), starts=pose.index_cameras(alt.starts, first),
+                       index=alt.index[:, :1], score=alt.score[:, :1], inliers=alt.inliers[:, :1])
+    est = replace(est, cameras=wrong, c2w=pose.camera_to_c2w(wrong), alternatives=alt)
+    config = replace(config, retry_half_turns=True, pose_retries=1)
+    got = pose.retry_poses(g, queries, est, np.array([True, False]), config, key=key)
+    aug = pose.alternatives_with_half_turns(g, est)
+    np.testing.assert_allclose(np.asarray(aug.cameras.R)[1], np.asarray(qcams.R)[0], atol=1e-5)
+    keys = derived_keys(key, 2, 1, config.pose_retries, 2).reshape(2, -1)[0, :1]
+    twin = pose.refine_poses_detailed(g, pose.index_cameras(aug.cameras, jnp.asarray([1])), queries[:1],
+                                      replace(config, batch_size=1), key=keys)
+    assert got.retried.tolist() == [1, 0] and got.retry_rank.tolist() == [1, -1]
+    assert got.alternatives.index.shape == (2, 4)
+    np.testing.assert_array_equal(got.loss[0], np.asarray(twin.loss)[0])
+    np.testing.assert_array_equal(np.asarray(got.cameras.R)[0], np.asarray(twin.cameras.R)[0])
+    assert got.loss[0] < est.loss[0]
+    assert pose_errors(got.c2w[:1], pose.camera_to_c2w(qcams)[:1])["rotation_rad"][0] < 0.05
+    off = pose.retry_poses(g, queries, est, np.array([True, False]), replace(config, retry_half_turns=False), key=key)
+    assert off.retried.tolist() == [0, 0] and off.alternatives.index.shape == (2, 1)  # nothing else to try
+    assert PoseConfig().retry_half_turns and PoseConfig().pose_retries == 10
+    with pytest.raises(ConfigError, match="retry_half_turns"):
+        PoseConfig(retry_half_turns=1)
 
 
 def test_retry_rounds_stop_once_trusted_and_otherwise_match_one_round(flipped):

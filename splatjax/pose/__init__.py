@@ -57,7 +57,7 @@ from .estimate import (
     estimate_poses,
 )
 from .half_turn import HalfTurnCheck, check_half_turns, half_turn_candidates, principal_half_turns, turn_cameras
-from .retry import distinct_alternatives, retry_poses, rotation_angles
+from .retry import alternatives_with_half_turns, distinct_alternatives, retry_poses, rotation_angles
 
 __all__ = [
     "KeypointConfig",
@@ -93,6 +93,7 @@ __all__ = [
     "principal_half_turns",
     "turn_cameras",
     "distinct_alternatives",
+    "alternatives_with_half_turns",
     "rotation_angles",
     "RenderedCandidates",
     "render_candidates",

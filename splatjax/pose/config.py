@@ -65,7 +65,8 @@ class PoseConfig:
     candidates (screening order) that start at least ``retry_angle`` rad from the kept pose and
     from each other, and keeps the lowest loss, ``retry_round`` candidates at a time until the
     pose is trusted (:mod:`splatjax.pose.retry`; applied by the application, which holds the
-    rules' references).
+    rules' references); with ``retry_half_turns`` the kept pose turned half a turn about each
+    principal axis of the model follows the screened candidates.
     ``half_turns``: after the fine pose, a query with fewer than ``screen_skip_inliers`` PnP
     inliers has its pose and the pose turned half a turn about each principal axis of the
     model screened alike (the screening's settings), and a turn that screens lower refined in
@@ -173,12 +174,14 @@ class PoseConfig:
                 "IoU above this multiple of the median of views held out of the fit (a large stain or hole raises the "
                 "residual and the loss but leaves the outline; a wrong view moves both; 0: the residual or loss "
                 "alone)"})
-    # default 7 (every other screened candidate in another basin) 0.3 rad apart: chosen on beetle-9 (seen), where
-    # the right basin was the 1st, 3rd and 4th distinct candidate of three flipped queries; up to 7 retries of a
-    # query fit one fine-pose chunk (BENCHMARKS.md, a second try for an untrusted pose)
-    pose_retries: int = field(default=7, metadata={
+    # default 10: every other screened candidate in another basin (7, 0.3 rad apart: chosen on beetle-9 (seen), where
+    # the right basin was the 1st, 3rd and 4th distinct candidate of three flipped queries) and then the pose's three
+    # half-turns (--retry-half-turns) (BENCHMARKS.md, a second try for an untrusted pose; the retry refines the
+    # half-turns too)
+    pose_retries: int = field(default=10, metadata={
         "help": "a query whose fine pose is not trusted gets the full fine pose from its next this many screened "
-                "candidates in other basins (--retry-angle apart), and keeps the lowest loss (0: no retry)"})
+                "candidates in other basins (--retry-angle apart), then its half-turns (--retry-half-turns), and "
+                "keeps the lowest loss (0: no retry)"})
     retry_angle: float = field(default=0.3, metadata={
         "help": "rad: a retried candidate starts at least this far (rotation) from the kept pose and from the other "
                 "retried ones"})
@@ -188,6 +191,12 @@ class PoseConfig:
     retry_round: int = field(default=1, metadata={
         "help": "retried candidates per query and round: a query whose new pose is trusted stops, the others go on "
                 "to the next ones, up to --pose-retries (0: all in one round)"})
+    # default on: on beetle-13 (seen) the half-turn check left Burrs/8 turned half a turn (its right turn screened 1.08 x
+    # the pose), and none of the 7 screened candidates the retry refined was right; that turn refined in full ends
+    # 0.0003 rad off at 0.14 x the pose's loss (BENCHMARKS.md, the retry refines the half-turns too)
+    retry_half_turns: bool = field(default=True, metadata={
+        "help": "the retry of an untrusted pose refines, after the screened candidates, the pose turned half a turn "
+                "about each principal axis of the model (all within --pose-retries)"})
     # default on: on the seen evaluations (beetle-9 to -12, suzanne-9 to -12, fandisk-10 to -12) the turn won in the
     # four queries a half-turn off and in none of the converged ones (BENCHMARKS.md, half-turn check)
     half_turns: bool = field(default=True, metadata={
@@ -233,5 +242,5 @@ class PoseConfig:
                 "residual_outline_ratio", ">= 0")
         require(is_number(self.max_residual_ratio) and self.max_residual_ratio >= 0.0, self, "max_residual_ratio",
                 ">= 0")
-        require_bools(self, ("keypoints", "exact_exp", "half_turns"))
+        require_bools(self, ("keypoints", "exact_exp", "half_turns", "retry_half_turns"))
         get_objective(self.objective)  # a one-line ConfigError naming the registered objectives

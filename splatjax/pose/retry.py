@@ -13,6 +13,14 @@ these, the one of lowest full-resolution loss: the fine pose's own choice among 
 candidates go ``config.retry_round`` at a time, and a query whose new pose the trust rules
 accept stops there. Trusted queries are untouched, so the retry costs nothing where the pose
 is fine.
+
+With ``config.retry_half_turns`` the candidates tried after the screened ones are the kept
+pose turned half a turn about each principal axis of the model
+(:func:`splatjax.pose.principal_half_turns`, :func:`alternatives_with_half_turns`), refined
+in full: the half-turn check
+(:mod:`.half_turn`) only refines a turn that its short low-resolution screening ranks below
+the pose, and on a glossy part the right turn can screen a little higher yet converge to a
+loss several times lower (BENCHMARKS.md, "The retry tries the half-turns first").
 """
 
 from __future__ import annotations
@@ -29,13 +37,16 @@ from jaxtyping import Array, Bool, Float, Int
 from ..context import QUIET, Context
 from ..gaussians import Gaussians
 from ..sharding import ParallelConfig
-from .cameras import camera_to_c2w, index_cameras, set_cameras
+from .cameras import camera_to_c2w, index_cameras, interleave_cameras, set_cameras
 from .config import PoseConfig
-from .estimate import PoseEstimate, derived_keys, replace_fine_poses
+from .estimate import Alternatives, PoseEstimate, derived_keys, replace_fine_poses
 from .fine import refine_poses_detailed
+from .half_turn import half_turn_candidates
 from .objectives import Objective
 
-__all__ = ["rotation_angles", "distinct_alternatives", "retry_poses"]
+__all__ = ["rotation_angles", "distinct_alternatives", "alternatives_with_half_turns", "retry_poses"]
+
+TURNS = 3  # half-turns about the three principal axes
 
 
 def rotation_angles(a: Float[np.ndarray, "*B 3 3"], b: Float[np.ndarray, "*B 3 3"]) -> Float[np.ndarray, " *B"]:
@@ -62,6 +73,30 @@ def distinct_alternatives(kept: Float[np.ndarray, "Q 3 3"], alternatives: Float[
                 out[i, len(taken) - 1] = j
                 taken.append(alternatives[i, j])
     return out
+
+
+def alternatives_with_half_turns(gaussians: Gaussians, estimate: PoseEstimate) -> Alternatives:
+    """``estimate.alternatives`` (n per query) followed, at ranks n .. n + 2 of every query, by
+    its kept pose (``estimate.cameras``) turned by each
+    :func:`splatjax.pose.principal_half_turns` of ``gaussians`` (smallest spread first). A
+    turn starts where it is (``cameras`` and ``starts`` alike) and carries the kept pose's
+    retrieval index, score and inliers."""
+    alt = estimate.alternatives
+    q, n = alt.index.shape
+    rows = jnp.arange(q)
+    turned = half_turn_candidates(gaussians, estimate.cameras)  # [Q * 4]: kept, then its three turns
+    turns = [index_cameras(turned, rows * (TURNS + 1) + 1 + j) for j in range(TURNS)]
+
+    def ranks(cams):
+        return [index_cameras(cams, rows * n + r) for r in range(n)]
+
+    def cols(a, kept):
+        return np.concatenate([a, np.repeat(np.asarray(kept)[:, None], TURNS, 1)], 1)
+
+    return Alternatives(cameras=interleave_cameras(ranks(alt.cameras) + turns),
+                        starts=interleave_cameras(ranks(alt.starts) + turns),
+                        index=cols(alt.index, estimate.coarse_index), score=cols(alt.score, estimate.coarse_score),
+                        inliers=cols(alt.inliers, alt.inliers[np.arange(q), np.asarray(estimate.chosen)]))
 
 
 def retry_poses(
@@ -94,8 +129,11 @@ def retry_poses(
     initialisation of key r of query i's retry keys (from ``key`` as in
     :func:`splatjax.pose.estimate_poses`: one key or the Q * K per-hypothesis keys), whatever
     the round. ``retried`` (alternatives refined per query) and ``retry_rank`` say what was
-    done; ``seconds["retry"]`` its time, ``still_distrusted`` included. Without alternatives or
-    retries the estimate comes back as it is (with zero retries)."""
+    done; ``seconds["retry"]`` its time, ``still_distrusted`` included. With
+    ``config.retry_half_turns`` the alternatives are first :func:`alternatives_with_half_turns`
+    (the three turns of the kept pose after the n screened candidates; the returned estimate
+    carries them, so that ``retry_rank`` indexes them). Without alternatives or retries the
+    estimate comes back as it is (with zero retries)."""
     t0 = time.perf_counter()
     q, k, m = estimate.c2w.shape[0], config.hypotheses, int(config.pose_retries)
     rows = np.asarray(rows, bool).reshape(-1).copy()
@@ -104,6 +142,9 @@ def retry_poses(
     alt = estimate.alternatives
     retried, retry_rank = np.zeros(q, np.int64), np.full(q, -1, np.int64)
     if alt is not None and m > 0 and rows.any():
+        if config.retry_half_turns:
+            alt = alternatives_with_half_turns(gaussians, estimate)
+            estimate = dataclasses.replace(estimate, alternatives=alt)
         n = alt.index.shape[1]
         ranks = np.full((q, m), -1, np.int64)
         todo = np.flatnonzero(rows)
