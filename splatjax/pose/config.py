@@ -191,9 +191,9 @@ class PoseConfig:
     retry_round: int = field(default=1, metadata={
         "help": "retried candidates per query and round: a query whose new pose is trusted stops, the others go on "
                 "to the next ones, up to --pose-retries (0: all in one round)"})
-    # default on: on beetle-13 (seen) the half-turn check left Burrs/8 turned half a turn (its right turn screened 1.08 x
-    # the pose), and none of the 7 screened candidates the retry refined was right; that turn refined in full ends
-    # 0.0003 rad off at 0.14 x the pose's loss (BENCHMARKS.md, the retry refines the half-turns too)
+    # default on: on beetle-13 (seen) the half-turn check left Burrs/8 half a turn off (its right turn screened
+    # 1.08 x the pose), and none of the 7 screened candidates the retry refined was right; that turn refined in full
+    # ends 0.0010 rad off at 0.14 x the pose's loss (BENCHMARKS.md, the retry refines the half-turns too)
     retry_half_turns: bool = field(default=True, metadata={
         "help": "the retry of an untrusted pose refines, after the screened candidates, the pose turned half a turn "
                 "about each principal axis of the model (all within --pose-retries)"})
