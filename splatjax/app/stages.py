@@ -104,7 +104,8 @@ def pose_trust(renders: np.ndarray, queries: np.ndarray, pose_config: PoseConfig
     ``pose_config.max_residual_ratio`` and ``residual_outline_ratio`` (against the
     calibration's ``heldout_pose_residual`` and ``heldout_pose_mismatch``) and
     ``pose_config.max_loss_ratio`` (the fine poses' ``losses`` against its
-    ``heldout_pose_loss``); without a calibration only the silhouette counts."""
+    ``heldout_pose_loss``, asking the outline alike); without a calibration only the
+    silhouette counts."""
     cal = calibration
     return trust_poses(np.asarray(renders), np.asarray(queries), losses, pose_config.background,
                        min_iou=pose_config.min_silhouette_iou, max_loss_ratio=pose_config.max_loss_ratio,
