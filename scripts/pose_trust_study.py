@@ -56,8 +56,9 @@ loss-rule
   ``report.json``): each query's final loss over ``heldout_pose_loss`` of its model's
   calibration (the entry whose threshold the evaluation used), for :data:`LOSS_GRID` loss
   ratios asking the outline too (``pose_outline_ratio`` > ``--outline``, 0: the loss
-  alone): how many queries beyond 0.01 rad the rule flags, and how many within 0.01 rad it
-  flags that the evaluation trusted; then every query beyond 0.01 rad and the converged
+  alone): how many queries beyond 0.01 rad it flags together with the default silhouette and
+  residual rules (recomputed from the columns, whatever rules the evaluation ran), and how
+  many within 0.01 rad it alone flags; then every query beyond 0.01 rad and the converged
   ones of highest loss ratio with an outline over ``--outline``.
 """
 
@@ -82,7 +83,7 @@ from splatjax.pose import foreground, mask_iou, outline_gated, silhouette, silho
 CONVERGED = 0.01  # rad
 # (max_residual_ratio, residual_outline_ratio) pairs rules-table counts; outline 0: the residual alone
 GRID = [(r, o) for r in (1.5, 2.0, 2.5, 3.0) for o in (0.0, 2.0, 3.0, 4.0)]
-LOSS_GRID = (2.5, 3.0, 3.5, 4.0, 5.0)  # loss ratios the loss-rule table counts
+LOSS_GRID = (2.5, 3.0, 3.5, 4.0, 5.0, 5.5, 6.0)  # loss ratios the loss-rule table counts
 
 
 def _summary(iou: np.ndarray, rot: np.ndarray) -> str:
@@ -297,7 +298,13 @@ def half_turns(args) -> None:
 def _eval_rows(folder: Path) -> list[dict]:
     """An evaluation's queries with ``loss_ratio`` against its calibration's held-out loss."""
     report = json.loads((folder / "report.json").read_text())
-    cal = json.loads((Path(report["model"]).parent / "map_calibration.json").read_text())
+    model = Path(report["model"])  # relative: to where evaluate ran, which may be any folder above the evaluation
+    tries = [model] if model.is_absolute() else [model, *(up / model for up in folder.resolve().parents)]
+    found = next((t.parent / "map_calibration.json" for t in tries if (t.parent / "map_calibration.json").is_file()),
+                 None)
+    if found is None:
+        raise SystemExit(f"{folder}: no map_calibration.json beside its model {report['model']}")
+    cal = json.loads(found.read_text())
     refs = [c["heldout_pose_loss"] for c in cal.values()
             if c.get("heldout_pose_loss") and np.isclose(c["threshold"], report["threshold"])]
     if not refs:
@@ -316,15 +323,19 @@ def loss_rule(folders: list[str], outline: float) -> None:
     bad = np.array([x["rot"] > CONVERGED for x in q])
     lr, ol = np.array([x["loss_ratio"] for x in q]), np.array([x["outline"] for x in q])
     trusted = np.array([x["trusted"] for x in q])
+    pc = sj.PoseConfig()
+    others = ((np.array([x["iou"] for x in q]) < pc.min_silhouette_iou)  # the silhouette and residual rules' flags
+              | outline_gated(np.array([x["residual"] for x in q]), ol, pc.max_residual_ratio, outline))
     print(f"{len(q)} queries of {len(folders)} evaluations, {int(bad.sum())} beyond {CONVERGED} rad "
           f"({int((bad & trusted).sum())} of them trusted by the evaluation)")
-    print("| loss ratio | outline ratio | failures flagged (with the evaluation's flags) | converged newly flagged |")
+    print("| loss ratio | outline ratio | failures flagged (with the silhouette and residual rules) | "
+          "converged flagged by the loss rule alone |")
     print("|---|---|---|---|")
     for r in LOSS_GRID:
         for o in sorted({0.0, outline}):
             f = outline_gated(lr, ol, r, o)
-            print(f"| {r:g} | {o:g} | {int((bad & (f | ~trusted)).sum())} of {int(bad.sum())} | "
-                  f"{int((~bad & f & trusted).sum())} |")
+            print(f"| {r:g} | {o:g} | {int((bad & (f | others)).sum())} of {int(bad.sum())} | "
+                  f"{int((~bad & f & ~others).sum())} |")
     line = ("{eval} {path}: {rot:.4f} rad, loss {loss_ratio:.2f} x, outline {outline:.2f} x, "
             "residual {residual:.2f} x, IoU {iou:.3f}, trusted {trusted}")
     for i in np.flatnonzero(bad):
