@@ -317,8 +317,6 @@ def _eval_rows(folder: Path) -> list[dict]:
 
 
 def loss_rule(folders: list[str], outline: float) -> None:
-    from splatjax.pose import outline_gated
-
     q = [x for f in folders for x in _eval_rows(Path(f))]
     bad = np.array([x["rot"] > CONVERGED for x in q])
     lr, ol = np.array([x["loss_ratio"] for x in q]), np.array([x["outline"] for x in q])

@@ -20,7 +20,7 @@ pose turned half a turn about each principal axis of the model
 in full: the half-turn check
 (:mod:`.half_turn`) only refines a turn that its short low-resolution screening ranks below
 the pose, and on a glossy part the right turn can screen a little higher yet converge to a
-loss several times lower (BENCHMARKS.md, "The retry tries the half-turns first").
+loss several times lower (BENCHMARKS.md, "The retry refines the half-turns too").
 """
 
 from __future__ import annotations

@@ -149,32 +149,27 @@ def trust_poses(renders: Float[np.ndarray, "Q H W 3"], queries: Float[np.ndarray
     gate = residual_outline_ratio if use_outline else 0.0
     loss_ok = ~outline_gated(ratio, outline, max_loss_ratio, gate)  # NaN (no reference) passes; inf fails
     res_ok = ~outline_gated(res_ratio, outline, max_residual_ratio, gate)
+    outline_rule = (f" with an outline mismatch (1 - IoU) > {residual_outline_ratio:g} x theirs "
+                    f"{reference_mismatch:.4g}" if use_outline else "")
     rule = f"silhouette IoU < {min_iou:g}"
     if use_res:
         rule += (f", or median render-vs-query difference over the silhouettes > {max_residual_ratio:g} x the "
-                 f"held-out views' median {reference_residual:.4g}")
-        if use_outline:
-            rule += (f" with an outline mismatch (1 - IoU) > {residual_outline_ratio:g} x theirs "
-                     f"{reference_mismatch:.4g}")
+                 f"held-out views' median {reference_residual:.4g}" + outline_rule)
     if use_loss:
-        rule += f", or final loss > {max_loss_ratio:g} x the held-out views' median {reference_loss:.4g}"
-        if use_outline:
-            rule += (f" with an outline mismatch (1 - IoU) > {residual_outline_ratio:g} x theirs "
-                     f"{reference_mismatch:.4g}")
+        rule += f", or final loss > {max_loss_ratio:g} x the held-out views' median {reference_loss:.4g}" + outline_rule
     reasons = []
     for i in range(n):
+        outline_why = (f" and its outline {outline[i]:.1f} x as much (> {residual_outline_ratio:g})" if use_outline
+                       else "")
         why = []
         if not silhouette_ok[i]:
             why.append(f"the render covers the object's silhouette with IoU {iou[i]:.2f} < {min_iou:g}")
         if not res_ok[i]:
             why.append(f"the render differs from the query over the object {res_ratio[i]:.1f} x as much as views "
-                       f"held out of the fit (> {max_residual_ratio:g})"
-                       + (f" and its outline {outline[i]:.1f} x as much (> {residual_outline_ratio:g})"
-                          if use_outline else ""))
+                       f"held out of the fit (> {max_residual_ratio:g})" + outline_why)
         if not loss_ok[i]:
             why.append(f"the pose's loss is {ratio[i]:.1f} x that of views held out of the fit (> {max_loss_ratio:g})"
-                       + (f" and its outline {outline[i]:.1f} x as much (> {residual_outline_ratio:g})"
-                          if use_outline and np.isfinite(ratio[i]) else ""))
+                       + (outline_why if np.isfinite(ratio[i]) else ""))
         reasons.append("; ".join(why))
     return PoseTrust(iou=iou, loss_ratio=ratio, trusted=silhouette_ok & res_ok & loss_ok, reasons=reasons, rule=rule,
                      residual=residual, residual_ratio=res_ratio, outline_ratio=outline)
