@@ -26,6 +26,7 @@ from jaxtyping import Array, Float
 
 from .errors import DatasetError
 from .files import atomic_write, require_file
+from .host_rows import take_rows
 from .sh import MAX_SH_DEGREE, SH_C0, num_sh_coeffs, sh_degree_of, sh_to_rgb
 
 __all__ = [
@@ -138,7 +139,7 @@ class Gaussians(eqx.Module):
 
     def take(self, index) -> "Gaussians":
         """Select a subset of Gaussians (boolean mask or integer index array)."""
-        return jax.tree_util.tree_map(lambda x: x[index], self)
+        return jax.tree_util.tree_map(lambda x: take_rows(x, index), self)
 
 
 def init_random_gaussians(

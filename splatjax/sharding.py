@@ -29,6 +29,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from .context import QUIET, Context
 from .errors import ConfigError
+from .host_rows import concat_rows, take_rows
 from .validation import require, require_ints
 
 __all__ = ["ParallelConfig", "query_mesh", "shard_over_queries", "padded_batch", "ceil_div", "map_padded_chunks"]
@@ -128,10 +129,10 @@ def map_padded_chunks(run: Callable, n: int, size: int, args: tuple, in_axes=0, 
     outs = []
     for c in range(n_chunks):
         idx = np.minimum(np.arange(c * size, (c + 1) * size), n - 1)
-        chunk = [jax.tree_util.tree_map(lambda x: x[idx], a) if ax == 0 else a for a, ax in zip(args, axes)]
-        outs.append(jax.tree_util.tree_map(lambda x: x[: min(size, n - c * size)], run(*chunk)))
+        chunk = [jax.tree_util.tree_map(lambda x: take_rows(x, idx), a) if ax == 0 else a for a, ax in zip(args, axes)]
+        outs.append(jax.tree_util.tree_map(lambda x: take_rows(x, slice(0, min(size, n - c * size))), run(*chunk)))
         context.tick(stage, c + 1, n_chunks)
-    return outs[0] if n_chunks == 1 else jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
+    return outs[0] if n_chunks == 1 else jax.tree_util.tree_map(lambda *xs: concat_rows(xs), *outs)
 
 
 def padded_batch(n_queries: int, n_devices: int, per_device_batch: int | None = None) -> tuple[int, int]:

@@ -349,7 +349,10 @@ def test_capacity_overflow_rerenders(platform):
     # a tiny first level: the scene overflows it and must be re-run at a larger level
     tiny = ffi.KernelCapacity(min=16, per_gaussian=0, growth=2, levels=12)
     levels = ffi._levels(platform, 200, 1, W, H, tiny)
-    assert levels[0] == 16 and levels != levels_before
+    if platform == "cpu":  # its lists grow as needed: one launch at the largest level, no re-run
+        assert levels == ffi._levels("cuda-emu", 200, 1, W, H, tiny)[-1:]
+    else:
+        assert levels[0] == 16 and levels != levels_before
     rgb, alpha = jax.jit(functools.partial(render, capacity=tiny))(*scene)
     np.testing.assert_array_equal(rgb, ref_rgb)
     np.testing.assert_array_equal(alpha, ref_alpha)

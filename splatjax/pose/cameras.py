@@ -15,6 +15,7 @@ import numpy as np
 from jaxtyping import Float
 
 from ..camera import OPENGL_TO_OPENCV, Camera, camera_from_blender, look_at_c2w, stack_cameras
+from ..host_rows import set_rows, take_rows
 
 __all__ = ["index_cameras", "set_cameras", "interleave_cameras", "camera_to_c2w", "cameras_from_c2w", "sphere_cameras", "inplane_rotations",
            "num_cameras", "as_batch", "inplane_angles"]
@@ -22,14 +23,13 @@ __all__ = ["index_cameras", "set_cameras", "interleave_cameras", "camera_to_c2w"
 
 def index_cameras(cameras: Camera, index) -> Camera:
     """Select cameras from a stacked batch (integer, slice or index array)."""
-    return jax.tree_util.tree_map(lambda x: x[index], cameras)
+    return jax.tree_util.tree_map(lambda x: take_rows(x, index), cameras)
 
 
 def set_cameras(cameras: Camera, index, new: Camera) -> Camera:
     """The stacked batch ``cameras`` with the cameras at ``index`` (index array) replaced by
     ``new`` (as many, stacked)."""
-    index = jnp.asarray(index)
-    return jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).at[index].set(b), cameras, new)
+    return jax.tree_util.tree_map(lambda a, b: set_rows(jnp.asarray(a), index, b), cameras, new)
 
 
 def interleave_cameras(batches: list[Camera]) -> Camera:

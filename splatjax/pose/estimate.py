@@ -17,6 +17,7 @@ Poses returned to users are camera-to-world 4 x 4 in the Blender/OpenGL conventi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -234,8 +235,13 @@ def derived_keys(key: jax.Array, q: int, k: int, n: int, stage: int) -> jax.Arra
     """Q * n keys of a stage, query-major, each query's from its first per-hypothesis key
     (of ``query_keys(key, Q * k)``) folded with ``stage`` (1: screening, 2: retry), so that
     queries estimated in slices get the keys of the whole."""
-    first = query_keys(key, q * k)[::k]
-    return jax.vmap(lambda kk: jax.random.split(jax.random.fold_in(kk, stage), n))(first).reshape(-1)
+    return _folded_splits(query_keys(key, q * k), k=k, n=n, stage=stage)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "n", "stage"))
+def _folded_splits(keys: jax.Array, *, k: int, n: int, stage: int) -> jax.Array:
+    # one compiled program per key count (eagerly, each random primitive compiled apart)
+    return jax.vmap(lambda kk: jax.random.split(jax.random.fold_in(kk, stage), n))(keys[::k]).reshape(-1)
 
 
 def _choose(ref: Refinement, q: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

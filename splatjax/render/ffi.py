@@ -25,7 +25,8 @@ attribute) chosen from levels described by :class:`KernelCapacity`, a static opt
 :func:`rasterize_ffi` (and of ``render`` / ``rasterize``). The first launch uses the
 smallest level; when the kernel reports that more intersections are needed, a
 ``lax.switch`` re-runs at the smallest level that fits. A scene beyond the largest level
-raises a clear error (and renders NaN): splats are never dropped.
+raises a clear error (and renders NaN): splats are never dropped. The CPU kernel, whose lists
+grow as needed, gets one level, the largest (the same bound, no re-run).
 
 Lists reused by the backward (CUDA): the CUDA forward returns its depth-sorted tile lists
 when they fit the first level, and the backward walks them instead of binning again (it
@@ -205,7 +206,11 @@ def _levels(platform: str, n: int, cams: int, width: int, height: int, capacity:
             out.append(cap)
         if cap >= most or cap >= _INT32_MAX:
             break
-    return tuple(out)
+    # the CPU kernel's lists live in its own growing storage, so the levels only bound the
+    # count: one launch at the largest one renders the same, with no conditional re-run (whose
+    # copies of the images cost XLA's CPU runtime more than the launch; BENCHMARKS.md, "Seconds
+    # per query with cheaper view-dependent colours")
+    return (out[-1],) if platform == "cpu" else tuple(out)
 
 
 def _level_of(levels, needed):
@@ -286,13 +291,15 @@ def _raise_on_overflow(needed, largest):
 def _guard_overflow(values, needed, largest):
     """`values` unchanged, or the overflow error when needed > largest. The error comes from
     a host callback whose (zero) result is added to every value, so that it reaches whoever
-    waits for the values (a debug callback's error could surface later, or only be logged)."""
-    def fail(vs):
-        z = jax.pure_callback(_raise_on_overflow, jax.ShapeDtypeStruct((), jnp.float32), needed,
-                              jnp.asarray(largest, jnp.int32), vmap_method="sequential")
-        return tuple(v + z.astype(v.dtype) for v in vs)
+    waits for the values (a debug callback's error could surface later, or only be logged).
+    Only that scalar passes through the conditional: XLA's CPU runtime copies the arrays a
+    conditional returns, and adding zero fuses into whatever reads the values next."""
+    def fail():
+        return jax.pure_callback(_raise_on_overflow, jax.ShapeDtypeStruct((), jnp.float32), needed,
+                                 jnp.asarray(largest, jnp.int32), vmap_method="sequential")
 
-    return jax.lax.cond(needed > largest, fail, lambda vs: tuple(vs), tuple(values))
+    z = jax.lax.cond(needed > largest, fail, lambda: jnp.zeros((), jnp.float32))
+    return tuple(v + z.astype(v.dtype) for v in values)
 
 
 # ----------------------------------------------------------------------------- primitives
