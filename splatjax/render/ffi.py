@@ -208,8 +208,7 @@ def _levels(platform: str, n: int, cams: int, width: int, height: int, capacity:
             break
     # the CPU kernel's lists live in its own growing storage, so the levels only bound the
     # count: one launch at the largest one renders the same, with no conditional re-run (whose
-    # copies of the images cost XLA's CPU runtime more than the launch; BENCHMARKS.md, "Seconds
-    # per query with cheaper view-dependent colours")
+    # outputs XLA's CPU runtime copies; BENCHMARKS.md, "Compilations in the pose stages' glue")
     return (out[-1],) if platform == "cpu" else tuple(out)
 
 
@@ -291,15 +290,13 @@ def _raise_on_overflow(needed, largest):
 def _guard_overflow(values, needed, largest):
     """`values` unchanged, or the overflow error when needed > largest. The error comes from
     a host callback whose (zero) result is added to every value, so that it reaches whoever
-    waits for the values (a debug callback's error could surface later, or only be logged).
-    Only that scalar passes through the conditional: XLA's CPU runtime copies the arrays a
-    conditional returns, and adding zero fuses into whatever reads the values next."""
-    def fail():
-        return jax.pure_callback(_raise_on_overflow, jax.ShapeDtypeStruct((), jnp.float32), needed,
-                                 jnp.asarray(largest, jnp.int32), vmap_method="sequential")
+    waits for the values (a debug callback's error could surface later, or only be logged)."""
+    def fail(vs):
+        z = jax.pure_callback(_raise_on_overflow, jax.ShapeDtypeStruct((), jnp.float32), needed,
+                              jnp.asarray(largest, jnp.int32), vmap_method="sequential")
+        return tuple(v + z.astype(v.dtype) for v in vs)
 
-    z = jax.lax.cond(needed > largest, fail, lambda: jnp.zeros((), jnp.float32))
-    return tuple(v + z.astype(v.dtype) for v in values)
+    return jax.lax.cond(needed > largest, fail, lambda vs: tuple(vs), tuple(values))
 
 
 # ----------------------------------------------------------------------------- primitives
