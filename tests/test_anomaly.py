@@ -249,7 +249,10 @@ def test_chunking_gives_the_same_maps():
     whole = np.asarray(anomaly_maps(r, q, ext, size=64))
     parts = np.asarray(anomaly_maps(r, q, ext, size=64, chunk=2))
     assert parts.shape == (5, 64, 64)
-    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
+    # XLA compiles the batch of 5 and the chunks of 2 apart and may sum their convolutions in
+    # another order: equal to float32 rounding (1.3e-5 relative seen at fd4c0af and after on a fresh
+    # environment of 2026-12-07, where 1e-5 had held before)
+    np.testing.assert_allclose(parts, whole, rtol=1e-4, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- stage, config, calibration
