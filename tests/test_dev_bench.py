@@ -18,13 +18,13 @@ def test_objects_split_into_disjoint_sets_with_one_material_each(bench):
     sets = (bench.TUNING, bench.HELD_OUT, bench.HELD_OUT_2, bench.HELD_OUT_3, bench.HELD_OUT_4, bench.HELD_OUT_5,
             bench.HELD_OUT_6, bench.HELD_OUT_7, bench.HELD_OUT_8, bench.HELD_OUT_9,
             bench.HELD_OUT_10, bench.HELD_OUT_11, bench.HELD_OUT_12, bench.HELD_OUT_13, bench.HELD_OUT_14,
-            bench.HELD_OUT_15)
+            bench.HELD_OUT_15, bench.HELD_OUT_16)
     assert tuple(bench.SPLITS.values()) == sets and list(bench.SPLITS)[:2] == ["tuning", "held-out"]
-    assert set().union(*map(set, sets)) == set(bench.OBJECTS) and len(bench.OBJECTS) == 48
-    assert sum(map(len, sets)) == 48  # disjoint
+    assert set().union(*map(set, sets)) == set(bench.OBJECTS) and len(bench.OBJECTS) == 51
+    assert sum(map(len, sets)) == 51  # disjoint
     for half in sets:
         assert sorted(bench.OBJECTS[o][1] for o in half) == ["glossy", "plastic", "two-tone"]
-    assert len({seed for _, _, seed in bench.OBJECTS.values()}) == 48  # every class its own views and defects
+    assert len({seed for _, _, seed in bench.OBJECTS.values()}) == 51  # every class its own views and defects
     for first in bench.HELD_OUT:  # the held-out meshes again, each time in another material
         again = [bench.OBJECTS[f"{first}-{k}"] for k in (2, 3)]
         assert all(o[0] == bench.OBJECTS[first][0] for o in again)
@@ -43,6 +43,7 @@ def test_objects_split_into_disjoint_sets_with_one_material_each(bench):
         assert bench.OBJECTS[f"{first}-13"] == bench.OBJECTS[first][:2] + (bench.OBJECTS[first][2] + 120,)
         assert bench.OBJECTS[f"{first}-14"] == second[:2] + (second[2] + 120,)
         assert bench.OBJECTS[f"{first}-15"] == third[:2] + (third[2] + 120,)
+        assert bench.OBJECTS[f"{first}-16"] == bench.OBJECTS[first][:2] + (bench.OBJECTS[first][2] + 150,)
     assert bench.parser().parse_args(["run", "OUT"]).objects == list(bench.TUNING + bench.HELD_OUT)
 
 
