@@ -59,7 +59,7 @@ def take_rows(x, index):
     """``x[index]`` (an integer, a slice, or an integer or boolean index array or list), computed by
     numpy when ``x`` is :func:`on_host` and ``index`` is concrete; a numpy array stays numpy."""
     if isinstance(x, np.ndarray):
-        return x[_index(index) if _index(index) is not None else np.asarray(index)]
+        return x[index]
     idx = _index(index)
     if idx is None or not on_host(x):
         return x[jnp.asarray(index) if isinstance(index, list) else index]
@@ -79,9 +79,10 @@ def set_rows(x, index, values):
     """``x.at[index].set(values)`` (``x`` unchanged), by numpy when ``x`` and ``values`` are
     :func:`on_host` (or numpy) and ``index`` is concrete."""
     idx = _index(index)
-    if idx is not None and on_host(x) and (on_host(values) or isinstance(values, np.ndarray)) \
-            and np.asarray(values).dtype == x.dtype:
-        out = np.array(x)
-        out[idx] = np.asarray(values)
-        return _back(out, x)
+    if idx is not None and on_host(x) and (on_host(values) or isinstance(values, np.ndarray)):
+        new = np.asarray(values)
+        if new.dtype == x.dtype:
+            out = np.array(x)
+            out[idx] = new
+            return _back(out, x)
     return jnp.asarray(x).at[jnp.asarray(index)].set(values)

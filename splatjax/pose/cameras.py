@@ -29,7 +29,7 @@ def index_cameras(cameras: Camera, index) -> Camera:
 def set_cameras(cameras: Camera, index, new: Camera) -> Camera:
     """The stacked batch ``cameras`` with the cameras at ``index`` (index array) replaced by
     ``new`` (as many, stacked)."""
-    return jax.tree_util.tree_map(lambda a, b: set_rows(jnp.asarray(a), index, b), cameras, new)
+    return jax.tree_util.tree_map(lambda a, b: set_rows(a, index, b), cameras, new)
 
 
 def interleave_cameras(batches: list[Camera]) -> Camera:
